@@ -1,0 +1,37 @@
+"""Softmax cross-entropy from logits, with per-row weights (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of (N, K) logits via log-sum-exp (max subtracted: no overflow)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)  # (N, K)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (..., K) logits, stable for any finite input."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def softmax_cross_entropy(logits, y, weights):
+    """Weighted sum of per-row cross-entropies and its gradient.
+
+    logits (N, K), y (N,) int class indices, weights (N,) non-negative row weights
+    (the caller's averaging: 1/N for a plain mean, 0 for rows that do not count).
+    Returns loss = sum_n weights_n * CE(logits_n, y_n) (a Python float) and
+    dlogits (N, K) = weights_n * (softmax_n - onehot(y_n)).
+    """
+    N = logits.shape[0]
+    rows = np.arange(N)
+    logp = log_softmax(logits)  # (N, K)
+    loss = -float(np.dot(weights, logp[rows, y].astype(np.float64)))
+    dlogits = np.exp(logp)  # (N, K) softmax
+    dlogits[rows, y] -= 1.0
+    dlogits *= weights[:, None].astype(dlogits.dtype, copy=False)
+    return loss, dlogits

@@ -1,0 +1,315 @@
+"""LSTMClassifier: stacked LSTM layers + a last-step or all-steps softmax head.
+
+The public, batch-first API::
+
+    model = LSTMClassifier(input_size=12, hidden_size=64, num_classes=9, head="last")
+    probs = model.predict_proba(x, lengths)            # x (B, T, I), lengths (B,)
+    loss, grads = model.loss_and_grads(x, lengths, y)  # grads has the keys of model.params
+
+Parameter names are the public contract, shared with checkpoints:
+``lstm.{k}.W`` (I_k+H, 4H), ``lstm.{k}.b`` (4H,) for layer k (0-based; I_0 is the input
+size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import LstmCliError
+from .heads import (
+    all_steps_backward,
+    all_steps_forward,
+    last_step_backward,
+    last_step_forward,
+    valid_mask,
+)
+from .losses import log_softmax, softmax, softmax_cross_entropy
+from .lstm import lstm_layer_backward, lstm_layer_forward
+
+HEADS = ("last", "all")
+INITS = ("uniform", "glorot_orthogonal")
+DTYPES = ("float32", "float64")
+
+
+def init_params(input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32",
+                init="uniform", rng=None):
+    """Fresh parameters as a dict of arrays (see the module docstring for names and shapes).
+
+    init="uniform": every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (the PyTorch scheme),
+    head bias the same with H as fan-in.
+    init="glorot_orthogonal": per gate block, the x-rows Glorot-uniform, the h-rows a random
+    orthogonal (H, H) matrix, LSTM biases zero; head Glorot-uniform, bias zero.
+    rng: a numpy Generator (or a seed); same seed => identical parameters.
+    """
+    rng = np.random.default_rng(rng)
+    H, K = hidden_size, num_classes
+    params = {}
+    for k in range(num_layers):
+        I = input_size if k == 0 else H
+        if init == "uniform":
+            bound = 1.0 / np.sqrt(H)
+            W = rng.uniform(-bound, bound, size=(I + H, 4 * H))
+            b = rng.uniform(-bound, bound, size=4 * H)
+        elif init == "glorot_orthogonal":
+            limit = np.sqrt(6.0 / (I + H))
+            Wx = rng.uniform(-limit, limit, size=(I, 4 * H))
+            Wh = np.concatenate([_orthogonal(H, rng) for _ in range(4)], axis=1)  # (H, 4H)
+            W = np.concatenate([Wx, Wh], axis=0)
+            b = np.zeros(4 * H)
+        else:
+            raise LstmCliError(f"init must be one of {INITS}; got {init!r}")
+        params[f"lstm.{k}.W"] = W.astype(dtype)
+        params[f"lstm.{k}.b"] = b.astype(dtype)
+    if init == "uniform":
+        bound = 1.0 / np.sqrt(H)
+        params["head.W"] = rng.uniform(-bound, bound, size=(H, K)).astype(dtype)
+        params["head.b"] = rng.uniform(-bound, bound, size=K).astype(dtype)
+    else:
+        limit = np.sqrt(6.0 / (H + K))
+        params["head.W"] = rng.uniform(-limit, limit, size=(H, K)).astype(dtype)
+        params["head.b"] = np.zeros(K, dtype)
+    return params
+
+
+def _orthogonal(n, rng):
+    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed so it is uniform)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+class ForwardCache(NamedTuple):
+    layers: list  # one lstm.LayerCache per layer
+    dropout_masks: list  # (T, B, H) scaled keep-masks between layers, or None
+    head: tuple  # heads.LastStepCache or heads.AllStepsCache
+    lengths: np.ndarray  # (B,)
+    mask: np.ndarray  # (T, B) valid steps
+
+
+class LSTMClassifier:
+    """A stack of LSTM layers (TF BasicLSTMCell) with a softmax head, in pure NumPy.
+
+    Parameters
+    ----------
+    input_size, hidden_size, num_classes, num_layers : int (>= 1)
+    head : "last" | "all"
+        "last" classifies each sequence from the state at its own last step; "all" puts
+        the softmax at every valid step (loss averaged per sequence, prediction from the
+        mean of the per-step probabilities).
+    forget_bias : float, added inside the forget gate's sigmoid (TF convention).
+    dropout : float in [0, 1), inverted dropout between stacked layers, training only.
+    dtype : "float32" (default) or "float64".
+    init : "uniform" | "glorot_orthogonal" (see ``init_params``).
+    seed : int or numpy Generator for the initialisation.
+    """
+
+    def __init__(self, input_size, hidden_size, num_classes, num_layers=1, head="last",
+                 forget_bias=1.0, dropout=0.0, dtype="float32", init="uniform", seed=0):
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_classes", num_classes), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise LstmCliError(f"{name} must be an int >= 1; got {value!r}")
+        if head not in HEADS:
+            raise LstmCliError(f"head must be one of {HEADS}; got {head!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise LstmCliError(f"dropout must be in [0, 1); got {dropout!r}")
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise LstmCliError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_classes = int(num_classes)
+        self.num_layers = int(num_layers)
+        self.head = head
+        self.forget_bias = float(forget_bias)
+        self.dropout = float(dropout)
+        self.dtype = np.dtype(dtype)
+        self.init = init
+        self.params = init_params(self.input_size, self.hidden_size, self.num_classes,
+                                  self.num_layers, dtype=self.dtype, init=init, rng=seed)
+
+    # ------------------------------------------------------------------ description
+    def spec(self) -> dict:
+        """The architecture as a JSON-serialisable dict (what a checkpoint needs to rebuild it)."""
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "num_classes": self.num_classes, "num_layers": self.num_layers,
+                "head": self.head, "forget_bias": self.forget_bias, "dropout": self.dropout,
+                "dtype": str(self.dtype), "init": self.init}
+
+    @classmethod
+    def from_spec(cls, spec: dict, params: dict | None = None) -> "LSTMClassifier":
+        """Rebuild a model from ``spec()``; ``params`` (if given) replaces the fresh weights."""
+        model = cls(**spec)
+        if params is not None:
+            model.set_params(params)
+        return model
+
+    def set_params(self, params: dict) -> None:
+        """Replace the parameters, checking names and shapes (arrays are cast to the model dtype)."""
+        expected = {k: v.shape for k, v in self.params.items()}
+        missing = sorted(set(expected) - set(params))
+        extra = sorted(set(params) - set(expected))
+        if missing or extra:
+            raise LstmCliError(f"parameter names do not match the model: missing {missing}, unexpected {extra}")
+        for k, shape in expected.items():
+            if tuple(params[k].shape) != shape:
+                raise LstmCliError(f"parameter {k!r} has shape {tuple(params[k].shape)}, expected {shape}")
+        self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    # ------------------------------------------------------------------ inputs
+    def _prepare(self, x, lengths):
+        """Validate a batch; return time-major x (T, B, I) in the model dtype, padding zeroed."""
+        x = np.asarray(x)
+        lengths = np.asarray(lengths)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            raise LstmCliError(
+                f"x must have shape (batch, time, {self.input_size}); got {x.shape}")
+        B, T, _ = x.shape
+        if lengths.shape != (B,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise LstmCliError(f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}")
+        if B == 0 or T == 0:
+            raise LstmCliError("a batch needs at least one sequence of at least one step")
+        if lengths.min() < 1 or lengths.max() > T:
+            raise LstmCliError(f"every length must be in [1, {T}]; got {lengths.min()}..{lengths.max()}")
+        lengths = lengths.astype(np.int64)
+        mask = valid_mask(lengths, T)  # (T, B)
+        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, B, I)
+        if not mask.all():
+            x_tm[~mask] = 0.0  # padding values never matter
+        return x_tm, lengths, mask
+
+    def _labels(self, y, B):
+        y = np.asarray(y)
+        if y.shape != (B,) or not np.issubdtype(y.dtype, np.integer):
+            raise LstmCliError(f"y must be an int array of shape ({B},); got {y.dtype} {y.shape}")
+        if y.min() < 0 or y.max() >= self.num_classes:
+            raise LstmCliError(f"labels must be class indices in [0, {self.num_classes}); got {y.min()}..{y.max()}")
+        return y.astype(np.int64)
+
+    # ------------------------------------------------------------------ forward/backward
+    def forward(self, x, lengths, *, training=False, rng=None):
+        """x (B, T, I), lengths (B,) -> logits and a ForwardCache.
+
+        logits: (B, K) for head="last"; time-major (T, B, K) for head="all" (every step,
+        padded ones included; use ``cache.mask``). training=True enables dropout, which
+        needs ``rng`` (a numpy Generator).
+        """
+        x_tm, lengths, mask = self._prepare(x, lengths)
+        p = self.params
+        inp = x_tm
+        layer_caches, masks = [], []
+        for k in range(self.num_layers):
+            h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias)
+            layer_caches.append(lc)
+            keep = None
+            if training and self.dropout > 0.0 and k < self.num_layers - 1:
+                if rng is None:
+                    raise LstmCliError("dropout in training mode needs an rng (numpy Generator)")
+                keep = (rng.random(h.shape) >= self.dropout).astype(self.dtype)
+                keep *= 1.0 / (1.0 - self.dropout)
+                h = h * keep
+            masks.append(keep)
+            inp = h
+        if self.head == "last":
+            logits, hc = last_step_forward(inp, lengths, p["head.W"], p["head.b"])
+        else:
+            logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
+        return logits, ForwardCache(layer_caches, masks, hc, lengths, mask)
+
+    def backward(self, dlogits, cache: ForwardCache):
+        """Gradients of the loss given dL/dlogits (shaped as forward's logits).
+
+        Returns (grads, dx): grads has exactly the keys of ``params``; dx (B, T, I) is the
+        gradient w.r.t. the input batch (zero at padded steps).
+        """
+        p = self.params
+        grads = {}
+        if self.head == "last":
+            dh, grads["head.W"], grads["head.b"] = last_step_backward(dlogits, cache.head, p["head.W"])
+        else:
+            dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
+        for k in range(self.num_layers - 1, -1, -1):
+            dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
+                dh, cache.layers[k], p[f"lstm.{k}.W"])
+            if k > 0 and cache.dropout_masks[k - 1] is not None:
+                dinp *= cache.dropout_masks[k - 1]
+            dh = dinp
+        return {k: grads[k] for k in p}, dh.transpose(1, 0, 2)
+
+    def _row_weights(self, y, lengths, mask, class_weights):
+        """The loss's averaging weights per logits row (DESIGN.md §3), and per-sequence weights."""
+        w_seq = np.ones(len(y)) if class_weights is None else np.asarray(class_weights, np.float64)[y]
+        w_seq = w_seq / w_seq.sum()  # (B,)
+        if self.head == "last":
+            return w_seq
+        return mask * (w_seq / lengths)[None, :]  # (T, B)
+
+    def _loss_and_dlogits(self, logits, cache, y, class_weights):
+        """Loss (float) and dL/dlogits for forward's logits."""
+        y = self._labels(y, len(cache.lengths))
+        weights = self._row_weights(y, cache.lengths, cache.mask, class_weights)
+        if self.head == "last":
+            return softmax_cross_entropy(logits, y, weights)
+        T, B, K = logits.shape
+        y_rows = np.broadcast_to(y[None, :], (T, B)).reshape(-1)
+        loss, d2 = softmax_cross_entropy(logits.reshape(T * B, K), y_rows, weights.reshape(-1))
+        return loss, d2.reshape(T, B, K)
+
+    def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
+                       return_dx=False):
+        """Mean cross-entropy of the batch and the gradient of every parameter.
+
+        y (B,) int class indices; class_weights (K,) optional per-class weights (the loss is
+        then the weighted mean, sum_b w_{y_b} CE_b / sum_b w_{y_b}). Returns (loss, grads)
+        or (loss, grads, dx) with return_dx=True; dx (B, T, I).
+        """
+        logits, cache = self.forward(x, lengths, training=training, rng=rng)
+        loss, dlogits = self._loss_and_dlogits(logits, cache, y, class_weights)
+        grads, dx = self.backward(dlogits, cache)
+        return (loss, grads, dx) if return_dx else (loss, grads)
+
+    def loss(self, x, lengths, y, class_weights=None):
+        """Mean cross-entropy of the batch (forward only, no dropout)."""
+        logits, cache = self.forward(x, lengths)
+        return self._loss_and_dlogits(logits, cache, y, class_weights)[0]
+
+    # ------------------------------------------------------------------ inference
+    def _probs_from_logits(self, logits, cache):
+        if self.head == "last":
+            return softmax(logits)  # (B, K)
+        probs = softmax(logits)  # (T, B, K)
+        probs *= cache.mask[:, :, None]
+        return probs.sum(axis=0) / cache.lengths[:, None]  # (B, K)
+
+    def predict_proba(self, x, lengths):
+        """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
+        logits, cache = self.forward(x, lengths)
+        return self._probs_from_logits(logits, cache)
+
+    def predict(self, x, lengths):
+        """Predicted class indices (B,)."""
+        return self.predict_proba(x, lengths).argmax(axis=1)
+
+    def logits(self, x, lengths):
+        """Batch-first logits: (B, K) for head="last", (B, T, K) for head="all"."""
+        logits, _ = self.forward(x, lengths)
+        return logits if self.head == "last" else logits.transpose(1, 0, 2)
+
+    def evaluate_batch(self, x, lengths, y):
+        """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
+        logits, cache = self.forward(x, lengths)
+        B = len(cache.lengths)
+        y = self._labels(y, B)
+        probs = self._probs_from_logits(logits, cache)
+        K = self.num_classes
+        if self.head == "last":
+            ce = -log_softmax(logits)[np.arange(B), y]
+        else:
+            T = logits.shape[0]
+            logp = log_softmax(logits.reshape(T * B, K)).reshape(T, B, K)
+            ce_tb = -np.take_along_axis(logp, np.broadcast_to(y[None, :, None], (T, B, 1)), axis=2)[..., 0]
+            ce = (ce_tb * cache.mask).sum(axis=0) / cache.lengths
+        return ce.astype(np.float64), probs
