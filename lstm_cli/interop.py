@@ -1,0 +1,105 @@
+"""Convert parameters between lstm_cli (TF BasicLSTMCell layout) and PyTorch / Keras layouts.
+
+DESIGN.md §5. lstm_cli keeps one kernel W (I+H, 4H) per layer, x-rows first, gate order
+i, j, f, o, and a separate forget_bias added inside the forget sigmoid. PyTorch's
+nn.LSTM keeps weight_ih (4H, I), weight_hh (4H, H), bias_ih + bias_hh in gate order
+i, f, g, o; Keras keeps kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,) in order
+i, f, c, o. Neither has a separate forget_bias, so it is folded into the forget slice
+of the bias. Pure NumPy: no framework is imported here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Where each block of the framework order i, f, g(=j), o comes from in TF's i, j, f, o.
+_TF_BLOCKS_IN_IFGO = (0, 2, 1, 3)
+
+
+def _perm(H):
+    """Column index that reorders TF [i|j|f|o] into [i|f|j|o] (an involution: its own inverse)."""
+    return np.concatenate([np.arange(k * H, (k + 1) * H) for k in _TF_BLOCKS_IN_IFGO])
+
+
+def _layers(params):
+    n = 0
+    while f"lstm.{n}.W" in params:
+        n += 1
+    return n
+
+
+def to_pytorch(params, forget_bias=1.0):
+    """lstm_cli params -> dict of nn.LSTM state names (weight_ih_l{k}, weight_hh_l{k},
+    bias_ih_l{k}, bias_hh_l{k}) plus nn.Linear's as head.weight (K, H), head.bias (K,).
+
+    forget_bias is folded into bias_ih's forget slice; bias_hh is zero.
+    """
+    out = {}
+    for k in range(_layers(params)):
+        W, b = params[f"lstm.{k}.W"], params[f"lstm.{k}.b"]
+        H = W.shape[1] // 4
+        I = W.shape[0] - H
+        perm = _perm(H)
+        bias = b[perm].copy()
+        bias[H : 2 * H] += forget_bias  # torch order i, f, g, o: f is the second block
+        out[f"weight_ih_l{k}"] = np.ascontiguousarray(W[:I, perm].T)
+        out[f"weight_hh_l{k}"] = np.ascontiguousarray(W[I:, perm].T)
+        out[f"bias_ih_l{k}"] = bias
+        out[f"bias_hh_l{k}"] = np.zeros_like(bias)
+    out["head.weight"] = np.ascontiguousarray(params["head.W"].T)
+    out["head.bias"] = params["head.b"].copy()
+    return out
+
+
+def from_pytorch(state, forget_bias=1.0):
+    """Inverse of ``to_pytorch``: bias = bias_ih + bias_hh with forget_bias taken out of f.
+
+    Also converts *gradients* of a PyTorch model with forget_bias=0 and only one of the
+    two bias gradients (they are equal), e.g. {..., "bias_ih_l0": g, "bias_hh_l0": 0}.
+    """
+    params = {}
+    k = 0
+    while f"weight_ih_l{k}" in state:
+        w_ih, w_hh = np.asarray(state[f"weight_ih_l{k}"]), np.asarray(state[f"weight_hh_l{k}"])
+        H = w_hh.shape[1]
+        perm = _perm(H)
+        bias = np.asarray(state[f"bias_ih_l{k}"]) + np.asarray(state[f"bias_hh_l{k}"])
+        bias = bias.copy()
+        bias[H : 2 * H] -= forget_bias
+        params[f"lstm.{k}.W"] = np.concatenate([w_ih.T, w_hh.T], axis=0)[:, perm]
+        params[f"lstm.{k}.b"] = bias[perm]
+        k += 1
+    params["head.W"] = np.ascontiguousarray(np.asarray(state["head.weight"]).T)
+    params["head.b"] = np.asarray(state["head.bias"]).copy()
+    return params
+
+
+def to_keras(params, forget_bias=1.0):
+    """lstm_cli params -> list of per-layer [kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,)]
+    in Keras order i, f, c, o with forget_bias folded in, plus [W (H, K), b (K,)] for a Dense head.
+    """
+    layers = []
+    for k in range(_layers(params)):
+        W, b = params[f"lstm.{k}.W"], params[f"lstm.{k}.b"]
+        H = W.shape[1] // 4
+        I = W.shape[0] - H
+        perm = _perm(H)
+        bias = b[perm].copy()
+        bias[H : 2 * H] += forget_bias
+        layers.append([W[:I, perm].copy(), W[I:, perm].copy(), bias])
+    return layers, [params["head.W"].copy(), params["head.b"].copy()]
+
+
+def from_keras(layers, head, forget_bias=1.0):
+    """Inverse of ``to_keras``."""
+    params = {}
+    for k, (kernel, recurrent, bias) in enumerate(layers):
+        H = recurrent.shape[0]
+        perm = _perm(H)
+        bias = np.array(bias, copy=True)
+        bias[H : 2 * H] -= forget_bias
+        params[f"lstm.{k}.W"] = np.concatenate([kernel, recurrent], axis=0)[:, perm]
+        params[f"lstm.{k}.b"] = bias[perm]
+    params["head.W"] = np.array(head[0], copy=True)
+    params["head.b"] = np.array(head[1], copy=True)
+    return params

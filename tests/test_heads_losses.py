@@ -1,0 +1,92 @@
+"""Heads and the softmax cross-entropy: forward values and backward vs finite differences."""
+
+import numpy as np
+import pytest
+
+from lstm_cli.gradcheck import numerical_gradient, rel_error, vjp_check
+from lstm_cli.heads import (
+    all_steps_backward,
+    all_steps_forward,
+    last_step_backward,
+    last_step_forward,
+    valid_mask,
+)
+from lstm_cli.losses import log_softmax, softmax, softmax_cross_entropy
+
+TOL = 1e-6
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_last_step_gathers_each_sequences_own_last_state(rng):
+    T, B, H, K = 5, 3, 2, 4
+    h = rng.normal(size=(T, B, H))
+    lengths = np.array([5, 1, 3])
+    logits, _ = last_step_forward(h, lengths, np.eye(H, K), np.zeros(K))
+    np.testing.assert_array_equal(logits[:, :H], h[[4, 0, 2], [0, 1, 2]])
+
+
+def test_last_step_backward(rng):
+    T, B, H, K = 5, 3, 2, 4
+    h = rng.normal(size=(T, B, H))
+    V = rng.normal(size=(H, K))
+    a = rng.normal(size=K)
+    lengths = np.array([5, 1, 3])
+    up = rng.normal(size=(B, K))
+    numeric = vjp_check(lambda h, V, a: last_step_forward(h, lengths, V, a)[0], dict(h=h, V=V, a=a), up)
+    _, cache = last_step_forward(h, lengths, V, a)
+    dh, dV, da = last_step_backward(up, cache, V)
+    for name, an in dict(h=dh, V=dV, a=da).items():
+        assert rel_error(an, numeric[name]).max() < TOL, name
+    # only the last valid step of each sequence receives gradient
+    assert np.count_nonzero(np.abs(dh).sum(axis=2)) == B
+
+
+def test_all_steps_backward(rng):
+    T, B, H, K = 4, 3, 2, 3
+    h = rng.normal(size=(T, B, H))
+    V = rng.normal(size=(H, K))
+    a = rng.normal(size=K)
+    up = rng.normal(size=(T, B, K))
+    numeric = vjp_check(lambda h, V, a: all_steps_forward(h, V, a)[0], dict(h=h, V=V, a=a), up)
+    _, cache = all_steps_forward(h, V, a)
+    dh, dV, da = all_steps_backward(up, cache, V)
+    for name, an in dict(h=dh, V=dV, a=da).items():
+        assert rel_error(an, numeric[name]).max() < TOL, name
+
+
+def test_valid_mask():
+    m = valid_mask(np.array([3, 1]), 4)
+    np.testing.assert_array_equal(m, [[1, 1], [1, 0], [1, 0], [0, 0]])
+
+
+def test_cross_entropy_gradient(rng):
+    N, K = 5, 4
+    logits = rng.normal(size=(N, K))
+    y = rng.integers(0, K, size=N)
+    w = rng.uniform(0.1, 1.0, size=N)
+    loss, dlogits = softmax_cross_entropy(logits, y, w)
+    numeric = numerical_gradient(lambda: softmax_cross_entropy(logits, y, w)[0], logits,
+                                 np.arange(logits.size)).reshape(N, K)
+    assert rel_error(dlogits, numeric).max() < TOL
+    expected = -np.sum(w * np.log(softmax(logits)[np.arange(N), y]))
+    assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_uniform_logits_give_log_k():
+    K = 7
+    loss, _ = softmax_cross_entropy(np.zeros((3, K)), np.array([0, 3, 6]), np.full(3, 1 / 3))
+    assert loss == pytest.approx(np.log(K), rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4])
+def test_huge_logits_stay_finite(scale):
+    logits = np.array([[scale, -scale, 0.0], [-scale, scale, 0.5]], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow is fine
+        loss, dlogits = softmax_cross_entropy(logits, np.array([1, 1]), np.full(2, 0.5, np.float32))
+        lp = log_softmax(logits)
+    assert np.isfinite(loss) and np.all(np.isfinite(dlogits)) and np.all(np.isfinite(lp))
+    assert loss == pytest.approx(0.5 * 2 * scale, rel=1e-6)  # first row is wrong by 2*scale

@@ -1,0 +1,202 @@
+"""The LSTM cell and layer: equations, hand-written backward vs finite differences."""
+
+import numpy as np
+import pytest
+
+from lstm_cli.gradcheck import rel_error, vjp_check
+from lstm_cli.lstm import (
+    lstm_layer_backward,
+    lstm_layer_forward,
+    lstm_step_backward,
+    lstm_step_forward,
+    sigmoid,
+)
+
+TOL = 1e-6
+
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def tf_basic_lstm_reference(x, W, b, forget_bias, h0, c0):
+    """A plain per-step transcription of TF BasicLSTMCell (the seed's equations), batch-first.
+
+    xh = [x, h_prev]; it = sigmoid(xh.Wi + Bi); Ct~ = tanh(xh.Wj + Bj);
+    ft = sigmoid(xh.Wf + Bf + forget_bias); ot = sigmoid(xh.Wo + Bo);
+    Ct = ft*C_prev + it*Ct~; ht = ot*tanh(Ct).
+    """
+    B, T, I = x.shape
+    H = W.shape[1] // 4
+    Wi, Wj, Wf, Wo = (W[:, k * H:(k + 1) * H] for k in range(4))
+    Bi, Bj, Bf, Bo = (b[k * H:(k + 1) * H] for k in range(4))
+    h, c = h0, c0
+    hs = []
+    for t in range(T):
+        xh = np.concatenate([x[:, t], h], axis=1)
+        it = _sig(xh @ Wi + Bi)
+        ct_tilde = np.tanh(xh @ Wj + Bj)
+        ft = _sig(xh @ Wf + Bf + forget_bias)
+        ot = _sig(xh @ Wo + Bo)
+        c = ft * c + it * ct_tilde
+        h = ot * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs, axis=1)  # (B, T, H)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def _layer_problem(rng, T=4, B=3, I=2, H=3):
+    x = rng.normal(size=(T, B, I))
+    W = rng.normal(0, 0.6, size=(I + H, 4 * H))
+    b = rng.normal(0, 0.6, size=4 * H)
+    h0 = rng.normal(0, 0.5, size=(B, H))
+    c0 = rng.normal(0, 0.5, size=(B, H))
+    return x, W, b, h0, c0
+
+
+def test_sigmoid_is_stable_and_exact():
+    z = np.array([-1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4])
+    with np.errstate(all="raise"):
+        s = sigmoid(z)
+    # the tanh form is accurate to ~1e-16 absolute (not relative deep in the lower tail)
+    np.testing.assert_allclose(s[1:-1], _sig(z[1:-1]), rtol=0, atol=2e-16)
+    assert s[0] == 0.0 and s[-1] == 1.0
+
+
+def test_zero_weights_give_half_gates():
+    B, I, H = 2, 3, 4
+    x = np.ones((B, I))
+    c_prev = np.full((B, H), 0.8)
+    h, c, cache = lstm_step_forward(x, np.zeros((B, H)), c_prev, np.zeros((I + H, 4 * H)),
+                                    np.zeros(4 * H), forget_bias=0.0)
+    # i = f = o = 0.5, j = tanh(0) = 0  =>  c = 0.5 * c_prev, h = 0.5 * tanh(c)
+    np.testing.assert_allclose(cache.gates[:, :H], 0.5)
+    np.testing.assert_allclose(cache.gates[:, H:2 * H], 0.0)
+    np.testing.assert_allclose(c, 0.4)
+    np.testing.assert_allclose(h, 0.5 * np.tanh(0.4))
+
+
+def test_forget_bias_inside_the_sigmoid():
+    B, I, H = 1, 1, 1
+    zeros = np.zeros((I + H, 4 * H))
+    _, _, cache = lstm_step_forward(np.zeros((B, I)), np.zeros((B, H)), np.zeros((B, H)), zeros,
+                                    np.zeros(4 * H), forget_bias=1.0)
+    np.testing.assert_allclose(cache.gates[0, 2], _sig(1.0))  # f = sigmoid(0 + 1)
+    np.testing.assert_allclose(cache.gates[0, 0], 0.5)  # i unaffected
+
+
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0, -0.7])
+def test_layer_forward_matches_tf_reference(rng, forget_bias):
+    x, W, b, h0, c0 = _layer_problem(rng, T=6, B=4, I=3, H=5)
+    h, _ = lstm_layer_forward(x, W, b, forget_bias, h0, c0)
+    ref = tf_basic_lstm_reference(x.transpose(1, 0, 2), W, b, forget_bias, h0, c0)
+    np.testing.assert_allclose(h.transpose(1, 0, 2), ref, rtol=1e-13, atol=1e-14)
+
+
+def test_layer_forward_matches_step_forward(rng):
+    x, W, b, h0, c0 = _layer_problem(rng)
+    h_layer, cache = lstm_layer_forward(x, W, b, 0.9, h0, c0)
+    h, c = h0, c0
+    for t in range(x.shape[0]):
+        h, c, _ = lstm_step_forward(x[t], h, c, W, b, 0.9)
+        np.testing.assert_allclose(h_layer[t], h, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(cache.c[t], c, rtol=1e-14, atol=1e-15)
+
+
+def test_step_backward_matches_finite_differences(rng):
+    B, I, H = 3, 2, 3
+    x = rng.normal(size=(B, I))
+    h_prev = rng.normal(size=(B, H))
+    c_prev = rng.normal(size=(B, H))
+    W = rng.normal(0, 0.6, size=(I + H, 4 * H))
+    b = rng.normal(0, 0.6, size=4 * H)
+    up_h = rng.normal(size=(B, H))  # random upstream gradients (VJP form), never ones
+    up_c = rng.normal(size=(B, H))
+
+    def fwd(x, h_prev, c_prev, W, b):
+        h, c, _ = lstm_step_forward(x, h_prev, c_prev, W, b, 1.0)
+        return np.concatenate([h, c], axis=1)
+
+    upstream = np.concatenate([up_h, up_c], axis=1)
+    inputs = dict(x=x, h_prev=h_prev, c_prev=c_prev, W=W, b=b)
+    numeric = vjp_check(fwd, inputs, upstream)
+    _, _, cache = lstm_step_forward(x, h_prev, c_prev, W, b, 1.0)
+    dx, dh_prev, dc_prev, dW, db = lstm_step_backward(up_h, up_c, cache, W)
+    for name, analytic in dict(x=dx, h_prev=dh_prev, c_prev=dc_prev, W=dW, b=db).items():
+        assert rel_error(analytic, numeric[name]).max() < TOL, name
+
+
+@pytest.mark.parametrize("forget_bias", [1.0, 0.0])
+def test_layer_backward_matches_finite_differences(rng, forget_bias):
+    x, W, b, h0, c0 = _layer_problem(rng, T=5, B=3, I=2, H=3)
+    upstream = rng.normal(size=(5, 3, 3))
+
+    def fwd(x, W, b, h0, c0):
+        return lstm_layer_forward(x, W, b, forget_bias, h0, c0)[0]
+
+    numeric = vjp_check(fwd, dict(x=x, W=W, b=b, h0=h0, c0=c0), upstream)
+    _, cache = lstm_layer_forward(x, W, b, forget_bias, h0, c0)
+    dx, dW, db, dh0, dc0 = lstm_layer_backward(upstream, cache, W)
+    for name, analytic in dict(x=dx, W=dW, b=db, h0=dh0, c0=dc0).items():
+        err = rel_error(analytic, numeric[name]).max()
+        assert err < TOL, f"{name}: max relative error {err:.2e}"
+
+
+def test_layer_backward_equals_chained_step_backward(rng):
+    x, W, b, h0, c0 = _layer_problem(rng)
+    upstream = rng.normal(size=x.shape[:2] + (3,))
+    _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    dx, dW, db, dh0, dc0 = lstm_layer_backward(upstream, cache, W)
+    # reference: the per-step backward chained by hand (DESIGN.md §4)
+    steps, h, c = [], h0, c0
+    for t in range(x.shape[0]):
+        h, c, sc = lstm_step_forward(x[t], h, c, W, b, 1.0)
+        steps.append(sc)
+    dh_next = np.zeros_like(h0)
+    dc_next = np.zeros_like(c0)
+    dW_ref, db_ref = np.zeros_like(W), np.zeros_like(b)
+    for t in reversed(range(x.shape[0])):
+        dx_t, dh_next, dc_next, dW_t, db_t = lstm_step_backward(upstream[t] + dh_next, dc_next, steps[t], W)
+        np.testing.assert_allclose(dx[t], dx_t, rtol=1e-12, atol=1e-14)
+        dW_ref = dW_ref + dW_t
+        db_ref = db_ref + db_t
+    np.testing.assert_allclose(dW, dW_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dh0, dh_next, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dc0, dc_next, rtol=1e-12, atol=1e-14)
+
+
+def test_broken_backward_is_caught(rng):
+    """Dropping the recurrent term from dh (backward run with the h-rows of W zeroed, so
+    dh_next = dz @ Wh.T vanishes) must make the finite-difference check fail."""
+    x, W, b, h0, c0 = _layer_problem(rng, T=5)
+    upstream = rng.normal(size=(5, 3, 3))
+    numeric = vjp_check(lambda W: lstm_layer_forward(x, W, b, 1.0, h0, c0)[0], dict(W=W), upstream)
+    _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    W_broken = W.copy()
+    W_broken[x.shape[2]:] = 0.0
+    _, dW_broken, _, _, _ = lstm_layer_backward(upstream, cache, W_broken)
+    assert rel_error(dW_broken, numeric["W"]).max() > 1e-2
+    _, dW, _, _, _ = lstm_layer_backward(upstream, cache, W)
+    assert rel_error(dW, numeric["W"]).max() < TOL
+
+
+def test_inputs_are_not_mutated(rng):
+    x, W, b, h0, c0 = _layer_problem(rng)
+    upstream = rng.normal(size=(4, 3, 3))
+    copies = [a.copy() for a in (x, W, b, h0, c0, upstream)]
+    _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    lstm_layer_backward(upstream, cache, W)
+    for before, after in zip(copies, (x, W, b, h0, c0, upstream)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_float32_stays_float32(rng):
+    x, W, b, h0, c0 = (a.astype(np.float32) for a in _layer_problem(rng))
+    h, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    dx, dW, db, dh0, dc0 = lstm_layer_backward(np.ones_like(h), cache, W)
+    assert {a.dtype for a in (h, dx, dW, db, dh0, dc0)} == {np.dtype(np.float32)}

@@ -1,0 +1,221 @@
+"""LSTMClassifier: whole-model gradients, padding invariance, dropout, API contract."""
+
+import numpy as np
+import pytest
+
+from lstm_cli.errors import LstmCliError
+from lstm_cli.gradcheck import check_model, random_problem
+from lstm_cli.model import LSTMClassifier
+
+TOL = 1e-6
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_model_gradients_match_finite_differences(head, num_layers, seed):
+    model, x, lengths, y = random_problem(num_layers=num_layers, head=head, seed=seed,
+                                          forget_bias=0.8)
+    report = check_model(model, x, lengths, y, tol=TOL)
+    failures = [f"{r.name}: {r.max_rel_error:.2e}" for r in report.rows if not r.passed]
+    assert not failures, failures
+    assert {r.name for r in report.rows} == set(model.params) | {"input x"}
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_class_weighted_loss_gradients(head):
+    model, x, lengths, y = random_problem(num_layers=2, head=head, seed=3, num_classes=3)
+    report = check_model(model, x, lengths, y, tol=TOL, class_weights=np.array([0.5, 2.0, 1.3]))
+    assert report.passed, [(r.name, r.max_rel_error) for r in report.rows]
+
+
+def test_two_point_stencil_also_available():
+    model, x, lengths, y = random_problem(num_layers=1, head="last", seed=1)
+    report = check_model(model, x, lengths, y, order=2, tol=1e-5)
+    assert report.passed and report.order == 2 and report.eps == 1e-5
+
+
+def test_gradcheck_fails_on_a_broken_backward():
+    """The checker must be able to fail: a backward with one gradient perturbed or with
+    the recurrent term dropped is reported, naming the parameter."""
+    model, x, lengths, y = random_problem(num_layers=2, head="all", seed=0)
+
+    def wrong_bias(model, x, lengths, y):
+        loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
+        grads["lstm.1.b"] = grads["lstm.1.b"] * 1.01
+        return loss, grads, dx
+
+    report = check_model(model, x, lengths, y, analytic=wrong_bias)
+    assert not report.passed
+    assert [r.name for r in report.rows if not r.passed] == ["lstm.1.b"]
+
+    from lstm_cli import model as model_module
+    from lstm_cli.lstm import lstm_layer_backward
+
+    def no_recurrent_term(dh, cache, W):  # dh_next = dz @ Wh.T becomes zero
+        I = cache.x.shape[2]
+        W_broken = W.copy()
+        W_broken[I:] = 0.0
+        return lstm_layer_backward(dh, cache, W_broken)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(model_module, "lstm_layer_backward", no_recurrent_term)
+    try:
+        report = check_model(model, x, lengths, y)
+    finally:
+        mp.undo()
+    assert not report.passed
+    assert "lstm.0.W" in [r.name for r in report.rows if not r.passed]
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_padding_invariance(head):
+    """A sequence's logits, loss and gradients are the same alone and batched with longer
+    sequences, whatever the padding values."""
+    rng = np.random.default_rng(5)
+    model = LSTMClassifier(3, 4, 3, num_layers=2, head=head, dtype="float64", seed=1)
+    for p in model.params.values():
+        p[...] = rng.normal(0, 0.5, size=p.shape)
+    short = rng.normal(size=(1, 3, 3))
+    y_short = np.array([2])
+    loss_alone, grads_alone = model.loss_and_grads(short, np.array([3]), y_short)
+    logits_alone = model.logits(short, np.array([3]))
+    probs_alone = model.predict_proba(short, np.array([3]))
+
+    for pad_value in (0.0, 1e3, np.nan):
+        x = np.full((3, 7, 3), pad_value)
+        x[0, :3] = short[0]
+        x[1] = rng.normal(size=(7, 3))
+        x[2, :5] = rng.normal(size=(5, 3))
+        lengths = np.array([3, 7, 5])
+        logits = model.logits(x, lengths)
+        if head == "last":
+            np.testing.assert_allclose(logits[0], logits_alone[0], rtol=0, atol=1e-12)
+        else:
+            np.testing.assert_allclose(logits[0, :3], logits_alone[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(model.predict_proba(x, lengths)[0], probs_alone[0], rtol=0, atol=1e-12)
+        # gradients of sequence 0 alone: give the other sequences zero class weight
+        loss, grads, dx = model.loss_and_grads(x, lengths, np.array([2, 0, 1]),
+                                               class_weights=None, return_dx=True)
+        weights_only_first = _loss_of_first(model, x, lengths, y_short[0])
+        assert weights_only_first[0] == pytest.approx(loss_alone, abs=1e-12)
+        for k in grads_alone:
+            np.testing.assert_allclose(weights_only_first[1][k], grads_alone[k], rtol=0, atol=1e-12)
+        assert np.all(dx[0, 3:] == 0.0) and np.all(np.isfinite(dx))
+
+
+def _loss_of_first(model, x, lengths, y0):
+    """Loss/grads of sequence 0 only, via per-class weights that zero the others' classes."""
+    K = model.num_classes
+    others = [k for k in range(K) if k != y0]
+    y = np.array([y0] + others[:len(lengths) - 1])
+    cw = np.zeros(K)
+    cw[y0] = 1.0
+    return model.loss_and_grads(x, lengths, y, class_weights=cw)
+
+
+def test_dropout_gradients_with_a_fixed_mask():
+    """With the dropout mask fixed (same rng state at every call), training-mode gradients
+    match finite differences too."""
+    model, x, lengths, y = random_problem(num_layers=3, head="last", seed=2)
+    model.dropout = 0.4
+
+    def loss_fn(x_):
+        logits, cache = model.forward(x_, lengths, training=True, rng=np.random.default_rng(9))
+        return model._loss_and_dlogits(logits, cache, y, None)[0]
+
+    def analytic(model, x_, lengths_, y_):
+        return model.loss_and_grads(x_, lengths_, y_, training=True, rng=np.random.default_rng(9),
+                                    return_dx=True)
+
+    orig_loss = model.loss
+    model.loss = lambda x_, lengths_, y_, cw=None: loss_fn(x_)
+    report = check_model(model, x, lengths, y, analytic=analytic)
+    model.loss = orig_loss
+    assert report.passed, [(r.name, r.max_rel_error) for r in report.rows]
+    # dropout is really on in training mode and off otherwise
+    l_train = model.loss_and_grads(x, lengths, y, training=True, rng=np.random.default_rng(1))[0]
+    assert l_train != pytest.approx(model.loss(x, lengths, y))
+    np.testing.assert_array_equal(model.predict_proba(x, lengths), model.predict_proba(x, lengths))
+
+
+def test_same_seed_same_parameters_and_dtypes():
+    a = LSTMClassifier(4, 5, 3, num_layers=2, seed=11)
+    b = LSTMClassifier(4, 5, 3, num_layers=2, seed=11)
+    c = LSTMClassifier(4, 5, 3, num_layers=2, seed=12)
+    assert list(a.params) == ["lstm.0.W", "lstm.0.b", "lstm.1.W", "lstm.1.b", "head.W", "head.b"]
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+        assert a.params[k].dtype == np.float32
+    assert not np.array_equal(a.params["lstm.0.W"], c.params["lstm.0.W"])
+    shapes = {k: v.shape for k, v in a.params.items()}
+    assert shapes == {"lstm.0.W": (9, 20), "lstm.0.b": (20,), "lstm.1.W": (10, 20), "lstm.1.b": (20,),
+                      "head.W": (5, 3), "head.b": (3,)}
+
+
+@pytest.mark.parametrize("init", ["uniform", "glorot_orthogonal"])
+def test_init_schemes(init):
+    m = LSTMClassifier(3, 6, 2, init=init, seed=0)
+    W = m.params["lstm.0.W"].astype(np.float64)
+    if init == "uniform":
+        assert np.abs(W).max() <= 1 / np.sqrt(6)
+    else:
+        Wh_i = W[3:, :6]
+        np.testing.assert_allclose(Wh_i.T @ Wh_i, np.eye(6), atol=1e-5)
+        assert not m.params["lstm.0.b"].any()
+
+
+def test_float32_training_step_keeps_dtype():
+    m = LSTMClassifier(3, 4, 2, seed=0)
+    rng = np.random.default_rng(0)
+    loss, grads = m.loss_and_grads(rng.normal(size=(2, 5, 3)), np.array([5, 2]), np.array([0, 1]))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert np.isfinite(loss)
+
+
+def test_float32_agrees_with_float64():
+    m64 = LSTMClassifier(3, 8, 4, num_layers=2, head="all", dtype="float64", seed=3)
+    m32 = LSTMClassifier.from_spec({**m64.spec(), "dtype": "float32"}, m64.params)
+    rng = np.random.default_rng(1)
+    x, lengths, y = rng.normal(size=(4, 6, 3)), np.array([6, 1, 3, 4]), np.array([0, 1, 2, 3])
+    l64, g64 = m64.loss_and_grads(x, lengths, y)
+    l32, g32 = m32.loss_and_grads(x, lengths, y)
+    assert l32 == pytest.approx(l64, rel=1e-5)
+    for k in g64:
+        np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(x=np.zeros((2, 3)), lengths=np.array([1, 1])),
+    dict(x=np.zeros((2, 3, 5)), lengths=np.array([1, 1])),
+    dict(x=np.zeros((2, 3, 3)), lengths=np.array([0, 1])),
+    dict(x=np.zeros((2, 3, 3)), lengths=np.array([4, 1])),
+    dict(x=np.zeros((2, 3, 3)), lengths=np.array([1.0, 1.0])),
+])
+def test_bad_batches_raise_clear_errors(bad):
+    m = LSTMClassifier(3, 4, 2)
+    with pytest.raises(LstmCliError):
+        m.predict_proba(bad["x"], bad["lengths"])
+
+
+def test_bad_labels_and_constructor_arguments():
+    m = LSTMClassifier(3, 4, 2)
+    with pytest.raises(LstmCliError, match="class indices"):
+        m.loss(np.zeros((1, 2, 3)), np.array([2]), np.array([2]))
+    with pytest.raises(LstmCliError, match="head"):
+        LSTMClassifier(3, 4, 2, head="first")
+    with pytest.raises(LstmCliError, match="hidden_size"):
+        LSTMClassifier(3, 0, 2)
+    with pytest.raises(LstmCliError, match="dropout"):
+        LSTMClassifier(3, 4, 2, dropout=1.0)
+
+
+def test_set_params_checks_names_and_shapes():
+    m = LSTMClassifier(3, 4, 2)
+    p = {k: v.copy() for k, v in m.params.items()}
+    p["head.W"] = np.zeros((5, 2))
+    with pytest.raises(LstmCliError, match="head.W"):
+        m.set_params(p)
+    del p["head.W"]
+    with pytest.raises(LstmCliError, match="missing"):
+        m.set_params(p)

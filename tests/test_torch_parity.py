@@ -1,0 +1,81 @@
+"""Parity with PyTorch nn.LSTM + nn.Linear (skipped cleanly when torch is not importable).
+
+The weights are converted with lstm_cli.interop (TF i,j,f,o -> torch i,f,g,o, forget_bias
+folded into bias_ih); then logits, loss, every parameter gradient and dL/dx must agree.
+"""
+
+import numpy as np
+import pytest
+
+from lstm_cli.interop import from_pytorch, to_pytorch
+from lstm_cli.model import LSTMClassifier
+
+torch = pytest.importorskip("torch")
+
+B, T, I, H, K, LAYERS, FORGET_BIAS = 5, 7, 3, 6, 4, 2, 0.7
+
+
+def _max_rel(a, b):
+    """Largest entry-wise difference relative to the largest entry of the reference."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def _torch_loss_and_grads(state, x, lengths, y, head, dtype):
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    lstm = torch.nn.LSTM(I, H, num_layers=LAYERS, batch_first=True).to(tdtype)
+    linear = torch.nn.Linear(H, K).to(tdtype)
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            p.copy_(torch.from_numpy(state[name]))
+        linear.weight.copy_(torch.from_numpy(state["head.weight"]))
+        linear.bias.copy_(torch.from_numpy(state["head.bias"]))
+    xt = torch.tensor(x, dtype=tdtype, requires_grad=True)
+    out, _ = lstm(xt)  # (B, T, H) on the padded tensor; padding comes after the valid steps
+    lengths_t = torch.from_numpy(lengths)
+    y_t = torch.from_numpy(y)
+    if head == "last":
+        logits = linear(out[torch.arange(B), lengths_t - 1])
+        loss = torch.nn.functional.cross_entropy(logits, y_t)
+    else:
+        logits = linear(out)  # (B, T, K)
+        ce = torch.nn.functional.cross_entropy(
+            logits.reshape(B * T, K), y_t.repeat_interleave(T), reduction="none").reshape(B, T)
+        mask = (torch.arange(T)[None, :] < lengths_t[:, None]).to(tdtype)
+        loss = ((ce * mask).sum(1) / lengths_t.to(tdtype)).mean()
+    loss.backward()
+    grads = {name: p.grad.numpy() for name, p in lstm.named_parameters()}
+    for k in range(LAYERS):
+        grads[f"bias_hh_l{k}"] = np.zeros_like(grads[f"bias_hh_l{k}"])  # equal to bias_ih's
+    grads["head.weight"] = linear.weight.grad.numpy()
+    grads["head.bias"] = linear.bias.grad.numpy()
+    return logits.detach().numpy(), float(loss.detach()), from_pytorch(grads, forget_bias=0.0), xt.grad.numpy()
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_matches_pytorch(head, dtype, tol):
+    rng = np.random.default_rng(21)
+    model = LSTMClassifier(I, H, K, num_layers=LAYERS, head=head, forget_bias=FORGET_BIAS,
+                           dtype=dtype, seed=0)
+    for p in model.params.values():  # non-zero biases everywhere
+        p[...] = rng.normal(0, 0.4, size=p.shape)
+    lengths = np.array([7, 1, 4, 6, 2])
+    x = rng.normal(size=(B, T, I)).astype(dtype)
+    pad = np.arange(T)[None, :] >= lengths[:, None]
+    x[pad] = 3.0  # finite junk in the padding: must not matter to either side
+    y = rng.integers(0, K, size=B)
+
+    loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
+    t_logits, t_loss, t_grads, t_dx = _torch_loss_and_grads(
+        to_pytorch(model.params, FORGET_BIAS), x, lengths, y, head, dtype)
+
+    logits = model.logits(x, lengths)
+    if head == "all":  # compare valid steps only
+        logits, t_logits = logits[~pad], t_logits[~pad]
+    assert _max_rel(logits, t_logits) <= tol
+    assert abs(loss - t_loss) / abs(t_loss) <= tol
+    for k in model.params:
+        assert _max_rel(grads[k], t_grads[k]) <= tol, k
+    assert _max_rel(dx[~pad], t_dx[~pad]) <= tol
+    assert np.all(dx[pad] == 0.0)
