@@ -114,3 +114,181 @@ def gradcheck(head, layers, hidden_size, input_size, classes, batch, max_len, fo
         click.echo(f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
                    f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}")
     sys.exit(0 if passed else 1)
+
+
+# --------------------------------------------------------------------------- train
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
+                      "  lstm-train --config configs/synthetic.yaml --set model.head=all "
+                      "--set train.optimizer.lr=0.003 --output runs/try2\n\n"
+                      "  lstm-train --resume runs/japanese_vowels --set train.epochs=60")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config (see configs/reference.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.optimizer.lr=0.01 (repeatable).")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Run folder (overrides output.dir).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of a non-empty run folder.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Continue the run in this folder from its last.npz.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
+@_common
+def train(config_path, overrides, output, overwrite, resume_dir, print_config, quiet):
+    """Train an LSTM sequence classifier as a YAML config describes.
+
+    Writes config.yaml, metrics.jsonl, metrics.csv, last.npz, best.npz and summary.json
+    to the run folder (output.dir, or --output).
+    """
+    import dataclasses
+
+    from .config import OutputConfig, dump_config, load_config
+    from .train import config_for_resume, fit
+
+    if config_path is None and resume_dir is None:
+        raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
+    if resume_dir is not None and output is not None:
+        raise click.UsageError("--resume RUN_DIR already names the run folder; drop --output")
+    if resume_dir is not None and overwrite:
+        raise click.UsageError("--resume and --overwrite cannot be used together")
+    if config_path is not None:
+        cfg = load_config(config_path, overrides)
+    else:
+        cfg = config_for_resume(resume_dir, overrides)
+    out_dir = resume_dir or output
+    if out_dir is not None:
+        cfg = dataclasses.replace(cfg, output=OutputConfig(dir=out_dir))
+    if print_config:
+        click.echo(dump_config(cfg), nl=False)
+        return
+    result = fit(cfg, overwrite=overwrite, resume=resume_dir is not None, progress=not quiet,
+                 log=(lambda *_: None) if quiet else click.echo)
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    if best is not None:
+        click.echo(f"best epoch {result.best_epoch}: val loss {_num(best['val_loss'])} "
+                   f"val acc {_num(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}")
+
+
+def _num(v, spec=".4f"):
+    return "-" if v is None else format(v, spec)
+
+
+# --------------------------------------------------------------------------- eval / predict
+
+def _load_data_for(tm, data_path, fmt, require_labels):
+    from .data import load_dataset
+
+    csv_cfg = tm.meta.get("config", {}).get("data", {}).get("csv", {}) or {}
+    csv_opts = {k: csv_cfg.get(k) for k in ("id_column", "label_column", "feature_columns")
+                if csv_cfg.get(k) is not None}
+    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=csv_opts or None)
+
+
+def _render_report(report) -> str:
+    labels = [str(lbl) for lbl in report["labels"]]
+    lines = [f"sequences {report['n']}  accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+             f"macro F1 {report['macro_f1']:.4f}  weighted F1 {report['weighted_f1']:.4f}"]
+    if report.get("unknown_labels"):
+        lines.append(f"({report['unknown_labels']} sequences with labels unknown to the model left out)")
+    lines.append("")
+    rows = [[str(c["label"]), f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
+             c["support"]] for c in report["per_class"]]
+    lines.append(_format_table(["label", "precision", "recall", "f1", "support"], rows, "lrrrr"))
+    lines.append("")
+    lines.append("confusion matrix (rows: true label, columns: predicted label)")
+    cm_rows = [[labels[i]] + row for i, row in enumerate(report["confusion_matrix"])]
+    lines.append(_format_table(["true \\ pred"] + labels, cm_rows, "l" + "r" * len(labels)))
+    return "\n".join(lines)
+
+
+def _write_text_atomic(path, text):
+    from .train import _atomic_write_text
+
+    try:
+        _atomic_write_text(path, text)
+    except OSError as err:
+        raise LstmCliError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _predictions_csv(classes, probs, true_labels=None) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["index"] + (["true_label"] if true_labels is not None else []) + ["predicted_label"]
+    w.writerow(header + [f"prob_{c}" for c in classes])
+    pred = probs.argmax(1)
+    for n in range(len(probs)):
+        row = [n] + ([true_labels[n]] if true_labels is not None else []) + [classes[pred[n]]]
+        w.writerow(row + [f"{p:.6g}" for p in probs[n]])
+    return buf.getvalue()
+
+
+_FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
+
+
+@click.command(name="lstm-eval", context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
+                      "--data data/japanese_vowels/test.jsonl --json report.json")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+              help="Labelled data in any supported format.")
+@click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the report as JSON to this file ('-' for stdout).")
+@click.option("--predictions", type=click.Path(dir_okay=False), default=None,
+              help="Write one CSV row per sequence: index, true and predicted label, probabilities.")
+@click.option("--allow-unknown", is_flag=True,
+              help="Leave sequences whose label the model never saw out of the metrics (counted) "
+                   "instead of failing.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=256, show_default=True)
+@click.option("--quiet", is_flag=True, help="Do not print the tables.")
+@_common
+def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, batch_size, quiet):
+    """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusion matrix."""
+    from .inference import evaluate_dataset, load_trained
+
+    tm = load_trained(checkpoint)
+    ds = _load_data_for(tm, data_path, fmt, require_labels=True)
+    report, probs, _ = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
+    report["checkpoint"] = checkpoint
+    if not quiet and json_out != "-":
+        click.echo(_render_report(report))
+    if json_out == "-":
+        click.echo(json.dumps(report, indent=2))
+    elif json_out:
+        _write_text_atomic(json_out, json.dumps(report, indent=2) + "\n")
+    if predictions:
+        true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
+        _write_text_atomic(predictions, _predictions_csv(tm.classes, probs, true))
+
+
+@click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
+                      "--data data/japanese_vowels/test.jsonl --output predictions.csv")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+              help="Data in any supported format; labels are optional and ignored.")
+@click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="CSV file to write (default: stdout).")
+@click.option("--batch-size", type=click.IntRange(1, None), default=256, show_default=True)
+@click.option("--quiet", is_flag=True, help="No summary line on stderr.")
+@_common
+def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
+    """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>..."""
+    from .inference import check_features, load_trained, predict_dataset
+
+    tm = load_trained(checkpoint)
+    ds = _load_data_for(tm, data_path, fmt, require_labels=False)
+    check_features(ds, tm)
+    probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+    text = _predictions_csv(tm.classes, probs)
+    if output:
+        _write_text_atomic(output, text)
+        if not quiet:
+            click.echo(f"wrote {len(ds)} predictions to {output}", err=True)
+    else:
+        click.echo(text, nl=False)

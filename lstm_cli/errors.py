@@ -1,8 +1,9 @@
 """The project's own error types: every expected failure (bad config, bad data,
 bad checkpoint, bad usage of the API) raises one of these with a readable message.
 
-The CLI turns them into one line on stderr and a documented exit code; anything
-else is a bug and keeps its traceback.
+The CLI turns them into one line on stderr and a documented exit code (README.md,
+"Exit codes"): 1 generic, 3 config, 4 data, 5 checkpoint, 6 training stopped; click
+uses 2 for usage errors. Anything else is a bug and keeps its traceback.
 """
 
 
@@ -15,14 +16,22 @@ class LstmCliError(ValueError):
 class ConfigError(LstmCliError):
     """A configuration file or override is invalid (names the file and key)."""
 
+    exit_code = 3
+
 
 class DataError(LstmCliError):
     """A dataset file is malformed (names the file and line/row)."""
+
+    exit_code = 4
 
 
 class CheckpointError(LstmCliError):
     """A checkpoint cannot be loaded or written (names the file and what is wrong)."""
 
+    exit_code = 5
+
 
 class TrainingError(LstmCliError):
     """Training cannot go on (e.g. a non-finite loss); names the epoch and step."""
+
+    exit_code = 6

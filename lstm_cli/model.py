@@ -247,7 +247,7 @@ class LSTMClassifier:
             return w_seq
         return mask * (w_seq / lengths)[None, :]  # (T, B)
 
-    def _loss_and_dlogits(self, logits, cache, y, class_weights):
+    def loss_from_logits(self, logits, cache, y, class_weights=None):
         """Loss (float) and dL/dlogits for forward's logits."""
         y = self._labels(y, len(cache.lengths))
         weights = self._row_weights(y, cache.lengths, cache.mask, class_weights)
@@ -267,17 +267,18 @@ class LSTMClassifier:
         or (loss, grads, dx) with return_dx=True; dx (B, T, I).
         """
         logits, cache = self.forward(x, lengths, training=training, rng=rng)
-        loss, dlogits = self._loss_and_dlogits(logits, cache, y, class_weights)
+        loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         grads, dx = self.backward(dlogits, cache)
         return (loss, grads, dx) if return_dx else (loss, grads)
 
     def loss(self, x, lengths, y, class_weights=None):
         """Mean cross-entropy of the batch (forward only, no dropout)."""
         logits, cache = self.forward(x, lengths)
-        return self._loss_and_dlogits(logits, cache, y, class_weights)[0]
+        return self.loss_from_logits(logits, cache, y, class_weights)[0]
 
     # ------------------------------------------------------------------ inference
-    def _probs_from_logits(self, logits, cache):
+    def probabilities(self, logits, cache):
+        """Class probabilities (B, K) from forward's logits and cache."""
         if self.head == "last":
             return softmax(logits)  # (B, K)
         probs = softmax(logits)  # (T, B, K)
@@ -287,7 +288,7 @@ class LSTMClassifier:
     def predict_proba(self, x, lengths):
         """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
         logits, cache = self.forward(x, lengths)
-        return self._probs_from_logits(logits, cache)
+        return self.probabilities(logits, cache)
 
     def predict(self, x, lengths):
         """Predicted class indices (B,)."""
@@ -303,7 +304,7 @@ class LSTMClassifier:
         logits, cache = self.forward(x, lengths)
         B = len(cache.lengths)
         y = self._labels(y, B)
-        probs = self._probs_from_logits(logits, cache)
+        probs = self.probabilities(logits, cache)
         K = self.num_classes
         if self.head == "last":
             ce = -log_softmax(logits)[np.arange(B), y]

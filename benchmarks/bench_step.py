@@ -1,0 +1,630 @@
+#!/usr/bin/env python
+"""Benchmark lstm_cli's training step (forward + full BPTT) and inference batch against
+PyTorch CPU (nn.LSTM, padded and packed) and against a pure-GEMM "floor".
+
+Run ``python benchmarks/bench_step.py --help``; benchmarks/README.md explains the output.
+
+How it works
+------------
+* The script re-executes itself once in a child process whose environment has
+  OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS = --threads set *before* numpy
+  or torch are imported (the only reliable way to pin BLAS thread pools), and with
+  OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed together (unless --keep-openblas-env):
+  on this workplace they may be set to work around old OpenBLAS bugs and they slow down
+  a current numpy. This changes the benchmark's own process only. The child also applies
+  threadpoolctl limits (if threadpoolctl is installed) and torch.set_num_threads(N), and
+  reports which BLAS kernel actually runs.
+* Per (workload, head) cell: build an LSTMClassifier and an equivalent torch model with
+  the same weights (lstm_cli.interop.to_pytorch), check once that losses (and inference
+  probabilities and gradients) agree, warm up, then time the contenders round-robin
+  (one call of each per round) with time.perf_counter and report medians.
+* Nothing here is a runtime dependency of lstm_cli: torch and threadpoolctl are optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+CHILD_FLAG = "_LSTM_CLI_BENCH_CHILD"
+UNSET_NOTE = "_LSTM_CLI_BENCH_UNSET"
+OPENBLAS_WORKAROUND_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+NUM_CLASSES = 10
+# name: (B, T, I, H, layers)
+WORKLOADS = {
+    "tiny": (32, 20, 8, 32, 1),
+    "small": (64, 50, 16, 64, 1),
+    "medium": (64, 100, 32, 128, 1),
+    "large": (128, 200, 64, 256, 1),
+    "stacked": (64, 100, 32, 128, 2),
+}
+HEADS = ("last", "all")
+
+# contender keys, in round-robin order
+TRAIN = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor")
+INFER = ("lstm_cli_infer", "torch_infer")
+ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor",
+         "lstm_cli_infer", "torch_infer")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="lstm_cli training-step / inference benchmark vs PyTorch CPU and a GEMM floor.")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS/OpenMP threads for BOTH numpy and torch (default 1)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
+    p.add_argument("--head", choices=("last", "all", "both"), default="both",
+                   help="which head(s) to benchmark (default both)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds per cell (default: adapted so the whole run takes ~--budget s)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="target seconds for the timed part of the run when --repeats is not given "
+                        "(default 140; 15 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds per cell (default 2; 1 with --quick)")
+    p.add_argument("--quick", action="store_true", help="fast smoke run (few repeats, small budget)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is importable")
+    p.add_argument("--json", metavar="FILE", help="also write every number (raw samples included) to FILE")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help="do not unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark process")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in names if w not in WORKLOADS]
+    if bad or not names:
+        p.error(f"unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
+    args.workload_list = names
+    args.head_list = list(HEADS) if args.head == "both" else [args.head]
+    if args.budget is None:
+        args.budget = 15.0 if args.quick else 140.0
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.repeats is not None and args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    return args
+
+
+# ============================================================================ parent
+def reexec(argv):
+    """Run this script again in a child with the thread/BLAS environment fixed before import."""
+    args = parse_args(argv)
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(args.threads)
+    unset = []
+    if not args.keep_openblas_env:
+        for var in OPENBLAS_WORKAROUND_VARS:  # both together, never just one
+            if var in env:
+                unset.append(f"{var}={env.pop(var)}")
+    env[UNSET_NOTE] = ";".join(unset)
+    env[CHILD_FLAG] = "1"
+    cmd = [sys.executable, os.path.abspath(__file__), *argv]
+    return subprocess.call(cmd, env=env)
+
+
+# ============================================================================ child
+def child_main(argv):
+    args = parse_args(argv)
+    import gc
+    import statistics
+
+    import numpy as np
+
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F811
+            import torch.nn.functional as F  # noqa: F401
+        except ImportError:
+            torch = None
+    import lstm_cli
+    from lstm_cli.interop import from_pytorch, to_pytorch
+    from lstm_cli.model import LSTMClassifier
+
+    N = args.threads
+    limiter = None
+    if threadpoolctl is not None:
+        limiter = threadpoolctl.threadpool_limits(limits=N)  # belt and braces; env already set
+    if torch is not None:
+        torch.set_num_threads(N)
+
+    meta = collect_meta(args, np, torch, threadpoolctl, lstm_cli)
+    print_meta(meta)
+
+    cells = [(w, h) for w in args.workload_list for h in args.head_list]
+    results = []
+    t_run0 = time.perf_counter()
+    cpu_run0 = time.process_time()
+    load_start = os.getloadavg()
+    timed_wall = 0.0
+    timed_cpu = 0.0
+    for idx, (wname, head) in enumerate(cells):
+        remaining_budget = args.budget - timed_wall
+        cell_budget = max(remaining_budget, 0.0) / (len(cells) - idx)
+        r = run_cell(args, wname, head, cell_budget, np, torch, LSTMClassifier, to_pytorch,
+                     from_pytorch, statistics, gc)
+        timed_wall += r["timed_wall_s"]
+        timed_cpu += r["timed_cpu_s"]
+        results.append(r)
+        print_progress(r)
+    load_end = os.getloadavg()
+    meta["loadavg_start"] = load_start
+    meta["loadavg_end"] = load_end
+    meta["total_wall_s"] = time.perf_counter() - t_run0
+    meta["total_cpu_s"] = time.process_time() - cpu_run0
+    meta["timed_wall_s"] = timed_wall
+    meta["timed_cpu_s"] = timed_cpu
+    meta["timed_cpu_per_wall"] = timed_cpu / timed_wall if timed_wall > 0 else None
+    if threadpoolctl is not None:
+        meta["threadpool_info_end"] = threadpoolctl.threadpool_info()
+    print()
+    print_tables(results, meta, torch is not None)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"meta": meta, "results": results}, fh, indent=1, default=_json_default)
+        print(f"\nwrote {args.json}")
+    if limiter is not None:
+        limiter.restore_original_limits()
+    return 0
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    return str(o)
+
+
+# ---------------------------------------------------------------------------- meta
+def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
+    meta = {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_step.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "numpy": np.__version__,
+        "lstm_cli": getattr(lstm_cli, "__version__", "?"),
+        "torch": torch.__version__ if torch is not None else None,
+        "threads": args.threads,
+        "env_thread_vars": {v: os.environ.get(v) for v in THREAD_VARS},
+        "openblas_env_unset": [s for s in os.environ.get(UNSET_NOTE, "").split(";") if s],
+        "openblas_env_now": {v: os.environ.get(v) for v in OPENBLAS_WORKAROUND_VARS},
+        "threadpoolctl": threadpoolctl.__version__ if threadpoolctl is not None else None,
+        "threadpool_info": threadpoolctl.threadpool_info() if threadpoolctl is not None else None,
+        "numpy_blas": _numpy_blas(np),
+        "budget_s": args.budget,
+        "repeats_arg": args.repeats,
+        "warmup": args.warmup,
+        "quick": args.quick,
+    }
+    if torch is not None:
+        cfg = torch.__config__.show()
+        blas = [tok.split("=", 1)[1].rstrip(",") for tok in cfg.split() if tok.startswith("BLAS_INFO=")]
+        meta["torch_blas"] = blas[0] if blas else "?"
+        meta["torch_mkldnn"] = bool(torch.backends.mkldnn.is_available())
+        meta["torch_num_threads"] = torch.get_num_threads()
+        meta["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return meta
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _numpy_blas(np):
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return {k: blas.get(k) for k in ("name", "version", "openblas configuration") if k in blas}
+    except Exception:  # older numpy
+        return {}
+
+
+def print_meta(meta):
+    print(f"# lstm_cli step benchmark  {meta['date']}")
+    print(f"# command : {meta['command']}")
+    print(f"# python {meta['python']}  numpy {meta['numpy']}  torch {meta['torch']}  lstm_cli {meta['lstm_cli']}")
+    print(f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}")
+    print(f"# threads : {meta['threads']}  (env {meta['env_thread_vars']}; torch.get_num_threads()="
+          f"{meta.get('torch_num_threads')})")
+    if meta["openblas_env_unset"]:
+        print(f"# unset in this benchmark process: {', '.join(meta['openblas_env_unset'])}")
+    else:
+        now = {k: v for k, v in meta["openblas_env_now"].items() if v is not None}
+        print(f"# OPENBLAS_CORETYPE/L2_SIZE: {'still set ' + str(now) if now else 'not set'}")
+    info = meta["threadpool_info"]
+    if info is None:
+        print(f"# numpy BLAS: {meta['numpy_blas']} (threadpoolctl not installed: kernel unknown)")
+    else:
+        for lib in info:
+            if lib.get("user_api") == "blas":
+                print(f"# numpy BLAS: {lib.get('internal_api')} {lib.get('version')}  kernel="
+                      f"{lib.get('architecture')}  num_threads={lib.get('num_threads')}  "
+                      f"({os.path.basename(lib.get('filepath', ''))})")
+            else:
+                print(f"# also loaded: {lib.get('internal_api')} num_threads={lib.get('num_threads')} "
+                      f"({os.path.basename(lib.get('filepath', ''))})")
+    if meta.get("torch"):
+        print(f"# torch   : BLAS={meta['torch_blas']}  mkldnn={meta['torch_mkldnn']}  "
+              f"cpu_capability={meta['torch_cpu_capability']}")
+    print(f"# loadavg at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+
+
+# ---------------------------------------------------------------------------- workloads
+def make_batch(np, wname, seed):
+    B, T, I, H, L = WORKLOADS[wname]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    lengths = rng.integers(T // 2, T + 1, size=B).astype(np.int64)  # uniform in [T/2, T]
+    y = rng.integers(0, NUM_CLASSES, size=B).astype(np.int64)
+    return x, lengths, y
+
+
+def make_floor(np, wname, seed):
+    """The GEMMs of lstm_cli's training step, in its shapes and memory layouts, and nothing else."""
+    B, T, I0, H, L = WORKLOADS[wname]
+    rng = np.random.default_rng(seed + 1)
+    f32 = np.float32
+    layers = []
+    for k in range(L):
+        I = I0 if k == 0 else H
+        W = rng.standard_normal((I + H, 4 * H)).astype(f32) * 0.1
+        layers.append(dict(
+            I=I,
+            W=W,
+            X2=rng.standard_normal((T * B, I)).astype(f32),
+            G=np.empty((T * B, 4 * H), f32),
+            Hs=rng.standard_normal((T, B, H)).astype(f32),
+            hW=np.empty((B, 4 * H), f32),
+            DZ=rng.standard_normal((T, B, 4 * H)).astype(f32),
+            WhT=np.ascontiguousarray(W[I:].T),
+            dh=np.empty((B, H), f32),
+            Hprev=rng.standard_normal((T * B, H)).astype(f32),
+            dW=np.empty_like(W),
+            dx=np.empty((T * B, I), f32),
+        ))
+    matmul = np.matmul
+
+    def floor():
+        for d in layers:
+            I, W = d["I"], d["W"]
+            Wx, Wh = W[:I], W[I:]
+            matmul(d["X2"], Wx, out=d["G"])                    # (T*B, I) @ (I, 4H)
+            Hs, hW = d["Hs"], d["hW"]
+            for t in range(T):                                 # T x (B, H) @ (H, 4H)
+                matmul(Hs[t], Wh, out=hW)
+            DZ, WhT, dh = d["DZ"], d["WhT"], d["dh"]
+            for t in range(T - 1, -1, -1):                     # T x (B, 4H) @ (4H, H)
+                matmul(DZ[t], WhT, out=dh)
+            DZ2 = DZ.reshape(T * B, 4 * H)
+            matmul(d["X2"].T, DZ2, out=d["dW"][:I])            # (I, T*B) @ (T*B, 4H)
+            matmul(d["Hprev"].T, DZ2, out=d["dW"][I:])         # (H, T*B) @ (T*B, 4H)
+            matmul(DZ2, Wx.T, out=d["dx"])                     # (T*B, 4H) @ (4H, I)
+        return None
+
+    flops = 0
+    for d in layers:
+        I = d["I"]
+        flops += 2 * T * B * I * 4 * H          # input projection
+        flops += 2 * T * B * H * 4 * H * 2      # recurrent forward + backward
+        flops += 2 * T * B * 4 * H * (I + H + I)  # dWx, dWh, dx
+    return floor, flops
+
+
+def build_torch(torch, np, model, wname, head, x, lengths, y):
+    """An nn.LSTM + nn.Linear with the lstm_cli model's weights; returns the three step closures."""
+    from lstm_cli.interop import to_pytorch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    B, T, I, H, L = WORKLOADS[wname]
+    state = to_pytorch(model.params, model.forget_bias)
+    lstm = nn.LSTM(I, H, num_layers=L, batch_first=True)
+    lin = nn.Linear(H, NUM_CLASSES)
+    with torch.no_grad():
+        lstm.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()
+                              if not k.startswith("head.")})
+        lin.weight.copy_(torch.from_numpy(state["head.weight"]))
+        lin.bias.copy_(torch.from_numpy(state["head.bias"]))
+    params = list(lstm.parameters()) + list(lin.parameters())
+    xt = torch.from_numpy(x)
+    lt = torch.from_numpy(lengths)
+    yt = torch.from_numpy(y)
+    ar = torch.arange(B)
+    steps = torch.arange(T)
+
+    def masked_mean_loss(logits):  # logits (B, T, K): mean over valid steps, then over the batch
+        mask = (steps[None, :] < lt[:, None]).to(logits.dtype)  # (B, T)
+        ce = F.cross_entropy(logits.reshape(B * T, NUM_CLASSES), yt.repeat_interleave(T),
+                             reduction="none").view(B, T)
+        return ((ce * mask).sum(1) / lt.to(logits.dtype)).mean()
+
+    def loss_padded():
+        out, _ = lstm(xt)  # (B, T, H), the fused path over the padded tensor
+        if head == "last":
+            return F.cross_entropy(lin(out[ar, lt - 1]), yt)
+        return masked_mean_loss(lin(out))
+
+    def loss_packed():
+        packed = pack_padded_sequence(xt, lt, batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = lstm(packed)
+        if head == "last":
+            # h_n is the state at each sequence's own last step (original order), i.e. out at lengths-1
+            return F.cross_entropy(lin(h_n[-1]), yt)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        return masked_mean_loss(lin(out))
+
+    def zero():
+        for p in params:
+            p.grad = None
+
+    def train_padded():
+        zero()
+        loss = loss_padded()
+        loss.backward()
+        return loss
+
+    def train_packed():
+        zero()
+        loss = loss_packed()
+        loss.backward()
+        return loss
+
+    def infer():
+        with torch.no_grad():
+            out, _ = lstm(xt)
+            if head == "last":
+                return torch.softmax(lin(out[ar, lt - 1]), dim=-1)
+            mask = (steps[None, :] < lt[:, None]).to(out.dtype)
+            probs = torch.softmax(lin(out), dim=-1) * mask[:, :, None]
+            return probs.sum(1) / lt.to(out.dtype)[:, None]
+
+    def grads_as_lstm_cli():
+        """Gradients of the padded loss, converted to lstm_cli names (bias_hh grad == bias_ih grad)."""
+        zero()
+        loss_padded().backward()
+        g = {}
+        for k in range(L):
+            g[f"weight_ih_l{k}"] = getattr(lstm, f"weight_ih_l{k}").grad.numpy()
+            g[f"weight_hh_l{k}"] = getattr(lstm, f"weight_hh_l{k}").grad.numpy()
+            g[f"bias_ih_l{k}"] = getattr(lstm, f"bias_ih_l{k}").grad.numpy()
+            g[f"bias_hh_l{k}"] = np.zeros_like(g[f"bias_ih_l{k}"])
+        g["head.weight"] = lin.weight.grad.numpy()
+        g["head.bias"] = lin.bias.grad.numpy()
+        return from_pytorch_grads(g)
+
+    return dict(train_padded=train_padded, train_packed=train_packed, infer=infer,
+                loss_padded=loss_padded, loss_packed=loss_packed, grads=grads_as_lstm_cli)
+
+
+def from_pytorch_grads(g):
+    from lstm_cli.interop import from_pytorch
+    return from_pytorch(g, forget_bias=0.0)
+
+
+def _rel(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-30)
+
+
+def verify(np, torch, model, tc, x, lengths, y):
+    loss_ref, grads_ref = model.loss_and_grads(x, lengths, y)
+    probs_ref = model.predict_proba(x, lengths)
+    out = {"lstm_cli_loss": float(loss_ref)}
+    if tc is None:
+        return out, []
+    with torch.no_grad():
+        lp = float(tc["loss_padded"]())
+        lk = float(tc["loss_packed"]())
+    probs_t = tc["infer"]().numpy()
+    g_t = tc["grads"]()
+    grad_rel = max(float(np.abs(grads_ref[k] - g_t[k]).max() / max(np.abs(grads_ref[k]).max(), 1e-30))
+                   for k in grads_ref)
+    out.update(torch_padded_loss=lp, torch_packed_loss=lk,
+               loss_rel_err_padded=_rel(loss_ref, lp), loss_rel_err_packed=_rel(loss_ref, lk),
+               probs_max_abs_err=float(np.abs(probs_ref - probs_t).max()),
+               grad_max_rel_err=grad_rel)
+    warnings = []
+    if out["loss_rel_err_padded"] > 1e-4 or out["loss_rel_err_packed"] > 1e-4:
+        warnings.append(f"losses disagree: lstm_cli {loss_ref:.7g}, torch padded {lp:.7g}, packed {lk:.7g}")
+    if out["probs_max_abs_err"] > 1e-4:
+        warnings.append(f"inference probabilities differ by up to {out['probs_max_abs_err']:.2e}")
+    if grad_rel > 1e-3:
+        warnings.append(f"gradients differ: max |dg|/max|g| over params = {grad_rel:.2e}")
+    return out, warnings
+
+
+def run_cell(args, wname, head, cell_budget, np, torch, LSTMClassifier, to_pytorch, from_pytorch,
+             statistics, gc):
+    B, T, I, H, L = WORKLOADS[wname]
+    x, lengths, y = make_batch(np, wname, args.seed)
+    model = LSTMClassifier(input_size=I, hidden_size=H, num_classes=NUM_CLASSES, num_layers=L,
+                           head=head, forget_bias=1.0, dtype="float32", seed=args.seed)
+    tc = build_torch(torch, np, model, wname, head, x, lengths, y) if torch is not None else None
+    check, warnings = verify(np, torch, model, tc, x, lengths, y)
+    for w in warnings:
+        print(f"WARNING [{wname}/{head}]: {w}", flush=True)
+    floor, floor_flops = make_floor(np, wname, args.seed)
+
+    fns = {
+        "lstm_cli_train": lambda: model.loss_and_grads(x, lengths, y),
+        "gemm_floor": floor,
+        "lstm_cli_infer": lambda: model.predict_proba(x, lengths),
+    }
+    if tc is not None:
+        fns["torch_padded_train"] = tc["train_padded"]
+        fns["torch_packed_train"] = tc["train_packed"]
+        fns["torch_infer"] = tc["infer"]
+    order = [k for k in ORDER if k in fns]
+
+    # warm-up rounds; the last one estimates the cost of one round
+    round_s = 0.0
+    for w in range(max(args.warmup, 1)):
+        round_s = 0.0
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            round_s += time.perf_counter() - t0
+    if args.repeats is not None:
+        repeats = args.repeats
+    else:
+        lo, hi = (3, 20) if args.quick else (7, 300)
+        repeats = int(min(max(cell_budget / max(round_s, 1e-9), lo), hi))
+
+    samples = {k: [] for k in order}
+    cpu = {k: 0.0 for k in order}
+    gc.collect()
+    load0 = os.getloadavg()
+    w0, c0 = time.perf_counter(), time.process_time()
+    pc, pt = time.perf_counter, time.process_time
+    for _ in range(repeats):
+        for k in order:
+            f = fns[k]
+            ca = pt()
+            t0 = pc()
+            f()
+            t1 = pc()
+            cpu[k] += pt() - ca
+            samples[k].append(t1 - t0)
+    wall = time.perf_counter() - w0
+    cpu_total = time.process_time() - c0
+
+    def q(v, p):
+        s = sorted(v)
+        return s[min(int(round(p * (len(s) - 1))), len(s) - 1)]
+
+    ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
+    stats = {k: {"median_ms": ms[k], "min_ms": 1e3 * min(v), "p25_ms": 1e3 * q(v, 0.25),
+                 "p75_ms": 1e3 * q(v, 0.75), "cpu_per_wall": cpu[k] / sum(v) if sum(v) > 0 else None,
+                 "samples_ms": [1e3 * s for s in v]} for k, v in samples.items()}
+    ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"]}
+    if tc is not None:
+        ratios.update(
+            train_lstm_cli_over_torch_padded=ms["lstm_cli_train"] / ms["torch_padded_train"],
+            train_lstm_cli_over_torch_packed=ms["lstm_cli_train"] / ms["torch_packed_train"],
+            infer_lstm_cli_over_torch=ms["lstm_cli_infer"] / ms["torch_infer"],
+        )
+    return {
+        "workload": wname, "head": head, "B": B, "T": T, "I": I, "H": H, "layers": L,
+        "num_classes": NUM_CLASSES, "mean_length": float(lengths.mean()),
+        "repeats": repeats, "warmup": args.warmup, "est_round_s": round_s,
+        "timed_wall_s": wall, "timed_cpu_s": cpu_total,
+        "cpu_per_wall": cpu_total / wall if wall > 0 else None,
+        "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+        "floor_gflop": floor_flops / 1e9,
+        "floor_gflops_per_s": floor_flops / 1e9 / (ms["gemm_floor"] / 1e3),
+        "check": check, "warnings": warnings, "stats": stats, "ratios": ratios,
+    }
+
+
+def print_progress(r):
+    s = r["stats"]
+    extra = ""
+    if "torch_padded_train" in s:
+        extra = f"  torch padded {s['torch_padded_train']['median_ms']:.2f} ms"
+    print(f"  done {r['workload']:>7}/{r['head']:<4}  repeats={r['repeats']:<4} "
+          f"lstm_cli train {s['lstm_cli_train']['median_ms']:.2f} ms{extra}  "
+          f"({r['timed_wall_s']:.1f} s, cpu/wall {r['cpu_per_wall']:.2f})", flush=True)
+
+
+def _fmt(v, nd=2):
+    if v is None:
+        return "n/a"
+    if v >= 1000:
+        return f"{v:.0f}"
+    if v >= 100:
+        return f"{v:.1f}"
+    return f"{v:.{nd}f}"
+
+
+def _table(header, rows):
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_tables(results, meta, have_torch):
+    g = lambda r, k: r["stats"].get(k, {}).get("median_ms")  # noqa: E731
+    ra = lambda r, k: r["ratios"].get(k)  # noqa: E731
+    print(f"Training step, forward + backward, ms per batch (median), threads={meta['threads']}, float32")
+    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "gemm_floor",
+              "cli/pad", "cli/pack", "cli/floor", "floorGF/s", "reps", "cpu/wall", "loss_relerr"]
+    rows = []
+    for r in results:
+        c = r["check"]
+        relerr = (max(c["loss_rel_err_padded"], c["loss_rel_err_packed"])
+                  if "loss_rel_err_padded" in c else None)
+        rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_train")), _fmt(g(r, "torch_padded_train")),
+                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")),
+                     _fmt(ra(r, "train_lstm_cli_over_torch_padded")),
+                     _fmt(ra(r, "train_lstm_cli_over_torch_packed")),
+                     _fmt(ra(r, "train_lstm_cli_over_floor")), f"{r['floor_gflops_per_s']:.1f}",
+                     str(r["repeats"]), f"{r['cpu_per_wall']:.2f}",
+                     "n/a" if relerr is None else f"{relerr:.1e}" + (" !" if r["warnings"] else "")])
+    print(_table(header, rows))
+    print()
+    print(f"Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
+    header = ["workload", "head", "lstm_cli", "torch", "cli/torch", "cli_cpu/wall", "torch_cpu/wall"]
+    rows = []
+    for r in results:
+        s = r["stats"]
+        rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_infer")), _fmt(g(r, "torch_infer")),
+                     _fmt(ra(r, "infer_lstm_cli_over_torch")),
+                     f"{s['lstm_cli_infer']['cpu_per_wall']:.2f}",
+                     f"{s['torch_infer']['cpu_per_wall']:.2f}" if "torch_infer" in s else "n/a"])
+    print(_table(header, rows))
+    print()
+    la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
+    print(f"timed sections: {meta['timed_wall_s']:.1f} s wall, {meta['timed_cpu_s']:.1f} s process CPU "
+          f"=> the process got {meta['timed_cpu_per_wall']:.2f} CPUs on average (threads={meta['threads']}); "
+          f"whole run {meta['total_wall_s']:.1f} s")
+    print(f"loadavg start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}  end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}")
+    if not have_torch:
+        print("torch not importable (or --no-torch): torch columns are n/a")
+    warned = [r for r in results if r["warnings"]]
+    for r in warned:
+        for w in r["warnings"]:
+            print(f"WARNING [{r['workload']}/{r['head']}]: {w}")
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get(CHILD_FLAG) == "1":
+        return child_main(argv)
+    return reexec(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""One-file checkpoints: an ``.npz`` of arrays plus a JSON string, written atomically.
+
+Layout of ``<name>.npz`` (DESIGN.md §7):
+
+* every model parameter under its public name (``lstm.0.W``, ``head.b``, ...);
+* every extra array (optimizer state) under ``"optim." + key`` (``optim.m.lstm.0.W``);
+* ``meta``: a 0-d unicode array holding one JSON object::
+
+      {"format_version": 1,
+       "params": [{"name": "lstm.0.W", "shape": [7, 16], "dtype": "<f4"}, ...],
+       "optim":  [{"name": "m.lstm.0.W", ...}, ...],
+       "meta":   {... the caller's dict: config, classes, normalisation, epoch, ...},
+       "sha256": "<hex>"}
+
+The sha256 covers every stored array (name, dtype, shape and bytes, in sorted-name
+order) **and** the canonical JSON of everything above except the digest itself, so an
+edited number in the metadata is refused as well as a damaged array.
+
+Only plain numeric/string arrays are stored (``np.savez(..., allow_pickle=False)``) and
+loading uses ``np.load(..., allow_pickle=False)``; array headers are inspected before any
+data is read, so an object array is refused without being touched and nothing is ever
+unpickled.
+
+The caller's ``meta`` goes through JSON: tuples come back as lists, dict keys as
+strings, and NumPy scalars other than ``np.float64`` (a ``float`` subclass) are
+refused at save time; convert them with ``.item()`` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .errors import CheckpointError
+
+__all__ = ["FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_meta"]
+
+FORMAT_VERSION = 1
+
+_META = "meta"
+_OPTIM_PREFIX = "optim."
+# ``meta`` is ours; ``file`` and ``allow_pickle`` are np.savez's own parameter names.
+_RESERVED_NAMES = frozenset({_META, "file", "allow_pickle"})
+_PICKLE_PROTO_BYTE = b"\x80"  # first byte of any pickle of protocol >= 2
+# np.savez grew an ``allow_pickle`` keyword in NumPy 2.x; older versions would store it
+# as an array named "allow_pickle". We refuse object arrays ourselves either way.
+_SAVEZ_KWARGS = (
+    {"allow_pickle": False}
+    if "allow_pickle" in inspect.signature(np.savez).parameters
+    else {}
+)
+
+
+@dataclass
+class Checkpoint:
+    """What ``load_checkpoint`` returns."""
+
+    params: dict[str, np.ndarray]            # public parameter names, in saved order
+    optim_arrays: dict[str, np.ndarray]      # extra arrays, "optim." prefix stripped
+    meta: dict                               # the caller's meta dict, as saved (via JSON)
+    format_version: int = FORMAT_VERSION
+    sha256: str = field(default="", repr=False)
+
+
+# ------------------------------------------------------------------------- shared bits
+
+
+def _canonical_json(doc) -> str:
+    """Deterministic JSON: sorted keys, no spaces, ASCII only. Floats use repr (round trip)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _digest(arrays: Mapping[str, np.ndarray], body: str) -> str:
+    """sha256 over the arrays (sorted by name) and the canonical meta body."""
+    h = hashlib.sha256()
+    h.update(b"lstm_cli checkpoint\0")
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(_canonical_json([name, a.dtype.str, list(a.shape), a.nbytes]).encode() + b"\0")
+        h.update(a.reshape(-1).view(np.uint8))
+    h.update(b"meta\0")
+    h.update(body.encode("ascii"))
+    return h.hexdigest()
+
+
+def _record(name: str, a: np.ndarray) -> dict:
+    return {"name": name, "shape": list(a.shape), "dtype": a.dtype.str}
+
+
+# -------------------------------------------------------------------------------- save
+
+
+def _collect(path, params, extra_arrays):
+    """Validate names and arrays; return (arrays to store, params record, optim record)."""
+    if not isinstance(params, Mapping) or not params:
+        raise CheckpointError(f"cannot write checkpoint {path}: params must be a non-empty dict")
+    stored: dict[str, np.ndarray] = {}
+    params_rec, optim_rec = [], []
+    groups = [(params, "", params_rec)]
+    if extra_arrays:
+        if not isinstance(extra_arrays, Mapping):
+            raise CheckpointError(f"cannot write checkpoint {path}: extra_arrays must be a dict")
+        groups.append((extra_arrays, _OPTIM_PREFIX, optim_rec))
+    for arrays, prefix, rec in groups:
+        for name, value in arrays.items():
+            if not isinstance(name, str) or not name:
+                raise CheckpointError(f"cannot write checkpoint {path}: bad array name {name!r}")
+            if not prefix and (name in _RESERVED_NAMES or name.startswith(_OPTIM_PREFIX)):
+                raise CheckpointError(
+                    f"cannot write checkpoint {path}: parameter name {name!r} is reserved"
+                )
+            a = np.asarray(value)
+            if a.dtype.hasobject:
+                raise CheckpointError(
+                    f"cannot write checkpoint {path}: array {name!r} has object dtype"
+                )
+            stored[prefix + name] = a
+            rec.append(_record(name, a))
+    return stored, params_rec, optim_rec
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX). Best effort: failures here are ignored."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
+    """Write ``params``, ``extra_arrays`` and ``meta`` to ``path`` atomically.
+
+    ``params``: dict name -> array, stored under the same names.
+    ``extra_arrays``: optional dict (e.g. the first element of an optimizer's
+    ``state_dict()``), stored under ``"optim." + key``.
+    ``meta``: JSON-serialisable dict (config, classes, normalisation, epoch, step,
+    metrics, rng state, optimizer/schedule meta, ...).
+
+    The file is written to ``<path>.tmp-<random>`` in the same folder, flushed and
+    fsynced, then renamed onto ``path`` with ``os.replace``; the folder is then fsynced
+    (best effort). On any failure the temp file is removed and an existing file at
+    ``path`` is left untouched; ``OSError`` becomes ``CheckpointError`` naming ``path``.
+    """
+    path = os.fspath(path)
+    stored, params_rec, optim_rec = _collect(path, params, extra_arrays)
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"cannot write checkpoint {path}: meta must be a dict")
+    doc = {"format_version": FORMAT_VERSION, "params": params_rec, "optim": optim_rec,
+           "meta": dict(meta)}
+    try:
+        # Round trip once so that the body we hash is exactly what load will rebuild.
+        body = _canonical_json(json.loads(_canonical_json(doc)))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: meta is not JSON-serialisable ({exc})"
+        ) from exc
+    stamped = json.loads(body)
+    stamped["sha256"] = _digest(stored, body)
+    text = _canonical_json(stamped)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f"{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+    try:
+        # "x": create exclusively (never clobber anything); the umask applies as for any file.
+        f = open(tmp, "xb")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+    try:
+        with f:
+            np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+        raise
+    _fsync_directory(directory)
+
+
+# -------------------------------------------------------------------------------- load
+
+
+def _open_npz(path: str):
+    """np.load the file as an NpzFile, turning every failure into CheckpointError."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+    if not head:
+        raise CheckpointError(f"{path}: the file is empty, not a checkpoint")
+    if head.startswith(_PICKLE_PROTO_BYTE):
+        raise CheckpointError(
+            f"{path}: this is a pickle file, not an .npz checkpoint; lstm_cli never unpickles"
+        )
+    if not head.startswith(b"PK"):
+        raise CheckpointError(f"{path}: not an .npz checkpoint (no zip signature)")
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zipfile/OS/numpy failures of every kind: the file is bad
+        raise CheckpointError(
+            f"{path}: not a valid .npz checkpoint (truncated or damaged?): {exc}"
+        ) from exc
+    if not isinstance(obj, np.lib.npyio.NpzFile):  # pragma: no cover - "PK" ruled out .npy
+        raise CheckpointError(f"{path}: not an .npz checkpoint")
+    return obj
+
+
+def _read_headers(npz, path: str) -> dict:
+    """name -> (shape, dtype) from each member's .npy header, without reading the data."""
+    headers: dict[str, tuple] = {}
+    for member in npz.zip.namelist():
+        if not member.endswith(".npy"):
+            raise CheckpointError(f"{path}: unexpected entry {member!r} (not an .npy array)")
+        name = member[: -len(".npy")]
+        if name in headers:
+            raise CheckpointError(f"{path}: array {name!r} appears twice")
+        # zipfile reads members ahead in 4 KiB chunks, so a small member's CRC is
+        # already checked here; larger ones are checked when their data is read.
+        try:
+            with npz.zip.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise CheckpointError(
+                        f"{path}: array {name!r} uses unsupported .npy format version {version}"
+                    )
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: the file is damaged (cannot read array {name!r}: {exc})"
+            ) from exc
+        if dtype.hasobject:
+            raise CheckpointError(
+                f"{path}: array {name!r} holds Python objects (dtype {dtype}); refusing to "
+                "load it because that would need pickle"
+            )
+        headers[name] = (tuple(shape), dtype)
+    return headers
+
+
+def _read_array(npz, name: str, path: str) -> np.ndarray:
+    try:
+        a = npz[name]
+    except Exception as exc:  # e.g. zipfile.BadZipFile("Bad CRC-32 ..."), short reads
+        raise CheckpointError(
+            f"{path}: the file is damaged (cannot read array {name!r}: {exc})"
+        ) from exc
+    if not isinstance(a, np.ndarray):  # pragma: no cover - headers were checked
+        raise CheckpointError(f"{path}: entry {name!r} is not an array")
+    return a
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_records(recs, what: str, path: str) -> list:
+    if not isinstance(recs, list):
+        raise CheckpointError(f"{path}: meta is malformed ({what!r} is not a list)")
+    seen = set()
+    for r in recs:
+        ok = (
+            isinstance(r, dict)
+            and isinstance(r.get("name"), str)
+            and isinstance(r.get("dtype"), str)
+            and isinstance(r.get("shape"), list)
+            and all(_is_int(n) and n >= 0 for n in r["shape"])
+        )
+        if not ok:
+            raise CheckpointError(f"{path}: meta is malformed (bad {what!r} record {r!r})")
+        if r["name"] in seen:
+            raise CheckpointError(f"{path}: meta is malformed ({r['name']!r} listed twice)")
+        seen.add(r["name"])
+    return recs
+
+
+def _read_doc(npz, headers: dict, path: str) -> dict:
+    """Read, parse and validate the meta JSON (format version, structure); no checksum."""
+    if _META not in headers:
+        raise CheckpointError(f"{path}: no 'meta' entry; not an lstm_cli checkpoint")
+    shape, dtype = headers[_META]
+    if shape != () or dtype.kind != "U":
+        raise CheckpointError(
+            f"{path}: 'meta' must be a 0-d unicode string, got shape {shape} dtype {dtype}"
+        )
+    text = str(_read_array(npz, _META, path)[()])
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: meta is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: meta is not a JSON object")
+    if "format_version" not in doc:
+        raise CheckpointError(f"{path}: meta has no format_version; not an lstm_cli checkpoint")
+    version = doc["format_version"]
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{path}: unsupported format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer lstm_cli (format_version {version}; this version "
+            f"reads up to {FORMAT_VERSION}); upgrade lstm_cli to load it"
+        )
+    digest = doc.get("sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f"{path}: meta is malformed (missing or bad 'sha256')")
+    if not isinstance(doc.get("meta"), dict):
+        raise CheckpointError(f"{path}: meta is malformed ('meta' is not an object)")
+    _check_records(doc.get("params"), "params", path)
+    _check_records(doc.get("optim"), "optim", path)
+    if not doc["params"]:
+        raise CheckpointError(f"{path}: meta is malformed (no parameters recorded)")
+    return doc
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Load and fully verify a checkpoint written by ``save_checkpoint``.
+
+    Checks, in order: the file exists and is a zip/.npz (a pickle is refused without
+    being unpickled); no array has an object dtype; ``meta`` is present, valid JSON and
+    of a supported ``format_version``; every recorded array is present with the
+    recorded shape and dtype and nothing else is stored; every array reads back intact
+    (zip CRC); the sha256 over arrays and meta matches. Any failure raises
+    ``CheckpointError`` naming ``path``.
+    """
+    path = os.fspath(path)
+    with _open_npz(path) as npz:
+        headers = _read_headers(npz, path)
+        doc = _read_doc(npz, headers, path)
+        expected: dict[str, tuple[str, dict]] = {}
+        for r in doc["params"]:
+            expected[r["name"]] = ("parameter", r)
+        for r in doc["optim"]:
+            expected[_OPTIM_PREFIX + r["name"]] = ("optimizer array", r)
+        for name, (kind, r) in expected.items():
+            if name not in headers:
+                raise CheckpointError(f"{path}: missing {kind} {name!r}")
+            shape, dtype = headers[name]
+            want_shape = tuple(r["shape"])
+            if shape != want_shape or dtype.str != r["dtype"]:
+                raise CheckpointError(
+                    f"{path}: {kind} {name!r} has shape {shape} dtype {dtype.str}, but the "
+                    f"meta records shape {want_shape} dtype {r['dtype']}"
+                )
+        unexpected = sorted(set(headers) - set(expected) - {_META})
+        if unexpected:
+            raise CheckpointError(f"{path}: unexpected arrays {unexpected} not recorded in meta")
+        arrays = {name: _read_array(npz, name, path) for name in expected}
+
+    digest = doc.pop("sha256")
+    if _digest(arrays, _canonical_json(doc)) != digest:
+        raise CheckpointError(f"{path}: checksum mismatch: the file was damaged or edited")
+    params = {r["name"]: arrays[r["name"]] for r in doc["params"]}
+    optim_arrays = {r["name"]: arrays[_OPTIM_PREFIX + r["name"]] for r in doc["optim"]}
+    return Checkpoint(params=params, optim_arrays=optim_arrays, meta=doc["meta"],
+                      format_version=doc["format_version"], sha256=digest)
+
+
+def read_meta(path) -> dict:
+    """Return the caller's meta dict of a checkpoint without loading any parameter.
+
+    Cheap: reads only the array headers and the ``meta`` entry, and checks the format
+    version and structure. It does **not** verify the checksum (that needs every
+    array), so use ``load_checkpoint`` before trusting the file as a whole.
+    """
+    path = os.fspath(path)
+    with _open_npz(path) as npz:
+        headers = _read_headers(npz, path)
+        return _read_doc(npz, headers, path)["meta"]

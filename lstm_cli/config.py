@@ -1,0 +1,782 @@
+"""Typed, validated run configuration: frozen dataclasses loaded from YAML.
+
+Every default lives in the dataclasses below (one readable block, nanoGPT style); the
+allowed values of every key live in ``_CONSTRAINTS`` right after them (scikit-learn
+style: constraints declared as data, one message template for every failure).
+
+A config file has four sections, ``data``, ``model``, ``train`` and ``output``; only
+``data.train`` is required. ``load_config`` reads a file, ``config_from_dict`` checks a
+plain dict, and both apply ``--set key.sub=value`` overrides through the same checks.
+Every failure raises ``ConfigError`` with one message that names the file (or the
+override) and the dotted key.
+
+Paths: ``data.train``, ``data.valid`` and ``data.test`` resolve against the config file's
+folder and are stored absolute; when they come from an override they resolve against the
+current working directory. ``output.dir`` is kept as written and, like any CLI output
+path, is relative to the current working directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import numbers
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "CsvConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "EarlyStoppingConfig",
+    "TrainConfig",
+    "OutputConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "parse_override",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Defaults: the whole schema, in the order it is written to YAML.
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CsvConfig:
+    """Column names of the long-form CSV format (one row per time step)."""
+
+    id_column: str = "id"                           # sequence id; a sequence's rows are contiguous
+    label_column: str = "label"                     # the sequence's label, repeated on its rows
+    feature_columns: Optional[tuple[str, ...]] = None  # None = every other column, in file order
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str                                      # required; relative to the config's folder
+    valid: Optional[str] = None                     # separate validation file; None = split
+    valid_fraction: float = 0.1                     # stratified split of train; 0 = none
+    test: Optional[str] = None                      # evaluated once, with best.npz, at the end
+    format: str = "auto"                            # auto (extension)|jsonl|npz|npy|csv|ts
+    normalize: bool = True                          # z-score features (training-split stats)
+    bucket: bool = True                             # batch sequences of similar length together
+    csv: CsvConfig = field(default_factory=CsvConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_size: int = 64                           # H, units per LSTM layer
+    num_layers: int = 1                             # stacked LSTM layers
+    head: str = "last"                              # last (own last valid step) | all
+    forget_bias: float = 1.0                        # added to the forget gate pre-activation
+    dropout: float = 0.0                            # inverted dropout between layers, training only
+    dtype: str = "float32"                          # float32 | float64
+    init: str = "uniform"                           # uniform | glorot_orthogonal
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"                              # adam | adamw | sgd
+    lr: float = 1.0e-3                              # learning rate (YAML: write 1.0e-3, not 1e-3)
+    momentum: float = 0.9                           # sgd only
+    nesterov: bool = False                          # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)       # adam/adamw moment decay rates
+    eps: float = 1.0e-8                             # adam/adamw denominator term
+    weight_decay: float = 0.0                       # L2 in grad (sgd, adam); decoupled (adamw)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "constant"                          # constant | step | cosine | plateau
+    step_size: int = 10                             # step: every step_size epochs, lr *= gamma
+    gamma: float = 0.5                              # step
+    min_lr: float = 0.0                             # cosine floor / plateau floor
+    patience: int = 5                               # plateau: epochs without improvement
+    factor: float = 0.5                             # plateau: lr *= factor
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    metric: str = "val_loss"                        # val_loss | val_accuracy; also picks best.npz
+    patience: Optional[int] = None                  # epochs without improvement; None = off
+    min_delta: float = 0.0                          # smallest change that counts as improvement
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0                                   # seeds init, split, shuffling, dropout
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    clip_grad_norm: Optional[float] = 5.0           # global L2 norm; 0 or None disables
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # None | "balanced" | ((label, weight), ...) in file order; use dict(...) to look up.
+    class_weights: Union[None, str, tuple[tuple[Union[int, str], float], ...]] = None
+    checkpoint_every_steps: int = 0                 # 0 = checkpoints at epoch ends only
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/run"                           # relative to the current working directory
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------------------
+# Constraints: what each key accepts, and how it is described in error messages.
+# --------------------------------------------------------------------------------------
+
+# A number written as a string: PyYAML (YAML 1.1) loads `1e-3`, `5e-4`, `1E+2` as str.
+_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+_BOOL_HINT = (
+    "YAML reads unquoted yes, no, on, off, true and false as booleans;"
+    " put the value in quotes."
+)
+
+
+class _Invalid(Exception):
+    """Raised by a constraint; the caller turns it into a ConfigError."""
+
+    def __init__(self, hint: str = ""):
+        super().__init__(hint)
+        self.hint = hint
+
+
+def _fmt_bound(x: Optional[float], sign: str) -> str:
+    """repr of a range bound; None is -inf (sign "-") or inf (sign "+")."""
+    if x is None:
+        return "-inf" if sign == "-" else "inf"
+    return repr(x)
+
+
+def _as_float(value: Any) -> float:
+    """Return value as a float: ints and number strings ('1e-3') are accepted, bools not."""
+    if isinstance(value, bool):
+        raise _Invalid()
+    if isinstance(value, numbers.Real) or (
+        isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip())
+    ):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a float
+            raise _Invalid() from None
+    raise _Invalid()
+
+
+class _Constraint:
+    nullable = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def convert(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def description(self) -> str:
+        return self.describe() + (" or None" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        if value is None:
+            if self.nullable:
+                return None
+            raise _Invalid()
+        return self.convert(value)
+
+
+class _Interval(_Constraint):
+    """An int or float in a range; ``closed`` is one of left/right/both/neither."""
+
+    def __init__(self, kind, low=None, high=None, closed="left", nullable=False):
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+        self.nullable = nullable
+
+    def describe(self) -> str:
+        left = "[" if self.closed in ("left", "both") and self.low is not None else "("
+        right = "]" if self.closed in ("right", "both") and self.high is not None else ")"
+        lo, hi = _fmt_bound(self.low, "-"), _fmt_bound(self.high, "+")
+        article = "an" if self.kind is int else "a"
+        return f"{article} {self.kind.__name__} in the range {left}{lo}, {hi}{right}"
+
+    def convert(self, value: Any) -> Any:
+        if self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise _Invalid()
+            x = int(value)
+        else:
+            x = _as_float(value)
+        closed_low = self.closed in ("left", "both")
+        closed_high = self.closed in ("right", "both")
+        if self.low is not None and not (x >= self.low if closed_low else x > self.low):
+            raise _Invalid()
+        if self.high is not None and not (x <= self.high if closed_high else x < self.high):
+            raise _Invalid()
+        if not math.isfinite(x):  # nan fails every comparison above; inf is out of range
+            raise _Invalid()
+        return x
+
+
+class _Options(_Constraint):
+    """One of a fixed set of strings."""
+
+    def __init__(self, *options: str):
+        self.options = options
+
+    def describe(self) -> str:
+        return "a str among {" + ", ".join(repr(o) for o in self.options) + "}"
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _Invalid(_BOOL_HINT)
+        if value not in self.options:
+            close = difflib.get_close_matches(str(value).lower(), self.options, n=1)
+            raise _Invalid(f"Did you mean {close[0]!r}?" if close else "")
+        return value
+
+
+class _Bool(_Constraint):
+    def describe(self) -> str:
+        return "a bool (true or false)"
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, bool):
+            hint = "Write true or false without quotes." if isinstance(value, str) else ""
+            raise _Invalid(hint)
+        return value
+
+
+class _Str(_Constraint):
+    """A non-empty string (a column name or a path)."""
+
+    def __init__(self, what: str = "a non-empty str", nullable: bool = False):
+        self.what, self.nullable = what, nullable
+
+    def describe(self) -> str:
+        return self.what
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise _Invalid(_BOOL_HINT)
+        if not isinstance(value, str) or not value.strip():
+            hint = "Put the value in quotes." if isinstance(value, numbers.Number) else ""
+            raise _Invalid(hint)
+        return value
+
+
+class _StrList(_Constraint):
+    """A non-empty list of distinct non-empty strings, stored as a tuple."""
+
+    def __init__(self, nullable: bool = False):
+        self.nullable = nullable
+
+    def describe(self) -> str:
+        return "a non-empty list of distinct str"
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise _Invalid()
+        for item in value:
+            if isinstance(item, bool):
+                raise _Invalid(_BOOL_HINT)
+            if not isinstance(item, str) or not item.strip():
+                raise _Invalid()
+        if len(set(value)) != len(value):
+            raise _Invalid("A column is listed twice.")
+        return tuple(value)
+
+
+class _Betas(_Constraint):
+    def describe(self) -> str:
+        return "a list of two floats in the range [0.0, 1.0)"
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise _Invalid()
+        betas = tuple(_as_float(b) for b in value)
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise _Invalid()
+        return betas
+
+
+class _ClassWeights(_Constraint):
+    nullable = True
+
+    def describe(self) -> str:
+        return "'balanced' or a mapping {label: float in the range (0.0, inf)}"
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "balanced":
+                raise _Invalid()
+            return value
+        if not isinstance(value, Mapping) or not value:
+            raise _Invalid()
+        pairs = []
+        for label, weight in value.items():
+            if isinstance(label, bool) or not isinstance(label, (int, str)):
+                hint = _BOOL_HINT if isinstance(label, bool) else "Labels are ints or strs."
+                raise _Invalid(hint)
+            w = _as_float(weight)
+            if not (0.0 < w < math.inf):
+                raise _Invalid(f"The weight of label {label!r} is {weight!r}.")
+            pairs.append((label, w))
+        as_text = [str(label) for label, _ in pairs]
+        if len(set(as_text)) != len(as_text):  # 1 and '1' would collide in JSON
+            raise _Invalid("A label is given twice (once as an int, once as a str).")
+        return tuple(pairs)
+
+
+_PATH = "a non-empty str (a path)"
+
+_CONSTRAINTS: dict[str, _Constraint] = {
+    "data.train": _Str(_PATH),
+    "data.valid": _Str(_PATH, nullable=True),
+    "data.valid_fraction": _Interval(float, 0.0, 1.0, "left"),
+    "data.test": _Str(_PATH, nullable=True),
+    "data.format": _Options("auto", "jsonl", "npz", "npy", "csv", "ts"),
+    "data.normalize": _Bool(),
+    "data.bucket": _Bool(),
+    "data.csv.id_column": _Str(),
+    "data.csv.label_column": _Str(),
+    "data.csv.feature_columns": _StrList(nullable=True),
+    "model.hidden_size": _Interval(int, 1),
+    "model.num_layers": _Interval(int, 1),
+    "model.head": _Options("last", "all"),
+    "model.forget_bias": _Interval(float, None, None, "neither"),
+    "model.dropout": _Interval(float, 0.0, 1.0, "left"),
+    "model.dtype": _Options("float32", "float64"),
+    "model.init": _Options("uniform", "glorot_orthogonal"),
+    "train.epochs": _Interval(int, 1),
+    "train.batch_size": _Interval(int, 1),
+    "train.seed": _Interval(int, 0),
+    "train.optimizer.name": _Options("adam", "adamw", "sgd"),
+    "train.optimizer.lr": _Interval(float, 0.0, None, "neither"),
+    "train.optimizer.momentum": _Interval(float, 0.0, 1.0, "left"),
+    "train.optimizer.nesterov": _Bool(),
+    "train.optimizer.betas": _Betas(),
+    "train.optimizer.eps": _Interval(float, 0.0, None, "neither"),
+    "train.optimizer.weight_decay": _Interval(float, 0.0),
+    "train.clip_grad_norm": _Interval(float, 0.0, nullable=True),
+    "train.schedule.name": _Options("constant", "step", "cosine", "plateau"),
+    "train.schedule.step_size": _Interval(int, 1),
+    "train.schedule.gamma": _Interval(float, 0.0, 1.0, "right"),
+    "train.schedule.min_lr": _Interval(float, 0.0),
+    "train.schedule.patience": _Interval(int, 0),
+    "train.schedule.factor": _Interval(float, 0.0, 1.0, "neither"),
+    "train.early_stopping.metric": _Options("val_loss", "val_accuracy"),
+    "train.early_stopping.patience": _Interval(int, 1, nullable=True),
+    "train.early_stopping.min_delta": _Interval(float, 0.0),
+    "train.class_weights": _ClassWeights(),
+    "train.checkpoint_every_steps": _Interval(int, 0),
+    "output.dir": _Str(_PATH),
+}
+
+# Paths resolved against the config file's folder (or the cwd for overrides).
+_DATA_PATH_KEYS = ("data.train", "data.valid", "data.test")
+
+
+# --------------------------------------------------------------------------------------
+# The schema as dotted keys, derived from the dataclasses.
+# --------------------------------------------------------------------------------------
+
+def _walk_schema(cls: type, prefix: str, sections: dict, leaves: list) -> None:
+    sections[prefix] = cls
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        sub = hints[f.name]
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            _walk_schema(sub, key, sections, leaves)
+        else:
+            leaves.append(key)
+
+
+_SECTIONS: dict[str, type] = {}   # "" -> Config, "data" -> DataConfig, "data.csv" -> CsvConfig, ...
+_LEAVES: list[str] = []           # "data.train", ..., "output.dir" in schema order
+_walk_schema(Config, "", _SECTIONS, _LEAVES)
+_ALL_KEYS = [k for k in _SECTIONS if k] + _LEAVES
+
+
+def _first_leaf(section: str) -> str:
+    return next(k for k in _LEAVES if k.startswith(section + "."))
+
+
+def _is_abbreviation(short: str, name: str) -> bool:
+    """True if short is name[0] plus a subsequence of name[1:] ('lr' of 'learning_rate')."""
+    if not short or not name or short[0] != name[0]:
+        return False
+    rest = iter(name[1:])
+    return all(ch in rest for ch in short[1:])
+
+
+def _suggest(key: str) -> list[str]:
+    """The valid dotted keys (at most two) the user most likely meant by ``key``."""
+    parts = key.split(".")
+    depth = 0
+    while depth < len(parts) - 1 and ".".join(parts[: depth + 1]) in _SECTIONS:
+        depth += 1
+    parent = ".".join(parts[:depth])
+    rest = parts[depth:]
+
+    def full(name: str) -> str:
+        return f"{parent}.{name}" if parent else name
+
+    if len(rest) == 1:  # a misspelt name inside a valid section
+        name = rest[0]
+        siblings = [f.name for f in dataclasses.fields(_SECTIONS[parent])]
+        close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+        if close:
+            return [full(close[0])]
+        elsewhere = [k for k in _ALL_KEYS if k.rsplit(".", 1)[-1] == name]  # wrong section
+        if elsewhere:
+            return elsewhere[:2]
+        abbreviations = [s for s in siblings if _is_abbreviation(s, name)]
+        if len(abbreviations) == 1:  # 'learning_rate' -> 'lr'
+            return [full(abbreviations[0])]
+        return []
+    # a misspelt section: compare whole dotted keys, or find the key under another section
+    tail = ".".join(rest)
+    ends = [k for k in _ALL_KEYS if k.endswith("." + tail)]
+    if ends:
+        return ends[:2]
+    candidates = [k for k in _ALL_KEYS if k.count(".") == key.count(".")]
+    return difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    """``unknown key 'a.b' in WHERE; did you mean 'a.c'?`` (or the valid keys nearby)."""
+    msg = f"unknown key {key!r} in {where}"
+    match = _suggest(key)
+    if match:
+        return ConfigError(f"{msg}; did you mean {' or '.join(repr(m) for m in match)}?")
+    parent = key
+    while parent not in _SECTIONS:
+        parent = parent.rsplit(".", 1)[0] if "." in parent else ""
+    names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[parent]))
+    where_keys = f"under {parent!r}" if parent else "at the top level"
+    return ConfigError(f"{msg}; valid keys {where_keys} are: {names}")
+
+
+# --------------------------------------------------------------------------------------
+# YAML
+# --------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # unhashable key: let PyYAML report it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f"duplicate key {key!r} (first given on line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:
+    if isinstance(err, yaml.reader.ReaderError):  # a control character; no line/column mark
+        return ConfigError(
+            f"invalid YAML in {where}: unacceptable character #x{err.character:04x}"
+            f" at character position {err.position}"
+        )
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    if context and not str(context).startswith("while"):
+        problem = f"{context}, {problem}"
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    msg = f"invalid YAML in {where}{at}: {problem}"
+    if "'\\t'" in problem:
+        msg += " (YAML does not allow tabs for indentation; use spaces)"
+    return ConfigError(msg)
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise _yaml_error(where, err) from None
+
+
+# --------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"train.optimizer.lr=0.01"`` into ``("train.optimizer.lr", 0.01)``.
+
+    The value is read as YAML (``null`` -> None, ``true`` -> True, ``[0.9, 0.99]`` -> list);
+    an unquoted number string such as ``1e-3`` becomes the float it means. The key must be
+    a known leaf key (not a section); its value is checked later, with the whole config.
+    """
+    where = f"--set {text}"
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(
+            f"invalid override {text!r}: expected KEY=VALUE, e.g. --set train.optimizer.lr=0.01"
+        )
+    key, raw_value = text.split("=", 1)
+    key = key.strip()
+    if key in _SECTIONS:
+        example = _first_leaf(key) if key else "train.optimizer.lr"
+        what = f"{key!r} is a section" if key else "the key is empty"
+        raise ConfigError(
+            f"invalid override {text!r}: {what}; set one key at a time, e.g. --set {example}=..."
+        )
+    if key not in _CONSTRAINTS:
+        raise _unknown_key_error(key, where)
+    if not raw_value.strip():
+        raise ConfigError(f"invalid override {text!r}: no value after '=' (write null for none)")
+    try:
+        value = yaml.load(raw_value, Loader=_Loader)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"invalid override {text!r}: the value is not valid YAML ({problem})")
+    if isinstance(value, str) and value == raw_value.strip() and _NUMBER_RE.fullmatch(value):
+        value = float(value)
+    return key, value
+
+
+# --------------------------------------------------------------------------------------
+# Checking and building
+# --------------------------------------------------------------------------------------
+
+def _check_structure(raw: Mapping, prefix: str, where: str) -> None:
+    """Refuse unknown keys and sections that are not mappings (None counts as empty)."""
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if key in _SECTIONS:
+            if v is None:
+                continue
+            if not isinstance(v, Mapping):
+                names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[key]))
+                raise ConfigError(
+                    f"{where}: section {key!r} must be a mapping of keys ({names}),"
+                    f" got {type(v).__name__} {v!r}"
+                )
+            _check_structure(v, key, where)
+        elif key not in _CONSTRAINTS or not isinstance(k, str):
+            raise _unknown_key_error(key, where)
+
+
+def _plain_sections(raw: Mapping, prefix: str = "") -> dict:
+    """Copy of raw where every section is a fresh dict (None sections become {})."""
+    out = {}
+    for k, v in raw.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if key in _SECTIONS:
+            out[k] = _plain_sections(v or {}, key)
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_path(path: str, base_dir: str) -> str:
+    return os.path.abspath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+class _Context:
+    def __init__(self, where: str, base_dir: str):
+        self.where = where
+        self.base_dir = base_dir
+        self.overridden: dict[str, str] = {}    # dotted key -> "--set key=value"
+
+    def origin(self, key: str) -> str:
+        return self.overridden.get(key, self.where)
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origin(key)}: {message}")
+
+
+def _build(cls: type, prefix: str, raw: Mapping, ctx: _Context) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if key in _SECTIONS:
+            kwargs[f.name] = _build(_SECTIONS[key], key, raw.get(f.name) or {}, ctx)
+        elif f.name in raw:
+            kwargs[f.name] = _check_value(key, raw[f.name], ctx)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ctx.fail(key, f"missing required key {key!r}")
+    return cls(**kwargs)
+
+
+def _check_value(key: str, value: Any, ctx: _Context) -> Any:
+    constraint = _CONSTRAINTS[key]
+    try:
+        checked = constraint.check(value)
+    except _Invalid as bad:
+        hint = f" {bad.hint}" if bad.hint else ""
+        raise ctx.fail(
+            key,
+            f"The {key!r} parameter must be {constraint.description()}."
+            f" Got {value!r} instead.{hint}",
+        ) from None
+    if key in _DATA_PATH_KEYS and checked is not None:
+        base = os.getcwd() if key in ctx.overridden else ctx.base_dir
+        checked = _resolve_path(checked, base)
+    return checked
+
+
+def _check_combinations(cfg: Config, ctx: _Context) -> None:
+    """Checks that involve more than one key."""
+    csv = cfg.data.csv
+    if csv.id_column == csv.label_column:
+        raise ctx.fail(
+            "data.csv.label_column",
+            f"'data.csv.id_column' and 'data.csv.label_column' are both {csv.id_column!r};"
+            " they must name different columns.",
+        )
+    for col in csv.feature_columns or ():
+        if col in (csv.id_column, csv.label_column):
+            raise ctx.fail(
+                "data.csv.feature_columns",
+                f"'data.csv.feature_columns' lists {col!r}, which is the id or label column.",
+            )
+    has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0
+    needs_validation = {
+        "train.early_stopping.patience": cfg.train.early_stopping.patience is not None,
+        "train.schedule.name": cfg.train.schedule.name == "plateau",
+    }
+    for key, needed in needs_validation.items():
+        if needed and not has_validation:
+            raise ctx.fail(
+                key,
+                f"{key!r} needs validation data, but 'data.valid' is null and"
+                " 'data.valid_fraction' is 0; set one of them.",
+            )
+    sched, lr = cfg.train.schedule, cfg.train.optimizer.lr
+    if sched.name in ("cosine", "plateau") and sched.min_lr > lr:
+        raise ctx.fail(
+            "train.schedule.min_lr",
+            f"'train.schedule.min_lr' ({sched.min_lr!r}) must not exceed"
+            f" 'train.optimizer.lr' ({lr!r}).",
+        )
+
+
+def config_from_dict(
+    d: Any,
+    source: str = "<dict>",
+    base_dir: Optional[str] = None,
+    overrides: Iterable[str] = (),
+) -> Config:
+    """Check a plain nested dict (as from YAML), apply overrides, return a Config.
+
+    ``source`` names the origin in error messages. Relative data paths resolve against
+    ``base_dir`` (default: the current working directory); overridden ones against the cwd.
+    """
+    source = os.fspath(source)
+    if d is None:
+        raise ConfigError(
+            f"{source} is empty; expected a mapping with the sections data, model, train, output"
+            " (at least data.train)"
+        )
+    if not isinstance(d, Mapping):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping with the sections data, model, train,"
+            f" output; got {type(d).__name__} {d!r}"
+        )
+    _check_structure(d, "", source)
+    raw = _plain_sections(d)
+    ctx = _Context(source, os.path.abspath(base_dir) if base_dir is not None else os.getcwd())
+    if isinstance(overrides, str):  # one string is not a list of overrides
+        overrides = (overrides,)
+    for text in overrides:
+        key, value = parse_override(text)
+        *sections, name = key.split(".")
+        node = raw
+        for part in sections:
+            node = node.setdefault(part, {})
+        node[name] = value
+        ctx.overridden[key] = f"--set {text}"
+    cfg = _build(Config, "", raw, ctx)
+    _check_combinations(cfg, ctx)
+    return cfg
+
+
+def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config file, apply ``--set`` overrides, check everything, return a Config."""
+    where = os.fspath(path)
+    if not os.path.exists(where):
+        raise ConfigError(f"config file not found: {where}")
+    if os.path.isdir(where):
+        raise ConfigError(f"config file is a directory: {where}")
+    try:
+        with open(where, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {where} is not UTF-8 text: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {where}: {err.strerror}") from None
+    raw = _load_yaml(text, where)
+    base_dir = os.path.dirname(os.path.abspath(where))
+    return config_from_dict(raw, source=where, base_dir=base_dir, overrides=overrides)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+def _plain(value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {
+            f.name: _plain(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+            for f in dataclasses.fields(value)
+        }
+    if key == "train.class_weights" and isinstance(value, tuple):
+        return {label: weight for label, weight in value}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The resolved config as a plain nested dict (defaults filled, data paths absolute)."""
+    return _plain(cfg, "")
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml.SafeDumper that writes lists inline (``betas: [0.9, 0.999]``), mappings as blocks."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of ``config_to_dict(cfg)``, keys in schema order; loads back to ``cfg``."""
+    return yaml.dump(
+        config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+        allow_unicode=True,
+    )
