@@ -47,9 +47,7 @@ import json
 import math
 import os
 import re
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -1247,7 +1245,9 @@ def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True):
     """
     lengths = np.asarray(lengths).reshape(-1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size!r} instead.")
+        raise ConfigError(
+            f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size!r} instead."
+        )
     if shuffle and rng is None:
         raise LstmCliError("make_batches: pass an rng (np.random.Generator) when shuffle=True")
     n = lengths.size

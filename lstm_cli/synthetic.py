@@ -84,7 +84,8 @@ def make_random_dataset(n, min_len, max_len, num_features, num_classes, rng, dty
     _check_sizes(n, min_len, max_len, num_features, num_classes)
     lengths = rng.integers(min_len, max_len, endpoint=True, size=n).astype(np.int64)  # (N,)
     labels = rng.integers(0, num_classes, size=n).astype(np.int64)  # (N,)
-    x = rng.standard_normal(size=(int(lengths.sum()), num_features), dtype=np.float32 if dtype == np.float32 else np.float64)
+    draw_dtype = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    x = rng.standard_normal(size=(int(lengths.sum()), num_features), dtype=draw_dtype)  # (total, F)
     return _assemble(lengths, x.astype(dtype, copy=False), labels, "<random dataset>")
 
 

@@ -187,6 +187,13 @@ def _metric_better(metric, value, best, min_delta):
     return value < best - min_delta
 
 
+def _kept(run_dir, history):
+    if not history:
+        return "No epoch finished, so this run wrote no checkpoint."
+    return (f"Training stopped; last.npz and best.npz in {run_dir} are from epoch "
+            f"{history[-1]['epoch']} and earlier, untouched.")
+
+
 def _fmt(v, spec=".4f"):
     return "-" if v is None else format(v, spec)
 
@@ -272,39 +279,39 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print)
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch",
                    file=sys.stderr, leave=False, dynamic_ncols=True,
                    disable=None if progress else True)
-        try:
-            for idx in batches:
-                x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
-                y = data.y_train[idx]
-                logits, cache = model.forward(x, lengths, training=True, rng=rng)
-                loss, dlogits = model.loss_from_logits(logits, cache, y, class_weights)
-                step += 1
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"epoch {epoch + 1} step {step}: the training loss is not finite ({loss}); "
-                        f"last finite loss {_fmt(last_finite_loss)}. Training stopped; last.npz and "
-                        f"best.npz in {run_dir} hold the last good epoch. Try a lower "
-                        f"train.optimizer.lr or train.clip_grad_norm.")
-                grads, _ = model.backward(dlogits, cache)
-                grads, gnorm = clip_by_global_norm(grads, cfg.train.clip_grad_norm or None)
-                if not math.isfinite(gnorm):
-                    raise TrainingError(
-                        f"epoch {epoch + 1} step {step}: the gradient norm is not finite; last finite "
-                        f"loss {_fmt(last_finite_loss)}. last.npz and best.npz in {run_dir} hold the "
-                        f"last good epoch.")
-                optimizer.step(model.params, grads)
-                last_finite_loss = loss
-                B = len(idx)
-                loss_sum += loss * B
-                correct += int((model.probabilities(logits, cache).argmax(1) == y).sum())
-                seen += B
-                norm_sum += gnorm
-                bar.update(1)
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                seq_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-        finally:
-            bar.close()
+        # non-finite values are detected explicitly below, so numpy's warnings are noise here
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                for idx in batches:
+                    x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+                    y = data.y_train[idx]
+                    logits, cache = model.forward(x, lengths, training=True, rng=rng)
+                    loss, dlogits = model.loss_from_logits(logits, cache, y, class_weights)
+                    step += 1
+                    if not math.isfinite(loss):
+                        raise TrainingError(
+                            f"epoch {epoch + 1} step {step}: the training loss is not finite ({loss}); "
+                            f"last finite loss {_fmt(last_finite_loss)}. {_kept(run_dir, history)} "
+                            f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
+                    grads, _ = model.backward(dlogits, cache)
+                    grads, gnorm = clip_by_global_norm(grads, cfg.train.clip_grad_norm or None)
+                    if not math.isfinite(gnorm):
+                        raise TrainingError(
+                            f"epoch {epoch + 1} step {step}: the gradient norm is not finite; last finite "
+                            f"loss {_fmt(last_finite_loss)}. {_kept(run_dir, history)}")
+                    optimizer.step(model.params, grads)
+                    last_finite_loss = loss
+                    B = len(idx)
+                    loss_sum += loss * B
+                    correct += int((model.probabilities(logits, cache).argmax(1) == y).sum())
+                    seen += B
+                    norm_sum += gnorm
+                    bar.update(1)
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                    seq_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+            finally:
+                bar.close()
 
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,

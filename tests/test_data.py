@@ -124,7 +124,12 @@ def test_subset_of_memmap(tmp_path):
 
 @pytest.mark.parametrize(
     "x, offsets",
-    [(np.zeros(4), [0, 4]), (np.zeros((4, 2)), [0, 5]), (np.zeros((4, 2)), [0, 2, 2, 4]), (np.zeros((4, 2), int), [0, 4])],
+    [
+        (np.zeros(4), [0, 4]),
+        (np.zeros((4, 2)), [0, 5]),
+        (np.zeros((4, 2)), [0, 2, 2, 4]),
+        (np.zeros((4, 2), int), [0, 4]),
+    ],
 )
 def test_dataset_rejects_inconsistent_arrays(x, offsets):
     with pytest.raises(DataError):
@@ -352,7 +357,8 @@ def test_npz_not_an_archive(tmp_path):
 
 
 def test_npz_valid_details(tmp_path):
-    ds = D.read_npz(save_npz(tmp_path / "d.npz", x=X.astype(np.int32), lengths=LEN.astype(np.uint8), y=np.array([1.0, 2.0])))
+    path = save_npz(tmp_path / "d.npz", x=X.astype(np.int32), lengths=LEN.astype(np.uint8), y=np.array([1.0, 2.0]))
+    ds = D.read_npz(path)
     assert ds.x.dtype == np.float64 and ds.labels.dtype == np.int64
     np.testing.assert_array_equal(ds.labels, [1, 2])
     ds = D.read_npz(save_npz(tmp_path / "e.npz", x=X, lengths=LEN, extra=np.zeros(3)), require_labels=False)
@@ -496,7 +502,10 @@ def test_csv_feature_columns_errors(tmp_path):
 # ---------------------------------------------------------------------------
 # .ts
 
-TS_HEAD = "# comment\n\n@problemName toy\n@timeStamps false\n@missing false\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true a b\n@data\n"
+TS_HEAD = (
+    "# comment\n\n@problemName toy\n@timeStamps false\n@missing false\n@univariate false\n"
+    "@dimensions 2\n@equalLength false\n@classLabel true a b\n@data\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -517,7 +526,7 @@ TS_HEAD = "# comment\n\n@problemName toy\n@timeStamps false\n@missing false\n@un
         (TS_HEAD + "\n\n", ["no cases after @data"]),
         (TS_HEAD.replace("@dimensions 2", "@dimensions two"), ["line 7", "@dimensions must be a positive integer"]),
         (TS_HEAD.replace("@univariate false", "@univariate true"), ["@dimensions 2 contradicts @univariate true"]),
-        (TS_HEAD.replace("@timeStamps false", "@timeStamps true") + "1,2:3,4:a\n", ["@timeStamps true is not supported"]),
+        (TS_HEAD.replace("@timeStamps false", "@timeStamps true") + "1,2:3,4:a\n", ["@timeStamps true", "not supported"]),
         (TS_HEAD.replace("@missing false", "@missing maybe"), ["line 5", "@missing must be true or false"]),
         (TS_HEAD.replace("@classLabel true a b", "@classLabel true"), ["line 9", "lists no class labels"]),
         (TS_HEAD.replace("@classLabel true a b", "@targetLabel true"), ["line 9", "@targetLabel", "not supported"]),

@@ -1,0 +1,143 @@
+"""lstm-train / lstm-eval / lstm-predict through click's CliRunner."""
+
+import csv
+import io
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import file_bytes
+from lstm_cli.cli import evaluate, predict, train
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def _train(runner, config, *args):
+    return runner.invoke(train, ["--config", config, "--quiet", *args])
+
+
+def test_train_eval_predict_round_trip(runner, write_config, pattern_files, tmp_path):
+    result = runner.invoke(train, ["--config", write_config(), "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 3/3" in result.stdout and "train loss" in result.stdout
+    run = tmp_path / "run"
+    ckpt = str(run / "best.npz")
+
+    out_json = tmp_path / "report.json"
+    preds = tmp_path / "preds.csv"
+    result = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--json", str(out_json),
+                                      "--predictions", str(preds)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
+    report = json.loads(out_json.read_text())
+    for key in ("accuracy", "loss", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "labels"):
+        assert key in report
+    assert report["labels"] == [0, 1, 2] and report["n"] == 90
+    assert sum(map(sum, report["confusion_matrix"])) == 90
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 90 and set(rows[0]) == {"index", "true_label", "predicted_label", "prob_0",
+                                                "prob_1", "prob_2"}
+    assert abs(sum(float(rows[0][f"prob_{k}"]) for k in range(3)) - 1.0) < 1e-5
+    acc = sum(r["true_label"] == r["predicted_label"] for r in rows) / 90
+    assert acc == pytest.approx(report["accuracy"])
+
+    result = runner.invoke(predict, [ckpt, "--data", pattern_files["test"]])
+    assert result.exit_code == 0, result.output
+    pred_rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["predicted_label"] for r in pred_rows] == [r["predicted_label"] for r in rows]
+
+    result = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--json", "-"])
+    assert json.loads(result.stdout)["accuracy"] == report["accuracy"]
+
+
+def test_help_and_version(runner):
+    for cmd in (train, evaluate, predict):
+        r = runner.invoke(cmd, ["--help"])
+        assert r.exit_code == 0 and "Example" in r.output
+        assert runner.invoke(cmd, ["--version"]).output.startswith("lstm_cli ")
+
+
+def test_print_config(runner, write_config):
+    r = runner.invoke(train, ["--config", write_config(), "--print-config", "--set", "model.head=all"])
+    assert r.exit_code == 0
+    assert "head: all" in r.stdout and "hidden_size: 16" in r.stdout
+
+
+def test_usage_errors_exit_2(runner, tmp_path):
+    assert runner.invoke(train, []).exit_code == 2
+    assert runner.invoke(train, ["--config", str(tmp_path / "missing.yaml")]).exit_code == 2
+    assert runner.invoke(evaluate, [str(tmp_path / "missing.npz"), "--data", "x"]).exit_code == 2
+
+
+def test_bad_config_exits_3_without_traceback(runner, write_config):
+    r = _train(runner, write_config(), "--set", "model.hiden_size=3")
+    assert r.exit_code == 3
+    assert "unknown key 'model.hiden_size'" in r.stderr and "did you mean 'model.hidden_size'" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_debug_shows_the_traceback(runner, write_config):
+    r = _train(runner, write_config(), "--set", "model.hidden_size=0", "--debug")
+    assert r.exit_code != 0 and r.exception is not None
+    assert type(r.exception).__name__ == "ConfigError"
+
+
+def test_bad_data_exits_4_and_leaves_the_run_folder_alone(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    before = file_bytes(tmp_path / "run")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"x": [[1, 2, 3]], "y": 0}\n{"x": [[1, 2]], "y": 1}\n')
+    r = _train(runner, write_config(), "--set", f"data.train={bad}", "--overwrite")
+    assert r.exit_code == 4
+    assert "bad.jsonl" in r.stderr and "line 2" in r.stderr
+    assert file_bytes(tmp_path / "run") == before
+
+
+def test_non_empty_run_folder_needs_overwrite(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    r = _train(runner, write_config(), "--set", "train.epochs=1")
+    assert r.exit_code == 3 and "--overwrite" in r.stderr
+    assert _train(runner, write_config(), "--set", "train.epochs=1", "--overwrite").exit_code == 0
+
+
+def test_resume_from_the_command_line(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=3"])
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.stdout and "epoch 3/3" in r.stdout
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_eval_errors(runner, write_config, pattern_files, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    ckpt = str(tmp_path / "run" / "best.npz")
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text('{"x": [[1, 2, 3]], "y": 0}\n{"x": [[1, 2, 3]], "y": 7}\n')
+    r = runner.invoke(evaluate, [ckpt, "--data", str(unknown)])
+    assert r.exit_code == 4 and "label 7" in r.stderr
+    r = runner.invoke(evaluate, [ckpt, "--data", str(unknown), "--allow-unknown", "--json", "-"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["unknown_labels"] == 1
+    wrong_f = tmp_path / "wrong.jsonl"
+    wrong_f.write_text('{"x": [[1, 2]], "y": 0}\n')
+    r = runner.invoke(predict, [ckpt, "--data", str(wrong_f)])
+    assert r.exit_code == 4 and "2 features" in r.stderr
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(open(ckpt, "rb").read()[:200])
+    r = runner.invoke(evaluate, [str(broken), "--data", pattern_files["test"]])
+    assert r.exit_code == 5 and "broken.npz" in r.stderr and "Traceback" not in r.output
+
+
+def test_unlabelled_data_predicts(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    nolabel = tmp_path / "nolabel.jsonl"
+    nolabel.write_text('{"x": [[1, 2, 3], [0, 0, 1]]}\n{"x": [[1, 2, 3]]}\n')
+    out = tmp_path / "p.csv"
+    r = runner.invoke(predict, [str(tmp_path / "run" / "best.npz"), "--data", str(nolabel),
+                                "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 3
