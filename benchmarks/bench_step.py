@@ -28,6 +28,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -52,6 +53,7 @@ HEADS = ("last", "all")
 # contender keys, in round-robin order
 TRAIN = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor")
 INFER = ("lstm_cli_infer", "torch_infer")
+SLOW_S = 1.0  # seconds per call above which a contender is "slow" (see run_cell)
 ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor",
          "lstm_cli_infer", "torch_infer")
 
@@ -61,17 +63,25 @@ def parse_args(argv=None):
         description="lstm_cli training-step / inference benchmark vs PyTorch CPU and a GEMM floor.")
     p.add_argument("--threads", type=int, default=1,
                    help="BLAS/OpenMP threads for BOTH numpy and torch (default 1)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
+    p.add_argument("--workloads", default=None,
+                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all; "
+                        "with --quick all but large)")
     p.add_argument("--head", choices=("last", "all", "both"), default="both",
                    help="which head(s) to benchmark (default both)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed rounds per cell (default: adapted so the whole run takes ~--budget s)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="target seconds for the timed part of the run when --repeats is not given "
-                        "(default 140; 15 with --quick)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds per cell (default 2; 1 with --quick)")
-    p.add_argument("--quick", action="store_true", help="fast smoke run (few repeats, small budget)")
+                   help="timed rounds per (workload, head) cell (default: adapted, see --cell-seconds)")
+    p.add_argument("--cell-seconds", type=float, default=None,
+                   help="target wall time of each cell's timed rounds when --repeats is not given; "
+                        "repeats = this / (one round), clamped to [5, 300] (to 3 when 5 rounds "
+                        "would exceed twice the target). Default 6 (1 with --quick); the default "
+                        "full run then takes ~3 minutes")
+    p.add_argument("--slow-repeats", type=int, default=3,
+                   help=f"rounds in which a contender slower than {SLOW_S:g} s per call is timed "
+                        "(default 3; 1 with --quick)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up rounds per cell (default 2; 1 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="fast smoke run: few repeats, and `large` only if named in --workloads")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is importable")
     p.add_argument("--json", metavar="FILE", help="also write every number (raw samples included) to FILE")
     p.add_argument("--keep-openblas-env", action="store_true",
@@ -80,18 +90,22 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
+    if args.workloads is None:
+        args.workloads = ",".join(w for w in WORKLOADS if not (args.quick and w == "large"))
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in names if w not in WORKLOADS]
     if bad or not names:
         p.error(f"unknown workload(s) {bad}; choose from {list(WORKLOADS)}")
     args.workload_list = names
     args.head_list = list(HEADS) if args.head == "both" else [args.head]
-    if args.budget is None:
-        args.budget = 15.0 if args.quick else 140.0
+    if args.cell_seconds is None:
+        args.cell_seconds = 1.0 if args.quick else 6.0
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.warmup < 1 or args.slow_repeats < 1:
+        p.error("--warmup and --slow-repeats must be >= 1")
     return args
 
 
@@ -116,9 +130,6 @@ def reexec(argv):
 # ============================================================================ child
 def child_main(argv):
     args = parse_args(argv)
-    import gc
-    import statistics
-
     import numpy as np
 
     try:
@@ -133,7 +144,6 @@ def child_main(argv):
         except ImportError:
             torch = None
     import lstm_cli
-    from lstm_cli.interop import from_pytorch, to_pytorch
     from lstm_cli.model import LSTMClassifier
 
     N = args.threads
@@ -153,11 +163,8 @@ def child_main(argv):
     load_start = os.getloadavg()
     timed_wall = 0.0
     timed_cpu = 0.0
-    for idx, (wname, head) in enumerate(cells):
-        remaining_budget = args.budget - timed_wall
-        cell_budget = max(remaining_budget, 0.0) / (len(cells) - idx)
-        r = run_cell(args, wname, head, cell_budget, np, torch, LSTMClassifier, to_pytorch,
-                     from_pytorch, statistics, gc)
+    for wname, head in cells:
+        r = run_cell(args, wname, head, np, torch, LSTMClassifier)
         timed_wall += r["timed_wall_s"]
         timed_cpu += r["timed_cpu_s"]
         results.append(r)
@@ -214,7 +221,8 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
         "threadpoolctl": threadpoolctl.__version__ if threadpoolctl is not None else None,
         "threadpool_info": threadpoolctl.threadpool_info() if threadpoolctl is not None else None,
         "numpy_blas": _numpy_blas(np),
-        "budget_s": args.budget,
+        "cell_seconds": args.cell_seconds,
+        "slow_repeats": 1 if args.quick else args.slow_repeats,
         "repeats_arg": args.repeats,
         "warmup": args.warmup,
         "quick": args.quick,
@@ -343,8 +351,9 @@ def make_floor(np, wname, seed):
 
 def build_torch(torch, np, model, wname, head, x, lengths, y):
     """An nn.LSTM + nn.Linear with the lstm_cli model's weights; returns the three step closures."""
-    from lstm_cli.interop import to_pytorch
     import torch.nn as nn
+
+    from lstm_cli.interop import to_pytorch
     import torch.nn.functional as F
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -464,8 +473,10 @@ def verify(np, torch, model, tc, x, lengths, y):
     return out, warnings
 
 
-def run_cell(args, wname, head, cell_budget, np, torch, LSTMClassifier, to_pytorch, from_pytorch,
-             statistics, gc):
+def run_cell(args, wname, head, np, torch, LSTMClassifier):
+    import gc
+    import statistics
+
     B, T, I, H, L = WORKLOADS[wname]
     x, lengths, y = make_batch(np, wname, args.seed)
     model = LSTMClassifier(input_size=I, hidden_size=H, num_classes=NUM_CLASSES, num_layers=L,
@@ -487,94 +498,103 @@ def run_cell(args, wname, head, cell_budget, np, torch, LSTMClassifier, to_pytor
         fns["torch_infer"] = tc["infer"]
     order = [k for k in ORDER if k in fns]
 
-    # Round-robin timing. A contender whose single call takes longer than SLOW_S (torch's
-    # packed path on `large` takes ~10 s) is not warmed up again -- its first call, already in
-    # round-robin order, is its first sample (one-time costs are < 1 % of it) -- and is timed
-    # in only the first `slow_repeats` rounds, so that it does not dominate the run.
     samples = {k: [] for k in order}
-    usage = {k: [0.0, 0.0, 0, 0.0] for k in order}  # utime, stime, minor faults, process_time
-    slow = set()
+    usage = {k: {"cpu_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "minor_faults": 0} for k in order}
 
     def call(k, record):
-        f = fns[k]
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         c0 = time.process_time()
         t0 = time.perf_counter()
-        f()
+        fns[k]()
         t1 = time.perf_counter()
         c1 = time.process_time()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         if record:
             samples[k].append(t1 - t0)
             u = usage[k]
-            u[0] += r1.ru_utime - r0.ru_utime
-            u[1] += r1.ru_stime - r0.ru_stime
-            u[2] += r1.ru_minflt - r0.ru_minflt
-            u[3] += c1 - c0
+            u["cpu_s"] += c1 - c0
+            u["user_s"] += r1.ru_utime - r0.ru_utime
+            u["sys_s"] += r1.ru_stime - r0.ru_stime
+            u["minor_faults"] += r1.ru_minflt - r0.ru_minflt
         return t1 - t0
 
-    cell_t0 = time.perf_counter()
-    warm_round = 0.0
+    # Warm-up. A contender slower than SLOW_S per call (torch's packed path on `large`
+    # takes ~10 s) is called once here *as its first sample* (one-time costs are < 1 % of
+    # such a call) and then timed in only the first --slow-repeats rounds, so that it does
+    # not dominate the run. Everything else: --warmup unrecorded rounds (one is enough when
+    # a round takes over a second).
+    slow = set()
+    round_s = 0.0
     for w in range(args.warmup):
-        warm_round = 0.0
+        round_s = 0.0
         for k in order:
             if k in slow:
                 continue
-            dt = call(k, record=False) if w == 0 or k not in slow else 0.0
-            if w == 0 and dt > SLOW_S:
-                slow.add(k)  # keep this first call as the first sample: redo its bookkeeping
-                samples[k].append(dt)
+            if w == 0:
+                dt = call(k, record=False)
+                if dt > SLOW_S:
+                    slow.add(k)
+                    samples[k].append(dt)  # a real call in round-robin order: keep it
+                    continue
             else:
-                warm_round += dt
-        if warm_round > 1.0 and w >= 0:
-            break  # one warm-up round is plenty when a round takes more than a second
+                dt = call(k, record=False)
+            round_s += dt
+        if round_s > 1.0:
+            break
     slow_repeats = 1 if args.quick else args.slow_repeats
+
     if args.repeats is not None:
         repeats = args.repeats
     else:
-        lo, hi = (2, 20) if args.quick else (5, 300)
-        slow_left = sum(max(slow_repeats - len(samples[k]), 0) * samples[k][0] for k in slow)
-        avail = cell_budget - (time.perf_counter() - cell_t0) - slow_left
-        if lo * warm_round > 2 * max(cell_budget, 1e-9):
+        target = args.cell_seconds
+        lo, hi = (2, 30) if args.quick else (5, 300)
+        if lo * round_s > 2 * target:
             lo = min(lo, 3)
-        repeats = int(min(max(avail / max(warm_round, 1e-9), lo), hi))
-    repeats = max(repeats, 1)
+        repeats = int(min(max(target / max(round_s, 1e-9), lo), hi))
 
     gc.collect()
     load0 = os.getloadavg()
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0 = time.perf_counter()
     for _ in range(repeats):
         for k in order:
             if k in slow and len(samples[k]) >= slow_repeats:
                 continue
             call(k, record=True)
-    # a slow contender still short of samples (repeats < slow_repeats) gets none extra: fine
-    wall = time.perf_counter() - w0
-    cpu_total = time.process_time() - c0
-    cell_wall = time.perf_counter() - cell_t0
-    round_s = warm_round
+    cell_wall = time.perf_counter() - w0
 
     def q(v, p):
         s = sorted(v)
         return s[min(int(round(p * (len(s) - 1))), len(s) - 1)]
 
     ms = {k: 1e3 * statistics.median(v) for k, v in samples.items()}
-    stats = {k: {"median_ms": ms[k], "min_ms": 1e3 * min(v), "p25_ms": 1e3 * q(v, 0.25),
-                 "p75_ms": 1e3 * q(v, 0.75), "cpu_per_wall": cpu[k] / sum(v) if sum(v) > 0 else None,
-                 "samples_ms": [1e3 * s for s in v]} for k, v in samples.items()}
-    ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"]}
+    stats = {}
+    for k, v in samples.items():
+        tot = sum(v)
+        u = usage[k]
+        stats[k] = {"median_ms": ms[k], "min_ms": 1e3 * min(v), "p25_ms": 1e3 * q(v, 0.25),
+                    "p75_ms": 1e3 * q(v, 0.75), "n": len(v),
+                    "cpu_per_wall": u["cpu_s"] / tot if tot > 0 else None,
+                    "sys_fraction_of_cpu": u["sys_s"] / u["cpu_s"] if u["cpu_s"] > 0 else None,
+                    "minor_faults_per_call": u["minor_faults"] / len(v),
+                    **u, "samples_ms": [1e3 * t for t in v]}
+    ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"],
+              "train_lstm_cli_over_floor_min": stats["lstm_cli_train"]["min_ms"] / stats["gemm_floor"]["min_ms"]}
     if tc is not None:
         ratios.update(
             train_lstm_cli_over_torch_padded=ms["lstm_cli_train"] / ms["torch_padded_train"],
             train_lstm_cli_over_torch_packed=ms["lstm_cli_train"] / ms["torch_packed_train"],
             infer_lstm_cli_over_torch=ms["lstm_cli_infer"] / ms["torch_infer"],
+            train_lstm_cli_over_torch_padded_min=(stats["lstm_cli_train"]["min_ms"]
+                                                  / stats["torch_padded_train"]["min_ms"]),
         )
+    timed_wall = sum(sum(v) for v in samples.values())
+    timed_cpu = sum(u["cpu_s"] for u in usage.values())
     return {
         "workload": wname, "head": head, "B": B, "T": T, "I": I, "H": H, "layers": L,
         "num_classes": NUM_CLASSES, "mean_length": float(lengths.mean()),
-        "repeats": repeats, "warmup": args.warmup, "est_round_s": round_s,
-        "timed_wall_s": wall, "timed_cpu_s": cpu_total,
-        "cpu_per_wall": cpu_total / wall if wall > 0 else None,
+        "repeats": repeats, "slow_contenders": sorted(slow), "est_round_s": round_s,
+        "cell_wall_s": cell_wall, "timed_wall_s": timed_wall, "timed_cpu_s": timed_cpu,
+        "cpu_per_wall": timed_cpu / timed_wall if timed_wall > 0 else None,
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "floor_gflop": floor_flops / 1e9,
         "floor_gflops_per_s": floor_flops / 1e9 / (ms["gemm_floor"] / 1e3),
@@ -639,6 +659,29 @@ def print_tables(results, meta, have_torch):
                      _fmt(ra(r, "infer_lstm_cli_over_torch")),
                      f"{s['lstm_cli_infer']['cpu_per_wall']:.2f}",
                      f"{s['torch_infer']['cpu_per_wall']:.2f}" if "torch_infer" in s else "n/a"])
+    print(_table(header, rows))
+    print()
+    print("CPU accounting per contender: CPUs used while it ran (process CPU / wall), share of that CPU "
+          "in the kernel (sys), minor page faults per call")
+    header = ["workload", "head"]
+    keys = [k for k in ORDER if any(k in r["stats"] for r in results)]
+    short = {"lstm_cli_train": "cli_train", "torch_padded_train": "pad_train",
+             "torch_packed_train": "pack_train", "gemm_floor": "floor", "lstm_cli_infer": "cli_inf",
+             "torch_infer": "torch_inf"}
+    for k in keys:
+        header += [f"{short[k]} cpu", "sys", "faults"]
+    rows = []
+    for r in results:
+        row = [r["workload"], r["head"]]
+        for k in keys:
+            st = r["stats"].get(k)
+            if st is None:
+                row += ["n/a"] * 3
+                continue
+            sf = st["sys_fraction_of_cpu"]
+            row += [f"{st['cpu_per_wall']:.2f}", "n/a" if sf is None else f"{100 * sf:.0f}%",
+                    f"{st['minor_faults_per_call']:.0f}"]
+        rows.append(row)
     print(_table(header, rows))
     print()
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]

@@ -52,7 +52,14 @@ def _format_table(headers, rows, align=None) -> str:
 # --------------------------------------------------------------------------- gradcheck
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Example: lstm-gradcheck --head all --layers 3 --hidden-size 5 --json")
+               epilog="Examples:\n\n  lstm-gradcheck\n\n"
+                      "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
+                      "  lstm-gradcheck --config configs/japanese_vowels.yaml")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Check the architecture a training config describes (input size and classes "
+                   "from its training data; dropout off) instead of the default matrix.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --config: override a config key (repeatable).")
 @click.option("--head", type=click.Choice(["last", "all", "both"]), default="both", show_default=True,
               help="Which head(s) to check.")
 @click.option("--layers", "layers", type=click.IntRange(1, None), multiple=True, default=(1, 2),
@@ -75,8 +82,9 @@ def _format_table(headers, rows, align=None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @click.option("--quiet", is_flag=True, help="Print only failures and the verdict.")
 @_common
-def gradcheck(head, layers, hidden_size, input_size, classes, batch, max_len, forget_bias, seed,
-              order, eps, tol, max_entries, as_json, quiet):
+@click.pass_context
+def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size, classes, batch,
+              max_len, forget_bias, seed, order, eps, tol, max_entries, as_json, quiet):
     """Check the hand-written BPTT against central finite differences (float64).
 
     Builds a small random model (every parameter randomised, biases included) and a
@@ -86,6 +94,20 @@ def gradcheck(head, layers, hidden_size, input_size, classes, batch, max_len, fo
     """
     from .gradcheck import check_model, random_problem
 
+    if config_path is not None:
+        from click.core import ParameterSource
+
+        arch = ("head", "layers", "hidden_size", "input_size", "classes", "forget_bias")
+        given = [f"--{n.replace('_', '-')}" for n in arch
+                 if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be combined with --config (the config "
+                                   f"describes the architecture)")
+        head, layers, hidden_size, input_size, classes, forget_bias = _architecture_from_config(
+            config_path, overrides)
+        layers = (layers,)
+    elif overrides:
+        raise click.UsageError("--set needs --config")
     heads = ["last", "all"] if head == "both" else [head]
     reports = []
     for h in heads:
@@ -114,6 +136,18 @@ def gradcheck(head, layers, hidden_size, input_size, classes, batch, max_len, fo
         click.echo(f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
                    f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}")
     sys.exit(0 if passed else 1)
+
+
+def _architecture_from_config(config_path, overrides):
+    """(head, num_layers, hidden_size, input_size, num_classes, forget_bias) of a training config."""
+    from .config import load_config
+    from .train import _load
+
+    cfg = load_config(config_path, overrides)
+    ds = _load(cfg.data.train, cfg)
+    num_classes = max(2, len(set(ds.labels.tolist())))
+    m = cfg.model
+    return m.head, m.num_layers, m.hidden_size, ds.num_features, num_classes, m.forget_bias
 
 
 # --------------------------------------------------------------------------- train

@@ -46,3 +46,15 @@ def test_sampled_entries_and_version():
     rows = json.loads(result.stdout)["checks"][0]["rows"]
     assert rows[0]["checked"] == 40  # lstm.0.W has 15*48 entries: a seeded sample
     assert CliRunner().invoke(gradcheck, ["--version"]).output.startswith("lstm_cli ")
+
+
+def test_config_architecture(write_config):
+    cfg = write_config(model={"hidden_size": 5, "num_layers": 2, "head": "all", "forget_bias": 0.5})
+    result = CliRunner().invoke(gradcheck, ["--config", cfg, "--json"])
+    assert result.exit_code == 0, result.output
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["head"] == "all" and check["num_layers"] == 2
+    shapes = {r["name"]: r["shape"] for r in check["rows"]}
+    assert shapes["lstm.0.W"] == [3 + 5, 20] and shapes["head.W"] == [5, 3]
+    assert CliRunner().invoke(gradcheck, ["--config", cfg, "--head", "last"]).exit_code == 2
+    assert CliRunner().invoke(gradcheck, ["--set", "model.head=all"]).exit_code == 2
