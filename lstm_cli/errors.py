@@ -35,3 +35,11 @@ class TrainingError(LstmCliError):
     """Training cannot go on (e.g. a non-finite loss); names the epoch and step."""
 
     exit_code = 6
+
+
+class Interrupted(LstmCliError):
+    """Training was stopped by SIGINT (exit 130) or SIGTERM (exit 143) after saving last.npz."""
+
+    def __init__(self, message, signum=2):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

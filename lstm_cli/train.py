@@ -14,8 +14,10 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +36,7 @@ from .data import (
     padded_fraction,
     stratified_split,
 )
-from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
 from .inference import TrainedModel, encode_dataset_labels, evaluate_dataset, loss_and_probs
 from .model import LSTMClassifier
 from .optim import LRSchedule, clip_by_global_norm, make_optimizer
@@ -198,173 +200,290 @@ def _fmt(v, spec=".4f"):
     return "-" if v is None else format(v, spec)
 
 
+class _SignalGuard:
+    """While active, SIGINT/SIGTERM only set a flag (the loop saves and stops after the
+    current batch); a second signal restores the default behaviour and interrupts at once.
+    Only installed in the main thread (signal handlers cannot be set elsewhere)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # second signal: give up at once
+            self.__exit__()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+class Trainer:
+    """One training run: the model, optimizer, schedule, RNG and bookkeeping, with the
+    state needed to checkpoint and resume at any epoch end or every N steps.
+
+    The RNG (one numpy Generator seeded by train.seed) is used, in order, for the
+    validation split, the initialisation, then per epoch for the batch order and
+    dropout masks; its state is saved in every checkpoint, so a resumed run draws exactly
+    what the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print):
+        self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
+        self.run_dir = cfg.output.dir
+        m, o, s = cfg.model, cfg.train.optimizer, cfg.train.schedule
+        self.model = LSTMClassifier(data.train.num_features, m.hidden_size, len(data.classes),
+                                    num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
+                                    dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
+        self.optimizer = make_optimizer(o.name, self.model.params, o.lr, momentum=o.momentum,
+                                        nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
+                                        weight_decay=o.weight_decay)
+        self.schedule = LRSchedule(s.name, o.lr, cfg.train.epochs, step_size=s.step_size,
+                                   gamma=s.gamma, min_lr=s.min_lr, patience=s.patience,
+                                   factor=s.factor)
+        self.class_weights = class_weight_vector(cfg, data.classes, data.y_train)
+        self.best_metric = cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
+        norm = None if data.mean is None else {"mean": data.mean.tolist(), "std": data.std.tolist()}
+        self.base_meta = {"lstm_cli_version": __version__, "model": self.model.spec(),
+                          "classes": data.classes, "normalization": norm,
+                          "config": config_to_dict(cfg), "blas_threads": _blas_threads()}
+        # progress of the run
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.history = []
+        self.best_value, self.best_epoch, self.bad_epochs = None, 0, 0
+        self.best_params = self._copy_params()
+        self.stopped_early = False
+        self.last_finite_loss = None
+        self.partial = None  # state of an unfinished epoch: batches, position, sums
+
+    # ------------------------------------------------------------------ state
+    def _copy_params(self):
+        return {k: v.copy() for k, v in self.model.params.items()}
+
+    def _meta(self):
+        train_state = {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
+                       "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                       "best_metric": self.best_metric, "last_finite_loss": self.last_finite_loss,
+                       "stopped_early": self.stopped_early, "partial_epoch": self.partial}
+        return {**self.base_meta, "epoch": self.epoch, "step": self.step,
+                "metrics": self.history[-1] if self.history else None, "history": self.history,
+                "optimizer": self.optimizer.state_dict()[1], "schedule": self.schedule.state_dict(),
+                "rng_state": self.rng.bit_generator.state, "train_state": train_state}
+
+    def restore(self, ckpt) -> None:
+        """Continue from a last.npz written by this trainer (see _load_resume_state)."""
+        self.model.set_params(ckpt.params)
+        self.optimizer.load_state_dict(ckpt.optim_arrays, ckpt.meta["optimizer"])
+        self.schedule.load_state_dict(ckpt.meta["schedule"])
+        self.rng.bit_generator.state = ckpt.meta["rng_state"]
+        st = ckpt.meta["train_state"]
+        self.history = ckpt.meta["history"]
+        self.epoch, self.step = st["epoch"], st["step"]
+        self.best_value, self.best_epoch, self.bad_epochs = st["best_value"], st["best_epoch"], st["bad_epochs"]
+        self.last_finite_loss = st.get("last_finite_loss")
+        self.partial = st.get("partial_epoch")
+        best_path = os.path.join(self.run_dir, "best.npz")
+        if os.path.isfile(best_path):
+            self.best_params = load_checkpoint(best_path).params
+        where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
+                 else f"the end of epoch {self.epoch}")
+        self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
+
+    def save_last(self) -> None:
+        save_checkpoint(os.path.join(self.run_dir, "last.npz"), self.model.params, self._meta(),
+                        extra_arrays=self.optimizer.state_dict()[0])
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        cfg = self.cfg
+        with _SignalGuard() as guard:
+            while self.epoch < cfg.train.epochs and not self.stopped_early:
+                self._run_epoch(guard)
+
+    def _run_epoch(self, guard) -> None:
+        from tqdm.auto import tqdm
+
+        cfg, data, model = self.cfg, self.data, self.model
+        epoch = self.epoch  # 0-based index of the epoch being run
+        t0 = time.perf_counter()
+        self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
+        if self.partial is None:
+            batches = make_batches(data.train.lengths, cfg.train.batch_size, self.rng, shuffle=True,
+                                   bucket=cfg.data.bucket)
+            self.partial = {"batches": [b.tolist() for b in batches], "position": 0, "loss_sum": 0.0,
+                            "correct": 0, "seen": 0, "norm_sum": 0.0, "seconds": 0.0}
+        p = self.partial
+        batches = [np.asarray(b, np.int64) for b in p["batches"]]
+        every = cfg.train.checkpoint_every_steps
+        bar = tqdm(total=len(batches), initial=p["position"], unit="batch", file=sys.stderr,
+                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
+                   disable=None if self.progress else True)
+        # non-finite values are detected explicitly, so numpy's warnings are noise here
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                while p["position"] < len(batches):
+                    idx = batches[p["position"]]
+                    loss, correct = self._train_step(idx, epoch)
+                    p["position"] += 1
+                    p["loss_sum"] += loss * len(idx)
+                    p["correct"] += correct
+                    p["seen"] += len(idx)
+                    bar.update(1)
+                    elapsed = p["seconds"] + time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}",
+                                    acc=f"{p['correct'] / p['seen']:.3f}",
+                                    seq_s=f"{p['seen'] / max(elapsed, 1e-9):.0f}", refresh=False)
+                    if guard.signum is not None and p["position"] < len(batches):
+                        self._stop_on_signal(guard.signum, t0)
+                    if every and self.step % every == 0 and p["position"] < len(batches):
+                        p["seconds"] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        self.save_last()
+            finally:
+                bar.close()
+        self._finish_epoch(batches, time.perf_counter() - t0 + p["seconds"])
+        if guard.signum is not None:
+            self._stop_on_signal(guard.signum, None)
+
+    def _train_step(self, idx, epoch):
+        """One batch: forward, loss, BPTT, clip, update. Returns (loss, number correct)."""
+        data, model = self.data, self.model
+        x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+        y = data.y_train[idx]
+        logits, cache = model.forward(x, lengths, training=True, rng=self.rng)
+        loss, dlogits = model.loss_from_logits(logits, cache, y, self.class_weights)
+        self.step += 1
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
+                f"last finite loss {_fmt(self.last_finite_loss)}. {_kept(self.run_dir, self.history)} "
+                f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
+        grads, _ = model.backward(dlogits, cache)
+        grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
+        if not math.isfinite(gnorm):
+            raise TrainingError(
+                f"epoch {epoch + 1} step {self.step}: the gradient norm is not finite; last finite "
+                f"loss {_fmt(self.last_finite_loss)}. {_kept(self.run_dir, self.history)}")
+        self.optimizer.step(model.params, grads)
+        self.last_finite_loss = loss
+        self.partial["norm_sum"] += gnorm
+        return loss, int((model.probabilities(logits, cache).argmax(1) == y).sum())
+
+    def _finish_epoch(self, batches, seconds) -> None:
+        data, p = self.data, self.partial
+        row = {"epoch": self.epoch + 1, "train_loss": p["loss_sum"] / p["seen"],
+               "train_accuracy": p["correct"] / p["seen"], "val_loss": None, "val_accuracy": None,
+               "lr": self.optimizer.lr, "grad_norm": p["norm_sum"] / len(batches)}
+        if data.valid is not None:
+            v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean, data.std)
+            row["val_loss"] = float(v_losses.mean())
+            row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
+        row.update(seconds=round(seconds, 4),
+                   padded_fraction=round(padded_fraction(batches, data.train.lengths), 4),
+                   sequences_per_second=round(p["seen"] / max(seconds, 1e-9), 1))
+        self.history.append(row)
+        self.epoch += 1
+        self.partial = None
+
+        es = self.cfg.train.early_stopping
+        value = row[self.best_metric]
+        improved = _metric_better(self.best_metric, value, self.best_value, es.min_delta)
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
+            self.best_params = self._copy_params()
+        else:
+            self.bad_epochs += 1
+        self.schedule.observe(value, mode="max" if self.best_metric == "val_accuracy" else "min")
+        if es.patience is not None and data.valid is not None and self.bad_epochs >= es.patience:
+            self.stopped_early = True
+        # Crash-safe order: best.npz, then last.npz (which records best_epoch), then metrics.
+        if improved:
+            save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
+        self.save_last()
+        _write_metrics(self.run_dir, self.history)
+        self.log(f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                 f"acc {row['train_accuracy']:.3f}  val loss {_fmt(row['val_loss'])} "
+                 f"acc {_fmt(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
+                 + ("  *" if improved else ""))
+        if self.stopped_early:
+            self.log(f"early stopping: {self.best_metric} has not improved for {self.bad_epochs} "
+                     f"epochs; best epoch {self.best_epoch}")
+
+    def _stop_on_signal(self, signum, t0) -> None:
+        if self.partial is not None and t0 is not None:
+            self.partial["seconds"] += time.perf_counter() - t0
+        self.save_last()
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM" if signum == signal.SIGTERM else str(signum)
+        where = (f"in epoch {self.epoch + 1} after batch {self.partial['position']}" if self.partial
+                 else f"after epoch {self.epoch}")
+        raise Interrupted(f"{name}: training stopped {where}; saved {self.run_dir}/last.npz. "
+                          f"Continue with: lstm-train --resume {self.run_dir}", signum)
+
+
+def _blas_threads():
+    """Thread count of the BLAS numpy uses, as far as the environment tells (None if unknown)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
 def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print) -> TrainResult:
     """Train a model as ``cfg`` says; write the run folder; return the best model.
 
     overwrite: replace the files of a non-empty run folder. resume: continue the run in
     cfg.output.dir from its last.npz (parameters, optimizer and schedule state, RNG state,
-    history, early-stopping state). progress: show a tqdm bar on stderr (it turns itself
-    off when stderr is not a terminal). log: where the per-epoch summary lines go.
+    history, early-stopping state, position inside an unfinished epoch). progress: show
+    a tqdm bar on stderr (it turns itself off when stderr is not a terminal). log: where
+    the per-epoch summary lines go. SIGINT/SIGTERM save last.npz after the current batch
+    and raise Interrupted.
     """
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
     resumed = _load_resume_state(cfg, run_dir) if resume else None
+    trainer = Trainer(cfg, data, rng, progress=progress, log=log)
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
-
-    m = cfg.model
-    model = LSTMClassifier(data.train.num_features, m.hidden_size, len(data.classes),
-                           num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
-                           dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
-    o = cfg.train.optimizer
-    optimizer = make_optimizer(o.name, model.params, o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                               betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    s = cfg.train.schedule
-    schedule = LRSchedule(s.name, o.lr, cfg.train.epochs, step_size=s.step_size, gamma=s.gamma,
-                          min_lr=s.min_lr, patience=s.patience, factor=s.factor)
-    class_weights = class_weight_vector(cfg, data.classes, data.y_train)
-    es = cfg.train.early_stopping
-    has_valid = data.valid is not None
-    best_metric_name = es.metric if has_valid else "train_loss"
-    norm = None if data.mean is None else {"mean": data.mean.tolist(), "std": data.std.tolist()}
-
-    history, start_epoch, step = [], 0, 0
-    best_value, best_epoch, bad_epochs = None, 0, 0
-    best_params = {k: v.copy() for k, v in model.params.items()}
     if resumed is not None:
-        ckpt = resumed
-        model.set_params(ckpt.params)
-        optimizer.load_state_dict(ckpt.optim_arrays, ckpt.meta["optimizer"])
-        schedule.load_state_dict(ckpt.meta["schedule"])
-        rng.bit_generator.state = ckpt.meta["rng_state"]
-        state = ckpt.meta["train_state"]
-        history = ckpt.meta["history"]
-        start_epoch, step = state["epoch"], state["step"]
-        best_value, best_epoch, bad_epochs = state["best_value"], state["best_epoch"], state["bad_epochs"]
-        best_ckpt = os.path.join(run_dir, "best.npz")
-        best_params = (load_checkpoint(best_ckpt).params if os.path.isfile(best_ckpt)
-                       else {k: v.copy() for k, v in model.params.items()})
-        log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+        trainer.restore(resumed)
     else:
         _atomic_write_text(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
         for name in RUN_FILES[1:]:  # --overwrite: stale outputs of an earlier run go now
             path = os.path.join(run_dir, name)
             if os.path.exists(path):
                 os.unlink(path)
+    trainer.run()
 
-    base_meta = {"lstm_cli_version": __version__, "model": model.spec(), "classes": data.classes,
-                 "normalization": norm, "config": config_to_dict(cfg)}
-
-    def checkpoint_meta(epoch):
-        return {**base_meta, "epoch": epoch, "step": step,
-                "metrics": history[-1] if history else None,
-                "history": history, "optimizer": optimizer.state_dict()[1],
-                "schedule": schedule.state_dict(), "rng_state": rng.bit_generator.state,
-                "train_state": {"epoch": epoch, "step": step, "best_value": best_value,
-                                "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                                "best_metric": best_metric_name}}
-
-    stopped_early = False
-    train_lengths = data.train.lengths
-    last_finite_loss = None
-    from tqdm.auto import tqdm
-
-    for epoch in range(start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
-        optimizer.lr = schedule.lr_for_epoch(epoch)
-        batches = make_batches(train_lengths, cfg.train.batch_size, rng, shuffle=True,
-                               bucket=cfg.data.bucket)
-        pad_frac = padded_fraction(batches, train_lengths)
-        loss_sum, correct, seen, norm_sum = 0.0, 0, 0, 0.0
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="batch",
-                   file=sys.stderr, leave=False, dynamic_ncols=True,
-                   disable=None if progress else True)
-        # non-finite values are detected explicitly below, so numpy's warnings are noise here
-        with np.errstate(over="ignore", invalid="ignore"):
-            try:
-                for idx in batches:
-                    x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
-                    y = data.y_train[idx]
-                    logits, cache = model.forward(x, lengths, training=True, rng=rng)
-                    loss, dlogits = model.loss_from_logits(logits, cache, y, class_weights)
-                    step += 1
-                    if not math.isfinite(loss):
-                        raise TrainingError(
-                            f"epoch {epoch + 1} step {step}: the training loss is not finite ({loss}); "
-                            f"last finite loss {_fmt(last_finite_loss)}. {_kept(run_dir, history)} "
-                            f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
-                    grads, _ = model.backward(dlogits, cache)
-                    grads, gnorm = clip_by_global_norm(grads, cfg.train.clip_grad_norm or None)
-                    if not math.isfinite(gnorm):
-                        raise TrainingError(
-                            f"epoch {epoch + 1} step {step}: the gradient norm is not finite; last finite "
-                            f"loss {_fmt(last_finite_loss)}. {_kept(run_dir, history)}")
-                    optimizer.step(model.params, grads)
-                    last_finite_loss = loss
-                    B = len(idx)
-                    loss_sum += loss * B
-                    correct += int((model.probabilities(logits, cache).argmax(1) == y).sum())
-                    seen += B
-                    norm_sum += gnorm
-                    bar.update(1)
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                    seq_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-            finally:
-                bar.close()
-
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-               "val_loss": None, "val_accuracy": None, "lr": optimizer.lr,
-               "grad_norm": norm_sum / len(batches)}
-        if has_valid:
-            v_losses, v_probs = loss_and_probs(model, data.valid, data.y_valid, data.mean, data.std)
-            row["val_loss"] = float(v_losses.mean())
-            row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
-        seconds = time.perf_counter() - t0
-        row.update(seconds=round(seconds, 4), padded_fraction=round(pad_frac, 4),
-                   sequences_per_second=round(seen / seconds, 1))
-        history.append(row)
-
-        value = row[best_metric_name]
-        improved = _metric_better(best_metric_name, value, best_value, es.min_delta)
-        if improved:
-            best_value, best_epoch, bad_epochs = value, epoch + 1, 0
-            best_params = {k: v.copy() for k, v in model.params.items()}
-        else:
-            bad_epochs += 1
-        schedule.observe(value, mode="max" if best_metric_name == "val_accuracy" else "min")
-
-        # Order matters for crash safety: best.npz first, then last.npz (which records
-        # best_epoch), then the metrics files.
-        if improved:
-            save_checkpoint(os.path.join(run_dir, "best.npz"), model.params, checkpoint_meta(epoch + 1))
-        save_checkpoint(os.path.join(run_dir, "last.npz"), model.params, checkpoint_meta(epoch + 1),
-                        extra_arrays=optimizer.state_dict()[0])
-        _write_metrics(run_dir, history)
-        log(f"epoch {epoch + 1}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_accuracy']:.3f}  val loss {_fmt(row['val_loss'])} "
-            f"acc {_fmt(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
-            + ("  *" if improved else ""))
-        if es.patience is not None and has_valid and bad_epochs >= es.patience:
-            stopped_early = True
-            log(f"early stopping: {best_metric_name} has not improved for {bad_epochs} epochs; "
-                f"best epoch {best_epoch}")
-            break
-
-    model.set_params(best_params)
-    trained = TrainedModel(model, data.classes, data.mean, data.std, base_meta)
+    model = trainer.model
+    model.set_params(trainer.best_params)
+    trained = TrainedModel(model, data.classes, data.mean, data.std, trainer.base_meta)
     test_report = None
     if data.test is not None:
         test_report, _, _ = evaluate_dataset(trained, data.test)
         log(f"test ({data.test.source}): accuracy {test_report['accuracy']:.4f}  loss "
-            f"{test_report['loss']:.4f}  macro F1 {test_report['macro_f1']:.4f}  (best epoch {best_epoch})")
-    summary = {"best_epoch": best_epoch, "best_metric": best_metric_name, "best_value": best_value,
-               "epochs_run": len(history), "stopped_early": stopped_early,
-               "num_parameters": model.num_parameters(), "train_sequences": len(data.train),
+            f"{test_report['loss']:.4f}  macro F1 {test_report['macro_f1']:.4f}  "
+            f"(best epoch {trainer.best_epoch})")
+    summary = {"best_epoch": trainer.best_epoch, "best_metric": trainer.best_metric,
+               "best_value": trainer.best_value, "epochs_run": len(trainer.history),
+               "stopped_early": trainer.stopped_early, "num_parameters": model.num_parameters(),
+               "train_sequences": len(data.train),
                "valid_sequences": 0 if data.valid is None else len(data.valid),
                "classes": data.classes, "test": test_report}
     _atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    return TrainResult(trained, history, best_epoch, run_dir, stopped_early, test_report, summary)
+    return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
+                       test_report, summary)
 
 
 def _load_resume_state(cfg: Config, run_dir):

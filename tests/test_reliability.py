@@ -1,0 +1,144 @@
+"""Resume is bit-exact (at epoch ends and mid-epoch), signals save a resumable last.npz."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lstm_cli.checkpoint import load_checkpoint
+from lstm_cli.config import load_config
+from lstm_cli.train import Trainer, fit
+
+VOLATILE = ("seconds", "sequences_per_second")
+
+
+def _fit(path, *overrides, **kw):
+    return fit(load_config(path, overrides), progress=False, log=lambda *a: None, **kw)
+
+
+def _assert_same_run(dir_a, dir_b):
+    a, b = load_checkpoint(os.path.join(dir_a, "last.npz")), load_checkpoint(os.path.join(dir_b, "last.npz"))
+    for k in a.params:
+        assert a.params[k].tobytes() == b.params[k].tobytes(), k
+    assert a.optim_arrays.keys() == b.optim_arrays.keys()
+    for k in a.optim_arrays:
+        assert a.optim_arrays[k].tobytes() == b.optim_arrays[k].tobytes(), k
+    strip = lambda h: [{k: v for k, v in r.items() if k not in VOLATILE} for r in h]
+    assert strip(a.meta["history"]) == strip(b.meta["history"])
+    assert a.meta["rng_state"] == b.meta["rng_state"]
+    assert a.meta["optimizer"] == b.meta["optimizer"] and a.meta["schedule"] == b.meta["schedule"]
+    ba, bb = load_checkpoint(os.path.join(dir_a, "best.npz")), load_checkpoint(os.path.join(dir_b, "best.npz"))
+    for k in ba.params:
+        assert ba.params[k].tobytes() == bb.params[k].tobytes(), k
+
+
+EXTRA = ("model.dropout=0.3", "model.num_layers=2", "train.schedule.name=plateau",
+         "train.schedule.patience=1", "train.early_stopping.patience=3")
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_resume_after_an_epoch_is_bit_exact(write_config, tmp_path, stop_after):
+    cfg = write_config()
+    _fit(cfg, "train.epochs=5", f"output.dir={tmp_path / 'full'}", *EXTRA)
+    _fit(cfg, f"train.epochs={stop_after}", f"output.dir={tmp_path / 'part'}", *EXTRA)
+    _fit(cfg, "train.epochs=5", f"output.dir={tmp_path / 'part'}", *EXTRA, resume=True)
+    _assert_same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch):
+    cfg = write_config()
+    over = ("train.epochs=3", "train.checkpoint_every_steps=5", *EXTRA)
+    _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
+
+    real_step = Trainer._train_step
+
+    def crash_at_step_17(self, idx, epoch):
+        if self.step == 16:
+            raise RuntimeError("simulated crash")
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_17)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(cfg, *over, f"output.dir={tmp_path / 'part'}")
+    monkeypatch.undo()
+    last = load_checkpoint(str(tmp_path / "part" / "last.npz"))
+    assert last.meta["step"] == 15 and last.meta["train_state"]["partial_epoch"]["position"] == 3
+    _fit(cfg, *over, f"output.dir={tmp_path / 'part'}", resume=True)
+    _assert_same_run(tmp_path / "full", tmp_path / "part")
+
+
+def test_training_longer_on_resume_is_allowed(write_config, tmp_path):
+    cfg = write_config()
+    _fit(cfg, "train.epochs=2")
+    result = _fit(cfg, "train.epochs=3", resume=True)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+
+
+def _train_subprocess(*args):
+    """lstm-train ARGS --quiet in a child process (stdout/stderr captured as text)."""
+    code = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
+    return subprocess.Popen([sys.executable, "-c", code, *args, "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_resumable_checkpoint(write_config, tmp_path, signum, code):
+    cfg = write_config()
+    run = tmp_path / "run"
+    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32")
+    deadline = time.time() + 60
+    while not (run / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (run / "last.npz").exists(), "training did not start"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "--resume" in err and "Traceback" not in err
+    last = load_checkpoint(str(run / "last.npz"))
+    assert last.meta["epoch"] < 400
+    assert not [n for n in os.listdir(run) if ".tmp" in n]
+    resumed = _fit(cfg, "train.epochs=400", "model.hidden_size=32", f"output.dir={run}",
+                   "train.epochs=" + str(last.meta["epoch"] + 1), resume=True)
+    assert len(resumed.history) == last.meta["epoch"] + 1
+
+
+def _check_run_files(run):
+    """Every file a run folder holds must load completely."""
+    import json
+
+    load_checkpoint(str(run / "last.npz"))
+    if (run / "best.npz").exists():
+        load_checkpoint(str(run / "best.npz"))
+    if (run / "metrics.jsonl").exists():
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            json.loads(line)
+    if (run / "metrics.csv").exists():
+        rows = (run / "metrics.csv").read_text().splitlines()
+        assert all(len(r.split(",")) == len(rows[0].split(",")) for r in rows)
+
+
+def test_kill_9_never_leaves_a_corrupt_file(write_config, tmp_path):
+    """SIGKILL a training process at seeded random moments, many times, resuming after
+    each kill: every file in the run folder always loads and the run keeps progressing."""
+    cfg = write_config()
+    run = tmp_path / "run"
+    rng = np.random.default_rng(0)
+    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=200",
+                             "--set", "train.checkpoint_every_steps=3")
+    steps, started = [], time.time()
+    while len(steps) < 10 and time.time() - started < 45:
+        while not (run / "last.npz").exists() and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0.0, 0.6)))
+        proc.kill()
+        proc.communicate()
+        _check_run_files(run)
+        steps.append(load_checkpoint(str(run / "last.npz")).meta["step"])
+        proc = _train_subprocess("--resume", str(run))
+    proc.kill()
+    proc.communicate()
+    assert len(steps) >= 5 and steps[-1] > steps[0], steps
