@@ -30,7 +30,7 @@ from lstm_cli.errors import ConfigError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "configs" / "reference.yaml"
-DOCS = REPO / "docs" / "config_reference.md"
+DOCS = REPO / "README.md"  # the configuration reference table lives in the README
 
 
 def write(tmp_path, text, name="x.yaml"):
