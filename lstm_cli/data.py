@@ -1233,15 +1233,17 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
     return out, lens.astype(np.int64)
 
 
-def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True):
+def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True, pool_batches=32):
     """Split ``range(N)`` into index batches covering every sequence exactly once.
 
-    ``bucket=True``: sort by length (ties broken at random when shuffling), cut into
-    consecutive batches of ``batch_size``, then shuffle the batch order, so each
-    batch holds similar lengths. ``bucket=False``: shuffled (or natural) order cut
-    into batches. ``shuffle=False`` uses no randomness (ties by index, batches in
-    length order). Deterministic given ``rng``'s state; ``rng`` is required when
-    ``shuffle`` is True.
+    ``bucket=True`` with ``shuffle``: shuffle, cut into pools of ``pool_batches *
+    batch_size`` sequences, sort each pool by length, cut it into batches, then shuffle
+    the order of all batches. Each batch holds similar lengths (little padding) while
+    the pools make batch membership change from epoch to epoch (a global sort would
+    give nearly the same batches every epoch). ``bucket=False``: shuffled (or natural)
+    order cut into batches. ``shuffle=False`` uses no randomness (a global sort by
+    length, ties by index, batches in length order). Deterministic given ``rng``'s
+    state; ``rng`` is required when ``shuffle`` is True.
     """
     lengths = np.asarray(lengths).reshape(-1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -1253,19 +1255,21 @@ def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True):
     n = lengths.size
     if n == 0:
         return []
+    if bucket and shuffle:
+        perm = rng.permutation(n).astype(np.int64)  # (N,) also the random tie-break
+        pool = batch_size * max(int(pool_batches), 1)
+        batches = []
+        for start in range(0, n, pool):
+            members = perm[start : start + pool]
+            members = members[np.argsort(lengths[members], kind="stable")]
+            batches.extend(members[s : s + batch_size] for s in range(0, members.size, batch_size))
+        return [batches[k] for k in rng.permutation(len(batches))]
     if bucket:
-        if shuffle:
-            tie = rng.permutation(n)  # random tie-break among equal lengths
-            order = tie[np.argsort(lengths[tie], kind="stable")]
-        else:
-            order = np.argsort(lengths, kind="stable")
+        order = np.argsort(lengths, kind="stable")
     else:
         order = rng.permutation(n) if shuffle else np.arange(n)
     order = order.astype(np.int64)
-    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
-    if bucket and shuffle:
-        batches = [batches[k] for k in rng.permutation(len(batches))]
-    return batches
+    return [order[s : s + batch_size] for s in range(0, n, batch_size)]
 
 
 def padded_fraction(batches, lengths):

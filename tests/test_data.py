@@ -877,3 +877,14 @@ def test_japanese_vowels_files_are_byte_copies():
     if shared.is_dir():
         for f in shared.iterdir():
             assert (JV / f.name).read_bytes() == f.read_bytes()
+
+
+def test_make_batches_pools_change_membership_between_epochs():
+    """Bucketing in pools: little padding, yet the batches are not the same every epoch."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 501, size=20000)
+    first = D.make_batches(lengths, 64, rng=rng)
+    second = D.make_batches(lengths, 64, rng=rng)
+    assert D.padded_fraction(first, lengths) < 0.05
+    as_sets = lambda batches: {frozenset(b.tolist()) for b in batches}
+    assert len(as_sets(first) & as_sets(second)) < len(first) // 10
