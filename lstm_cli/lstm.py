@@ -190,9 +190,6 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
     #   dz_i = dc * (j * i(1-i)),  dz_j = dc * (i * (1-j^2)),  dz_f = dc * (c_prev * f(1-f))
     #   dz_o = dh * (tanh_c * o(1-o)),  dc = dh * (o * (1-tanh_c^2)) + dc_next
     i, j, f, o = split_gates(gates)  # each (T, B, H)
-    c_prev = np.empty_like(cache.c)  # (T, B, H): c_{t-1}
-    c_prev[0] = cache.c0
-    c_prev[1:] = cache.c[:-1]
     dgate = np.empty((T, B, 4 * H), dtype)  # d z / d (gate input), per unit of dc or dh
     dgi, dgj, dgf, dgo = split_gates(dgate)
     np.multiply(i, 1.0 - i, out=dgi)
@@ -201,13 +198,13 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
     np.subtract(1.0, dgj, out=dgj)
     dgj *= i
     np.multiply(f, 1.0 - f, out=dgf)
-    dgf *= c_prev
+    dgf[0] *= cache.c0  # times c_{t-1}, without materialising the shifted sequence
+    dgf[1:] *= cache.c[:-1]
     np.multiply(o, 1.0 - o, out=dgo)
     dgo *= tanh_c
     dc_from_h = np.multiply(tanh_c, tanh_c)  # (T, B, H): o * (1 - tanh_c^2)
     np.subtract(1.0, dc_from_h, out=dc_from_h)
     dc_from_h *= o
-    del c_prev
 
     dz = np.empty((T, B, 4 * H), dtype)  # gradient w.r.t. the pre-activations
     dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
@@ -227,12 +224,12 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
         np.multiply(dc, f[t], out=dc_next)
 
     dz2 = dz.reshape(T * B, 4 * H)
-    h_prev = np.empty_like(cache.h)  # (T, B, H): h_{t-1}
-    h_prev[0] = cache.h0
-    h_prev[1:] = cache.h[:-1]
     dW = np.empty_like(W)
     np.matmul(cache.x.reshape(T * B, I).T, dz2, out=dW[:I])
-    np.matmul(h_prev.reshape(T * B, H).T, dz2, out=dW[I:])
+    # h-rows: sum_t h_{t-1}^T dz_t, with h_{t-1} = h0 at t = 0 (no shifted copy of h)
+    np.matmul(cache.h0.T, dz[0], out=dW[I:])
+    if T > 1:
+        dW[I:] += cache.h[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, 4 * H)
     db = dz2.sum(axis=0)
     dx = (dz2 @ Wx.T).reshape(T, B, I)
     return dx, dW, db, dh_next, dc_next

@@ -1,0 +1,68 @@
+"""Peak memory of one training step (forward + BPTT) as batch x length x hidden grows.
+
+Each configuration runs in a fresh Python process; the figure is the growth of the
+process's peak RSS (ru_maxrss) caused by one `loss_and_grads` call, after the model
+and the batch exist. Also prints the model-based estimate: the engine keeps, per layer,
+the gates (T,B,4H), c, tanh(c), h (T,B,H) for backward (7 T B H floats), and backward
+adds the gate-derivative factors and dz (T,B,4H each) and (T,B,H) for dc/dh: about
+16 T B H floats more at its peak, so ~23 T B H floats in all, i.e. ~92 T B H bytes per
+layer in float32.
+
+Usage: python benchmarks/bench_memory.py [--layers 1] [--dtype float32]
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys
+import numpy as np
+from lstm_cli.model import LSTMClassifier
+B, T, H, I, L, dtype = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+model = LSTMClassifier(I, H, 10, num_layers=L, dtype=dtype, seed=0)
+x = rng.normal(size=(B, T, I)).astype(dtype)
+lengths = rng.integers(max(T // 2, 1), T + 1, size=B)
+lengths[0] = T
+y = rng.integers(0, 10, size=B)
+model.loss_and_grads(x[:, :2], np.minimum(lengths, 2), y)  # warm up allocator and BLAS
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss, grads = model.loss_and_grads(x, lengths, y)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())
+print(json.dumps({"peak_growth_mb": (after - before) / 1024.0, "peak_mb": after / 1024.0}))
+"""
+
+CONFIGS = [  # (B, T, H): double each factor in turn
+    (32, 500, 64), (64, 500, 64), (32, 1000, 64), (32, 500, 128),
+    (32, 2000, 128), (8, 5000, 64), (1, 5000, 32), (64, 1, 64),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--input-size", type=int, default=16)
+    args = ap.parse_args()
+    itemsize = 4 if args.dtype == "float32" else 8
+    print(f"one training step, {args.layers} layer(s), {args.dtype}, input size {args.input_size}")
+    print(f"{'B':>4} {'T':>6} {'H':>5} {'B*T*H':>11} {'peak growth MB':>15} {'estimate MB':>12} "
+          f"{'bytes/(B*T*H*layers)':>21}")
+    for B, T, H in CONFIGS:
+        spec = json.dumps([B, T, H, args.input_size, args.layers, args.dtype])
+        out = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{B:>4} {T:>6} {H:>5}  failed: {out.stderr.strip().splitlines()[-1]}")
+            continue
+        r = json.loads(out.stdout)
+        n = B * T * H
+        est = 23 * n * itemsize * args.layers / 2**20
+        print(f"{B:>4} {T:>6} {H:>5} {n:>11,} {r['peak_growth_mb']:>15.1f} {est:>12.1f} "
+              f"{r['peak_growth_mb'] * 2**20 / (n * args.layers):>21.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+@problemName bad
+@univariate false
+@dimensions 2
+@equalLength false
+@classLabel true a b
