@@ -118,85 +118,125 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 
 
 # --------------------------------------------------------------------------- a layer
+#
+# Inside the layer the gate columns are kept in the order [j | i | f | o] (candidate
+# first), and the columns of the three sigmoid gates are pre-scaled by 1/2, so that one
+# tanh over the whole (B, 4H) block activates every gate:
+#     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for i, f, o (contiguous)
+# The public layout (TF order i, j, f, o; W (I+H, 4H) unscaled) is converted at the
+# boundary: weights on the way in, weight gradients on the way out.
+
+_TF_TO_INTERNAL = (1, 0, 2, 3)  # internal block k holds TF block _TF_TO_INTERNAL[k]
+
+
+def _to_internal(a, H):
+    """Reorder the last axis (4H) from TF [i|j|f|o] to internal [j|i|f|o] (a copy)."""
+    return np.concatenate([a[..., k * H : (k + 1) * H] for k in _TF_TO_INTERNAL], axis=-1)
+
+
+_to_tf = _to_internal  # swapping blocks 0 and 1 is its own inverse
 
 
 class LayerCache(NamedTuple):
     x: np.ndarray  # (T, B, I) the layer's input sequence
-    gates: np.ndarray  # (T, B, 4H) post-activation [i|j|f|o]
-    c: np.ndarray  # (T, B, H) cell states c_1..c_T
+    gates: np.ndarray  # (T, B, 4H) post-activation, internal order [j|i|f|o]
+    c: np.ndarray  # (T, B, H) cell states c_1..c_T (zero past each sequence's end)
     tanh_c: np.ndarray  # (T, B, H)
-    h: np.ndarray  # (T, B, H) hidden states h_1..h_T (the layer's output)
+    h: np.ndarray  # (T, B, H) hidden states h_1..h_T, the layer's output (zero past the end)
     h0: np.ndarray  # (B, H)
     c0: np.ndarray  # (B, H)
+    batch_sizes: np.ndarray  # (T,) rows active at each step (non-increasing)
 
 
-def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None):
+def batch_sizes_from_lengths(lengths, T):
+    """(T,) number of sequences still running at each step; lengths sorted descending."""
+    lengths = np.asarray(lengths)
+    return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
+
+
+def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None):
     """Run one layer over a time-major sequence.
 
-    x (T, B, I), W (I+H, 4H), b (4H,), h0/c0 (B, H) or None for zeros.
+    x (T, B, I), W (I+H, 4H) in TF gate order, b (4H,), h0/c0 (B, H) or None for zeros.
+    batch_sizes (T,) optional: when the batch is sorted by length (longest first), only
+    the first batch_sizes[t] rows are computed at step t (the rest are past their end:
+    their h and c stay zero). None computes every row at every step.
     Returns h (T, B, H) and a LayerCache for the backward pass.
     """
     T, B, I = x.shape
     H = W.shape[1] // 4
     dtype = W.dtype
-    Wx, Wh = W[:I], W[I:]  # (I, 4H), (H, 4H)
+    if batch_sizes is None:
+        batch_sizes = np.full(T, B, np.int64)
     h0 = np.zeros((B, H), dtype) if h0 is None else h0
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
 
-    # The x-part and bias of every step at once; forget_bias folded into the bias.
-    bias = b.copy()  # (4H,)
-    bias[2 * H : 3 * H] += forget_bias
-    gates = (x.reshape(T * B, I) @ Wx).reshape(T, B, 4 * H)  # (T, B, 4H)
-    gates += bias
+    # Internal weights: gate blocks reordered, sigmoid blocks scaled by 1/2.
+    scale = np.ones(4 * H, dtype)
+    scale[H:] = 0.5
+    W_s = _to_internal(W, H) * scale  # (I+H, 4H)
+    bias = b.copy()  # (4H,) TF order
+    bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
+    bias_s = _to_internal(bias, H) * scale
+    Wx_s, Wh_s = W_s[:I], W_s[I:]  # (I, 4H), (H, 4H)
 
-    h = np.empty((T, B, H), dtype)
-    c = np.empty((T, B, H), dtype)
-    tanh_c = np.empty((T, B, H), dtype)
+    # The x-part and bias of every step at once.
+    gates = (x.reshape(T * B, I) @ Wx_s).reshape(T, B, 4 * H)  # (T, B, 4H)
+    gates += bias_s
+
+    full = bool(batch_sizes[-1] == B)
+    alloc = np.empty if full else np.zeros  # rows past a sequence's end must read as zero
+    h = alloc((T, B, H), dtype)
+    c = alloc((T, B, H), dtype)
+    tanh_c = alloc((T, B, H), dtype)
     hWh = np.empty((B, 4 * H), dtype)  # recurrent projection buffer
     ij = np.empty((B, H), dtype)
     h_prev, c_prev = h0, c0
     for t in range(T):
-        g = gates[t]  # (B, 4H) view
-        np.matmul(h_prev, Wh, out=hWh)
-        g += hWh
-        # forget_bias is already in g, so activate without adding it again
-        sigmoid(g[:, :H], out=g[:, :H])
-        np.tanh(g[:, H : 2 * H], out=g[:, H : 2 * H])
-        sigmoid(g[:, 2 * H :], out=g[:, 2 * H :])
-        i, j, f, o = split_gates(g)
-        np.multiply(f, c_prev, out=c[t])
-        np.multiply(i, j, out=ij)
-        c[t] += ij
-        np.tanh(c[t], out=tanh_c[t])
-        np.multiply(o, tanh_c[t], out=h[t])
+        n = int(batch_sizes[t])
+        g = gates[t, :n]  # (n, 4H) view, contiguous
+        np.matmul(h_prev[:n], Wh_s, out=hWh[:n])
+        g += hWh[:n]
+        np.tanh(g, out=g)  # j final; i, f, o hold tanh(z/2)
+        sig = g[:, H:]
+        sig *= 0.5
+        sig += 0.5  # i, f, o = sigmoid(z)
+        j, i, f, o = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
+        c_t = c[t, :n]
+        np.multiply(f, c_prev[:n], out=c_t)
+        np.multiply(i, j, out=ij[:n])
+        c_t += ij[:n]
+        np.tanh(c_t, out=tanh_c[t, :n])
+        np.multiply(o, tanh_c[t, :n], out=h[t, :n])
         h_prev, c_prev = h[t], c[t]
-    return h, LayerCache(x, gates, c, tanh_c, h, h0, c0)
+    return h, LayerCache(x, gates, c, tanh_c, h, h0, c0, np.asarray(batch_sizes, np.int64))
 
 
 def lstm_layer_backward(dh, cache: LayerCache, W):
     """BPTT through one layer (DESIGN.md §4).
 
     dh (T, B, H): gradient of the loss w.r.t. the layer's outputs h_t coming from above
-    (the head or the next layer) — zero at padded steps. W (I+H, 4H) is passed in, not
-    cached. Returns dx (T, B, I), dW (I+H, 4H), db (4H,), dh0 (B, H), dc0 (B, H).
+    (the head or the next layer) — zero at padded steps. W (I+H, 4H) is passed in (TF
+    order, as given to forward), not cached.
+    Returns dx (T, B, I), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
     """
     T, B, I = cache.x.shape
     H = W.shape[1] // 4
     dtype = W.dtype
-    Wx, Wh = W[:I], W[I:]  # (I, 4H), (H, 4H)
-    gates, tanh_c = cache.gates, cache.tanh_c
+    gates, tanh_c, sizes = cache.gates, cache.tanh_c, cache.batch_sizes
+    WhT = np.ascontiguousarray(_to_internal(W[I:], H).T)  # (4H, H) unscaled, internal order
 
     # Everything that does not depend on the recurrence, vectorised over time:
-    #   dz_i = dc * (j * i(1-i)),  dz_j = dc * (i * (1-j^2)),  dz_f = dc * (c_prev * f(1-f))
+    #   dz_j = dc * (i * (1-j^2)),  dz_i = dc * (j * i(1-i)),  dz_f = dc * (c_prev * f(1-f))
     #   dz_o = dh * (tanh_c * o(1-o)),  dc = dh * (o * (1-tanh_c^2)) + dc_next
-    i, j, f, o = split_gates(gates)  # each (T, B, H)
-    dgate = np.empty((T, B, 4 * H), dtype)  # d z / d (gate input), per unit of dc or dh
-    dgi, dgj, dgf, dgo = split_gates(dgate)
-    np.multiply(i, 1.0 - i, out=dgi)
-    dgi *= j
+    j, i, f, o = (gates[..., k * H : (k + 1) * H] for k in range(4))  # each (T, B, H)
+    dgate = np.empty((T, B, 4 * H), dtype)  # per unit of dc (j, i, f) or of dh (o)
+    dgj, dgi, dgf, dgo = (dgate[..., k * H : (k + 1) * H] for k in range(4))
     np.multiply(j, j, out=dgj)
     np.subtract(1.0, dgj, out=dgj)
     dgj *= i
+    np.multiply(i, 1.0 - i, out=dgi)
+    dgi *= j
     np.multiply(f, 1.0 - f, out=dgf)
     dgf[0] *= cache.c0  # times c_{t-1}, without materialising the shifted sequence
     dgf[1:] *= cache.c[:-1]
@@ -206,22 +246,24 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
     np.subtract(1.0, dc_from_h, out=dc_from_h)
     dc_from_h *= o
 
-    dz = np.empty((T, B, 4 * H), dtype)  # gradient w.r.t. the pre-activations
+    full = bool(sizes[-1] == B)
+    dz = (np.empty if full else np.zeros)((T, B, 4 * H), dtype)  # w.r.t. pre-activations
     dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
     dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
     dh_t = np.empty((B, H), dtype)
     dc = np.empty((B, H), dtype)
-    WhT = np.ascontiguousarray(Wh.T)  # (4H, H)
     for t in range(T - 1, -1, -1):
-        np.add(dh[t], dh_next, out=dh_t)
-        np.multiply(dh_t, dc_from_h[t], out=dc)
-        dc += dc_next
-        dz_t = dz[t]
-        # i, j, f blocks share the factor dc: one broadcast multiply over (B, 3, H)
-        np.multiply(dgate[t].reshape(B, 4, H)[:, :3], dc[:, None, :], out=dz_t.reshape(B, 4, H)[:, :3])
-        np.multiply(dh_t, dgo[t], out=dz_t[:, 3 * H :])
-        np.matmul(dz_t, WhT, out=dh_next)
-        np.multiply(dc, f[t], out=dc_next)
+        n = int(sizes[t])
+        np.add(dh[t, :n], dh_next[:n], out=dh_t[:n])
+        np.multiply(dh_t[:n], dc_from_h[t, :n], out=dc[:n])
+        dc[:n] += dc_next[:n]
+        dz_t = dz[t, :n]
+        # j, i, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
+        np.multiply(dgate[t, :n].reshape(n, 4, H)[:, :3], dc[:n, None, :],
+                    out=dz_t.reshape(n, 4, H)[:, :3])
+        np.multiply(dh_t[:n], dgo[t, :n], out=dz_t[:, 3 * H :])
+        np.matmul(dz_t, WhT, out=dh_next[:n])
+        np.multiply(dc[:n], f[t, :n], out=dc_next[:n])
 
     dz2 = dz.reshape(T * B, 4 * H)
     dW = np.empty_like(W)
@@ -231,5 +273,5 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
     if T > 1:
         dW[I:] += cache.h[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, 4 * H)
     db = dz2.sum(axis=0)
-    dx = (dz2 @ Wx.T).reshape(T, B, I)
-    return dx, dW, db, dh_next, dc_next
+    dx = (dz2 @ _to_internal(W[:I], H).T).reshape(T, B, I)
+    return dx, _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next

@@ -26,7 +26,7 @@ from .heads import (
     valid_mask,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import lstm_layer_backward, lstm_layer_forward
+from .lstm import batch_sizes_from_lengths, lstm_layer_backward, lstm_layer_forward
 
 HEADS = ("last", "all")
 INITS = ("uniform", "glorot_orthogonal")
@@ -83,8 +83,9 @@ class ForwardCache(NamedTuple):
     layers: list  # one lstm.LayerCache per layer
     dropout_masks: list  # (T, B, H) scaled keep-masks between layers, or None
     head: tuple  # heads.LastStepCache or heads.AllStepsCache
-    lengths: np.ndarray  # (B,)
-    mask: np.ndarray  # (T, B) valid steps
+    lengths: np.ndarray  # (B,) in the caller's order
+    mask: np.ndarray  # (T, B) valid steps, caller's order
+    order: np.ndarray  # (B,) the engine runs on rows sorted by length: sorted row r = caller's order[r]
 
 
 class LSTMClassifier:
@@ -161,7 +162,9 @@ class LSTMClassifier:
 
     # ------------------------------------------------------------------ inputs
     def _prepare(self, x, lengths):
-        """Validate a batch; return time-major x (T, B, I) in the model dtype, padding zeroed."""
+        """Validate a batch. Returns lengths (B,), mask (T, B) (caller's order), the sort
+        order (longest first) and the sorted time-major x (T, B, I) in the model dtype with
+        its padding zeroed (so padding values never matter)."""
         x = np.asarray(x)
         lengths = np.asarray(lengths)
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -176,10 +179,11 @@ class LSTMClassifier:
             raise LstmCliError(f"every length must be in [1, {T}]; got {lengths.min()}..{lengths.max()}")
         lengths = lengths.astype(np.int64)
         mask = valid_mask(lengths, T)  # (T, B)
-        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=self.dtype)  # (T, B, I)
+        order = np.argsort(-lengths, kind="stable")  # (B,) longest first
+        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2)[:, order], dtype=self.dtype)  # (T, B, I)
         if not mask.all():
-            x_tm[~mask] = 0.0  # padding values never matter
-        return x_tm, lengths, mask
+            x_tm[~mask[:, order]] = 0.0
+        return x_tm, lengths, mask, order
 
     def _labels(self, y, B):
         y = np.asarray(y)
@@ -197,12 +201,16 @@ class LSTMClassifier:
         padded ones included; use ``cache.mask``). training=True enables dropout, which
         needs ``rng`` (a numpy Generator).
         """
-        x_tm, lengths, mask = self._prepare(x, lengths)
+        x_tm, lengths, mask, order = self._prepare(x, lengths)
+        lengths_sorted = lengths[order]
+        # Rows sorted by length: step t only computes the batch_sizes[t] sequences still running.
+        sizes = batch_sizes_from_lengths(lengths_sorted, x_tm.shape[0])
         p = self.params
         inp = x_tm
         layer_caches, masks = [], []
         for k in range(self.num_layers):
-            h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias)
+            h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias,
+                                       batch_sizes=sizes)
             layer_caches.append(lc)
             keep = None
             if training and self.dropout > 0.0 and k < self.num_layers - 1:
@@ -213,11 +221,15 @@ class LSTMClassifier:
                 h = h * keep
             masks.append(keep)
             inp = h
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
         if self.head == "last":
-            logits, hc = last_step_forward(inp, lengths, p["head.W"], p["head.b"])
+            logits, hc = last_step_forward(inp, lengths_sorted, p["head.W"], p["head.b"])
+            logits = logits[inverse]
         else:
             logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
-        return logits, ForwardCache(layer_caches, masks, hc, lengths, mask)
+            logits = logits[:, inverse]
+        return logits, ForwardCache(layer_caches, masks, hc, lengths, mask, order)
 
     def backward(self, dlogits, cache: ForwardCache):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
@@ -228,16 +240,20 @@ class LSTMClassifier:
         p = self.params
         grads = {}
         if self.head == "last":
-            dh, grads["head.W"], grads["head.b"] = last_step_backward(dlogits, cache.head, p["head.W"])
+            dh, grads["head.W"], grads["head.b"] = last_step_backward(
+                dlogits[cache.order], cache.head, p["head.W"])
         else:
-            dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
+            dh, grads["head.W"], grads["head.b"] = all_steps_backward(
+                dlogits[:, cache.order], cache.head, p["head.W"])
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                 dh, cache.layers[k], p[f"lstm.{k}.W"])
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
-        return {k: grads[k] for k in p}, dh.transpose(1, 0, 2)
+        dx = np.empty((dh.shape[1], dh.shape[0], dh.shape[2]), dh.dtype)  # (B, T, I)
+        dx[cache.order] = dh.transpose(1, 0, 2)
+        return {k: grads[k] for k in p}, dx
 
     def _row_weights(self, y, lengths, mask, class_weights):
         """The loss's averaging weights per logits row (DESIGN.md §3), and per-sequence weights."""

@@ -200,3 +200,28 @@ def test_float32_stays_float32(rng):
     h, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
     dx, dW, db, dh0, dc0 = lstm_layer_backward(np.ones_like(h), cache, W)
     assert {a.dtype for a in (h, dx, dW, db, dh0, dc0)} == {np.dtype(np.float32)}
+
+
+def test_batch_sizes_skip_finished_rows_exactly(rng):
+    """With rows sorted by length, computing only the running rows at each step gives the
+    same valid outputs and the same gradients as running every row over its padding."""
+    from lstm_cli.lstm import batch_sizes_from_lengths
+
+    x, W, b, h0, c0 = _layer_problem(rng, T=6, B=3, I=2, H=3)
+    lengths = np.array([6, 4, 1])
+    sizes = batch_sizes_from_lengths(lengths, 6)
+    np.testing.assert_array_equal(sizes, [3, 2, 2, 2, 1, 1])
+    valid = np.arange(6)[:, None] < lengths[None, :]  # (T, B)
+    x = np.where(valid[..., None], x, 0.0)
+    upstream = rng.normal(size=(6, 3, 3)) * valid[..., None]
+    h_full, cache_full = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    h_part, cache_part = lstm_layer_forward(x, W, b, 1.0, h0, c0, batch_sizes=sizes)
+    np.testing.assert_allclose(h_part[valid], h_full[valid], rtol=1e-13, atol=1e-14)
+    assert np.all(h_part[~valid] == 0.0)
+    full = lstm_layer_backward(upstream, cache_full, W)
+    part = lstm_layer_backward(upstream, cache_part, W)
+    for name, a, p in zip(("dx", "dW", "db", "dh0", "dc0"), full, part):
+        np.testing.assert_allclose(p, a, rtol=1e-12, atol=1e-14, err_msg=name)
+    numeric = vjp_check(lambda W: lstm_layer_forward(x, W, b, 1.0, h0, c0, batch_sizes=sizes)[0],
+                        dict(W=W), upstream)
+    assert rel_error(part[1], numeric["W"]).max() < TOL
