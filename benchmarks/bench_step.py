@@ -51,10 +51,11 @@ WORKLOADS = {
 HEADS = ("last", "all")
 
 # contender keys, in round-robin order
-TRAIN = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor")
+TRAIN = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_run")
 INFER = ("lstm_cli_infer", "torch_infer")
+MIN_ROUNDS = 3  # a cell stopped early for time still has this many rounds
 SLOW_S = 1.0  # seconds per call above which a contender is "slow" (see run_cell)
-ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor",
+ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_run",
          "lstm_cli_infer", "torch_infer")
 
 
@@ -213,6 +214,7 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
         "cpu_model": _cpu_model(),
         "numpy": np.__version__,
         "lstm_cli": getattr(lstm_cli, "__version__", "?"),
+        "lstm_cli_source": _source_info(lstm_cli),
         "torch": torch.__version__ if torch is not None else None,
         "threads": args.threads,
         "env_thread_vars": {v: os.environ.get(v) for v in THREAD_VARS},
@@ -235,6 +237,31 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
         meta["torch_num_threads"] = torch.get_num_threads()
         meta["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return meta
+
+
+def _source_info(pkg):
+    """Which lstm_cli code ran: git commit of its checkout, whether lstm_cli/ had uncommitted
+    changes, and a hash of the package's .py files as they were read at import time."""
+    import hashlib
+
+    pkg_dir = os.path.dirname(os.path.abspath(pkg.__file__))
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(pkg_dir)):
+        if name.endswith(".py"):
+            with open(os.path.join(pkg_dir, name), "rb") as fh:
+                h.update(name.encode() + b"\0" + fh.read())
+    info = {"path": pkg_dir, "py_sha1": h.hexdigest()[:12], "git_commit": None, "dirty": None}
+    try:
+        root = os.path.dirname(pkg_dir)
+        info["git_commit"] = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                                            capture_output=True, text=True, timeout=10).stdout.strip() or None
+        st = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", pkg_dir],
+                            capture_output=True, text=True, timeout=10)
+        if st.returncode == 0:
+            info["dirty"] = bool(st.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
 
 
 def _cpu_model():
@@ -261,6 +288,9 @@ def print_meta(meta):
     print(f"# lstm_cli step benchmark  {meta['date']}")
     print(f"# command : {meta['command']}")
     print(f"# python {meta['python']}  numpy {meta['numpy']}  torch {meta['torch']}  lstm_cli {meta['lstm_cli']}")
+    src = meta["lstm_cli_source"]
+    print(f"# lstm_cli code: git {src['git_commit']}"
+          f"{' + uncommitted changes in lstm_cli/' if src['dirty'] else ''}  (py sha1 {src['py_sha1']})")
     print(f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}")
     print(f"# threads : {meta['threads']}  (env {meta['env_thread_vars']}; torch.get_num_threads()="
           f"{meta.get('torch_num_threads')})")
@@ -298,9 +328,17 @@ def make_batch(np, wname, seed):
     return x, lengths, y
 
 
-def make_floor(np, wname, seed):
-    """The GEMMs of lstm_cli's training step, in its shapes and memory layouts, and nothing else."""
+def make_floor(np, wname, seed, sizes=None):
+    """The GEMMs of lstm_cli's training step in its shapes and memory layouts, and nothing else.
+
+    sizes=None: every step's recurrent GEMMs over the whole batch (B rows): the floor as
+    specified for the issue. sizes=(T,) ints: step t's two recurrent GEMMs over only the
+    sizes[t] sequences still running (what an engine that sorts the batch by length and
+    skips finished rows does); the other four GEMMs stay over all T*B rows.
+    Returns (floor_callable, flop count).
+    """
     B, T, I0, H, L = WORKLOADS[wname]
+    rows = [B] * T if sizes is None else [int(n) for n in sizes]
     rng = np.random.default_rng(seed + 1)
     f32 = np.float32
     layers = []
@@ -322,6 +360,7 @@ def make_floor(np, wname, seed):
             dx=np.empty((T * B, I), f32),
         ))
     matmul = np.matmul
+    rows_rev = rows[::-1]
 
     def floor():
         for d in layers:
@@ -329,11 +368,11 @@ def make_floor(np, wname, seed):
             Wx, Wh = W[:I], W[I:]
             matmul(d["X2"], Wx, out=d["G"])                    # (T*B, I) @ (I, 4H)
             Hs, hW = d["Hs"], d["hW"]
-            for t in range(T):                                 # T x (B, H) @ (H, 4H)
-                matmul(Hs[t], Wh, out=hW)
+            for t, n in enumerate(rows):                       # T x (B, H) @ (H, 4H)
+                matmul(Hs[t, :n], Wh, out=hW[:n])
             DZ, WhT, dh = d["DZ"], d["WhT"], d["dh"]
-            for t in range(T - 1, -1, -1):                     # T x (B, 4H) @ (4H, H)
-                matmul(DZ[t], WhT, out=dh)
+            for t, n in zip(range(T - 1, -1, -1), rows_rev):   # T x (B, 4H) @ (4H, H)
+                matmul(DZ[t, :n], WhT, out=dh[:n])
             DZ2 = DZ.reshape(T * B, 4 * H)
             matmul(d["X2"].T, DZ2, out=d["dW"][:I])            # (I, T*B) @ (T*B, 4H)
             matmul(d["Hprev"].T, DZ2, out=d["dW"][I:])         # (H, T*B) @ (T*B, 4H)
@@ -343,9 +382,9 @@ def make_floor(np, wname, seed):
     flops = 0
     for d in layers:
         I = d["I"]
-        flops += 2 * T * B * I * 4 * H          # input projection
-        flops += 2 * T * B * H * 4 * H * 2      # recurrent forward + backward
-        flops += 2 * T * B * 4 * H * (I + H + I)  # dWx, dWh, dx
+        flops += 2 * T * B * I * 4 * H               # input projection
+        flops += 2 * sum(rows) * H * 4 * H * 2       # recurrent forward + backward
+        flops += 2 * T * B * 4 * H * (I + H + I)     # dWx, dWh, dx
     return floor, flops
 
 
@@ -486,10 +525,13 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     for w in warnings:
         print(f"WARNING [{wname}/{head}]: {w}", flush=True)
     floor, floor_flops = make_floor(np, wname, args.seed)
+    running = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)  # (T,) sequences still running
+    floor_run, floor_run_flops = make_floor(np, wname, args.seed, sizes=running)
 
     fns = {
         "lstm_cli_train": lambda: model.loss_and_grads(x, lengths, y),
         "gemm_floor": floor,
+        "gemm_floor_run": floor_run,
         "lstm_cli_infer": lambda: model.predict_proba(x, lengths),
     }
     if tc is not None:
@@ -554,13 +596,23 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
 
     gc.collect()
     load0 = os.getloadavg()
+    # If the machine gets busy mid-cell (a shared box), rounds can get much slower than the
+    # warm-up predicted; stop after 3x the planned time once MIN_ROUNDS rounds are in.
     w0 = time.perf_counter()
+    planned = repeats * round_s + sum(max(slow_repeats - len(samples[k]), 0) * samples[k][0] for k in slow)
+    deadline = w0 + 3 * max(planned, args.cell_seconds)
+    done = 0
     for _ in range(repeats):
         for k in order:
             if k in slow and len(samples[k]) >= slow_repeats:
                 continue
             call(k, record=True)
+        done += 1
+        if args.repeats is None and done >= MIN_ROUNDS and time.perf_counter() > deadline:
+            break
     cell_wall = time.perf_counter() - w0
+    stopped_early = done < repeats
+    repeats = done
 
     def q(v, p):
         s = sorted(v)
@@ -578,6 +630,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
                     "minor_faults_per_call": u["minor_faults"] / len(v),
                     **u, "samples_ms": [1e3 * t for t in v]}
     ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"],
+              "train_lstm_cli_over_floor_run": ms["lstm_cli_train"] / ms["gemm_floor_run"],
               "train_lstm_cli_over_floor_min": stats["lstm_cli_train"]["min_ms"] / stats["gemm_floor"]["min_ms"]}
     if tc is not None:
         ratios.update(
@@ -592,12 +645,13 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     return {
         "workload": wname, "head": head, "B": B, "T": T, "I": I, "H": H, "layers": L,
         "num_classes": NUM_CLASSES, "mean_length": float(lengths.mean()),
-        "repeats": repeats, "slow_contenders": sorted(slow), "est_round_s": round_s,
+        "repeats": repeats, "stopped_early": stopped_early, "slow_contenders": sorted(slow), "est_round_s": round_s,
         "cell_wall_s": cell_wall, "timed_wall_s": timed_wall, "timed_cpu_s": timed_cpu,
         "cpu_per_wall": timed_cpu / timed_wall if timed_wall > 0 else None,
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "floor_gflop": floor_flops / 1e9,
         "floor_gflops_per_s": floor_flops / 1e9 / (ms["gemm_floor"] / 1e3),
+        "floor_run_gflop": floor_run_flops / 1e9,
         "check": check, "warnings": warnings, "stats": stats, "ratios": ratios,
     }
 
@@ -607,7 +661,8 @@ def print_progress(r):
     extra = ""
     if "torch_padded_train" in s:
         extra = f"  torch padded {s['torch_padded_train']['median_ms']:.2f} ms"
-    print(f"  done {r['workload']:>7}/{r['head']:<4}  repeats={r['repeats']:<4} "
+    print(f"  done {r['workload']:>7}/{r['head']:<4}  repeats={r['repeats']:<4}"
+          f"{'(cut)' if r['stopped_early'] else '     '} "
           f"lstm_cli train {s['lstm_cli_train']['median_ms']:.2f} ms{extra}  "
           f"({r['timed_wall_s']:.1f} s, cpu/wall {r['cpu_per_wall']:.2f})", flush=True)
 
@@ -634,23 +689,28 @@ def print_tables(results, meta, have_torch):
     g = lambda r, k: r["stats"].get(k, {}).get("median_ms")  # noqa: E731
     ra = lambda r, k: r["ratios"].get(k)  # noqa: E731
     print(f"Training step, forward + backward, ms per batch (median), threads={meta['threads']}, float32")
-    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "gemm_floor",
-              "cli/pad", "cli/pack", "cli/floor", "floorGF/s", "reps", "cpu/wall", "loss_relerr"]
+    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "floor", "floor_run",
+              "cli/pad", "cli/pack", "cli/floor", "cli/floor_run", "cli/pad_min", "floorGF/s", "reps",
+              "cpu/wall", "loss_relerr"]
     rows = []
     for r in results:
         c = r["check"]
         relerr = (max(c["loss_rel_err_padded"], c["loss_rel_err_packed"])
                   if "loss_rel_err_padded" in c else None)
         rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_train")), _fmt(g(r, "torch_padded_train")),
-                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")),
+                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")), _fmt(g(r, "gemm_floor_run")),
                      _fmt(ra(r, "train_lstm_cli_over_torch_padded")),
                      _fmt(ra(r, "train_lstm_cli_over_torch_packed")),
-                     _fmt(ra(r, "train_lstm_cli_over_floor")), f"{r['floor_gflops_per_s']:.1f}",
-                     str(r["repeats"]), f"{r['cpu_per_wall']:.2f}",
+                     _fmt(ra(r, "train_lstm_cli_over_floor")), _fmt(ra(r, "train_lstm_cli_over_floor_run")),
+                     _fmt(ra(r, "train_lstm_cli_over_torch_padded_min")),
+                     f"{r['floor_gflops_per_s']:.1f}",
+                     str(r["repeats"]) + ("*" if r["stopped_early"] else ""), f"{r['cpu_per_wall']:.2f}",
                      "n/a" if relerr is None else f"{relerr:.1e}" + (" !" if r["warnings"] else "")])
     print(_table(header, rows))
+    print("cli/pad_min = ratio of the fastest samples (less sensitive to interference); "
+          "reps* = cell cut short because the machine got slower than planned")
     print()
-    print(f"Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
+    print("Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
     header = ["workload", "head", "lstm_cli", "torch", "cli/torch", "cli_cpu/wall", "torch_cpu/wall"]
     rows = []
     for r in results:
@@ -661,26 +721,24 @@ def print_tables(results, meta, have_torch):
                      f"{s['torch_infer']['cpu_per_wall']:.2f}" if "torch_infer" in s else "n/a"])
     print(_table(header, rows))
     print()
-    print("CPU accounting per contender: CPUs used while it ran (process CPU / wall), share of that CPU "
-          "in the kernel (sys), minor page faults per call")
-    header = ["workload", "head"]
+    print("CPU accounting per contender, each cell 'C S F': C = CPUs used while it ran (process CPU / wall),"
+          " S = share of that CPU spent in the kernel, F = minor page faults per call")
     keys = [k for k in ORDER if any(k in r["stats"] for r in results)]
     short = {"lstm_cli_train": "cli_train", "torch_padded_train": "pad_train",
-             "torch_packed_train": "pack_train", "gemm_floor": "floor", "lstm_cli_infer": "cli_inf",
-             "torch_infer": "torch_inf"}
-    for k in keys:
-        header += [f"{short[k]} cpu", "sys", "faults"]
+             "torch_packed_train": "pack_train", "gemm_floor": "floor", "gemm_floor_run": "floor_run",
+             "lstm_cli_infer": "cli_infer", "torch_infer": "torch_infer"}
+    header = ["workload", "head"] + [short[k] for k in keys]
     rows = []
     for r in results:
         row = [r["workload"], r["head"]]
         for k in keys:
             st = r["stats"].get(k)
             if st is None:
-                row += ["n/a"] * 3
+                row.append("n/a")
                 continue
             sf = st["sys_fraction_of_cpu"]
-            row += [f"{st['cpu_per_wall']:.2f}", "n/a" if sf is None else f"{100 * sf:.0f}%",
-                    f"{st['minor_faults_per_call']:.0f}"]
+            row.append(f"{st['cpu_per_wall']:.2f} {'-' if sf is None else f'{100 * sf:.0f}%'} "
+                       f"{st['minor_faults_per_call']:.0f}")
         rows.append(row)
     print(_table(header, rows))
     print()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -197,7 +198,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         click.echo(dump_config(cfg), nl=False)
         return
     result = fit(cfg, overwrite=overwrite, resume=resume_dir is not None, progress=not quiet,
-                 log=(lambda *_: None) if quiet else click.echo)
+                 log=(lambda *_: None) if quiet else click.echo,
+                 source=config_path or os.path.join(resume_dir, "last.npz"))
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None:
         click.echo(f"best epoch {result.best_epoch}: val loss {_num(best['val_loss'])} "

@@ -511,10 +511,15 @@ def _yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
     if context and not str(context).startswith("while"):
         problem = f"{context}, {problem}"
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     msg = f"invalid YAML in {where}{at}: {problem}"
+    if context and str(context).startswith("while") and context_mark is not None and (
+            mark is None or context_mark.line != mark.line):
+        # e.g. an unclosed '[': say where the construct began, which is where the fix goes
+        msg += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
     if "'\\t'" in problem:
         msg += " (YAML does not allow tabs for indentation; use spaces)"
     return ConfigError(msg)
@@ -730,10 +735,13 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = ()) ->
     if os.path.isdir(where):
         raise ConfigError(f"config file is a directory: {where}")
     try:
-        with open(where, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(where, "rb") as fh:
+            data = fh.read()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {where} is not UTF-8 text: {err}") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"config file {where} is not UTF-8 text: line {line} has the byte "
+                          f"0x{data[err.start]:02x}") from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {where}: {err.strerror}") from None
     raw = _load_yaml(text, where)

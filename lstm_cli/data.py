@@ -561,6 +561,14 @@ def read_npz(path, require_labels=True):
     source = str(path)
     # Open the file here: np.load leaks its own handle when the zip directory is damaged.
     with open(_existing_file(path), "rb") as fh:
+        magic = fh.read(4)
+        fh.seek(0)
+        if magic.startswith(b"\x93NUM"):
+            raise DataError(f"{source}: holds a single .npy array, expected an .npz archive with x, "
+                            f"lengths, y")
+        if magic[:2] != b"PK":  # not a zip: np.load would fall back to unpickling (refused)
+            raise DataError(f"{source}: not a valid .npz archive (no zip signature); expected arrays "
+                            f"x, lengths, y")
         try:
             npz = np.load(fh, allow_pickle=False)
         except Exception as exc:  # numpy/zipfile raise assorted errors on damaged archives

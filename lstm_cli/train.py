@@ -111,8 +111,10 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
     return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std)
 
 
-def class_weight_vector(cfg: Config, classes, y_train):
-    """(K,) per-class loss weights from train.class_weights, or None."""
+def class_weight_vector(cfg: Config, classes, y_train, source=None):
+    """(K,) per-class loss weights from train.class_weights, or None.
+
+    source: the config file cfg came from, named in the error message."""
     cw = cfg.train.class_weights
     if cw is None:
         return None
@@ -123,8 +125,9 @@ def class_weight_vector(cfg: Config, classes, y_train):
     by_name = {str(label): float(w) for label, w in cw}
     unknown = sorted(set(by_name) - {str(c) for c in classes})
     if unknown:
-        raise ConfigError(f"train.class_weights names labels not in the training data: {unknown}; "
-                          f"the labels are {classes}")
+        where = f"{source}: " if source else ""
+        raise ConfigError(f"{where}train.class_weights names labels not in the training data: "
+                          f"{unknown}; the labels are {classes}")
     return np.array([by_name.get(str(c), 1.0) for c in classes])
 
 
@@ -239,7 +242,7 @@ class Trainer:
     what the uninterrupted run would have drawn.
     """
 
-    def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print):
+    def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print, source=None):
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
         self.run_dir = cfg.output.dir
         m, o, s = cfg.model, cfg.train.optimizer, cfg.train.schedule
@@ -252,7 +255,7 @@ class Trainer:
         self.schedule = LRSchedule(s.name, o.lr, cfg.train.epochs, step_size=s.step_size,
                                    gamma=s.gamma, min_lr=s.min_lr, patience=s.patience,
                                    factor=s.factor)
-        self.class_weights = class_weight_vector(cfg, data.classes, data.y_train)
+        self.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
         self.best_metric = cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
         norm = None if data.mean is None else {"mean": data.mean.tolist(), "std": data.std.tolist()}
         self.base_meta = {"lstm_cli_version": __version__, "model": self.model.spec(),
@@ -440,21 +443,23 @@ def _blas_threads():
     return None
 
 
-def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print) -> TrainResult:
+def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
+        source=None) -> TrainResult:
     """Train a model as ``cfg`` says; write the run folder; return the best model.
 
     overwrite: replace the files of a non-empty run folder. resume: continue the run in
     cfg.output.dir from its last.npz (parameters, optimizer and schedule state, RNG state,
     history, early-stopping state, position inside an unfinished epoch). progress: show
     a tqdm bar on stderr (it turns itself off when stderr is not a terminal). log: where
-    the per-epoch summary lines go. SIGINT/SIGTERM save last.npz after the current batch
-    and raise Interrupted.
+    the per-epoch summary lines go. source: the config file cfg came from (named in
+    config errors). SIGINT/SIGTERM save last.npz after the current batch and raise
+    Interrupted.
     """
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
     resumed = _load_resume_state(cfg, run_dir) if resume else None
-    trainer = Trainer(cfg, data, rng, progress=progress, log=log)
+    trainer = Trainer(cfg, data, rng, progress=progress, log=log, source=source)
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resumed is not None:
         trainer.restore(resumed)
