@@ -18,6 +18,13 @@ How it works
   the same weights (lstm_cli.interop.to_pytorch), check once that losses (and inference
   probabilities and gradients) agree, warm up, then time the contenders round-robin
   (one call of each per round) with time.perf_counter and report medians.
+* Contenders: lstm_cli training step (loss_and_grads) and inference (predict_proba);
+  torch nn.LSTM + nn.Linear + cross-entropy + backward over the padded tensor (oneDNN's
+  fused LSTM) and over pack_padded_sequence; torch inference (no_grad, padded); and two
+  GEMM floors: "floor" = the GEMMs of a training step in the issue's shapes (every
+  step's recurrent GEMMs over all B rows), "floor_run" = the same but each step's two
+  recurrent GEMMs over only the sequences still running (what lstm_cli's length-sorted
+  engine computes). Neither floor allocates anything.
 * Nothing here is a runtime dependency of lstm_cli: torch and threadpoolctl are optional.
 """
 
@@ -51,8 +58,6 @@ WORKLOADS = {
 HEADS = ("last", "all")
 
 # contender keys, in round-robin order
-TRAIN = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_run")
-INFER = ("lstm_cli_infer", "torch_infer")
 MIN_ROUNDS = 3  # a cell stopped early for time still has this many rounds
 SLOW_S = 1.0  # seconds per call above which a contender is "slow" (see run_cell)
 ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_run",
@@ -141,7 +146,6 @@ def child_main(argv):
     if not args.no_torch:
         try:
             import torch  # noqa: F811
-            import torch.nn.functional as F  # noqa: F401
         except ImportError:
             torch = None
     import lstm_cli
@@ -707,7 +711,7 @@ def print_tables(results, meta, have_torch):
                      str(r["repeats"]) + ("*" if r["stopped_early"] else ""), f"{r['cpu_per_wall']:.2f}",
                      "n/a" if relerr is None else f"{relerr:.1e}" + (" !" if r["warnings"] else "")])
     print(_table(header, rows))
-    print("cli/pad_min = ratio of the fastest samples (less sensitive to interference); "
+    print("cli/pad_min = the same ratio from each side's fastest sample; "
           "reps* = cell cut short because the machine got slower than planned")
     print()
     print("Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
