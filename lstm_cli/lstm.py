@@ -119,14 +119,23 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 
 # --------------------------------------------------------------------------- a layer
 #
+# Packed layout. A layer works on the valid steps only, stored like PyTorch's
+# PackedSequence: the batch is sorted by length (longest first), and the rows of step t
+# are the first batch_sizes[t] sequences, stacked step after step into one (N, F) array
+# (N = sum of the lengths). Step t's rows are the contiguous block
+# offsets[t]:offsets[t+1], and sequence b's row at step t is offsets[t] + b. Padding is
+# never stored, so it costs nothing and cannot leak into any result. A full time-major
+# batch (T, B, F) is the special case batch_sizes = [B] * T (and is accepted as such).
+#
 # Inside the layer the gate columns are kept in the order [j | i | f | o] (candidate
 # first), and the columns of the three sigmoid gates are pre-scaled by 1/2, so that one
-# tanh over the whole (B, 4H) block activates every gate:
+# tanh over the whole (n, 4H) block activates every gate:
 #     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for i, f, o (contiguous)
 # The public layout (TF order i, j, f, o; W (I+H, 4H) unscaled) is converted at the
 # boundary: weights on the way in, weight gradients on the way out.
 
 _TF_TO_INTERNAL = (1, 0, 2, 3)  # internal block k holds TF block _TF_TO_INTERNAL[k]
+_CHUNK_BYTES = 1 << 18  # backward computes gate factors for this many bytes of steps at a time
 
 
 def _to_internal(a, H):
@@ -137,37 +146,57 @@ def _to_internal(a, H):
 _to_tf = _to_internal  # swapping blocks 0 and 1 is its own inverse
 
 
-class LayerCache(NamedTuple):
-    x: np.ndarray  # (T, B, I) the layer's input sequence
-    gates: np.ndarray  # (T, B, 4H) post-activation, internal order [j|i|f|o]
-    c: np.ndarray  # (T, B, H) cell states c_1..c_T (zero past each sequence's end)
-    tanh_c: np.ndarray  # (T, B, H)
-    h: np.ndarray  # (T, B, H) hidden states h_1..h_T, the layer's output (zero past the end)
-    h0: np.ndarray  # (B, H)
-    c0: np.ndarray  # (B, H)
-    batch_sizes: np.ndarray  # (T,) rows active at each step (non-increasing)
-
-
-def batch_sizes_from_lengths(lengths, T):
-    """(T,) number of sequences still running at each step; lengths sorted descending."""
+def batch_sizes_from_lengths(lengths, T=None):
+    """(T,) number of sequences still running at each step; lengths sorted longest first."""
     lengths = np.asarray(lengths)
+    T = int(lengths.max()) if T is None else T
     return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
 
 
-def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None):
-    """Run one layer over a time-major sequence.
+def _offsets(batch_sizes):
+    offsets = np.zeros(len(batch_sizes) + 1, np.int64)
+    np.cumsum(batch_sizes, out=offsets[1:])
+    return offsets
 
-    x (T, B, I), W (I+H, 4H) in TF gate order, b (4H,), h0/c0 (B, H) or None for zeros.
-    batch_sizes (T,) optional: when the batch is sorted by length (longest first), only
-    the first batch_sizes[t] rows are computed at step t (the rest are past their end:
-    their h and c stay zero). None computes every row at every step.
-    Returns h (T, B, H) and a LayerCache for the backward pass.
+
+class LayerCache(NamedTuple):
+    xh: np.ndarray  # (N, I+H) each valid row's [x_t, h_{t-1}]
+    c_prev: np.ndarray  # (N, H) each row's c_{t-1}
+    gates: np.ndarray  # (N, 4H) post-activation, internal order [j|i|f|o]
+    c: np.ndarray  # (N, H) cell states
+    tanh_c: np.ndarray  # (N, H)
+    batch_sizes: np.ndarray  # (T,) rows of each step (non-increasing)
+    offsets: np.ndarray  # (T+1,) first row of each step
+    shape: tuple  # the input's shape: (N, I) packed or (T, B, I) full
+
+    @property
+    def input_size(self) -> int:
+        return self.shape[-1]
+
+
+def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None,
+                       need_cache=True):
+    """Run one layer over a sequence batch.
+
+    x: packed (N, I) with batch_sizes (T,) (see the layout note above), or a full
+    time-major batch (T, B, I) with batch_sizes None. W (I+H, 4H) in TF gate order,
+    b (4H,), h0/c0 (B, H) or None for zeros (B = batch_sizes[0]).
+    Returns h in x's layout ((N, H) or (T, B, H)) and a LayerCache for the backward
+    pass (None when need_cache is False: inference keeps only h).
     """
-    T, B, I = x.shape
-    H = W.shape[1] // 4
-    dtype = W.dtype
+    shape = x.shape
     if batch_sizes is None:
+        T, B, I = shape
         batch_sizes = np.full(T, B, np.int64)
+        x = x.reshape(T * B, I)
+    batch_sizes = np.asarray(batch_sizes, np.int64)
+    offsets = _offsets(batch_sizes)
+    N, I = x.shape
+    H = W.shape[1] // 4
+    B = int(batch_sizes[0])
+    dtype = W.dtype
+    if N != offsets[-1]:
+        raise ValueError(f"x has {N} rows but batch_sizes sum to {offsets[-1]}")
     h0 = np.zeros((B, H), dtype) if h0 is None else h0
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
 
@@ -178,23 +207,33 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     bias = b.copy()  # (4H,) TF order
     bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
     bias_s = _to_internal(bias, H) * scale
-    Wx_s, Wh_s = W_s[:I], W_s[I:]  # (I, 4H), (H, 4H)
+    Wh_s = W_s[I:]  # (H, 4H)
 
-    # The x-part and bias of every step at once.
-    gates = (x.reshape(T * B, I) @ Wx_s).reshape(T, B, 4 * H)  # (T, B, 4H)
+    gates = x @ W_s[:I]  # (N, 4H): the x-part of every step in one GEMM
     gates += bias_s
-
-    full = bool(batch_sizes[-1] == B)
-    alloc = np.empty if full else np.zeros  # rows past a sequence's end must read as zero
-    h = alloc((T, B, H), dtype)
-    c = alloc((T, B, H), dtype)
-    tanh_c = alloc((T, B, H), dtype)
+    h = np.empty((N, H), dtype)
+    if need_cache:
+        xh = np.empty((N, I + H), dtype)
+        xh[:, :I] = x
+        c_prev_all = np.empty((N, H), dtype)
+        c = np.empty((N, H), dtype)
+        tanh_c = np.empty((N, H), dtype)
+    else:  # inference: per-step scratch only
+        c_buf = [np.empty((B, H), dtype), np.empty((B, H), dtype)]
+        tc_buf = np.empty((B, H), dtype)
     hWh = np.empty((B, 4 * H), dtype)  # recurrent projection buffer
     ij = np.empty((B, H), dtype)
     h_prev, c_prev = h0, c0
-    for t in range(T):
-        n = int(batch_sizes[t])
-        g = gates[t, :n]  # (n, 4H) view, contiguous
+    for t in range(len(batch_sizes)):
+        lo, hi = int(offsets[t]), int(offsets[t + 1])
+        n = hi - lo
+        g = gates[lo:hi]  # (n, 4H), contiguous
+        if need_cache:
+            xh[lo:hi, I:] = h_prev[:n]
+            c_prev_all[lo:hi] = c_prev[:n]
+            c_t, tc_t = c[lo:hi], tanh_c[lo:hi]
+        else:
+            c_t, tc_t = c_buf[t % 2][:n], tc_buf[:n]
         np.matmul(h_prev[:n], Wh_s, out=hWh[:n])
         g += hWh[:n]
         np.tanh(g, out=g)  # j final; i, f, o hold tanh(z/2)
@@ -202,76 +241,96 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         sig *= 0.5
         sig += 0.5  # i, f, o = sigmoid(z)
         j, i, f, o = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
-        c_t = c[t, :n]
         np.multiply(f, c_prev[:n], out=c_t)
         np.multiply(i, j, out=ij[:n])
         c_t += ij[:n]
-        np.tanh(c_t, out=tanh_c[t, :n])
-        np.multiply(o, tanh_c[t, :n], out=h[t, :n])
-        h_prev, c_prev = h[t], c[t]
-    return h, LayerCache(x, gates, c, tanh_c, h, h0, c0, np.asarray(batch_sizes, np.int64))
+        np.tanh(c_t, out=tc_t)
+        np.multiply(o, tc_t, out=h[lo:hi])
+        h_prev, c_prev = h[lo:hi], c_t
+    h_out = h.reshape(shape[:-1] + (H,))
+    if not need_cache:
+        return h_out, None
+    return h_out, LayerCache(xh, c_prev_all, gates, c, tanh_c, batch_sizes, offsets, shape)
+
+
+def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
+    """Gate-local parts of dz for a block of rows (n, ...), written into the out arrays.
+
+    dz_j = dc * (i (1 - j^2)),  dz_i = dc * (j i (1 - i)),  dz_f = dc * (c_prev f (1 - f)),
+    dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
+    """
+    H = tanh_c.shape[1]
+    j, i, f, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
+    dgj, dgi, dgf, dgo = (out_dgate[:, k * H : (k + 1) * H] for k in range(4))
+    sig, dsig = gates[:, H:], out_dgate[:, H:]
+    np.subtract(1.0, sig, out=dsig)  # i, f, o: s (1 - s) in two calls over the 3H block
+    dsig *= sig
+    dgi *= j
+    dgf *= c_prev
+    dgo *= tanh_c
+    np.multiply(j, j, out=dgj)
+    np.subtract(1.0, dgj, out=dgj)
+    dgj *= i
+    np.multiply(tanh_c, tanh_c, out=out_dc_from_h)
+    np.subtract(1.0, out_dc_from_h, out=out_dc_from_h)
+    out_dc_from_h *= o
 
 
 def lstm_layer_backward(dh, cache: LayerCache, W):
     """BPTT through one layer (DESIGN.md §4).
 
-    dh (T, B, H): gradient of the loss w.r.t. the layer's outputs h_t coming from above
-    (the head or the next layer) — zero at padded steps. W (I+H, 4H) is passed in (TF
-    order, as given to forward), not cached.
-    Returns dx (T, B, I), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
+    dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
+    layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)
+    is passed in (TF order, as given to forward), not cached.
+    Returns dx (x's layout), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
     """
-    T, B, I = cache.x.shape
+    xh, gates, sizes, offsets = cache.xh, cache.gates, cache.batch_sizes, cache.offsets
+    N = xh.shape[0]
+    I = cache.input_size
     H = W.shape[1] // 4
+    B = int(sizes[0])
     dtype = W.dtype
-    gates, tanh_c, sizes = cache.gates, cache.tanh_c, cache.batch_sizes
+    dh = dh.reshape(N, H)
     WhT = np.ascontiguousarray(_to_internal(W[I:], H).T)  # (4H, H) unscaled, internal order
 
-    # Everything that does not depend on the recurrence, vectorised over time:
-    #   dz_j = dc * (i * (1-j^2)),  dz_i = dc * (j * i(1-i)),  dz_f = dc * (c_prev * f(1-f))
-    #   dz_o = dh * (tanh_c * o(1-o)),  dc = dh * (o * (1-tanh_c^2)) + dc_next
-    j, i, f, o = (gates[..., k * H : (k + 1) * H] for k in range(4))  # each (T, B, H)
-    dgate = np.empty((T, B, 4 * H), dtype)  # per unit of dc (j, i, f) or of dh (o)
-    dgj, dgi, dgf, dgo = (dgate[..., k * H : (k + 1) * H] for k in range(4))
-    np.multiply(j, j, out=dgj)
-    np.subtract(1.0, dgj, out=dgj)
-    dgj *= i
-    np.multiply(i, 1.0 - i, out=dgi)
-    dgi *= j
-    np.multiply(f, 1.0 - f, out=dgf)
-    dgf[0] *= cache.c0  # times c_{t-1}, without materialising the shifted sequence
-    dgf[1:] *= cache.c[:-1]
-    np.multiply(o, 1.0 - o, out=dgo)
-    dgo *= tanh_c
-    dc_from_h = np.multiply(tanh_c, tanh_c)  # (T, B, H): o * (1 - tanh_c^2)
-    np.subtract(1.0, dc_from_h, out=dc_from_h)
-    dc_from_h *= o
+    # Gate factors are computed a chunk of steps at a time (about _CHUNK_BYTES), so they
+    # are still in cache when the step loop reads them.
+    steps_per_chunk = max(1, _CHUNK_BYTES // max(1, B * 5 * H * dtype.itemsize))
+    chunk_rows = int(min(N, B * steps_per_chunk))
+    dgate_buf = np.empty((chunk_rows, 4 * H), dtype)
+    dcfh_buf = np.empty((chunk_rows, H), dtype)
 
-    full = bool(sizes[-1] == B)
-    dz = (np.empty if full else np.zeros)((T, B, 4 * H), dtype)  # w.r.t. pre-activations
+    dz = np.empty((N, 4 * H), dtype)  # gradient w.r.t. the pre-activations
     dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
     dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
     dh_t = np.empty((B, H), dtype)
     dc = np.empty((B, H), dtype)
+    T = len(sizes)
+    chunk_lo = offsets[T]
     for t in range(T - 1, -1, -1):
-        n = int(sizes[t])
-        np.add(dh[t, :n], dh_next[:n], out=dh_t[:n])
-        np.multiply(dh_t[:n], dc_from_h[t, :n], out=dc[:n])
+        lo, hi = int(offsets[t]), int(offsets[t + 1])
+        n = hi - lo
+        if lo < chunk_lo:  # next chunk (backwards in time): steps t_first..t
+            t_first = t
+            while t_first > 0 and offsets[t + 1] - offsets[t_first - 1] <= chunk_rows:
+                t_first -= 1
+            chunk_lo, chunk_hi = int(offsets[t_first]), hi
+            m = chunk_hi - chunk_lo
+            _gate_factors(gates[chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
+                          cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:m], dcfh_buf[:m])
+        r = lo - chunk_lo
+        np.add(dh[lo:hi], dh_next[:n], out=dh_t[:n])
+        np.multiply(dh_t[:n], dcfh_buf[r : r + n], out=dc[:n])
         dc[:n] += dc_next[:n]
-        dz_t = dz[t, :n]
+        dz_t = dz[lo:hi]
         # j, i, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
-        np.multiply(dgate[t, :n].reshape(n, 4, H)[:, :3], dc[:n, None, :],
+        np.multiply(dgate_buf[r : r + n].reshape(n, 4, H)[:, :3], dc[:n, None, :],
                     out=dz_t.reshape(n, 4, H)[:, :3])
-        np.multiply(dh_t[:n], dgo[t, :n], out=dz_t[:, 3 * H :])
+        np.multiply(dh_t[:n], dgate_buf[r : r + n, 3 * H :], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
-        np.multiply(dc[:n], f[t, :n], out=dc_next[:n])
+        np.multiply(dc[:n], gates[lo:hi, 2 * H : 3 * H], out=dc_next[:n])
 
-    dz2 = dz.reshape(T * B, 4 * H)
-    dW = np.empty_like(W)
-    np.matmul(cache.x.reshape(T * B, I).T, dz2, out=dW[:I])
-    # h-rows: sum_t h_{t-1}^T dz_t, with h_{t-1} = h0 at t = 0 (no shifted copy of h)
-    np.matmul(cache.h0.T, dz[0], out=dW[I:])
-    if T > 1:
-        dW[I:] += cache.h[:-1].reshape((T - 1) * B, H).T @ dz[1:].reshape((T - 1) * B, 4 * H)
-    db = dz2.sum(axis=0)
-    dx = (dz2 @ _to_internal(W[:I], H).T).reshape(T, B, I)
-    return dx, _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next
+    dW = xh.T @ dz  # (I+H, 4H): x- and h-rows in one GEMM
+    db = dz.sum(axis=0)
+    dx = dz @ _to_internal(W[:I], H).T  # (N, I)
+    return (dx.reshape(cache.shape), _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next)

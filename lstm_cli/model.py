@@ -23,7 +23,6 @@ from .heads import (
     all_steps_forward,
     last_step_backward,
     last_step_forward,
-    valid_mask,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
 from .lstm import batch_sizes_from_lengths, lstm_layer_backward, lstm_layer_forward
@@ -79,13 +78,30 @@ def _orthogonal(n, rng):
     return q * np.sign(np.diag(r))
 
 
+class PackedBatch(NamedTuple):
+    """A padded batch in the engine's packed layout (see lstm.py): sorted longest first,
+    only valid steps stored, step after step."""
+
+    x: np.ndarray  # (N, I) valid steps, model dtype
+    lengths: np.ndarray  # (B,) the caller's order
+    order: np.ndarray  # (B,) sorted position r holds the caller's sequence order[r]
+    batch_sizes: np.ndarray  # (T,) sequences running at each step
+    offsets: np.ndarray  # (T+1,) first packed row of each step
+    seq: np.ndarray  # (N,) the caller's sequence index of each packed row
+    last_rows: np.ndarray  # (B,) packed row of each sequence's last step, caller's order
+    index: tuple  # (t, b) of each packed row in the caller's (B, T) layout
+    T: int
+
+
 class ForwardCache(NamedTuple):
     layers: list  # one lstm.LayerCache per layer
-    dropout_masks: list  # (T, B, H) scaled keep-masks between layers, or None
+    dropout_masks: list  # (N, H) scaled keep-masks between layers, or None
     head: tuple  # heads.LastStepCache or heads.AllStepsCache
-    lengths: np.ndarray  # (B,) in the caller's order
-    mask: np.ndarray  # (T, B) valid steps, caller's order
-    order: np.ndarray  # (B,) the engine runs on rows sorted by length: sorted row r = caller's order[r]
+    batch: PackedBatch
+
+    @property
+    def lengths(self):
+        return self.batch.lengths
 
 
 class LSTMClassifier:
@@ -161,10 +177,10 @@ class LSTMClassifier:
         return int(sum(p.size for p in self.params.values()))
 
     # ------------------------------------------------------------------ inputs
-    def _prepare(self, x, lengths):
-        """Validate a batch. Returns lengths (B,), mask (T, B) (caller's order), the sort
-        order (longest first) and the sorted time-major x (T, B, I) in the model dtype with
-        its padding zeroed (so padding values never matter)."""
+    def pack(self, x, lengths) -> PackedBatch:
+        """Validate a right-padded batch x (B, T, I), lengths (B,) and pack its valid steps.
+
+        Padding values are never read, so they cannot matter (NaN included)."""
         x = np.asarray(x)
         lengths = np.asarray(lengths)
         if x.ndim != 3 or x.shape[2] != self.input_size:
@@ -178,12 +194,20 @@ class LSTMClassifier:
         if lengths.min() < 1 or lengths.max() > T:
             raise LstmCliError(f"every length must be in [1, {T}]; got {lengths.min()}..{lengths.max()}")
         lengths = lengths.astype(np.int64)
-        mask = valid_mask(lengths, T)  # (T, B)
         order = np.argsort(-lengths, kind="stable")  # (B,) longest first
-        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2)[:, order], dtype=self.dtype)  # (T, B, I)
-        if not mask.all():
-            x_tm[~mask[:, order]] = 0.0
-        return x_tm, lengths, mask, order
+        T = int(lengths.max())
+        batch_sizes = batch_sizes_from_lengths(lengths[order], T)  # (T,)
+        offsets = np.zeros(T + 1, np.int64)
+        np.cumsum(batch_sizes, out=offsets[1:])
+        # packed rows in step-major order: (t, r) for r < batch_sizes[t]
+        t_idx, r_idx = np.nonzero(np.arange(T)[:, None] < lengths[order][None, :])
+        seq = order[r_idx]  # (N,) caller's sequence of each row
+        x_packed = np.ascontiguousarray(x[seq, t_idx], dtype=self.dtype)  # (N, I)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(B)
+        last_rows = offsets[lengths - 1] + rank  # (B,)
+        return PackedBatch(x_packed, lengths, order, batch_sizes, offsets, seq, last_rows,
+                           (seq, t_idx), T)
 
     def _labels(self, y, B):
         y = np.asarray(y)
@@ -194,23 +218,21 @@ class LSTMClassifier:
         return y.astype(np.int64)
 
     # ------------------------------------------------------------------ forward/backward
-    def forward(self, x, lengths, *, training=False, rng=None):
-        """x (B, T, I), lengths (B,) -> logits and a ForwardCache.
+    def forward(self, x, lengths, *, training=False, rng=None, need_cache=True):
+        """x (B, T, I) right-padded, lengths (B,) -> logits and a ForwardCache.
 
-        logits: (B, K) for head="last"; time-major (T, B, K) for head="all" (every step,
-        padded ones included; use ``cache.mask``). training=True enables dropout, which
-        needs ``rng`` (a numpy Generator).
+        logits: (B, K) for head="last" (caller's order); for head="all" one row per valid
+        step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives (B, T, K)).
+        training=True enables dropout, which needs ``rng`` (a numpy Generator).
+        need_cache=False (inference) keeps only what the output needs.
         """
-        x_tm, lengths, mask, order = self._prepare(x, lengths)
-        lengths_sorted = lengths[order]
-        # Rows sorted by length: step t only computes the batch_sizes[t] sequences still running.
-        sizes = batch_sizes_from_lengths(lengths_sorted, x_tm.shape[0])
+        pb = self.pack(x, lengths)
         p = self.params
-        inp = x_tm
+        inp = pb.x
         layer_caches, masks = [], []
         for k in range(self.num_layers):
             h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias,
-                                       batch_sizes=sizes)
+                                       batch_sizes=pb.batch_sizes, need_cache=need_cache)
             layer_caches.append(lc)
             keep = None
             if training and self.dropout > 0.0 and k < self.num_layers - 1:
@@ -221,15 +243,11 @@ class LSTMClassifier:
                 h = h * keep
             masks.append(keep)
             inp = h
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
         if self.head == "last":
-            logits, hc = last_step_forward(inp, lengths_sorted, p["head.W"], p["head.b"])
-            logits = logits[inverse]
+            logits, hc = last_step_forward(inp, pb.last_rows, p["head.W"], p["head.b"])
         else:
             logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
-            logits = logits[:, inverse]
-        return logits, ForwardCache(layer_caches, masks, hc, lengths, mask, order)
+        return logits, ForwardCache(layer_caches, masks, hc, pb)
 
     def backward(self, dlogits, cache: ForwardCache):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
@@ -240,39 +258,37 @@ class LSTMClassifier:
         p = self.params
         grads = {}
         if self.head == "last":
-            dh, grads["head.W"], grads["head.b"] = last_step_backward(
-                dlogits[cache.order], cache.head, p["head.W"])
+            dh, grads["head.W"], grads["head.b"] = last_step_backward(dlogits, cache.head, p["head.W"])
         else:
-            dh, grads["head.W"], grads["head.b"] = all_steps_backward(
-                dlogits[:, cache.order], cache.head, p["head.W"])
+            dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                 dh, cache.layers[k], p[f"lstm.{k}.W"])
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
-        dx = np.empty((dh.shape[1], dh.shape[0], dh.shape[2]), dh.dtype)  # (B, T, I)
-        dx[cache.order] = dh.transpose(1, 0, 2)
+        pb = cache.batch
+        dx = np.zeros((len(pb.lengths), pb.T, self.input_size), dh.dtype)  # (B, T, I)
+        dx[pb.index] = dh
         return {k: grads[k] for k in p}, dx
 
-    def _row_weights(self, y, lengths, mask, class_weights):
-        """The loss's averaging weights per logits row (DESIGN.md §3), and per-sequence weights."""
+    def _row_weights(self, y, pb: PackedBatch, class_weights):
+        """The loss's averaging weights per logits row (DESIGN.md §3): (B,) for the last
+        head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
         w_seq = np.ones(len(y)) if class_weights is None else np.asarray(class_weights, np.float64)[y]
         w_seq = w_seq / w_seq.sum()  # (B,)
         if self.head == "last":
             return w_seq
-        return mask * (w_seq / lengths)[None, :]  # (T, B)
+        return (w_seq / pb.lengths)[pb.seq]  # (N,)
 
     def loss_from_logits(self, logits, cache, y, class_weights=None):
         """Loss (float) and dL/dlogits for forward's logits."""
-        y = self._labels(y, len(cache.lengths))
-        weights = self._row_weights(y, cache.lengths, cache.mask, class_weights)
+        pb = cache.batch
+        y = self._labels(y, len(pb.lengths))
+        weights = self._row_weights(y, pb, class_weights)
         if self.head == "last":
             return softmax_cross_entropy(logits, y, weights)
-        T, B, K = logits.shape
-        y_rows = np.broadcast_to(y[None, :], (T, B)).reshape(-1)
-        loss, d2 = softmax_cross_entropy(logits.reshape(T * B, K), y_rows, weights.reshape(-1))
-        return loss, d2.reshape(T, B, K)
+        return softmax_cross_entropy(logits, y[pb.seq], weights)
 
     def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
                        return_dx=False):
@@ -297,13 +313,14 @@ class LSTMClassifier:
         """Class probabilities (B, K) from forward's logits and cache."""
         if self.head == "last":
             return softmax(logits)  # (B, K)
-        probs = softmax(logits)  # (T, B, K)
-        probs *= cache.mask[:, :, None]
-        return probs.sum(axis=0) / cache.lengths[:, None]  # (B, K)
+        pb = cache.batch
+        per_step = np.zeros((len(pb.lengths), pb.T, self.num_classes), logits.dtype)
+        per_step[pb.index] = softmax(logits)  # (B, T, K), zero past each end
+        return per_step.sum(axis=1) / pb.lengths[:, None]
 
     def predict_proba(self, x, lengths):
         """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
-        logits, cache = self.forward(x, lengths)
+        logits, cache = self.forward(x, lengths, need_cache=False)
         return self.probabilities(logits, cache)
 
     def predict(self, x, lengths):
@@ -311,22 +328,25 @@ class LSTMClassifier:
         return self.predict_proba(x, lengths).argmax(axis=1)
 
     def logits(self, x, lengths):
-        """Batch-first logits: (B, K) for head="last", (B, T, K) for head="all"."""
-        logits, _ = self.forward(x, lengths)
-        return logits if self.head == "last" else logits.transpose(1, 0, 2)
+        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padded steps)."""
+        logits, cache = self.forward(x, lengths, need_cache=False)
+        if self.head == "last":
+            return logits
+        pb = cache.batch
+        out = np.zeros((len(pb.lengths), pb.T, self.num_classes), logits.dtype)
+        out[pb.index] = logits
+        return out
 
     def evaluate_batch(self, x, lengths, y):
         """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
-        logits, cache = self.forward(x, lengths)
-        B = len(cache.lengths)
+        logits, cache = self.forward(x, lengths, need_cache=False)
+        pb = cache.batch
+        B = len(pb.lengths)
         y = self._labels(y, B)
         probs = self.probabilities(logits, cache)
-        K = self.num_classes
         if self.head == "last":
             ce = -log_softmax(logits)[np.arange(B), y]
         else:
-            T = logits.shape[0]
-            logp = log_softmax(logits.reshape(T * B, K)).reshape(T, B, K)
-            ce_tb = -np.take_along_axis(logp, np.broadcast_to(y[None, :, None], (T, B, 1)), axis=2)[..., 0]
-            ce = (ce_tb * cache.mask).sum(axis=0) / cache.lengths
+            ce_rows = -log_softmax(logits)[np.arange(len(pb.seq)), y[pb.seq]]  # (N,)
+            ce = np.bincount(pb.seq, weights=ce_rows, minlength=B) / pb.lengths
         return ce.astype(np.float64), probs

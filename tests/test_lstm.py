@@ -104,7 +104,7 @@ def test_layer_forward_matches_step_forward(rng):
     for t in range(x.shape[0]):
         h, c, _ = lstm_step_forward(x[t], h, c, W, b, 0.9)
         np.testing.assert_allclose(h_layer[t], h, rtol=1e-14, atol=1e-15)
-        np.testing.assert_allclose(cache.c[t], c, rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(cache.c.reshape(h_layer.shape)[t], c, rtol=1e-14, atol=1e-15)
 
 
 def test_step_backward_matches_finite_differences(rng):
@@ -202,26 +202,53 @@ def test_float32_stays_float32(rng):
     assert {a.dtype for a in (h, dx, dW, db, dh0, dc0)} == {np.dtype(np.float32)}
 
 
-def test_batch_sizes_skip_finished_rows_exactly(rng):
-    """With rows sorted by length, computing only the running rows at each step gives the
-    same valid outputs and the same gradients as running every row over its padding."""
+def test_packed_layer_equals_running_over_padding(rng):
+    """With rows sorted by length, the packed layout (only the running sequences at each
+    step) gives the same valid outputs and the same gradients as running every row of a
+    full time-major batch over its padding, and its own gradients match finite differences."""
     from lstm_cli.lstm import batch_sizes_from_lengths
 
     x, W, b, h0, c0 = _layer_problem(rng, T=6, B=3, I=2, H=3)
     lengths = np.array([6, 4, 1])
     sizes = batch_sizes_from_lengths(lengths, 6)
     np.testing.assert_array_equal(sizes, [3, 2, 2, 2, 1, 1])
-    valid = np.arange(6)[:, None] < lengths[None, :]  # (T, B)
-    x = np.where(valid[..., None], x, 0.0)
+    valid = np.arange(6)[:, None] < lengths[None, :]  # (T, B): packed order is t-major
     upstream = rng.normal(size=(6, 3, 3)) * valid[..., None]
     h_full, cache_full = lstm_layer_forward(x, W, b, 1.0, h0, c0)
-    h_part, cache_part = lstm_layer_forward(x, W, b, 1.0, h0, c0, batch_sizes=sizes)
-    np.testing.assert_allclose(h_part[valid], h_full[valid], rtol=1e-13, atol=1e-14)
-    assert np.all(h_part[~valid] == 0.0)
-    full = lstm_layer_backward(upstream, cache_full, W)
-    part = lstm_layer_backward(upstream, cache_part, W)
-    for name, a, p in zip(("dx", "dW", "db", "dh0", "dc0"), full, part):
-        np.testing.assert_allclose(p, a, rtol=1e-12, atol=1e-14, err_msg=name)
-    numeric = vjp_check(lambda W: lstm_layer_forward(x, W, b, 1.0, h0, c0, batch_sizes=sizes)[0],
-                        dict(W=W), upstream)
-    assert rel_error(part[1], numeric["W"]).max() < TOL
+    h_packed, cache_packed = lstm_layer_forward(x[valid], W, b, 1.0, h0, c0, batch_sizes=sizes)
+    assert h_packed.shape == (lengths.sum(), 3)
+    np.testing.assert_allclose(h_packed, h_full[valid], rtol=1e-13, atol=1e-14)
+    x_masked = np.where(valid[..., None], x, 0.0)
+    _, cache_full = lstm_layer_forward(x_masked, W, b, 1.0, h0, c0)
+    dx_f, dW_f, db_f, dh0_f, dc0_f = lstm_layer_backward(upstream, cache_full, W)
+    dx_p, dW_p, db_p, dh0_p, dc0_p = lstm_layer_backward(upstream[valid], cache_packed, W)
+    np.testing.assert_allclose(dx_p, dx_f[valid], rtol=1e-12, atol=1e-14)
+    for name, p, f in (("dW", dW_p, dW_f), ("db", db_p, db_f), ("dh0", dh0_p, dh0_f), ("dc0", dc0_p, dc0_f)):
+        np.testing.assert_allclose(p, f, rtol=1e-12, atol=1e-14, err_msg=name)
+    x_packed = x[valid]
+    numeric = vjp_check(lambda x_packed, W: lstm_layer_forward(x_packed, W, b, 1.0, h0, c0, batch_sizes=sizes)[0],
+                        dict(x_packed=x_packed, W=W), upstream[valid])
+    assert rel_error(dW_p, numeric["W"]).max() < TOL
+    assert rel_error(dx_p, numeric["x_packed"]).max() < TOL
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 200, 1 << 20])
+def test_backward_chunking_does_not_change_gradients(rng, monkeypatch, chunk_bytes):
+    """The gate factors are computed a chunk of steps at a time; any chunk size gives the same result."""
+    from lstm_cli import lstm as lstm_module
+
+    x, W, b, h0, c0 = _layer_problem(rng, T=7, B=2, I=2, H=3)
+    upstream = rng.normal(size=(7, 2, 3))
+    _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    reference = lstm_layer_backward(upstream, cache, W)
+    monkeypatch.setattr(lstm_module, "_CHUNK_BYTES", chunk_bytes)
+    for got, want in zip(lstm_layer_backward(upstream, cache, W), reference):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_inference_forward_without_cache_matches(rng):
+    x, W, b, h0, c0 = _layer_problem(rng, T=5)
+    h, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
+    h2, none = lstm_layer_forward(x, W, b, 1.0, h0, c0, need_cache=False)
+    assert none is None
+    np.testing.assert_array_equal(h, h2)

@@ -53,7 +53,7 @@ def test_gradcheck_fails_on_a_broken_backward():
     from lstm_cli.lstm import lstm_layer_backward
 
     def no_recurrent_term(dh, cache, W):  # dh_next = dz @ Wh.T becomes zero
-        I = cache.x.shape[2]
+        I = cache.input_size
         W_broken = W.copy()
         W_broken[I:] = 0.0
         return lstm_layer_backward(dh, cache, W_broken)
