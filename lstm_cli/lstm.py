@@ -146,6 +146,36 @@ def _to_internal(a, H):
 _to_tf = _to_internal  # swapping blocks 0 and 1 is its own inverse
 
 
+class Workspace:
+    """Arrays reused from one call to the next, by name (a training loop allocates the same
+    large buffers every step; fresh ones cost page faults and memory traffic).
+
+    ``get`` returns an *uninitialised* view of the requested shape, growing the named
+    buffer when needed. Whatever a previous call left in a buffer is overwritten by the
+    next call that uses the same workspace, so a workspace belongs to one forward/backward
+    pair at a time (LSTMClassifier.loss_and_grads uses its own; forward() uses none by
+    default).
+    """
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype):
+        size = int(np.prod(shape))
+        key = (name, np.dtype(dtype))
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = np.empty(size if buf is None else max(size, buf.size + buf.size // 4), dtype)
+            self._buffers[key] = buf
+        return buf[:size].reshape(shape)
+
+
+def _allocator(workspace, prefix):
+    if workspace is None:
+        return lambda name, shape, dtype: np.empty(shape, dtype)
+    return lambda name, shape, dtype: workspace.get(prefix + name, shape, dtype)
+
+
 def batch_sizes_from_lengths(lengths, T=None):
     """(T,) number of sequences still running at each step; lengths sorted longest first."""
     lengths = np.asarray(lengths)
@@ -175,15 +205,17 @@ class LayerCache(NamedTuple):
 
 
 def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None,
-                       need_cache=True):
+                       need_cache=True, workspace=None):
     """Run one layer over a sequence batch.
 
     x: packed (N, I) with batch_sizes (T,) (see the layout note above), or a full
     time-major batch (T, B, I) with batch_sizes None. W (I+H, 4H) in TF gate order,
     b (4H,), h0/c0 (B, H) or None for zeros (B = batch_sizes[0]).
     Returns h in x's layout ((N, H) or (T, B, H)) and a LayerCache for the backward
-    pass (None when need_cache is False: inference keeps only h).
+    pass (None when need_cache is False: inference keeps only h). workspace: a Workspace
+    to take the large arrays from (h and the cache then live in it until its next use).
     """
+    alloc = _allocator(workspace, "fwd.")
     shape = x.shape
     if batch_sizes is None:
         T, B, I = shape
@@ -209,20 +241,20 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     bias_s = _to_internal(bias, H) * scale
     Wh_s = W_s[I:]  # (H, 4H)
 
-    gates = x @ W_s[:I]  # (N, 4H): the x-part of every step in one GEMM
+    gates = np.matmul(x, W_s[:I], out=alloc("gates", (N, 4 * H), dtype))  # x-part, one GEMM
     gates += bias_s
-    h = np.empty((N, H), dtype)
+    h = alloc("h", (N, H), dtype)
     if need_cache:
-        xh = np.empty((N, I + H), dtype)
+        xh = alloc("xh", (N, I + H), dtype)
         xh[:, :I] = x
-        c_prev_all = np.empty((N, H), dtype)
-        c = np.empty((N, H), dtype)
-        tanh_c = np.empty((N, H), dtype)
+        c_prev_all = alloc("c_prev", (N, H), dtype)
+        c = alloc("c", (N, H), dtype)
+        tanh_c = alloc("tanh_c", (N, H), dtype)
     else:  # inference: per-step scratch only
-        c_buf = [np.empty((B, H), dtype), np.empty((B, H), dtype)]
-        tc_buf = np.empty((B, H), dtype)
-    hWh = np.empty((B, 4 * H), dtype)  # recurrent projection buffer
-    ij = np.empty((B, H), dtype)
+        c_buf = [alloc("c0", (B, H), dtype), alloc("c1", (B, H), dtype)]
+        tc_buf = alloc("tc", (B, H), dtype)
+    hWh = alloc("hWh", (B, 4 * H), dtype)  # recurrent projection buffer
+    ij = alloc("ij", (B, H), dtype)
     h_prev, c_prev = h0, c0
     for t in range(len(batch_sizes)):
         lo, hi = int(offsets[t]), int(offsets[t + 1])
@@ -276,14 +308,16 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     out_dc_from_h *= o
 
 
-def lstm_layer_backward(dh, cache: LayerCache, W):
+def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None):
     """BPTT through one layer (DESIGN.md §4).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
     layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)
     is passed in (TF order, as given to forward), not cached.
     Returns dx (x's layout), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
+    workspace: scratch arrays (and dx) are taken from it; dW, db, dh0, dc0 are always new.
     """
+    alloc = _allocator(workspace, "bwd.")
     xh, gates, sizes, offsets = cache.xh, cache.gates, cache.batch_sizes, cache.offsets
     N = xh.shape[0]
     I = cache.input_size
@@ -297,14 +331,14 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
     # are still in cache when the step loop reads them.
     steps_per_chunk = max(1, _CHUNK_BYTES // max(1, B * 5 * H * dtype.itemsize))
     chunk_rows = int(min(N, B * steps_per_chunk))
-    dgate_buf = np.empty((chunk_rows, 4 * H), dtype)
-    dcfh_buf = np.empty((chunk_rows, H), dtype)
+    dgate_buf = alloc("dgate", (chunk_rows, 4 * H), dtype)
+    dcfh_buf = alloc("dc_from_h", (chunk_rows, H), dtype)
 
-    dz = np.empty((N, 4 * H), dtype)  # gradient w.r.t. the pre-activations
+    dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations
     dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
     dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
-    dh_t = np.empty((B, H), dtype)
-    dc = np.empty((B, H), dtype)
+    dh_t = alloc("dh_t", (B, H), dtype)
+    dc = alloc("dc", (B, H), dtype)
     T = len(sizes)
     chunk_lo = offsets[T]
     for t in range(T - 1, -1, -1):
@@ -332,5 +366,5 @@ def lstm_layer_backward(dh, cache: LayerCache, W):
 
     dW = xh.T @ dz  # (I+H, 4H): x- and h-rows in one GEMM
     db = dz.sum(axis=0)
-    dx = dz @ _to_internal(W[:I], H).T  # (N, I)
+    dx = np.matmul(dz, _to_internal(W[:I], H).T, out=alloc("dx", (N, I), dtype))  # (N, I)
     return (dx.reshape(cache.shape), _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next)

@@ -25,7 +25,7 @@ from .heads import (
     last_step_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import batch_sizes_from_lengths, lstm_layer_backward, lstm_layer_forward
+from .lstm import Workspace, batch_sizes_from_lengths, lstm_layer_backward, lstm_layer_forward
 
 HEADS = ("last", "all")
 INITS = ("uniform", "glorot_orthogonal")
@@ -218,13 +218,14 @@ class LSTMClassifier:
         return y.astype(np.int64)
 
     # ------------------------------------------------------------------ forward/backward
-    def forward(self, x, lengths, *, training=False, rng=None, need_cache=True):
+    def forward(self, x, lengths, *, training=False, rng=None, need_cache=True, workspaces=None):
         """x (B, T, I) right-padded, lengths (B,) -> logits and a ForwardCache.
 
         logits: (B, K) for head="last" (caller's order); for head="all" one row per valid
         step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives (B, T, K)).
         training=True enables dropout, which needs ``rng`` (a numpy Generator).
-        need_cache=False (inference) keeps only what the output needs.
+        need_cache=False (inference) keeps only what the output needs. workspaces: one
+        lstm.Workspace per layer to reuse arrays from (the cache then lives in them).
         """
         pb = self.pack(x, lengths)
         p = self.params
@@ -232,7 +233,8 @@ class LSTMClassifier:
         layer_caches, masks = [], []
         for k in range(self.num_layers):
             h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias,
-                                       batch_sizes=pb.batch_sizes, need_cache=need_cache)
+                                       batch_sizes=pb.batch_sizes, need_cache=need_cache,
+                                       workspace=None if workspaces is None else workspaces[k])
             layer_caches.append(lc)
             keep = None
             if training and self.dropout > 0.0 and k < self.num_layers - 1:
@@ -249,7 +251,7 @@ class LSTMClassifier:
             logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
         return logits, ForwardCache(layer_caches, masks, hc, pb)
 
-    def backward(self, dlogits, cache: ForwardCache):
+    def backward(self, dlogits, cache: ForwardCache, workspaces=None):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
 
         Returns (grads, dx): grads has exactly the keys of ``params``; dx (B, T, I) is the
@@ -263,7 +265,8 @@ class LSTMClassifier:
             dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
-                dh, cache.layers[k], p[f"lstm.{k}.W"])
+                dh, cache.layers[k], p[f"lstm.{k}.W"],
+                workspace=None if workspaces is None else workspaces[k])
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
@@ -291,17 +294,28 @@ class LSTMClassifier:
         return softmax_cross_entropy(logits, y[pb.seq], weights)
 
     def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
-                       return_dx=False):
+                       return_dx=False, return_probs=False):
         """Mean cross-entropy of the batch and the gradient of every parameter.
 
         y (B,) int class indices; class_weights (K,) optional per-class weights (the loss is
-        then the weighted mean, sum_b w_{y_b} CE_b / sum_b w_{y_b}). Returns (loss, grads)
-        or (loss, grads, dx) with return_dx=True; dx (B, T, I).
+        then the weighted mean, sum_b w_{y_b} CE_b / sum_b w_{y_b}). Returns (loss, grads),
+        plus dx (B, T, I) with return_dx=True and the class probabilities (B, K) with
+        return_probs=True. Large intermediate arrays are reused from call to call (the
+        returned arrays are always new).
         """
-        logits, cache = self.forward(x, lengths, training=training, rng=rng)
+        if getattr(self, "_workspaces", None) is None or len(self._workspaces) != self.num_layers:
+            self._workspaces = [Workspace() for _ in range(self.num_layers)]
+        logits, cache = self.forward(x, lengths, training=training, rng=rng,
+                                     workspaces=self._workspaces)
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
-        grads, dx = self.backward(dlogits, cache)
-        return (loss, grads, dx) if return_dx else (loss, grads)
+        probs = self.probabilities(logits, cache) if return_probs else None
+        grads, dx = self.backward(dlogits, cache, workspaces=self._workspaces)
+        out = (loss, grads)
+        if return_dx:
+            out += (dx,)
+        if return_probs:
+            out += (probs,)
+        return out
 
     def loss(self, x, lengths, y, class_weights=None):
         """Mean cross-entropy of the batch (forward only, no dropout)."""

@@ -365,15 +365,15 @@ class Trainer:
         data, model = self.data, self.model
         x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
         y = data.y_train[idx]
-        logits, cache = model.forward(x, lengths, training=True, rng=self.rng)
-        loss, dlogits = model.loss_from_logits(logits, cache, y, self.class_weights)
+        with np.errstate(all="ignore"):  # a non-finite loss is reported just below
+            loss, grads, probs = model.loss_and_grads(x, lengths, y, self.class_weights, training=True,
+                                                      rng=self.rng, return_probs=True)
         self.step += 1
         if not math.isfinite(loss):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
                 f"last finite loss {_fmt(self.last_finite_loss)}. {_kept(self.run_dir, self.history)} "
                 f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
-        grads, _ = model.backward(dlogits, cache)
         grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
         if not math.isfinite(gnorm):
             raise TrainingError(
@@ -382,7 +382,7 @@ class Trainer:
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
-        return loss, int((model.probabilities(logits, cache).argmax(1) == y).sum())
+        return loss, int((probs.argmax(1) == y).sum())
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial

@@ -52,11 +52,11 @@ def test_gradcheck_fails_on_a_broken_backward():
     from lstm_cli import model as model_module
     from lstm_cli.lstm import lstm_layer_backward
 
-    def no_recurrent_term(dh, cache, W):  # dh_next = dz @ Wh.T becomes zero
+    def no_recurrent_term(dh, cache, W, **kw):  # dh_next = dz @ Wh.T becomes zero
         I = cache.input_size
         W_broken = W.copy()
         W_broken[I:] = 0.0
-        return lstm_layer_backward(dh, cache, W_broken)
+        return lstm_layer_backward(dh, cache, W_broken, **kw)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(model_module, "lstm_layer_backward", no_recurrent_term)
