@@ -153,6 +153,15 @@ class SequenceDataset:
         """(N,) int64 number of steps of each sequence."""
         return np.diff(self.offsets)
 
+    @property
+    def starts(self):
+        """(N,) int64 first row of each sequence in ``x``."""
+        return self.offsets[:-1]
+
+    def view(self, indices):
+        """The sequences ``indices`` as a SequenceView: nothing is copied."""
+        return SequenceView(self, indices)
+
     def __len__(self):
         return self.offsets.shape[0] - 1
 
@@ -182,6 +191,43 @@ class SequenceDataset:
         x = np.asarray(self.x[rows])  # fancy index: a copy of just these rows, also for a memmap
         labels = None if self.labels is None else self.labels[idx]
         return SequenceDataset(x, offsets, labels, self.source)
+
+
+class SequenceView:
+    """Some sequences of a SequenceDataset, chosen by index, without copying their rows
+    (a memory-mapped dataset stays on disk; a training/validation split costs only the
+    index arrays). Offers what batching, normalisation statistics and inference read:
+    ``x``, ``starts``, ``lengths``, ``labels``, ``num_features``, ``source``, ``len()``.
+    """
+
+    def __init__(self, base, indices):
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)  # (M,)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= len(base)):
+            raise IndexError(f"view index out of range for {len(base)} sequences")
+
+    x = property(lambda self: self.base.x)
+    source = property(lambda self: self.base.source)
+    num_features = property(lambda self: self.base.num_features)
+    starts = property(lambda self: self.base.starts[self.indices])
+    lengths = property(lambda self: self.base.lengths[self.indices])
+
+    @property
+    def labels(self):
+        return None if self.base.labels is None else self.base.labels[self.indices]
+
+    def __len__(self):
+        return self.indices.size
+
+    def sequence(self, n):
+        return self.base.sequence(int(self.indices[n]))
+
+    def subset(self, indices):
+        """A new in-memory SequenceDataset of the view's sequences ``indices`` (rows copied)."""
+        return self.base.subset(self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def view(self, indices):
+        return SequenceView(self.base, self.indices[np.asarray(indices, dtype=np.int64)])
 
 
 # ---------------------------------------------------------------------------
@@ -1188,6 +1234,8 @@ def feature_stats(ds, chunk_rows=1_000_000):
     """
     if chunk_rows < 1:
         raise LstmCliError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if isinstance(ds, SequenceView):
+        return _view_feature_stats(ds, chunk_rows)
     rows = ds.x.shape[0]
     if rows == 0:
         raise DataError(f"{ds.source}: no data to compute feature statistics on")
@@ -1208,6 +1256,33 @@ def feature_stats(ds, chunk_rows=1_000_000):
     return mean, std
 
 
+def _view_feature_stats(view, chunk_rows):
+    """feature_stats over the rows of a view's sequences, a group of sequences at a time."""
+    lengths, starts = view.lengths, view.starts
+    if lengths.sum() == 0:
+        raise DataError(f"{view.source}: no data to compute feature statistics on")
+    ends = np.cumsum(lengths)
+    count = 0
+    mean = np.zeros(view.num_features, dtype=np.float64)  # (F,)
+    m2 = np.zeros(view.num_features, dtype=np.float64)  # (F,)
+    first = 0
+    while first < len(view):
+        # sequences first..last-1 hold about chunk_rows rows (at least one sequence)
+        last = max(first + 1, int(np.searchsorted(ends, ends[first] - lengths[first] + chunk_rows, "right")))
+        rows = _ranges(starts[first:last], lengths[first:last])
+        block = np.asarray(view.x[rows], dtype=np.float64)  # (c, F)
+        c = block.shape[0]
+        block_mean = block.mean(axis=0)
+        block_m2 = ((block - block_mean) ** 2).sum(axis=0)
+        total = count + c
+        delta = block_mean - mean
+        mean = mean + delta * (c / total)
+        m2 = m2 + block_m2 + delta**2 * (count * c / total)
+        count = total
+        first = last
+    return mean, np.maximum(np.sqrt(m2 / count), 1e-8)
+
+
 def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
     """Gather sequences ``indices`` into a right-padded batch.
 
@@ -1223,7 +1298,7 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
     if B == 0:
         return np.zeros((0, 0, F), dtype=dtype), lens
     T = int(lens.max())
-    rows = _ranges(ds.offsets[idx], lens)  # (S,) rows of ds.x, S = lens.sum()
+    rows = _ranges(ds.starts[idx], lens)  # (S,) rows of ds.x, S = lens.sum()
     data = np.asarray(ds.x[rows])  # (S, F)
     if mean is not None or std is not None:
         data = data.astype(np.float64)

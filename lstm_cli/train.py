@@ -90,7 +90,8 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
         train, valid = full, _load(cfg.data.valid, cfg)
     elif cfg.data.valid_fraction > 0:
         tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
-        train, valid = full.subset(tr_idx), (full.subset(va_idx) if va_idx.size else None)
+        # views: the split copies no rows (a memory-mapped training file stays on disk)
+        train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
     else:
         train, valid = full, None
     test = _load(cfg.data.test, cfg) if cfg.data.test else None

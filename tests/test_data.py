@@ -888,3 +888,19 @@ def test_make_batches_pools_change_membership_between_epochs():
     assert D.padded_fraction(first, lengths) < 0.05
     as_sets = lambda batches: {frozenset(b.tolist()) for b in batches}
     assert len(as_sets(first) & as_sets(second)) < len(first) // 10
+
+
+def test_views_copy_nothing_and_match_subsets():
+    rng = np.random.default_rng(3)
+    ds = make_ds(lengths=tuple(rng.integers(1, 9, size=40)), F=3, labels=tuple(rng.integers(0, 4, size=40)))
+    idx = np.array([5, 0, 17, 33, 2])
+    view, sub = ds.view(idx), ds.subset(idx)
+    assert view.x is ds.x and len(view) == 5
+    np.testing.assert_array_equal(view.lengths, sub.lengths)
+    np.testing.assert_array_equal(view.labels, sub.labels)
+    for got, want in zip(D.pad_batch(view, [4, 1, 0]), D.pad_batch(sub, [4, 1, 0])):
+        np.testing.assert_array_equal(got, want)
+    for chunk in (1, 7, 10_000):
+        for got, want in zip(D.feature_stats(view, chunk_rows=chunk), D.feature_stats(sub)):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(view.view([1, 2]).lengths, sub.lengths[[1, 2]])
