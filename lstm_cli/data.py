@@ -45,6 +45,7 @@ import csv
 import io
 import json
 import math
+import mmap as _mmap
 import os
 import re
 from dataclasses import dataclass
@@ -576,10 +577,17 @@ def _check_y(y, n, name, source):
     raise DataError(f"{source}: {name} has dtype {y.dtype}{hint}, expected integer or unicode labels")
 
 
-def _check_finite_chunked(x, name, source, chunk_rows=1_000_000):
+def _chunk_rows(x, target_bytes=16 << 20):
+    """Rows per chunk so that a float64 copy of one chunk is about target_bytes."""
+    return max(1, target_bytes // (8 * max(1, x.shape[1] if x.ndim > 1 else 1)))
+
+
+def _check_finite_chunked(x, name, source, chunk_rows=None):
+    chunk_rows = chunk_rows or _chunk_rows(x)
     for start in range(0, x.shape[0], chunk_rows):
         block = np.asarray(x[start : start + chunk_rows])
         _finite_or_raise(block, lambda i, j, v: f"{source}: {name}[{start + i}, {j}] is {v}")
+        release_pages(x)  # a memory-mapped file never becomes resident as a whole
 
 
 def _npz_member(npz, key, source):
@@ -639,9 +647,22 @@ def read_npz(path, require_labels=True):
     return SequenceDataset(x, offsets, y, source)
 
 
+def _advise_random(arr):
+    """Batches read scattered sequences: turn off the kernel's read-ahead on the memory map
+    (it would bring in ~128 KB around every sequence touched and inflate RSS)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(_mmap, "MADV_RANDOM"):
+        try:
+            mm.madvise(_mmap.MADV_RANDOM)
+        except (OSError, ValueError):
+            pass
+    return arr
+
+
 def _load_npy(path, mmap, source, name):
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return _advise_random(arr) if mmap else arr
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
     except ValueError as exc:
@@ -681,6 +702,7 @@ def read_npy_dir(path, require_labels=True, mmap=True):
     if os.path.isfile(names["y"]):
         y = _check_y(np.asarray(_load_npy(names["y"], False, source, "y.npy")), offsets.size - 1, "y.npy", source)
     _check_finite_chunked(x, "x.npy", source)
+    release_pages(x)  # the check read every row; they need not stay resident
     return SequenceDataset(x, offsets, y, source)
 
 
@@ -1225,13 +1247,14 @@ def stratified_split(labels, fraction, rng):
 # Normalisation and batching
 
 
-def feature_stats(ds, chunk_rows=1_000_000):
+def feature_stats(ds, chunk_rows=None):
     """Per-feature mean and std, (F,) float64 each, over every step of ``ds``.
 
     Reads ``ds.x`` in chunks of ``chunk_rows`` rows (memmap friendly) and merges
     chunk statistics with Chan et al.'s pairwise formula. The std is the population
     std floored at 1e-8, so constant features do not divide by 0.
     """
+    chunk_rows = _chunk_rows(ds.x) if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise LstmCliError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if isinstance(ds, SequenceView):
@@ -1252,8 +1275,55 @@ def feature_stats(ds, chunk_rows=1_000_000):
         mean = mean + delta * (c / total)
         m2 = m2 + block_m2 + delta**2 * (count * c / total)
         count = total
+        release_pages(ds)
     std = np.maximum(np.sqrt(m2 / count), 1e-8)
     return mean, std
+
+
+def _gather_rows(x, starts, lens):
+    """The rows of the sequences (starts, lens) of x, concatenated: (sum(lens), F).
+
+    In memory: one fancy index. Memory-mapped (np.memmap of a file): one positioned read
+    per sequence straight into the result. Touching scattered sequences through the map
+    would make whole page-cache folios (up to 2 MB each on this kind of kernel) resident
+    in the process for a few KB of data, so RSS would grow with the dataset; reads keep
+    it at the size of a batch.
+    """
+    filename = getattr(x, "filename", None)
+    if not (isinstance(x, np.memmap) and filename and x.ndim == 2 and x.flags.c_contiguous):
+        return np.asarray(x[_ranges(starts, lens)])
+    F = x.shape[1]
+    row_bytes = F * x.dtype.itemsize
+    out = np.empty((int(lens.sum()), F), dtype=x.dtype)
+    buf = memoryview(out.reshape(-1).view(np.uint8))
+    base = int(x.offset)
+    pos = 0
+    with open(filename, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        for start, n in zip(starts.tolist(), lens.tolist()):  # one read per sequence
+            nbytes = n * row_bytes
+            got = os.preadv(fd, [buf[pos : pos + nbytes]], base + start * row_bytes)
+            if got != nbytes:
+                raise DataError(f"{filename}: short read ({got} of {nbytes} bytes); was the file truncated?")
+            pos += nbytes
+    return out
+
+
+def release_pages(ds) -> None:
+    """Tell the OS that the pages of a memory-mapped dataset read so far may be dropped.
+
+    Reading rows through a memory map makes them resident (and counted in the process's
+    RSS) until the kernel needs the memory; after a pass over the data the trainer calls
+    this so that peak RSS stays independent of the dataset's size. A no-op for in-memory
+    data and where madvise is unavailable.
+    """
+    x = getattr(ds, "x", ds)  # a dataset, a view or the array itself
+    mm = getattr(x, "_mmap", None)
+    if isinstance(x, np.memmap) and mm is not None and hasattr(mm, "madvise") and hasattr(_mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(_mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # best effort: only memory use depends on it
+            pass
 
 
 def _view_feature_stats(view, chunk_rows):
@@ -1280,6 +1350,7 @@ def _view_feature_stats(view, chunk_rows):
         m2 = m2 + block_m2 + delta**2 * (count * c / total)
         count = total
         first = last
+        release_pages(view)
     return mean, np.maximum(np.sqrt(m2 / count), 1e-8)
 
 
@@ -1298,8 +1369,7 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
     if B == 0:
         return np.zeros((0, 0, F), dtype=dtype), lens
     T = int(lens.max())
-    rows = _ranges(ds.starts[idx], lens)  # (S,) rows of ds.x, S = lens.sum()
-    data = np.asarray(ds.x[rows])  # (S, F)
+    data = _gather_rows(ds.x, ds.starts[idx], lens)  # (S, F), S = lens.sum()
     if mean is not None or std is not None:
         data = data.astype(np.float64)
         for name, stat in (("mean", mean), ("std", std)):
@@ -1311,7 +1381,7 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
             data = data / np.asarray(std, dtype=np.float64)
     out = np.zeros((B, T, F), dtype=dtype)  # (B, T, F)
     b_of_row = np.repeat(np.arange(B), lens)  # (S,)
-    t_of_row = np.arange(rows.size) - np.repeat(np.cumsum(lens) - lens, lens)  # (S,)
+    t_of_row = np.arange(data.shape[0]) - np.repeat(np.cumsum(lens) - lens, lens)  # (S,)
     out[b_of_row, t_of_row] = data
     return out, lens.astype(np.int64)
 

@@ -34,6 +34,7 @@ from .data import (
     make_batches,
     pad_batch,
     padded_fraction,
+    release_pages,
     stratified_split,
 )
 from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
@@ -109,6 +110,7 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
     mean = std = None
     if cfg.data.normalize:
         mean, std = feature_stats(train)
+        release_pages(full)
     return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std)
 
 
@@ -391,7 +393,8 @@ class Trainer:
                "train_accuracy": p["correct"] / p["seen"], "val_loss": None, "val_accuracy": None,
                "lr": self.optimizer.lr, "grad_norm": p["norm_sum"] / len(batches)}
         if data.valid is not None:
-            v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean, data.std)
+            v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean, data.std,
+                                               batch_size=self.cfg.train.batch_size)
             row["val_loss"] = float(v_losses.mean())
             row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
         row.update(seconds=round(seconds, 4),

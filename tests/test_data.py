@@ -904,3 +904,19 @@ def test_views_copy_nothing_and_match_subsets():
         for got, want in zip(D.feature_stats(view, chunk_rows=chunk), D.feature_stats(sub)):
             np.testing.assert_allclose(got, want, rtol=1e-12)
     np.testing.assert_array_equal(view.view([1, 2]).lengths, sub.lengths[[1, 2]])
+
+
+def test_pad_batch_reads_memory_mapped_rows_exactly(tmp_path):
+    """Batches from a memory-mapped .npy folder (read with positioned reads) equal the
+    same batches from memory, for the dataset and for a view of it."""
+    rng = np.random.default_rng(0)
+    ds = make_ds(lengths=tuple(rng.integers(1, 30, size=50)), F=5, labels=tuple(rng.integers(0, 3, size=50)),
+                 dtype=np.float32)
+    D.write_npy_dir(ds, str(tmp_path / "npy"))
+    mm = D.read_npy_dir(str(tmp_path / "npy"))
+    assert isinstance(mm.x, np.memmap)
+    for idx in (np.array([3, 1, 40]), np.arange(50)):
+        for got, want in zip(D.pad_batch(mm, idx, mean=np.ones(5), std=np.full(5, 2.0)),
+                             D.pad_batch(ds, idx, mean=np.ones(5), std=np.full(5, 2.0))):
+            np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(D.pad_batch(mm.view([5, 9, 2]), [0, 2])[0], D.pad_batch(ds, [5, 2])[0])
