@@ -293,6 +293,13 @@ class LSTMClassifier:
             return softmax_cross_entropy(logits, y, weights)
         return softmax_cross_entropy(logits, y[pb.seq], weights)
 
+    def _own_workspaces(self):
+        """The model's reusable buffers, for methods that return only new arrays (the
+        caches they fill never escape, so reusing them between calls is safe)."""
+        if getattr(self, "_workspaces", None) is None or len(self._workspaces) != self.num_layers:
+            self._workspaces = [Workspace() for _ in range(self.num_layers)]
+        return self._workspaces
+
     def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
                        return_dx=False, return_probs=False):
         """Mean cross-entropy of the batch and the gradient of every parameter.
@@ -303,13 +310,11 @@ class LSTMClassifier:
         return_probs=True. Large intermediate arrays are reused from call to call (the
         returned arrays are always new).
         """
-        if getattr(self, "_workspaces", None) is None or len(self._workspaces) != self.num_layers:
-            self._workspaces = [Workspace() for _ in range(self.num_layers)]
         logits, cache = self.forward(x, lengths, training=training, rng=rng,
-                                     workspaces=self._workspaces)
+                                     workspaces=self._own_workspaces())
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         probs = self.probabilities(logits, cache) if return_probs else None
-        grads, dx = self.backward(dlogits, cache, workspaces=self._workspaces)
+        grads, dx = self.backward(dlogits, cache, workspaces=self._own_workspaces())
         out = (loss, grads)
         if return_dx:
             out += (dx,)
@@ -334,7 +339,7 @@ class LSTMClassifier:
 
     def predict_proba(self, x, lengths):
         """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
-        logits, cache = self.forward(x, lengths, need_cache=False)
+        logits, cache = self.forward(x, lengths, need_cache=False, workspaces=self._own_workspaces())
         return self.probabilities(logits, cache)
 
     def predict(self, x, lengths):
@@ -353,7 +358,7 @@ class LSTMClassifier:
 
     def evaluate_batch(self, x, lengths, y):
         """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
-        logits, cache = self.forward(x, lengths, need_cache=False)
+        logits, cache = self.forward(x, lengths, need_cache=False, workspaces=self._own_workspaces())
         pb = cache.batch
         B = len(pb.lengths)
         y = self._labels(y, B)
