@@ -32,6 +32,11 @@ def _common(fn):
                 raise
             click.echo(f"Error: {err}", err=True)
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
+            if debug:
+                raise
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
 
     return wrapper
 

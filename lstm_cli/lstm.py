@@ -29,6 +29,7 @@ There are two levels here:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -135,7 +136,7 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # boundary: weights on the way in, weight gradients on the way out.
 
 _TF_TO_INTERNAL = (1, 0, 2, 3)  # internal block k holds TF block _TF_TO_INTERNAL[k]
-_CHUNK_BYTES = 1 << 18  # backward computes gate factors for this many bytes of steps at a time
+_CHUNK_BYTES = 1 << 19  # backward computes gate factors for this many bytes of steps at a time
 
 
 def _to_internal(a, H):
@@ -161,7 +162,7 @@ class Workspace:
         self._buffers = {}
 
     def get(self, name, shape, dtype):
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         key = (name, np.dtype(dtype))
         buf = self._buffers.get(key)
         if buf is None or buf.size < size:
@@ -308,7 +309,7 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     out_dc_from_h *= o
 
 
-def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None):
+def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     """BPTT through one layer (DESIGN.md §4).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
@@ -316,6 +317,8 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None):
     is passed in (TF order, as given to forward), not cached.
     Returns dx (x's layout), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
     workspace: scratch arrays (and dx) are taken from it; dW, db, dh0, dc0 are always new.
+    need_dx=False skips the input gradient's GEMM (the first layer's input is data) and
+    returns None for dx.
     """
     alloc = _allocator(workspace, "bwd.")
     xh, gates, sizes, offsets = cache.xh, cache.gates, cache.batch_sizes, cache.offsets
@@ -366,5 +369,8 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None):
 
     dW = xh.T @ dz  # (I+H, 4H): x- and h-rows in one GEMM
     db = dz.sum(axis=0)
-    dx = np.matmul(dz, _to_internal(W[:I], H).T, out=alloc("dx", (N, I), dtype))  # (N, I)
-    return (dx.reshape(cache.shape), _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next)
+    dx = None
+    if need_dx:
+        dx = np.matmul(dz, _to_internal(W[:I], H).T, out=alloc("dx", (N, I), dtype))  # (N, I)
+        dx = dx.reshape(cache.shape)
+    return dx, _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next

@@ -251,11 +251,12 @@ class LSTMClassifier:
             logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
         return logits, ForwardCache(layer_caches, masks, hc, pb)
 
-    def backward(self, dlogits, cache: ForwardCache, workspaces=None):
+    def backward(self, dlogits, cache: ForwardCache, workspaces=None, need_dx=True):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
 
         Returns (grads, dx): grads has exactly the keys of ``params``; dx (B, T, I) is the
-        gradient w.r.t. the input batch (zero at padded steps).
+        gradient w.r.t. the input batch (zero at padded steps), or None with need_dx=False
+        (which saves the first layer's input-gradient GEMM).
         """
         p = self.params
         grads = {}
@@ -266,14 +267,17 @@ class LSTMClassifier:
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                 dh, cache.layers[k], p[f"lstm.{k}.W"],
-                workspace=None if workspaces is None else workspaces[k])
+                workspace=None if workspaces is None else workspaces[k], need_dx=need_dx or k > 0)
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
+        grads = {k: grads[k] for k in p}
+        if not need_dx:
+            return grads, None
         pb = cache.batch
         dx = np.zeros((len(pb.lengths), pb.T, self.input_size), dh.dtype)  # (B, T, I)
         dx[pb.index] = dh
-        return {k: grads[k] for k in p}, dx
+        return grads, dx
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
         """The loss's averaging weights per logits row (DESIGN.md §3): (B,) for the last
@@ -314,7 +318,7 @@ class LSTMClassifier:
                                      workspaces=self._own_workspaces())
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         probs = self.probabilities(logits, cache) if return_probs else None
-        grads, dx = self.backward(dlogits, cache, workspaces=self._own_workspaces())
+        grads, dx = self.backward(dlogits, cache, workspaces=self._own_workspaces(), need_dx=return_dx)
         out = (loss, grads)
         if return_dx:
             out += (dx,)

@@ -10,6 +10,7 @@ complete version under each name.
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import json
 import math
@@ -440,11 +441,31 @@ class Trainer:
 
 
 def _blas_threads():
-    """Thread count of the BLAS numpy uses, as far as the environment tells (None if unknown)."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return None
+    """What decides the BLAS's summation order: the library numpy loaded and its thread
+    count (asked from OpenBLAS itself when possible), plus the thread variables. Recorded
+    in checkpoints because bitwise-identical resumes assume the same values."""
+    info = {"env": {v: os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                              "MKL_NUM_THREADS") if v in os.environ},
+            "library": None, "threads": None}
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            libs = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower()})
+    except OSError:
+        return info
+    for path in libs:
+        info["library"] = os.path.basename(path)
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("openblas_get_num_threads", "openblas_get_num_threads64_",
+                     "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_int
+                info["threads"] = int(fn())
+                return info
+    return info
 
 
 def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,

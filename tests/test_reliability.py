@@ -142,3 +142,36 @@ def test_kill_9_never_leaves_a_corrupt_file(write_config, tmp_path):
     proc.kill()
     proc.communicate()
     assert len(steps) >= 5 and steps[-1] > steps[0], steps
+
+
+def test_second_ctrl_c_exits_at_once_without_partial_files(write_config, tmp_path):
+    cfg = write_config()
+    run = tmp_path / "run"
+    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32")
+    deadline = time.time() + 60
+    while not (run / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not [n for n in os.listdir(run) if ".tmp" in n]
+    _check_run_files(run)
+
+
+def test_training_writes_only_inside_the_run_folder(write_config, tmp_path, monkeypatch):
+    """Path safety: a run reads its data and writes only into output.dir (and nothing in
+    the working directory or next to the data)."""
+    cfg = write_config(output={"dir": str(tmp_path / "out" / "run")})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    _fit(cfg, "train.epochs=2", "train.checkpoint_every_steps=3")
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    new = [p for p in after if p not in before]
+    assert new and all(str(p).startswith(os.path.join("out", "run")) or str(p) == "out" for p in new), new
+    assert list(cwd.iterdir()) == []
+    meta = load_checkpoint(str(tmp_path / "out" / "run" / "last.npz")).meta
+    assert "threads" in meta["blas_threads"]
