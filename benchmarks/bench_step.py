@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--optimizer", action="store_true",
+                   help="include an Adam update (lr 1e-3) in every training step, on both sides "
+                        "(lstm_cli.optim.Adam / torch.optim.Adam); the GEMM floor is unchanged")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
@@ -221,6 +224,7 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
         "lstm_cli_source": _source_info(lstm_cli),
         "torch": torch.__version__ if torch is not None else None,
         "threads": args.threads,
+        "optimizer": bool(args.optimizer),
         "env_thread_vars": {v: os.environ.get(v) for v in THREAD_VARS},
         "openblas_env_unset": [s for s in os.environ.get(UNSET_NOTE, "").split(";") if s],
         "openblas_env_now": {v: os.environ.get(v) for v in OPENBLAS_WORKAROUND_VARS},
@@ -392,7 +396,7 @@ def make_floor(np, wname, seed, sizes=None):
     return floor, flops
 
 
-def build_torch(torch, np, model, wname, head, x, lengths, y):
+def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=False):
     """An nn.LSTM + nn.Linear with the lstm_cli model's weights; returns the three step closures."""
     import torch.nn as nn
 
@@ -437,6 +441,8 @@ def build_torch(torch, np, model, wname, head, x, lengths, y):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
         return masked_mean_loss(lin(out))
 
+    opt = torch.optim.Adam(params, lr=1e-3) if with_optimizer else None
+
     def zero():
         for p in params:
             p.grad = None
@@ -445,12 +451,16 @@ def build_torch(torch, np, model, wname, head, x, lengths, y):
         zero()
         loss = loss_padded()
         loss.backward()
+        if opt is not None:
+            opt.step()
         return loss
 
     def train_packed():
         zero()
         loss = loss_packed()
         loss.backward()
+        if opt is not None:
+            opt.step()
         return loss
 
     def infer():
@@ -524,7 +534,8 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     x, lengths, y = make_batch(np, wname, args.seed)
     model = LSTMClassifier(input_size=I, hidden_size=H, num_classes=NUM_CLASSES, num_layers=L,
                            head=head, forget_bias=1.0, dtype="float32", seed=args.seed)
-    tc = build_torch(torch, np, model, wname, head, x, lengths, y) if torch is not None else None
+    tc = (build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=args.optimizer)
+          if torch is not None else None)
     check, warnings = verify(np, torch, model, tc, x, lengths, y)
     for w in warnings:
         print(f"WARNING [{wname}/{head}]: {w}", flush=True)
@@ -532,8 +543,19 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     running = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)  # (T,) sequences still running
     floor_run, floor_run_flops = make_floor(np, wname, args.seed, sizes=running)
 
+    if args.optimizer:
+        from lstm_cli.optim import Adam
+
+        opt = Adam(model.params, lr=1e-3)
+
+        def cli_train():
+            opt.step(model.params, model.loss_and_grads(x, lengths, y)[1])
+    else:
+        def cli_train():
+            model.loss_and_grads(x, lengths, y)
+
     fns = {
-        "lstm_cli_train": lambda: model.loss_and_grads(x, lengths, y),
+        "lstm_cli_train": cli_train,
         "gemm_floor": floor,
         "gemm_floor_run": floor_run,
         "lstm_cli_infer": lambda: model.predict_proba(x, lengths),
@@ -692,7 +714,8 @@ def _table(header, rows):
 def print_tables(results, meta, have_torch):
     g = lambda r, k: r["stats"].get(k, {}).get("median_ms")  # noqa: E731
     ra = lambda r, k: r["ratios"].get(k)  # noqa: E731
-    print(f"Training step, forward + backward, ms per batch (median), threads={meta['threads']}, float32")
+    what = "forward + backward + Adam update" if meta.get("optimizer") else "forward + backward"
+    print(f"Training step, {what}, ms per batch (median), threads={meta['threads']}, float32")
     header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "floor", "floor_run",
               "cli/pad", "cli/pack", "cli/floor", "cli/floor_run", "cli/pad_min", "floorGF/s", "reps",
               "cpu/wall", "loss_relerr"]
