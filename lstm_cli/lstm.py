@@ -128,10 +128,11 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # never stored, so it costs nothing and cannot leak into any result. A full time-major
 # batch (T, B, F) is the special case batch_sizes = [B] * T (and is accepted as such).
 #
-# Inside the layer the gate columns are kept in the order [j | i | f | o] (candidate
-# first), and the columns of the three sigmoid gates are pre-scaled by 1/2, so that one
-# tanh over the whole (n, 4H) block activates every gate:
+# Inside the layer the gates are kept in the order j, i, f, o (candidate first), stored
+# gate-major as (4, N, H), and the weights of the three sigmoid gates are pre-scaled by
+# 1/2, so that one tanh over a step's whole (4, n, H) block activates every gate:
 #     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for i, f, o (contiguous)
+# dz, which feeds the GEMMs, stays row-major (N, 4H) in the same gate order.
 # The public layout (TF order i, j, f, o; W (I+H, 4H) unscaled) is converted at the
 # boundary: weights on the way in, weight gradients on the way out.
 
@@ -193,7 +194,7 @@ def _offsets(batch_sizes):
 class LayerCache(NamedTuple):
     xh: np.ndarray  # (N, I+H) each valid row's [x_t, h_{t-1}]
     c_prev: np.ndarray  # (N, H) each row's c_{t-1}
-    gates: np.ndarray  # (N, 4H) post-activation, internal order [j|i|f|o]
+    gates: np.ndarray  # (4, N, H) post-activation, gate-major, internal order j, i, f, o
     c: np.ndarray  # (N, H) cell states
     tanh_c: np.ndarray  # (N, H)
     batch_sizes: np.ndarray  # (T,) rows of each step (non-increasing)
@@ -233,17 +234,21 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     h0 = np.zeros((B, H), dtype) if h0 is None else h0
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
 
-    # Internal weights: gate blocks reordered, sigmoid blocks scaled by 1/2.
+    # Internal weights: gate blocks reordered, sigmoid blocks scaled by 1/2, and stored
+    # gate-major (4, rows, H) so that every gate of a step is one contiguous (n, H) block:
+    # elementwise ufuncs on contiguous blocks run several times faster than on the
+    # column slices of an (n, 4H) array.
     scale = np.ones(4 * H, dtype)
     scale[H:] = 0.5
-    W_s = _to_internal(W, H) * scale  # (I+H, 4H)
+    W_g = np.ascontiguousarray((_to_internal(W, H) * scale).reshape(I + H, 4, H).transpose(1, 0, 2))
     bias = b.copy()  # (4H,) TF order
     bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
-    bias_s = _to_internal(bias, H) * scale
-    Wh_s = W_s[I:]  # (H, 4H)
+    bias_g = (_to_internal(bias, H) * scale).reshape(4, 1, H)
+    Wx_g, Wh_g = W_g[:, :I], W_g[:, I:]  # (4, I, H), (4, H, H)
 
-    gates = np.matmul(x, W_s[:I], out=alloc("gates", (N, 4 * H), dtype))  # x-part, one GEMM
-    gates += bias_s
+    # the x-part of every step and gate in one (batched) GEMM: (4, N, H)
+    gates = np.matmul(x, Wx_g, out=alloc("gates", (4, N, H), dtype))
+    gates += bias_g
     h = alloc("h", (N, H), dtype)
     if need_cache:
         xh = alloc("xh", (N, I + H), dtype)
@@ -254,26 +259,26 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     else:  # inference: per-step scratch only
         c_buf = [alloc("c0", (B, H), dtype), alloc("c1", (B, H), dtype)]
         tc_buf = alloc("tc", (B, H), dtype)
-    hWh = alloc("hWh", (B, 4 * H), dtype)  # recurrent projection buffer
+    hWh = alloc("hWh", (4, B, H), dtype)  # recurrent projection buffer
     ij = alloc("ij", (B, H), dtype)
     h_prev, c_prev = h0, c0
     for t in range(len(batch_sizes)):
         lo, hi = int(offsets[t]), int(offsets[t + 1])
         n = hi - lo
-        g = gates[lo:hi]  # (n, 4H), contiguous
+        g = gates[:, lo:hi]  # (4, n, H) view, each gate contiguous
         if need_cache:
             xh[lo:hi, I:] = h_prev[:n]
             c_prev_all[lo:hi] = c_prev[:n]
             c_t, tc_t = c[lo:hi], tanh_c[lo:hi]
         else:
             c_t, tc_t = c_buf[t % 2][:n], tc_buf[:n]
-        np.matmul(h_prev[:n], Wh_s, out=hWh[:n])
-        g += hWh[:n]
+        np.matmul(h_prev[:n], Wh_g, out=hWh[:, :n])
+        g += hWh[:, :n]
         np.tanh(g, out=g)  # j final; i, f, o hold tanh(z/2)
-        sig = g[:, H:]
+        sig = g[1:]
         sig *= 0.5
         sig += 0.5  # i, f, o = sigmoid(z)
-        j, i, f, o = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]
+        j, i, f, o = g
         np.multiply(f, c_prev[:n], out=c_t)
         np.multiply(i, j, out=ij[:n])
         c_t += ij[:n]
@@ -287,15 +292,17 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
 
 
 def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
-    """Gate-local parts of dz for a block of rows (n, ...), written into the out arrays.
+    """Gate-local parts of dz for a block of m rows, written into the out arrays.
 
+    gates (4, m, H) gate-major; out_dgate (m, 4H) row-major (as dz); out_dc_from_h (m, H).
     dz_j = dc * (i (1 - j^2)),  dz_i = dc * (j i (1 - i)),  dz_f = dc * (c_prev f (1 - f)),
     dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
     """
-    H = tanh_c.shape[1]
-    j, i, f, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
-    dgj, dgi, dgf, dgo = (out_dgate[:, k * H : (k + 1) * H] for k in range(4))
-    sig, dsig = gates[:, H:], out_dgate[:, H:]
+    m, H = tanh_c.shape
+    j, i, f, o = gates
+    dg = out_dgate.reshape(m, 4, H).transpose(1, 0, 2)  # (4, m, H) view of the row-major out
+    dgj, dgi, dgf, dgo = dg
+    sig, dsig = gates[1:], dg[1:]
     np.subtract(1.0, sig, out=dsig)  # i, f, o: s (1 - s) in two calls over the 3H block
     dsig *= sig
     dgi *= j
@@ -322,7 +329,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     """
     alloc = _allocator(workspace, "bwd.")
     xh, gates, sizes, offsets = cache.xh, cache.gates, cache.batch_sizes, cache.offsets
-    N = xh.shape[0]
+    N = xh.shape[0]  # gates is (4, N, H)
     I = cache.input_size
     H = W.shape[1] // 4
     B = int(sizes[0])
@@ -353,7 +360,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
                 t_first -= 1
             chunk_lo, chunk_hi = int(offsets[t_first]), hi
             m = chunk_hi - chunk_lo
-            _gate_factors(gates[chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
+            _gate_factors(gates[:, chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
                           cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:m], dcfh_buf[:m])
         r = lo - chunk_lo
         np.add(dh[lo:hi], dh_next[:n], out=dh_t[:n])
@@ -365,7 +372,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
                     out=dz_t.reshape(n, 4, H)[:, :3])
         np.multiply(dh_t[:n], dgate_buf[r : r + n, 3 * H :], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
-        np.multiply(dc[:n], gates[lo:hi, 2 * H : 3 * H], out=dc_next[:n])
+        np.multiply(dc[:n], gates[2, lo:hi], out=dc_next[:n])
 
     dW = xh.T @ dz  # (I+H, 4H): x- and h-rows in one GEMM
     db = dz.sum(axis=0)
