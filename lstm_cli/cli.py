@@ -270,13 +270,24 @@ def _predictions_csv(classes, probs, true_labels=None) -> str:
 _FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
 
 
+def _checkpoint_and_data(data_help):
+    """The CHECKPOINT argument and the --data/--format/--batch-size options eval and predict share."""
+
+    def decorate(fn):
+        fn = click.option("--batch-size", type=click.IntRange(1, None), default=256,
+                          show_default=True)(fn)
+        fn = click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)(fn)
+        fn = click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+                          help=data_help)(fn)
+        return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(fn)
+
+    return decorate
+
+
 @click.command(name="lstm-eval", context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
                       "--data data/japanese_vowels/test.jsonl --json report.json")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="Labelled data in any supported format.")
-@click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)
+@_checkpoint_and_data("Labelled data in any supported format.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as JSON to this file ('-' for stdout).")
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None,
@@ -284,7 +295,6 @@ _FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
 @click.option("--allow-unknown", is_flag=True,
               help="Leave sequences whose label the model never saw out of the metrics (counted) "
                    "instead of failing.")
-@click.option("--batch-size", type=click.IntRange(1, None), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="Do not print the tables.")
 @_common
 def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, batch_size, quiet):
@@ -309,13 +319,9 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
 @click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
                       "--data data/japanese_vowels/test.jsonl --output predictions.csv")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-              help="Data in any supported format; labels are optional and ignored.")
-@click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)
+@_checkpoint_and_data("Data in any supported format; labels are optional and ignored.")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="CSV file to write (default: stdout).")
-@click.option("--batch-size", type=click.IntRange(1, None), default=256, show_default=True)
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @_common
 def predict(checkpoint, data_path, fmt, output, batch_size, quiet):

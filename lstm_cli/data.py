@@ -1248,25 +1248,24 @@ def stratified_split(labels, fraction, rng):
 
 
 def feature_stats(ds, chunk_rows=None):
-    """Per-feature mean and std, (F,) float64 each, over every step of ``ds``.
+    """Per-feature mean and std, (F,) float64 each, over every step of ``ds`` (a dataset
+    or a view).
 
-    Reads ``ds.x`` in chunks of ``chunk_rows`` rows (memmap friendly) and merges
-    chunk statistics with Chan et al.'s pairwise formula. The std is the population
-    std floored at 1e-8, so constant features do not divide by 0.
+    Reads the rows in chunks of about ``chunk_rows`` rows (memory-map friendly: each
+    chunk's pages are released after use) and merges chunk statistics with Chan et al.'s
+    pairwise formula. The std is the population std floored at 1e-8, so constant
+    features do not divide by 0.
     """
     chunk_rows = _chunk_rows(ds.x) if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
         raise LstmCliError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if isinstance(ds, SequenceView):
-        return _view_feature_stats(ds, chunk_rows)
-    rows = ds.x.shape[0]
-    if rows == 0:
+    if int(np.sum(ds.lengths)) == 0:
         raise DataError(f"{ds.source}: no data to compute feature statistics on")
     count = 0
     mean = np.zeros(ds.num_features, dtype=np.float64)  # (F,)
     m2 = np.zeros(ds.num_features, dtype=np.float64)  # (F,) sum of squared deviations
-    for start in range(0, rows, chunk_rows):
-        block = np.asarray(ds.x[start : start + chunk_rows], dtype=np.float64)  # (c, F)
+    for block in _row_chunks(ds, chunk_rows):
+        block = np.asarray(block, dtype=np.float64)  # (c, F)
         c = block.shape[0]
         block_mean = block.mean(axis=0)  # (F,)
         block_m2 = ((block - block_mean) ** 2).sum(axis=0)  # (F,)
@@ -1276,8 +1275,24 @@ def feature_stats(ds, chunk_rows=None):
         m2 = m2 + block_m2 + delta**2 * (count * c / total)
         count = total
         release_pages(ds)
-    std = np.maximum(np.sqrt(m2 / count), 1e-8)
-    return mean, std
+    return mean, np.maximum(np.sqrt(m2 / count), 1e-8)
+
+
+def _row_chunks(ds, chunk_rows):
+    """Yield the rows of ds's sequences in blocks of about chunk_rows rows: contiguous
+    slices of x for a whole dataset, groups of whole sequences for a view."""
+    if not isinstance(ds, SequenceView):
+        for start in range(0, ds.x.shape[0], chunk_rows):
+            yield ds.x[start : start + chunk_rows]
+        return
+    lengths, starts = ds.lengths, ds.starts
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(ds):
+        # sequences first..last-1 hold about chunk_rows rows (at least one sequence)
+        last = max(first + 1, int(np.searchsorted(ends, ends[first] - lengths[first] + chunk_rows, "right")))
+        yield _gather_rows(ds.x, starts[first:last], lengths[first:last])
+        first = last
 
 
 def _gather_rows(x, starts, lens):
@@ -1324,34 +1339,6 @@ def release_pages(ds) -> None:
             mm.madvise(_mmap.MADV_DONTNEED)
         except (OSError, ValueError):  # best effort: only memory use depends on it
             pass
-
-
-def _view_feature_stats(view, chunk_rows):
-    """feature_stats over the rows of a view's sequences, a group of sequences at a time."""
-    lengths, starts = view.lengths, view.starts
-    if lengths.sum() == 0:
-        raise DataError(f"{view.source}: no data to compute feature statistics on")
-    ends = np.cumsum(lengths)
-    count = 0
-    mean = np.zeros(view.num_features, dtype=np.float64)  # (F,)
-    m2 = np.zeros(view.num_features, dtype=np.float64)  # (F,)
-    first = 0
-    while first < len(view):
-        # sequences first..last-1 hold about chunk_rows rows (at least one sequence)
-        last = max(first + 1, int(np.searchsorted(ends, ends[first] - lengths[first] + chunk_rows, "right")))
-        rows = _ranges(starts[first:last], lengths[first:last])
-        block = np.asarray(view.x[rows], dtype=np.float64)  # (c, F)
-        c = block.shape[0]
-        block_mean = block.mean(axis=0)
-        block_m2 = ((block - block_mean) ** 2).sum(axis=0)
-        total = count + c
-        delta = block_mean - mean
-        mean = mean + delta * (c / total)
-        m2 = m2 + block_m2 + delta**2 * (count * c / total)
-        count = total
-        first = last
-        release_pages(view)
-    return mean, np.maximum(np.sqrt(m2 / count), 1e-8)
 
 
 def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):

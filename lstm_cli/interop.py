@@ -28,6 +28,27 @@ def _layers(params):
     return n
 
 
+def _layer_ifgo(params, k, forget_bias):
+    """Layer k's weights in the frameworks' gate order i, f, g(=j), o with forget_bias folded
+    into the bias: (W_x (I, 4H), W_h (H, 4H), bias (4H,)), new arrays."""
+    W, b = params[f"lstm.{k}.W"], params[f"lstm.{k}.b"]
+    H = W.shape[1] // 4
+    I = W.shape[0] - H
+    perm = _perm(H)
+    bias = b[perm].copy()
+    bias[H : 2 * H] += forget_bias  # order i, f, g, o: f is the second block
+    return W[:I, perm], W[I:, perm], bias
+
+
+def _layer_from_ifgo(W_x, W_h, bias, forget_bias):
+    """Inverse of _layer_ifgo: (W (I+H, 4H), b (4H,)) in TF order, forget_bias taken out."""
+    H = W_h.shape[0]
+    perm = _perm(H)
+    bias = np.array(bias, copy=True)
+    bias[H : 2 * H] -= forget_bias
+    return np.concatenate([W_x, W_h], axis=0)[:, perm], bias[perm]
+
+
 def to_pytorch(params, forget_bias=1.0):
     """lstm_cli params -> dict of nn.LSTM state names (weight_ih_l{k}, weight_hh_l{k},
     bias_ih_l{k}, bias_hh_l{k}) plus nn.Linear's as head.weight (K, H), head.bias (K,).
@@ -36,14 +57,9 @@ def to_pytorch(params, forget_bias=1.0):
     """
     out = {}
     for k in range(_layers(params)):
-        W, b = params[f"lstm.{k}.W"], params[f"lstm.{k}.b"]
-        H = W.shape[1] // 4
-        I = W.shape[0] - H
-        perm = _perm(H)
-        bias = b[perm].copy()
-        bias[H : 2 * H] += forget_bias  # torch order i, f, g, o: f is the second block
-        out[f"weight_ih_l{k}"] = np.ascontiguousarray(W[:I, perm].T)
-        out[f"weight_hh_l{k}"] = np.ascontiguousarray(W[I:, perm].T)
+        W_x, W_h, bias = _layer_ifgo(params, k, forget_bias)
+        out[f"weight_ih_l{k}"] = np.ascontiguousarray(W_x.T)
+        out[f"weight_hh_l{k}"] = np.ascontiguousarray(W_h.T)
         out[f"bias_ih_l{k}"] = bias
         out[f"bias_hh_l{k}"] = np.zeros_like(bias)
     out["head.weight"] = np.ascontiguousarray(params["head.W"].T)
@@ -60,14 +76,10 @@ def from_pytorch(state, forget_bias=1.0):
     params = {}
     k = 0
     while f"weight_ih_l{k}" in state:
-        w_ih, w_hh = np.asarray(state[f"weight_ih_l{k}"]), np.asarray(state[f"weight_hh_l{k}"])
-        H = w_hh.shape[1]
-        perm = _perm(H)
         bias = np.asarray(state[f"bias_ih_l{k}"]) + np.asarray(state[f"bias_hh_l{k}"])
-        bias = bias.copy()
-        bias[H : 2 * H] -= forget_bias
-        params[f"lstm.{k}.W"] = np.concatenate([w_ih.T, w_hh.T], axis=0)[:, perm]
-        params[f"lstm.{k}.b"] = bias[perm]
+        params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(
+            np.asarray(state[f"weight_ih_l{k}"]).T, np.asarray(state[f"weight_hh_l{k}"]).T, bias,
+            forget_bias)
         k += 1
     params["head.W"] = np.ascontiguousarray(np.asarray(state["head.weight"]).T)
     params["head.b"] = np.asarray(state["head.bias"]).copy()
@@ -78,15 +90,7 @@ def to_keras(params, forget_bias=1.0):
     """lstm_cli params -> list of per-layer [kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,)]
     in Keras order i, f, c, o with forget_bias folded in, plus [W (H, K), b (K,)] for a Dense head.
     """
-    layers = []
-    for k in range(_layers(params)):
-        W, b = params[f"lstm.{k}.W"], params[f"lstm.{k}.b"]
-        H = W.shape[1] // 4
-        I = W.shape[0] - H
-        perm = _perm(H)
-        bias = b[perm].copy()
-        bias[H : 2 * H] += forget_bias
-        layers.append([W[:I, perm].copy(), W[I:, perm].copy(), bias])
+    layers = [list(_layer_ifgo(params, k, forget_bias)) for k in range(_layers(params))]
     return layers, [params["head.W"].copy(), params["head.b"].copy()]
 
 
@@ -94,12 +98,8 @@ def from_keras(layers, head, forget_bias=1.0):
     """Inverse of ``to_keras``."""
     params = {}
     for k, (kernel, recurrent, bias) in enumerate(layers):
-        H = recurrent.shape[0]
-        perm = _perm(H)
-        bias = np.array(bias, copy=True)
-        bias[H : 2 * H] -= forget_bias
-        params[f"lstm.{k}.W"] = np.concatenate([kernel, recurrent], axis=0)[:, perm]
-        params[f"lstm.{k}.b"] = bias[perm]
+        params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(kernel, recurrent, bias,
+                                                                        forget_bias)
     params["head.W"] = np.array(head[0], copy=True)
     params["head.b"] = np.array(head[1], copy=True)
     return params
