@@ -322,7 +322,7 @@ class Trainer:
     def _run_epoch(self, guard) -> None:
         from tqdm.auto import tqdm
 
-        cfg, data, model = self.cfg, self.data, self.model
+        cfg, data = self.cfg, self.data
         epoch = self.epoch  # 0-based index of the epoch being run
         t0 = time.perf_counter()
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)

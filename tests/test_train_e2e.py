@@ -54,7 +54,7 @@ def test_same_seed_same_everything(write_config, tmp_path):
 
 
 def test_resume_continues_to_the_same_result(write_config, tmp_path):
-    full = _fit(write_config(), "train.epochs=4", f"output.dir={tmp_path / 'full'}")
+    _fit(write_config(), "train.epochs=4", f"output.dir={tmp_path / 'full'}")
     _fit(write_config(), "train.epochs=2", f"output.dir={tmp_path / 'part'}")
     resumed = _fit(write_config(), "train.epochs=4", f"output.dir={tmp_path / 'part'}", resume=True)
     last_full = load_checkpoint(str(tmp_path / "full" / "last.npz"))
