@@ -32,12 +32,12 @@ import hashlib
 import inspect
 import json
 import os
-import secrets
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_meta"]
@@ -126,29 +126,6 @@ def _collect(path, params, extra_arrays):
     return stored, params_rec, optim_rec
 
 
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable (POSIX). Best effort: failures here are ignored."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
     """Write ``params``, ``extra_arrays`` and ``meta`` to ``path`` atomically.
 
@@ -180,25 +157,10 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
     stamped["sha256"] = _digest(stored, body)
     text = _canonical_json(stamped)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f"{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
     try:
-        # "x": create exclusively (never clobber anything); the umask applies as for any file.
-        f = open(tmp, "xb")
+        atomic_write(path, lambda f: np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored))
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
-    try:
-        with f:
-            np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _remove_quietly(tmp)
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
-        raise
-    _fsync_directory(directory)
 
 
 # -------------------------------------------------------------------------------- load

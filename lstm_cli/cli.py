@@ -244,10 +244,10 @@ def _render_report(report) -> str:
 
 
 def _write_text_atomic(path, text):
-    from .train import _atomic_write_text
+    from .atomic import atomic_write_text
 
     try:
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
     except OSError as err:
         raise LstmCliError(f"cannot write {path}: {err.strerror}") from None
 

@@ -49,8 +49,3 @@ def all_steps_forward(h, V, a):
 def all_steps_backward(dlogits, cache: AllStepsCache, V):
     """dlogits (N, K) -> dh (N, H), dV (H, K), da (K,)."""
     return dlogits @ V.T, cache.h.T @ dlogits, dlogits.sum(axis=0)
-
-
-def valid_mask(lengths, T):
-    """(T, B) boolean mask, True where t < length_b."""
-    return np.arange(T)[:, None] < lengths[None, :]

@@ -17,7 +17,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .checkpoint import load_checkpoint, save_checkpoint
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, dump_config
 from .data import (
     SequenceDataset,
@@ -138,34 +138,16 @@ def class_weight_vector(cfg: Config, classes, y_train, source=None):
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write_text(path, text: str) -> None:
-    """Write text to path via a same-folder temp file + fsync + os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_metrics(run_dir, history) -> None:
     """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
-    _atomic_write_text(os.path.join(run_dir, "metrics.jsonl"),
+    atomic_write_text(os.path.join(run_dir, "metrics.jsonl"),
                        "".join(json.dumps(row) + "\n" for row in history))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
     for row in history:
         writer.writerow(["" if row.get(c) is None else row[c] for c in METRIC_COLUMNS])
-    _atomic_write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
+    atomic_write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
 
 
 def check_run_dir(run_dir, overwrite=False, resume=False) -> None:
@@ -489,7 +471,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     if resumed is not None:
         trainer.restore(resumed)
     else:
-        _atomic_write_text(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
+        atomic_write_text(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
         for name in RUN_FILES[1:]:  # --overwrite: stale outputs of an earlier run go now
             path = os.path.join(run_dir, name)
             if os.path.exists(path):
@@ -511,7 +493,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
                "train_sequences": len(data.train),
                "valid_sequences": 0 if data.valid is None else len(data.valid),
                "classes": data.classes, "test": test_report}
-    _atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
                        test_report, summary)
 
@@ -551,7 +533,7 @@ def config_for_resume(run_dir, overrides=()) -> Config:
     path = os.path.join(run_dir, "last.npz")
     if not os.path.isfile(path):
         raise CheckpointError(f"cannot resume: {path} does not exist")
-    meta = load_checkpoint(path).meta
+    meta = read_meta(path)  # fit() loads and verifies the whole checkpoint once, later
     if "config" not in meta:
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
     return config_from_dict(meta["config"], source=path, overrides=overrides)

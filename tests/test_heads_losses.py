@@ -9,7 +9,6 @@ from lstm_cli.heads import (
     all_steps_forward,
     last_step_backward,
     last_step_forward,
-    valid_mask,
 )
 from lstm_cli.losses import log_softmax, softmax, softmax_cross_entropy
 
@@ -56,11 +55,6 @@ def test_all_steps_backward(rng):
     dh, dV, da = all_steps_backward(up, cache, V)
     for name, an in dict(h=dh, V=dV, a=da).items():
         assert rel_error(an, numeric[name]).max() < TOL, name
-
-
-def test_valid_mask():
-    m = valid_mask(np.array([3, 1]), 4)
-    np.testing.assert_array_equal(m, [[1, 1], [1, 0], [1, 0], [0, 0]])
 
 
 def test_cross_entropy_gradient(rng):

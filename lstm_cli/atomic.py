@@ -1,0 +1,58 @@
+"""Atomic file replacement: the one way lstm_cli writes a file it may overwrite.
+
+The new content goes to ``<name>.tmp-<random>`` in the same folder (created exclusively,
+so it never clobbers anything), is flushed and fsynced, then renamed onto the real name
+with ``os.replace``, and the folder is fsynced. A crash or an exception at any moment
+leaves either the old file or the new one under the real name, never a mixture; the temp
+file is removed on failure (also on KeyboardInterrupt).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+
+def atomic_write(path, write) -> None:
+    """Replace ``path`` with what ``write(fileobj)`` writes to a binary file object.
+
+    OSError propagates (callers turn it into their own error type).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f"{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+    fh = open(tmp, "xb")
+    try:
+        with fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text``."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (POSIX). Best effort: failures here are ignored."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
