@@ -1253,8 +1253,10 @@ def feature_stats(ds, chunk_rows=None):
 
     Reads the rows in chunks of about ``chunk_rows`` rows (memory-map friendly: each
     chunk's pages are released after use) and merges chunk statistics with Chan et al.'s
-    pairwise formula. The std is the population std floored at 1e-8, so constant
-    features do not divide by 0.
+    pairwise formula. The std is the population std, except that a feature (nearly)
+    constant in the data gets std 1, so it is only centred, as scikit-learn's
+    StandardScaler does: a floor such as 1e-8 would multiply any variation it shows at
+    test time by 1e8.
     """
     chunk_rows = _chunk_rows(ds.x) if chunk_rows is None else chunk_rows
     if chunk_rows < 1:
@@ -1275,7 +1277,9 @@ def feature_stats(ds, chunk_rows=None):
         m2 = m2 + block_m2 + delta**2 * (count * c / total)
         count = total
         release_pages(ds)
-    return mean, np.maximum(np.sqrt(m2 / count), 1e-8)
+    std = np.sqrt(m2 / count)
+    constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)  # zero up to rounding
+    return mean, np.where(constant, 1.0, std)
 
 
 def _row_chunks(ds, chunk_rows):
