@@ -445,11 +445,27 @@ def _jsonl_label(obj, line_no, where):
     raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _refuse_duplicate_keys(pairs):
+    """json object hook: a key given twice is an error (the json module keeps the last)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def read_jsonl(path, require_labels=True):
     """Read a JSONL dataset: one ``{"x": [[...], ...], "y": label}`` object per line.
 
     Blank (whitespace-only) lines are skipped; keys other than "x" and "y" are
-    ignored. Labels keep their JSON type: int or str (an integral float such as
+    ignored; a key given twice in one object is an error. Labels keep their JSON type: int or str (an integral float such as
     ``3.0`` counts as the int 3; other floats, booleans and null are rejected),
     one type per file. Each sequence must have at least 1 step, every step the same
     number F >= 1 of finite numbers (booleans are not numbers), and F must match the
@@ -463,7 +479,7 @@ def read_jsonl(path, require_labels=True):
     labels = _LabelCollector(source, require_labels)
     width = None
     width_line = None
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_refuse_duplicate_keys)
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -476,6 +492,8 @@ def read_jsonl(path, require_labels=True):
             raise DataError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}{hint}") from None
         except RecursionError:
             raise DataError(f"{where}: invalid JSON: nested too deeply") from None
+        except _DuplicateKey as dup:
+            raise DataError(f"{where}: key {dup.args[0]!r} appears twice in one object") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object with keys 'x' and 'y', got {_json_type(obj)}")
         if "x" not in obj:

@@ -920,3 +920,10 @@ def test_pad_batch_reads_memory_mapped_rows_exactly(tmp_path):
                              D.pad_batch(ds, idx, mean=np.ones(5), std=np.full(5, 2.0))):
             np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(D.pad_batch(mm.view([5, 9, 2]), [0, 2])[0], D.pad_batch(ds, [5, 2])[0])
+
+
+def test_jsonl_duplicate_key_is_an_error(tmp_path):
+    p = tmp_path / "dup.jsonl"
+    p.write_text('{"x": [[1.0]], "y": 0}\n{"x": [[2.0]], "y": 1, "y": 0}\n')
+    with pytest.raises(D.DataError, match=r"dup.jsonl line 2: key 'y' appears twice"):
+        D.read_jsonl(str(p))
