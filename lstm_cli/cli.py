@@ -221,7 +221,7 @@ def _load_data_for(tm, data_path, fmt, require_labels):
     from .data import load_dataset
 
     csv_cfg = tm.meta.get("config", {}).get("data", {}).get("csv", {}) or {}
-    csv_opts = {k: csv_cfg.get(k) for k in ("id_column", "label_column", "feature_columns")
+    csv_opts = {k: csv_cfg.get(k) for k in ("id_column", "label_column", "feature_columns", "label_type")
                 if csv_cfg.get(k) is not None}
     return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=csv_opts or None)
 

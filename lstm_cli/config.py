@@ -60,6 +60,7 @@ class CsvConfig:
     id_column: str = "id"                           # sequence id; a sequence's rows are contiguous
     label_column: str = "label"                     # the sequence's label, repeated on its rows
     feature_columns: Optional[tuple[str, ...]] = None  # None = every other column, in file order
+    label_type: str = "auto"                        # auto (ints if every label is an int) | str | int
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,7 @@ _CONSTRAINTS: dict[str, _Constraint] = {
     "data.csv.id_column": _Str(),
     "data.csv.label_column": _Str(),
     "data.csv.feature_columns": _StrList(nullable=True),
+    "data.csv.label_type": _Options("auto", "str", "int"),
     "model.hidden_size": _Interval(int, 1),
     "model.num_layers": _Interval(int, 1),
     "model.head": _Options("last", "all"),

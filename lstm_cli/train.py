@@ -80,7 +80,7 @@ class TrainResult:
 
 def _load(path, cfg: Config, require_labels=True):
     csv_opts = {"id_column": cfg.data.csv.id_column, "label_column": cfg.data.csv.label_column,
-                "feature_columns": cfg.data.csv.feature_columns}
+                "feature_columns": cfg.data.csv.feature_columns, "label_type": cfg.data.csv.label_type}
     return load_dataset(path, cfg.data.format, require_labels=require_labels, csv_options=csv_opts)
 
 

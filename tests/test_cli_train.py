@@ -140,3 +140,22 @@ def test_unlabelled_data_predicts(runner, write_config, tmp_path):
                                 "--output", str(out)])
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_csv_label_type_from_the_config(runner, tmp_path):
+    """data.csv.label_type reaches the CSV reader: 'str' keeps integer-looking labels as text."""
+    import yaml
+
+    rows = ["id,label,a,b"] + [f"{n},{n % 2},{n * 0.1:.2f},{(n % 3) * 1.0:.1f}" for n in range(40)
+                               for _ in range(3)]
+    data = tmp_path / "d.csv"
+    data.write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"train": str(data), "valid_fraction": 0.0,
+                                            "csv": {"label_type": "str"}},
+                                   "model": {"hidden_size": 4}, "train": {"epochs": 1},
+                                   "output": {"dir": str(tmp_path / "run")}}))
+    assert _train(runner, str(cfg)).exit_code == 0
+    from lstm_cli.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(tmp_path / "run" / "last.npz")).meta["classes"] == ["0", "1"]
