@@ -184,7 +184,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     import dataclasses
 
     from .config import OutputConfig, dump_config, load_config
-    from .train import config_for_resume, fit
+    from .train import config_for_resume, fit, fmt_metric
 
     if config_path is None and resume_dir is None:
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
@@ -207,12 +207,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
                  source=config_path or os.path.join(resume_dir, "last.npz"))
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None:
-        click.echo(f"best epoch {result.best_epoch}: val loss {_num(best['val_loss'])} "
-                   f"val acc {_num(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}")
-
-
-def _num(v, spec=".4f"):
-    return "-" if v is None else format(v, spec)
+        click.echo(f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
+                   f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}")
 
 
 # --------------------------------------------------------------------------- eval / predict

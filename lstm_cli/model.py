@@ -99,10 +99,6 @@ class ForwardCache(NamedTuple):
     head: tuple  # heads.LastStepCache or heads.AllStepsCache
     batch: PackedBatch
 
-    @property
-    def lengths(self):
-        return self.batch.lengths
-
 
 class LSTMClassifier:
     """A stack of LSTM layers (TF BasicLSTMCell) with a softmax head, in pure NumPy.

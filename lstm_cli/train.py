@@ -150,13 +150,20 @@ def _write_metrics(run_dir, history) -> None:
     atomic_write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
 
 
+def resume_checkpoint_path(run_dir) -> str:
+    """run_dir/last.npz, or a CheckpointError saying a resume is impossible without it."""
+    path = os.path.join(run_dir, "last.npz")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"cannot resume: {path} does not exist")
+    return path
+
+
 def check_run_dir(run_dir, overwrite=False, resume=False) -> None:
     """Refuse a non-empty run folder unless overwrite/resume; create it otherwise."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"output.dir {run_dir!r} exists and is not a folder")
     if resume:
-        if not os.path.isfile(os.path.join(run_dir, "last.npz")):
-            raise CheckpointError(f"cannot resume: {os.path.join(run_dir, 'last.npz')} does not exist")
+        resume_checkpoint_path(run_dir)
         return
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not overwrite:
         raise ConfigError(f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
@@ -185,7 +192,8 @@ def _kept(run_dir, history):
             f"{history[-1]['epoch']} and earlier, untouched.")
 
 
-def _fmt(v, spec=".4f"):
+def fmt_metric(v, spec=".4f"):
+    """A metric for a log line: formatted, or '-' when there is none."""
     return "-" if v is None else format(v, spec)
 
 
@@ -358,13 +366,13 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
-                f"last finite loss {_fmt(self.last_finite_loss)}. {_kept(self.run_dir, self.history)} "
+                f"last finite loss {fmt_metric(self.last_finite_loss)}. {_kept(self.run_dir, self.history)} "
                 f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
         grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
         if not math.isfinite(gnorm):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the gradient norm is not finite; last finite "
-                f"loss {_fmt(self.last_finite_loss)}. {_kept(self.run_dir, self.history)}")
+                f"loss {fmt_metric(self.last_finite_loss)}. {_kept(self.run_dir, self.history)}")
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
@@ -404,8 +412,8 @@ class Trainer:
         self.save_last()
         _write_metrics(self.run_dir, self.history)
         self.log(f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_accuracy']:.3f}  val loss {_fmt(row['val_loss'])} "
-                 f"acc {_fmt(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
+                 f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "
+                 f"acc {fmt_metric(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
                  + ("  *" if improved else ""))
         if self.stopped_early:
             self.log(f"early stopping: {self.best_metric} has not improved for {self.bad_epochs} "
@@ -500,9 +508,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
 
 def _load_resume_state(cfg: Config, run_dir):
     """Read run_dir/last.npz and check that cfg may continue it (same architecture, data, seed...)."""
-    path = os.path.join(run_dir, "last.npz")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"cannot resume: {path} does not exist")
+    path = resume_checkpoint_path(run_dir)
     ckpt = load_checkpoint(path)
     if "train_state" not in ckpt.meta or "config" not in ckpt.meta:
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
@@ -530,9 +536,7 @@ def _flatten(d, prefix=""):
 
 def config_for_resume(run_dir, overrides=()) -> Config:
     """The config stored in run_dir/last.npz, with --set overrides applied."""
-    path = os.path.join(run_dir, "last.npz")
-    if not os.path.isfile(path):
-        raise CheckpointError(f"cannot resume: {path} does not exist")
+    path = resume_checkpoint_path(run_dir)
     meta = read_meta(path)  # fit() loads and verifies the whole checkpoint once, later
     if "config" not in meta:
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
