@@ -104,7 +104,8 @@ def test_layer_forward_matches_step_forward(rng):
     for t in range(x.shape[0]):
         h, c, _ = lstm_step_forward(x[t], h, c, W, b, 0.9)
         np.testing.assert_allclose(h_layer[t], h, rtol=1e-14, atol=1e-15)
-        np.testing.assert_allclose(cache.c.reshape(h_layer.shape)[t], c, rtol=1e-14, atol=1e-15)
+        if t + 1 < x.shape[0]:  # c_t is the c_prev of step t+1
+            np.testing.assert_allclose(cache.c_prev.reshape(h_layer.shape)[t + 1], c, rtol=1e-14, atol=1e-15)
 
 
 def test_step_backward_matches_finite_differences(rng):
