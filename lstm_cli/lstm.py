@@ -18,7 +18,7 @@ There are two levels here:
 * ``lstm_step_forward`` / ``lstm_step_backward``: one time step, written to read like
   the equations; used by tests and as the reference for the layer.
 * ``lstm_layer_forward`` / ``lstm_layer_backward``: a whole sequence, vectorised over
-  the batch and, wherever the recurrence allows, over time (one [x_t, 1, h_{t-1}] GEMM
+  the batch and, wherever the recurrence allows, over time (one [1, x_t, h_{t-1}] GEMM
   per step forward, one dz_t @ W_h^T GEMM per step backward, the weight and bias
   gradients in one GEMM after the loop).
 """
@@ -128,23 +128,15 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # gate-major as (4, N, H), and the weights of the three sigmoid gates are pre-scaled by
 # 1/2, so that one tanh over a step's whole (4, n, H) block activates every gate:
 #     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for i, f, o (contiguous)
-# dz, which feeds the GEMMs, stays row-major (N, 4H) in the same gate order.
-# Each row's GEMM input is kept as xh = [x_t, 1, h_{t-1}] (N, I+1+H): the column of ones
+# dz, which feeds the GEMMs, is row-major (N, 4H) in TF order, so dW comes out in TF order.
+# Each row's GEMM input is kept as xh = [1, x_t, h_{t-1}] (N, 1+I+H): the column of ones
 # multiplies the bias row of the internal weights (internal_weights), so a forward step
-# is one GEMM, and the backward's x-, bias- and h-gradients are one GEMM xh^T @ dz.
+# is one GEMM, and the backward's bias-, x- and h-gradients are one GEMM xh^T @ dz.
 # The public layout (TF order i, j, f, o; W (I+H, 4H) unscaled) is converted at the
 # boundary: weights on the way in, weight gradients on the way out.
 
 _TF_TO_INTERNAL = (1, 0, 2, 3)  # internal block k holds TF block _TF_TO_INTERNAL[k]
 _CHUNK_BYTES = 1 << 19  # backward computes gate factors for this many bytes of steps at a time
-
-
-def _to_internal(a, H):
-    """Reorder the last axis (4H) from TF [i|j|f|o] to internal [j|i|f|o] (a copy)."""
-    return np.concatenate([a[..., k * H : (k + 1) * H] for k in _TF_TO_INTERNAL], axis=-1)
-
-
-_to_tf = _to_internal  # swapping blocks 0 and 1 is its own inverse
 
 
 class Workspace:
@@ -191,7 +183,7 @@ def _offsets(batch_sizes):
 
 
 class LayerCache(NamedTuple):
-    xh: np.ndarray  # (N, I+1+H) each valid row's [x_t, 1, h_{t-1}]
+    xh: np.ndarray  # (N, 1+I+H) each valid row's [1, x_t, h_{t-1}]
     c_prev: np.ndarray  # (N, H) each row's c_{t-1}
     gates: np.ndarray  # (4, N, H) post-activation, gate-major, internal order j, i, f, o
     tanh_c: np.ndarray  # (N, H)
@@ -205,9 +197,9 @@ class LayerCache(NamedTuple):
 
 
 def internal_weights(W, b, forget_bias):
-    """The layer's weights as the step GEMM uses them: (4, I+1+H, H), gate-major.
+    """The layer's weights as the step GEMM uses them: (4, 1+I+H, H), gate-major.
 
-    Rows [W_x; b; W_h] (the bias is the row multiplied by xh's column of ones, forget_bias
+    Rows [b; W_x; W_h] (the bias is the row multiplied by xh's column of ones, forget_bias
     folded into the forget gate's bias), gate blocks reordered to j, i, f, o and the three
     sigmoid gates scaled by 1/2 (see the layout note above). W (I+H, 4H), b (4H,) TF order.
     """
@@ -216,7 +208,7 @@ def internal_weights(W, b, forget_bias):
     I = IH - H
     bias = b.astype(W.dtype)  # a copy, (4H,) TF order
     bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
-    Wb = np.concatenate([W[:I], bias[None, :], W[I:]])  # (I+1+H, 4H)
+    Wb = np.concatenate([bias[None, :], W])  # (1+I+H, 4H)
     W_g = np.empty((4, IH + 1, H), W.dtype)
     for k, tf_block in enumerate(_TF_TO_INTERNAL):
         np.multiply(Wb[:, tf_block * H : (tf_block + 1) * H], 1.0 if k == 0 else 0.5, out=W_g[k])
@@ -234,10 +226,10 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     pass (None when need_cache is False: inference keeps only h). workspace: a Workspace
     to take the large arrays from (h and the cache then live in it until its next use).
 
-    Each step is one GEMM, [x_t, 1, h_{t-1}] (n, I+1+H) @ W_g (4, I+1+H, H) -> the
+    Each step is one GEMM, [1, x_t, h_{t-1}] (n, 1+I+H) @ W_g (4, 1+I+H, H) -> the
     step's (4, n, H) pre-activations, bias included: measured faster than projecting
     every step's x in one big GEMM and adding the bias and h-part per step (fewer calls,
-    and the K = I+1+H GEMM runs closer to the BLAS's peak than the thin K = I one).
+    and the K = 1+I+H GEMM runs closer to the BLAS's peak than the thin K = I one).
     """
     alloc = _allocator(workspace, "fwd.")
     shape = x.shape
@@ -253,13 +245,13 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     dtype = W.dtype
     if N != offsets[-1]:
         raise ValueError(f"x has {N} rows but batch_sizes sum to {offsets[-1]}")
-    W_g = internal_weights(W, b, forget_bias)  # (4, I+1+H, H)
+    W_g = internal_weights(W, b, forget_bias)  # (4, 1+I+H, H)
 
-    # xh holds every row's [x_t, 1, h_{t-1}]; the h-part is written step by step.
-    xh = alloc("xh", (N, I + 1 + H), dtype)
-    xh[:, :I] = x
-    xh[:, I] = 1.0
-    xh[:B, I + 1 :] = 0.0 if h0 is None else h0
+    # xh holds every row's [1, x_t, h_{t-1}]; the h-part is written step by step.
+    xh = alloc("xh", (N, 1 + I + H), dtype)
+    xh[:, 0] = 1.0
+    xh[:, 1 : 1 + I] = x
+    xh[:B, 1 + I :] = 0.0 if h0 is None else h0
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
     h = alloc("h", (N, H), dtype)
     ij = alloc("ij", (B, H), dtype)
@@ -290,7 +282,7 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
             tc_t = np.tanh(c_t, out=tanh_c[lo:hi])
             h_t = np.multiply(o, tc_t, out=h[lo:hi])
             if t + 1 < T:  # the next step's h_prev rows
-                xh[hi : bounds[t + 2], I + 1 :] = h_t[: bounds[t + 2] - hi]
+                xh[hi : bounds[t + 2], 1 + I :] = h_t[: bounds[t + 2] - hi]
         h_out = h.reshape(shape[:-1] + (H,))
         return h_out, LayerCache(xh, c_prev_all[:N], gates, tanh_c, batch_sizes, offsets, shape)
 
@@ -319,24 +311,26 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         np.tanh(c_t, out=tc_t)
         h_t = np.multiply(o, tc_t, out=h[lo:hi])
         if t + 1 < T:
-            xh[hi : bounds[t + 2], I + 1 :] = h_t[: bounds[t + 2] - hi]
+            xh[hi : bounds[t + 2], 1 + I :] = h_t[: bounds[t + 2] - hi]
     return h.reshape(shape[:-1] + (H,)), None
 
 
 def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     """Gate-local parts of dz for a block of m rows, written into the out arrays.
 
-    gates (4, m, H) gate-major; out_dgate (m, 4H) row-major (as dz); out_dc_from_h (m, H).
-    dz_j = dc * (i (1 - j^2)),  dz_i = dc * (j i (1 - i)),  dz_f = dc * (c_prev f (1 - f)),
+    gates (4, m, H) gate-major, internal order j, i, f, o; out_dgate (m, 4H) row-major in
+    TF order i, j, f, o (as dz); out_dc_from_h (m, H).
+    dz_i = dc * (j i (1 - i)),  dz_j = dc * (i (1 - j^2)),  dz_f = dc * (c_prev f (1 - f)),
     dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
     """
     m, H = tanh_c.shape
     j, i, f, o = gates
     dg = out_dgate.reshape(m, 4, H).transpose(1, 0, 2)  # (4, m, H) view of the row-major out
-    dgj, dgi, dgf, dgo = dg
-    sig, dsig = gates[1:], dg[1:]
-    np.subtract(1.0, sig, out=dsig)  # i, f, o: s (1 - s) in two calls over the 3H block
-    dsig *= sig
+    dgi, dgj, dgf, dgo = dg
+    np.subtract(1.0, i, out=dgi)  # s (1 - s); f and o are adjacent in both orders
+    dgi *= i
+    np.subtract(1.0, gates[2:], out=dg[2:])
+    dg[2:] *= gates[2:]
     dgi *= j
     dgf *= c_prev
     dgo *= tanh_c
@@ -367,7 +361,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     B = int(sizes[0])
     dtype = W.dtype
     dh = dh.reshape(N, H)
-    WhT = np.ascontiguousarray(_to_internal(W[I:], H).T)  # (4H, H) unscaled, internal order
+    WhT = np.ascontiguousarray(W[I:].T)  # (4H, H); a transposed view would run a slower GEMM
 
     # Gate factors are computed a chunk of steps at a time (about _CHUNK_BYTES), so they
     # are still in cache when the step loop reads them.
@@ -376,7 +370,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     dgate_buf = alloc("dgate", (chunk_rows, 4 * H), dtype)
     dcfh_buf = alloc("dc_from_h", (chunk_rows, H), dtype)
 
-    dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations
+    dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations, TF order
     dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
     dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
     dh_t = alloc("dh_t", (B, H), dtype)
@@ -399,18 +393,17 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
         np.multiply(dh_t[:n], dcfh_buf[r : r + n], out=dc[:n])
         dc[:n] += dc_next[:n]
         dz_t = dz[lo:hi]
-        # j, i, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
+        # i, j, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
         np.multiply(dgate_buf[r : r + n].reshape(n, 4, H)[:, :3], dc[:n, None, :],
                     out=dz_t.reshape(n, 4, H)[:, :3])
         np.multiply(dh_t[:n], dgate_buf[r : r + n, 3 * H :], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
         np.multiply(dc[:n], gates[2, lo:hi], out=dc_next[:n])
 
-    dWb = xh.T @ dz  # (I+1+H, 4H): the x-rows, the bias (the ones column) and the h-rows
-    dW = np.concatenate([dWb[:I], dWb[I + 1 :]])  # (I+H, 4H)
-    db = dWb[I]
+    dWb = xh.T @ dz  # (1+I+H, 4H): the bias (the ones column), the x-rows and the h-rows
+    dW, db = dWb[1:], dWb[0]  # (I+H, 4H), (4H,)
     dx = None
     if need_dx:
-        dx = np.matmul(dz, _to_internal(W[:I], H).T, out=alloc("dx", (N, I), dtype))  # (N, I)
+        dx = np.matmul(dz, np.ascontiguousarray(W[:I].T), out=alloc("dx", (N, I), dtype))  # (N, I)
         dx = dx.reshape(cache.shape)
-    return dx, _to_tf(dW, H), _to_tf(db, H), dh_next, dc_next
+    return dx, dW, db, dh_next, dc_next
