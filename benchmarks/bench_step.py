@@ -45,6 +45,11 @@ CHILD_FLAG = "_LSTM_CLI_BENCH_CHILD"
 UNSET_NOTE = "_LSTM_CLI_BENCH_UNSET"
 OPENBLAS_WORKAROUND_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# --glibc-keep-memory: glibc malloc tunables (read at process start) that stop it from
+# returning freed memory to the OS, so that a framework allocating fresh tensors every
+# step does not pay page faults for them again and again.
+GLIBC_KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000",
+                     "MALLOC_TOP_PAD_": "536870912"}
 
 NUM_CLASSES = 10
 # name: (B, T, I, H, layers)
@@ -93,6 +98,11 @@ def parse_args(argv=None):
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="do not unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--glibc-keep-memory", action="store_true",
+                   help="run the benchmark process with glibc malloc tunables that keep freed memory "
+                        "(no mmap for large blocks, no trimming): torch allocates its activations afresh "
+                        "every step and by default pays page faults for them (see the 'F' column); "
+                        "lstm_cli reuses its buffers and is unaffected. Shows torch at its best")
     p.add_argument("--optimizer", action="store_true",
                    help="include an Adam update (lr 1e-3) in every training step, on both sides "
                         "(lstm_cli.optim.Adam / torch.optim.Adam); the GEMM floor is unchanged")
@@ -131,6 +141,8 @@ def reexec(argv):
             if var in env:
                 unset.append(f"{var}={env.pop(var)}")
     env[UNSET_NOTE] = ";".join(unset)
+    if args.glibc_keep_memory:
+        env.update(GLIBC_KEEP_MEMORY)
     env[CHILD_FLAG] = "1"
     cmd = [sys.executable, os.path.abspath(__file__), *argv]
     return subprocess.call(cmd, env=env)
@@ -225,6 +237,7 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
         "torch": torch.__version__ if torch is not None else None,
         "threads": args.threads,
         "optimizer": bool(args.optimizer),
+        "glibc_malloc_env": {v: os.environ.get(v) for v in GLIBC_KEEP_MEMORY},
         "env_thread_vars": {v: os.environ.get(v) for v in THREAD_VARS},
         "openblas_env_unset": [s for s in os.environ.get(UNSET_NOTE, "").split(";") if s],
         "openblas_env_now": {v: os.environ.get(v) for v in OPENBLAS_WORKAROUND_VARS},
@@ -302,6 +315,8 @@ def print_meta(meta):
     print(f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}")
     print(f"# threads : {meta['threads']}  (env {meta['env_thread_vars']}; torch.get_num_threads()="
           f"{meta.get('torch_num_threads')})")
+    malloc_env = {k: v for k, v in meta["glibc_malloc_env"].items() if v is not None}
+    print(f"# glibc malloc tunables: {malloc_env if malloc_env else 'default (not set)'}")
     if meta["openblas_env_unset"]:
         print(f"# unset in this benchmark process: {', '.join(meta['openblas_env_unset'])}")
     else:
