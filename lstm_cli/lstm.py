@@ -318,14 +318,14 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
 def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     """Gate-local parts of dz for a block of m rows, written into the out arrays.
 
-    gates (4, m, H) gate-major, internal order j, i, f, o; out_dgate (m, 4H) row-major in
-    TF order i, j, f, o (as dz); out_dc_from_h (m, H).
+    gates (4, m, H) gate-major, internal order j, i, f, o; out_dgate (4, m, H) gate-major
+    in TF order i, j, f, o (as dz's columns); out_dc_from_h (m, H).
     dz_i = dc * (j i (1 - i)),  dz_j = dc * (i (1 - j^2)),  dz_f = dc * (c_prev f (1 - f)),
     dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
     """
     m, H = tanh_c.shape
     j, i, f, o = gates
-    dg = out_dgate.reshape(m, 4, H).transpose(1, 0, 2)  # (4, m, H) view of the row-major out
+    dg = out_dgate
     dgi, dgj, dgf, dgo = dg
     np.subtract(1.0, i, out=dgi)  # s (1 - s); f and o are adjacent in both orders
     dgi *= i
@@ -367,7 +367,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     # are still in cache when the step loop reads them.
     steps_per_chunk = max(1, _CHUNK_BYTES // max(1, B * 5 * H * dtype.itemsize))
     chunk_rows = int(min(N, B * steps_per_chunk))
-    dgate_buf = alloc("dgate", (chunk_rows, 4 * H), dtype)
+    dgate_buf = alloc("dgate", (4, chunk_rows, H), dtype)
     dcfh_buf = alloc("dc_from_h", (chunk_rows, H), dtype)
 
     dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations, TF order
@@ -387,16 +387,16 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
             chunk_lo, chunk_hi = int(offsets[t_first]), hi
             m = chunk_hi - chunk_lo
             _gate_factors(gates[:, chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
-                          cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:m], dcfh_buf[:m])
+                          cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:, :m], dcfh_buf[:m])
         r = lo - chunk_lo
         np.add(dh[lo:hi], dh_next[:n], out=dh_t[:n])
         np.multiply(dh_t[:n], dcfh_buf[r : r + n], out=dc[:n])
         dc[:n] += dc_next[:n]
         dz_t = dz[lo:hi]
         # i, j, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
-        np.multiply(dgate_buf[r : r + n].reshape(n, 4, H)[:, :3], dc[:n, None, :],
-                    out=dz_t.reshape(n, 4, H)[:, :3])
-        np.multiply(dh_t[:n], dgate_buf[r : r + n, 3 * H :], out=dz_t[:, 3 * H :])
+        np.multiply(dgate_buf[:3, r : r + n], dc[:n],
+                    out=dz_t.reshape(n, 4, H)[:, :3].transpose(1, 0, 2))
+        np.multiply(dh_t[:n], dgate_buf[3, r : r + n], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
         np.multiply(dc[:n], gates[2, lo:hi], out=dc_next[:n])
 
