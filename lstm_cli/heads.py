@@ -28,11 +28,18 @@ def last_step_forward(h, rows, V, a):
     return h_last @ V + a, LastStepCache(h_last, rows, h.shape[0])
 
 
-def last_step_backward(dlogits, cache: LastStepCache, V):
-    """dlogits (B, K) -> dh (N, H) (non-zero only at each last step), dV (H, K), da (K,)."""
+def last_step_backward(dlogits, cache: LastStepCache, V, dense=True):
+    """dlogits (B, K) -> dh (N, H) (non-zero only at each last step), dV (H, K), da (K,).
+
+    dense=False returns dh_last (B, H), the gradient w.r.t. h_last (the rows of dh that
+    are not zero), instead of dh."""
+    dh_last = dlogits @ V.T  # (B, H)
+    grads = cache.h_last.T @ dlogits, dlogits.sum(axis=0)
+    if not dense:
+        return (dh_last, *grads)
     dh = np.zeros((cache.N, V.shape[0]), dtype=dlogits.dtype)
-    dh[cache.rows] = dlogits @ V.T
-    return dh, cache.h_last.T @ dlogits, dlogits.sum(axis=0)
+    dh[cache.rows] = dh_last
+    return (dh, *grads)
 
 
 class AllStepsCache(NamedTuple):

@@ -342,12 +342,16 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     out_dc_from_h *= o
 
 
-def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
+def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None):
     """BPTT through one layer (DESIGN.md §4).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
     layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)
     is passed in (TF order, as given to forward), not cached.
+    dh_last (B, H), with dh=None: instead, the gradient w.r.t. each sequence's *final* h
+    only (what the last-step head gives), row r for the r-th sequence of the packed
+    batch (longest first). Same result as the dense dh with those rows, without building
+    it and without an add per step.
     Returns dx (x's layout), dW (I+H, 4H), db (4H,) (TF order), dh0 (B, H), dc0 (B, H).
     workspace: scratch arrays (and dx) are taken from it; dW, db, dh0, dc0 are always new.
     need_dx=False skips the input gradient's GEMM (the first layer's input is data) and
@@ -360,7 +364,10 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     H = W.shape[1] // 4
     B = int(sizes[0])
     dtype = W.dtype
-    dh = dh.reshape(N, H)
+    if dh is not None:
+        dh = dh.reshape(N, H)
+    elif dh_last is None or dh_last.shape != (B, H):
+        raise ValueError(f"give dh, or dh=None and dh_last of shape {(B, H)}")
     WhT = np.ascontiguousarray(W[I:].T)  # (4H, H); a transposed view would run a slower GEMM
 
     # Gate factors are computed a chunk of steps at a time (about _CHUNK_BYTES), so they
@@ -376,27 +383,34 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True):
     dh_t = alloc("dh_t", (B, H), dtype)
     dc = alloc("dc", (B, H), dtype)
     T = len(sizes)
-    chunk_lo = offsets[T]
+    bounds = offsets.tolist()
+    chunk_lo = bounds[T]
     for t in range(T - 1, -1, -1):
-        lo, hi = int(offsets[t]), int(offsets[t + 1])
+        lo, hi = bounds[t], bounds[t + 1]
         n = hi - lo
         if lo < chunk_lo:  # next chunk (backwards in time): steps t_first..t
             t_first = t
-            while t_first > 0 and offsets[t + 1] - offsets[t_first - 1] <= chunk_rows:
+            while t_first > 0 and hi - bounds[t_first - 1] <= chunk_rows:
                 t_first -= 1
-            chunk_lo, chunk_hi = int(offsets[t_first]), hi
+            chunk_lo, chunk_hi = bounds[t_first], hi
             m = chunk_hi - chunk_lo
             _gate_factors(gates[:, chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
                           cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:, :m], dcfh_buf[:m])
         r = lo - chunk_lo
-        np.add(dh[lo:hi], dh_next[:n], out=dh_t[:n])
-        np.multiply(dh_t[:n], dcfh_buf[r : r + n], out=dc[:n])
+        if dh is not None:
+            dh_n = np.add(dh[lo:hi], dh_next[:n], out=dh_t[:n])  # (n, H) total dL/dh_t
+        else:  # only the sequences ending here (rows n_after..n) get a head gradient
+            n_after = bounds[t + 2] - hi if t + 1 < T else 0
+            if n_after < n:
+                dh_next[n_after:n] = dh_last[n_after:n]
+            dh_n = dh_next[:n]  # read before the GEMM below overwrites it
+        np.multiply(dh_n, dcfh_buf[r : r + n], out=dc[:n])
         dc[:n] += dc_next[:n]
         dz_t = dz[lo:hi]
         # i, j, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
         np.multiply(dgate_buf[:3, r : r + n], dc[:n],
                     out=dz_t.reshape(n, 4, H)[:, :3].transpose(1, 0, 2))
-        np.multiply(dh_t[:n], dgate_buf[3, r : r + n], out=dz_t[:, 3 * H :])
+        np.multiply(dh_n, dgate_buf[3, r : r + n], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
         np.multiply(dc[:n], gates[2, lo:hi], out=dc_next[:n])
 

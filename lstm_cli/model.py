@@ -256,14 +256,18 @@ class LSTMClassifier:
         """
         p = self.params
         grads = {}
+        dh_last = None  # last head: only each sequence's final h gets a gradient
         if self.head == "last":
-            dh, grads["head.W"], grads["head.b"] = last_step_backward(dlogits, cache.head, p["head.W"])
+            dh_last, grads["head.W"], grads["head.b"] = last_step_backward(
+                dlogits, cache.head, p["head.W"], dense=False)
+            dh, dh_last = None, dh_last[cache.batch.order]  # (B, H), packed batch order
         else:
             dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                 dh, cache.layers[k], p[f"lstm.{k}.W"],
-                workspace=None if workspaces is None else workspaces[k], need_dx=need_dx or k > 0)
+                workspace=None if workspaces is None else workspaces[k], need_dx=need_dx or k > 0,
+                dh_last=dh_last if k == self.num_layers - 1 else None)
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp

@@ -253,3 +253,35 @@ def test_inference_forward_without_cache_matches(rng):
     h2, none = lstm_layer_forward(x, W, b, 1.0, h0, c0, need_cache=False)
     assert none is None
     np.testing.assert_array_equal(h, h2)
+
+
+def test_backward_from_final_states_only_equals_the_dense_form(rng):
+    """dh=None with dh_last (the last head's gradient w.r.t. each sequence's final h) gives
+    the same gradients as the dense dh that is zero everywhere else, and matches finite
+    differences of sum(dh_last * final h)."""
+    from lstm_cli.lstm import batch_sizes_from_lengths
+
+    T, B, I, H = 7, 5, 2, 3
+    x, W, b, h0, c0 = _layer_problem(rng, T=T, B=B, I=I, H=H)
+    lengths = np.array([7, 7, 4, 2, 1])  # two end together, one ends at the first step
+    sizes = batch_sizes_from_lengths(lengths, T)
+    valid = np.arange(T)[:, None] < lengths[None, :]
+    x_packed = x[valid]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    last_rows = offsets[lengths - 1] + np.arange(B)  # sorted batch: rank = position
+    dh_last = rng.normal(size=(B, H))
+    dh_dense = np.zeros((lengths.sum(), H))
+    dh_dense[last_rows] = dh_last
+    _, cache = lstm_layer_forward(x_packed, W, b, 0.8, h0, c0, batch_sizes=sizes)
+    dense = lstm_layer_backward(dh_dense, cache, W)
+    sparse = lstm_layer_backward(None, cache, W, dh_last=dh_last)
+    for name, got, want in zip(("dx", "dW", "db", "dh0", "dc0"), sparse, dense):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15, err_msg=name)
+    numeric = vjp_check(
+        lambda x_packed, W, b: lstm_layer_forward(x_packed, W, b, 0.8, h0, c0, batch_sizes=sizes)[0][last_rows],
+        dict(x_packed=x_packed, W=W, b=b), dh_last)
+    assert rel_error(sparse[1], numeric["W"]).max() < TOL
+    assert rel_error(sparse[2], numeric["b"]).max() < TOL
+    assert rel_error(sparse[0], numeric["x_packed"]).max() < TOL
+    with pytest.raises(ValueError, match="dh_last"):
+        lstm_layer_backward(None, cache, W)
