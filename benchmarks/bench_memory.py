@@ -5,9 +5,9 @@ process's peak RSS (ru_maxrss) caused by one `loss_and_grads` call, after the mo
 and the batch exist. Lengths are uniform in [T/2, T], so about 3/4 of the B*T steps are
 valid. The engine stores only valid steps (packed), so memory follows N = sum(lengths),
 not B*T. Model-based estimate, per layer and valid step: the forward cache keeps the
-gates (4H), c, tanh(c), c_{t-1}, h (4H) and [x, h_{t-1}] (I+H); backward adds dz (4H)
-and dx (I); the per-chunk gate factors are a fixed ~0.5 MB. That is about
-(13H + 2I) floats per valid step, ~52 H bytes in float32 when H >> I.
+gates (4H), tanh(c), c_{t-1}, h (3H) and [1, x, h_{t-1}] (1+I+H); backward adds dz
+(4H) and dx (I); the per-chunk gate factors are a fixed ~0.5 MB. That is about
+(12H + 2I + 1) floats per valid step, ~48 H bytes in float32 when H >> I.
 
 Usage: python benchmarks/bench_memory.py [--layers 1] [--dtype float32]
 """
@@ -61,7 +61,7 @@ def main():
         r = json.loads(out.stdout)
         n = B * T * H
         n_valid = B * (T + T // 2 + 1) / 2 if T > 1 else B  # expected sum of lengths
-        est = n_valid * (13 * H + 2 * args.input_size) * itemsize * args.layers / 2**20
+        est = n_valid * (12 * H + 2 * args.input_size + 1) * itemsize * args.layers / 2**20
         print(f"{B:>4} {T:>6} {H:>5} {n:>11,} {r['peak_growth_mb']:>15.1f} {est:>12.1f} "
               f"{r['peak_growth_mb'] * 2**20 / (n * args.layers):>21.1f}")
 
