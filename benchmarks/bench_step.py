@@ -21,10 +21,11 @@ How it works
 * Contenders: lstm_cli training step (loss_and_grads) and inference (predict_proba);
   torch nn.LSTM + nn.Linear + cross-entropy + backward over the padded tensor (oneDNN's
   fused LSTM) and over pack_padded_sequence; torch inference (no_grad, padded); and two
-  GEMM floors: "floor" = the GEMMs of a training step in the issue's shapes (every
-  step's recurrent GEMMs over all B rows), "floor_run" = the same but each step's two
-  recurrent GEMMs over only the sequences still running (what lstm_cli's length-sorted
-  engine computes). Neither floor allocates anything.
+  GEMM floors: "floor" = the GEMMs of a training step in the issue's shapes (input
+  projection, every step's recurrent GEMMs over all B rows, weight and input gradients
+  over all T*B rows), "floor_cli" = exactly the GEMMs lstm_cli's engine issues (only
+  the valid rows, its per-step [1, x, h] GEMM, no first-layer input gradient): what is
+  left above it is lstm_cli's own overhead. Neither floor allocates anything.
 * Nothing here is a runtime dependency of lstm_cli: torch and threadpoolctl are optional.
 """
 
@@ -65,7 +66,7 @@ HEADS = ("last", "all")
 # contender keys, in round-robin order
 MIN_ROUNDS = 3  # a cell stopped early for time still has this many rounds
 SLOW_S = 1.0  # seconds per call above which a contender is "slow" (see run_cell)
-ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_run",
+ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_cli",
          "lstm_cli_infer", "torch_infer")
 
 
@@ -351,17 +352,12 @@ def make_batch(np, wname, seed):
     return x, lengths, y
 
 
-def make_floor(np, wname, seed, sizes=None):
-    """The GEMMs of lstm_cli's training step in its shapes and memory layouts, and nothing else.
-
-    sizes=None: every step's recurrent GEMMs over the whole batch (B rows): the floor as
-    specified for the issue. sizes=(T,) ints: step t's two recurrent GEMMs over only the
-    sizes[t] sequences still running (what an engine that sorts the batch by length and
-    skips finished rows does); the other four GEMMs stay over all T*B rows.
-    Returns (floor_callable, flop count).
-    """
+def make_floor(np, wname, seed):
+    """The GEMMs of a training step in the issue's shapes, and nothing else: per layer the
+    input projection of all T*B rows, every step's recurrent GEMM over all B rows forward
+    and backward, and the three weight/input-gradient GEMMs over all T*B rows.
+    Returns (floor_callable, flop count)."""
     B, T, I0, H, L = WORKLOADS[wname]
-    rows = [B] * T if sizes is None else [int(n) for n in sizes]
     rng = np.random.default_rng(seed + 1)
     f32 = np.float32
     layers = []
@@ -383,7 +379,6 @@ def make_floor(np, wname, seed, sizes=None):
             dx=np.empty((T * B, I), f32),
         ))
     matmul = np.matmul
-    rows_rev = rows[::-1]
 
     def floor():
         for d in layers:
@@ -391,11 +386,11 @@ def make_floor(np, wname, seed, sizes=None):
             Wx, Wh = W[:I], W[I:]
             matmul(d["X2"], Wx, out=d["G"])                    # (T*B, I) @ (I, 4H)
             Hs, hW = d["Hs"], d["hW"]
-            for t, n in enumerate(rows):                       # T x (B, H) @ (H, 4H)
-                matmul(Hs[t, :n], Wh, out=hW[:n])
+            for t in range(T):                                 # T x (B, H) @ (H, 4H)
+                matmul(Hs[t], Wh, out=hW)
             DZ, WhT, dh = d["DZ"], d["WhT"], d["dh"]
-            for t, n in zip(range(T - 1, -1, -1), rows_rev):   # T x (B, 4H) @ (4H, H)
-                matmul(DZ[t, :n], WhT, out=dh[:n])
+            for t in range(T - 1, -1, -1):                     # T x (B, 4H) @ (4H, H)
+                matmul(DZ[t], WhT, out=dh)
             DZ2 = DZ.reshape(T * B, 4 * H)
             matmul(d["X2"].T, DZ2, out=d["dW"][:I])            # (I, T*B) @ (T*B, 4H)
             matmul(d["Hprev"].T, DZ2, out=d["dW"][I:])         # (H, T*B) @ (T*B, 4H)
@@ -406,8 +401,68 @@ def make_floor(np, wname, seed, sizes=None):
     for d in layers:
         I = d["I"]
         flops += 2 * T * B * I * 4 * H               # input projection
-        flops += 2 * sum(rows) * H * 4 * H * 2       # recurrent forward + backward
+        flops += 2 * T * B * H * 4 * H * 2           # recurrent forward + backward
         flops += 2 * T * B * 4 * H * (I + H + I)     # dWx, dWh, dx
+    return floor, flops
+
+
+def make_engine_floor(np, wname, seed, sizes):
+    """The GEMMs lstm_cli's engine issues for one training step, in its shapes and memory
+    layouts, and nothing else (sizes (T,): sequences still running at each step).
+
+    Per layer, over the N = sum(sizes) valid rows: each step's [1, x_t, h_{t-1}] (n, 1+I+H)
+    @ (4, 1+I+H, H) forward GEMM into a gate-major (4, n, H) block; each step's backward
+    (n, 4H) @ (4H, H); the bias/weight gradient (1+I+H, N) @ (N, 4H); and, above the first
+    layer only, the input gradient (N, 4H) @ (4H, I). Returns (floor_callable, flop count).
+    """
+    B, T, I0, H, L = WORKLOADS[wname]
+    sizes = [int(n) for n in sizes]
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    N = offsets[-1]
+    rng = np.random.default_rng(seed + 2)
+    f32 = np.float32
+    layers = []
+    for k in range(L):
+        I = I0 if k == 0 else H
+        K = 1 + I + H
+        layers.append(dict(
+            I=I,
+            Wg=rng.standard_normal((4, K, H)).astype(f32) * 0.1,
+            xh=rng.standard_normal((N, K)).astype(f32),
+            gates=np.empty((4, N, H), f32),
+            dz=rng.standard_normal((N, 4 * H)).astype(f32),
+            WhT=rng.standard_normal((4 * H, H)).astype(f32),
+            WxT=rng.standard_normal((4 * H, I)).astype(f32),
+            dh=np.empty((B, H), f32),
+            dWb=np.empty((K, 4 * H), f32),
+            dx=np.empty((N, I), f32),
+        ))
+    matmul = np.matmul
+    steps = list(zip(offsets[:-1], offsets[1:]))
+
+    def floor():
+        for k, d in enumerate(layers):
+            xh, Wg, gates = d["xh"], d["Wg"], d["gates"]
+            for lo, hi in steps:                               # T x (n, K) @ (4, K, H)
+                matmul(xh[lo:hi], Wg, out=gates[:, lo:hi])
+            dz, WhT, dh = d["dz"], d["WhT"], d["dh"]
+            for lo, hi in reversed(steps):                     # T x (n, 4H) @ (4H, H)
+                matmul(dz[lo:hi], WhT, out=dh[: hi - lo])
+            matmul(xh.T, dz, out=d["dWb"])                     # (K, N) @ (N, 4H)
+            if k > 0:
+                matmul(dz, d["WxT"], out=d["dx"])              # (N, 4H) @ (4H, I)
+        return None
+
+    flops = 0
+    for k, d in enumerate(layers):
+        I = d["I"]
+        K = 1 + I + H
+        flops += 2 * N * K * 4 * H * 2               # forward steps + weight gradient
+        flops += 2 * N * 4 * H * H                   # backward steps
+        if k > 0:
+            flops += 2 * N * 4 * H * I               # input gradient
     return floor, flops
 
 
@@ -556,7 +611,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
         print(f"WARNING [{wname}/{head}]: {w}", flush=True)
     floor, floor_flops = make_floor(np, wname, args.seed)
     running = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)  # (T,) sequences still running
-    floor_run, floor_run_flops = make_floor(np, wname, args.seed, sizes=running)
+    floor_cli, floor_cli_flops = make_engine_floor(np, wname, args.seed, running)
 
     if args.optimizer:
         from lstm_cli.optim import Adam
@@ -572,7 +627,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     fns = {
         "lstm_cli_train": cli_train,
         "gemm_floor": floor,
-        "gemm_floor_run": floor_run,
+        "gemm_floor_cli": floor_cli,
         "lstm_cli_infer": lambda: model.predict_proba(x, lengths),
     }
     if tc is not None:
@@ -671,7 +726,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
                     "minor_faults_per_call": u["minor_faults"] / len(v),
                     **u, "samples_ms": [1e3 * t for t in v]}
     ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"],
-              "train_lstm_cli_over_floor_run": ms["lstm_cli_train"] / ms["gemm_floor_run"],
+              "train_lstm_cli_over_floor_cli": ms["lstm_cli_train"] / ms["gemm_floor_cli"],
               "train_lstm_cli_over_floor_min": stats["lstm_cli_train"]["min_ms"] / stats["gemm_floor"]["min_ms"]}
     if tc is not None:
         ratios.update(
@@ -692,7 +747,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "floor_gflop": floor_flops / 1e9,
         "floor_gflops_per_s": floor_flops / 1e9 / (ms["gemm_floor"] / 1e3),
-        "floor_run_gflop": floor_run_flops / 1e9,
+        "floor_cli_gflop": floor_cli_flops / 1e9,
         "check": check, "warnings": warnings, "stats": stats, "ratios": ratios,
     }
 
@@ -731,8 +786,8 @@ def print_tables(results, meta, have_torch):
     ra = lambda r, k: r["ratios"].get(k)  # noqa: E731
     what = "forward + backward + Adam update" if meta.get("optimizer") else "forward + backward"
     print(f"Training step, {what}, ms per batch (median), threads={meta['threads']}, float32")
-    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "floor", "floor_run",
-              "cli/pad", "cli/pack", "cli/floor", "cli/floor_run", "cli/pad_min", "floorGF/s", "reps",
+    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "floor", "floor_cli",
+              "cli/pad", "cli/pack", "cli/floor", "cli/floor_cli", "cli/pad_min", "floorGF/s", "reps",
               "cpu/wall", "loss_relerr"]
     rows = []
     for r in results:
@@ -740,10 +795,10 @@ def print_tables(results, meta, have_torch):
         relerr = (max(c["loss_rel_err_padded"], c["loss_rel_err_packed"])
                   if "loss_rel_err_padded" in c else None)
         rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_train")), _fmt(g(r, "torch_padded_train")),
-                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")), _fmt(g(r, "gemm_floor_run")),
+                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")), _fmt(g(r, "gemm_floor_cli")),
                      _fmt(ra(r, "train_lstm_cli_over_torch_padded")),
                      _fmt(ra(r, "train_lstm_cli_over_torch_packed")),
-                     _fmt(ra(r, "train_lstm_cli_over_floor")), _fmt(ra(r, "train_lstm_cli_over_floor_run")),
+                     _fmt(ra(r, "train_lstm_cli_over_floor")), _fmt(ra(r, "train_lstm_cli_over_floor_cli")),
                      _fmt(ra(r, "train_lstm_cli_over_torch_padded_min")),
                      f"{r['floor_gflops_per_s']:.1f}",
                      str(r["repeats"]) + ("*" if r["stopped_early"] else ""), f"{r['cpu_per_wall']:.2f}",
@@ -767,7 +822,7 @@ def print_tables(results, meta, have_torch):
           " S = share of that CPU spent in the kernel, F = minor page faults per call")
     keys = [k for k in ORDER if any(k in r["stats"] for r in results)]
     short = {"lstm_cli_train": "cli_train", "torch_padded_train": "pad_train",
-             "torch_packed_train": "pack_train", "gemm_floor": "floor", "gemm_floor_run": "floor_run",
+             "torch_packed_train": "pack_train", "gemm_floor": "floor", "gemm_floor_cli": "floor_cli",
              "lstm_cli_infer": "cli_infer", "torch_infer": "torch_infer"}
     header = ["workload", "head"] + [short[k] for k in keys]
     rows = []
