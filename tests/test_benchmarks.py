@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmark scripts: they run, write what they promise, and their GEMM
+floors do the work they claim. No timing is asserted here (figures live in benchmarks/)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks")
+
+
+def _run(args, cwd=ROOT):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_bench_step_quick_run_writes_every_cell(tmp_path):
+    out = tmp_path / "b.json"
+    r = _run([os.path.join(BENCH, "bench_step.py"), "--quick", "--workloads", "tiny,stacked",
+              "--repeats", "1", "--warmup", "1", "--no-torch", "--json", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "Training step" in r.stdout and "Inference batch" in r.stdout
+    data = json.loads(out.read_text())
+    cells = {(c["workload"], c["head"]) for c in data["results"]}
+    assert cells == {(w, h) for w in ("tiny", "stacked") for h in ("last", "all")}
+    for c in data["results"]:
+        for key in ("lstm_cli_train", "gemm_floor", "gemm_floor_cli", "lstm_cli_infer"):
+            assert c["stats"][key]["median_ms"] > 0, (c["workload"], key)
+
+
+def test_engine_floor_counts_the_engines_gemm_work():
+    """floor_cli's flop count is the engine's: per layer 2 N (1+I+H) 4H twice (forward
+    steps, weight gradient), 2 N 4H H (backward steps), 2 N 4H I above the first layer."""
+    sys.path.insert(0, BENCH)
+    try:
+        import bench_step
+    finally:
+        sys.path.remove(BENCH)
+    B, T, I, H, L = bench_step.WORKLOADS["stacked"]
+    sizes = np.array([B] * (T // 2) + [B // 2] * (T - T // 2))
+    floor, flops = bench_step.make_engine_floor(np, "stacked", 0, sizes)
+    assert floor() is None
+    N = int(sizes.sum())
+    want = 0
+    for k in range(L):
+        Ik = I if k == 0 else H
+        want += 2 * N * (1 + Ik + H) * 4 * H * 2 + 2 * N * 4 * H * H + (2 * N * 4 * H * Ik if k else 0)
+    assert flops == want
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")),
+                    reason="bench_history extracts git revisions")
+def test_bench_history_compares_a_revision_with_the_worktree():
+    r = _run([os.path.join(BENCH, "bench_history.py"), "HEAD", "--rounds", "1", "--workloads", "tiny"])
+    assert r.returncode == 0, r.stderr
+    assert "HEAD train" in r.stdout and "worktree infer" in r.stdout
