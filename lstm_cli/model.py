@@ -13,6 +13,7 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -299,10 +300,26 @@ class LSTMClassifier:
 
     def _own_workspaces(self):
         """The model's reusable buffers, for methods that return only new arrays (the
-        caches they fill never escape, so reusing them between calls is safe)."""
-        if getattr(self, "_workspaces", None) is None or len(self._workspaces) != self.num_layers:
-            self._workspaces = [Workspace() for _ in range(self.num_layers)]
-        return self._workspaces
+        caches they fill never escape, so reusing them between calls is safe). One set
+        per thread: numpy releases the GIL inside its loops, so two threads calling the
+        same model must not share buffers."""
+        local = self.__dict__.get("_thread_buffers")
+        if local is None:
+            local = self._thread_buffers = threading.local()
+        workspaces = getattr(local, "workspaces", None)
+        if workspaces is None or len(workspaces) != self.num_layers:
+            workspaces = local.workspaces = [Workspace() for _ in range(self.num_layers)]
+        return workspaces
+
+    def release_buffers(self) -> None:
+        """Free the work arrays kept between calls (up to a few hundred MB for long, wide
+        batches; every thread's). The next call allocates them again."""
+        self.__dict__.pop("_thread_buffers", None)
+
+    def __getstate__(self):  # pickle / copy.deepcopy: parameters and settings, no buffers
+        state = self.__dict__.copy()
+        state.pop("_thread_buffers", None)
+        return state
 
     def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
                        return_dx=False, return_probs=False):

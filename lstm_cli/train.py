@@ -502,6 +502,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
                "valid_sequences": 0 if data.valid is None else len(data.valid),
                "classes": data.classes, "test": test_report}
     atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    model.release_buffers()  # the training batches' work arrays are not needed any more
     return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
                        test_report, summary)
 

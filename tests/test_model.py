@@ -233,3 +233,50 @@ def test_length_5000_and_length_1_stay_finite(head):
         loss, grads = model.loss_and_grads(x, lengths, np.array([0, 1, 3]))
     assert np.isfinite(loss)
     assert all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+def test_concurrent_calls_from_threads_do_not_share_buffers():
+    """numpy releases the GIL inside its loops: two threads using one model must get the
+    results of serial calls (each thread has its own work arrays)."""
+    import threading
+
+    model = LSTMClassifier(4, 16, 3, num_layers=2, seed=0)
+    rng = np.random.default_rng(0)
+    jobs = []
+    for k in range(3):
+        x = rng.normal(size=(16, 30, 4)).astype(np.float32)
+        lengths = rng.integers(1 + 10 * k, 31, size=16)
+        y = rng.integers(0, 3, size=16)
+        jobs.append((x, lengths, y, model.predict_proba(x, lengths), model.loss_and_grads(x, lengths, y)))
+    failures = []
+
+    def work(k):
+        x, lengths, y, probs, (loss, grads) = jobs[k]
+        for _ in range(30):
+            if not np.array_equal(model.predict_proba(x, lengths), probs):
+                failures.append((k, "probs"))
+            loss2, grads2 = model.loss_and_grads(x, lengths, y)
+            if loss2 != loss or any(not np.array_equal(grads2[n], grads[n]) for n in grads):
+                failures.append((k, "grads"))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_release_buffers_and_copies():
+    import copy
+    import pickle
+
+    model = LSTMClassifier(3, 8, 2, seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 5, 3))
+    lengths = np.array([5, 3, 2, 1])
+    probs = model.predict_proba(x, lengths)
+    clone = pickle.loads(pickle.dumps(model))  # no buffers pickled (threading.local cannot be)
+    twin = copy.deepcopy(model)
+    model.release_buffers()
+    for m in (model, clone, twin):
+        np.testing.assert_array_equal(m.predict_proba(x, lengths), probs)
