@@ -286,8 +286,11 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         h_out = h.reshape(shape[:-1] + (H,))
         return h_out, LayerCache(xh, c_prev_all[:N], gates, tanh_c, batch_sizes, offsets, shape)
 
-    # Inference: per-step scratch only, and its views made once per batch size n.
-    g_buf = alloc("g", (4, B, H), dtype)
+    # Inference: per-step scratch only, and its views made once per batch size n. A step's
+    # (4, n, H) gate block is the first 4nH floats of g_buf, contiguous, not g_buf[:, :n]:
+    # numpy's ufuncs on a contiguous block skip the strided iteration that cost ~1.3 us
+    # per call on small blocks.
+    g_buf = alloc("g", (4 * B * H,), dtype)
     c_buf = alloc("c", (2, B, H), dtype)
     c_buf[0] = c0
     tc_buf = alloc("tc", (B, H), dtype)
@@ -297,7 +300,7 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         n = hi - lo
         v = views.get(n)
         if v is None:
-            g = g_buf[:, :n]
+            g = g_buf[: 4 * n * H].reshape(4, n, H)
             v = views[n] = (g, g[1:], *g, c_buf[0, :n], c_buf[1, :n], tc_buf[:n], ij[:n])
         g, sig, j, i, f, o, c_a, c_b, tc_t, ij_t = v
         c_prev, c_t = (c_a, c_b) if t % 2 == 0 else (c_b, c_a)
