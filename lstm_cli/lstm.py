@@ -265,16 +265,18 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         # overwritten by step t+1, so only the finished sequences' last c is not kept.
         c_prev_all = alloc("c_prev", (N + B, H), dtype)
         c_prev_all[:B] = c0
+        g_buf = alloc("g", (4 * B * H,), dtype)  # one step's gates, contiguous (see below)
         for t in range(T):
             lo, hi = bounds[t], bounds[t + 1]
             n = hi - lo
-            g = gates[:, lo:hi]  # (4, n, H) view, each gate contiguous
+            g = g_buf[: 4 * n * H].reshape(4, n, H)
             c_prev, c_t = c_prev_all[lo:hi], c_prev_all[hi : hi + n]
             np.matmul(xh[lo:hi], W_g, out=g)  # (4, n, H) pre-activations
             np.tanh(g, out=g)  # j final; i, f, o hold tanh(z/2)
             sig = g[1:]
             sig *= 0.5
             sig += 0.5  # i, f, o = sigmoid(z)
+            gates[:, lo:hi] = g  # the cache's (4, n, H) view is strided across gates
             j, i, f, o = g
             np.multiply(f, c_prev, out=c_t)
             np.multiply(i, j, out=ij[:n])
