@@ -207,9 +207,8 @@ def internal_weights(W, b, forget_bias):
     folded into the forget gate's bias), gate blocks reordered to j, i, f, o and the three
     sigmoid gates scaled by 1/2 (see the layout note above). W (I+H, 4H), b (4H,) TF order.
     """
-    IH, H4 = W.shape
+    IH, H4 = W.shape  # IH = I + H
     H = H4 // 4
-    I = IH - H
     bias = b.astype(W.dtype)  # a copy, (4H,) TF order
     bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
     Wb = np.concatenate([bias[None, :], W])  # (1+I+H, 4H)

@@ -26,7 +26,7 @@ from .heads import (
     last_step_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import Workspace, batch_sizes_from_lengths, lstm_layer_backward, lstm_layer_forward
+from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
 
 HEADS = ("last", "all")
 INITS = ("uniform", "glorot_orthogonal")
@@ -188,16 +188,18 @@ class LSTMClassifier:
             raise LstmCliError(f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}")
         if B == 0 or T == 0:
             raise LstmCliError("a batch needs at least one sequence of at least one step")
-        if lengths.min() < 1 or lengths.max() > T:
-            raise LstmCliError(f"every length must be in [1, {T}]; got {lengths.min()}..{lengths.max()}")
+        shortest, longest = int(lengths.min()), int(lengths.max())
+        if shortest < 1 or longest > T:
+            raise LstmCliError(f"every length must be in [1, {T}]; got {shortest}..{longest}")
         lengths = lengths.astype(np.int64)
         order = np.argsort(-lengths, kind="stable")  # (B,) longest first
-        T = int(lengths.max())
-        batch_sizes = batch_sizes_from_lengths(lengths[order], T)  # (T,)
+        T = longest
+        running = np.arange(T)[:, None] < lengths[order][None, :]  # (T, B) sorted batch
+        batch_sizes = running.sum(axis=1)  # (T,) sequences running at each step
         offsets = np.zeros(T + 1, np.int64)
         np.cumsum(batch_sizes, out=offsets[1:])
         # packed rows in step-major order: (t, r) for r < batch_sizes[t]
-        t_idx, r_idx = np.nonzero(np.arange(T)[:, None] < lengths[order][None, :])
+        t_idx, r_idx = np.nonzero(running)
         seq = order[r_idx]  # (N,) caller's sequence of each row
         x_packed = np.ascontiguousarray(x[seq, t_idx], dtype=self.dtype)  # (N, I)
         rank = np.empty_like(order)
