@@ -415,14 +415,14 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
         np.multiply(dh_n, dcfh_buf[r : r + n], out=dc[:n])
         dc[:n] += dc_next[:n]
         dz_t = dz[lo:hi]
-        # i, j, f blocks share the factor dc: one broadcast multiply over (n, 3, H)
+        # i, j, f blocks share the factor dc: one broadcast multiply over (3, n, H)
         np.multiply(dgate_buf[:3, r : r + n], dc[:n],
                     out=dz_t.reshape(n, 4, H)[:, :3].transpose(1, 0, 2))
         np.multiply(dh_n, dgate_buf[3, r : r + n], out=dz_t[:, 3 * H :])
         np.matmul(dz_t, WhT, out=dh_next[:n])
         np.multiply(dc[:n], gates[2, lo:hi], out=dc_next[:n])
 
-    dWb = xh.T @ dz  # (1+I+H, 4H): the bias (the ones column), the x-rows and the h-rows
+    dWb = np.matmul(xh.T, dz)  # (1+I+H, 4H): the bias (the ones column), the x-rows and the h-rows
     dW, db = dWb[1:], dWb[0]  # (I+H, 4H), (4H,)
     dx = None
     if need_dx:

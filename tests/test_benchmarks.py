@@ -60,3 +60,34 @@ def test_bench_history_compares_a_revision_with_the_worktree():
     r = _run([os.path.join(BENCH, "bench_history.py"), "HEAD", "--rounds", "1", "--workloads", "tiny"])
     assert r.returncode == 0, r.stderr
     assert "HEAD train" in r.stdout and "worktree infer" in r.stdout
+
+
+def test_engine_floor_issues_the_engines_gemms(monkeypatch):
+    """floor_cli runs exactly the matrix products (shapes, count) that lstm_cli's layers
+    issue for the benchmark's stacked batch, so `cli/floor_cli` measures overhead only."""
+    sys.path.insert(0, BENCH)
+    try:
+        import bench_step
+    finally:
+        sys.path.remove(BENCH)
+    from lstm_cli.model import LSTMClassifier
+
+    calls = []
+    real_matmul = np.matmul
+
+    def recording_matmul(a, b, *args, **kwargs):
+        calls.append((np.shape(a), np.shape(b)))
+        return real_matmul(a, b, *args, **kwargs)
+
+    B, T, I, H, L = bench_step.WORKLOADS["stacked"]
+    x, lengths, y = bench_step.make_batch(np, "stacked", 0)
+    model = LSTMClassifier(I, H, bench_step.NUM_CLASSES, L, seed=0)
+    running = (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1)
+    monkeypatch.setattr(np, "matmul", recording_matmul)
+    floor, _ = bench_step.make_engine_floor(np, "stacked", 0, running)
+    model.loss_and_grads(x, lengths, y)  # the heads use `@`, which is not recorded
+    engine_calls = sorted(calls)
+    calls.clear()
+    floor()
+    assert sorted(calls) == engine_calls
+    assert len(engine_calls) == L * (2 * T + 1) + (L - 1)  # per layer 2T steps + dW; dx above layer 0
