@@ -259,11 +259,11 @@ class LSTMClassifier:
         """
         p = self.params
         grads = {}
-        dh_last = None  # last head: only each sequence's final h gets a gradient
-        if self.head == "last":
+        dh = dh_last = None
+        if self.head == "last":  # only each sequence's final h gets a gradient
             dh_last, grads["head.W"], grads["head.b"] = last_step_backward(
                 dlogits, cache.head, p["head.W"], dense=False)
-            dh, dh_last = None, dh_last[cache.batch.order]  # (B, H), packed batch order
+            dh_last = dh_last[cache.batch.order]  # (B, H), in packed-batch order
         else:
             dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
         for k in range(self.num_layers - 1, -1, -1):
