@@ -517,21 +517,17 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
         for p in params:
             p.grad = None
 
-    def train_padded():
-        zero()
-        loss = loss_padded()
-        loss.backward()
-        if opt is not None:
-            opt.step()
-        return loss
+    def training_step(loss_fn):
+        def step():
+            zero()
+            loss = loss_fn()
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            return loss
+        return step
 
-    def train_packed():
-        zero()
-        loss = loss_packed()
-        loss.backward()
-        if opt is not None:
-            opt.step()
-        return loss
+    train_padded, train_packed = training_step(loss_padded), training_step(loss_packed)
 
     def infer():
         with torch.no_grad():

@@ -14,6 +14,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks")
 
 
+def _bench_step():
+    """benchmarks/bench_step.py as a module (benchmarks/ is not a package)."""
+    sys.path.insert(0, BENCH)
+    try:
+        import bench_step
+    finally:
+        sys.path.remove(BENCH)
+    return bench_step
+
+
 def _run(args, cwd=ROOT):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
@@ -37,11 +47,7 @@ def test_bench_step_quick_run_writes_every_cell(tmp_path):
 def test_engine_floor_counts_the_engines_gemm_work():
     """floor_cli's flop count is the engine's: per layer 2 N (1+I+H) 4H twice (forward
     steps, weight gradient), 2 N 4H H (backward steps), 2 N 4H I above the first layer."""
-    sys.path.insert(0, BENCH)
-    try:
-        import bench_step
-    finally:
-        sys.path.remove(BENCH)
+    bench_step = _bench_step()
     B, T, I, H, L = bench_step.WORKLOADS["stacked"]
     sizes = np.array([B] * (T // 2) + [B // 2] * (T - T // 2))
     floor, flops = bench_step.make_engine_floor(np, "stacked", 0, sizes)
@@ -65,11 +71,7 @@ def test_bench_history_compares_a_revision_with_the_worktree():
 def test_engine_floor_issues_the_engines_gemms(monkeypatch):
     """floor_cli runs exactly the matrix products (shapes, count) that lstm_cli's layers
     issue for the benchmark's stacked batch, so `cli/floor_cli` measures overhead only."""
-    sys.path.insert(0, BENCH)
-    try:
-        import bench_step
-    finally:
-        sys.path.remove(BENCH)
+    bench_step = _bench_step()
     from lstm_cli.model import LSTMClassifier
 
     calls = []

@@ -85,15 +85,21 @@ def _train_subprocess(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_a_resumable_checkpoint(write_config, tmp_path, signum, code):
-    cfg = write_config()
-    run = tmp_path / "run"
+def _start_long_training(cfg, run):
+    """A 400-epoch lstm-train child, returned once it has written run/last.npz."""
     proc = _train_subprocess("--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32")
     deadline = time.time() + 60
     while not (run / "last.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
     assert (run / "last.npz").exists(), "training did not start"
+    return proc
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_resumable_checkpoint(write_config, tmp_path, signum, code):
+    cfg = write_config()
+    run = tmp_path / "run"
+    proc = _start_long_training(cfg, run)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
@@ -147,10 +153,7 @@ def test_kill_9_never_leaves_a_corrupt_file(write_config, tmp_path):
 def test_second_ctrl_c_exits_at_once_without_partial_files(write_config, tmp_path):
     cfg = write_config()
     run = tmp_path / "run"
-    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32")
-    deadline = time.time() + 60
-    while not (run / "last.npz").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _start_long_training(cfg, run)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
