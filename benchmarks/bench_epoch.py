@@ -56,7 +56,8 @@ def run_epoch(train, run_dir, threads, *sets):
     cmd = [sys.executable, "-c", code,
            "--config", train, "--output", run_dir, "--overwrite", "--quiet",
            "--set", "train.epochs=1", *[a for s in sets for a in ("--set", s)]]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                         cwd=ROOT)  # `-c` imports this checkout's lstm_cli first
     if out.returncode != 0:
         raise SystemExit(f"training failed: {out.stderr.strip()}")
     row = json.loads(open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()[-1])

@@ -14,8 +14,11 @@ Usage: python benchmarks/bench_memory.py [--layers 1] [--dtype float32]
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout measured
 
 CHILD = r"""
 import json, resource, sys
@@ -54,7 +57,8 @@ def main():
           f"{'bytes/(B*T*H*layers)':>21}")
     for B, T, H in CONFIGS:
         spec = json.dumps([B, T, H, args.input_size, args.layers, args.dtype])
-        out = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True,
+                             cwd=ROOT)  # `-c` imports from the working directory first
         if out.returncode != 0:
             print(f"{B:>4} {T:>6} {H:>5}  failed: {out.stderr.strip().splitlines()[-1]}")
             continue

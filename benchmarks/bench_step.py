@@ -53,6 +53,7 @@ GLIBC_KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESH
                      "MALLOC_TOP_PAD_": "536870912"}
 
 NUM_CLASSES = 10
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout benchmarked
 # name: (B, T, I, H, layers)
 WORKLOADS = {
     "tiny": (32, 20, 8, 32, 1),
@@ -164,6 +165,7 @@ def child_main(argv):
             import torch  # noqa: F811
         except ImportError:
             torch = None
+    sys.path.insert(0, ROOT)  # this checkout's lstm_cli, installed or not
     import lstm_cli
     from lstm_cli.model import LSTMClassifier
 
