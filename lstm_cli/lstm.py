@@ -139,7 +139,7 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # call on the way in (internal_weights); the gradients need no conversion, since dz is
 # kept in TF order.
 
-_TF_TO_INTERNAL = (1, 0, 2, 3)  # internal block k holds TF block _TF_TO_INTERNAL[k]
+_TF_TO_INTERNAL = [1, 0, 2, 3]  # internal block k holds TF block _TF_TO_INTERNAL[k]
 _CHUNK_BYTES = 1 << 19  # backward computes gate factors for this many bytes of steps at a time
 
 
@@ -209,12 +209,11 @@ def internal_weights(W, b, forget_bias):
     """
     IH, H4 = W.shape  # IH = I + H
     H = H4 // 4
-    bias = b.astype(W.dtype)  # a copy, (4H,) TF order
-    bias[2 * H : 3 * H] += forget_bias  # forget_bias inside the forget gate's sigmoid
-    Wb = np.concatenate([bias[None, :], W])  # (1+I+H, 4H)
-    W_g = np.empty((4, IH + 1, H), W.dtype)
-    for k, tf_block in enumerate(_TF_TO_INTERNAL):
-        np.multiply(Wb[:, tf_block * H : (tf_block + 1) * H], 1.0 if k == 0 else 0.5, out=W_g[k])
+    W_g = np.empty((4, 1 + IH, H), W.dtype)
+    W_g[:, 0] = b.reshape(4, H)[_TF_TO_INTERNAL]  # the bias row
+    W_g[2, 0] += forget_bias  # forget_bias inside the forget gate's sigmoid
+    W_g[:, 1:] = W.reshape(IH, 4, H)[:, _TF_TO_INTERNAL].transpose(1, 0, 2)
+    W_g[1:] *= 0.5  # i, f, o: sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
     return W_g
 
 

@@ -104,6 +104,33 @@ def test_padding_invariance(head):
         assert np.all(dx[0, 3:] == 0.0) and np.all(np.isfinite(dx))
 
 
+def test_pack_layout_and_input_forms():
+    """pack: rows step after step, longest first, each the right (sequence, step) of x;
+    the same for a non-contiguous x, a float64 or int x (cast to the model dtype), and
+    unsigned lengths; last_rows point at each sequence's own last step."""
+    rng = np.random.default_rng(3)
+    model = LSTMClassifier(2, 3, 2)  # float32
+    lengths = np.array([2, 5, 1, 5, 3])
+    x = rng.normal(size=(5, 6, 2))
+    expected_rows = []
+    order = [1, 3, 4, 0, 2]  # longest first, ties in the caller's order
+    for t in range(5):
+        expected_rows += [(b, t) for b in order if lengths[b] > t]
+    expected = np.array([x[b, t] for b, t in expected_rows], np.float32)
+    for xi, li in ((x, lengths), (np.asfortranarray(x), lengths.astype(np.uint8)),
+                   (x.transpose(1, 0, 2).copy().transpose(1, 0, 2), lengths)):
+        pb = model.pack(xi, li)
+        assert pb.x.dtype == np.float32 and pb.x.flags.c_contiguous
+        np.testing.assert_array_equal(pb.x, expected)
+        assert pb.batch_sizes.tolist() == [5, 4, 3, 2, 2] and pb.T == 5
+        assert pb.order.tolist() == order
+        assert [expected_rows[r] for r in pb.last_rows] == [(b, lengths[b] - 1) for b in range(5)]
+        assert list(zip(*pb.index)) == expected_rows
+    xi = rng.integers(-3, 3, size=(5, 6, 2))
+    np.testing.assert_array_equal(model.pack(xi, lengths).x,
+                                  np.array([xi[b, t] for b, t in expected_rows], np.float32))
+
+
 def _loss_of_first(model, x, lengths, y0):
     """Loss/grads of sequence 0 only, via per-class weights that zero the others' classes."""
     K = model.num_classes
