@@ -17,7 +17,8 @@ How it works
 * Per (workload, head) cell: build an LSTMClassifier and an equivalent torch model with
   the same weights (lstm_cli.interop.to_pytorch), check once that losses (and inference
   probabilities and gradients) agree, warm up, then time the contenders round-robin
-  (one call of each per round) with time.perf_counter and report medians.
+  (one call of each per round, each round starting one contender later, so that every
+  contender follows every other equally often) with time.perf_counter and report medians.
 * Contenders: lstm_cli training step (loss_and_grads) and inference (predict_proba);
   torch nn.LSTM + nn.Linear + cross-entropy + backward over the padded tensor (oneDNN's
   fused LSTM) and over pack_padded_sequence; torch inference (no_grad, padded); and two
@@ -696,8 +697,13 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     planned = repeats * round_s + sum(max(slow_repeats - len(samples[k]), 0) * samples[k][0] for k in slow)
     deadline = w0 + 3 * max(planned, args.cell_seconds)
     done = 0
-    for _ in range(repeats):
-        for k in order:
+    for rnd in range(repeats):
+        # Each round starts one contender later: every contender follows every other one
+        # equally often. A short call right after a GEMM-heavy one runs up to 2-3x slower
+        # on this machine (tiny inference: lstm_cli 0.28 -> 0.59 ms, torch 0.27 -> 0.88 ms),
+        # so a fixed order would give each contender its own, different handicap.
+        shift = rnd % len(order)
+        for k in order[shift:] + order[:shift]:
             if k in slow and len(samples[k]) >= slow_repeats:
                 continue
             call(k, record=True)

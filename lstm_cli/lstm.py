@@ -139,7 +139,7 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # call on the way in (internal_weights); the gradients need no conversion, since dz is
 # kept in TF order.
 
-_TF_TO_INTERNAL = [1, 0, 2, 3]  # internal block k holds TF block _TF_TO_INTERNAL[k]
+_TF_TO_INTERNAL = np.array([1, 0, 2, 3])  # internal block k holds TF block _TF_TO_INTERNAL[k]
 _CHUNK_BYTES = 1 << 19  # backward computes gate factors for this many bytes of steps at a time
 
 
@@ -211,9 +211,10 @@ def internal_weights(W, b, forget_bias):
     H = H4 // 4
     W_g = np.empty((4, 1 + IH, H), W.dtype)
     W_g[:, 0] = b.reshape(4, H)[_TF_TO_INTERNAL]  # the bias row
-    W_g[2, 0] += forget_bias  # forget_bias inside the forget gate's sigmoid
     W_g[:, 1:] = W.reshape(IH, 4, H)[:, _TF_TO_INTERNAL].transpose(1, 0, 2)
-    W_g[1:] *= 0.5  # i, f, o: sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
+    # (scalars as 0-d arrays of W's dtype: cheaper in a ufunc call than Python floats)
+    W_g[2, 0] += np.array(forget_bias, W.dtype)  # forget_bias inside the forget gate's sigmoid
+    W_g[1:] *= np.array(0.5, W.dtype)  # i, f, o: sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
     return W_g
 
 
