@@ -248,11 +248,27 @@ def test_backward_chunking_does_not_change_gradients(rng, monkeypatch, chunk_byt
 
 
 def test_inference_forward_without_cache_matches(rng):
-    x, W, b, h0, c0 = _layer_problem(rng, T=5)
+    """The inference loop (its own scratch, c updated in place) gives exactly the training
+    forward's h, for a full batch and for a packed one whose batch shrinks step by step."""
+    from lstm_cli.lstm import batch_sizes_from_lengths
+
+    x, W, b, h0, c0 = _layer_problem(rng, T=5, B=4)
     h, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
     h2, none = lstm_layer_forward(x, W, b, 1.0, h0, c0, need_cache=False)
     assert none is None
     np.testing.assert_array_equal(h, h2)
+    lengths = np.array([5, 3, 3, 1])
+    valid = np.arange(5)[:, None] < lengths[None, :]
+    sizes = batch_sizes_from_lengths(lengths, 5)  # [4, 3, 3, 1, 1]
+    for dtype in (np.float64, np.float32):
+        args = [a.astype(dtype) for a in (x[valid], W, b)]
+        h_train, _ = lstm_layer_forward(*args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes)
+        h_infer, _ = lstm_layer_forward(*args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes,
+                                        need_cache=False)
+        np.testing.assert_array_equal(h_infer, h_train)
+        h_full = lstm_layer_forward(x, W, b, 0.5, h0, c0)[0][valid]  # float64, padded batch
+        tol = 1e-5 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(h_train, h_full, rtol=tol, atol=tol)
 
 
 def test_backward_from_final_states_only_equals_the_dense_form(rng):
