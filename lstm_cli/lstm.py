@@ -262,6 +262,12 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
     h = alloc("h", (N, H), dtype)
     ij = alloc("ij", (B, H), dtype)
+    # A step's (4, n, H) gate block is the first 4nH floats of g_buf, contiguous, not
+    # g_buf[:, :n]: numpy's ufuncs on a contiguous block skip the strided iteration that
+    # cost ~1.3 us per call on small blocks. Its views are made once per batch size n
+    # (~0.13 us per view).
+    g_buf = alloc("g", (4 * B * H,), dtype)
+    views = {}
     T = len(batch_sizes)
     bounds = offsets.tolist()
     if need_cache:
@@ -272,66 +278,52 @@ def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=N
         # overwritten by step t+1, so only the finished sequences' last c is not kept.
         c_prev_all = alloc("c_prev", (N + B, H), dtype)
         c_prev_all[:B] = c0
-        g_buf = alloc("g", (4 * B * H,), dtype)  # one step's gates, contiguous (see below)
-        views = {}  # a step's scratch views, made once per batch size n (~0.13 us per view)
-        for t in range(T):
-            lo, hi = bounds[t], bounds[t + 1]
-            n = hi - lo
-            v = views.get(n)
-            if v is None:
-                g = g_buf[: 4 * n * H].reshape(4, n, H)
-                v = views[n] = (g, g[1:], *g, ij[:n])
-            g, sig, j, i, f, o, ij_t = v
-            c_prev, c_t = c_prev_all[lo:hi], c_prev_all[hi : hi + n]
-            np.matmul(xh[lo:hi], W_g, out=g)  # (4, n, H) pre-activations
-            np.tanh(g, out=g)  # j final; i, f, o hold tanh(z/2)
-            sig *= half
-            sig += half  # i, f, o = sigmoid(z)
-            gates[:, lo:hi] = g  # the cache's (4, n, H) view is strided across gates
-            np.multiply(f, c_prev, out=c_t)
-            np.multiply(i, j, out=ij_t)
-            c_t += ij_t
-            tc_t = np.tanh(c_t, out=tanh_c[lo:hi])
-            h_t = np.multiply(o, tc_t, out=h[lo:hi])
-            if t + 1 < T:  # the next step's h_prev rows
-                hi_next = bounds[t + 2]
-                xh_h[hi:hi_next] = h_t[: hi_next - hi]
-        h_out = h.reshape(shape[:-1] + (H,))
-        return h_out, LayerCache(xh, c_prev_all[:N], gates, tanh_c, batch_sizes, offsets, shape)
-
-    # Inference: per-step scratch only, and its views made once per batch size n. A step's
-    # (4, n, H) gate block is the first 4nH floats of g_buf, contiguous, not g_buf[:, :n]:
-    # numpy's ufuncs on a contiguous block skip the strided iteration that cost ~1.3 us
-    # per call on small blocks. The cell's arithmetic is written out again rather than
-    # shared with the training loop through a helper: re-making the gate views every step
-    # measured 3-4 % slower inference on tiny/small/medium.
-    # Outputs are passed positionally here (~35 ns less per call than out=).
-    g_buf = alloc("g", (4 * B * H,), dtype)
-    c_buf = alloc("c", (B, H), dtype)  # c_{t-1}, updated in place to c_t
-    c_buf[...] = c0
-    tc_buf = alloc("tc", (B, H), dtype)
-    views = {}
+    else:  # inference: c in one scratch block, updated in place (c_prev and c_t alias)
+        c_buf = alloc("c", (B, H), dtype)
+        c_buf[...] = c0
+        tc_buf = alloc("tc", (B, H), dtype)
     for t in range(T):
         lo, hi = bounds[t], bounds[t + 1]
         n = hi - lo
         v = views.get(n)
         if v is None:
             g = g_buf[: 4 * n * H].reshape(4, n, H)
-            v = views[n] = (g, g[1:], *g, c_buf[:n], tc_buf[:n], ij[:n])
-        g, sig, j, i, f, o, c, tc_t, ij_t = v
-        np.matmul(xh[lo:hi], W_g, g)
-        np.tanh(g, g)
-        sig *= half
-        sig += half
-        c *= f  # c_t = f * c_{t-1} + i * j; the next step's c_{t-1} is its first rows
-        np.multiply(i, j, ij_t)
-        c += ij_t
-        np.tanh(c, tc_t)
-        h_t = np.multiply(o, tc_t, h[lo:hi])
-        if t + 1 < T:
+            v = views[n] = (g, g[1:], *g, ij[:n])
+        if need_cache:
+            c_prev, c_t, tc_t = c_prev_all[lo:hi], c_prev_all[hi : hi + n], tanh_c[lo:hi]
+        else:  # the next step's c_{t-1} is the first rows of this step's c_t
+            c_prev = c_t = c_buf[:n]
+            tc_t = tc_buf[:n]
+        h_t = _cell_step(xh[lo:hi], W_g, half, v, c_prev, c_t, tc_t, h[lo:hi])
+        if need_cache:
+            gates[:, lo:hi] = v[0]  # the cache's (4, n, H) view is strided across gates
+        if t + 1 < T:  # the next step's h_prev rows
             hi_next = bounds[t + 2]
             xh_h[hi:hi_next] = h_t[: hi_next - hi]
-    return h.reshape(shape[:-1] + (H,)), None
+    h_out = h.reshape(shape[:-1] + (H,))
+    if not need_cache:
+        return h_out, None
+    return h_out, LayerCache(xh, c_prev_all[:N], gates, tanh_c, batch_sizes, offsets, shape)
+
+
+def _cell_step(xh_rows, W_g, half, views, c_prev, c_t, tc_t, h_t):
+    """One step's cell for n rows, into the given arrays; returns h_t (n, H).
+
+    xh_rows (n, 1+I+H), W_g (4, 1+I+H, H) (internal_weights), half a 0-d 0.5 of the
+    layer's dtype, views = (g, g[1:], j, i, f, o, ij) over one contiguous (4, n, H) gate
+    block plus an (n, H) scratch; c_prev may be c_t (updated in place). Outputs are
+    passed positionally (~35 ns less per call than out=).
+    """
+    g, sig, j, i, f, o, ij_t = views
+    np.matmul(xh_rows, W_g, g)  # (4, n, H) pre-activations
+    np.tanh(g, g)  # j final; i, f, o hold tanh(z/2)
+    sig *= half
+    sig += half  # i, f, o = sigmoid(z)
+    np.multiply(f, c_prev, c_t)  # c_t = f * c_{t-1} + i * j
+    np.multiply(i, j, ij_t)
+    c_t += ij_t
+    np.tanh(c_t, tc_t)
+    return np.multiply(o, tc_t, h_t)
 
 
 def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
