@@ -74,7 +74,25 @@ class Checkpoint:
 
 def _canonical_json(doc) -> str:
     """Deterministic JSON: sorted keys, no spaces, ASCII only. Floats use repr (round trip)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(_str_keys(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _str_keys(doc):
+    """doc with every dict key as the str JSON would make of it, so that a dict mixing int
+    and str keys (e.g. class weights {1: 2.0, "b": 0.5}) can be sorted. Raises ValueError
+    when two keys would become the same str (1 and "1")."""
+    if isinstance(doc, Mapping):
+        out = {}
+        for k, v in doc.items():
+            if isinstance(k, (bool, int, float)) or k is None:
+                k = json.dumps(k)  # what json.dumps does to a key: 1 -> "1", True -> "true"
+            if k in out:
+                raise ValueError(f"two keys would both be written as {k!r}")
+            out[k] = _str_keys(v)
+        return out
+    if isinstance(doc, (list, tuple)):
+        return [_str_keys(v) for v in doc]
+    return doc
 
 
 def _digest(arrays: Mapping[str, np.ndarray], body: str) -> str:

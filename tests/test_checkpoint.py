@@ -132,6 +132,17 @@ def test_meta_goes_through_json_and_rng_state_restores(tmp_path, rng):
     assert np.array_equal(restored.random(5), gen.random(5))
 
 
+def test_meta_dict_mixing_int_and_str_keys(tmp_path, rng):
+    # e.g. train.class_weights {0: 2.0, "cat": 0.5}: json's sort_keys alone cannot order
+    # int against str, so keys are written as the str json makes of them.
+    meta = {"weights": {10: 1.0, "cat": 0.5, 2: 2.0}, "flags": {True: 1, None: 2}}
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, make_params(rng), meta)
+    back = load_checkpoint(path).meta
+    assert back == {"weights": {"10": 1.0, "cat": 0.5, "2": 2.0}, "flags": {"true": 1, "null": 2}}
+    assert read_meta(path) == back
+
+
 def test_overwrite_replaces_previous_checkpoint(saved, rng):
     path, *_ = saved
     new = make_params(rng, np.float32)
@@ -241,6 +252,7 @@ def test_save_into_missing_folder(tmp_path, rng):
         ({"w": np.array([object()])}, {}, None, "object dtype"),
         ({"w": np.zeros(2)}, {}, {"m": np.array([None], dtype=object)}, "object dtype"),
         ({"w": np.zeros(2)}, {"epoch": np.int64(3)}, None, "not JSON-serialisable"),
+        ({"w": np.zeros(2)}, {"m": {1: 0.5, "1": 2.0}}, None, "both be written as '1'"),
         ({"w": np.zeros(2)}, [1], None, "meta must be a dict"),
         ({}, {}, None, "non-empty dict"),
     ],

@@ -112,6 +112,17 @@ def test_resume_from_the_command_line(runner, write_config, tmp_path):
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_class_weights_mixing_int_and_str_labels_train_and_resume(runner, write_config, tmp_path):
+    # YAML gives {0: 2.0, "1": 0.5} an int and a str key; both name a label by its text.
+    weights = 'train.class_weights={0: 2.0, "1": 0.5}'
+    r = _train(runner, write_config(), "--set", "train.epochs=1", "--set", weights)
+    assert r.exit_code == 0, r.output
+    assert {"best.npz", "last.npz"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_eval_errors(runner, write_config, pattern_files, tmp_path):
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     ckpt = str(tmp_path / "run" / "best.npz")
