@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 
@@ -57,6 +58,24 @@ def _format_table(headers, rows, align=None) -> str:
 
 # --------------------------------------------------------------------------- gradcheck
 
+class _FiniteFloat(click.ParamType):
+    """A finite float, optionally > 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "float"
+
+    def __init__(self, positive=False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(v) or (self.positive and v <= 0):
+            self.fail(f"{value!r} is not a {'positive ' if self.positive else ''}finite number.", param, ctx)
+        return v
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Examples:\n\n  lstm-gradcheck\n\n"
                       "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
@@ -75,14 +94,15 @@ def _format_table(headers, rows, align=None) -> str:
 @click.option("--classes", type=click.IntRange(2, None), default=3, show_default=True)
 @click.option("--batch", type=click.IntRange(1, None), default=4, show_default=True)
 @click.option("--max-len", type=click.IntRange(1, None), default=5, show_default=True)
-@click.option("--forget-bias", type=float, default=1.0, show_default=True)
+@click.option("--forget-bias", type=_FiniteFloat(), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True)
 @click.option("--order", type=click.Choice(["2", "4"]), default="4", show_default=True,
               help="Central-difference stencil: 2-point or 5-point (fourth order).")
-@click.option("--eps", type=click.FloatRange(0.0, None, min_open=True), default=None,
-              help="Finite-difference step [default: 3e-3 for order 4, 1e-5 for order 2].")
-@click.option("--tol", type=click.FloatRange(0.0, None, min_open=True), default=1e-6, show_default=True,
-              help="Largest relative error that passes.")
+@click.option("--eps", type=_FiniteFloat(positive=True), default=None,
+              help="Finite-difference step [default: 1e-3 for order 4, 1e-5 for order 2].")
+@click.option("--tol", type=_FiniteFloat(positive=True), default=1e-6, show_default=True,
+              help="Largest relative error that passes (entries below the finite differences' "
+                   "round-off floor are judged against that floor instead).")
 @click.option("--max-entries", type=click.IntRange(0, None), default=500, show_default=True,
               help="Check every entry of a parameter up to this size, a seeded sample above it (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
@@ -140,7 +160,8 @@ def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size
                                       "max rel error", "result"], rows, "llllrl"))
         r0 = reports[0]
         click.echo(f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
-                   f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}")
+                   f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
+                   f"round-off floor {max(r.noise for r in reports):.1e}")
     sys.exit(0 if passed else 1)
 
 
