@@ -91,7 +91,8 @@ class PackedBatch(NamedTuple):
     seq: np.ndarray  # (N,) the caller's sequence index of each packed row
     last_rows: np.ndarray  # (B,) packed row of each sequence's last step, caller's order
     index: tuple  # (t, b) of each packed row in the caller's (B, T) layout
-    T: int
+    T: int  # the longest length (the packed batch's number of steps)
+    padded_T: int  # the caller's T (>= T): batch-first outputs (dx, logits) have this many steps
 
 
 class ForwardCache(NamedTuple):
@@ -207,7 +208,7 @@ class LSTMClassifier:
         rank[order] = np.arange(B)
         last_rows = offsets[lengths - 1] + rank  # (B,)
         return PackedBatch(x_packed, lengths, order, batch_sizes, offsets, seq, last_rows,
-                           (seq, t_idx), longest)
+                           (seq, t_idx), longest, T)
 
     def _labels(self, y, B):
         y = np.asarray(y)
@@ -279,7 +280,7 @@ class LSTMClassifier:
         if not need_dx:
             return grads, None
         pb = cache.batch
-        dx = np.zeros((len(pb.lengths), pb.T, self.input_size), dh.dtype)  # (B, T, I)
+        dx = np.zeros((len(pb.lengths), pb.padded_T, self.input_size), dh.dtype)  # (B, T, I), x's shape
         dx[pb.index] = dh
         return grads, dx
 
@@ -376,7 +377,7 @@ class LSTMClassifier:
         if self.head == "last":
             return logits
         pb = cache.batch
-        out = np.zeros((len(pb.lengths), pb.T, self.num_classes), logits.dtype)
+        out = np.zeros((len(pb.lengths), pb.padded_T, self.num_classes), logits.dtype)  # x's T
         out[pb.index] = logits
         return out
 

@@ -307,3 +307,43 @@ def test_release_buffers_and_copies():
     model.release_buffers()
     for m in (model, clone, twin):
         np.testing.assert_array_equal(m.predict_proba(x, lengths), probs)
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_batch_padded_past_its_longest_sequence(head):
+    # x (B, T, I) with T > max(lengths): dx and the all head's logits keep x's T (zeros
+    # past each end), and the gradient check runs on such a batch.
+    model = LSTMClassifier(3, 4, 3, head=head, dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 9, 3))
+    lengths, y = np.array([4, 2, 1]), np.array([0, 1, 2])
+    loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
+    assert dx.shape == x.shape and not dx[:, 4:].any()
+    loss_cut, grads_cut, dx_cut = model.loss_and_grads(x[:, :4], lengths, y, return_dx=True)
+    assert loss == loss_cut
+    np.testing.assert_array_equal(dx[:, :4], dx_cut)
+    if head == "all":
+        assert model.logits(x, lengths).shape == (3, 9, 3)
+    report = check_model(model, x, lengths, y, max_entries=20)
+    assert report.passed, [(r.name, r.max_rel_error) for r in report.rows]
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_evaluate_batch_losses_average_to_the_training_loss(head, dtype):
+    # evaluate_batch's per-sequence losses are what val_loss and lstm-eval's loss average;
+    # the all head's is the mean over the sequence's own valid steps (not over T).
+    model = LSTMClassifier(3, 5, 4, num_layers=2, head=head, dtype=dtype, seed=2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 11, 3))
+    lengths, y = np.array([7, 1, 11, 3, 7]), np.array([0, 3, 1, 2, 3])
+    ce, probs = model.evaluate_batch(x, lengths, y)
+    assert ce.shape == (5,) and probs.shape == (5, 4)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    assert ce.mean() == pytest.approx(model.loss(x, lengths, y), rel=rtol)
+    for b in range(5):  # each sequence alone, unpadded
+        alone, _ = model.evaluate_batch(x[b:b + 1, :lengths[b]], lengths[b:b + 1], y[b:b + 1])
+        assert alone[0] == pytest.approx(ce[b], rel=rtol)
+        assert alone[0] == pytest.approx(model.loss(x[b:b + 1, :lengths[b]], lengths[b:b + 1], y[b:b + 1]),
+                                         rel=rtol)
+    np.testing.assert_allclose(probs, model.predict_proba(x, lengths), rtol=rtol)
