@@ -5,12 +5,18 @@ so it never clobbers anything), is flushed and fsynced, then renamed onto the re
 with ``os.replace``, and the folder is fsynced. A crash or an exception at any moment
 leaves either the old file or the new one under the real name, never a mixture; the temp
 file is removed on failure (also on KeyboardInterrupt).
+
+A symlink is followed (its target is replaced; the link stays a link), and a path that
+exists but is not a regular file (``/dev/stdout``, a FIFO, a terminal) is opened and
+written directly: renaming onto those would replace the device node itself.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 
 
 def atomic_write(path, write) -> None:
@@ -19,7 +25,20 @@ def atomic_write(path, write) -> None:
     OSError propagates (callers turn it into their own error type).
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except FileNotFoundError:
+        mode = None
+    except OSError:  # e.g. a path through a non-folder: let open() below report it
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if mode is not None and not stat.S_ISREG(mode):  # a device, FIFO or socket: no rename
+        with open(path, "wb") as fh:
+            write(fh)
+        return
+    path = os.path.realpath(path)  # a symlink's target (also a dangling link's)
+    directory = os.path.dirname(path)
     tmp = os.path.join(directory, f"{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
     fh = open(tmp, "xb")
     try:

@@ -1,0 +1,66 @@
+"""lstm_cli.atomic: replace a regular file atomically; follow symlinks; never rename over
+a FIFO (or device) or folder. (No test writes to a real device: a regression would
+replace the device node when the tests run as root.)"""
+
+import os
+import threading
+
+import pytest
+
+from lstm_cli.atomic import atomic_write_text
+
+
+def test_new_and_replaced_file(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "one\n")
+    atomic_write_text(path, "two\n")
+    assert path.read_text() == "two\n"
+    assert os.listdir(tmp_path) == ["a.txt"]  # no temp file left
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    from lstm_cli.atomic import atomic_write
+
+    path = tmp_path / "a.txt"
+    path.write_text("old\n")
+
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, boom)
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_symlink_is_followed_and_kept(tmp_path):
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to("real.csv")
+    atomic_write_text(link, "new\n")
+    assert link.is_symlink() and real.read_text() == "new\n"
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to("target.csv")
+    atomic_write_text(dangling, "made\n")
+    assert dangling.is_symlink() and (tmp_path / "target.csv").read_text() == "made\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_written_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "through the pipe\n")
+    reader.join(timeout=10)
+    assert got == ["through the pipe\n"]
+    assert fifo.exists() and not fifo.is_file()  # still a FIFO
+
+
+def test_folder_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError):
+        atomic_write_text(tmp_path / "out", "x")
+    assert os.listdir(tmp_path / "out") == []
