@@ -33,6 +33,10 @@ every label cell of the file is a canonical decimal integer (``-3``, ``0``,
 (an integral float array is accepted as ints). The empty string is not a label.
 In memory, int labels are ``int64`` and string labels a ``'<U..'`` array.
 
+Values. Feature values must be finite and within float32's range (|x| <= 3.4e38)
+in every format and whatever the model's dtype: a larger value would become Inf in
+a float32 model and overflow the normalisation statistics.
+
 Errors. Every problem with a file's content raises :class:`DataError` with one
 line naming the file, the 1-based line (text formats) or the array and its
 0-based index (NPZ/NPY), what is wrong and what was expected. Steps and features
@@ -83,6 +87,7 @@ _CSV_OPTION_KEYS = ("id_column", "label_column", "feature_columns", "label_type"
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest feature value accepted, whatever model.dtype
 
 
 # ---------------------------------------------------------------------------
@@ -343,10 +348,19 @@ class _LabelCollector:
 
 
 def _finite_or_raise(arr, describe):
-    """Raise DataError naming the first non-finite cell; ``describe(i, j, v)`` words the place."""
-    if not np.isfinite(arr).all():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(arr))[0])
-        raise DataError(describe(i, j, arr[i, j]) + "; NaN and Inf values are not allowed")
+    """Raise DataError naming the first cell that is NaN, Inf or beyond float32's range
+    (|x| > 3.4e38: it would become Inf in a float32 model and overflow the statistics);
+    ``describe(i, j, v)`` words the place."""
+    if arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= _FLOAT32_MAX:
+        ok = np.isfinite(arr)  # float16/float32 values always fit
+    else:
+        ok = (arr >= -_FLOAT32_MAX) & (arr <= _FLOAT32_MAX)  # False for NaN as well
+    if not ok.all():
+        i, j = (int(k) for k in np.argwhere(~ok)[0])
+        v = arr[i, j]
+        if not np.isfinite(v):
+            raise DataError(describe(i, j, v) + "; NaN and Inf values are not allowed")
+        raise DataError(describe(i, j, v) + f"; values must lie within float32's range (|x| <= {_FLOAT32_MAX:.4g})")
 
 
 def _build(chunks, label_collector, source, what):
@@ -418,8 +432,11 @@ def _jsonl_matrix(x, line):
         reason = _describe_bad_x(x)
         if reason is not None:
             return reason
-        if not ok:
-            return "'x' must be a non-empty list of equal-length lists of numbers"
+        if not ok:  # well-formed, but an integer beyond int64 made np.array use objects
+            try:
+                return np.array(x, dtype=np.float64)
+            except (ValueError, TypeError, OverflowError):
+                return "'x' must be a non-empty list of equal-length lists of numbers"
     return arr.astype(np.float64, copy=False)
 
 

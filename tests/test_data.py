@@ -6,6 +6,7 @@ import shutil
 import string
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,8 @@ GOOD = '{"x": [[1, 2], [3, 4]], "y": "a"}\n'
         ('{"x": [[1, NaN]], "y": "a"}\n', ["line 1", "step 1, feature 2 is nan", "NaN and Inf"]),
         ('{"x": [[1, 2], [-Infinity, 0]], "y": "a"}\n', ["line 1", "step 2, feature 1 is -inf"]),
         ('{"x": [[1, 1e999]], "y": "a"}\n', ["line 1", "feature 2 is inf"]),
+        ('{"x": [[1, 2], [3, -1e300]], "y": "a"}\n', ["line 1", "step 2, feature 2 is -1e+300", "float32's range"]),
+        ('{"x": [[1, %d]], "y": "a"}\n' % 10**39, ["line 1", "feature 2 is 1e+39", "float32's range"]),
         ('{"x": [[1, "2"]], "y": "a"}\n', ["line 1", "feature 2 is a string ('2')", "expected a number"]),
         ('{"x": [[1, true]], "y": "a"}\n', ["line 1", "feature 2 is a boolean (true)"]),
         ('{"x": [[false]], "y": "a"}\n', ["line 1", "feature 1 is a boolean (false)"]),
@@ -296,6 +299,9 @@ def test_jsonl_valid_details(tmp_path):
     assert ds.x.dtype == np.float64 and ds.source == str(path)
     unlabeled = write(tmp_path, "u.jsonl", '{"x": [[1]]}\n{"x": [[2], [3]]}\n')
     assert D.read_jsonl(unlabeled, require_labels=False).labels is None
+    # an integer beyond int64 is still a number (np.array alone would make an object array of it)
+    ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, %d]], "y": 1}\n' % 10**20))
+    np.testing.assert_array_equal(ds.x, [[1.0, 1e20]])
     # a string label that happens to read "true" does not confuse the boolean check
     ds = D.read_jsonl(write(tmp_path, "t.jsonl", '{"x": [[1, 2]], "y": "true"}\n'))
     np.testing.assert_array_equal(ds.labels, ["true"])
@@ -334,6 +340,8 @@ Y = np.array([0, 1])
         (dict(x=X.astype(str), lengths=LEN, y=Y), ["array 'x' has non-numeric dtype"]),
         (dict(x=X > 3, lengths=LEN, y=Y), ["array 'x' has boolean dtype"]),
         (dict(x=np.where(X == 7, np.nan, X), lengths=LEN, y=Y), ["array 'x'[3, 1] is nan"]),
+        (dict(x=np.where(X == 7, 1e300, X), lengths=LEN, y=Y), ["array 'x'[3, 1] is 1e+300", "float32's range"]),
+        (dict(x=np.where(X == 4, -1e39, X), lengths=LEN, y=Y), ["array 'x'[2, 0] is -1e+39", "float32's range"]),
         (dict(x=X, lengths=LEN, y=np.array([0, 1, 2])), ["array 'y' has shape (3,), expected (2,)"]),
         (dict(x=X, lengths=LEN, y=np.array([0.5, 1])), ["array 'y'[0] is 0.5"]),
         (dict(x=X, lengths=LEN, y=np.array(["a", ""])), ["array 'y'[1] is the empty string"]),
@@ -382,6 +390,9 @@ def test_npy_dir(tmp_path):
     assert D.read_npy_dir(folder, mmap=False).x.dtype == np.float64
     np.save(folder / "x.npy", np.where(X == 9, np.inf, X))
     expect_error(lambda: D.read_npy_dir(folder), folder, "x.npy[4, 1] is inf")
+    np.save(folder / "x.npy", np.where(X == 9, 1e300, X))
+    expect_error(lambda: D.read_npy_dir(folder), folder, "x.npy[4, 1] is 1e+300", "float32's range")
+    expect_error(lambda: D.read_npy_dir(folder, mmap=False), folder, "x.npy[4, 1] is 1e+300")
     np.save(folder / "x.npy", X)
     np.save(folder / "lengths.npy", np.array([1, 1]))
     expect_error(lambda: D.read_npy_dir(folder), folder, "lengths.npy sums to 2")
@@ -434,6 +445,7 @@ CSV_OK = "id,label,a,b\ns1,x,1,2\ns1,x,3,4\ns2,y,5,6\n"
         ("id,label,a,b\ns1,x,1,2\ns1,x,3,4,5\n", ["line 3", "5 cells, expected 4"]),
         ("id,label,a,b\ns1,x,1,nan\n", ["line 2, column 'b'", "value is nan"]),
         ("id,label,a,b\ns1,x,1,2\n\ns2,x,inf,2\n", ["line 4, column 'a'", "inf"]),
+        ("id,label,a,b\ns1,x,1,2\ns1,x,3,4e38\n", ["line 3, column 'b'", "4e+38", "float32's range"]),
         ("id,label,a,b\n", ["no sequences", "no data rows"]),
         ("id,label,a,b\n,x,1,2\n", ["line 2", "empty id"]),
         ("id,label,a,b\ns1,,1,2\n", ["line 2", "empty label"]),
@@ -523,6 +535,7 @@ TS_HEAD = (
         (TS_HEAD + "1,:3,4:a\n", ["line 11", "dimension 1, value 2 is empty"]),
         (TS_HEAD + ":3:a\n", ["line 11", "no values"]),
         (TS_HEAD + "1,2:3,nan:a\n", ["line 11", "dimension 2, value 2 is nan"]),
+        (TS_HEAD + "1,2:3,4:a\n1e300,2:3,4:b\n", ["line 12", "dimension 1, value 1 is 1e+300", "float32's range"]),
         (TS_HEAD + "\n\n", ["no cases after @data"]),
         (TS_HEAD.replace("@dimensions 2", "@dimensions two"), ["line 7", "@dimensions must be a positive integer"]),
         (TS_HEAD.replace("@univariate false", "@univariate true"), ["@dimensions 2 contradicts @univariate true"]),
@@ -568,7 +581,8 @@ def test_ts_valid_details(tmp_path):
 # property-based: round trips and garbage input
 
 LABEL_TEXT = st.text(alphabet=string.ascii_letters + string.digits + "_-.", min_size=1, max_size=6)
-FINITE = st.floats(allow_nan=False, allow_infinity=False, width=64)
+_F32_MAX = float(np.finfo(np.float32).max)
+FINITE = st.floats(-_F32_MAX, _F32_MAX, allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
@@ -761,6 +775,27 @@ def test_feature_stats_chunked_and_floor(tmp_path):
     mm = D.read_npy_dir(tmp_path / "m", require_labels=False)
     mean, std = D.feature_stats(mm, chunk_rows=100)
     np.testing.assert_allclose(mean, x.astype(np.float32).astype(np.float64).mean(axis=0), rtol=1e-12)
+
+
+def test_values_up_to_float32_max_load_and_give_finite_stats(tmp_path):
+    """The largest float32 loads; statistics (float64) and batches stay finite, without warnings."""
+    big = float(np.finfo(np.float32).max)
+    rows = [[big, -big], [1e30, 0.5], [-1e30, 2.0]]
+    ds = D.read_jsonl(write(tmp_path, "edge.jsonl", json.dumps({"x": rows, "y": "a"}) + "\n"))
+    np.testing.assert_array_equal(ds.x, rows)
+    folder = tmp_path / "f32"
+    D.write_npy_dir(SequenceDataset(np.array(rows, dtype=np.float32), np.array([0, 3]), None), folder)
+    mapped = D.read_npy_dir(folder, require_labels=False)
+    assert mapped.x.dtype == np.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in a square or a cast would raise here
+        for d in (ds, mapped):
+            mean, std = D.feature_stats(d)
+            assert np.isfinite(mean).all() and np.isfinite(std).all()
+            np.testing.assert_allclose(std, np.asarray(rows).std(axis=0), rtol=1e-6)
+            for stats in ((None, None), (mean, std)):
+                xb, _ = D.pad_batch(d, [0], np.float32, *stats)
+                assert np.isfinite(xb).all()
 
 
 def test_pad_batch():

@@ -91,6 +91,13 @@ def npz_inf(folder):
     return _savez(os.path.join(folder, "inf.npz"), **a)
 
 
+def npz_huge_value(folder):
+    """x[5, 1] is 1e300: finite, but beyond float32's range."""
+    a = _good_arrays()
+    a["x"][5, 1] = 1e300
+    return _savez(os.path.join(folder, "huge_value.npz"), **a)
+
+
 def npz_non_numeric(folder):
     """'x' holds strings (dtype <U4): non-numeric cells."""
     a = _good_arrays()
@@ -179,6 +186,7 @@ NPZ_DATA_CASES = {
     "zero_length": npz_zero_length,
     "nan": npz_nan,
     "inf": npz_inf,
+    "huge_value": npz_huge_value,
     "non_numeric": npz_non_numeric,
     "missing_label": npz_missing_label,
     "label_count": npz_label_count,
