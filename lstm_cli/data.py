@@ -627,7 +627,7 @@ def _check_finite_chunked(x, name, source, chunk_rows=None):
 
 def _npz_member(npz, key, source):
     try:
-        return npz[key]
+        value = npz[key]
     except ValueError as exc:
         if "Object arrays" in str(exc) or "allow_pickle" in str(exc):
             raise DataError(
@@ -637,6 +637,13 @@ def _npz_member(npz, key, source):
         raise DataError(f"{source}: array '{key}' cannot be read: {exc}") from None
     except Exception as exc:  # zipfile/zlib/format errors of a damaged archive member
         raise DataError(f"{source}: array '{key}' cannot be read: {type(exc).__name__}: {exc}") from None
+    if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a non-.npy member
+        member = key if key in npz.zip.namelist() else f"{key}.npy"  # numpy prefers the bare name
+        raise DataError(
+            f"{source}: array '{key}' (zip member '{member}') is not a .npy array (no .npy header);"
+            " write the archive with np.savez"
+        )
+    return value
 
 
 def read_npz(path, require_labels=True):

@@ -375,6 +375,7 @@ NPZ_DATA_CASES = [
     ("no_arrays", ["missing array 'x'", "found: none"]),
     ("truncated", ["not a valid .npz archive"]),
     ("single_npy", ["single .npy array", "expected an .npz archive"]),
+    ("raw_member", ["array 'lengths'", "zip member 'lengths'", "not a .npy array"]),
 ]
 assert {c[0] for c in NPZ_DATA_CASES} == set(make_npz.NPZ_DATA_CASES)
 

@@ -1,5 +1,6 @@
 """Tests of lstm_cli.data: readers, writers, validation messages, labels, splits, batching."""
 
+import io
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import string
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +364,22 @@ def test_npz_not_an_archive(tmp_path):
     np.save(tmp_path / "a.npy", X)
     shutil.move(tmp_path / "a.npy", tmp_path / "e.npz")
     expect_error(lambda: D.read_npz(tmp_path / "e.npz"), tmp_path / "e.npz", "single .npy array")
+
+
+@pytest.mark.parametrize("member", ["x", "lengths", "y", "x.npy", "y.npy"])
+def test_npz_member_that_is_not_a_npy_array(tmp_path, member):
+    """np.load returns raw bytes for a member without the .npy header: named, not an AttributeError."""
+    path = tmp_path / "d.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for key, arr in (("x", X), ("lengths", LEN), ("y", Y)):
+            if member.removesuffix(".npy") == key:
+                zf.writestr(member, b"raw bytes, no .npy header")
+            else:
+                buf = io.BytesIO()
+                np.save(buf, arr)
+                zf.writestr(f"{key}.npy", buf.getvalue())
+    key = member.removesuffix(".npy")
+    expect_error(lambda: D.read_npz(path), path, f"array '{key}'", f"zip member '{member}'", "not a .npy array")
 
 
 def test_npz_valid_details(tmp_path):

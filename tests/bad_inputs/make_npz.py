@@ -154,6 +154,19 @@ def npz_truncated(folder):
     return truncate(path, 0.6)
 
 
+def npz_raw_member(folder):
+    """A zip whose member 'lengths' (no .npy suffix) holds raw bytes, not a .npy array."""
+    path = _savez(os.path.join(folder, "raw_member.npz"), **_good_arrays())
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    members.pop("lengths.npy")
+    members["lengths"] = b"3,2,4\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
 def npz_single_npy(folder):
     """A single .npy array saved under a .npz name."""
     path = os.path.join(folder, "single_npy.npz")
@@ -196,6 +209,7 @@ NPZ_DATA_CASES = {
     "no_arrays": npz_no_arrays,
     "truncated": npz_truncated,
     "single_npy": npz_single_npy,
+    "raw_member": npz_raw_member,
 }
 
 
