@@ -30,7 +30,10 @@ labels are always the strings as written (``"1"``); CSV labels are ints when
 every label cell of the file is a canonical decimal integer (``-3``, ``0``,
 ``17``; not ``007`` or ``+1``) and strings otherwise (override with
 ``label_type="str"`` or ``"int"``); NPZ/NPY labels are int or unicode arrays
-(an integral float array is accepted as ints). The empty string is not a label.
+(an integral float array is accepted as ints). The empty string is not a label,
+nor is text that is not valid Unicode (a lone surrogate such as JSON's ``"\\ud800"``,
+or in a unicode array a code point beyond U+10FFFF): it could not be printed or
+written. CSV and .ts files are strict UTF-8, which cannot encode either.
 In memory, int labels are ``int64`` and string labels a ``'<U..'`` array.
 
 Values. Feature values must be finite and within float32's range (|x| <= 3.4e38)
@@ -274,6 +277,16 @@ def _read_text(path):
         ) from None
 
 
+def _code_point_problem(cp):
+    """Why code point ``cp`` cannot be in a label (it could not be printed or written as
+    UTF-8), or None when it can."""
+    if 0xD800 <= cp <= 0xDFFF:
+        return f"U+{cp:04X}, a lone surrogate"
+    if cp > 0x10FFFF:
+        return f"code point 0x{cp:X}, beyond U+10FFFF"
+    return None
+
+
 def _label_kind(value):
     """'int' or 'str' for a valid label value, else None."""
     if isinstance(value, str):
@@ -458,6 +471,13 @@ def _jsonl_label(obj, line_no, where):
     if isinstance(y, str):
         if y == "":
             raise DataError(f"{where}: 'y' is the empty string; labels must be non-empty")
+        try:
+            y.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON's "\ud800" escape decodes to a lone surrogate
+            raise DataError(
+                f"{where}: 'y' is {_json_type(y)}, which holds {_code_point_problem(ord(y[exc.start]))}"
+                f" (character {exc.start + 1}); labels must be valid Unicode text"
+            ) from None
         return y, False
     raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
 
@@ -596,6 +616,18 @@ def _check_y(y, n, name, source):
         bad = np.flatnonzero(y == "")
         if bad.size:
             raise DataError(f"{source}: {name}[{bad[0]}] is the empty string; labels must be non-empty")
+        # the raw UCS-4 code points, one row per label: numpy stores surrogates and values
+        # beyond U+10FFFF that Python cannot print, write as UTF-8 or (the latter) even read
+        codes = np.ascontiguousarray(y, dtype=y.dtype.newbyteorder("<")).view("<u4").reshape(n, -1)
+        bad_code = (codes >= 0xD800) & ((codes <= 0xDFFF) | (codes > 0x10FFFF))  # (N, chars)
+        bad = np.flatnonzero(bad_code.any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            k = int(np.flatnonzero(bad_code[i])[0])
+            raise DataError(
+                f"{source}: {name}[{i}] holds {_code_point_problem(int(codes[i, k]))} (character {k + 1});"
+                " labels must be valid Unicode text"
+            )
         return y
     if kind in "iu":
         if kind == "u" and y.size and y.max() > _INT64_MAX:

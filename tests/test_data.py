@@ -263,6 +263,9 @@ GOOD = '{"x": [[1, 2], [3, 4]], "y": "a"}\n'
         ('{"x": [[1, 2]], "y": null}\n', ["line 1", "'y' is null"]),
         ('{"x": [[1, 2]], "y": [1]}\n', ["line 1", "'y' is a list"]),
         ('{"x": [[1, 2]], "y": ""}\n', ["line 1", "empty string"]),
+        (GOOD + '{"x": [[1, 2]], "y": "\\ud800x"}\n', ["line 2", "'y' is a string ('\\ud800x')", "U+D800",
+                                                      "lone surrogate", "valid Unicode"]),
+        (GOOD + '{"x": [[1, 2]], "y": "ok\\udfff"}\n', ["line 2", "U+DFFF", "lone surrogate"]),
         ('{"x": [[1, 2]], "y": 99999999999999999999}\n', ["line 1", "64-bit"]),
         (GOOD + '\n\n{"x": [[1, 2]], "y": 3}\n', ["line 4", "label 3 is an integer", "strings", "line 1"]),
         ('[1, 2]\n', ["line 1", "expected a JSON object"]),
@@ -304,6 +307,9 @@ def test_jsonl_valid_details(tmp_path):
     # an integer beyond int64 is still a number (np.array alone would make an object array of it)
     ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, %d]], "y": 1}\n' % 10**20))
     np.testing.assert_array_equal(ds.x, [[1.0, 1e20]])
+    # a surrogate pair is one character (U+1F600), not a lone surrogate
+    ds = D.read_jsonl(write(tmp_path, "e.jsonl", '{"x": [[1, 2]], "y": "smile \\ud83d\\ude00"}\n'))
+    np.testing.assert_array_equal(ds.labels, ["smile \U0001F600"])
     # a string label that happens to read "true" does not confuse the boolean check
     ds = D.read_jsonl(write(tmp_path, "t.jsonl", '{"x": [[1, 2]], "y": "true"}\n'))
     np.testing.assert_array_equal(ds.labels, ["true"])
@@ -347,6 +353,9 @@ Y = np.array([0, 1])
         (dict(x=X, lengths=LEN, y=np.array([0, 1, 2])), ["array 'y' has shape (3,), expected (2,)"]),
         (dict(x=X, lengths=LEN, y=np.array([0.5, 1])), ["array 'y'[0] is 0.5"]),
         (dict(x=X, lengths=LEN, y=np.array(["a", ""])), ["array 'y'[1] is the empty string"]),
+        (dict(x=X, lengths=LEN, y=np.array(["a", "b\udc80"])), ["array 'y'[1]", "U+DC80", "lone surrogate"]),
+        (dict(x=X, lengths=LEN, y=np.array([[97, 0], [98, 0x110000]], dtype=np.uint32).view("<U2").ravel()),
+         ["array 'y'[1]", "0x110000", "beyond U+10FFFF"]),
         (dict(x=X, lengths=LEN, y=np.array([b"a", b"b"])), ["array 'y' has dtype |S1", "bytes"]),
         (dict(x=X, lengths=LEN, y=np.array([True, False])), ["array 'y' has dtype bool"]),
         (dict(x=X, lengths=LEN, y=np.array(["a", 1], dtype=object)), ["array 'y' is an object array"]),
@@ -469,6 +478,7 @@ CSV_OK = "id,label,a,b\ns1,x,1,2\ns1,x,3,4\ns2,y,5,6\n"
         ("id,label,a,b\ns1,,1,2\n", ["line 2", "empty label"]),
         ('id,label,a,b\ns1,"x,1,2\n', ["malformed CSV"]),
         (b"id,label,a,b\ns1,\xe9,1,2\n", ["line 2", "not valid UTF-8"]),
+        (b"id,label,a,b\ns1,x,1,2\ns2,\xed\xa0\x80,1,2\n", ["line 3", "not valid UTF-8", "0xed"]),  # a surrogate
     ],
 )
 def test_csv_malformed(tmp_path, content, fragments):
@@ -555,6 +565,8 @@ TS_HEAD = (
         (TS_HEAD + "1,2:3,nan:a\n", ["line 11", "dimension 2, value 2 is nan"]),
         (TS_HEAD + "1,2:3,4:a\n1e300,2:3,4:b\n", ["line 12", "dimension 1, value 1 is 1e+300", "float32's range"]),
         (TS_HEAD + "\n\n", ["no cases after @data"]),
+        ((TS_HEAD.replace("true a b", "true a \udfff") + "1,2:3,4:a\n1:2:\udfff\n").encode("utf-8", "surrogatepass"),
+         ["line 9", "not valid UTF-8", "0xed"]),  # a surrogate, in the header and a label
         (TS_HEAD.replace("@dimensions 2", "@dimensions two"), ["line 7", "@dimensions must be a positive integer"]),
         (TS_HEAD.replace("@univariate false", "@univariate true"), ["@dimensions 2 contradicts @univariate true"]),
         (TS_HEAD.replace("@timeStamps false", "@timeStamps true") + "1,2:3,4:a\n", ["@timeStamps true", "not supported"]),

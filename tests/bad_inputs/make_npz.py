@@ -126,6 +126,13 @@ def npz_empty_label(folder):
     return _savez(os.path.join(folder, "empty_label.npz"), **a)
 
 
+def npz_surrogate_label(folder):
+    """y[1] holds a lone surrogate (U+D800): not valid Unicode text, cannot be printed or written."""
+    a = _good_arrays()
+    a["y"] = np.array(["a", "\ud800", "a"])
+    return _savez(os.path.join(folder, "surrogate_label.npz"), **a)
+
+
 def npz_bytes_labels(folder):
     """'y' is a bytes array (|S1) holding a non-UTF-8 byte: not unicode labels."""
     a = _good_arrays()
@@ -204,6 +211,7 @@ NPZ_DATA_CASES = {
     "missing_label": npz_missing_label,
     "label_count": npz_label_count,
     "empty_label": npz_empty_label,
+    "surrogate_label": npz_surrogate_label,
     "bytes_labels": npz_bytes_labels,
     "empty": npz_empty,
     "no_arrays": npz_no_arrays,
