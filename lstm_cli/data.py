@@ -828,6 +828,17 @@ def _csv_labels(raw, label_type, source, label_column):
     return values
 
 
+def _malformed_csv(source, exc, start, end):
+    """The message for a csv.Error in the row that starts on line ``start``; the reader
+    stopped on line ``end``. A row running over several lines means a quoted field that
+    was not closed (csv keeps reading to the end of the file or its field size limit), so
+    the line that opened it is named, not the line where csv gave up."""
+    if end > start:
+        return (f"{source} line {start}: malformed CSV: {exc}; the row starting on this line runs on to"
+                f" line {end}: is a quote left open?")
+    return f"{source} line {end}: malformed CSV: {exc}"
+
+
 def read_csv(path, require_labels=True, id_column="id", label_column="label", feature_columns=None,
              label_type="auto"):
     """Read a long-form CSV: a header row, then one row per time step.
@@ -845,12 +856,14 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
     source = str(path)
     text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    done = 0  # the last line of the rows read so far
     try:
         header = next(reader, None)
         while header is not None and not header:  # skip leading blank lines
+            done = reader.line_num
             header = next(reader, None)
     except csv.Error as exc:
-        raise DataError(f"{source} line {reader.line_num}: malformed CSV: {exc}") from None
+        raise DataError(_malformed_csv(source, exc, done + 1, reader.line_num)) from None
     if header is None:
         raise DataError(f"{source}: the file is empty; expected a header row naming the columns")
     header_line = reader.line_num
@@ -892,11 +905,12 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
     seen = {}  # id -> first line
     current = None
     current_label = None
+    done = header_line
     try:
         for cells in reader:
+            done = line = reader.line_num
             if not cells:
                 continue
-            line = reader.line_num
             if len(cells) != ncols:
                 raise DataError(
                     f"{source} line {line}: {len(cells)} cells, expected {ncols} (as in the header)"
@@ -925,7 +939,7 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
             rows.append([cells[j] for j in feat_j])
             row_lines.append(line)
     except csv.Error as exc:
-        raise DataError(f"{source} line {reader.line_num}: malformed CSV: {exc}") from None
+        raise DataError(_malformed_csv(source, exc, done + 1, reader.line_num)) from None
     if not rows:
         raise DataError(f"{source}: no sequences (the file has a header but no data rows)")
 

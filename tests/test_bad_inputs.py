@@ -451,6 +451,17 @@ def test_huge_jsonl_line_with_non_utf8_byte_at_the_end(runner, run_guard, tmp_pa
     assert_one_clear_error(result, 4, str(path), "line 13", "not valid UTF-8")
 
 
+def test_csv_quote_left_open_names_the_line_it_opened(runner, run_guard, tmp_path):
+    """A quote opened on line 5001 of a CSV and never closed: the message names line 5001."""
+    lines = ["id,label,f1,f2"] + [f"s{k // 5},{k // 5 % 2},0.{k},0.5" for k in range(4999)]
+    lines.append('s999,1,"0.1,0.2')  # line 5001
+    lines += [f"t{k},0,0.3,0.4" for k in range(30)]
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    assert_one_clear_error(result, 4, str(path), "line 5001: malformed CSV", "runs on to line 5031")
+
+
 @pytest.mark.parametrize("fmt,needles", [
     ("csv", ["missing id column 'id'"]),
     ("ts", ["line 1", "missing @data"]),

@@ -486,6 +486,19 @@ def test_csv_malformed(tmp_path, content, fragments):
     expect_error(lambda: D.read_csv(path), path, *fragments)
 
 
+@pytest.mark.parametrize("rows_after", [5, 40_000], ids=["end_of_data", "field_limit"])
+def test_csv_unclosed_quote_names_the_line_it_opened(tmp_path, rows_after):
+    """A quote opened on line 5001 and never closed swallows the rest of the file (to its end,
+    or until csv's 128 KB field limit): the message names line 5001, not where csv gave up."""
+    lines = ["id,label,a,b"] + [f"s{k // 5},x,{k},1" for k in range(4999)]
+    lines.append('s999,x,"4999,1')  # line 5001
+    lines += [f"t{k},x,{k},1" for k in range(rows_after)]
+    path = write(tmp_path, "q.csv", "\n".join(lines) + "\n")
+    msg = expect_error(lambda: D.read_csv(path), path, "line 5001: malformed CSV", "runs on to line",
+                       "quote left open")
+    assert msg.startswith(f"{path} line 5001: ")
+
+
 def test_csv_valid_details(tmp_path):
     ds = D.read_csv(write(tmp_path, "a.csv", "id,label,a,b\r\n\r\ns1,x,1,2\r\ns1,x,3,4\r\n\r\ns2,y,5,6\r\n"))
     np.testing.assert_array_equal(ds.lengths, [2, 1])
