@@ -526,6 +526,8 @@ def read_jsonl(path, require_labels=True):
             obj = decoder.decode(line)
         except json.JSONDecodeError as exc:
             hint = " (the last line looks truncated)" if i == truncated_candidate else ""
+            if "\r" in line.rstrip():  # lines split on LF only: CR-only endings make the file one line
+                hint = " (a carriage return inside the line: CR-only line endings? save the file with LF or CRLF)"
             raise DataError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}{hint}") from None
         except RecursionError:
             raise DataError(f"{where}: invalid JSON: nested too deeply") from None
@@ -694,7 +696,7 @@ def read_npz(path, require_labels=True):
         if magic.startswith(b"\x93NUM"):
             raise DataError(f"{source}: holds a single .npy array, expected an .npz archive with x, "
                             f"lengths, y")
-        if magic[:2] != b"PK":  # not a zip: np.load would fall back to unpickling (refused)
+        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # not a zip (or empty zip): np.load would unpickle
             raise DataError(f"{source}: not a valid .npz archive (no zip signature); expected arrays "
                             f"x, lengths, y")
         try:
@@ -735,14 +737,20 @@ def _advise_random(arr):
 
 def _load_npy(path, mmap, source, name):
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY":  # np.load would take the file for a pickle
+            raise DataError(f"{source}: {name} is not a .npy file (no .npy header); save arrays with np.save")
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         return _advise_random(arr) if mmap else arr
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
+    except DataError:
+        raise
     except ValueError as exc:
         if any(s in str(exc) for s in ("allow_pickle", "Object arrays", "Python objects")):
             raise DataError(
-                f"{source}: {name} is an object array or pickle; store numbers as float/int arrays"
+                f"{source}: {name} is an object array; store numbers as float/int arrays"
                 " and labels as int or unicode (np.str_) arrays"
             ) from None
         raise DataError(f"{source}: {name} is not a valid .npy file ({exc})") from None
@@ -765,6 +773,10 @@ def read_npy_dir(path, require_labels=True, mmap=True):
     names = {k: os.path.join(path, f"{k}.npy") for k in ("x", "lengths", "y")}
     for key in ("x", "lengths") + (("y",) if require_labels else ()):
         if not os.path.isfile(names[key]):
+            ext = next((e for e in _EXTENSIONS if source.lower().rstrip("/\\").endswith(e)), None)
+            if ext is not None:  # e.g. a folder named train.jsonl: say that it is a folder
+                raise DataError(f"{source}: is a directory, expected a {ext} file (a directory is read as an"
+                                f" .npy folder: missing {key}.npy)")
             raise DataError(f"{source}: missing {key}.npy" + (" (labels are required)" if key == "y" else ""))
     raw_x = _load_npy(names["x"], mmap, source, "x.npy")
     if not isinstance(raw_x, np.ndarray):

@@ -654,16 +654,20 @@ def test_unclosed_bracket_names_the_opening_line(runner, run_guard):
     assert_one_clear_error(result, 3, "unclosed_bracket.yaml", "line 6")
 
 
-@pytest.mark.parametrize("kind", ["text_file_as_npz", "pickle_renamed_npz"])
+@pytest.mark.parametrize("kind", ["text_file_as_npz", "pickle_renamed_npz", "pk_then_junk"])
 def test_non_npz_data_message_does_not_advise_unpickling(runner, run_guard, tmp_path, kind):
     if kind == "text_file_as_npz":
         path = BAD / "good" / "train.jsonl"
         args = ["--set", "data.format=npz"]
+    elif kind == "pk_then_junk":  # "PK" and then no zip: numpy would call it pickled data
+        path = tmp_path / "data.npz"
+        path.write_bytes(b"PK" + bytes(range(256)))
+        args = ["--set", f"data.train={path}"]
     else:
         path = Path(make_npz.pickle_as_npz(str(tmp_path / "data.npz"), str(tmp_path / "MARKER")))
         args = ["--set", f"data.train={path}"]
     result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, *args))
     line = assert_one_clear_error(result, 4, str(path))
     assert "pickle.load" not in line and "allow_pickle" not in line
-    if kind == "text_file_as_npz":
-        assert "pickled" not in line  # it is a text file
+    if kind != "pickle_renamed_npz":
+        assert "pickled" not in line  # a text file, or junk after "PK"

@@ -281,6 +281,17 @@ def test_jsonl_malformed(tmp_path, content, fragments):
     expect_error(lambda: D.read_jsonl(path), path, *fragments)
 
 
+def test_jsonl_cr_only_line_endings(tmp_path):
+    """CR-only line endings make the file one line: say so, not 'the last line looks truncated'."""
+    path = write(tmp_path, "cr.jsonl", GOOD.replace("\n", "\r") * 3)
+    msg = expect_error(lambda: D.read_jsonl(path), path, "line 1", "invalid JSON", "carriage return",
+                       "CR-only line endings")
+    assert "truncated" not in msg
+    # CR as whitespace inside an object is valid JSON; CRLF endings load
+    ds = D.read_jsonl(write(tmp_path, "ok.jsonl", '{"x": [[1, 2]],\r "y": "a"}\r\n' + GOOD.replace("\n", "\r\n")))
+    assert len(ds) == 2
+
+
 def test_jsonl_partial_labels_when_not_required(tmp_path):
     path = write(tmp_path, "p.jsonl", GOOD + '{"x": [[1, 2]]}\n')
     expect_error(lambda: D.read_jsonl(path, require_labels=False), path, "line 2", "missing label", "line 1")
@@ -370,6 +381,11 @@ def test_npz_malformed(tmp_path, arrays, fragments):
 def test_npz_not_an_archive(tmp_path):
     path = write(tmp_path, "d.npz", b"hello, not a zip")
     expect_error(lambda: D.read_npz(path), path, "not a valid .npz")
+    # "PK" alone is not a zip signature: numpy would try to unpickle the rest (refused), and
+    # its message about pickled data and allow_pickle must not reach the user
+    path = write(tmp_path, "pk.npz", b"PK" + bytes(range(200, 256)))
+    msg = expect_error(lambda: D.read_npz(path), path, "not a valid .npz archive", "no zip signature")
+    assert "pickle" not in msg
     np.save(tmp_path / "a.npy", X)
     shutil.move(tmp_path / "a.npy", tmp_path / "e.npz")
     expect_error(lambda: D.read_npz(tmp_path / "e.npz"), tmp_path / "e.npz", "single .npy array")
@@ -438,6 +454,34 @@ def test_npy_dir_object_and_garbage(tmp_path):
     expect_error(lambda: D.read_npy_dir(folder, mmap=False), folder, "x.npy is an object array")
     (folder / "x.npy").write_bytes(b"\x93NUMPY garbage")
     expect_error(lambda: D.read_npy_dir(folder), folder, "x.npy")
+
+
+@pytest.mark.parametrize("name", ["x", "lengths", "y"])
+def test_npy_dir_member_without_npy_header(tmp_path, name):
+    """Random bytes (no .npy header) are 'not a .npy file', not 'an object array or pickle'."""
+    folder = tmp_path / "d"
+    D.write_npy_dir(SequenceDataset(X, np.array([0, 2, 5]), Y), folder)
+    (folder / f"{name}.npy").write_bytes(bytes(range(256)) * 2)
+    for mmap in (True, False):
+        msg = expect_error(lambda: D.read_npy_dir(folder, mmap=mmap), folder, f"{name}.npy is not a .npy file",
+                           "no .npy header")
+        assert "pickle" not in msg and "object array" not in msg
+
+
+def test_directory_named_like_a_data_file(tmp_path):
+    """A directory x.jsonl is read as an .npy folder; the message says it is a directory."""
+    for name in ("x.jsonl", "x.csv", "x.npz"):
+        folder = tmp_path / name
+        folder.mkdir()
+        msg = expect_error(lambda: D.load_dataset(folder), folder, "is a directory", f"expected a {name[1:]} file",
+                           "missing x.npy")
+    # a real .npy folder keeps working whatever its name
+    D.write_npy_dir(SequenceDataset(X, np.array([0, 2, 5]), Y), tmp_path / "data.csv")
+    assert len(D.load_dataset(tmp_path / "data.csv")) == 2
+    expect_error(lambda: D.load_dataset(tmp_path / "plain"), tmp_path / "plain", "not found")
+    (tmp_path / "plain").mkdir()
+    msg = expect_error(lambda: D.load_dataset(tmp_path / "plain"), tmp_path / "plain", "missing x.npy")
+    assert "is a directory" not in msg
 
 
 def test_chunked_finite_check_reports_global_row(tmp_path, monkeypatch):
