@@ -576,11 +576,48 @@ def parse_override(text: str) -> tuple[str, Any]:
 # Checking and building
 # --------------------------------------------------------------------------------------
 
+def _inline_value(value: Any) -> str:
+    """A short scalar as it is written in YAML (``1``, ``true``, ``null``, ``id``), else '...'."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int) and abs(value) < 10**15 or isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "..."
+    if isinstance(value, str) and len(value) <= 40:
+        text = yaml.safe_dump(value, default_flow_style=True, width=200)
+        text = text[: -len("\n...\n")] if text.endswith("\n...\n") else text.strip()
+        return text if "\n" not in text else "..."
+    return "..."
+
+
+def _key_name_error(name: str, value: Any, prefix: str, where: str) -> ConfigError:
+    """A key of a file that is empty or written with dots ('train.epochs: 1' at the top)."""
+    at = f"under {prefix!r}" if prefix else "at the top level"
+    if not name:
+        names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[prefix]))
+        return ConfigError(f"empty key '' {at} in {where}; valid keys {at} are: {names}")
+    *sections, leaf = f"{prefix}.{name}".split(".") if prefix else name.split(".")
+    nested = f"{leaf}: {_inline_value(value)}"
+    for part in reversed(sections):
+        nested = f"{part}: {{{nested}}}"
+    at = f" under {prefix!r}" if prefix else ""
+    return ConfigError(
+        f"dotted key {name!r}{at} in {where}; dotted names are for --set only,"
+        f" write the nested form {nested} instead"
+    )
+
+
 def _check_structure(raw: Mapping, prefix: str, where: str) -> None:
-    """Refuse unknown keys and sections that are not mappings (None counts as empty)."""
+    """Refuse unknown keys and sections that are not mappings (None counts as empty).
+
+    A key written with dots is refused even when its dotted name is a known key: _build
+    looks keys up one level at a time and would silently drop it.
+    """
     for k, v in raw.items():
         key = f"{prefix}.{k}" if prefix else str(k)
-        if key in _SECTIONS:
+        dotted = isinstance(k, str) and "." in k and (key in _SECTIONS or key in _CONSTRAINTS)
+        if k == "" or dotted:
+            raise _key_name_error(k, v, prefix, where)
+        if isinstance(k, str) and key in _SECTIONS:
             if v is None:
                 continue
             if not isinstance(v, Mapping):

@@ -233,6 +233,50 @@ def test_unknown_top_level_section(tmp_path):
     assert "unknown key 'optimiser'" in msg
 
 
+def test_dotted_key_in_a_file_is_an_error(tmp_path):
+    path = write(tmp_path, MINIMAL + "train.epochs: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (
+        f"dotted key 'train.epochs' in {path}; dotted names are for --set only,"
+        " write the nested form train: {epochs: 1} instead"
+    )
+
+
+@pytest.mark.parametrize("text, key, nested", [
+    ("data:\n  train: a\n  csv.id_column: foo\n", "'csv.id_column' under 'data'",
+     "data: {csv: {id_column: foo}}"),
+    (MINIMAL + "train:\n  optimizer.lr: 0.5\n", "'optimizer.lr' under 'train'",
+     "train: {optimizer: {lr: 0.5}}"),
+    (MINIMAL + "train.optimizer: {lr: 0.5}\n", "'train.optimizer'", "train: {optimizer: ...}"),
+    (MINIMAL + "data.csv.label_type: str\n", "'data.csv.label_type'",
+     "data: {csv: {label_type: str}}"),
+    (MINIMAL + "model.head: null\n", "'model.head'", "model: {head: null}"),
+    (MINIMAL + "model.head: &x [*x]\n", "'model.head'", "model: {head: ...}"),
+])
+def test_dotted_keys_are_errors_at_every_level(tmp_path, text, key, nested):
+    # _build looks keys up one level at a time: a dotted key used to be dropped silently
+    msg = error_of(tmp_path, text)
+    assert msg.startswith(f"dotted key {key} in ") and "x.yaml" in msg
+    assert "--set only" in msg and f"write the nested form {nested} instead" in msg
+
+
+def test_dotted_key_from_a_dict_is_an_error():
+    with pytest.raises(ConfigError, match=r"dotted key 'train\.epochs' in <dict>"):
+        config_from_dict({"data": {"train": "a"}, "train.epochs": 1})
+
+
+@pytest.mark.parametrize("text, where", [
+    (MINIMAL + "'': {model: {hidden_size: 3}}\n", "at the top level"),
+    (MINIMAL + "model: {'': 3}\n", "under 'model'"),
+    (MINIMAL + "train: {optimizer: {'': {lr: 1}}}\n", "under 'train.optimizer'"),
+])
+def test_empty_key_is_an_error(tmp_path, text, where):
+    msg = error_of(tmp_path, text)
+    assert msg.startswith(f"empty key '' {where} in ") and "x.yaml" in msg
+    assert f"valid keys {where} are: " in msg
+
+
 # ------------------------------------------------------------------ rule 3: types and ranges
 
 @pytest.mark.parametrize("text, expected", [
