@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -146,7 +147,24 @@ class Config:
 # --------------------------------------------------------------------------------------
 
 # A number written as a string: PyYAML (YAML 1.1) loads `1e-3`, `5e-4`, `1E+2` as str.
-_NUMBER_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# (\d+(\.\d*)?, not \d+\.?\d*: the latter backtracks quadratically on a long digit string.)
+_NUMBER_RE = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+# repr of a user's value in a message, cut short: a 400-byte YAML file of nested aliases
+# (each a list of 9 aliases of the one before) is a list of 9**9 items once written out.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 2
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+_MAX_SHOWN = 200
+
+
+def _show(value: Any) -> str:
+    """repr(value) cut to at most _MAX_SHOWN characters; looks at a few items of it only."""
+    text = _REPR.repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
 
 _BOOL_HINT = (
     "YAML reads unquoted yes, no, on, off, true and false as booleans;"
@@ -248,7 +266,8 @@ class _Options(_Constraint):
         if isinstance(value, bool):
             raise _Invalid(_BOOL_HINT)
         if value not in self.options:
-            close = difflib.get_close_matches(str(value).lower(), self.options, n=1)
+            text = value.lower() if isinstance(value, str) else ""  # str(a list) may be huge
+            close = difflib.get_close_matches(text, self.options, n=1)
             raise _Invalid(f"Did you mean {close[0]!r}?" if close else "")
         return value
 
@@ -337,7 +356,7 @@ class _ClassWeights(_Constraint):
                 raise _Invalid(hint)
             w = _as_float(weight)
             if not (0.0 < w < math.inf):
-                raise _Invalid(f"The weight of label {label!r} is {weight!r}.")
+                raise _Invalid(f"The weight of label {_show(label)} is {_show(weight)}.")
             pairs.append((label, w))
         as_text = [str(label) for label, _ in pairs]
         if len(set(as_text)) != len(as_text):  # 1 and '1' would collide in JSON
@@ -465,7 +484,7 @@ def _suggest(key: str) -> list[str]:
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
     """``unknown key 'a.b' in WHERE; did you mean 'a.c'?`` (or the valid keys nearby)."""
-    msg = f"unknown key {key!r} in {where}"
+    msg = f"unknown key {_show(key)} in {where}"
     match = _suggest(key)
     if match:
         return ConfigError(f"{msg}; did you mean {' or '.join(repr(m) for m in match)}?")
@@ -498,7 +517,8 @@ class _Loader(yaml.SafeLoader):
                 if first is not key_node:
                     raise yaml.constructor.ConstructorError(
                         None, None,
-                        f"duplicate key {key!r} (first given on line {first.start_mark.line + 1})",
+                        f"duplicate key {_show(key)}"
+                        f" (first given on line {first.start_mark.line + 1})",
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep=deep)
@@ -624,7 +644,7 @@ def _check_structure(raw: Mapping, prefix: str, where: str) -> None:
                 names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[key]))
                 raise ConfigError(
                     f"{where}: section {key!r} must be a mapping of keys ({names}),"
-                    f" got {type(v).__name__} {v!r}"
+                    f" got {type(v).__name__} {_show(v)}"
                 )
             _check_structure(v, key, where)
         elif key not in _CONSTRAINTS or not isinstance(k, str):
@@ -682,7 +702,7 @@ def _check_value(key: str, value: Any, ctx: _Context) -> Any:
         raise ctx.fail(
             key,
             f"The {key!r} parameter must be {constraint.description()}."
-            f" Got {value!r} instead.{hint}",
+            f" Got {_show(value)} instead.{hint}",
         ) from None
     if key in _DATA_PATH_KEYS and checked is not None:
         base = os.getcwd() if key in ctx.overridden else ctx.base_dir
@@ -696,14 +716,14 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
     if csv.id_column == csv.label_column:
         raise ctx.fail(
             "data.csv.label_column",
-            f"'data.csv.id_column' and 'data.csv.label_column' are both {csv.id_column!r};"
+            f"'data.csv.id_column' and 'data.csv.label_column' are both {_show(csv.id_column)};"
             " they must name different columns.",
         )
     for col in csv.feature_columns or ():
         if col in (csv.id_column, csv.label_column):
             raise ctx.fail(
                 "data.csv.feature_columns",
-                f"'data.csv.feature_columns' lists {col!r}, which is the id or label column.",
+                f"'data.csv.feature_columns' lists {_show(col)}, which is the id or label column.",
             )
     has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0
     needs_validation = {
@@ -746,7 +766,7 @@ def config_from_dict(
     if not isinstance(d, Mapping):
         raise ConfigError(
             f"{source}: the top level must be a mapping with the sections data, model, train,"
-            f" output; got {type(d).__name__} {d!r}"
+            f" output; got {type(d).__name__} {_show(d)}"
         )
     _check_structure(d, "", source)
     raw = _plain_sections(d)

@@ -201,6 +201,7 @@ CONFIG_CASES = [
     ("dotted_key.yaml", 3, ["dotted key 'train.epochs'", "--set only", "train: {epochs: 1}"]),
     ("dotted_key_nested.yaml", 3, ["dotted key 'csv.id_column' under 'data'", "data: {csv: {id_column: seq}}"]),
     ("empty_key.yaml", 3, ["empty key '' at the top level", "valid keys at the top level are"]),
+    ("alias_bomb.yaml", 3, ["'model.hidden_size'", "must be an int", "Got [['x', 'x', 'x', 'x', ...], "]),
     ("list_for_mapping.yaml", 3, ["section 'model' must be a mapping", "list [1, 2]"]),
     ("scalar_for_mapping.yaml", 3, ["section 'train' must be a mapping", "int 5"]),
     ("top_level_list.yaml", 3, ["the top level must be a mapping", "got list"]),

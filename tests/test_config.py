@@ -3,6 +3,9 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -402,6 +405,83 @@ def test_int_accepted_where_float_expected(tmp_path):
 def test_int_keys_stay_int(tmp_path):
     cfg = load_text(tmp_path, MINIMAL + "train: {epochs: 7}\n")
     assert cfg.train.epochs == 7 and type(cfg.train.epochs) is int
+
+
+def alias_bomb(levels):
+    """A YAML flow list: &a0 = 9 x's, then each &aN = 9 aliases of &a(N-1); 9**levels x's in all.
+
+    With 9 levels it is about 400 bytes of text, and its repr() would never finish.
+    """
+    items = ["&a0 [" + ",".join(["x"] * 9) + "]"]
+    items += [f"&a{n} [" + ",".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+# (file text with BOMB for the bomb, the key the message names); overrides use the same keys
+_BOMB_CASES = [
+    (MINIMAL + "model: {hidden_size: BOMB}\n", "'model.hidden_size'"),      # int range
+    (MINIMAL + "model: {dropout: BOMB}\n", "'model.dropout'"),              # float range
+    (MINIMAL + "model: {head: BOMB}\n", "'model.head'"),                    # choice (did-you-mean)
+    ("data: {train: a, valid: BOMB}\n", "'data.valid'"),                    # str
+    ("data: {train: a, csv: {feature_columns: BOMB}}\n", "'data.csv.feature_columns'"),
+    (MINIMAL + "train: {optimizer: {betas: BOMB}}\n", "'train.optimizer.betas'"),
+    (MINIMAL + "train: {class_weights: BOMB}\n", "'train.class_weights'"),
+    (MINIMAL + "train: {class_weights: {a: BOMB}}\n", "'train.class_weights'"),
+    (MINIMAL + "model: BOMB\n", "section 'model' must be a mapping"),
+    ("BOMB\n", "the top level must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("text, needle", _BOMB_CASES)
+def test_messages_show_a_bounded_repr_of_the_value(tmp_path, text, needle):
+    # 6 levels (531441 items) keep the unbounded repr quick enough to fail this test, not hang
+    msg = error_of(tmp_path, text.replace("BOMB", alias_bomb(6)))
+    assert needle in msg and "x.yaml" in msg
+    assert len(msg) < 500, f"{len(msg)} characters: {msg[:300]}..."
+
+
+def test_a_bounded_repr_in_an_override_error(tmp_path):
+    override = f"model.hidden_size={alias_bomb(6)}"
+    msg = error_of(tmp_path, MINIMAL, [override])
+    assert "'model.hidden_size'" in msg and "Got [['x', 'x'," in msg
+    assert len(msg.replace(override, "")) < 500
+
+
+def test_a_400_byte_alias_bomb_fails_at_once(tmp_path):
+    # 9 levels: repr() of the value used to run until killed (and take gigabytes); run in a
+    # child with a memory cap and a timeout, so that a regression fails instead of hanging
+    paths = []
+    for n, (text, _) in enumerate(_BOMB_CASES):
+        paths.append(write(tmp_path, text.replace("BOMB", alias_bomb(9)), f"bomb{n}.yaml"))
+    assert len(alias_bomb(9)) < 400
+    code = (
+        "import resource, sys, time\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from lstm_cli.config import load_config\n"
+        "from lstm_cli.errors import ConfigError\n"
+        "for path in sys.argv[1:]:\n"
+        "    start = time.perf_counter()\n"
+        "    try:\n"
+        "        load_config(path)\n"
+        "    except ConfigError as err:\n"
+        "        print(round(time.perf_counter() - start, 3), len(str(err)))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, *map(str, paths)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [tuple(map(float, line.split())) for line in done.stdout.splitlines()]
+    assert len(results) == len(paths), done.stdout
+    for path, (seconds, length) in zip(paths, results):
+        assert seconds < 1.0 and length < 500, (path.name, seconds, length)
+
+
+def test_a_long_digit_string_is_refused_quickly(tmp_path):
+    # a number-like string was matched by a regex that backtracks quadratically (~10 s here)
+    start = time.perf_counter()
+    msg = error_of(tmp_path, MINIMAL + f"model: {{dropout: {'1' * 20000}x}}\n")
+    assert time.perf_counter() - start < 1.0
+    assert "'model.dropout'" in msg and len(msg) < 500
 
 
 # ------------------------------------------------------------------ rule 4: required key
