@@ -500,28 +500,70 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 # YAML
 # --------------------------------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MERGE = object()        # the merge key '<<' among a mapping's keys
+_MAX_MERGED = 10_000     # entries merge keys may copy in one document; configs need a few dozen
 
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last),
+    the merge key ``<<`` included, and merge keys that copy more than _MAX_MERGED entries.
+
+    PyYAML copies each merged mapping's entries into the mapping that merges it, so merges
+    of aliases of merges grow exponentially (nine levels of ``<<: [*a, *a, ...]`` in a few
+    hundred bytes would copy 2 * 9**8 entries). Both checks run in flatten_mapping, once per
+    mapping node, before PyYAML splices the merged entries in: after that, a merged key
+    that the mapping overrides looks like a duplicate.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._flattened = set()  # mapping nodes already checked (an alias shares its node)
+        self._merged = 0
+
+    def flatten_mapping(self, node):
+        if node in self._flattened:
+            return
+        self._flattened.add(node)
+        self._refuse_duplicate_keys(node)
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            subs = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for sub in subs:
+                if isinstance(sub, yaml.MappingNode):  # anything else: PyYAML reports it
+                    self.flatten_mapping(sub)
+                    self._merged += len(sub.value)
+            if self._merged > _MAX_MERGED:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"merge keys ('<<') copy more than {_MAX_MERGED} entries in this file"
+                    " (merges of aliases multiply); write the mappings out",
+                    key_node.start_mark,
+                )
+        super().flatten_mapping(node)
+
+    def _refuse_duplicate_keys(self, node):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:value":  # a bare '=': PyYAML makes it a str
+                continue
+            if key_node.tag == _MERGE_TAG:
+                key = _MERGE
+            else:
                 key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node)
-                except TypeError:  # unhashable key: let PyYAML report it
-                    continue
-                if first is not key_node:
-                    raise yaml.constructor.ConstructorError(
-                        None, None,
-                        f"duplicate key {_show(key)}"
-                        f" (first given on line {first.start_mark.line + 1})",
-                        key_node.start_mark,
-                    )
-        return super().construct_mapping(node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # unhashable key: let PyYAML report it
+                continue
+            if first is not key_node:
+                line = first.start_mark.line + 1
+                if key is _MERGE:
+                    problem = (f"duplicate key '<<' (first given on line {line}); merge several"
+                               " mappings with one key, <<: [*a, *b] (the first listed wins)")
+                else:
+                    problem = f"duplicate key {_show(key)} (first given on line {line})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
 
 
 def _yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:

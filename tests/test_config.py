@@ -23,6 +23,7 @@ from lstm_cli.config import (
     TrainConfig,
     _CONSTRAINTS,
     _LEAVES,
+    _load_yaml,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -190,6 +191,47 @@ train:
   schedule: {name: step}
 """)
     assert cfg.train.optimizer.name == "sgd"
+
+
+def test_merge_keys_merge_and_the_mapping_overrides(tmp_path):
+    cfg = load_text(tmp_path, MINIMAL + """
+model:
+  <<: [{hidden_size: 8, num_layers: 2}, {hidden_size: 16, dropout: 0.5}]
+  num_layers: 3
+""")
+    assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout) == (8, 3, 0.5)
+
+
+def test_an_overridden_merged_key_is_not_a_duplicate():
+    # &n merges p and overrides it; merging *n into c flattened n before n itself was
+    # built, and the duplicate check then saw p twice
+    text = "a: {b: &n {<<: {p: 1}, p: 2}}\nc: {<<: *n}\n"
+    expected = {"a": {"b": {"p": 2}}, "c": {"p": 2}}
+    assert _load_yaml(text, "x.yaml") == yaml.safe_load(text) == expected
+
+
+def test_two_merge_keys_in_one_mapping_are_an_error(tmp_path):
+    # PyYAML merges both; every other key given twice is refused, so '<<' is too
+    msg = error_of(tmp_path, MINIMAL + "model:\n  <<: {hidden_size: 8}\n  <<: {num_layers: 2}\n")
+    assert "x.yaml at line 5, column 3: duplicate key '<<' (first given on line 4)" in msg
+    assert "<<: [*a, *b]" in msg
+
+
+def merge_bomb(levels):
+    """A YAML flow list: &m0 = {x: 1, y: 2}, then each &mN merges 9 aliases of &m(N-1)."""
+    items = ["&m0 {x: 1, y: 2}"]
+    items += [f"&m{n} {{<<: [" + ",".join([f"*m{n - 1}"] * 9) + "]}" for n in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+def test_merges_that_copy_too_many_entries_are_an_error(tmp_path):
+    # PyYAML copies every merged entry: 2 * 9**5 entries for 6 levels, 2 * 9**8 for 9
+    msg = error_of(tmp_path, MINIMAL + f"model: {{hidden_size: {merge_bomb(6)}}}\n")
+    assert "x.yaml at line 3" in msg and "merge keys ('<<') copy more than 10000 entries" in msg
+    cfg = load_text(tmp_path, MINIMAL + "train:\n  class_weights: {<<: [%s]}\n"
+                    % ", ".join(["{%s}" % ", ".join(f"{n}: 1.0" for n in range(k, k + 1000))
+                                 for k in range(0, 9000, 1000)]))
+    assert len(cfg.train.class_weights) == 9000  # 9000 merged entries are fine
 
 
 # ------------------------------------------------------------------ rule 2: unknown keys
@@ -447,12 +489,15 @@ def test_a_bounded_repr_in_an_override_error(tmp_path):
     assert len(msg.replace(override, "")) < 500
 
 
-def test_a_400_byte_alias_bomb_fails_at_once(tmp_path):
-    # 9 levels: repr() of the value used to run until killed (and take gigabytes); run in a
-    # child with a memory cap and a timeout, so that a regression fails instead of hanging
+def test_400_byte_yaml_bombs_fail_at_once(tmp_path):
+    # 9 levels: repr() of an alias bomb used to run until killed (and take gigabytes), and
+    # PyYAML copied 2 * 9**8 entries for a merge bomb; run in a child with a memory cap and
+    # a timeout, so that a regression fails instead of hanging
     paths = []
     for n, (text, _) in enumerate(_BOMB_CASES):
         paths.append(write(tmp_path, text.replace("BOMB", alias_bomb(9)), f"bomb{n}.yaml"))
+    for n, (text, _) in enumerate(_BOMB_CASES[:3]):
+        paths.append(write(tmp_path, text.replace("BOMB", merge_bomb(9)), f"merge_bomb{n}.yaml"))
     assert len(alias_bomb(9)) < 400
     code = (
         "import resource, sys, time\n"
