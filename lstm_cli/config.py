@@ -543,6 +543,25 @@ class _Loader(yaml.SafeLoader):
                 )
         super().flatten_mapping(node)
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as err:  # a date such as 2001-13-45, an int of 5000 digits
+            what = {"int": "an int", "timestamp": "a date"}.get(node.tag.rsplit(":", 1)[-1])
+            reason = "too many digits" if what == "an int" else str(err)
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"cannot read {_show(node.value)} as {what or node.tag} ({reason});"
+                " put it in quotes if it is meant as text",
+                node.start_mark,
+            ) from None
+
+    def get_single_data(self):
+        try:
+            return super().get_single_data()
+        except RecursionError:  # PyYAML composes and constructs nested nodes recursively
+            raise yaml.YAMLError("lists or mappings nested too deeply") from None
+
     def _refuse_duplicate_keys(self, node):
         seen = {}
         for key_node, _ in node.value:

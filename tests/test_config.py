@@ -178,6 +178,37 @@ def test_tabs_are_reported_with_line_and_hint(tmp_path):
     assert "x.yaml" in msg and "line 2, column 1" in msg and "tabs" in msg
 
 
+@pytest.mark.parametrize("value, problem", [
+    ("2001-13-45", "cannot read '2001-13-45' as a date (month must be in 1..12)"),
+    ("2024-02-30", "cannot read '2024-02-30' as a date (day is out of range for month)"),
+    ("1" * 5000, "as an int (too many digits)"),  # more than int() converts
+], ids=["month_13", "30_february", "5000_digits"])
+def test_scalars_python_cannot_make_are_yaml_errors(tmp_path, value, problem):
+    # these were a ValueError traceback
+    msg = error_of(tmp_path, f"data:\n  train: {value}\n")
+    assert msg.startswith("invalid YAML in ") and "x.yaml at line 2, column 10: " in msg
+    assert problem in msg and msg.endswith("; put it in quotes if it is meant as text")
+    assert len(msg) < 500
+
+
+def test_deep_nesting_is_a_yaml_error(tmp_path):
+    # PyYAML composes nested nodes recursively: this was a RecursionError traceback
+    path = write(tmp_path, MINIMAL + "model: {hidden_size: " + "[" * 5000 + "]" * 5000 + "}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"invalid YAML in {path}: lists or mappings nested too deeply"
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("2001-13-45", "cannot read '2001-13-45' as a date"),
+    ("1" * 5000, "as an int (too many digits)"),
+    ("[" * 5000 + "]" * 5000, "lists or mappings nested too deeply"),
+], ids=["month_13", "5000_digits", "deep"])
+def test_override_values_python_cannot_make_are_errors(tmp_path, value, problem):
+    msg = error_of(tmp_path, MINIMAL, [f"model.hidden_size={value}"])
+    assert "the value is not valid YAML" in msg and problem in msg
+
+
 def test_duplicate_key_is_an_error(tmp_path):
     msg = error_of(tmp_path, "data:\n  train: a\nmodel:\n  hidden_size: 8\n  hidden_size: 16\n")
     assert "duplicate key 'hidden_size'" in msg and "line 5" in msg and "line 4" in msg
