@@ -204,7 +204,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     """
     import dataclasses
 
-    from .config import OutputConfig, dump_config, load_config
+    from .config import OutputConfig, dump_config, load_config, value_origin
     from .train import config_for_resume, fit, fmt_metric
 
     if config_path is None and resume_dir is None:
@@ -223,9 +223,10 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
+    source = config_path or os.path.join(resume_dir, "last.npz")
     result = fit(cfg, overwrite=overwrite, resume=resume_dir is not None, progress=not quiet,
                  log=(lambda *_: None) if quiet else click.echo,
-                 source=config_path or os.path.join(resume_dir, "last.npz"))
+                 source=value_origin("train.class_weights", source, overrides))
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None:
         click.echo(f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "

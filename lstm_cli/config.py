@@ -47,6 +47,7 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "parse_override",
+    "value_origin",
 ]
 
 
@@ -651,6 +652,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     if isinstance(value, str) and value == raw_value.strip() and _NUMBER_RE.fullmatch(value):
         value = float(value)
     return key, value
+
+
+def value_origin(key: str, source: str, overrides: Iterable[str] = ()) -> str:
+    """Where the value of ``key`` came from, as config errors name it: ``--set KEY=VALUE``
+    of the last override that sets it, else ``source`` (the config file).
+
+    For checks made after loading (train.class_weights against the training labels).
+    """
+    if isinstance(overrides, str):
+        overrides = (overrides,)
+    origin = os.fspath(source)
+    for text in overrides:
+        if text.split("=", 1)[0].strip() == key:
+            origin = f"--set {text}"
+    return origin
 
 
 # --------------------------------------------------------------------------------------

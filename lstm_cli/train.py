@@ -118,7 +118,8 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
 def class_weight_vector(cfg: Config, classes, y_train, source=None):
     """(K,) per-class loss weights from train.class_weights, or None.
 
-    source: the config file cfg came from, named in the error message."""
+    source: where train.class_weights came from (the config file, or the --set that gave
+    it: config.value_origin), named in the error message."""
     cw = cfg.train.class_weights
     if cw is None:
         return None
@@ -466,9 +467,9 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     cfg.output.dir from its last.npz (parameters, optimizer and schedule state, RNG state,
     history, early-stopping state, position inside an unfinished epoch). progress: show
     a tqdm bar on stderr (it turns itself off when stderr is not a terminal). log: where
-    the per-epoch summary lines go. source: the config file cfg came from (named in
-    config errors). SIGINT/SIGTERM save last.npz after the current batch and raise
-    Interrupted.
+    the per-epoch summary lines go. source: where train.class_weights came from, the
+    config file or the --set that gave it (config.value_origin); named in its error.
+    SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
     """
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)

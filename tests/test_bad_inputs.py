@@ -647,6 +647,19 @@ def test_class_weights_error_names_the_config_file(runner, run_guard):
     assert_one_clear_error(result, 3, "train.class_weights", "'5'", "class_weights_unknown_label.yaml")
 
 
+def test_class_weights_error_names_the_override_that_gave_them(runner, run_guard):
+    # checked against the training labels after loading; used to name the config file
+    sets = ["--set", "model.hidden_size=4", "--set", "train.class_weights={0: 1.0, 7: 2.0}"]
+    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, *sets))
+    line = assert_one_clear_error(result, 3, "Error: --set train.class_weights={0: 1.0, 7: 2.0}: ",
+                                  "train.class_weights names labels", "'7'")
+    assert "good.yaml" not in line
+    # from the file, with an unrelated --set: the file is named
+    config = BAD / "config" / "class_weights_unknown_label.yaml"
+    result = runner.invoke(train, _train_into(run_guard.dir, config, "--set", "model.hidden_size=5"))
+    assert_one_clear_error(result, 3, "class_weights_unknown_label.yaml: train.class_weights", "'5'")
+
+
 def test_class_weights_unknown_label_is_still_a_clean_config_error(runner, run_guard):
     config = BAD / "config" / "class_weights_unknown_label.yaml"
     result = runner.invoke(train, _train_into(run_guard.dir, config))

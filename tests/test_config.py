@@ -29,6 +29,7 @@ from lstm_cli.config import (
     dump_config,
     load_config,
     parse_override,
+    value_origin,
 )
 from lstm_cli.errors import ConfigError, LstmCliError
 
@@ -716,6 +717,15 @@ def test_override_into_a_leaf_is_unknown():
 def test_file_errors_come_before_override_errors(tmp_path):
     msg = error_of(tmp_path, MINIMAL + "model: [1]\n", ["model.hidden_size=3"])
     assert "section 'model' must be a mapping" in msg
+
+
+def test_value_origin_is_the_last_override_of_the_key_or_the_file():
+    key = "train.class_weights"
+    assert value_origin(key, "x.yaml") == "x.yaml"
+    assert value_origin(key, Path("x.yaml"), ["model.hidden_size=3"]) == "x.yaml"
+    sets = ["train.class_weights={a: 2}", " train.class_weights = balanced", "train.epochs=2"]
+    assert value_origin(key, "x.yaml", sets) == "--set  train.class_weights = balanced"
+    assert value_origin("train.epochs", "x.yaml", "train.epochs=2") == "--set train.epochs=2"
 
 
 def test_a_single_string_is_one_override(tmp_path):
