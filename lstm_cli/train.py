@@ -3,7 +3,7 @@
 ``fit(cfg)`` is the library entry point behind ``lstm-train``. It validates everything
 it can (data files, labels, feature counts, the run folder) *before* it writes anything,
 so a bad input never damages an existing run. Every file it writes is replaced
-atomically (checkpoint.save_checkpoint, _atomic_write_text), so a crash leaves the last
+atomically (checkpoint.save_checkpoint, write_run_file), so a crash leaves the last
 complete version under each name.
 """
 
@@ -38,7 +38,7 @@ from .data import (
     release_pages,
     stratified_split,
 )
-from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, Interrupted, LstmCliError, TrainingError
 from .inference import TrainedModel, encode_dataset_labels, evaluate_dataset, loss_and_probs
 from .model import LSTMClassifier
 from .optim import LRSchedule, clip_by_global_norm, make_optimizer
@@ -139,16 +139,33 @@ def class_weight_vector(cfg: Config, classes, y_train, source=None):
 # --------------------------------------------------------------------------- files
 
 
+def write_run_file(path, text) -> None:
+    """Atomically replace a run folder's text file; an OSError (disk full, permissions, a
+    folder in the way) becomes one LstmCliError naming the file."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise LstmCliError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _remove_run_file(path) -> None:
+    try:
+        if os.path.lexists(path):
+            os.unlink(path)
+    except OSError as err:
+        raise LstmCliError(f"cannot remove {path} (a file of the earlier run): {err.strerror or err}") from None
+
+
 def _write_metrics(run_dir, history) -> None:
     """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
-    atomic_write_text(os.path.join(run_dir, "metrics.jsonl"),
-                       "".join(json.dumps(row) + "\n" for row in history))
+    write_run_file(os.path.join(run_dir, "metrics.jsonl"),
+                   "".join(json.dumps(row) + "\n" for row in history))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
     for row in history:
         writer.writerow(["" if row.get(c) is None else row[c] for c in METRIC_COLUMNS])
-    atomic_write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
+    write_run_file(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
 
 
 def resume_checkpoint_path(run_dir) -> str:
@@ -184,13 +201,6 @@ def _metric_better(metric, value, best, min_delta):
     if metric == "val_accuracy":
         return value > best + min_delta
     return value < best - min_delta
-
-
-def _kept(run_dir, history):
-    if not history:
-        return "No epoch finished, so this run wrote no checkpoint."
-    return (f"Training stopped; last.npz and best.npz in {run_dir} are from epoch "
-            f"{history[-1]['epoch']} and earlier, untouched.")
 
 
 def fmt_metric(v, spec=".4f"):
@@ -265,6 +275,10 @@ class Trainer:
         self.stopped_early = False
         self.last_finite_loss = None
         self.partial = None  # state of an unfinished epoch: batches, position, sums
+        # files of an earlier run in the folder (--overwrite): replaced only once this run
+        # has a checkpoint of its own (see _retire_earlier_run)
+        self.earlier_run = []
+        self.written = set()  # the run files this run has written
 
     # ------------------------------------------------------------------ state
     def _copy_params(self):
@@ -280,8 +294,22 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict()[1], "schedule": self.schedule.state_dict(),
                 "rng_state": self.rng.bit_generator.state, "train_state": train_state}
 
-    def restore(self, ckpt) -> None:
-        """Continue from a last.npz written by this trainer (see _load_resume_state)."""
+    def restore(self, ckpt, path="last.npz") -> None:
+        """Continue from a last.npz written by this trainer (see _load_resume_state); a
+        state it cannot continue from is a CheckpointError naming ``path``."""
+        try:
+            self._restore(ckpt)
+        except (LstmCliError, KeyError, TypeError, ValueError, AttributeError) as err:
+            detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+            raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
+        best_path = os.path.join(self.run_dir, "best.npz")
+        if os.path.isfile(best_path):
+            self.best_params = load_checkpoint(best_path).params
+        where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
+                 else f"the end of epoch {self.epoch}")
+        self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
+
+    def _restore(self, ckpt) -> None:
         self.model.set_params(ckpt.params)
         self.optimizer.load_state_dict(ckpt.optim_arrays, ckpt.meta["optimizer"])
         self.schedule.load_state_dict(ckpt.meta["schedule"])
@@ -292,16 +320,37 @@ class Trainer:
         self.best_value, self.best_epoch, self.bad_epochs = st["best_value"], st["best_epoch"], st["bad_epochs"]
         self.last_finite_loss = st.get("last_finite_loss")
         self.partial = st.get("partial_epoch")
-        best_path = os.path.join(self.run_dir, "best.npz")
-        if os.path.isfile(best_path):
-            self.best_params = load_checkpoint(best_path).params
-        where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
-                 else f"the end of epoch {self.epoch}")
-        self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
 
     def save_last(self) -> None:
         save_checkpoint(os.path.join(self.run_dir, "last.npz"), self.model.params, self._meta(),
                         extra_arrays=self.optimizer.state_dict()[0])
+        self.written.add("last.npz")
+        self._retire_earlier_run()
+
+    def _retire_earlier_run(self) -> None:
+        """After this run's first last.npz: write its config.yaml and remove the earlier run's
+        files it has not rewritten (a mix of two runs would resume wrongly). Until then a
+        run that fails (bad loss, signal before any checkpoint, crash) leaves them untouched."""
+        if not self.earlier_run:
+            return
+        names, self.earlier_run = self.earlier_run, []
+        write_run_file(os.path.join(self.run_dir, "config.yaml"), dump_config(self.cfg))
+        self.written.add("config.yaml")
+        for name in names:
+            if name not in self.written:
+                _remove_run_file(os.path.join(self.run_dir, name))
+
+    def kept(self) -> str:
+        """What a failed run leaves behind, for its error message."""
+        if self.earlier_run:
+            return (f"This run wrote no checkpoint; the earlier run's files in {self.run_dir} "
+                    f"are untouched.")
+        if not self.history:
+            if "last.npz" in self.written:
+                return f"No epoch finished; {self.run_dir}/last.npz is from inside epoch 1, untouched."
+            return "No epoch finished, so this run wrote no checkpoint."
+        return (f"Training stopped; last.npz and best.npz in {self.run_dir} are from epoch "
+                f"{self.history[-1]['epoch']} and earlier, untouched.")
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -367,13 +416,13 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
-                f"last finite loss {fmt_metric(self.last_finite_loss)}. {_kept(self.run_dir, self.history)} "
+                f"last finite loss {fmt_metric(self.last_finite_loss)}. {self.kept()} "
                 f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
         grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
         if not math.isfinite(gnorm):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the gradient norm is not finite; last finite "
-                f"loss {fmt_metric(self.last_finite_loss)}. {_kept(self.run_dir, self.history)}")
+                f"loss {fmt_metric(self.last_finite_loss)}. {self.kept()}")
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
@@ -385,8 +434,9 @@ class Trainer:
                "train_accuracy": p["correct"] / p["seen"], "val_loss": None, "val_accuracy": None,
                "lr": self.optimizer.lr, "grad_norm": p["norm_sum"] / len(batches)}
         if data.valid is not None:
-            v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean, data.std,
-                                               batch_size=self.cfg.train.batch_size)
+            with np.errstate(all="ignore"):  # a non-finite val loss shows in the epoch line
+                v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean,
+                                                   data.std, batch_size=self.cfg.train.batch_size)
             row["val_loss"] = float(v_losses.mean())
             row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
         row.update(seconds=round(seconds, 4),
@@ -410,6 +460,7 @@ class Trainer:
         # Crash-safe order: best.npz, then last.npz (which records best_epoch), then metrics.
         if improved:
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
+            self.written.add("best.npz")
         self.save_last()
         _write_metrics(self.run_dir, self.history)
         self.log(f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
@@ -474,17 +525,19 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
-    resumed = _load_resume_state(cfg, run_dir) if resume else None
+    resumed = _load_resume_state(cfg, run_dir, data) if resume else None
     trainer = Trainer(cfg, data, rng, progress=progress, log=log, source=source)
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resumed is not None:
-        trainer.restore(resumed)
+        trainer.restore(resumed, resume_checkpoint_path(run_dir))
     else:
-        atomic_write_text(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
-        for name in RUN_FILES[1:]:  # --overwrite: stale outputs of an earlier run go now
-            path = os.path.join(run_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
+        # --overwrite of a folder holding an earlier run: its files stay until this run has
+        # written its first last.npz (Trainer._retire_earlier_run), so a run that fails
+        # early loses nothing.
+        trainer.earlier_run = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
+        if not trainer.earlier_run:
+            write_run_file(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
+            trainer.written.add("config.yaml")
     trainer.run()
 
     model = trainer.model
@@ -502,18 +555,28 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
                "train_sequences": len(data.train),
                "valid_sequences": 0 if data.valid is None else len(data.valid),
                "classes": data.classes, "test": test_report}
-    atomic_write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    write_run_file(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     model.release_buffers()  # the training batches' work arrays are not needed any more
     return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
                        test_report, summary)
 
 
-def _load_resume_state(cfg: Config, run_dir):
-    """Read run_dir/last.npz and check that cfg may continue it (same architecture, data, seed...)."""
+def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
+    """Read run_dir/last.npz and check that cfg and data may continue it (same architecture,
+    data shape and classes, seed...)."""
     path = resume_checkpoint_path(run_dir)
     ckpt = load_checkpoint(path)
-    if "train_state" not in ckpt.meta or "config" not in ckpt.meta:
+    if "train_state" not in ckpt.meta or "config" not in ckpt.meta or "model" not in ckpt.meta:
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
+    spec = ckpt.meta["model"]
+    features = data.train.num_features
+    if isinstance(spec, dict) and spec.get("input_size") != features:
+        raise DataError(f"cannot resume {run_dir}: the training data {data.train.source} now has "
+                        f"{features} features per step; the run was trained on {spec.get('input_size')}")
+    if ckpt.meta.get("classes") != data.classes:
+        raise DataError(f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
+                        f"are now {_short(data.classes)}; the run was trained on "
+                        f"{_short(ckpt.meta.get('classes'))}")
     old = _flatten(ckpt.meta["config"])
     new = _flatten(config_to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new)
@@ -523,6 +586,11 @@ def _load_resume_state(cfg: Config, run_dir):
         raise ConfigError(f"cannot resume {run_dir}: the config changed in a way that breaks the "
                           f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change.")
     return ckpt
+
+
+def _short(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flatten(d, prefix=""):

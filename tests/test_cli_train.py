@@ -170,3 +170,94 @@ def test_csv_label_type_from_the_config(runner, tmp_path):
     from lstm_cli.checkpoint import load_checkpoint
 
     assert load_checkpoint(str(tmp_path / "run" / "last.npz")).meta["classes"] == ["0", "1"]
+
+
+# ------------------------------------------------ failed runs lose nothing, errors name files
+
+
+def test_overwrite_run_that_fails_before_a_checkpoint_leaves_the_earlier_run_alone(runner, write_config,
+                                                                                   tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
+    run = tmp_path / "run"
+    before = file_bytes(run)
+    assert set(before) == {"config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz",
+                           "summary.json"}
+    # the first update makes every weight huge -> the first loss is not finite (exit 6)
+    r = _train(runner, write_config(), "--overwrite", "--set", "train.optimizer.weight_decay=1e300",
+               "--set", "train.optimizer.name=sgd", "--set", "train.optimizer.lr=1.0")
+    assert r.exit_code == 6, r.output
+    assert "earlier run's files" in r.stderr and "untouched" in r.stderr
+    assert file_bytes(run) == before
+
+
+def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(runner, write_config, tmp_path,
+                                                                     monkeypatch):
+    from lstm_cli.errors import TrainingError
+    from lstm_cli.train import Trainer
+
+    assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
+    run = tmp_path / "run"
+    old_last = (run / "last.npz").read_bytes()
+    real_step = Trainer._train_step
+
+    def fail_at_step_3(self, idx, epoch):
+        if self.step == 2:
+            raise TrainingError(f"stopped for the test. {self.kept()}")
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", fail_at_step_3)
+    r = _train(runner, write_config(), "--overwrite", "--set", "train.checkpoint_every_steps=1",
+               "--set", "train.epochs=5")
+    assert r.exit_code == 6, r.output
+    # this run's last.npz (step 1) and config.yaml; the earlier run's best.npz, metrics and
+    # summary are gone (a best.npz of another run would be resumed from)
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "last.npz"]
+    assert (run / "last.npz").read_bytes() != old_last
+    assert "epochs: 5" in (run / "config.yaml").read_text()
+    assert "inside epoch 1" in r.stderr
+
+
+def test_run_folder_write_errors_are_one_line(runner, write_config, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").mkdir()  # a folder where a run file goes
+    (run / "summary.json" / "keep").write_text("x")
+    r = _train(runner, write_config(), "--overwrite", "--set", "train.epochs=1")
+    assert r.exit_code == 1, r.output
+    assert "summary.json" in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (run / "summary.json" / "keep").read_text() == "x"
+
+
+def test_resume_after_the_training_data_changed(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    cfg_train = yaml_train_path(write_config())
+    with open(cfg_train) as fh:
+        rows = [json.loads(line) for line in fh]
+    with open(cfg_train, "w") as fh:  # one feature fewer at every step
+        for row in rows:
+            fh.write(json.dumps({"x": [step[:-1] for step in row["x"]], "y": row["y"]}) + "\n")
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2"])
+    assert r.exit_code == 4, r.output
+    assert cfg_train in r.stderr and "features" in r.stderr and "Traceback" not in r.output
+    with open(cfg_train, "w") as fh:  # a label the run never saw
+        for n, row in enumerate(rows):
+            fh.write(json.dumps({"x": row["x"], "y": 9 if n == 0 else row["y"]}) + "\n")
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2"])
+    assert r.exit_code == 4 and "labels" in r.stderr, r.output
+
+
+def test_resume_from_a_checkpoint_without_optimizer_state_names_it(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    run = tmp_path / "run"
+    (run / "last.npz").write_bytes((run / "best.npz").read_bytes())  # best.npz has no optimizer state
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2"])
+    assert r.exit_code == 5, r.output
+    assert str(run / "last.npz") in r.stderr and "Traceback" not in r.output
+
+
+def yaml_train_path(config_path):
+    import yaml
+
+    with open(config_path) as fh:
+        return yaml.safe_load(fh)["data"]["train"]
