@@ -2,7 +2,7 @@
 
 Each command parses its options, calls the library, renders the result, and maps the
 project's own errors (``LstmCliError`` and subclasses) to one line on stderr and the
-exit code documented in README.md. ``--debug`` shows the full traceback instead.
+exit code documented in README.md. ``--debug`` also shows the full traceback (the exit code stays the same).
 """
 
 from __future__ import annotations
@@ -29,17 +29,44 @@ def _common(fn):
         try:
             return fn(*args, **kwargs)
         except LstmCliError as err:
-            if debug:
-                raise
+            _traceback_if(debug)
             click.echo(f"Error: {err}", err=True)
             sys.exit(err.exit_code)
+        except MemoryError as err:  # numpy's "Unable to allocate 74.5 GiB for an array ..."
+            _traceback_if(debug)
+            detail = f": {err}" if str(err) else ""
+            click.echo(f"Error: out of memory{detail}. Use a smaller model, batch or sequence length.",
+                       err=True)
+            sys.exit(1)
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
-            if debug:
-                raise
+            _traceback_if(debug)
             click.echo("Interrupted.", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+def _traceback_if(debug) -> None:
+    """--debug: the full traceback on stderr; the exit code stays the documented one."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+def _refuse_output_over_input(outputs, inputs) -> None:
+    """An output file (--json, --predictions, --output) must not be one of the inputs."""
+    for opt, out in outputs:
+        if not out or out == "-" or not os.path.exists(out):
+            continue
+        for what, path in inputs:
+            try:  # a data folder (.npy arrays): no file of it either
+                same = os.path.samefile(out, path) or (
+                    os.path.isdir(path) and os.path.samefile(os.path.dirname(os.path.abspath(out)), path))
+            except OSError:
+                continue
+            if same:
+                raise click.UsageError(f"{opt} {out} is the {what}; writing it would destroy it")
 
 
 def _format_table(headers, rows, align=None) -> str:
@@ -319,6 +346,8 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
     """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusion matrix."""
     from .inference import evaluate_dataset, load_trained
 
+    _refuse_output_over_input([("--json", json_out), ("--predictions", predictions)],
+                              [("checkpoint", checkpoint), ("data file", data_path)])
     tm = load_trained(checkpoint)
     ds = _load_data_for(tm, data_path, fmt, require_labels=True)
     report, probs, _ = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
@@ -346,6 +375,8 @@ def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
     """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>..."""
     from .inference import check_features, load_trained, predict_dataset
 
+    _refuse_output_over_input([("--output", output)],
+                              [("checkpoint", checkpoint), ("data file", data_path)])
     tm = load_trained(checkpoint)
     ds = _load_data_for(tm, data_path, fmt, require_labels=False)
     check_features(ds, tm)

@@ -13,6 +13,7 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import NamedTuple
 
@@ -102,6 +103,41 @@ class ForwardCache(NamedTuple):
     batch: PackedBatch
 
 
+def parameter_count(input_size, hidden_size, num_classes, num_layers) -> int:
+    """Number of parameters: W (I+H, 4H) and b (4H,) per layer, head W (H, K) and b (K,)."""
+    I, H, K, L = input_size, hidden_size, num_classes, num_layers
+    return 4 * H * (I + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + H * K + K
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_size(model) -> None:
+    """Refuse, before allocating anything, a model whose parameters alone (x3: parameters,
+    gradients and a copy) would not fit in this machine's memory; a typo such as
+    hidden_size: 50000 or num_layers: 100000000 would otherwise end in a MemoryError
+    traceback or a long hang."""
+    count = parameter_count(model.input_size, model.hidden_size, model.num_classes, model.num_layers)
+    need = 3 * count * model.dtype.itemsize
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise LstmCliError(
+            f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
+            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} parameters; "
+            f"they need {_bytes(need)} with their gradients, more than this machine's {_bytes(memory)}")
+
+
+def _bytes(n) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
+
+
 class LSTMClassifier:
     """A stack of LSTM layers (TF BasicLSTMCell) with a softmax head, in pure NumPy.
 
@@ -140,6 +176,7 @@ class LSTMClassifier:
         self.dropout = float(dropout)
         self.dtype = np.dtype(dtype)
         self.init = init
+        _check_size(self)
         self.params = init_params(self.input_size, self.hidden_size, self.num_classes,
                                   self.num_layers, dtype=self.dtype, init=init, rng=seed)
 

@@ -251,9 +251,12 @@ class Trainer:
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
         self.run_dir = cfg.output.dir
         m, o, s = cfg.model, cfg.train.optimizer, cfg.train.schedule
-        self.model = LSTMClassifier(data.train.num_features, m.hidden_size, len(data.classes),
-                                    num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
-                                    dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
+        try:
+            self.model = LSTMClassifier(data.train.num_features, m.hidden_size, len(data.classes),
+                                        num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
+                                        dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
+        except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
+            raise ConfigError(f"{source + ': ' if source else ''}model: {err}") from None
         self.optimizer = make_optimizer(o.name, self.model.params, o.lr, momentum=o.momentum,
                                         nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
                                         weight_decay=o.weight_decay)

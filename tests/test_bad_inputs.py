@@ -32,7 +32,7 @@ import yaml
 from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, predict, train
-from lstm_cli.errors import CheckpointError, ConfigError, DataError
+from lstm_cli.errors import ConfigError, DataError
 
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 GOOD_CONFIG = BAD / "good" / "good.yaml"
@@ -609,17 +609,21 @@ def test_debug_raises_the_lstm_cli_error_train(runner, run_guard, npz_dir, case)
         args = _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}", debug=True)
         err_type = DataError
     result = runner.invoke(train, args)
-    assert isinstance(result.exception, err_type), repr(result.exception)
-    assert result.exit_code != 0
+    # the traceback, then the usual error line and exit code
+    assert "Traceback" in result.stderr and f"{err_type.__name__}:" in result.stderr
+    assert result.exit_code == err_type.exit_code
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ")
 
 
 def test_debug_raises_the_lstm_cli_error_eval(runner, run_guard, outputs, tmp_path):
     unknown = BAD / "eval" / "unknown_label.jsonl"
     result = runner.invoke(evaluate, _eval_args(run_guard.best, unknown, outputs, "--debug"))
-    assert isinstance(result.exception, DataError) and "label 7" in str(result.exception)
+    assert "Traceback" in result.stderr and "DataError:" in result.stderr and "label 7" in result.stderr
+    assert result.exit_code == 4
     truncated = make_npz.truncate(str(_copy_best(run_guard, tmp_path, "t.npz")), 0.5)
     result = runner.invoke(predict, _predict_args(truncated, BAD / "good" / "train.jsonl", outputs, "--debug"))
-    assert isinstance(result.exception, CheckpointError), repr(result.exception)
+    assert "Traceback" in result.stderr and "CheckpointError:" in result.stderr
+    assert result.exit_code == 5
 
 
 # --------------------------------------------------------------------------- the corpus itself

@@ -80,10 +80,45 @@ def test_bad_config_exits_3_without_traceback(runner, write_config):
     assert "Traceback" not in r.output
 
 
-def test_debug_shows_the_traceback(runner, write_config):
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(runner, write_config):
     r = _train(runner, write_config(), "--set", "model.hidden_size=0", "--debug")
-    assert r.exit_code != 0 and r.exception is not None
-    assert type(r.exception).__name__ == "ConfigError"
+    assert r.exit_code == 3
+    assert "Traceback" in r.stderr and "ConfigError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(runner, write_config, tmp_path):
+    for key in ("model.hidden_size=50000000", "model.num_layers=100000000"):
+        r = _train(runner, write_config(), "--set", key)
+        assert r.exit_code == 3, r.output
+        assert "GiB" in r.stderr and "Traceback" not in r.output
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_of_memory_is_one_line(runner, write_config, monkeypatch):
+    from lstm_cli.train import Trainer
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
+
+    monkeypatch.setattr(Trainer, "run", no_memory)
+    r = _train(runner, write_config())
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.startswith("Error: out of memory: Unable to allocate 74.5 GiB")
+
+
+def test_eval_and_predict_refuse_to_write_over_their_inputs(runner, write_config, pattern_files, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    ckpt = str(tmp_path / "run" / "best.npz")
+    data = pattern_files["test"]
+    before = file_bytes(tmp_path / "run"), open(data, "rb").read()
+    for cmd, args in ((evaluate, ["--json", ckpt]), (evaluate, ["--predictions", data]),
+                      (predict, ["--output", ckpt]), (predict, ["--output", data])):
+        r = runner.invoke(cmd, [ckpt, "--data", data, *args])
+        assert r.exit_code == 2, r.output
+        assert "would destroy it" in r.output
+    assert (file_bytes(tmp_path / "run"), open(data, "rb").read()) == before
 
 
 def test_bad_data_exits_4_and_leaves_the_run_folder_alone(runner, write_config, tmp_path):

@@ -347,3 +347,14 @@ def test_evaluate_batch_losses_average_to_the_training_loss(head, dtype):
         assert alone[0] == pytest.approx(model.loss(x[b:b + 1, :lengths[b]], lengths[b:b + 1], y[b:b + 1]),
                                          rel=rtol)
     np.testing.assert_allclose(probs, model.predict_proba(x, lengths), rtol=rtol)
+
+
+def test_parameter_count_and_size_check(monkeypatch):
+    from lstm_cli import model as model_mod
+
+    for args in ((3, 4, 2, 1), (5, 7, 3, 3), (1, 1, 2, 2)):
+        assert model_mod.parameter_count(*args) == LSTMClassifier(*args[:3], num_layers=args[3]).num_parameters()
+    monkeypatch.setattr(model_mod, "_physical_memory", lambda: 10_000)
+    LSTMClassifier(3, 4, 2)  # 3 x 4 x 154 bytes fits
+    with pytest.raises(LstmCliError, match="hidden_size 64,.* more than this machine's"):
+        LSTMClassifier(3, 64, 2)
