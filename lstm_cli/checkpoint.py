@@ -1,6 +1,6 @@
 """One-file checkpoints: an ``.npz`` of arrays plus a JSON string, written atomically.
 
-Layout of ``<name>.npz`` (DESIGN.md §7):
+Layout of ``<name>.npz`` (README.md, "Checkpoint format"):
 
 * every model parameter under its public name (``lstm.0.W``, ``head.b``, ...);
 * every extra array (optimizer state) under ``"optim." + key`` (``optim.m.lstm.0.W``);

@@ -1,4 +1,4 @@
-"""Sequence datasets: readers, writers, validation, batching (DESIGN.md §6).
+"""Sequence datasets: readers, writers, validation, batching (README.md, "Data formats").
 
 A dataset is N sequences of T_n >= 1 steps with F features each, plus one label per
 sequence. In memory it is a :class:`SequenceDataset`: every step of every sequence

@@ -1,6 +1,6 @@
 """One LSTM layer (TensorFlow BasicLSTMCell convention): forward and hand-written BPTT.
 
-Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
+Equations (README.md, "The model"), rows are batch entries, gate order i, j, f, o::
 
     z   = [x_t, h_{t-1}] @ W + b                W: (I+H, 4H), b: (4H,)
     i   = sigmoid(z_i)      j = tanh(z_j)
@@ -11,7 +11,7 @@ Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
 Sequences are *time-major* inside the engine (packed, see the layout note below), so
 that the state of every running sequence at step t is one contiguous block. The model
 converts from the batch-first, right-padded public layout once per call; padded steps
-are never stored or computed, so they cannot change a result (DESIGN.md §2).
+are never stored or computed, so they cannot change a result (README.md, "The model").
 
 There are two levels here:
 
@@ -354,7 +354,7 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
 
 
 def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None):
-    """BPTT through one layer (DESIGN.md §4).
+    """BPTT through one layer (README.md, "The model").
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
     layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)

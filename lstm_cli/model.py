@@ -322,7 +322,7 @@ class LSTMClassifier:
         return grads, dx
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
-        """The loss's averaging weights per logits row (DESIGN.md §3): (B,) for the last
+        """The loss's averaging weights per logits row (README.md, "The model"): (B,) for the last
         head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
         w_seq = np.ones(len(y)) if class_weights is None else np.asarray(class_weights, np.float64)[y]
         w_seq = w_seq / w_seq.sum()  # (B,)

@@ -152,7 +152,7 @@ def test_layer_backward_equals_chained_step_backward(rng):
     upstream = rng.normal(size=x.shape[:2] + (3,))
     _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
     dx, dW, db, dh0, dc0 = lstm_layer_backward(upstream, cache, W)
-    # reference: the per-step backward chained by hand (DESIGN.md §4)
+    # reference: the per-step backward chained by hand (README.md, "The model")
     steps, h, c = [], h0, c0
     for t in range(x.shape[0]):
         h, c, sc = lstm_step_forward(x[t], h, c, W, b, 1.0)
