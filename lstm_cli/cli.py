@@ -210,7 +210,7 @@ def _architecture_from_config(config_path, overrides):
                epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
                       "  lstm-train --config configs/synthetic.yaml --set model.head=all "
                       "--set train.optimizer.lr=0.003 --output runs/try2\n\n"
-                      "  lstm-train --resume runs/japanese_vowels --set train.epochs=60")
+                      "  lstm-train --resume runs/japanese_vowels --set train.epochs=80")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML config (see configs/reference.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -366,7 +366,7 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
 @click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
                epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
                       "--data data/japanese_vowels/test.jsonl --output predictions.csv")
-@_checkpoint_and_data("Data in any supported format; labels are optional and ignored.")
+@_checkpoint_and_data("Data in any supported format; labels are optional (not used).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="CSV file to write (default: stdout).")
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")

@@ -1230,7 +1230,8 @@ def _detect_format(path):
         raise DataError(f"data file not found: {path}")
     raise DataError(
         f"{path}: cannot tell the format from the extension; expected .jsonl, .npz, .csv, .ts"
-        " or a directory with x.npy/lengths.npy (or pass format=)"
+        " or a directory with x.npy/lengths.npy; name the format with --format (lstm-eval, lstm-predict),"
+        " data.format (config) or format= (Python)"
     )
 
 
