@@ -203,14 +203,22 @@ def _open_npz(path: str):
         )
     if not head.startswith(b"PK"):
         raise CheckpointError(f"{path}: not an .npz checkpoint (no zip signature)")
+    # Our own file object, closed on every path: np.load(path) leaks its file when the zip
+    # directory of a truncated file cannot be read.
+    fh = open(path, "rb")
     try:
-        obj = np.load(path, allow_pickle=False)
+        obj = np.load(fh, allow_pickle=False)
+        if not isinstance(obj, np.lib.npyio.NpzFile):  # pragma: no cover - "PK" ruled out .npy
+            raise CheckpointError(f"{path}: not an .npz checkpoint")
+    except CheckpointError:
+        fh.close()
+        raise
     except Exception as exc:  # zipfile/OS/numpy failures of every kind: the file is bad
+        fh.close()
         raise CheckpointError(
             f"{path}: not a valid .npz checkpoint (truncated or damaged?): {exc}"
         ) from exc
-    if not isinstance(obj, np.lib.npyio.NpzFile):  # pragma: no cover - "PK" ruled out .npy
-        raise CheckpointError(f"{path}: not an .npz checkpoint")
+    obj.fid = fh  # NpzFile.close() (the callers' with-block) closes it
     return obj
 
 

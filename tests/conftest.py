@@ -45,4 +45,8 @@ def write_config(tmp_path, pattern_files):
 
 def file_bytes(folder):
     """{name: bytes} of every file in folder (to prove nothing was touched)."""
-    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+    out = {}
+    for n in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, n), "rb") as fh:
+            out[n] = fh.read()
+    return out

@@ -10,6 +10,11 @@ import pytest
 from lstm_cli.atomic import atomic_write_text
 
 
+def _read(path):
+    with open(path) as fh:
+        return fh.read()
+
+
 def test_new_and_replaced_file(tmp_path):
     path = tmp_path / "a.txt"
     atomic_write_text(path, "one\n")
@@ -51,7 +56,7 @@ def test_fifo_is_written_not_replaced(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader = threading.Thread(target=lambda: got.append(_read(fifo)), daemon=True)
     reader.start()
     atomic_write_text(fifo, "through the pipe\n")
     reader.join(timeout=10)

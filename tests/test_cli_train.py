@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -38,7 +39,7 @@ def test_train_eval_predict_round_trip(runner, write_config, pattern_files, tmp_
         assert key in report
     assert report["labels"] == [0, 1, 2] and report["n"] == 90
     assert sum(map(sum, report["confusion_matrix"])) == 90
-    rows = list(csv.DictReader(preds.open()))
+    rows = list(csv.DictReader(io.StringIO(preds.read_text())))
     assert len(rows) == 90 and set(rows[0]) == {"index", "true_label", "predicted_label", "prob_0",
                                                 "prob_1", "prob_2"}
     assert abs(sum(float(rows[0][f"prob_{k}"]) for k in range(3)) - 1.0) < 1e-5
@@ -112,13 +113,13 @@ def test_eval_and_predict_refuse_to_write_over_their_inputs(runner, write_config
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     ckpt = str(tmp_path / "run" / "best.npz")
     data = pattern_files["test"]
-    before = file_bytes(tmp_path / "run"), open(data, "rb").read()
+    before = file_bytes(tmp_path / "run"), Path(data).read_bytes()
     for cmd, args in ((evaluate, ["--json", ckpt]), (evaluate, ["--predictions", data]),
                       (predict, ["--output", ckpt]), (predict, ["--output", data])):
         r = runner.invoke(cmd, [ckpt, "--data", data, *args])
         assert r.exit_code == 2, r.output
         assert "would destroy it" in r.output
-    assert (file_bytes(tmp_path / "run"), open(data, "rb").read()) == before
+    assert (file_bytes(tmp_path / "run"), Path(data).read_bytes()) == before
 
 
 def test_bad_data_exits_4_and_leaves_the_run_folder_alone(runner, write_config, tmp_path):
@@ -172,7 +173,7 @@ def test_eval_errors(runner, write_config, pattern_files, tmp_path):
     r = runner.invoke(predict, [ckpt, "--data", str(wrong_f)])
     assert r.exit_code == 4 and "2 features" in r.stderr
     broken = tmp_path / "broken.npz"
-    broken.write_bytes(open(ckpt, "rb").read()[:200])
+    broken.write_bytes(Path(ckpt).read_bytes()[:200])
     r = runner.invoke(evaluate, [str(broken), "--data", pattern_files["test"]])
     assert r.exit_code == 5 and "broken.npz" in r.stderr and "Traceback" not in r.output
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python_blocks():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
@@ -23,7 +24,7 @@ def test_readme_python_example_runs(n, monkeypatch, capsys):
 
 
 def test_readme_names_the_two_commands():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
     assert "pip install -e '.[test]' && python -m pytest" in text
-    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    ci = Path(ROOT, ".ci", "run").read_text(encoding="utf-8")
     assert "pip install -e '.[test]' && python -m pytest" in ci

@@ -28,9 +28,9 @@ def test_run_folder_contents(write_config, tmp_path):
     run = tmp_path / "run"
     assert sorted(os.listdir(run)) == ["best.npz", "config.yaml", "last.npz", "metrics.csv",
                                        "metrics.jsonl", "summary.json"]
-    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 13))
-    header = open(run / "metrics.csv").readline().strip().split(",")
+    header = (run / "metrics.csv").read_text().splitlines()[0].strip().split(",")
     assert header[:8] == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                           "grad_norm", "seconds"]
     best = load_checkpoint(str(run / "best.npz"))
@@ -106,7 +106,7 @@ def test_nan_mid_run_keeps_the_last_good_checkpoints(write_config, tmp_path, mon
     run = tmp_path / "run"
     assert load_checkpoint(str(run / "last.npz")).meta["epoch"] == 2
     assert load_checkpoint(str(run / "best.npz")).meta["epoch"] <= 2
-    assert len(open(run / "metrics.jsonl").read().splitlines()) == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     resumed = _fit(write_config(), "train.epochs=4", resume=True)  # and the run can go on
     assert len(resumed.history) == 4
 
