@@ -1,0 +1,235 @@
+"""Tests for lstm_cli.inference.load_trained: the trainer's metadata in a checkpoint is
+checked before lstm-eval / lstm-predict use it.
+
+Every bad checkpoint here is written with the public ``save_checkpoint``, so its
+checksum is valid and only the metadata check can refuse it: exit 5, one ``Error:``
+line naming the file, no traceback.
+"""
+
+import copy
+import json
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lstm_cli.checkpoint import load_checkpoint, save_checkpoint
+from lstm_cli.cli import evaluate, predict
+from lstm_cli.config import load_config
+from lstm_cli.errors import CheckpointError
+from lstm_cli.inference import load_trained
+from lstm_cli.train import fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run (2 features, str labels 'neg'/'pos', normalised): (best.npz, data file)."""
+    root = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    data = root / "train.jsonl"
+    with open(data, "w") as fh:
+        for n in range(24):
+            y = n % 2
+            x = rng.normal(loc=y, size=(2 + n % 4, 2)).round(3)  # (T, 2)
+            fh.write(json.dumps({"x": x.tolist(), "y": ["neg", "pos"][y]}) + "\n")
+    cfg = root / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"train": "train.jsonl", "valid_fraction": 0.25},
+        "model": {"hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 8, "seed": 0},
+        "output": {"dir": str(root / "run")},
+    }))
+    fit(load_config(cfg), progress=False, log=lambda *_: None)
+    return root / "run" / "best.npz", data
+
+
+def resave(trained, tmp_path, edit_meta=None, edit_params=None, name="edited.npz"):
+    """Copy of the trained best.npz with edited meta/params, written by save_checkpoint
+    (so the checksum is valid)."""
+    ckpt = load_checkpoint(trained[0])
+    meta = copy.deepcopy(ckpt.meta)
+    params = {k: v.copy() for k, v in ckpt.params.items()}
+    if edit_meta:
+        edit_meta(meta)
+    if edit_params:
+        edit_params(params)
+    path = tmp_path / name
+    save_checkpoint(path, params, meta)
+    return path
+
+
+def run_command(command, ckpt, data, tmp_path):
+    args = [str(ckpt), "--data", str(data)]
+    if command == "eval":
+        return CliRunner().invoke(evaluate, args + ["--json", str(tmp_path / "report.json"),
+                                                    "--predictions", str(tmp_path / "preds.csv")])
+    return CliRunner().invoke(predict, args + ["--output", str(tmp_path / "out.csv")])
+
+
+def assert_checkpoint_error(result, path, *needles):
+    """Exit 5, no traceback, nothing on stdout, one 'Error: <path>: ...' line holding every needle."""
+    out, err = result.stdout, result.stderr
+    assert "Traceback" not in out + err, out + err
+    assert isinstance(result.exception, SystemExit), f"{result.exception!r}\n{err}"
+    assert result.exit_code == 5, f"exit {result.exit_code}: {err!r}"
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"Error: {path}: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def _set(*keys_and_value):
+    """An edit that sets meta[k1][k2]... = value."""
+    *keys, value = keys_and_value
+
+    def edit(meta):
+        node = meta
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+
+    return edit
+
+
+def _delete(key):
+    return lambda meta: meta.pop(key)
+
+
+# (case id, meta edit, substrings of the message)
+BAD_META = [
+    ("normalization_str", _set("normalization", "abc"), ["'normalization' is 'abc'", "expected null or"]),
+    ("normalization_list", _set("normalization", [1, 2]), ["'normalization' is [1, 2]"]),
+    ("normalization_empty", _set("normalization", {}), ["'normalization' is {}"]),
+    ("normalization_false", _set("normalization", False), ["'normalization' is False"]),
+    ("normalization_no_std", _set("normalization", {"mean": [0.0, 0.0]}), ["'normalization' is"]),
+    ("normalization_extra_key", _set("normalization", {"mean": [0, 0], "std": [1, 1], "clip": 3}),
+     ["'normalization' is"]),
+    ("mean_too_long", _set("normalization", "mean", [0.0, 0.0, 0.0]),
+     ["'normalization.mean' has 3 values", "2 input features"]),
+    ("std_too_short", _set("normalization", "std", [1.0]), ["'normalization.std' has 1 values"]),
+    ("mean_not_a_list", _set("normalization", "mean", 0.5), ["'normalization.mean' is 0.5"]),
+    ("mean_nested", _set("normalization", "mean", [[0.0], [0.0]]), ["'normalization.mean'[0] is [0.0]"]),
+    ("mean_str", _set("normalization", "mean", ["0", 0.0]), ["'normalization.mean'[0] is '0'"]),
+    ("mean_bool", _set("normalization", "mean", [0.0, True]), ["'normalization.mean'[1] is True"]),
+    ("mean_nan", _set("normalization", "mean", [0.0, float("nan")]),
+     ["'normalization.mean'[1] is nan", "finite"]),
+    ("mean_huge_int", _set("normalization", "mean", [0.0, 10**400]), ["'normalization.mean'[1]"]),
+    ("std_zero", _set("normalization", "std", [1.0, 0.0]), ["'normalization.std'[1] is 0.0", "> 0"]),
+    ("std_negative", _set("normalization", "std", [-2.0, 1.0]), ["'normalization.std'[0] is -2.0", "> 0"]),
+    ("std_inf", _set("normalization", "std", [1.0, float("inf")]), ["'normalization.std'[1] is inf"]),
+    ("config_str", _set("config", "x"), ["'config' is 'x'", "expected a mapping"]),
+    ("config_null", _set("config", None), ["'config' is None"]),
+    ("config_data_list", _set("config", "data", [1]), ["'config.data' is [1]"]),
+    ("config_csv_str", _set("config", "data", "csv", "x"), ["'config.data.csv' is 'x'"]),
+    ("csv_id_column_int", _set("config", "data", "csv", "id_column", 3), ["'config.data.csv.id_column' is 3"]),
+    ("csv_feature_columns_str", _set("config", "data", "csv", "feature_columns", "ab"),
+     ["'config.data.csv.feature_columns' is 'ab'"]),
+    ("csv_feature_columns_twice", _set("config", "data", "csv", "feature_columns", ["a", "a"]),
+     ["'config.data.csv.feature_columns'"]),
+    ("csv_label_type", _set("config", "data", "csv", "label_type", "float"),
+     ["'config.data.csv.label_type' is 'float'"]),
+    ("classes_duplicate", _set("classes", ["neg", "neg"]), ["'classes' lists 'neg' twice"]),
+    ("classes_str", _set("classes", "np"), ["'classes' is 'np'"]),
+    ("classes_empty", _set("classes", []), ["'classes' is []"]),
+    ("classes_too_many", _set("classes", ["neg", "pos", "other"]), ["3 class labels", "2 outputs"]),
+    ("classes_mixed", _set("classes", [1, "1"]), ["'classes' mixes ints and strs"]),
+    ("classes_bool", _set("classes", [True, False]), ["'classes'[0] is True"]),
+    ("classes_float", _set("classes", [0.5, 1.5]), ["'classes'[0] is 0.5"]),
+    ("classes_null", _set("classes", [None, "pos"]), ["'classes'[0] is None"]),
+    ("classes_empty_str", _set("classes", ["", "pos"]), ["'classes'[0] is the empty string"]),
+    ("classes_beyond_int64", _set("classes", [0, 2**63]), ["'classes'[1]", "64-bit"]),
+    ("no_classes", _delete("classes"), ["no 'classes' entry"]),
+    ("no_model", _delete("model"), ["no 'model' entry"]),
+    ("model_list", _set("model", [4]), ["'model' is [4]"]),
+    ("model_unknown_key", _set("model", "depth", 2), ["'model' has unknown key(s) ['depth']"]),
+    ("model_missing_input_size", lambda m: m["model"].pop("input_size"), ["'model' lacks 'input_size'"]),
+    ("hidden_size_zero", _set("model", "hidden_size", 0), ["'model.hidden_size' is 0", "int >= 1"]),
+    ("hidden_size_float", _set("model", "hidden_size", 4.0), ["'model.hidden_size' is 4.0"]),
+    ("hidden_size_str", _set("model", "hidden_size", "4"), ["'model.hidden_size' is '4'"]),
+    ("num_classes_bool", _set("model", "num_classes", True), ["'model.num_classes' is True"]),
+    ("head_unknown", _set("model", "head", "first"), ["'model.head' is 'first'"]),
+    ("dtype_unknown", _set("model", "dtype", "float16"), ["'model.dtype' is 'float16'"]),
+    ("dtype_list", _set("model", "dtype", ["float32"]), ["'model.dtype' is ['float32']"]),
+    ("init_unknown", _set("model", "init", "zeros"), ["'model.init' is 'zeros'"]),
+    ("forget_bias_nan", _set("model", "forget_bias", float("nan")), ["'model.forget_bias' is nan"]),
+    ("dropout_one", _set("model", "dropout", 1.0), ["'model.dropout' is 1.0"]),
+    # sizes that disagree with the stored parameters: refused before a model is allocated
+    ("hidden_size_edited", _set("model", "hidden_size", 5),
+     ["parameter 'lstm.0.W' has shape (6, 16)", "needs (7, 20)"]),
+    ("input_size_edited", _set("model", "input_size", 3), ["parameter 'lstm.0.W' has shape (6, 16)"]),
+    ("num_classes_edited", lambda m: (m["model"].update(num_classes=3), m.update(classes=["a", "b", "c"])),
+     ["parameter 'head.W' has shape (4, 2)", "needs (4, 3)"]),
+    ("num_layers_huge", _set("model", "num_layers", 10**5), ["4 parameters stored", "100000 layer(s)"]),
+    ("hidden_size_huge", _set("model", "hidden_size", 10**9), ["parameter 'lstm.0.W' has shape (6, 16)"]),
+]
+
+
+@pytest.mark.parametrize("case, edit, needles", BAD_META, ids=[c[0] for c in BAD_META])
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_bad_model_metadata_is_a_checkpoint_error(trained, tmp_path, command, case, edit, needles):
+    path = resave(trained, tmp_path, edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning on the way to the error
+        result = run_command(command, path, trained[1], tmp_path)
+    line = assert_checkpoint_error(result, path, "bad checkpoint metadata", *needles)
+    assert len(line) < 500
+    assert not any((tmp_path / n).exists() for n in ("report.json", "preds.csv", "out.csv"))
+
+
+BAD_PARAMS = [
+    ("param_nan", lambda p: p["head.b"].__setitem__(0, np.nan), ["parameter 'head.b'", "NaN or Inf"]),
+    ("param_inf", lambda p: p["lstm.0.W"].__setitem__((1, 2), np.inf), ["parameter 'lstm.0.W'", "NaN or Inf"]),
+    ("param_beyond_float32", lambda p: p.update({"head.W": p["head.W"].astype(np.float64) * 1e300}),
+     ["parameter 'head.W'", "as float32"]),
+    ("param_int", lambda p: p.update({"head.b": np.zeros(2, np.int64)}), ["parameter 'head.b' has dtype int64"]),
+    ("param_str", lambda p: p.update({"head.b": np.array(["1", "2"])}), ["parameter 'head.b' has dtype <U1"]),
+    ("param_extra", lambda p: p.update({"lstm.1.W": p["lstm.0.W"]}), ["5 parameters stored", "has 4"]),
+    ("param_renamed", lambda p: p.update({"head.V": p.pop("head.W")}), ["parameter 'head.V' is not part"]),
+]
+
+
+@pytest.mark.parametrize("case, edit, needles", BAD_PARAMS, ids=[c[0] for c in BAD_PARAMS])
+def test_bad_parameters_are_a_checkpoint_error(trained, tmp_path, case, edit, needles):
+    path = resave(trained, tmp_path, edit_params=edit)
+    with warnings.catch_warnings(), pytest.raises(CheckpointError, match="bad checkpoint metadata") as err:
+        warnings.simplefilter("error")
+        load_trained(path)
+    assert str(err.value).startswith(f"{path}: ")
+    for needle in needles:
+        assert needle in str(err.value)
+    result = run_command("predict", path, trained[1], tmp_path)
+    assert_checkpoint_error(result, path, *needles)
+
+
+def test_valid_metadata_variants_still_load(trained, tmp_path):
+    """What the checks must keep accepting: the trainer's own file, no normalisation, no
+    config, a csv section of nulls, int std values, the constructor's defaults."""
+    tm = load_trained(trained[0])
+    meta = load_checkpoint(trained[0]).meta
+    assert tm.classes == ["neg", "pos"] == meta["classes"]
+    np.testing.assert_array_equal(tm.mean, meta["normalization"]["mean"])
+    np.testing.assert_array_equal(tm.std, meta["normalization"]["std"])
+    assert tm.mean.dtype == tm.std.dtype == np.float64
+    edits = {
+        "no_norm": _set("normalization", None),
+        "absent_norm": _delete("normalization"),
+        "no_config": _delete("config"),
+        "null_csv": _set("config", "data", "csv", None),
+        "null_csv_keys": _set("config", "data", "csv", {"id_column": None, "label_type": None}),
+        "int_std": _set("normalization", {"mean": [0, 1], "std": [1, 3]}),
+        "int_classes": _set("classes", [0, 7]),
+        "defaults": lambda m: [m["model"].pop(k) for k in ("num_layers", "head", "forget_bias", "dropout",
+                                                           "dtype", "init")],
+    }
+    for name, edit in edits.items():
+        path = resave(trained, tmp_path, edit, name=f"{name}.npz")
+        tm = load_trained(path)
+        result = run_command("predict", path, trained[1], tmp_path)
+        assert result.exit_code == 0, (name, result.output)
+        if name in ("no_norm", "absent_norm"):
+            assert tm.mean is None and tm.std is None
