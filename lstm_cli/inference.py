@@ -14,7 +14,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .config import _show
-from .data import SequenceDataset, encode_labels, make_batches, pad_batch
+from .data import SequenceDataset, _code_point_problem, encode_labels, make_batches, pad_batch
 from .errors import CheckpointError, DataError
 from .metrics import classification_report
 from .model import DTYPES, HEADS, INITS, LSTMClassifier
@@ -150,7 +150,8 @@ def _check_params(params, spec, path) -> None:
 
 
 def _checked_classes(classes, num_classes, path) -> list:
-    """``meta["classes"]``: a list of num_classes distinct labels, all ints or all non-empty strs."""
+    """``meta["classes"]``: a list of num_classes distinct labels, all int64 ints or all non-empty
+    strs of valid Unicode text (no lone surrogate: it could not be printed or written as UTF-8)."""
     if not isinstance(classes, list) or not classes:
         raise _bad_meta(path, f"'classes' is {_show(classes)}; expected a non-empty list of labels "
                               "(strs or ints)")
@@ -164,6 +165,13 @@ def _checked_classes(classes, num_classes, path) -> list:
         elif isinstance(label, str):
             if label == "":
                 raise _bad_meta(path, f"'classes'[{i}] is the empty string; labels must be non-empty")
+            try:  # written before the data loaders refused such labels; printing one would crash
+                label.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}, which holds "
+                                      f"{_code_point_problem(ord(label[exc.start]))} (character "
+                                      f"{exc.start + 1}); labels must be valid Unicode text, as the data "
+                                      "loaders now require: retrain on data with valid labels") from None
         else:
             raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}; class labels must be strs or ints")
         if type(label) is not type(classes[0]):

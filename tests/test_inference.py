@@ -181,6 +181,23 @@ def test_bad_model_metadata_is_a_checkpoint_error(trained, tmp_path, command, ca
     assert not any((tmp_path / n).exists() for n in ("report.json", "preds.csv", "out.csv"))
 
 
+@pytest.mark.parametrize("classes, index, needle", [
+    (["neg\udcff", "pos"], 0, "U+DCFF, a lone surrogate (character 4)"),
+    (["neg", "\ud800"], 1, "U+D800, a lone surrogate (character 1)"),
+])
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_class_label_with_a_lone_surrogate_is_refused(trained, tmp_path, command, classes, index, needle):
+    """Such labels trained before the data loaders refused them; lstm-predict then crashed with
+    UnicodeEncodeError writing them (and lstm-eval blamed the data file, exit 4)."""
+    path = resave(trained, tmp_path, _set("classes", classes))
+    result = run_command(command, path, trained[1], tmp_path)
+    line = assert_checkpoint_error(result, path, f"'classes'[{index}] is {classes[index]!r}", needle,
+                                   "valid Unicode text")
+    line.encode("utf-8")  # the message itself can be printed
+    with pytest.raises(CheckpointError, match="lone surrogate"):
+        load_trained(path)
+
+
 BAD_PARAMS = [
     ("param_nan", lambda p: p["head.b"].__setitem__(0, np.nan), ["parameter 'head.b'", "NaN or Inf"]),
     ("param_inf", lambda p: p["lstm.0.W"].__setitem__((1, 2), np.inf), ["parameter 'lstm.0.W'", "NaN or Inf"]),
