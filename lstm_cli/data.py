@@ -1452,7 +1452,10 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
     Returns x of shape (B, T, F) in ``dtype`` (T = longest sequence of the batch,
     zeros after each sequence's end) and lengths (B,) int64. When given, ``mean``
     and ``std`` ((F,) each) normalise the real rows as (x - mean) / std; padding
-    stays exactly 0. Vectorised: one fancy index reads the rows.
+    stays exactly 0. A normalised value that is not finite in ``dtype`` (a value within
+    float32's range can overflow it when the training std is tiny) raises DataError
+    naming ds.source, the sequence, step and feature. Vectorised: one fancy index reads
+    the rows.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)  # (B,)
     F = ds.num_features
@@ -1467,15 +1470,38 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
         for name, stat in (("mean", mean), ("std", std)):
             if stat is not None and np.shape(stat) != (F,):
                 raise DataError(f"pad_batch: {name} has shape {np.shape(stat)}, expected ({F},)")
-        if mean is not None:
-            data = data - np.asarray(mean, dtype=np.float64)
-        if std is not None:
-            data = data / np.asarray(std, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+            if mean is not None:
+                data = data - np.asarray(mean, dtype=np.float64)
+            if std is not None:
+                data = data / np.asarray(std, dtype=np.float64)
     out = np.zeros((B, T, F), dtype=dtype)  # (B, T, F)
     b_of_row = np.repeat(np.arange(B), lens)  # (S,)
     t_of_row = np.arange(data.shape[0]) - np.repeat(np.cumsum(lens) - lens, lens)  # (S,)
-    out[b_of_row, t_of_row] = data
+    if mean is None and std is None:  # the loaders checked the raw values
+        out[b_of_row, t_of_row] = data
+    else:
+        with np.errstate(over="ignore"):  # a cast beyond dtype's range gives inf: checked next
+            out[b_of_row, t_of_row] = data
+        if not np.isfinite(out).all():  # one pass over the batch; the padding is 0
+            _raise_not_finite_after_normalisation(ds, idx, out, mean, std)
     return out, lens.astype(np.int64)
+
+
+def _raise_not_finite_after_normalisation(ds, idx, out, mean, std):
+    """DataError for the first value of pad_batch's normalised batch ``out`` (B, T, F) that is
+    not finite, naming the sequence (its index in the file, also for a view), step and feature."""
+    b, t, f = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
+    value = float(ds.x[int(ds.starts[idx[b]]) + t, f])
+    n = int(ds.indices[idx[b]]) if isinstance(ds, SequenceView) else int(idx[b])
+    stats = [f"{name} {float(np.asarray(stat)[f]):.6g}" for name, stat in (("mean", mean), ("std", std))
+             if stat is not None]
+    raise DataError(
+        f"{ds.source}: sequence {n}, step {t + 1}, feature {f + 1}: the value {value:.6g} is not finite"
+        f" in {out.dtype} once normalised with the training {' and '.join(stats)}"
+        f" (|x - mean| / std must be <= {float(np.finfo(out.dtype).max):.4g}); is this data on the"
+        " scale of the training data?"
+    )
 
 
 def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True, pool_batches=32):

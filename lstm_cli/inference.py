@@ -305,9 +305,10 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
     else:  # one forward per sequence either way: loss where the label is known
         probs = np.empty((len(ds), tm.model.num_classes))
         k_idx, u_idx = np.flatnonzero(known), np.flatnonzero(~known)
-        losses, probs[k_idx] = loss_and_probs(tm.model, ds.subset(k_idx), y[k_idx], tm.mean,
+        # views, not copies: no rows are copied, and errors name sequences by their index in the file
+        losses, probs[k_idx] = loss_and_probs(tm.model, ds.view(k_idx), y[k_idx], tm.mean,
                                               tm.std, batch_size)
-        probs[u_idx] = predict_dataset(tm.model, ds.subset(u_idx), tm.mean, tm.std, batch_size)
+        probs[u_idx] = predict_dataset(tm.model, ds.view(u_idx), tm.mean, tm.std, batch_size)
     report = classification_report(y[known], probs[known].argmax(1), tm.classes,
                                    loss=float(losses.mean()))
     report["unknown_labels"] = int((~known).sum())

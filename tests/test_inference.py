@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from lstm_cli.checkpoint import load_checkpoint, save_checkpoint
 from lstm_cli.cli import evaluate, predict
 from lstm_cli.config import load_config
-from lstm_cli.errors import CheckpointError
+from lstm_cli.data import SequenceDataset, pad_batch
+from lstm_cli.errors import CheckpointError, DataError
 from lstm_cli.inference import load_trained
 from lstm_cli.train import fit
 
@@ -250,3 +251,96 @@ def test_valid_metadata_variants_still_load(trained, tmp_path):
         assert result.exit_code == 0, (name, result.output)
         if name in ("no_norm", "absent_norm"):
             assert tm.mean is None and tm.std is None
+
+
+# ----------------------------------------------- normalised values beyond the model's range
+
+
+def _tiny_std_dataset(big=1e38):
+    """4 sequences of 2 features; sequence 2, step 2, feature 2 holds ``big``."""
+    seqs = [np.full((3, 2), 0.5) for _ in range(4)]
+    seqs[2] = seqs[2].copy()
+    seqs[2][1, 1] = big
+    return SequenceDataset.from_sequences(seqs, ["neg", "pos", "neg", "pos"], source="tiny.jsonl")
+
+
+@pytest.mark.parametrize("dtype, std", [(np.float32, 1e-7), (np.float64, 1e-300)])
+def test_value_that_overflows_once_normalised_is_a_data_error(dtype, std):
+    """1e38 is a valid float32, but (1e38 - 0.5) / 1e-7 is not; in float64 the divide itself
+    overflows. Either way: DataError naming file, sequence, step and feature, no RuntimeWarning."""
+    ds = _tiny_std_dataset()
+    mean, stds = np.array([0.5, 0.5]), np.array([1.0, std])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            pad_batch(ds, [0, 3, 2, 1], dtype, mean, stds)
+        msg = str(err.value)
+        assert msg.startswith("tiny.jsonl: sequence 2, step 2, feature 2: the value 1e+38 is not finite in "
+                              f"{np.dtype(dtype)} once normalised with the training mean 0.5 and std {std:g}")
+        # through a view (a validation split), the sequence is named by its index in the file
+        with pytest.raises(DataError, match=r"^tiny.jsonl: sequence 2, step 2, feature 2: "):
+            pad_batch(ds.view([3, 2]), [0, 1], dtype, mean, stds)
+        # the same batch without the value, or without normalisation, is fine
+        xb, _ = pad_batch(ds, [0, 3, 1], dtype, mean, stds)
+        assert np.isfinite(xb).all()
+        xb, _ = pad_batch(ds, [0, 1, 2, 3], dtype)
+        assert xb[2, 1, 1] == dtype(1e38)
+
+
+def test_normalisation_check_keeps_batches_bit_identical():
+    """The check changes nothing for finite batches: same values as (x - mean) / std cast once."""
+    rng = np.random.default_rng(3)
+    seqs = [rng.normal(size=(n, 3)) * 1e3 for n in (4, 1, 6, 2)]
+    ds = SequenceDataset.from_sequences(seqs)
+    mean, std = rng.normal(size=3), rng.random(3) + 1e-3
+    for dtype in (np.float32, np.float64):
+        xb, lens = pad_batch(ds, [2, 0, 3], dtype, mean, std)
+        for b, n in enumerate([2, 0, 3]):
+            want = ((seqs[n] - mean) / std).astype(dtype)
+            assert xb[b, : lens[b]].tobytes() == want.tobytes()
+            assert not xb[b, lens[b]:].any()
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_name_the_data_file_and_sequence_that_overflows(trained, tmp_path, command):
+    """A checkpoint whose training std is tiny (valid: > 0) and data within float32's range."""
+    path = resave(trained, tmp_path, _set("normalization", {"mean": [0.0, 0.0], "std": [1.0, 1e-7]}))
+    data = tmp_path / "big.jsonl"
+    rows = [{"x": [[0.1, 0.2], [0.3, 0.4]], "y": "neg"}, {"x": [[0.1, 0.2]], "y": "zzz"},
+            {"x": [[0.1, 0.2], [0.3, 0.4], [0.5, 3e38]], "y": "pos"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    extra = ["--allow-unknown"] if command == "eval" else []  # eval goes through views then
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        args = [str(path), "--data", str(data), *extra]
+        result = CliRunner().invoke(evaluate if command == "eval" else predict, args)
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 4, result.output
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"Error: {data}: sequence 2, step 3, feature 2: the value 3e+38 is not finite "
+                               "in float32 once normalised with the training mean 0 and std 1e-07"), lines[0]
+
+
+def test_validation_value_that_overflows_once_normalised_stops_training_with_a_data_error(tmp_path):
+    """Validation batches are normalised with the training statistics too (a nearly constant
+    training feature has a tiny std): the error names the validation file and sequence."""
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "train.jsonl", "w") as fh:
+        for n in range(16):
+            x = rng.normal(size=(3, 2)).round(3)
+            x[:, 1] = 5.0 + (n % 2) * 1e-5  # std 5e-6
+            fh.write(json.dumps({"x": x.tolist(), "y": n % 2}) + "\n")
+    with open(tmp_path / "valid.jsonl", "w") as fh:
+        for n in range(4):
+            x = np.full((3, 2), 5.0)
+            x[1, 1] = 3e38 if n == 2 else 5.0
+            fh.write(json.dumps({"x": x.tolist(), "y": n % 2}) + "\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"train": "train.jsonl", "valid": "valid.jsonl"}, "model": {"hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 8}, "output": {"dir": str(tmp_path / "run")}}))
+    with warnings.catch_warnings(), pytest.raises(DataError) as err:
+        warnings.simplefilter("error")
+        fit(load_config(cfg), progress=False, log=lambda *_: None)
+    assert str(err.value).startswith(f"{tmp_path / 'valid.jsonl'}: sequence 2, step 2, feature 2: the value 3e+38")
