@@ -1383,6 +1383,30 @@ def feature_stats(ds, chunk_rows=None):
     return mean, np.where(constant, 1.0, std)
 
 
+def check_normalisable(ds, mean, std, dtype, chunk_rows=None) -> None:
+    """Raise DataError (naming file, sequence, step, feature) if some value of ``ds`` is
+    not finite in ``dtype`` once normalised as (x - mean) / std, before training starts
+    (pad_batch would find it only when it reaches that batch). One streaming pass for
+    each feature's min and max; the precise search runs only when a bound overflows."""
+    chunk_rows = _chunk_rows(ds.x) if chunk_rows is None else chunk_rows
+    lo = np.full(ds.num_features, np.inf)  # (F,)
+    hi = np.full(ds.num_features, -np.inf)  # (F,)
+    for block in _row_chunks(ds, chunk_rows):
+        block = np.asarray(block, dtype=np.float64)  # (c, F)
+        if block.shape[0]:
+            np.minimum(lo, block.min(axis=0), out=lo)
+            np.maximum(hi, block.max(axis=0), out=hi)
+        release_pages(ds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        worst = np.maximum(np.abs(lo - mean), np.abs(hi - mean)) / np.asarray(std, np.float64)
+    if np.all(worst <= np.finfo(dtype).max):
+        return
+    step = 256
+    for start in range(0, len(ds.lengths), step):  # pad_batch raises with the details
+        pad_batch(ds, np.arange(start, min(start + step, len(ds.lengths))), dtype, mean, std)
+    release_pages(ds)
+
+
 def _row_chunks(ds, chunk_rows):
     """Yield the rows of ds's sequences in blocks of about chunk_rows rows: contiguous
     slices of x for a whole dataset, groups of whole sequences for a view."""

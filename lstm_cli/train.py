@@ -29,6 +29,7 @@ from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, dump_config
 from .data import (
     SequenceDataset,
+    check_normalisable,
     class_list,
     feature_stats,
     load_dataset,
@@ -112,6 +113,9 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
     if cfg.data.normalize:
         mean, std = feature_stats(train)
         release_pages(full)
+        for ds in (train, valid, test):  # every value must survive normalisation: fail now
+            if ds is not None:
+                check_normalisable(ds, mean, std, cfg.model.dtype)
     return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std)
 
 
@@ -302,7 +306,7 @@ class Trainer:
         state it cannot continue from is a CheckpointError naming ``path``."""
         try:
             self._restore(ckpt)
-        except (LstmCliError, KeyError, TypeError, ValueError, AttributeError) as err:
+        except (LstmCliError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
             raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
         best_path = os.path.join(self.run_dir, "best.npz")

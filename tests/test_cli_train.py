@@ -297,3 +297,24 @@ def yaml_train_path(config_path):
 
     with open(config_path) as fh:
         return yaml.safe_load(fh)["data"]["train"]
+
+
+def test_a_value_that_overflows_once_normalised_is_refused_before_training(runner, write_config,
+                                                                            pattern_files, tmp_path):
+    # training features scaled by 1e-5 (std ~1e-5); one test value of 1e34 is finite in
+    # float32 but 1e39 once normalised: refused before anything is written, naming it
+    train_small, test_big = tmp_path / "train_small.jsonl", tmp_path / "test_big.jsonl"
+    with open(pattern_files["train"]) as src, open(train_small, "w") as dst:
+        for line in src:
+            row = json.loads(line)
+            dst.write(json.dumps({"x": [[v * 1e-5 for v in step] for step in row["x"]], "y": row["y"]}) + "\n")
+    with open(pattern_files["test"]) as src, open(test_big, "w") as dst:
+        for n, line in enumerate(src):
+            row = json.loads(line)
+            if n == 7:
+                row["x"][2][1] = 1e34
+            dst.write(json.dumps(row) + "\n")
+    r = _train(runner, write_config(data={"train": str(train_small), "test": str(test_big)}))
+    assert r.exit_code == 4, r.output
+    assert str(test_big) in r.stderr and "sequence 7, step 3, feature 2" in r.stderr
+    assert not (tmp_path / "run").exists()
