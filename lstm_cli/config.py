@@ -523,18 +523,30 @@ class _Loader(yaml.SafeLoader):
         self._merged = 0
 
     def flatten_mapping(self, node):
+        # Our own merge (YAML's merge-key rules), not PyYAML's: its flatten_mapping changed
+        # in 6.0.4 (which merged key wins, and an alias of a mapping that overrides a merged
+        # key), and a config must mean the same whatever PyYAML is installed.
         if node in self._flattened:
             return
         self._flattened.add(node)
         self._refuse_duplicate_keys(node)
+        merged, own = [], []
         for key_node, value_node in node.value:
             if key_node.tag != _MERGE_TAG:
+                if key_node.tag == "tag:yaml.org,2002:value":  # a bare '=' key is a str
+                    key_node.tag = "tag:yaml.org,2002:str"
+                own.append((key_node, value_node))
                 continue
             subs = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for sub in subs:
-                if isinstance(sub, yaml.MappingNode):  # anything else: PyYAML reports it
-                    self.flatten_mapping(sub)
-                    self._merged += len(sub.value)
+                if not isinstance(sub, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected a mapping or list of mappings for merging, but found {sub.id}",
+                        sub.start_mark)
+                self.flatten_mapping(sub)
+                merged.append(sub.value)
+                self._merged += len(sub.value)
             if self._merged > _MAX_MERGED:
                 raise yaml.constructor.ConstructorError(
                     None, None,
@@ -542,7 +554,13 @@ class _Loader(yaml.SafeLoader):
                     " (merges of aliases multiply); write the mappings out",
                     key_node.start_mark,
                 )
-        super().flatten_mapping(node)
+        # The mapping is built pair by pair, the last pair of a key winning: so the merged
+        # mappings go first, the last-listed first (the first listed wins among them), and
+        # the mapping's own keys last (they override every merged one).
+        flat = []
+        for pairs in reversed(merged):
+            flat.extend(pairs)
+        node.value = flat + own
 
     def construct_object(self, node, deep=False):
         try:

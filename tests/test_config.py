@@ -239,7 +239,7 @@ def test_an_overridden_merged_key_is_not_a_duplicate():
     # built, and the duplicate check then saw p twice
     text = "a: {b: &n {<<: {p: 1}, p: 2}}\nc: {<<: *n}\n"
     expected = {"a": {"b": {"p": 2}}, "c": {"p": 2}}
-    assert _load_yaml(text, "x.yaml") == yaml.safe_load(text) == expected
+    assert _load_yaml(text, "x.yaml") == expected  # (PyYAML 6.0.4's own loader gives c: {p: 1})
 
 
 def test_two_merge_keys_in_one_mapping_are_an_error(tmp_path):
