@@ -93,3 +93,11 @@ def test_engine_floor_issues_the_engines_gemms(monkeypatch):
     floor()
     assert sorted(calls) == engine_calls
     assert len(engine_calls) == L * (2 * T + 1) + (L - 1)  # per layer 2T steps + dW; dx above layer 0
+
+
+def test_bench_infer_standalone_runs(tmp_path):
+    pytest.importorskip("torch")
+    r = _run([os.path.join(BENCH, "bench_infer_standalone.py"), "--workloads", "tiny", "--blocks", "2"],
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "tiny/last: lstm_cli" in r.stdout and "ratio of medians" in r.stdout
