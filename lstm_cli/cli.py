@@ -16,7 +16,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import LstmCliError
+from .errors import ConfigError, LstmCliError
 
 
 def _common(fn):
@@ -54,15 +54,19 @@ def _traceback_if(debug) -> None:
         traceback.print_exc()
 
 
+_NPY_FOLDER_FILES = ("x.npy", "lengths.npy", "y.npy")
+
+
 def _refuse_output_over_input(outputs, inputs) -> None:
     """An output file (--json, --predictions, --output) must not be one of the inputs."""
     for opt, out in outputs:
         if not out or out == "-" or not os.path.exists(out):
             continue
         for what, path in inputs:
-            try:  # a data folder (.npy arrays): no file of it either
+            try:  # a data folder: none of its arrays either (other files in it are fine)
                 same = os.path.samefile(out, path) or (
-                    os.path.isdir(path) and os.path.samefile(os.path.dirname(os.path.abspath(out)), path))
+                    os.path.isdir(path) and os.path.basename(out) in _NPY_FOLDER_FILES
+                    and os.path.samefile(os.path.dirname(os.path.abspath(out)), path))
             except OSError:
                 continue
             if same:
@@ -165,10 +169,15 @@ def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size
     reports = []
     for h in heads:
         for n_layers in layers:
-            model, x, lengths, y = random_problem(
-                input_size=input_size, hidden_size=hidden_size, num_classes=classes,
-                num_layers=n_layers, head=h, batch=batch, max_len=max_len,
-                forget_bias=forget_bias, seed=seed)
+            try:
+                model, x, lengths, y = random_problem(
+                    input_size=input_size, hidden_size=hidden_size, num_classes=classes,
+                    num_layers=n_layers, head=h, batch=batch, max_len=max_len,
+                    forget_bias=forget_bias, seed=seed)
+            except LstmCliError as err:  # a model too large for this machine: not a failed gradient
+                if config_path is not None:
+                    raise ConfigError(f"{config_path}: model: {err}") from None
+                raise click.UsageError(str(err)) from None
             reports.append(check_model(model, x, lengths, y, eps=eps, order=int(order), tol=tol,
                                        max_entries=max_entries or None, seed=seed))
     passed = all(r.passed for r in reports)

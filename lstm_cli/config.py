@@ -520,6 +520,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._flattened = set()  # mapping nodes already checked (an alias shares its node)
+        self._flattening = set()  # mapping nodes being flattened (a merge cycle ends there)
         self._merged = 0
 
     def flatten_mapping(self, node):
@@ -529,6 +530,7 @@ class _Loader(yaml.SafeLoader):
         if node in self._flattened:
             return
         self._flattened.add(node)
+        self._flattening.add(node)
         self._refuse_duplicate_keys(node)
         merged, own = [], []
         for key_node, value_node in node.value:
@@ -539,6 +541,9 @@ class _Loader(yaml.SafeLoader):
                 continue
             subs = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for sub in subs:
+                if sub in self._flattening:  # merging itself, or a mapping that merges it
+                    continue  # (a: &a {x: 1, <<: *a}): adds nothing it does not have
+
                 if not isinstance(sub, yaml.MappingNode):
                     raise yaml.constructor.ConstructorError(
                         "while constructing a mapping", node.start_mark,
@@ -561,13 +566,15 @@ class _Loader(yaml.SafeLoader):
         for pairs in reversed(merged):
             flat.extend(pairs)
         node.value = flat + own
+        self._flattening.discard(node)
 
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep=deep)
         except ValueError as err:  # a date such as 2001-13-45, an int of 5000 digits
             what = {"int": "an int", "timestamp": "a date"}.get(node.tag.rsplit(":", 1)[-1])
-            reason = "too many digits" if what == "an int" else str(err)
+            too_long = what == "an int" and len(str(node.value)) > 4000
+            reason = "too many digits" if too_long else str(err)
             raise yaml.constructor.ConstructorError(
                 None, None,
                 f"cannot read {_show(node.value)} as {what or node.tag} ({reason});"

@@ -260,7 +260,7 @@ class Trainer:
                                         num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
                                         dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
         except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
-            raise ConfigError(f"{source + ': ' if source else ''}model: {err}") from None
+            raise ConfigError(f"model: {err}") from None
         self.optimizer = make_optimizer(o.name, self.model.params, o.lr, momentum=o.momentum,
                                         nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
                                         weight_decay=o.weight_decay)
@@ -282,8 +282,8 @@ class Trainer:
         self.stopped_early = False
         self.last_finite_loss = None
         self.partial = None  # state of an unfinished epoch: batches, position, sums
-        # files of an earlier run in the folder (--overwrite): replaced only once this run
-        # has a checkpoint of its own (see _retire_earlier_run)
+        # files of an earlier run in the folder (--overwrite): removed only when this run
+        # writes its first checkpoint (see _retire_earlier_run)
         self.earlier_run = []
         self.written = set()  # the run files this run has written
 
@@ -311,7 +311,12 @@ class Trainer:
             raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
         best_path = os.path.join(self.run_dir, "best.npz")
         if os.path.isfile(best_path):
-            self.best_params = load_checkpoint(best_path).params
+            best = load_checkpoint(best_path).params
+            for k, v in self.model.params.items():
+                if k not in best or best[k].shape != v.shape:
+                    raise CheckpointError(f"{best_path}: not this run's best checkpoint (its {k!r} does "
+                                          f"not match {path}); move it away to resume")
+            self.best_params = {k: np.array(best[k], dtype=v.dtype) for k, v in self.model.params.items()}
         where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
                  else f"the end of epoch {self.epoch}")
         self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
@@ -329,23 +334,25 @@ class Trainer:
         self.partial = st.get("partial_epoch")
 
     def save_last(self) -> None:
+        self._retire_earlier_run()
         save_checkpoint(os.path.join(self.run_dir, "last.npz"), self.model.params, self._meta(),
                         extra_arrays=self.optimizer.state_dict()[0])
         self.written.add("last.npz")
-        self._retire_earlier_run()
 
     def _retire_earlier_run(self) -> None:
-        """After this run's first last.npz: write its config.yaml and remove the earlier run's
-        files it has not rewritten (a mix of two runs would resume wrongly). Until then a
-        run that fails (bad loss, signal before any checkpoint, crash) leaves them untouched."""
+        """Before this run's first checkpoint (best.npz or last.npz): remove the earlier run's
+        files and write this run's config.yaml, so the folder never holds files of two runs
+        (a mix would resume one run with the other's best weights). Until then a run that
+        fails (bad data found late, a non-finite first loss, a signal before any checkpoint)
+        leaves them untouched."""
         if not self.earlier_run:
             return
         names, self.earlier_run = self.earlier_run, []
+        for name in names:
+            if name != "config.yaml":
+                _remove_run_file(os.path.join(self.run_dir, name))
         write_run_file(os.path.join(self.run_dir, "config.yaml"), dump_config(self.cfg))
         self.written.add("config.yaml")
-        for name in names:
-            if name not in self.written:
-                _remove_run_file(os.path.join(self.run_dir, name))
 
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
@@ -466,6 +473,7 @@ class Trainer:
             self.stopped_early = True
         # Crash-safe order: best.npz, then last.npz (which records best_epoch), then metrics.
         if improved:
+            self._retire_earlier_run()
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
             self.written.add("best.npz")
         self.save_last()

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,12 +90,18 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(runner, write_config)
 
 
 def test_a_model_too_large_for_the_machine_is_refused_before_allocating(runner, write_config, tmp_path):
+    from lstm_cli.cli import gradcheck
+
     for key in ("model.hidden_size=50000000", "model.num_layers=100000000"):
-        r = _train(runner, write_config(), "--set", key)
+        r = _train(runner, write_config(), "--set", key, "--set", "train.class_weights={0: 2.0}")
         assert r.exit_code == 3, r.output
-        assert "GiB" in r.stderr and "Traceback" not in r.output
+        assert r.stderr.startswith("Error: model: a model with") and "GiB" in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+    r = runner.invoke(gradcheck, ["--hidden-size", "50000000"])  # usage, not a failed gradient
+    assert r.exit_code == 2 and "GiB" in r.output
+    r = runner.invoke(gradcheck, ["--config", write_config(), "--set", "model.hidden_size=50000000"])
+    assert r.exit_code == 3 and "GiB" in r.stderr
 
 
 def test_out_of_memory_is_one_line(runner, write_config, monkeypatch):
@@ -253,16 +260,86 @@ def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(runner, wri
     assert "inside epoch 1" in r.stderr
 
 
-def test_run_folder_write_errors_are_one_line(runner, write_config, tmp_path):
+def test_a_folder_in_the_way_of_an_earlier_run_file_is_one_line(runner, write_config, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "summary.json").mkdir()  # a folder where a run file goes
     (run / "summary.json" / "keep").write_text("x")
     r = _train(runner, write_config(), "--overwrite", "--set", "train.epochs=1")
     assert r.exit_code == 1, r.output
-    assert "summary.json" in r.stderr and "Traceback" not in r.output
+    assert "cannot remove" in r.stderr and "summary.json" in r.stderr and "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
     assert (run / "summary.json" / "keep").read_text() == "x"
+
+
+def test_a_run_file_that_cannot_be_written_is_one_line(runner, write_config, tmp_path, monkeypatch):
+    import errno
+
+    from lstm_cli import train as train_mod
+
+    real = train_mod.atomic_write_text
+
+    def disk_full(path, text):
+        if str(path).endswith("metrics.jsonl"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, text)
+
+    monkeypatch.setattr(train_mod, "atomic_write_text", disk_full)
+    r = _train(runner, write_config(), "--set", "train.epochs=1")
+    assert r.exit_code == 1, r.output
+    assert r.stderr == f"Error: cannot write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device\n"
+
+
+def test_overwrite_never_leaves_two_runs_mixed(runner, write_config, tmp_path, monkeypatch):
+    # The first checkpoint of an --overwrite run fails between best.npz and last.npz (disk
+    # full): the earlier run's files must be gone, not left beside the new best.npz (a
+    # resume would continue the old run with the new run's best weights).
+    from lstm_cli import checkpoint as ckpt_mod
+
+    assert _train(runner, write_config(), "--set", "train.epochs=2", "--set", "model.hidden_size=8").exit_code == 0
+    run = tmp_path / "run"
+    real = ckpt_mod.atomic_write
+
+    def disk_full_on_last(path, write):
+        if str(path).endswith("last.npz"):
+            raise OSError(28, "No space left on device")
+        return real(path, write)
+
+    monkeypatch.setattr(ckpt_mod, "atomic_write", disk_full_on_last)
+    r = _train(runner, write_config(), "--overwrite", "--set", "model.hidden_size=12")
+    assert r.exit_code == 5 and "No space left on device" in r.stderr, r.output
+    assert sorted(p.name for p in run.iterdir()) == ["best.npz", "config.yaml"]
+    assert "hidden_size: 12" in (run / "config.yaml").read_text()
+    monkeypatch.undo()
+    r = runner.invoke(train, ["--resume", str(run)])
+    assert r.exit_code == 5 and "last.npz" in r.stderr  # nothing to resume, said plainly
+
+
+def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path):
+    other = write_config(name="other.yaml", output={"dir": str(tmp_path / "other")}, model={"hidden_size": 12})
+    assert _train(runner, other, "--set", "train.epochs=1").exit_code == 0
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    run = tmp_path / "run"
+    (run / "best.npz").write_bytes((tmp_path / "other" / "best.npz").read_bytes())
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2"])
+    assert r.exit_code == 5, r.output
+    assert str(run / "best.npz") in r.stderr and "Traceback" not in r.output
+
+
+def test_outputs_beside_an_npy_data_folder_s_arrays_are_fine(runner, write_config, pattern_files, tmp_path):
+    from lstm_cli.data import load_dataset, write_npy_dir
+
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    ckpt = str(tmp_path / "run" / "best.npz")
+    npd = tmp_path / "npd"
+    write_npy_dir(load_dataset(pattern_files["test"]), str(npd))
+    for _ in range(2):  # the second run replaces its own earlier output
+        r = runner.invoke(predict, [ckpt, "--data", str(npd), "--output", str(npd / "preds.csv"), "--quiet"])
+        assert r.exit_code == 0, r.output
+    before = (npd / "x.npy").read_bytes()
+    r = runner.invoke(predict, [ckpt, "--data", str(npd), "--output", str(npd / "x.npy")])
+    assert r.exit_code == 2 and "would destroy it" in r.output
+    assert (npd / "x.npy").read_bytes() == before
 
 
 def test_resume_after_the_training_data_changed(runner, write_config, tmp_path):

@@ -933,3 +933,14 @@ def test_every_default_satisfies_its_constraint():
         for part in key.split("."):
             node = node[part]
         _CONSTRAINTS[key].check(node)  # raises if a default is out of range
+
+
+def test_a_mapping_merging_itself_adds_nothing():
+    assert _load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
+    assert _load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == \
+        {"a": {"y": 2, "x": 1, "b": {"y": 2}}}
+
+
+def test_an_int_yaml_cannot_make_says_why(tmp_path):
+    msg = error_of(tmp_path, MINIMAL + "model: {hidden_size: 0x_}\n")
+    assert "cannot read '0x_' as an int" in msg and "too many digits" not in msg
