@@ -546,8 +546,8 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     if resumed is not None:
         trainer.restore(resumed, resume_checkpoint_path(run_dir))
     else:
-        # --overwrite of a folder holding an earlier run: its files stay until this run has
-        # written its first last.npz (Trainer._retire_earlier_run), so a run that fails
+        # --overwrite of a folder holding an earlier run: its files stay until this run
+        # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
         # early loses nothing.
         trainer.earlier_run = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
         if not trainer.earlier_run:
