@@ -147,7 +147,8 @@ def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size
     Builds a small random model (every parameter randomised, biases included) and a
     random right-padded batch with mixed lengths (including 1), then compares the
     analytic gradient of every parameter and of the input with finite differences.
-    Exits 0 when every parameter passes, 1 when any fails, 2 on bad usage.
+    Exits 0 when every parameter passes, 1 when any fails, 2 on bad usage; with --config,
+    3 or 4 for a bad config or data file (as lstm-train).
     """
     from .gradcheck import check_model, random_problem
 
@@ -329,8 +330,10 @@ def _checkpoint_and_data(data_help):
 
     def decorate(fn):
         fn = click.option("--batch-size", type=click.IntRange(1, None), default=256,
-                          show_default=True)(fn)
-        fn = click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True)(fn)
+                          show_default=True,
+                          help="Sequences per forward pass (speed and memory only).")(fn)
+        fn = click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True,
+                          help="The data's format (auto: from the extension).")(fn)
         fn = click.option("--data", "data_path", required=True, type=click.Path(exists=True),
                           help=data_help)(fn)
         return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(fn)

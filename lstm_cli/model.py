@@ -13,6 +13,7 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import NamedTuple
@@ -163,6 +164,8 @@ class LSTMClassifier:
                 raise LstmCliError(f"{name} must be an int >= 1; got {value!r}")
         if head not in HEADS:
             raise LstmCliError(f"head must be one of {HEADS}; got {head!r}")
+        if not math.isfinite(float(forget_bias)):
+            raise LstmCliError(f"forget_bias must be a finite number; got {forget_bias!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise LstmCliError(f"dropout must be in [0, 1); got {dropout!r}")
         if str(np.dtype(dtype)) not in DTYPES:
@@ -241,6 +244,10 @@ class LSTMClassifier:
         seq = order[r_idx]  # (N,) caller's sequence of each row
         # one gather by flat row index (faster than x[seq, t_idx]), then the model dtype
         x_packed = x.reshape(B * T, -1).take(seq * T + t_idx, axis=0).astype(self.dtype, copy=False)
+        if not np.isfinite(x_packed).all():  # padding may hold anything; valid steps may not
+            n = int(np.argwhere(~np.isfinite(x_packed))[0][0])
+            raise LstmCliError(f"x has a non-finite value at a valid step: sequence {int(seq[n])}, "
+                               f"step {int(t_idx[n]) + 1}")
         rank = np.empty_like(order)
         rank[order] = np.arange(B)
         last_rows = offsets[lengths - 1] + rank  # (B,)
@@ -324,7 +331,16 @@ class LSTMClassifier:
     def _row_weights(self, y, pb: PackedBatch, class_weights):
         """The loss's averaging weights per logits row (README.md, "The model"): (B,) for the last
         head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
-        w_seq = np.ones(len(y)) if class_weights is None else np.asarray(class_weights, np.float64)[y]
+        if class_weights is None:
+            w_seq = np.ones(len(y))
+        else:
+            cw = np.asarray(class_weights, np.float64)
+            if cw.shape != (self.num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
+                raise LstmCliError(f"class_weights must be {self.num_classes} finite weights >= 0 "
+                                   f"(one per class); got shape {cw.shape}")
+            w_seq = cw[y]
+            if not w_seq.sum() > 0:
+                raise LstmCliError("class_weights give every sequence of the batch weight 0")
         w_seq = w_seq / w_seq.sum()  # (B,)
         if self.head == "last":
             return w_seq

@@ -320,6 +320,9 @@ class Trainer:
         where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
                  else f"the end of epoch {self.epoch}")
         self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
+        if self.stopped_early:
+            self.log(f"the run stopped early after epoch {self.epoch} (best epoch {self.best_epoch}); "
+                     f"nothing left to train")
 
     def _restore(self, ckpt) -> None:
         self.model.set_params(ckpt.params)
@@ -332,6 +335,7 @@ class Trainer:
         self.best_value, self.best_epoch, self.bad_epochs = st["best_value"], st["best_epoch"], st["bad_epochs"]
         self.last_finite_loss = st.get("last_finite_loss")
         self.partial = st.get("partial_epoch")
+        self.stopped_early = bool(st.get("stopped_early", False))  # early stopping stays decided
 
     def save_last(self) -> None:
         self._retire_earlier_run()
@@ -487,10 +491,14 @@ class Trainer:
                      f"epochs; best epoch {self.best_epoch}")
 
     def _stop_on_signal(self, signum, t0) -> None:
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM" if signum == signal.SIGTERM else str(signum)
+        if self.earlier_run:  # --overwrite, no checkpoint yet: keep the earlier run, save nothing
+            raise Interrupted(f"{name}: training stopped in epoch {self.epoch + 1} before this run's first "
+                              f"checkpoint; the earlier run's files in {self.run_dir} are untouched "
+                              f"(nothing to resume)", signum)
         if self.partial is not None and t0 is not None:
             self.partial["seconds"] += time.perf_counter() - t0
         self.save_last()
-        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM" if signum == signal.SIGTERM else str(signum)
         where = (f"in epoch {self.epoch + 1} after batch {self.partial['position']}" if self.partial
                  else f"after epoch {self.epoch}")
         raise Interrupted(f"{name}: training stopped {where}; saved {self.run_dir}/last.npz. "
@@ -545,6 +553,8 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resumed is not None:
         trainer.restore(resumed, resume_checkpoint_path(run_dir))
+        # the resolved config of the run as continued (train.epochs, data.test may differ)
+        write_run_file(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
     else:
         # --overwrite of a folder holding an earlier run: its files stay until this run
         # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
@@ -583,6 +593,18 @@ def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
     ckpt = load_checkpoint(path)
     if "train_state" not in ckpt.meta or "config" not in ckpt.meta or "model" not in ckpt.meta:
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
+    old = _flatten(ckpt.meta["config"])
+    new = _flatten(config_to_dict(cfg))
+    changed = sorted(k for k in set(old) | set(new)
+                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(f"cannot resume {run_dir}: the config changed in a way that breaks the "
+                          f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change.")
+    done = ckpt.meta["train_state"].get("epoch") if isinstance(ckpt.meta["train_state"], dict) else None
+    if isinstance(done, int) and cfg.train.epochs < done:
+        raise ConfigError(f"cannot resume {run_dir}: train.epochs {cfg.train.epochs} is below the {done} "
+                          f"epochs the run has done; give train.epochs >= {done}")
     spec = ckpt.meta["model"]
     features = data.train.num_features
     if isinstance(spec, dict) and spec.get("input_size") != features:
@@ -592,14 +614,6 @@ def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
         raise DataError(f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
                         f"are now {_short(data.classes)}; the run was trained on "
                         f"{_short(ckpt.meta.get('classes'))}")
-    old = _flatten(ckpt.meta["config"])
-    new = _flatten(config_to_dict(cfg))
-    changed = sorted(k for k in set(old) | set(new)
-                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        raise ConfigError(f"cannot resume {run_dir}: the config changed in a way that breaks the "
-                          f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change.")
     return ckpt
 
 

@@ -395,3 +395,53 @@ def test_a_value_that_overflows_once_normalised_is_refused_before_training(runne
     assert r.exit_code == 4, r.output
     assert str(test_big) in r.stderr and "sequence 7, step 3, feature 2" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_before_the_first_checkpoint_of_an_overwrite_run_keeps_the_earlier_run(
+        runner, write_config, tmp_path, monkeypatch):
+    import signal
+
+    from lstm_cli.train import Trainer
+
+    assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
+    run = tmp_path / "run"
+    before = file_bytes(run)
+    real_step = Trainer._train_step
+
+    def ctrl_c_at_step_3(self, idx, epoch):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # caught by the trainer's guard
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", ctrl_c_at_step_3)
+    r = _train(runner, write_config(), "--overwrite", "--set", "model.hidden_size=12")
+    assert r.exit_code == 130, r.output
+    assert "earlier run's files" in r.stderr and "untouched" in r.stderr
+    assert file_bytes(run) == before
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(runner, write_config, tmp_path):
+    # lr 0 never improves: early stopping after patience + 1 epochs
+    stop = ("--set", "train.optimizer.lr=1e-12", "--set", "train.early_stopping.patience=2",
+            "--set", "train.schedule.name=constant")
+    r = _train(runner, write_config(), *stop)
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    epochs = len((run / "metrics.jsonl").read_text().splitlines())
+    assert epochs < 12
+    last = (run / "last.npz").read_bytes()
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=30"])
+    assert r.exit_code == 0 and "nothing left to train" in r.stdout, r.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == epochs
+    assert (run / "last.npz").read_bytes() == last
+    assert "epochs: 30" in (run / "config.yaml").read_text()  # the run's config as continued
+
+
+def test_resume_checks_the_config_first_and_refuses_fewer_epochs(runner, write_config, tmp_path):
+    assert _train(runner, write_config(), "--set", "train.epochs=3").exit_code == 0
+    run = tmp_path / "run"
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2"])
+    assert r.exit_code == 3 and "below the 3 epochs" in r.stderr, r.output
+    other = write_config(name="other.yaml", model={"hidden_size": 12})
+    r = runner.invoke(train, ["--resume", str(run), "--config", other])
+    assert r.exit_code == 3 and "model.hidden_size" in r.stderr, r.output

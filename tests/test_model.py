@@ -358,3 +358,22 @@ def test_parameter_count_and_size_check(monkeypatch):
     LSTMClassifier(3, 4, 2)  # 3 x 4 x 154 bytes fits
     with pytest.raises(LstmCliError, match="hidden_size 64,.* more than this machine's"):
         LSTMClassifier(3, 64, 2)
+
+
+def test_api_arguments_are_checked():
+    model = LSTMClassifier(3, 4, 3, dtype="float64", seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3))
+    lengths, y = np.array([5, 3]), np.array([0, 2])
+    for cw in ([1.0, 2.0], [1.0, np.nan, 1.0], [1.0, -1.0, 1.0]):
+        with pytest.raises(LstmCliError, match="class_weights must be 3 finite weights"):
+            model.loss_and_grads(x, lengths, y, class_weights=cw)
+    with pytest.raises(LstmCliError, match="weight 0"):
+        model.loss(x, lengths, y, class_weights=[0.0, 1.0, 0.0])
+    x_nan = x.copy()
+    x_nan[1, 4] = np.nan  # padding of sequence 1 (length 3): fine
+    model.predict(x_nan, lengths)
+    x_nan[1, 2, 0] = np.nan  # its last valid step: refused, named
+    with pytest.raises(LstmCliError, match="sequence 1, step 3"):
+        model.predict(x_nan, lengths)
+    with pytest.raises(LstmCliError, match="forget_bias must be a finite number"):
+        LSTMClassifier(3, 4, 3, forget_bias=float("nan"))
