@@ -348,7 +348,8 @@ def _checkpoint_and_data(data_help):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as JSON to this file ('-' for stdout).")
 @click.option("--predictions", type=click.Path(dir_okay=False), default=None,
-              help="Write one CSV row per sequence: index, true and predicted label, probabilities.")
+              help="Write one CSV row per sequence: index, true and predicted label, probabilities "
+                   "('-' for stdout; add --quiet to get only the CSV).")
 @click.option("--allow-unknown", is_flag=True,
               help="Leave sequences whose label the model never saw out of the metrics (counted) "
                    "instead of failing.")
@@ -372,7 +373,11 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
         _write_text_atomic(json_out, json.dumps(report, indent=2) + "\n")
     if predictions:
         true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
-        _write_text_atomic(predictions, _predictions_csv(tm.classes, probs, true))
+        text = _predictions_csv(tm.classes, probs, true)
+        if predictions == "-":
+            click.echo(text, nl=False)
+        else:
+            _write_text_atomic(predictions, text)
 
 
 @click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
@@ -380,7 +385,7 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
                       "--data data/japanese_vowels/test.jsonl --output predictions.csv")
 @_checkpoint_and_data("Data in any supported format; labels are optional (not used).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
-              help="CSV file to write (default: stdout).")
+              help="CSV file to write (default, or '-': stdout).")
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @_common
 def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
@@ -394,7 +399,7 @@ def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
     check_features(ds, tm)
     probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
     text = _predictions_csv(tm.classes, probs)
-    if output:
+    if output and output != "-":
         _write_text_atomic(output, text)
         if not quiet:
             click.echo(f"wrote {len(ds)} predictions to {output}", err=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import LstmCliError
+
 # Where each block of the framework order i, f, g(=j), o comes from in TF's i, j, f, o.
 _TF_BLOCKS_IN_IFGO = (0, 2, 1, 3)
 
@@ -67,22 +69,43 @@ def to_pytorch(params, forget_bias=1.0):
     return out
 
 
+def _array(value):
+    """A numpy array of a numpy array, a list, or a torch tensor / Parameter (detached, on
+    the CPU; duck-typed, so torch is not imported here)."""
+    for method in ("detach", "cpu"):
+        if hasattr(value, method):
+            value = getattr(value, method)()
+    return np.asarray(value)
+
+
 def from_pytorch(state, forget_bias=1.0):
     """Inverse of ``to_pytorch``: bias = bias_ih + bias_hh with forget_bias taken out of f.
 
     Also converts *gradients* of a PyTorch model with forget_bias=0 and only one of the
     two bias gradients (they are equal), e.g. {..., "bias_ih_l0": g, "bias_hh_l0": 0}.
     """
+    expected = {"head.weight", "head.bias"}
+    k = 0
+    while f"weight_ih_l{k}" in state:
+        expected |= {f"{w}_l{k}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        k += 1
+    extra = sorted(set(state) - expected)
+    if k == 0 or extra:  # e.g. a bidirectional (*_reverse) or proj_size (weight_hr) LSTM
+        raise LstmCliError(
+            "from_pytorch needs the keys of a unidirectional nn.LSTM without projections "
+            "(weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}) plus head.weight and "
+            "head.bias, with no prefix; " + (f"unexpected keys: {extra[:6]}" if extra else
+                                               "no weight_ih_l0 found"))
     params = {}
     k = 0
     while f"weight_ih_l{k}" in state:
-        bias = np.asarray(state[f"bias_ih_l{k}"]) + np.asarray(state[f"bias_hh_l{k}"])
+        bias = _array(state[f"bias_ih_l{k}"]) + _array(state[f"bias_hh_l{k}"])
         params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(
-            np.asarray(state[f"weight_ih_l{k}"]).T, np.asarray(state[f"weight_hh_l{k}"]).T, bias,
+            _array(state[f"weight_ih_l{k}"]).T, _array(state[f"weight_hh_l{k}"]).T, bias,
             forget_bias)
         k += 1
-    params["head.W"] = np.ascontiguousarray(np.asarray(state["head.weight"]).T)
-    params["head.b"] = np.asarray(state["head.bias"]).copy()
+    params["head.W"] = np.ascontiguousarray(_array(state["head.weight"]).T)
+    params["head.b"] = _array(state["head.bias"]).copy()
     return params
 
 

@@ -445,3 +445,15 @@ def test_resume_checks_the_config_first_and_refuses_fewer_epochs(runner, write_c
     other = write_config(name="other.yaml", model={"hidden_size": 12})
     r = runner.invoke(train, ["--resume", str(run), "--config", other])
     assert r.exit_code == 3 and "model.hidden_size" in r.stderr, r.output
+
+
+def test_dash_means_stdout_for_every_output(runner, write_config, pattern_files, tmp_path, monkeypatch):
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    ckpt = str(tmp_path / "run" / "best.npz")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(predict, [ckpt, "--data", pattern_files["test"], "--output", "-"])
+    assert r.exit_code == 0 and r.stdout.startswith("index,predicted_label,prob_0")
+    r = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--predictions", "-", "--quiet"])
+    assert r.exit_code == 0 and r.stdout.startswith("index,true_label,predicted_label")
+    assert len(r.stdout.splitlines()) == 91
+    assert not (tmp_path / "-").exists()

@@ -3,7 +3,7 @@
 import numpy as np
 
 from lstm_cli.interop import from_keras, from_pytorch, to_keras, to_pytorch
-from lstm_cli.model import init_params
+from lstm_cli.model import LSTMClassifier, init_params
 
 
 def test_pytorch_round_trip_and_layout():
@@ -26,3 +26,29 @@ def test_keras_round_trip():
     q = from_keras(layers, head, forget_bias=1.0)
     for k in p:
         np.testing.assert_allclose(q[k], p[k], rtol=0, atol=1e-15)
+
+
+def test_from_pytorch_refuses_keys_it_would_ignore():
+    import pytest
+
+    from lstm_cli.errors import LstmCliError
+
+    rng = np.random.default_rng(0)
+    params = LSTMClassifier(3, 4, 2, seed=0).params
+    state = to_pytorch(params)
+    for extra in ("weight_ih_l0_reverse", "weight_hr_l0", "lstm.weight_ih_l0"):
+        with pytest.raises(LstmCliError, match="unexpected keys"):
+            from_pytorch({**state, extra: rng.normal(size=(2, 2))})
+    with pytest.raises(LstmCliError, match="no weight_ih_l0"):
+        from_pytorch({"head.weight": state["head.weight"], "head.bias": state["head.bias"]})
+
+
+def test_from_pytorch_takes_parameters_that_require_grad():
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    params = LSTMClassifier(3, 4, 2, seed=0).params
+    state = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in to_pytorch(params).items()}
+    back = from_pytorch(state)
+    for k in params:
+        np.testing.assert_allclose(back[k], params[k], rtol=0, atol=1e-6)
