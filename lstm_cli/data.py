@@ -49,6 +49,7 @@ inside a JSONL line or a .ts case are counted from 1.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -1381,6 +1382,22 @@ def feature_stats(ds, chunk_rows=None):
     std = np.sqrt(m2 / count)
     constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)  # zero up to rounding
     return mean, np.where(constant, 1.0, std)
+
+
+def fingerprint(ds, sample_rows=4096) -> str:
+    """A short digest of a dataset (not a view): its sequence lengths in order, its labels
+    and the values of up to ``sample_rows`` evenly spaced rows. Cheap on a memory-mapped
+    file (reads only the sampled rows); a resume compares it to catch training data that was
+    reordered, relabelled or edited (an edit confined to unsampled rows can go unseen)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.offsets, dtype="<i8").tobytes())
+    if ds.labels is not None:
+        h.update(repr(np.asarray(ds.labels).tolist()).encode("utf-8", "surrogatepass"))
+    rows = ds.x.shape[0]
+    pick = np.unique(np.linspace(0, rows - 1, num=min(rows, sample_rows)).astype(np.int64))
+    h.update(np.ascontiguousarray(ds.x[pick], dtype="<f8").tobytes())
+    release_pages(ds)
+    return h.hexdigest()[:32]
 
 
 def check_normalisable(ds, mean, std, dtype, chunk_rows=None) -> None:

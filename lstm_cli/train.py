@@ -30,6 +30,7 @@ from .config import Config, config_from_dict, config_to_dict, dump_config
 from .data import (
     SequenceDataset,
     check_normalisable,
+    fingerprint,
     class_list,
     feature_stats,
     load_dataset,
@@ -61,6 +62,7 @@ class PreparedData:
     y_valid: np.ndarray | None
     mean: np.ndarray | None
     std: np.ndarray | None
+    fingerprint: str | None = None  # of the training file (data.fingerprint), checked on resume
 
 
 @dataclass
@@ -116,7 +118,7 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
         for ds in (train, valid, test):  # every value must survive normalisation: fail now
             if ds is not None:
                 check_normalisable(ds, mean, std, cfg.model.dtype)
-    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std)
+    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(full))
 
 
 def class_weight_vector(cfg: Config, classes, y_train, source=None):
@@ -200,7 +202,7 @@ def check_run_dir(run_dir, overwrite=False, resume=False) -> None:
 
 
 def _metric_better(metric, value, best, min_delta):
-    if best is None:
+    if best is None or not math.isfinite(best):  # a NaN first epoch must not block every later one
         return True
     if metric == "val_accuracy":
         return value > best + min_delta
@@ -272,7 +274,8 @@ class Trainer:
         norm = None if data.mean is None else {"mean": data.mean.tolist(), "std": data.std.tolist()}
         self.base_meta = {"lstm_cli_version": __version__, "model": self.model.spec(),
                           "classes": data.classes, "normalization": norm,
-                          "config": config_to_dict(cfg), "blas_threads": _blas_threads()}
+                          "config": config_to_dict(cfg), "blas_threads": _blas_threads(),
+                          "data_fingerprint": data.fingerprint}
         # progress of the run
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
@@ -614,6 +617,11 @@ def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
         raise DataError(f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
                         f"are now {_short(data.classes)}; the run was trained on "
                         f"{_short(ckpt.meta.get('classes'))}")
+    old_print = ckpt.meta.get("data_fingerprint")
+    if old_print is not None and data.fingerprint is not None and old_print != data.fingerprint:
+        raise DataError(f"cannot resume {run_dir}: the training data {data.train.source} changed since "
+                        f"the run started (its sequences, their order, labels or values differ), so "
+                        f"the validation split and normalisation would not be the run's")
     return ckpt
 
 

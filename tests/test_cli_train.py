@@ -457,3 +457,18 @@ def test_dash_means_stdout_for_every_output(runner, write_config, pattern_files,
     assert r.exit_code == 0 and r.stdout.startswith("index,true_label,predicted_label")
     assert len(r.stdout.splitlines()) == 91
     assert not (tmp_path / "-").exists()
+
+
+def test_resume_refuses_training_data_that_was_reordered(runner, write_config, tmp_path):
+    # same sequences, labels and feature count, another order: the seeded validation split
+    # would now hold sequences the run trained on
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    path = yaml_train_path(write_config())
+    lines = Path(path).read_text().splitlines(keepends=True)
+    Path(path).write_text("".join(lines[1:] + lines[:1]))
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2"])
+    assert r.exit_code == 4, r.output
+    assert path in r.stderr and "changed since the run started" in r.stderr
+    Path(path).write_text("".join(lines))  # restored: resumes
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 0, r.output

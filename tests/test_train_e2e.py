@@ -117,3 +117,12 @@ def test_balanced_class_weights_and_all_options_run(write_config):
                   "train.schedule.name=cosine", "model.num_layers=2", "model.dropout=0.2",
                   "data.bucket=false", "data.normalize=false", "model.init=glorot_orthogonal")
     assert len(result.history) == 2
+
+
+def test_a_non_finite_first_metric_does_not_block_later_improvements():
+    from lstm_cli.train import _metric_better
+
+    assert _metric_better("val_loss", 0.5, float("nan"), 0.0)
+    assert _metric_better("val_accuracy", 0.5, float("nan"), 0.0)
+    assert not _metric_better("val_loss", float("nan"), 0.5, 0.0)
+    assert _metric_better("val_loss", 0.4, 0.5, 0.0) and not _metric_better("val_loss", 0.49, 0.5, 0.02)
