@@ -79,6 +79,7 @@ __all__ = [
     "class_list",
     "stratified_split",
     "feature_stats",
+    "feature_summary",
     "pad_batch",
     "make_batches",
     "padded_fraction",
@@ -1351,7 +1352,13 @@ def stratified_split(labels, fraction, rng):
 
 def feature_stats(ds, chunk_rows=None):
     """Per-feature mean and std, (F,) float64 each, over every step of ``ds`` (a dataset
-    or a view).
+    or a view). See ``feature_summary``, which also gives each feature's min and max."""
+    return feature_summary(ds, chunk_rows)[:2]
+
+
+def feature_summary(ds, chunk_rows=None):
+    """Per-feature mean, std, min and max, (F,) float64 each, over every step of ``ds`` (a
+    dataset or a view), in one pass over its rows.
 
     Reads the rows in chunks of about ``chunk_rows`` rows (memory-map friendly: each
     chunk's pages are released after use) and merges chunk statistics with Chan et al.'s
@@ -1368,9 +1375,15 @@ def feature_stats(ds, chunk_rows=None):
     count = 0
     mean = np.zeros(ds.num_features, dtype=np.float64)  # (F,)
     m2 = np.zeros(ds.num_features, dtype=np.float64)  # (F,) sum of squared deviations
+    lo = np.full(ds.num_features, np.inf)  # (F,)
+    hi = np.full(ds.num_features, -np.inf)  # (F,)
     for block in _row_chunks(ds, chunk_rows):
         block = np.asarray(block, dtype=np.float64)  # (c, F)
         c = block.shape[0]
+        if c == 0:
+            continue
+        np.minimum(lo, block.min(axis=0), out=lo)
+        np.maximum(hi, block.max(axis=0), out=hi)
         block_mean = block.mean(axis=0)  # (F,)
         block_m2 = ((block - block_mean) ** 2).sum(axis=0)  # (F,)
         total = count + c
@@ -1381,7 +1394,7 @@ def feature_stats(ds, chunk_rows=None):
         release_pages(ds)
     std = np.sqrt(m2 / count)
     constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)  # zero up to rounding
-    return mean, np.where(constant, 1.0, std)
+    return mean, np.where(constant, 1.0, std), lo, hi
 
 
 def fingerprint(ds, sample_rows=4096) -> str:
@@ -1400,20 +1413,13 @@ def fingerprint(ds, sample_rows=4096) -> str:
     return h.hexdigest()[:32]
 
 
-def check_normalisable(ds, mean, std, dtype, chunk_rows=None) -> None:
+def check_normalisable(ds, mean, std, dtype, bounds=None) -> None:
     """Raise DataError (naming file, sequence, step, feature) if some value of ``ds`` is
     not finite in ``dtype`` once normalised as (x - mean) / std, before training starts
-    (pad_batch would find it only when it reaches that batch). One streaming pass for
-    each feature's min and max; the precise search runs only when a bound overflows."""
-    chunk_rows = _chunk_rows(ds.x) if chunk_rows is None else chunk_rows
-    lo = np.full(ds.num_features, np.inf)  # (F,)
-    hi = np.full(ds.num_features, -np.inf)  # (F,)
-    for block in _row_chunks(ds, chunk_rows):
-        block = np.asarray(block, dtype=np.float64)  # (c, F)
-        if block.shape[0]:
-            np.minimum(lo, block.min(axis=0), out=lo)
-            np.maximum(hi, block.max(axis=0), out=hi)
-        release_pages(ds)
+    (pad_batch would find it only when it reaches that batch). ``bounds``: each feature's
+    (min, max) over ds when already known (feature_summary), else one pass finds them;
+    the precise search runs only when a bound overflows."""
+    lo, hi = feature_summary(ds)[2:] if bounds is None else bounds
     with np.errstate(over="ignore", invalid="ignore"):
         worst = np.maximum(np.abs(lo - mean), np.abs(hi - mean)) / np.asarray(std, np.float64)
     if np.all(worst <= np.finfo(dtype).max):

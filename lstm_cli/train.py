@@ -32,7 +32,7 @@ from .data import (
     check_normalisable,
     fingerprint,
     class_list,
-    feature_stats,
+    feature_summary,
     load_dataset,
     make_batches,
     pad_batch,
@@ -113,9 +113,11 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
         encode_dataset_labels(test, classes)  # fail now, not after training
     mean = std = None
     if cfg.data.normalize:
-        mean, std = feature_stats(train)
+        mean, std, lo, hi = feature_summary(train)
         release_pages(full)
-        for ds in (train, valid, test):  # every value must survive normalisation: fail now
+        # every value must survive normalisation: fail now, not at its batch
+        check_normalisable(train, mean, std, cfg.model.dtype, bounds=(lo, hi))
+        for ds in (valid, test):
             if ds is not None:
                 check_normalisable(ds, mean, std, cfg.model.dtype)
     return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(full))

@@ -858,6 +858,9 @@ def test_feature_stats_chunked_and_floor(tmp_path):
         np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-12)
         np.testing.assert_allclose(std[:2], x[:, :2].std(axis=0), rtol=1e-10)
         assert std[2] == 1.0 and mean.dtype == np.float64  # constant: centred only
+        _, _, lo, hi = D.feature_summary(ds, chunk_rows=chunk)  # the same pass, with the range
+        np.testing.assert_array_equal(lo, x.min(axis=0))
+        np.testing.assert_array_equal(hi, x.max(axis=0))
     D.write_npy_dir(SequenceDataset(x.astype(np.float32), np.array([0, 1003]), None), tmp_path / "m")
     mm = D.read_npy_dir(tmp_path / "m", require_labels=False)
     mean, std = D.feature_stats(mm, chunk_rows=100)
