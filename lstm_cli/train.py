@@ -290,7 +290,6 @@ class Trainer:
         # files of an earlier run in the folder (--overwrite): removed only when this run
         # writes its first checkpoint (see _retire_earlier_run)
         self.earlier_run = []
-        self.written = set()  # the run files this run has written
 
     # ------------------------------------------------------------------ state
     def _copy_params(self):
@@ -346,7 +345,6 @@ class Trainer:
         self._retire_earlier_run()
         save_checkpoint(os.path.join(self.run_dir, "last.npz"), self.model.params, self._meta(),
                         extra_arrays=self.optimizer.state_dict()[0])
-        self.written.add("last.npz")
 
     def _retire_earlier_run(self) -> None:
         """Before this run's first checkpoint (best.npz or last.npz): remove the earlier run's
@@ -360,8 +358,11 @@ class Trainer:
         for name in names:
             if name != "config.yaml":
                 _remove_run_file(os.path.join(self.run_dir, name))
+        self.write_config()
+
+    def write_config(self) -> None:
+        """The run folder's config.yaml: this run's resolved config."""
         write_run_file(os.path.join(self.run_dir, "config.yaml"), dump_config(self.cfg))
-        self.written.add("config.yaml")
 
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
@@ -369,7 +370,7 @@ class Trainer:
             return (f"This run wrote no checkpoint; the earlier run's files in {self.run_dir} "
                     f"are untouched.")
         if not self.history:
-            if "last.npz" in self.written:
+            if os.path.isfile(os.path.join(self.run_dir, "last.npz")):  # this run's, mid-epoch
                 return f"No epoch finished; {self.run_dir}/last.npz is from inside epoch 1, untouched."
             return "No epoch finished, so this run wrote no checkpoint."
         return (f"Training stopped; last.npz and best.npz in {self.run_dir} are from epoch "
@@ -484,7 +485,6 @@ class Trainer:
         if improved:
             self._retire_earlier_run()
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
-            self.written.add("best.npz")
         self.save_last()
         _write_metrics(self.run_dir, self.history)
         self.log(f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
@@ -553,21 +553,19 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
-    resumed = _load_resume_state(cfg, run_dir, data) if resume else None
+    resumed = _load_resume_state(cfg, run_dir, data) if resume else None  # (checkpoint, its path)
     trainer = Trainer(cfg, data, rng, progress=progress, log=log, source=source)
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     if resumed is not None:
-        trainer.restore(resumed, resume_checkpoint_path(run_dir))
-        # the resolved config of the run as continued (train.epochs, data.test may differ)
-        write_run_file(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
+        trainer.restore(*resumed)
+        trainer.write_config()  # the run as continued (train.epochs, data.test may differ)
     else:
         # --overwrite of a folder holding an earlier run: its files stay until this run
         # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
         # early loses nothing.
         trainer.earlier_run = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
         if not trainer.earlier_run:
-            write_run_file(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
-            trainer.written.add("config.yaml")
+            trainer.write_config()
     trainer.run()
 
     model = trainer.model
@@ -593,7 +591,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
 
 def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
     """Read run_dir/last.npz and check that cfg and data may continue it (same architecture,
-    data shape and classes, seed...)."""
+    data shape and classes, seed...). Returns (the checkpoint, its path)."""
     path = resume_checkpoint_path(run_dir)
     ckpt = load_checkpoint(path)
     if "train_state" not in ckpt.meta or "config" not in ckpt.meta or "model" not in ckpt.meta:
@@ -624,7 +622,7 @@ def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
         raise DataError(f"cannot resume {run_dir}: the training data {data.train.source} changed since "
                         f"the run started (its sequences, their order, labels or values differ), so "
                         f"the validation split and normalisation would not be the run's")
-    return ckpt
+    return ckpt, path
 
 
 def _short(value, limit=200):
