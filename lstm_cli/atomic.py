@@ -18,6 +18,8 @@ import os
 import secrets
 import stat
 
+from .errors import LstmCliError
+
 
 def atomic_write(path, write) -> None:
     """Replace ``path`` with what ``write(fileobj)`` writes to a binary file object.
@@ -59,6 +61,16 @@ def atomic_write(path, write) -> None:
 def atomic_write_text(path, text: str) -> None:
     """Replace ``path`` with UTF-8 ``text``."""
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def write_text(path, text: str) -> None:
+    """atomic_write_text for the commands' own files (run files, reports, predictions): an
+    OSError (disk full, permissions, a folder in the way) becomes one LstmCliError naming
+    ``path``."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as err:
+        raise LstmCliError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def _fsync_directory(directory: str) -> None:

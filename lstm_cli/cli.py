@@ -54,18 +54,18 @@ def _traceback_if(debug) -> None:
         traceback.print_exc()
 
 
-_NPY_FOLDER_FILES = ("x.npy", "lengths.npy", "y.npy")
-
-
 def _refuse_output_over_input(outputs, inputs) -> None:
     """An output file (--json, --predictions, --output) must not be one of the inputs."""
+    from .data import NPY_FOLDER_ARRAYS
+
+    arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
     for opt, out in outputs:
         if not out or out == "-" or not os.path.exists(out):
             continue
         for what, path in inputs:
             try:  # a data folder: none of its arrays either (other files in it are fine)
                 same = os.path.samefile(out, path) or (
-                    os.path.isdir(path) and os.path.basename(out) in _NPY_FOLDER_FILES
+                    os.path.isdir(path) and os.path.basename(out) in arrays
                     and os.path.samefile(os.path.dirname(os.path.abspath(out)), path))
             except OSError:
                 continue
@@ -298,13 +298,14 @@ def _render_report(report) -> str:
     return "\n".join(lines)
 
 
-def _write_text_atomic(path, text):
-    from .atomic import atomic_write_text
+def _write_output(path, text):
+    """An output option's text: '-' is stdout, anything else a file replaced atomically."""
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    from .atomic import write_text
 
-    try:
-        atomic_write_text(path, text)
-    except OSError as err:
-        raise LstmCliError(f"cannot write {path}: {err.strerror}") from None
+    write_text(path, text)
 
 
 def _predictions_csv(classes, probs, true_labels=None) -> str:
@@ -367,17 +368,11 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
     report["checkpoint"] = checkpoint
     if not quiet and json_out != "-":
         click.echo(_render_report(report))
-    if json_out == "-":
-        click.echo(json.dumps(report, indent=2))
-    elif json_out:
-        _write_text_atomic(json_out, json.dumps(report, indent=2) + "\n")
+    if json_out:
+        _write_output(json_out, json.dumps(report, indent=2) + "\n")
     if predictions:
         true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
-        text = _predictions_csv(tm.classes, probs, true)
-        if predictions == "-":
-            click.echo(text, nl=False)
-        else:
-            _write_text_atomic(predictions, text)
+        _write_output(predictions, _predictions_csv(tm.classes, probs, true))
 
 
 @click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
@@ -398,10 +393,6 @@ def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
     ds = _load_data_for(tm, data_path, fmt, require_labels=False)
     check_features(ds, tm)
     probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
-    text = _predictions_csv(tm.classes, probs)
-    if output and output != "-":
-        _write_text_atomic(output, text)
-        if not quiet:
-            click.echo(f"wrote {len(ds)} predictions to {output}", err=True)
-    else:
-        click.echo(text, nl=False)
+    _write_output(output or "-", _predictions_csv(tm.classes, probs))
+    if output and output != "-" and not quiet:
+        click.echo(f"wrote {len(ds)} predictions to {output}", err=True)

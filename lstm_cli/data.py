@@ -92,6 +92,7 @@ _CSV_OPTION_KEYS = ("id_column", "label_column", "feature_columns", "label_type"
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+NPY_FOLDER_ARRAYS = ("x", "lengths", "y")  # an .npy data folder's files, each <name>.npy
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest feature value accepted, whatever model.dtype
 
 
@@ -772,7 +773,7 @@ def read_npy_dir(path, require_labels=True, mmap=True):
         raise DataError(f"data file not found: {source}")
     if not os.path.isdir(path):
         raise DataError(f"{source}: expected a directory holding x.npy, lengths.npy and y.npy")
-    names = {k: os.path.join(path, f"{k}.npy") for k in ("x", "lengths", "y")}
+    names = {k: os.path.join(path, f"{k}.npy") for k in NPY_FOLDER_ARRAYS}
     for key in ("x", "lengths") + (("y",) if require_labels else ()):
         if not os.path.isfile(names[key]):
             ext = next((e for e in _EXTENSIONS if source.lower().rstrip("/\\").endswith(e)), None)

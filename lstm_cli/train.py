@@ -3,7 +3,7 @@
 ``fit(cfg)`` is the library entry point behind ``lstm-train``. It validates everything
 it can (data files, labels, feature counts, the run folder) *before* it writes anything,
 so a bad input never damages an existing run. Every file it writes is replaced
-atomically (checkpoint.save_checkpoint, write_run_file), so a crash leaves the last
+atomically (checkpoint.save_checkpoint, atomic.write_text), so a crash leaves the last
 complete version under each name.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import write_text
 from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, dump_config
 from .data import (
@@ -147,15 +147,6 @@ def class_weight_vector(cfg: Config, classes, y_train, source=None):
 # --------------------------------------------------------------------------- files
 
 
-def write_run_file(path, text) -> None:
-    """Atomically replace a run folder's text file; an OSError (disk full, permissions, a
-    folder in the way) becomes one LstmCliError naming the file."""
-    try:
-        atomic_write_text(path, text)
-    except OSError as err:
-        raise LstmCliError(f"cannot write {path}: {err.strerror or err}") from None
-
-
 def _remove_run_file(path) -> None:
     try:
         if os.path.lexists(path):
@@ -166,14 +157,14 @@ def _remove_run_file(path) -> None:
 
 def _write_metrics(run_dir, history) -> None:
     """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
-    write_run_file(os.path.join(run_dir, "metrics.jsonl"),
+    write_text(os.path.join(run_dir, "metrics.jsonl"),
                    "".join(json.dumps(row) + "\n" for row in history))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
     for row in history:
         writer.writerow(["" if row.get(c) is None else row[c] for c in METRIC_COLUMNS])
-    write_run_file(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
+    write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
 
 
 def resume_checkpoint_path(run_dir) -> str:
@@ -362,7 +353,7 @@ class Trainer:
 
     def write_config(self) -> None:
         """The run folder's config.yaml: this run's resolved config."""
-        write_run_file(os.path.join(self.run_dir, "config.yaml"), dump_config(self.cfg))
+        write_text(os.path.join(self.run_dir, "config.yaml"), dump_config(self.cfg))
 
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
@@ -583,7 +574,7 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
                "train_sequences": len(data.train),
                "valid_sequences": 0 if data.valid is None else len(data.valid),
                "classes": data.classes, "test": test_report}
-    write_run_file(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     model.release_buffers()  # the training batches' work arrays are not needed any more
     return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
                        test_report, summary)

@@ -275,16 +275,16 @@ def test_a_folder_in_the_way_of_an_earlier_run_file_is_one_line(runner, write_co
 def test_a_run_file_that_cannot_be_written_is_one_line(runner, write_config, tmp_path, monkeypatch):
     import errno
 
-    from lstm_cli import train as train_mod
+    from lstm_cli import atomic as atomic_mod
 
-    real = train_mod.atomic_write_text
+    real = atomic_mod.atomic_write_text
 
     def disk_full(path, text):
         if str(path).endswith("metrics.jsonl"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, text)
 
-    monkeypatch.setattr(train_mod, "atomic_write_text", disk_full)
+    monkeypatch.setattr(atomic_mod, "atomic_write_text", disk_full)
     r = _train(runner, write_config(), "--set", "train.epochs=1")
     assert r.exit_code == 1, r.output
     assert r.stderr == f"Error: cannot write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device\n"
