@@ -290,6 +290,16 @@ def _code_point_problem(cp):
     return None
 
 
+def label_text_problem(label):
+    """Why the str ``label`` is not valid Unicode text (so could not be printed or written as
+    UTF-8), e.g. "U+D800, a lone surrogate (character 3)"; None when it is fine."""
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escape decodes to a lone surrogate
+        return f"{_code_point_problem(ord(label[exc.start]))} (character {exc.start + 1})"
+    return None
+
+
 def _label_kind(value):
     """'int' or 'str' for a valid label value, else None."""
     if isinstance(value, str):
@@ -474,13 +484,10 @@ def _jsonl_label(obj, line_no, where):
     if isinstance(y, str):
         if y == "":
             raise DataError(f"{where}: 'y' is the empty string; labels must be non-empty")
-        try:
-            y.encode("utf-8")
-        except UnicodeEncodeError as exc:  # JSON's "\ud800" escape decodes to a lone surrogate
-            raise DataError(
-                f"{where}: 'y' is {_json_type(y)}, which holds {_code_point_problem(ord(y[exc.start]))}"
-                f" (character {exc.start + 1}); labels must be valid Unicode text"
-            ) from None
+        problem = label_text_problem(y)
+        if problem is not None:
+            raise DataError(f"{where}: 'y' is {_json_type(y)}, which holds {problem}; labels must be"
+                            " valid Unicode text")
         return y, False
     raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .config import _show
-from .data import SequenceDataset, _code_point_problem, encode_labels, make_batches, pad_batch
+from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .errors import CheckpointError, DataError
 from .metrics import classification_report
 from .model import DTYPES, HEADS, INITS, LSTMClassifier
@@ -165,13 +165,11 @@ def _checked_classes(classes, num_classes, path) -> list:
         elif isinstance(label, str):
             if label == "":
                 raise _bad_meta(path, f"'classes'[{i}] is the empty string; labels must be non-empty")
-            try:  # written before the data loaders refused such labels; printing one would crash
-                label.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}, which holds "
-                                      f"{_code_point_problem(ord(label[exc.start]))} (character "
-                                      f"{exc.start + 1}); labels must be valid Unicode text, as the data "
-                                      "loaders now require: retrain on data with valid labels") from None
+            problem = label_text_problem(label)  # possible before the loaders refused such labels
+            if problem is not None:
+                raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}, which holds {problem}; labels "
+                                      "must be valid Unicode text, as the data loaders now require: "
+                                      "retrain on data with valid labels")
         else:
             raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}; class labels must be strs or ints")
         if type(label) is not type(classes[0]):
