@@ -483,6 +483,15 @@ def _suggest(key: str) -> list[str]:
     return difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
 
 
+def _section_keys(section: str) -> str:
+    """The keys of a config section ('' = the top level), comma-separated, in schema order."""
+    return ", ".join(f.name for f in dataclasses.fields(_SECTIONS[section]))
+
+
+def _where_in(section: str) -> str:
+    return f"under {section!r}" if section else "at the top level"
+
+
 def _unknown_key_error(key: str, where: str) -> ConfigError:
     """``unknown key 'a.b' in WHERE; did you mean 'a.c'?`` (or the valid keys nearby)."""
     msg = f"unknown key {_show(key)} in {where}"
@@ -492,9 +501,7 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
     parent = key
     while parent not in _SECTIONS:
         parent = parent.rsplit(".", 1)[0] if "." in parent else ""
-    names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[parent]))
-    where_keys = f"under {parent!r}" if parent else "at the top level"
-    return ConfigError(f"{msg}; valid keys {where_keys} are: {names}")
+    return ConfigError(f"{msg}; valid keys {_where_in(parent)} are: {_section_keys(parent)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -713,10 +720,9 @@ def _inline_value(value: Any) -> str:
 
 def _key_name_error(name: str, value: Any, prefix: str, where: str) -> ConfigError:
     """A key of a file that is empty or written with dots ('train.epochs: 1' at the top)."""
-    at = f"under {prefix!r}" if prefix else "at the top level"
     if not name:
-        names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[prefix]))
-        return ConfigError(f"empty key '' {at} in {where}; valid keys {at} are: {names}")
+        at = _where_in(prefix)
+        return ConfigError(f"empty key '' {at} in {where}; valid keys {at} are: {_section_keys(prefix)}")
     *sections, leaf = f"{prefix}.{name}".split(".") if prefix else name.split(".")
     nested = f"{leaf}: {_inline_value(value)}"
     for part in reversed(sections):
@@ -743,9 +749,8 @@ def _check_structure(raw: Mapping, prefix: str, where: str) -> None:
             if v is None:
                 continue
             if not isinstance(v, Mapping):
-                names = ", ".join(f.name for f in dataclasses.fields(_SECTIONS[key]))
                 raise ConfigError(
-                    f"{where}: section {key!r} must be a mapping of keys ({names}),"
+                    f"{where}: section {key!r} must be a mapping of keys ({_section_keys(key)}),"
                     f" got {type(v).__name__} {_show(v)}"
                 )
             _check_structure(v, key, where)
