@@ -84,26 +84,24 @@ def from_pytorch(state, forget_bias=1.0):
     Also converts *gradients* of a PyTorch model with forget_bias=0 and only one of the
     two bias gradients (they are equal), e.g. {..., "bias_ih_l0": g, "bias_hh_l0": 0}.
     """
-    expected = {"head.weight", "head.bias"}
-    k = 0
-    while f"weight_ih_l{k}" in state:
-        expected |= {f"{w}_l{k}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        k += 1
+    num_layers = 0
+    while f"weight_ih_l{num_layers}" in state:
+        num_layers += 1
+    expected = {"head.weight", "head.bias"} | {
+        f"{w}_l{k}" for k in range(num_layers) for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
     extra = sorted(set(state) - expected)
-    if k == 0 or extra:  # e.g. a bidirectional (*_reverse) or proj_size (weight_hr) LSTM
+    if num_layers == 0 or extra:  # e.g. a bidirectional (*_reverse) or proj_size (weight_hr) LSTM
         raise LstmCliError(
             "from_pytorch needs the keys of a unidirectional nn.LSTM without projections "
             "(weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}) plus head.weight and "
             "head.bias, with no prefix; " + (f"unexpected keys: {extra[:6]}" if extra else
                                                "no weight_ih_l0 found"))
     params = {}
-    k = 0
-    while f"weight_ih_l{k}" in state:
+    for k in range(num_layers):
         bias = _array(state[f"bias_ih_l{k}"]) + _array(state[f"bias_hh_l{k}"])
         params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(
             _array(state[f"weight_ih_l{k}"]).T, _array(state[f"weight_hh_l{k}"]).T, bias,
             forget_bias)
-        k += 1
     params["head.W"] = np.ascontiguousarray(_array(state["head.weight"]).T)
     params["head.b"] = _array(state["head.bias"]).copy()
     return params
