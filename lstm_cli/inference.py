@@ -17,7 +17,7 @@ from .config import _show
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .errors import CheckpointError, DataError
 from .metrics import classification_report
-from .model import DTYPES, HEADS, INITS, LSTMClassifier
+from .model import DTYPES, HEADS, INITS, LSTMClassifier, param_shapes
 
 
 @dataclass
@@ -126,16 +126,11 @@ def _check_params(params, spec, path) -> None:
 
     Checked before the model is built, so a size edited to 10**9 fails here instead of
     allocating a model that large."""
-    I, H, K = spec["input_size"], spec["hidden_size"], spec["num_classes"]
     layers = spec.get("num_layers", 1)
-    if len(params) != 2 * layers + 2:
+    if len(params) != 2 * layers + 2:  # first: an edited num_layers of 10**9 builds no dict
         raise _bad_meta(path, f"{len(params)} parameters stored, but the architecture in 'model' "
                               f"({layers} layer(s) and a head) has {2 * layers + 2}")
-    want = {}
-    for k in range(layers):
-        want[f"lstm.{k}.W"] = ((I if k == 0 else H) + H, 4 * H)
-        want[f"lstm.{k}.b"] = (4 * H,)
-    want["head.W"], want["head.b"] = (H, K), (K,)
+    want = param_shapes(spec["input_size"], spec["hidden_size"], spec["num_classes"], layers)
     unexpected = sorted(set(params) - set(want))
     if unexpected:
         raise _bad_meta(path, f"parameter {unexpected[0]!r} is not part of the architecture in 'model' "

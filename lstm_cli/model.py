@@ -104,8 +104,21 @@ class ForwardCache(NamedTuple):
     batch: PackedBatch
 
 
+def param_shapes(input_size, hidden_size, num_classes, num_layers) -> dict:
+    """{name: shape} of a model's parameters, in order: lstm.{k}.W (I_k+H, 4H) and
+    lstm.{k}.b (4H,) per layer (I_0 = input_size, I_k = H above), head.W (H, K), head.b (K,)."""
+    H, K = hidden_size, num_classes
+    shapes = {}
+    for k in range(num_layers):
+        shapes[f"lstm.{k}.W"] = ((input_size if k == 0 else H) + H, 4 * H)
+        shapes[f"lstm.{k}.b"] = (4 * H,)
+    shapes["head.W"], shapes["head.b"] = (H, K), (K,)
+    return shapes
+
+
 def parameter_count(input_size, hidden_size, num_classes, num_layers) -> int:
-    """Number of parameters: W (I+H, 4H) and b (4H,) per layer, head W (H, K) and b (K,)."""
+    """Number of parameters (the sizes of param_shapes, in closed form: num_layers may be a
+    typo of 10**8, which must be refused without building a dict that long)."""
     I, H, K, L = input_size, hidden_size, num_classes, num_layers
     return 4 * H * (I + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + H * K + K
 

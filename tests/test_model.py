@@ -353,7 +353,10 @@ def test_parameter_count_and_size_check(monkeypatch):
     from lstm_cli import model as model_mod
 
     for args in ((3, 4, 2, 1), (5, 7, 3, 3), (1, 1, 2, 2)):
-        assert model_mod.parameter_count(*args) == LSTMClassifier(*args[:3], num_layers=args[3]).num_parameters()
+        model = LSTMClassifier(*args[:3], num_layers=args[3])
+        assert model_mod.parameter_count(*args) == model.num_parameters()
+        assert model_mod.param_shapes(*args) == {k: v.shape for k, v in model.params.items()}
+        assert list(model_mod.param_shapes(*args)) == list(model.params)
     monkeypatch.setattr(model_mod, "_physical_memory", lambda: 10_000)
     LSTMClassifier(3, 4, 2)  # 3 x 4 x 154 bytes fits
     with pytest.raises(LstmCliError, match="hidden_size 64,.* more than this machine's"):
