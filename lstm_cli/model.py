@@ -214,6 +214,11 @@ class LSTMClassifier:
 
     def set_params(self, params: dict) -> None:
         """Replace the parameters, checking names and shapes (arrays are cast to the model dtype)."""
+        self.params = self.conform_params(params)
+
+    def conform_params(self, params: dict) -> dict:
+        """New arrays of ``params`` in this model's dtype and parameter order, after checking that
+        the names and shapes are this model's (LstmCliError otherwise); the model is unchanged."""
         expected = {k: v.shape for k, v in self.params.items()}
         missing = sorted(set(expected) - set(params))
         extra = sorted(set(params) - set(expected))
@@ -222,7 +227,7 @@ class LSTMClassifier:
         for k, shape in expected.items():
             if tuple(params[k].shape) != shape:
                 raise LstmCliError(f"parameter {k!r} has shape {tuple(params[k].shape)}, expected {shape}")
-        self.params = {k: np.array(params[k], dtype=self.dtype) for k in expected}
+        return {k: np.array(params[k], dtype=self.dtype) for k in expected}
 
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.params.values()))

@@ -307,11 +307,11 @@ class Trainer:
         best_path = os.path.join(self.run_dir, "best.npz")
         if os.path.isfile(best_path):
             best = load_checkpoint(best_path).params
-            for k, v in self.model.params.items():
-                if k not in best or best[k].shape != v.shape:
-                    raise CheckpointError(f"{best_path}: not this run's best checkpoint (its {k!r} does "
-                                          f"not match {path}); move it away to resume")
-            self.best_params = {k: np.array(best[k], dtype=v.dtype) for k, v in self.model.params.items()}
+            try:
+                self.best_params = self.model.conform_params(best)
+            except LstmCliError as err:
+                raise CheckpointError(f"{best_path}: not this run's best checkpoint ({err}; the run is "
+                                      f"{path}); move it away to resume") from None
         where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
                  else f"the end of epoch {self.epoch}")
         self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
