@@ -38,7 +38,7 @@ def load_version(rev, scratch):
     """Import lstm_cli as it was at `rev` as module `lstm_cli_<rev>`; 'HEAD~0'-like names ok."""
     if rev == "worktree":
         sys.path.insert(0, ROOT)
-        return importlib.import_module("lstm_cli.model")
+        return importlib.import_module("lstm_cli.nn.model")
     folder = os.path.join(scratch, rev)
     os.makedirs(folder)
     tar_path = os.path.join(scratch, rev + ".tar")
@@ -53,7 +53,11 @@ def load_version(rev, scratch):
             with open(p) as fh:
                 src = fh.read()
             with open(p, "w") as fh:
-                fh.write(src.replace("from lstm_cli.", f"from {name}.").replace("import lstm_cli.", f"import {name}."))
+                fh.write(
+                    src.replace("from lstm_cli.", f"from {name}.").replace(
+                        "import lstm_cli.", f"import {name}."
+                    )
+                )
     sys.path.insert(0, folder)
     return importlib.import_module(f"{name}.model")
 
@@ -69,8 +73,10 @@ def main():
     try:
         versions = {rev: load_version(rev, scratch) for rev in args.revs}
         versions["worktree"] = load_version("worktree", scratch)
-        print(f"# numpy {np.__version__}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
-              f"medians of {args.rounds} rounds, versions alternated call by call")
+        print(
+            f"# numpy {np.__version__}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+            f"medians of {args.rounds} rounds, versions alternated call by call"
+        )
         names = list(versions)
         header = f"{'workload':9}" + "".join(f"{n + ' train':>18}{n + ' infer':>18}" for n in names)
         print(header)
@@ -80,7 +86,10 @@ def main():
             x = rng.standard_normal((B, T, I)).astype(np.float32)
             lengths = rng.integers(T // 2, T + 1, size=B)
             y = rng.integers(0, 10, size=B)
-            models = {n: v.LSTMClassifier(I, H, 10, num_layers=L, seed=args.seed) for n, v in versions.items()}
+            models = {
+                n: v.LSTMClassifier(I, H, 10, num_layers=L, seed=args.seed)
+                for n, v in versions.items()
+            }
             reps = max(1, int(0.2 / max(1e-4, _once(models[names[-1]], x, lengths, y))))
             times = {n: ([], []) for n in names}
             for r in range(args.rounds + 1):

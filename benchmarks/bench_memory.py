@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checko
 CHILD = r"""
 import json, resource, sys
 import numpy as np
-from lstm_cli.model import LSTMClassifier
+from lstm_cli.nn.model import LSTMClassifier
 B, T, H, I, L, dtype = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 model = LSTMClassifier(I, H, 10, num_layers=L, dtype=dtype, seed=0)
@@ -40,8 +40,14 @@ print(json.dumps({"peak_growth_mb": (after - before) / 1024.0, "peak_mb": after 
 """
 
 CONFIGS = [  # (B, T, H): double each factor in turn
-    (32, 500, 64), (64, 500, 64), (32, 1000, 64), (32, 500, 128),
-    (32, 2000, 128), (8, 5000, 64), (1, 5000, 32), (64, 1, 64),
+    (32, 500, 64),
+    (64, 500, 64),
+    (32, 1000, 64),
+    (32, 500, 128),
+    (32, 2000, 128),
+    (8, 5000, 64),
+    (1, 5000, 32),
+    (64, 1, 64),
 ]
 
 
@@ -53,12 +59,15 @@ def main():
     args = ap.parse_args()
     itemsize = 4 if args.dtype == "float32" else 8
     print(f"one training step, {args.layers} layer(s), {args.dtype}, input size {args.input_size}")
-    print(f"{'B':>4} {'T':>6} {'H':>5} {'B*T*H':>11} {'peak growth MB':>15} {'estimate MB':>12} "
-          f"{'bytes/(B*T*H*layers)':>21}")
+    print(
+        f"{'B':>4} {'T':>6} {'H':>5} {'B*T*H':>11} {'peak growth MB':>15} {'estimate MB':>12} "
+        f"{'bytes/(B*T*H*layers)':>21}"
+    )
     for B, T, H in CONFIGS:
         spec = json.dumps([B, T, H, args.input_size, args.layers, args.dtype])
-        out = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True,
-                             cwd=ROOT)  # `-c` imports from the working directory first
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, spec], capture_output=True, text=True, cwd=ROOT
+        )  # `-c` imports from the working directory first
         if out.returncode != 0:
             print(f"{B:>4} {T:>6} {H:>5}  failed: {out.stderr.strip().splitlines()[-1]}")
             continue
@@ -66,8 +75,10 @@ def main():
         n = B * T * H
         n_valid = B * (T + T // 2 + 1) / 2 if T > 1 else B  # expected sum of lengths
         est = n_valid * (12 * H + 2 * args.input_size + 1) * itemsize * args.layers / 2**20
-        print(f"{B:>4} {T:>6} {H:>5} {n:>11,} {r['peak_growth_mb']:>15.1f} {est:>12.1f} "
-              f"{r['peak_growth_mb'] * 2**20 / (n * args.layers):>21.1f}")
+        print(
+            f"{B:>4} {T:>6} {H:>5} {n:>11,} {r['peak_growth_mb']:>15.1f} {est:>12.1f} "
+            f"{r['peak_growth_mb'] * 2**20 / (n * args.layers):>21.1f}"
+        )
 
 
 if __name__ == "__main__":

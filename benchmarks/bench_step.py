@@ -15,7 +15,7 @@ How it works
   threadpoolctl limits (if threadpoolctl is installed) and torch.set_num_threads(N), and
   reports which BLAS kernel actually runs.
 * Per (workload, head) cell: build an LSTMClassifier and an equivalent torch model with
-  the same weights (lstm_cli.interop.to_pytorch), check once that losses (and inference
+  the same weights (lstm_cli.nn.interop.to_pytorch), check once that losses (and inference
   probabilities and gradients) agree, warm up, then time the contenders round-robin
   (one call of each per round, each round starting one contender later, so that every
   contender follows every other equally often) with time.perf_counter and report medians.
@@ -50,8 +50,11 @@ THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # --glibc-keep-memory: glibc malloc tunables (read at process start) that stop it from
 # returning freed memory to the OS, so that a framework allocating fresh tensors every
 # step does not pay page faults for them again and again.
-GLIBC_KEEP_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "2000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000",
-                     "MALLOC_TOP_PAD_": "536870912"}
+GLIBC_KEEP_MEMORY = {
+    "MALLOC_MMAP_THRESHOLD_": "2000000000",
+    "MALLOC_TRIM_THRESHOLD_": "4000000000",
+    "MALLOC_TOP_PAD_": "536870912",
+}
 
 NUM_CLASSES = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout benchmarked
@@ -68,47 +71,96 @@ HEADS = ("last", "all")
 # contender keys, in round-robin order
 MIN_ROUNDS = 3  # a cell stopped early for time still has this many rounds
 SLOW_S = 1.0  # seconds per call above which a contender is "slow" (see run_cell)
-ORDER = ("lstm_cli_train", "torch_padded_train", "torch_packed_train", "gemm_floor", "gemm_floor_cli",
-         "lstm_cli_infer", "torch_infer")
+ORDER = (
+    "lstm_cli_train",
+    "torch_padded_train",
+    "torch_packed_train",
+    "gemm_floor",
+    "gemm_floor_cli",
+    "lstm_cli_infer",
+    "torch_infer",
+)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="lstm_cli training-step / inference benchmark vs PyTorch CPU and a GEMM floor.")
-    p.add_argument("--threads", type=int, default=1,
-                   help="BLAS/OpenMP threads for BOTH numpy and torch (default 1)")
-    p.add_argument("--workloads", default=None,
-                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all; "
-                        "with --quick all but large)")
-    p.add_argument("--head", choices=("last", "all", "both"), default="both",
-                   help="which head(s) to benchmark (default both)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed rounds per (workload, head) cell (default: adapted, see --cell-seconds)")
-    p.add_argument("--cell-seconds", type=float, default=None,
-                   help="target wall time of each cell's timed rounds when --repeats is not given; "
-                        "repeats = this / (one round), clamped to [5, 300] (to 3 when 5 rounds "
-                        "would exceed twice the target). Default 6 (1 with --quick); the default "
-                        "full run then takes ~3 minutes")
-    p.add_argument("--slow-repeats", type=int, default=3,
-                   help=f"rounds in which a contender slower than {SLOW_S:g} s per call is timed "
-                        "(default 3; 1 with --quick)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="warm-up rounds per cell (default 2; 1 with --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help="fast smoke run: few repeats, and `large` only if named in --workloads")
+        description="lstm_cli training-step / inference benchmark vs PyTorch CPU and a GEMM floor."
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads for BOTH numpy and torch (default 1)",
+    )
+    p.add_argument(
+        "--workloads",
+        default=None,
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all; "
+        "with --quick all but large)",
+    )
+    p.add_argument(
+        "--head",
+        choices=("last", "all", "both"),
+        default="both",
+        help="which head(s) to benchmark (default both)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed rounds per (workload, head) cell (default: adapted, see --cell-seconds)",
+    )
+    p.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=None,
+        help="target wall time of each cell's timed rounds when --repeats is not given; "
+        "repeats = this / (one round), clamped to [5, 300] (to 3 when 5 rounds "
+        "would exceed twice the target). Default 6 (1 with --quick); the default "
+        "full run then takes ~3 minutes",
+    )
+    p.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=3,
+        help=f"rounds in which a contender slower than {SLOW_S:g} s per call is timed "
+        "(default 3; 1 with --quick)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="warm-up rounds per cell (default 2; 1 with --quick)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fast smoke run: few repeats, and `large` only if named in --workloads",
+    )
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if it is importable")
-    p.add_argument("--json", metavar="FILE", help="also write every number (raw samples included) to FILE")
-    p.add_argument("--keep-openblas-env", action="store_true",
-                   help="do not unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark process")
+    p.add_argument(
+        "--json", metavar="FILE", help="also write every number (raw samples included) to FILE"
+    )
+    p.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="do not unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the benchmark process",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--glibc-keep-memory", action="store_true",
-                   help="run the benchmark process with glibc malloc tunables that keep freed memory "
-                        "(no mmap for large blocks, no trimming): torch allocates its activations afresh "
-                        "every step and by default pays page faults for them (see the 'F' column); "
-                        "lstm_cli reuses its buffers and is unaffected. Shows torch at its best")
-    p.add_argument("--optimizer", action="store_true",
-                   help="include an Adam update (lr 1e-3) in every training step, on both sides "
-                        "(lstm_cli.optim.Adam / torch.optim.Adam); the GEMM floor is unchanged")
+    p.add_argument(
+        "--glibc-keep-memory",
+        action="store_true",
+        help="run the benchmark process with glibc malloc tunables that keep freed memory "
+        "(no mmap for large blocks, no trimming): torch allocates its activations afresh "
+        "every step and by default pays page faults for them (see the 'F' column); "
+        "lstm_cli reuses its buffers and is unaffected. Shows torch at its best",
+    )
+    p.add_argument(
+        "--optimizer",
+        action="store_true",
+        help="include an Adam update (lr 1e-3) in every training step, on both sides "
+        "(lstm_cli.nn.optim.Adam / torch.optim.Adam); the GEMM floor is unchanged",
+    )
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be >= 1")
@@ -168,7 +220,7 @@ def child_main(argv):
             torch = None
     sys.path.insert(0, ROOT)  # this checkout's lstm_cli, installed or not
     import lstm_cli
-    from lstm_cli.model import LSTMClassifier
+    from lstm_cli.nn.model import LSTMClassifier
 
     N = args.threads
     limiter = None
@@ -217,6 +269,7 @@ def child_main(argv):
 def _json_default(o):
     try:
         import numpy as np
+
         if isinstance(o, np.generic):
             return o.item()
         if isinstance(o, np.ndarray):
@@ -230,7 +283,8 @@ def _json_default(o):
 def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
     meta = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_step.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python benchmarks/bench_step.py "
+        + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -256,7 +310,9 @@ def collect_meta(args, np, torch, threadpoolctl, lstm_cli):
     }
     if torch is not None:
         cfg = torch.__config__.show()
-        blas = [tok.split("=", 1)[1].rstrip(",") for tok in cfg.split() if tok.startswith("BLAS_INFO=")]
+        blas = [
+            tok.split("=", 1)[1].rstrip(",") for tok in cfg.split() if tok.startswith("BLAS_INFO=")
+        ]
         meta["torch_blas"] = blas[0] if blas else "?"
         meta["torch_mkldnn"] = bool(torch.backends.mkldnn.is_available())
         meta["torch_num_threads"] = torch.get_num_threads()
@@ -278,10 +334,21 @@ def _source_info(pkg):
     info = {"path": pkg_dir, "py_sha1": h.hexdigest()[:12], "git_commit": None, "dirty": None}
     try:
         root = os.path.dirname(pkg_dir)
-        info["git_commit"] = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                                            capture_output=True, text=True, timeout=10).stdout.strip() or None
-        st = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", pkg_dir],
-                            capture_output=True, text=True, timeout=10)
+        info["git_commit"] = (
+            subprocess.run(
+                ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
+        st = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", pkg_dir],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if st.returncode == 0:
             info["dirty"] = bool(st.stdout.strip())
     except (OSError, subprocess.SubprocessError):
@@ -312,13 +379,21 @@ def _numpy_blas(np):
 def print_meta(meta):
     print(f"# lstm_cli step benchmark  {meta['date']}")
     print(f"# command : {meta['command']}")
-    print(f"# python {meta['python']}  numpy {meta['numpy']}  torch {meta['torch']}  lstm_cli {meta['lstm_cli']}")
+    print(
+        f"# python {meta['python']}  numpy {meta['numpy']}  torch {meta['torch']}  lstm_cli {meta['lstm_cli']}"
+    )
     src = meta["lstm_cli_source"]
-    print(f"# lstm_cli code: git {src['git_commit']}"
-          f"{' + uncommitted changes in lstm_cli/' if src['dirty'] else ''}  (py sha1 {src['py_sha1']})")
-    print(f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}")
-    print(f"# threads : {meta['threads']}  (env {meta['env_thread_vars']}; torch.get_num_threads()="
-          f"{meta.get('torch_num_threads')})")
+    print(
+        f"# lstm_cli code: git {src['git_commit']}"
+        f"{' + uncommitted changes in lstm_cli/' if src['dirty'] else ''}  (py sha1 {src['py_sha1']})"
+    )
+    print(
+        f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}"
+    )
+    print(
+        f"# threads : {meta['threads']}  (env {meta['env_thread_vars']}; torch.get_num_threads()="
+        f"{meta.get('torch_num_threads')})"
+    )
     malloc_env = {k: v for k, v in meta["glibc_malloc_env"].items() if v is not None}
     print(f"# glibc malloc tunables: {malloc_env if malloc_env else 'default (not set)'}")
     if meta["openblas_env_unset"]:
@@ -332,15 +407,21 @@ def print_meta(meta):
     else:
         for lib in info:
             if lib.get("user_api") == "blas":
-                print(f"# numpy BLAS: {lib.get('internal_api')} {lib.get('version')}  kernel="
-                      f"{lib.get('architecture')}  num_threads={lib.get('num_threads')}  "
-                      f"({os.path.basename(lib.get('filepath', ''))})")
+                print(
+                    f"# numpy BLAS: {lib.get('internal_api')} {lib.get('version')}  kernel="
+                    f"{lib.get('architecture')}  num_threads={lib.get('num_threads')}  "
+                    f"({os.path.basename(lib.get('filepath', ''))})"
+                )
             else:
-                print(f"# also loaded: {lib.get('internal_api')} num_threads={lib.get('num_threads')} "
-                      f"({os.path.basename(lib.get('filepath', ''))})")
+                print(
+                    f"# also loaded: {lib.get('internal_api')} num_threads={lib.get('num_threads')} "
+                    f"({os.path.basename(lib.get('filepath', ''))})"
+                )
     if meta.get("torch"):
-        print(f"# torch   : BLAS={meta['torch_blas']}  mkldnn={meta['torch_mkldnn']}  "
-              f"cpu_capability={meta['torch_cpu_capability']}")
+        print(
+            f"# torch   : BLAS={meta['torch_blas']}  mkldnn={meta['torch_mkldnn']}  "
+            f"cpu_capability={meta['torch_cpu_capability']}"
+        )
     print(f"# loadavg at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
 
@@ -367,45 +448,47 @@ def make_floor(np, wname, seed):
     for k in range(L):
         I = I0 if k == 0 else H
         W = rng.standard_normal((I + H, 4 * H)).astype(f32) * 0.1
-        layers.append(dict(
-            I=I,
-            W=W,
-            X2=rng.standard_normal((T * B, I)).astype(f32),
-            G=np.empty((T * B, 4 * H), f32),
-            Hs=rng.standard_normal((T, B, H)).astype(f32),
-            hW=np.empty((B, 4 * H), f32),
-            DZ=rng.standard_normal((T, B, 4 * H)).astype(f32),
-            WhT=np.ascontiguousarray(W[I:].T),
-            dh=np.empty((B, H), f32),
-            Hprev=rng.standard_normal((T * B, H)).astype(f32),
-            dW=np.empty_like(W),
-            dx=np.empty((T * B, I), f32),
-        ))
+        layers.append(
+            dict(
+                I=I,
+                W=W,
+                X2=rng.standard_normal((T * B, I)).astype(f32),
+                G=np.empty((T * B, 4 * H), f32),
+                Hs=rng.standard_normal((T, B, H)).astype(f32),
+                hW=np.empty((B, 4 * H), f32),
+                DZ=rng.standard_normal((T, B, 4 * H)).astype(f32),
+                WhT=np.ascontiguousarray(W[I:].T),
+                dh=np.empty((B, H), f32),
+                Hprev=rng.standard_normal((T * B, H)).astype(f32),
+                dW=np.empty_like(W),
+                dx=np.empty((T * B, I), f32),
+            )
+        )
     matmul = np.matmul
 
     def floor():
         for d in layers:
             I, W = d["I"], d["W"]
             Wx, Wh = W[:I], W[I:]
-            matmul(d["X2"], Wx, out=d["G"])                    # (T*B, I) @ (I, 4H)
+            matmul(d["X2"], Wx, out=d["G"])  # (T*B, I) @ (I, 4H)
             Hs, hW = d["Hs"], d["hW"]
-            for t in range(T):                                 # T x (B, H) @ (H, 4H)
+            for t in range(T):  # T x (B, H) @ (H, 4H)
                 matmul(Hs[t], Wh, out=hW)
             DZ, WhT, dh = d["DZ"], d["WhT"], d["dh"]
-            for t in range(T - 1, -1, -1):                     # T x (B, 4H) @ (4H, H)
+            for t in range(T - 1, -1, -1):  # T x (B, 4H) @ (4H, H)
                 matmul(DZ[t], WhT, out=dh)
             DZ2 = DZ.reshape(T * B, 4 * H)
-            matmul(d["X2"].T, DZ2, out=d["dW"][:I])            # (I, T*B) @ (T*B, 4H)
-            matmul(d["Hprev"].T, DZ2, out=d["dW"][I:])         # (H, T*B) @ (T*B, 4H)
-            matmul(DZ2, Wx.T, out=d["dx"])                     # (T*B, 4H) @ (4H, I)
+            matmul(d["X2"].T, DZ2, out=d["dW"][:I])  # (I, T*B) @ (T*B, 4H)
+            matmul(d["Hprev"].T, DZ2, out=d["dW"][I:])  # (H, T*B) @ (T*B, 4H)
+            matmul(DZ2, Wx.T, out=d["dx"])  # (T*B, 4H) @ (4H, I)
         return None
 
     flops = 0
     for d in layers:
         I = d["I"]
-        flops += 2 * T * B * I * 4 * H               # input projection
-        flops += 2 * T * B * H * 4 * H * 2           # recurrent forward + backward
-        flops += 2 * T * B * 4 * H * (I + H + I)     # dWx, dWh, dx
+        flops += 2 * T * B * I * 4 * H  # input projection
+        flops += 2 * T * B * H * 4 * H * 2  # recurrent forward + backward
+        flops += 2 * T * B * 4 * H * (I + H + I)  # dWx, dWh, dx
     return floor, flops
 
 
@@ -430,60 +513,67 @@ def make_engine_floor(np, wname, seed, sizes):
     for k in range(L):
         I = I0 if k == 0 else H
         K = 1 + I + H
-        layers.append(dict(
-            I=I,
-            Wg=rng.standard_normal((4, K, H)).astype(f32) * 0.1,
-            xh=rng.standard_normal((N, K)).astype(f32),
-            gates=np.empty((4, N, H), f32),
-            dz=rng.standard_normal((N, 4 * H)).astype(f32),
-            WhT=rng.standard_normal((4 * H, H)).astype(f32),
-            WxT=rng.standard_normal((4 * H, I)).astype(f32),
-            dh=np.empty((B, H), f32),
-            dWb=np.empty((K, 4 * H), f32),
-            dx=np.empty((N, I), f32),
-        ))
+        layers.append(
+            dict(
+                I=I,
+                Wg=rng.standard_normal((4, K, H)).astype(f32) * 0.1,
+                xh=rng.standard_normal((N, K)).astype(f32),
+                gates=np.empty((4, N, H), f32),
+                dz=rng.standard_normal((N, 4 * H)).astype(f32),
+                WhT=rng.standard_normal((4 * H, H)).astype(f32),
+                WxT=rng.standard_normal((4 * H, I)).astype(f32),
+                dh=np.empty((B, H), f32),
+                dWb=np.empty((K, 4 * H), f32),
+                dx=np.empty((N, I), f32),
+            )
+        )
     matmul = np.matmul
     steps = list(zip(offsets[:-1], offsets[1:]))
 
     def floor():
         for k, d in enumerate(layers):
             xh, Wg, gates = d["xh"], d["Wg"], d["gates"]
-            for lo, hi in steps:                               # T x (n, K) @ (4, K, H)
+            for lo, hi in steps:  # T x (n, K) @ (4, K, H)
                 matmul(xh[lo:hi], Wg, out=gates[:, lo:hi])
             dz, WhT, dh = d["dz"], d["WhT"], d["dh"]
-            for lo, hi in reversed(steps):                     # T x (n, 4H) @ (4H, H)
+            for lo, hi in reversed(steps):  # T x (n, 4H) @ (4H, H)
                 matmul(dz[lo:hi], WhT, out=dh[: hi - lo])
-            matmul(xh.T, dz, out=d["dWb"])                     # (K, N) @ (N, 4H)
+            matmul(xh.T, dz, out=d["dWb"])  # (K, N) @ (N, 4H)
             if k > 0:
-                matmul(dz, d["WxT"], out=d["dx"])              # (N, 4H) @ (4H, I)
+                matmul(dz, d["WxT"], out=d["dx"])  # (N, 4H) @ (4H, I)
         return None
 
     flops = 0
     for k, d in enumerate(layers):
         I = d["I"]
         K = 1 + I + H
-        flops += 2 * N * K * 4 * H * 2               # forward steps + weight gradient
-        flops += 2 * N * 4 * H * H                   # backward steps
+        flops += 2 * N * K * 4 * H * 2  # forward steps + weight gradient
+        flops += 2 * N * 4 * H * H  # backward steps
         if k > 0:
-            flops += 2 * N * 4 * H * I               # input gradient
+            flops += 2 * N * 4 * H * I  # input gradient
     return floor, flops
 
 
 def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=False):
     """An nn.LSTM + nn.Linear with the lstm_cli model's weights; returns the three step closures."""
     import torch.nn as nn
-
-    from lstm_cli.interop import to_pytorch
     import torch.nn.functional as F
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from lstm_cli.nn.interop import to_pytorch
 
     B, T, I, H, L = WORKLOADS[wname]
     state = to_pytorch(model.params, model.forget_bias)
     lstm = nn.LSTM(I, H, num_layers=L, batch_first=True)
     lin = nn.Linear(H, NUM_CLASSES)
     with torch.no_grad():
-        lstm.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()
-                              if not k.startswith("head.")})
+        lstm.load_state_dict(
+            {
+                k: torch.from_numpy(np.ascontiguousarray(v))
+                for k, v in state.items()
+                if not k.startswith("head.")
+            }
+        )
         lin.weight.copy_(torch.from_numpy(state["head.weight"]))
         lin.bias.copy_(torch.from_numpy(state["head.bias"]))
     params = list(lstm.parameters()) + list(lin.parameters())
@@ -495,8 +585,9 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
 
     def masked_mean_loss(logits):  # logits (B, T, K): mean over valid steps, then over the batch
         mask = (steps[None, :] < lt[:, None]).to(logits.dtype)  # (B, T)
-        ce = F.cross_entropy(logits.reshape(B * T, NUM_CLASSES), yt.repeat_interleave(T),
-                             reduction="none").view(B, T)
+        ce = F.cross_entropy(
+            logits.reshape(B * T, NUM_CLASSES), yt.repeat_interleave(T), reduction="none"
+        ).view(B, T)
         return ((ce * mask).sum(1) / lt.to(logits.dtype)).mean()
 
     def loss_padded():
@@ -528,6 +619,7 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
             if opt is not None:
                 opt.step()
             return loss
+
         return step
 
     train_padded, train_packed = training_step(loss_padded), training_step(loss_packed)
@@ -555,12 +647,19 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
         g["head.bias"] = lin.bias.grad.numpy()
         return from_pytorch_grads(g)
 
-    return dict(train_padded=train_padded, train_packed=train_packed, infer=infer,
-                loss_padded=loss_padded, loss_packed=loss_packed, grads=grads_as_lstm_cli)
+    return dict(
+        train_padded=train_padded,
+        train_packed=train_packed,
+        infer=infer,
+        loss_padded=loss_padded,
+        loss_packed=loss_packed,
+        grads=grads_as_lstm_cli,
+    )
 
 
 def from_pytorch_grads(g):
-    from lstm_cli.interop import from_pytorch
+    from lstm_cli.nn.interop import from_pytorch
+
     return from_pytorch(g, forget_bias=0.0)
 
 
@@ -579,15 +678,23 @@ def verify(np, torch, model, tc, x, lengths, y):
         lk = float(tc["loss_packed"]())
     probs_t = tc["infer"]().numpy()
     g_t = tc["grads"]()
-    grad_rel = max(float(np.abs(grads_ref[k] - g_t[k]).max() / max(np.abs(grads_ref[k]).max(), 1e-30))
-                   for k in grads_ref)
-    out.update(torch_padded_loss=lp, torch_packed_loss=lk,
-               loss_rel_err_padded=_rel(loss_ref, lp), loss_rel_err_packed=_rel(loss_ref, lk),
-               probs_max_abs_err=float(np.abs(probs_ref - probs_t).max()),
-               grad_max_rel_err=grad_rel)
+    grad_rel = max(
+        float(np.abs(grads_ref[k] - g_t[k]).max() / max(np.abs(grads_ref[k]).max(), 1e-30))
+        for k in grads_ref
+    )
+    out.update(
+        torch_padded_loss=lp,
+        torch_packed_loss=lk,
+        loss_rel_err_padded=_rel(loss_ref, lp),
+        loss_rel_err_packed=_rel(loss_ref, lk),
+        probs_max_abs_err=float(np.abs(probs_ref - probs_t).max()),
+        grad_max_rel_err=grad_rel,
+    )
     warnings = []
     if out["loss_rel_err_padded"] > 1e-4 or out["loss_rel_err_packed"] > 1e-4:
-        warnings.append(f"losses disagree: lstm_cli {loss_ref:.7g}, torch padded {lp:.7g}, packed {lk:.7g}")
+        warnings.append(
+            f"losses disagree: lstm_cli {loss_ref:.7g}, torch padded {lp:.7g}, packed {lk:.7g}"
+        )
     if out["probs_max_abs_err"] > 1e-4:
         warnings.append(f"inference probabilities differ by up to {out['probs_max_abs_err']:.2e}")
     if grad_rel > 1e-3:
@@ -601,10 +708,21 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
 
     B, T, I, H, L = WORKLOADS[wname]
     x, lengths, y = make_batch(np, wname, args.seed)
-    model = LSTMClassifier(input_size=I, hidden_size=H, num_classes=NUM_CLASSES, num_layers=L,
-                           head=head, forget_bias=1.0, dtype="float32", seed=args.seed)
-    tc = (build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=args.optimizer)
-          if torch is not None else None)
+    model = LSTMClassifier(
+        input_size=I,
+        hidden_size=H,
+        num_classes=NUM_CLASSES,
+        num_layers=L,
+        head=head,
+        forget_bias=1.0,
+        dtype="float32",
+        seed=args.seed,
+    )
+    tc = (
+        build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=args.optimizer)
+        if torch is not None
+        else None
+    )
     check, warnings = verify(np, torch, model, tc, x, lengths, y)
     for w in warnings:
         print(f"WARNING [{wname}/{head}]: {w}", flush=True)
@@ -613,13 +731,14 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     floor_cli, floor_cli_flops = make_engine_floor(np, wname, args.seed, running)
 
     if args.optimizer:
-        from lstm_cli.optim import Adam
+        from lstm_cli.nn.optim import Adam
 
         opt = Adam(model.params, lr=1e-3)
 
         def cli_train():
             opt.step(model.params, model.loss_and_grads(x, lengths, y)[1])
     else:
+
         def cli_train():
             model.loss_and_grads(x, lengths, y)
 
@@ -694,7 +813,9 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     # If the machine gets busy mid-cell (a shared box), rounds can get much slower than the
     # warm-up predicted; stop after 3x the planned time once MIN_ROUNDS rounds are in.
     w0 = time.perf_counter()
-    planned = repeats * round_s + sum(max(slow_repeats - len(samples[k]), 0) * samples[k][0] for k in slow)
+    planned = repeats * round_s + sum(
+        max(slow_repeats - len(samples[k]), 0) * samples[k][0] for k in slow
+    )
     deadline = w0 + 3 * max(planned, args.cell_seconds)
     done = 0
     for rnd in range(repeats):
@@ -723,36 +844,62 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
     for k, v in samples.items():
         tot = sum(v)
         u = usage[k]
-        stats[k] = {"median_ms": ms[k], "min_ms": 1e3 * min(v), "p25_ms": 1e3 * q(v, 0.25),
-                    "p75_ms": 1e3 * q(v, 0.75), "n": len(v),
-                    "cpu_per_wall": u["cpu_s"] / tot if tot > 0 else None,
-                    "sys_fraction_of_cpu": u["sys_s"] / u["cpu_s"] if u["cpu_s"] > 0 else None,
-                    "minor_faults_per_call": u["minor_faults"] / len(v),
-                    **u, "samples_ms": [1e3 * t for t in v]}
-    ratios = {"train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"],
-              "train_lstm_cli_over_floor_cli": ms["lstm_cli_train"] / ms["gemm_floor_cli"],
-              "train_lstm_cli_over_floor_min": stats["lstm_cli_train"]["min_ms"] / stats["gemm_floor"]["min_ms"]}
+        stats[k] = {
+            "median_ms": ms[k],
+            "min_ms": 1e3 * min(v),
+            "p25_ms": 1e3 * q(v, 0.25),
+            "p75_ms": 1e3 * q(v, 0.75),
+            "n": len(v),
+            "cpu_per_wall": u["cpu_s"] / tot if tot > 0 else None,
+            "sys_fraction_of_cpu": u["sys_s"] / u["cpu_s"] if u["cpu_s"] > 0 else None,
+            "minor_faults_per_call": u["minor_faults"] / len(v),
+            **u,
+            "samples_ms": [1e3 * t for t in v],
+        }
+    ratios = {
+        "train_lstm_cli_over_floor": ms["lstm_cli_train"] / ms["gemm_floor"],
+        "train_lstm_cli_over_floor_cli": ms["lstm_cli_train"] / ms["gemm_floor_cli"],
+        "train_lstm_cli_over_floor_min": stats["lstm_cli_train"]["min_ms"]
+        / stats["gemm_floor"]["min_ms"],
+    }
     if tc is not None:
         ratios.update(
             train_lstm_cli_over_torch_padded=ms["lstm_cli_train"] / ms["torch_padded_train"],
             train_lstm_cli_over_torch_packed=ms["lstm_cli_train"] / ms["torch_packed_train"],
             infer_lstm_cli_over_torch=ms["lstm_cli_infer"] / ms["torch_infer"],
-            train_lstm_cli_over_torch_padded_min=(stats["lstm_cli_train"]["min_ms"]
-                                                  / stats["torch_padded_train"]["min_ms"]),
+            train_lstm_cli_over_torch_padded_min=(
+                stats["lstm_cli_train"]["min_ms"] / stats["torch_padded_train"]["min_ms"]
+            ),
         )
     timed_wall = sum(sum(v) for v in samples.values())
     timed_cpu = sum(u["cpu_s"] for u in usage.values())
     return {
-        "workload": wname, "head": head, "B": B, "T": T, "I": I, "H": H, "layers": L,
-        "num_classes": NUM_CLASSES, "mean_length": float(lengths.mean()),
-        "repeats": repeats, "stopped_early": stopped_early, "slow_contenders": sorted(slow), "est_round_s": round_s,
-        "cell_wall_s": cell_wall, "timed_wall_s": timed_wall, "timed_cpu_s": timed_cpu,
+        "workload": wname,
+        "head": head,
+        "B": B,
+        "T": T,
+        "I": I,
+        "H": H,
+        "layers": L,
+        "num_classes": NUM_CLASSES,
+        "mean_length": float(lengths.mean()),
+        "repeats": repeats,
+        "stopped_early": stopped_early,
+        "slow_contenders": sorted(slow),
+        "est_round_s": round_s,
+        "cell_wall_s": cell_wall,
+        "timed_wall_s": timed_wall,
+        "timed_cpu_s": timed_cpu,
         "cpu_per_wall": timed_cpu / timed_wall if timed_wall > 0 else None,
-        "loadavg_before": load0, "loadavg_after": os.getloadavg(),
+        "loadavg_before": load0,
+        "loadavg_after": os.getloadavg(),
         "floor_gflop": floor_flops / 1e9,
         "floor_gflops_per_s": floor_flops / 1e9 / (ms["gemm_floor"] / 1e3),
         "floor_cli_gflop": floor_cli_flops / 1e9,
-        "check": check, "warnings": warnings, "stats": stats, "ratios": ratios,
+        "check": check,
+        "warnings": warnings,
+        "stats": stats,
+        "ratios": ratios,
     }
 
 
@@ -761,10 +908,13 @@ def print_progress(r):
     extra = ""
     if "torch_padded_train" in s:
         extra = f"  torch padded {s['torch_padded_train']['median_ms']:.2f} ms"
-    print(f"  done {r['workload']:>7}/{r['head']:<4}  repeats={r['repeats']:<4}"
-          f"{'(cut)' if r['stopped_early'] else '     '} "
-          f"lstm_cli train {s['lstm_cli_train']['median_ms']:.2f} ms{extra}  "
-          f"({r['timed_wall_s']:.1f} s, cpu/wall {r['cpu_per_wall']:.2f})", flush=True)
+    print(
+        f"  done {r['workload']:>7}/{r['head']:<4}  repeats={r['repeats']:<4}"
+        f"{'(cut)' if r['stopped_early'] else '     '} "
+        f"lstm_cli train {s['lstm_cli_train']['median_ms']:.2f} ms{extra}  "
+        f"({r['timed_wall_s']:.1f} s, cpu/wall {r['cpu_per_wall']:.2f})",
+        flush=True,
+    )
 
 
 def _fmt(v, nd=2):
@@ -779,8 +929,12 @@ def _fmt(v, nd=2):
 
 def _table(header, rows):
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
-                       for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
+    lines = [
+        "  ".join(
+            str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        )
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -790,44 +944,98 @@ def print_tables(results, meta, have_torch):
     ra = lambda r, k: r["ratios"].get(k)  # noqa: E731
     what = "forward + backward + Adam update" if meta.get("optimizer") else "forward + backward"
     print(f"Training step, {what}, ms per batch (median), threads={meta['threads']}, float32")
-    header = ["workload", "head", "lstm_cli", "torch_pad", "torch_pack", "floor", "floor_cli",
-              "cli/pad", "cli/pack", "cli/floor", "cli/floor_cli", "cli/pad_min", "floorGF/s", "reps",
-              "cpu/wall", "loss_relerr"]
+    header = [
+        "workload",
+        "head",
+        "lstm_cli",
+        "torch_pad",
+        "torch_pack",
+        "floor",
+        "floor_cli",
+        "cli/pad",
+        "cli/pack",
+        "cli/floor",
+        "cli/floor_cli",
+        "cli/pad_min",
+        "floorGF/s",
+        "reps",
+        "cpu/wall",
+        "loss_relerr",
+    ]
     rows = []
     for r in results:
         c = r["check"]
-        relerr = (max(c["loss_rel_err_padded"], c["loss_rel_err_packed"])
-                  if "loss_rel_err_padded" in c else None)
-        rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_train")), _fmt(g(r, "torch_padded_train")),
-                     _fmt(g(r, "torch_packed_train")), _fmt(g(r, "gemm_floor")), _fmt(g(r, "gemm_floor_cli")),
-                     _fmt(ra(r, "train_lstm_cli_over_torch_padded")),
-                     _fmt(ra(r, "train_lstm_cli_over_torch_packed")),
-                     _fmt(ra(r, "train_lstm_cli_over_floor")), _fmt(ra(r, "train_lstm_cli_over_floor_cli")),
-                     _fmt(ra(r, "train_lstm_cli_over_torch_padded_min")),
-                     f"{r['floor_gflops_per_s']:.1f}",
-                     str(r["repeats"]) + ("*" if r["stopped_early"] else ""), f"{r['cpu_per_wall']:.2f}",
-                     "n/a" if relerr is None else f"{relerr:.1e}" + (" !" if r["warnings"] else "")])
+        relerr = (
+            max(c["loss_rel_err_padded"], c["loss_rel_err_packed"])
+            if "loss_rel_err_padded" in c
+            else None
+        )
+        rows.append(
+            [
+                r["workload"],
+                r["head"],
+                _fmt(g(r, "lstm_cli_train")),
+                _fmt(g(r, "torch_padded_train")),
+                _fmt(g(r, "torch_packed_train")),
+                _fmt(g(r, "gemm_floor")),
+                _fmt(g(r, "gemm_floor_cli")),
+                _fmt(ra(r, "train_lstm_cli_over_torch_padded")),
+                _fmt(ra(r, "train_lstm_cli_over_torch_packed")),
+                _fmt(ra(r, "train_lstm_cli_over_floor")),
+                _fmt(ra(r, "train_lstm_cli_over_floor_cli")),
+                _fmt(ra(r, "train_lstm_cli_over_torch_padded_min")),
+                f"{r['floor_gflops_per_s']:.1f}",
+                str(r["repeats"]) + ("*" if r["stopped_early"] else ""),
+                f"{r['cpu_per_wall']:.2f}",
+                "n/a" if relerr is None else f"{relerr:.1e}" + (" !" if r["warnings"] else ""),
+            ]
+        )
     print(_table(header, rows))
-    print("cli/pad_min = the same ratio from each side's fastest sample; "
-          "reps* = cell cut short because the machine got slower than planned")
+    print(
+        "cli/pad_min = the same ratio from each side's fastest sample; "
+        "reps* = cell cut short because the machine got slower than planned"
+    )
     print()
     print("Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
-    header = ["workload", "head", "lstm_cli", "torch", "cli/torch", "cli_cpu/wall", "torch_cpu/wall"]
+    header = [
+        "workload",
+        "head",
+        "lstm_cli",
+        "torch",
+        "cli/torch",
+        "cli_cpu/wall",
+        "torch_cpu/wall",
+    ]
     rows = []
     for r in results:
         s = r["stats"]
-        rows.append([r["workload"], r["head"], _fmt(g(r, "lstm_cli_infer")), _fmt(g(r, "torch_infer")),
-                     _fmt(ra(r, "infer_lstm_cli_over_torch")),
-                     f"{s['lstm_cli_infer']['cpu_per_wall']:.2f}",
-                     f"{s['torch_infer']['cpu_per_wall']:.2f}" if "torch_infer" in s else "n/a"])
+        rows.append(
+            [
+                r["workload"],
+                r["head"],
+                _fmt(g(r, "lstm_cli_infer")),
+                _fmt(g(r, "torch_infer")),
+                _fmt(ra(r, "infer_lstm_cli_over_torch")),
+                f"{s['lstm_cli_infer']['cpu_per_wall']:.2f}",
+                f"{s['torch_infer']['cpu_per_wall']:.2f}" if "torch_infer" in s else "n/a",
+            ]
+        )
     print(_table(header, rows))
     print()
-    print("CPU accounting per contender, each cell 'C S F': C = CPUs used while it ran (process CPU / wall),"
-          " S = share of that CPU spent in the kernel, F = minor page faults per call")
+    print(
+        "CPU accounting per contender, each cell 'C S F': C = CPUs used while it ran (process CPU / wall),"
+        " S = share of that CPU spent in the kernel, F = minor page faults per call"
+    )
     keys = [k for k in ORDER if any(k in r["stats"] for r in results)]
-    short = {"lstm_cli_train": "cli_train", "torch_padded_train": "pad_train",
-             "torch_packed_train": "pack_train", "gemm_floor": "floor", "gemm_floor_cli": "floor_cli",
-             "lstm_cli_infer": "cli_infer", "torch_infer": "torch_infer"}
+    short = {
+        "lstm_cli_train": "cli_train",
+        "torch_padded_train": "pad_train",
+        "torch_packed_train": "pack_train",
+        "gemm_floor": "floor",
+        "gemm_floor_cli": "floor_cli",
+        "lstm_cli_infer": "cli_infer",
+        "torch_infer": "torch_infer",
+    }
     header = ["workload", "head"] + [short[k] for k in keys]
     rows = []
     for r in results:
@@ -838,16 +1046,22 @@ def print_tables(results, meta, have_torch):
                 row.append("n/a")
                 continue
             sf = st["sys_fraction_of_cpu"]
-            row.append(f"{st['cpu_per_wall']:.2f} {'-' if sf is None else f'{100 * sf:.0f}%'} "
-                       f"{st['minor_faults_per_call']:.0f}")
+            row.append(
+                f"{st['cpu_per_wall']:.2f} {'-' if sf is None else f'{100 * sf:.0f}%'} "
+                f"{st['minor_faults_per_call']:.0f}"
+            )
         rows.append(row)
     print(_table(header, rows))
     print()
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
-    print(f"timed sections: {meta['timed_wall_s']:.1f} s wall, {meta['timed_cpu_s']:.1f} s process CPU "
-          f"=> the process got {meta['timed_cpu_per_wall']:.2f} CPUs on average (threads={meta['threads']}); "
-          f"whole run {meta['total_wall_s']:.1f} s")
-    print(f"loadavg start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}  end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}")
+    print(
+        f"timed sections: {meta['timed_wall_s']:.1f} s wall, {meta['timed_cpu_s']:.1f} s process CPU "
+        f"=> the process got {meta['timed_cpu_per_wall']:.2f} CPUs on average (threads={meta['threads']}); "
+        f"whole run {meta['total_wall_s']:.1f} s"
+    )
+    print(
+        f"loadavg start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}  end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}"
+    )
     if not have_torch:
         print("torch not importable (or --no-torch): torch columns are n/a")
     warned = [r for r in results if r["warnings"]]

@@ -1,4 +1,5 @@
 """lstm_cli: sequence classification with a from-scratch NumPy LSTM and hand-written BPTT."""
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

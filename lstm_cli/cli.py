@@ -35,8 +35,10 @@ def _common(fn):
         except MemoryError as err:  # numpy's "Unable to allocate 74.5 GiB for an array ..."
             _traceback_if(debug)
             detail = f": {err}" if str(err) else ""
-            click.echo(f"Error: out of memory{detail}. Use a smaller model, batch or sequence length.",
-                       err=True)
+            click.echo(
+                f"Error: out of memory{detail}. Use a smaller model, batch or sequence length.",
+                err=True,
+            )
             sys.exit(1)
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
             _traceback_if(debug)
@@ -65,8 +67,10 @@ def _refuse_output_over_input(outputs, inputs) -> None:
         for what, path in inputs:
             try:  # a data folder: none of its arrays either (other files in it are fine)
                 same = os.path.samefile(out, path) or (
-                    os.path.isdir(path) and os.path.basename(out) in arrays
-                    and os.path.samefile(os.path.dirname(os.path.abspath(out)), path))
+                    os.path.isdir(path)
+                    and os.path.basename(out) in arrays
+                    and os.path.samefile(os.path.dirname(os.path.abspath(out)), path)
+                )
             except OSError:
                 continue
             if same:
@@ -89,6 +93,7 @@ def _format_table(headers, rows, align=None) -> str:
 
 # --------------------------------------------------------------------------- gradcheck
 
+
 class _FiniteFloat(click.ParamType):
     """A finite float, optionally > 0 (click's FloatRange lets nan and inf through)."""
 
@@ -103,23 +108,51 @@ class _FiniteFloat(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number.", param, ctx)
         if not math.isfinite(v) or (self.positive and v <= 0):
-            self.fail(f"{value!r} is not a {'positive ' if self.positive else ''}finite number.", param, ctx)
+            self.fail(
+                f"{value!r} is not a {'positive ' if self.positive else ''}finite number.",
+                param,
+                ctx,
+            )
         return v
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Examples:\n\n  lstm-gradcheck\n\n"
-                      "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
-                      "  lstm-gradcheck --config configs/japanese_vowels.yaml")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Check the architecture a training config describes (input size and classes "
-                   "from its training data; dropout off) instead of the default matrix.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="With --config: override a config key (repeatable).")
-@click.option("--head", type=click.Choice(["last", "all", "both"]), default="both", show_default=True,
-              help="Which head(s) to check.")
-@click.option("--layers", "layers", type=click.IntRange(1, None), multiple=True, default=(1, 2),
-              show_default=True, help="Number of stacked layers; repeat to check several.")
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Examples:\n\n  lstm-gradcheck\n\n"
+    "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
+    "  lstm-gradcheck --config configs/japanese_vowels.yaml",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Check the architecture a training config describes (input size and classes "
+    "from its training data; dropout off) instead of the default matrix.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --config: override a config key (repeatable).",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["last", "all", "both"]),
+    default="both",
+    show_default=True,
+    help="Which head(s) to check.",
+)
+@click.option(
+    "--layers",
+    "layers",
+    type=click.IntRange(1, None),
+    multiple=True,
+    default=(1, 2),
+    show_default=True,
+    help="Number of stacked layers; repeat to check several.",
+)
 @click.option("--hidden-size", type=click.IntRange(1, None), default=4, show_default=True)
 @click.option("--input-size", type=click.IntRange(1, None), default=3, show_default=True)
 @click.option("--classes", type=click.IntRange(2, None), default=3, show_default=True)
@@ -127,21 +160,60 @@ class _FiniteFloat(click.ParamType):
 @click.option("--max-len", type=click.IntRange(1, None), default=5, show_default=True)
 @click.option("--forget-bias", type=_FiniteFloat(), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True)
-@click.option("--order", type=click.Choice(["2", "4"]), default="4", show_default=True,
-              help="Central-difference stencil: 2-point or 5-point (fourth order).")
-@click.option("--eps", type=_FiniteFloat(positive=True), default=None,
-              help="Finite-difference step [default: 1e-3 for order 4, 1e-5 for order 2].")
-@click.option("--tol", type=_FiniteFloat(positive=True), default=1e-6, show_default=True,
-              help="Largest relative error that passes (entries below the finite differences' "
-                   "round-off floor are judged against that floor instead).")
-@click.option("--max-entries", type=click.IntRange(0, None), default=500, show_default=True,
-              help="Check every entry of a parameter up to this size, a seeded sample above it (0: all).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option(
+    "--order",
+    type=click.Choice(["2", "4"]),
+    default="4",
+    show_default=True,
+    help="Central-difference stencil: 2-point or 5-point (fourth order).",
+)
+@click.option(
+    "--eps",
+    type=_FiniteFloat(positive=True),
+    default=None,
+    help="Finite-difference step [default: 1e-3 for order 4, 1e-5 for order 2].",
+)
+@click.option(
+    "--tol",
+    type=_FiniteFloat(positive=True),
+    default=1e-6,
+    show_default=True,
+    help="Largest relative error that passes (entries below the finite differences' "
+    "round-off floor are judged against that floor instead).",
+)
+@click.option(
+    "--max-entries",
+    type=click.IntRange(0, None),
+    default=500,
+    show_default=True,
+    help="Check every entry of a parameter up to this size, a seeded sample above it (0: all).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
+)
 @click.option("--quiet", is_flag=True, help="Print only failures and the verdict.")
 @_common
 @click.pass_context
-def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size, classes, batch,
-              max_len, forget_bias, seed, order, eps, tol, max_entries, as_json, quiet):
+def gradcheck(
+    ctx,
+    config_path,
+    overrides,
+    head,
+    layers,
+    hidden_size,
+    input_size,
+    classes,
+    batch,
+    max_len,
+    forget_bias,
+    seed,
+    order,
+    eps,
+    tol,
+    max_entries,
+    as_json,
+    quiet,
+):
     """Check the hand-written BPTT against central finite differences (float64).
 
     Builds a small random model (every parameter randomised, biases included) and a
@@ -150,19 +222,25 @@ def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size
     Exits 0 when every parameter passes, 1 when any fails, 2 on bad usage; with --config,
     3 or 4 for a bad config or data file (as lstm-train).
     """
-    from .gradcheck import check_model, random_problem
+    from .nn.gradcheck import check_model, random_problem
 
     if config_path is not None:
         from click.core import ParameterSource
 
         arch = ("head", "layers", "hidden_size", "input_size", "classes", "forget_bias")
-        given = [f"--{n.replace('_', '-')}" for n in arch
-                 if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in arch
+            if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT
+        ]
         if given:
-            raise click.UsageError(f"{', '.join(given)} cannot be combined with --config (the config "
-                                   f"describes the architecture)")
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with --config (the config "
+                f"describes the architecture)"
+            )
         head, layers, hidden_size, input_size, classes, forget_bias = _architecture_from_config(
-            config_path, overrides)
+            config_path, overrides
+        )
         layers = (layers,)
     elif overrides:
         raise click.UsageError("--set needs --config")
@@ -172,40 +250,75 @@ def gradcheck(ctx, config_path, overrides, head, layers, hidden_size, input_size
         for n_layers in layers:
             try:
                 model, x, lengths, y = random_problem(
-                    input_size=input_size, hidden_size=hidden_size, num_classes=classes,
-                    num_layers=n_layers, head=h, batch=batch, max_len=max_len,
-                    forget_bias=forget_bias, seed=seed)
+                    input_size=input_size,
+                    hidden_size=hidden_size,
+                    num_classes=classes,
+                    num_layers=n_layers,
+                    head=h,
+                    batch=batch,
+                    max_len=max_len,
+                    forget_bias=forget_bias,
+                    seed=seed,
+                )
             except LstmCliError as err:  # a model too large for this machine: not a failed gradient
                 if config_path is not None:
                     raise ConfigError(f"{config_path}: model: {err}") from None
                 raise click.UsageError(str(err)) from None
-            reports.append(check_model(model, x, lengths, y, eps=eps, order=int(order), tol=tol,
-                                       max_entries=max_entries or None, seed=seed))
+            reports.append(
+                check_model(
+                    model,
+                    x,
+                    lengths,
+                    y,
+                    eps=eps,
+                    order=int(order),
+                    tol=tol,
+                    max_entries=max_entries or None,
+                    seed=seed,
+                )
+            )
     passed = all(r.passed for r in reports)
     if as_json:
-        click.echo(json.dumps({"passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2))
+        click.echo(
+            json.dumps({"passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2)
+        )
     else:
         rows = []
         for r in reports:
             for p in r.rows:
                 if quiet and p.passed:
                     continue
-                rows.append([f"{r.head}/{r.num_layers}", p.name, "x".join(map(str, p.shape)),
-                             p.checked, f"{p.max_rel_error:.2e}", "pass" if p.passed else "FAIL"])
+                rows.append(
+                    [
+                        f"{r.head}/{r.num_layers}",
+                        p.name,
+                        "x".join(map(str, p.shape)),
+                        p.checked,
+                        f"{p.max_rel_error:.2e}",
+                        "pass" if p.passed else "FAIL",
+                    ]
+                )
         if rows:
-            click.echo(_format_table(["head/layers", "parameter", "shape", "checked",
-                                      "max rel error", "result"], rows, "llllrl"))
+            click.echo(
+                _format_table(
+                    ["head/layers", "parameter", "shape", "checked", "max rel error", "result"],
+                    rows,
+                    "llllrl",
+                )
+            )
         r0 = reports[0]
-        click.echo(f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
-                   f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
-                   f"round-off floor {max(r.noise for r in reports):.1e}")
+        click.echo(
+            f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
+            f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
+            f"round-off floor {max(r.noise for r in reports):.1e}"
+        )
     sys.exit(0 if passed else 1)
 
 
 def _architecture_from_config(config_path, overrides):
     """(head, num_layers, hidden_size, input_size, num_classes, forget_bias) of a training config."""
     from .config import load_config
-    from .train import _load
+    from .training import _load
 
     cfg = load_config(config_path, overrides)
     ds = _load(cfg.data.train, cfg)
@@ -216,20 +329,41 @@ def _architecture_from_config(config_path, overrides):
 
 # --------------------------------------------------------------------------- train
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
-                      "  lstm-train --config configs/synthetic.yaml --set model.head=all "
-                      "--set train.optimizer.lr=0.003 --output runs/try2\n\n"
-                      "  lstm-train --resume runs/japanese_vowels --set train.epochs=80")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="YAML config (see configs/reference.yaml).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set train.optimizer.lr=0.01 (repeatable).")
-@click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Run folder (overrides output.dir).")
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
+    "  lstm-train --config configs/synthetic.yaml --set model.head=all "
+    "--set train.optimizer.lr=0.003 --output runs/try2\n\n"
+    "  lstm-train --resume runs/japanese_vowels --set train.epochs=80",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML config (see configs/reference.yaml).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.optimizer.lr=0.01 (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run folder (overrides output.dir).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the files of a non-empty run folder.")
-@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Continue the run in this folder from its last.npz.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Continue the run in this folder from its last.npz.",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @_common
@@ -242,7 +376,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     import dataclasses
 
     from .config import OutputConfig, dump_config, load_config, value_origin
-    from .train import config_for_resume, fit, fmt_metric
+    from .training import config_for_resume, fit, fmt_metric
 
     if config_path is None and resume_dir is None:
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
@@ -261,35 +395,58 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         click.echo(dump_config(cfg), nl=False)
         return
     source = config_path or os.path.join(resume_dir, "last.npz")
-    result = fit(cfg, overwrite=overwrite, resume=resume_dir is not None, progress=not quiet,
-                 log=(lambda *_: None) if quiet else click.echo,
-                 source=value_origin("train.class_weights", source, overrides))
+    result = fit(
+        cfg,
+        overwrite=overwrite,
+        resume=resume_dir is not None,
+        progress=not quiet,
+        log=(lambda *_: None) if quiet else click.echo,
+        source=value_origin("train.class_weights", source, overrides),
+    )
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None:
-        click.echo(f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
-                   f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}")
+        click.echo(
+            f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
+            f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}"
+        )
 
 
 # --------------------------------------------------------------------------- eval / predict
+
 
 def _load_data_for(tm, data_path, fmt, require_labels):
     from .data import load_dataset
 
     csv_cfg = tm.meta.get("config", {}).get("data", {}).get("csv", {}) or {}
-    csv_opts = {k: csv_cfg.get(k) for k in ("id_column", "label_column", "feature_columns", "label_type")
-                if csv_cfg.get(k) is not None}
+    csv_opts = {
+        k: csv_cfg.get(k)
+        for k in ("id_column", "label_column", "feature_columns", "label_type")
+        if csv_cfg.get(k) is not None
+    }
     return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=csv_opts or None)
 
 
 def _render_report(report) -> str:
     labels = [str(lbl) for lbl in report["labels"]]
-    lines = [f"sequences {report['n']}  accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
-             f"macro F1 {report['macro_f1']:.4f}  weighted F1 {report['weighted_f1']:.4f}"]
+    lines = [
+        f"sequences {report['n']}  accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+        f"macro F1 {report['macro_f1']:.4f}  weighted F1 {report['weighted_f1']:.4f}"
+    ]
     if report.get("unknown_labels"):
-        lines.append(f"({report['unknown_labels']} sequences with labels unknown to the model left out)")
+        lines.append(
+            f"({report['unknown_labels']} sequences with labels unknown to the model left out)"
+        )
     lines.append("")
-    rows = [[str(c["label"]), f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}",
-             c["support"]] for c in report["per_class"]]
+    rows = [
+        [
+            str(c["label"]),
+            f"{c['precision']:.4f}",
+            f"{c['recall']:.4f}",
+            f"{c['f1']:.4f}",
+            c["support"],
+        ]
+        for c in report["per_class"]
+    ]
     lines.append(_format_table(["label", "precision", "recall", "f1", "support"], rows, "lrrrr"))
     lines.append("")
     lines.append("confusion matrix (rows: true label, columns: predicted label)")
@@ -303,7 +460,7 @@ def _write_output(path, text):
     if path == "-":
         click.echo(text, nl=False)
         return
-    from .atomic import write_text
+    from .store.atomic import write_text
 
     write_text(path, text)
 
@@ -330,38 +487,66 @@ def _checkpoint_and_data(data_help):
     """The CHECKPOINT argument and the --data/--format/--batch-size options eval and predict share."""
 
     def decorate(fn):
-        fn = click.option("--batch-size", type=click.IntRange(1, None), default=256,
-                          show_default=True,
-                          help="Sequences per forward pass (speed and memory only).")(fn)
-        fn = click.option("--format", "fmt", type=_FORMATS, default="auto", show_default=True,
-                          help="The data's format (auto: from the extension).")(fn)
-        fn = click.option("--data", "data_path", required=True, type=click.Path(exists=True),
-                          help=data_help)(fn)
+        fn = click.option(
+            "--batch-size",
+            type=click.IntRange(1, None),
+            default=256,
+            show_default=True,
+            help="Sequences per forward pass (speed and memory only).",
+        )(fn)
+        fn = click.option(
+            "--format",
+            "fmt",
+            type=_FORMATS,
+            default="auto",
+            show_default=True,
+            help="The data's format (auto: from the extension).",
+        )(fn)
+        fn = click.option(
+            "--data", "data_path", required=True, type=click.Path(exists=True), help=data_help
+        )(fn)
         return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(fn)
 
     return decorate
 
 
-@click.command(name="lstm-eval", context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
-                      "--data data/japanese_vowels/test.jsonl --json report.json")
+@click.command(
+    name="lstm-eval",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
+    "--data data/japanese_vowels/test.jsonl --json report.json",
+)
 @_checkpoint_and_data("Labelled data in any supported format.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the report as JSON to this file ('-' for stdout).")
-@click.option("--predictions", type=click.Path(dir_okay=False), default=None,
-              help="Write one CSV row per sequence: index, true and predicted label, probabilities "
-                   "('-' for stdout; add --quiet to get only the CSV).")
-@click.option("--allow-unknown", is_flag=True,
-              help="Leave sequences whose label the model never saw out of the metrics (counted) "
-                   "instead of failing.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the report as JSON to this file ('-' for stdout).",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write one CSV row per sequence: index, true and predicted label, probabilities "
+    "('-' for stdout; add --quiet to get only the CSV).",
+)
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Leave sequences whose label the model never saw out of the metrics (counted) "
+    "instead of failing.",
+)
 @click.option("--quiet", is_flag=True, help="Do not print the tables.")
 @_common
 def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, batch_size, quiet):
     """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusion matrix."""
     from .inference import evaluate_dataset, load_trained
 
-    _refuse_output_over_input([("--json", json_out), ("--predictions", predictions)],
-                              [("checkpoint", checkpoint), ("data file", data_path)])
+    _refuse_output_over_input(
+        [("--json", json_out), ("--predictions", predictions)],
+        [("checkpoint", checkpoint), ("data file", data_path)],
+    )
     tm = load_trained(checkpoint)
     ds = _load_data_for(tm, data_path, fmt, require_labels=True)
     report, probs, _ = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
@@ -375,20 +560,28 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
         _write_output(predictions, _predictions_csv(tm.classes, probs, true))
 
 
-@click.command(name="lstm-predict", context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
-                      "--data data/japanese_vowels/test.jsonl --output predictions.csv")
+@click.command(
+    name="lstm-predict",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
+    "--data data/japanese_vowels/test.jsonl --output predictions.csv",
+)
 @_checkpoint_and_data("Data in any supported format; labels are optional (not used).")
-@click.option("--output", type=click.Path(dir_okay=False), default=None,
-              help="CSV file to write (default, or '-': stdout).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV file to write (default, or '-': stdout).",
+)
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @_common
 def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
     """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>..."""
     from .inference import check_features, load_trained, predict_dataset
 
-    _refuse_output_over_input([("--output", output)],
-                              [("checkpoint", checkpoint), ("data file", data_path)])
+    _refuse_output_over_input(
+        [("--output", output)], [("checkpoint", checkpoint), ("data file", data_path)]
+    )
     tm = load_trained(checkpoint)
     ds = _load_data_for(tm, data_path, fmt, require_labels=False)
     check_features(ds, tm)

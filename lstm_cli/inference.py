@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
 from .config import _show
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .errors import CheckpointError, DataError
-from .metrics import classification_report
-from .model import DTYPES, HEADS, INITS, LSTMClassifier, param_shapes
+from .nn.metrics import classification_report
+from .nn.model import DTYPES, HEADS, INITS, LSTMClassifier, param_shapes
+from .store.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -61,8 +61,11 @@ def load_trained(path) -> TrainedModel:
         raise CheckpointError(f"{path}: not an lstm_cli training checkpoint ({err})") from None
     for name, value in model.params.items():
         if not np.isfinite(value).all():  # NaN/Inf stored, or beyond float32 once cast
-            raise _bad_meta(path, f"parameter {name!r} holds NaN or Inf (as {model.dtype}); a "
-                                  "trained model's parameters are finite")
+            raise _bad_meta(
+                path,
+                f"parameter {name!r} holds NaN or Inf (as {model.dtype}); a "
+                "trained model's parameters are finite",
+            )
     return TrainedModel(model, classes, mean, std, meta)
 
 
@@ -97,11 +100,16 @@ def _finite_number(x):
 def _checked_spec(spec, path) -> dict:
     """The architecture dict ``meta["model"]``, checked key by key (LSTMClassifier's arguments)."""
     if not isinstance(spec, dict):
-        raise _bad_meta(path, f"'model' is {_show(spec)}; expected a mapping describing the architecture")
+        raise _bad_meta(
+            path, f"'model' is {_show(spec)}; expected a mapping describing the architecture"
+        )
     unknown = sorted(set(spec) - set(_SPEC_KEYS))
     if unknown:
-        raise _bad_meta(path, f"'model' has unknown key(s) {_show(unknown)}; expected keys among "
-                              f"{', '.join(_SPEC_KEYS)}")
+        raise _bad_meta(
+            path,
+            f"'model' has unknown key(s) {_show(unknown)}; expected keys among "
+            f"{', '.join(_SPEC_KEYS)}",
+        )
     missing = [k for k in _REQUIRED_SPEC_KEYS if k not in spec]
     if missing:
         raise _bad_meta(path, f"'model' lacks {', '.join(map(repr, missing))}")
@@ -110,14 +118,21 @@ def _checked_spec(spec, path) -> dict:
             raise _bad_meta(path, f"'model.{key}' is {_show(spec[key])}; expected an int >= 1")
     for key, options in (("head", HEADS), ("dtype", DTYPES), ("init", INITS)):
         if key in spec and not (isinstance(spec[key], str) and spec[key] in options):
-            raise _bad_meta(path, f"'model.{key}' is {_show(spec[key])}; expected one of "
-                                  f"{', '.join(map(repr, options))}")
+            raise _bad_meta(
+                path,
+                f"'model.{key}' is {_show(spec[key])}; expected one of "
+                f"{', '.join(map(repr, options))}",
+            )
     if "forget_bias" in spec and _finite_number(spec["forget_bias"]) is None:
-        raise _bad_meta(path, f"'model.forget_bias' is {_show(spec['forget_bias'])}; expected a finite number")
+        raise _bad_meta(
+            path, f"'model.forget_bias' is {_show(spec['forget_bias'])}; expected a finite number"
+        )
     if "dropout" in spec:
         rate = _finite_number(spec["dropout"])
         if rate is None or not 0.0 <= rate < 1.0:
-            raise _bad_meta(path, f"'model.dropout' is {_show(spec['dropout'])}; expected a number in [0, 1)")
+            raise _bad_meta(
+                path, f"'model.dropout' is {_show(spec['dropout'])}; expected a number in [0, 1)"
+            )
     return spec
 
 
@@ -128,48 +143,73 @@ def _check_params(params, spec, path) -> None:
     allocating a model that large."""
     layers = spec.get("num_layers", 1)
     if len(params) != 2 * layers + 2:  # first: an edited num_layers of 10**9 builds no dict
-        raise _bad_meta(path, f"{len(params)} parameters stored, but the architecture in 'model' "
-                              f"({layers} layer(s) and a head) has {2 * layers + 2}")
+        raise _bad_meta(
+            path,
+            f"{len(params)} parameters stored, but the architecture in 'model' "
+            f"({layers} layer(s) and a head) has {2 * layers + 2}",
+        )
     want = param_shapes(spec["input_size"], spec["hidden_size"], spec["num_classes"], layers)
     unexpected = sorted(set(params) - set(want))
     if unexpected:
-        raise _bad_meta(path, f"parameter {unexpected[0]!r} is not part of the architecture in 'model' "
-                              f"(expected {_show(list(want))})")
+        raise _bad_meta(
+            path,
+            f"parameter {unexpected[0]!r} is not part of the architecture in 'model' "
+            f"(expected {_show(list(want))})",
+        )
     for name, shape in want.items():
         got = params[name]
         if got.shape != shape:
-            raise _bad_meta(path, f"parameter {name!r} has shape {got.shape}, but the architecture in "
-                                  f"'model' needs {shape}")
+            raise _bad_meta(
+                path,
+                f"parameter {name!r} has shape {got.shape}, but the architecture in "
+                f"'model' needs {shape}",
+            )
         if got.dtype.kind != "f":
-            raise _bad_meta(path, f"parameter {name!r} has dtype {got.dtype}; expected floating point")
+            raise _bad_meta(
+                path, f"parameter {name!r} has dtype {got.dtype}; expected floating point"
+            )
 
 
 def _checked_classes(classes, num_classes, path) -> list:
     """``meta["classes"]``: a list of num_classes distinct labels, all int64 ints or all non-empty
     strs of valid Unicode text (no lone surrogate: it could not be printed or written as UTF-8)."""
     if not isinstance(classes, list) or not classes:
-        raise _bad_meta(path, f"'classes' is {_show(classes)}; expected a non-empty list of labels "
-                              "(strs or ints)")
+        raise _bad_meta(
+            path,
+            f"'classes' is {_show(classes)}; expected a non-empty list of labels (strs or ints)",
+        )
     if len(classes) != num_classes:
         raise _bad_meta(path, f"{len(classes)} class labels but the head has {num_classes} outputs")
     seen = set()
     for i, label in enumerate(classes):
         if _is_int(label):
             if not -(2**63) <= label < 2**63:
-                raise _bad_meta(path, f"'classes'[{i}] = {_show(label)} does not fit in a 64-bit integer")
+                raise _bad_meta(
+                    path, f"'classes'[{i}] = {_show(label)} does not fit in a 64-bit integer"
+                )
         elif isinstance(label, str):
             if label == "":
-                raise _bad_meta(path, f"'classes'[{i}] is the empty string; labels must be non-empty")
+                raise _bad_meta(
+                    path, f"'classes'[{i}] is the empty string; labels must be non-empty"
+                )
             problem = label_text_problem(label)  # possible before the loaders refused such labels
             if problem is not None:
-                raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}, which holds {problem}; labels "
-                                      "must be valid Unicode text, as the data loaders now require: "
-                                      "retrain on data with valid labels")
+                raise _bad_meta(
+                    path,
+                    f"'classes'[{i}] is {_show(label)}, which holds {problem}; labels "
+                    "must be valid Unicode text, as the data loaders now require: "
+                    "retrain on data with valid labels",
+                )
         else:
-            raise _bad_meta(path, f"'classes'[{i}] is {_show(label)}; class labels must be strs or ints")
+            raise _bad_meta(
+                path, f"'classes'[{i}] is {_show(label)}; class labels must be strs or ints"
+            )
         if type(label) is not type(classes[0]):
-            raise _bad_meta(path, f"'classes' mixes ints and strs ({_show(classes[0])} and "
-                                  f"{_show(label)}); a model's labels are all of one type")
+            raise _bad_meta(
+                path,
+                f"'classes' mixes ints and strs ({_show(classes[0])} and "
+                f"{_show(label)}); a model's labels are all of one type",
+            )
         if label in seen:
             raise _bad_meta(path, f"'classes' lists {_show(label)} twice")
         seen.add(label)
@@ -186,17 +226,27 @@ def _checked_normalization(norm, num_features, path):
     for name in ("mean", "std"):
         values = norm[name]
         if not isinstance(values, list):
-            raise _bad_meta(path, f"'normalization.{name}' is {_show(values)}; expected a list of "
-                                  f"{num_features} numbers (one per input feature)")
+            raise _bad_meta(
+                path,
+                f"'normalization.{name}' is {_show(values)}; expected a list of "
+                f"{num_features} numbers (one per input feature)",
+            )
         if len(values) != num_features:
-            raise _bad_meta(path, f"'normalization.{name}' has {len(values)} values, but the model "
-                                  f"has {num_features} input features")
+            raise _bad_meta(
+                path,
+                f"'normalization.{name}' has {len(values)} values, but the model "
+                f"has {num_features} input features",
+            )
         for j, v in enumerate(values):
             x = _finite_number(v)
             if x is None:
-                raise _bad_meta(path, f"'normalization.{name}'[{j}] is {_show(v)}; expected a finite number")
+                raise _bad_meta(
+                    path, f"'normalization.{name}'[{j}] is {_show(v)}; expected a finite number"
+                )
             if name == "std" and x <= 0:
-                raise _bad_meta(path, f"'normalization.std'[{j}] is {_show(v)}; a feature's std must be > 0")
+                raise _bad_meta(
+                    path, f"'normalization.std'[{j}] is {_show(v)}; a feature's std must be > 0"
+                )
         stats.append(np.asarray(values, dtype=np.float64))
     return stats[0], stats[1]
 
@@ -220,15 +270,25 @@ def _check_csv_config(meta, path) -> None:
             raise _bad_meta(path, f"'{where}.{key}' is {_show(value)}; expected a non-empty str")
     columns = node.get("feature_columns")
     if columns is not None and not (
-            isinstance(columns, list) and columns
-            and all(isinstance(c, str) and c.strip() for c in columns)
-            and len(set(columns)) == len(columns)):
-        raise _bad_meta(path, f"'{where}.feature_columns' is {_show(columns)}; expected null or a "
-                              "non-empty list of distinct non-empty strs")
+        isinstance(columns, list)
+        and columns
+        and all(isinstance(c, str) and c.strip() for c in columns)
+        and len(set(columns)) == len(columns)
+    ):
+        raise _bad_meta(
+            path,
+            f"'{where}.feature_columns' is {_show(columns)}; expected null or a "
+            "non-empty list of distinct non-empty strs",
+        )
     label_type = node.get("label_type")
-    if label_type is not None and not (isinstance(label_type, str) and label_type in _CSV_LABEL_TYPES):
-        raise _bad_meta(path, f"'{where}.label_type' is {_show(label_type)}; expected one of "
-                              f"{', '.join(map(repr, _CSV_LABEL_TYPES))}")
+    if label_type is not None and not (
+        isinstance(label_type, str) and label_type in _CSV_LABEL_TYPES
+    ):
+        raise _bad_meta(
+            path,
+            f"'{where}.label_type' is {_show(label_type)}; expected one of "
+            f"{', '.join(map(repr, _CSV_LABEL_TYPES))}",
+        )
 
 
 def encode_dataset_labels(ds: SequenceDataset, classes, allow_unknown=False):
@@ -256,12 +316,15 @@ def encode_dataset_labels(ds: SequenceDataset, classes, allow_unknown=False):
 
 def check_features(ds: SequenceDataset, tm: TrainedModel) -> None:
     if ds.num_features != tm.num_features:
-        raise DataError(f"{ds.source}: the data has {ds.num_features} features per step, but the "
-                        f"model was trained on {tm.num_features}")
+        raise DataError(
+            f"{ds.source}: the data has {ds.num_features} features per step, but the "
+            f"model was trained on {tm.num_features}"
+        )
 
 
-def predict_dataset(model: LSTMClassifier, ds: SequenceDataset, mean=None, std=None,
-                    batch_size=256):
+def predict_dataset(
+    model: LSTMClassifier, ds: SequenceDataset, mean=None, std=None, batch_size=256
+):
     """Probabilities (N, K) for every sequence of ds, in ds order."""
     probs = np.empty((len(ds), model.num_classes))
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
@@ -270,8 +333,9 @@ def predict_dataset(model: LSTMClassifier, ds: SequenceDataset, mean=None, std=N
     return probs
 
 
-def loss_and_probs(model: LSTMClassifier, ds: SequenceDataset, y, mean=None, std=None,
-                   batch_size=256):
+def loss_and_probs(
+    model: LSTMClassifier, ds: SequenceDataset, y, mean=None, std=None, batch_size=256
+):
     """Per-sequence cross-entropy (N,) and probabilities (N, K) in one pass, in ds order."""
     losses = np.empty(len(ds))
     probs = np.empty((len(ds), model.num_classes))
@@ -299,11 +363,13 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
         probs = np.empty((len(ds), tm.model.num_classes))
         k_idx, u_idx = np.flatnonzero(known), np.flatnonzero(~known)
         # views, not copies: no rows are copied, and errors name sequences by their index in the file
-        losses, probs[k_idx] = loss_and_probs(tm.model, ds.view(k_idx), y[k_idx], tm.mean,
-                                              tm.std, batch_size)
+        losses, probs[k_idx] = loss_and_probs(
+            tm.model, ds.view(k_idx), y[k_idx], tm.mean, tm.std, batch_size
+        )
         probs[u_idx] = predict_dataset(tm.model, ds.view(u_idx), tm.mean, tm.std, batch_size)
-    report = classification_report(y[known], probs[known].argmax(1), tm.classes,
-                                   loss=float(losses.mean()))
+    report = classification_report(
+        y[known], probs[known].argmax(1), tm.classes, loss=float(losses.mean())
+    )
     report["unknown_labels"] = int((~known).sum())
     report["source"] = ds.source
     return report, probs, y

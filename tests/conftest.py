@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from lstm_cli.data import write_jsonl
-from lstm_cli.synthetic import make_pattern_task
+from lstm_cli.data.synthetic import make_pattern_task
 
 
 @pytest.fixture
@@ -28,8 +28,11 @@ def write_config(tmp_path, pattern_files):
 
     def _write(name="config.yaml", **sections):
         cfg = {
-            "data": {"train": pattern_files["train"], "test": pattern_files["test"],
-                     "valid_fraction": 0.2},
+            "data": {
+                "train": pattern_files["train"],
+                "test": pattern_files["test"],
+                "valid_fraction": 0.2,
+            },
             "model": {"hidden_size": 16},
             "train": {"epochs": 12, "batch_size": 16, "seed": 0, "optimizer": {"lr": 0.01}},
             "output": {"dir": str(tmp_path / "run")},

@@ -1,4 +1,4 @@
-"""lstm_cli.atomic: replace a regular file atomically; follow symlinks; never rename over
+"""lstm_cli.store.atomic: replace a regular file atomically; follow symlinks; never rename over
 a FIFO (or device) or folder. (No test writes to a real device: a regression would
 replace the device node when the tests run as root.)"""
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from lstm_cli.atomic import atomic_write_text
+from lstm_cli.store.atomic import atomic_write_text
 
 
 def _read(path):
@@ -24,7 +24,7 @@ def test_new_and_replaced_file(tmp_path):
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
-    from lstm_cli.atomic import atomic_write
+    from lstm_cli.store.atomic import atomic_write
 
     path = tmp_path / "a.txt"
     path.write_text("old\n")

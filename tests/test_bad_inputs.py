@@ -106,20 +106,37 @@ def valid_run(tmp_path_factory):
             x = rng.normal(loc=y, size=(2 + n % 4, 2)).round(3)  # (T, 2)
             fh.write(json.dumps({"x": x.tolist(), "y": y}) + "\n")
     cfg = root / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"train": "train.jsonl", "valid_fraction": 0.25},
-        "model": {"hidden_size": 4},
-        "train": {"epochs": 1, "batch_size": 8, "seed": 0},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": "train.jsonl", "valid_fraction": 0.25},
+                "model": {"hidden_size": 4},
+                "train": {"epochs": 1, "batch_size": 8, "seed": 0},
+            }
+        )
+    )
     run = root / "run"
     result = CliRunner().invoke(train, ["--config", str(cfg), "--output", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert {"config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz",
-            "summary.json"} <= set(os.listdir(run))
-    baseline = CliRunner().invoke(predict, [str(run / "best.npz"), "--data", str(BAD / "good" / "train.jsonl")])
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "last.npz",
+        "best.npz",
+        "summary.json",
+    } <= set(os.listdir(run))
+    baseline = CliRunner().invoke(
+        predict, [str(run / "best.npz"), "--data", str(BAD / "good" / "train.jsonl")]
+    )
     assert baseline.exit_code == 0, baseline.output
-    return SimpleNamespace(dir=run, best=run / "best.npz", last=run / "last.npz",
-                           snapshot=_snapshot(run), predictions=baseline.stdout)
+    return SimpleNamespace(
+        dir=run,
+        best=run / "best.npz",
+        last=run / "last.npz",
+        snapshot=_snapshot(run),
+        predictions=baseline.stdout,
+    )
 
 
 @pytest.fixture
@@ -146,7 +163,8 @@ def runner():
 def _train_into(run_dir, config, *args, debug=False):
     """Train args that point --output at the valid run with --overwrite."""
     return ["--config", str(config), "--output", str(run_dir), "--overwrite", "--quiet", *args] + (
-        ["--debug"] if debug else [])
+        ["--debug"] if debug else []
+    )
 
 
 @pytest.fixture(scope="module")
@@ -165,14 +183,26 @@ def outputs(tmp_path):
     for name in ("report.json", "predictions.csv", "predict.csv"):
         (folder / name).write_text(f"precious {name}\n")
     snap = _snapshot(folder)
-    yield SimpleNamespace(dir=folder, json=folder / "report.json", preds=folder / "predictions.csv",
-                          out=folder / "predict.csv")
+    yield SimpleNamespace(
+        dir=folder,
+        json=folder / "report.json",
+        preds=folder / "predictions.csv",
+        out=folder / "predict.csv",
+    )
     assert _snapshot(folder) == snap, "an existing output file was touched"
 
 
 def _eval_args(ckpt, data, outputs, *extra):
-    return [str(ckpt), "--data", str(data), "--json", str(outputs.json), "--predictions",
-            str(outputs.preds), *extra]
+    return [
+        str(ckpt),
+        "--data",
+        str(data),
+        "--json",
+        str(outputs.json),
+        "--predictions",
+        str(outputs.preds),
+        *extra,
+    ]
 
 
 def _predict_args(ckpt, data, outputs, *extra):
@@ -198,13 +228,33 @@ CONFIG_CASES = [
     ("unclosed_bracket.yaml", 3, ["invalid YAML", "line 7"]),
     ("tab_indent.yaml", 3, ["invalid YAML", "line 4, column 1", "tabs"]),
     ("duplicate_key.yaml", 3, ["line 6", "duplicate key 'hidden_size'", "first given on line 4"]),
-    ("duplicate_merge_key.yaml", 3, ["line 5", "duplicate key '<<'", "first given on line 4", "<<: [*a, *b]"]),
+    (
+        "duplicate_merge_key.yaml",
+        3,
+        ["line 5", "duplicate key '<<'", "first given on line 4", "<<: [*a, *b]"],
+    ),
     ("dotted_key.yaml", 3, ["dotted key 'train.epochs'", "--set only", "train: {epochs: 1}"]),
-    ("dotted_key_nested.yaml", 3, ["dotted key 'csv.id_column' under 'data'", "data: {csv: {id_column: seq}}"]),
+    (
+        "dotted_key_nested.yaml",
+        3,
+        ["dotted key 'csv.id_column' under 'data'", "data: {csv: {id_column: seq}}"],
+    ),
     ("empty_key.yaml", 3, ["empty key '' at the top level", "valid keys at the top level are"]),
-    ("alias_bomb.yaml", 3, ["'model.hidden_size'", "must be an int", "Got [['x', 'x', 'x', 'x', ...], "]),
-    ("merge_bomb.yaml", 3, ["invalid YAML", "line 11", "merge keys ('<<') copy more than 10000 entries"]),
-    ("bad_date.yaml", 3, ["invalid YAML", "line 3, column 9", "cannot read '2024-02-30' as a date", "quotes"]),
+    (
+        "alias_bomb.yaml",
+        3,
+        ["'model.hidden_size'", "must be an int", "Got [['x', 'x', 'x', 'x', ...], "],
+    ),
+    (
+        "merge_bomb.yaml",
+        3,
+        ["invalid YAML", "line 11", "merge keys ('<<') copy more than 10000 entries"],
+    ),
+    (
+        "bad_date.yaml",
+        3,
+        ["invalid YAML", "line 3, column 9", "cannot read '2024-02-30' as a date", "quotes"],
+    ),
     ("huge_int.yaml", 3, ["invalid YAML", "line 4, column 16", "as an int (too many digits)"]),
     ("deep_nesting.yaml", 3, ["invalid YAML", "nested too deeply"]),
     ("list_for_mapping.yaml", 3, ["section 'model' must be a mapping", "list [1, 2]"]),
@@ -220,8 +270,11 @@ CONFIG_CASES = [
 ]
 
 # these fail on a data file the config names: the message names that file, not the config
-_NO_FILE_NAME = {"data_train_missing_file.yaml", "data_test_unknown_label.yaml",
-                 "data_valid_wrong_features.yaml"}
+_NO_FILE_NAME = {
+    "data_train_missing_file.yaml",
+    "data_test_unknown_label.yaml",
+    "data_valid_wrong_features.yaml",
+}
 
 
 @pytest.mark.parametrize("name,code,needles", CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
@@ -234,22 +287,50 @@ def test_bad_config(runner, run_guard, name, code, needles):
 
 # (--set arguments on the valid config, exit code, substrings)
 OVERRIDE_CASES = [
-    ("unknown_key", ["model.hiden_size=3"], 3,
-     ["unknown key 'model.hiden_size'", "--set model.hiden_size=3", "did you mean 'model.hidden_size'"]),
+    (
+        "unknown_key",
+        ["model.hiden_size=3"],
+        3,
+        [
+            "unknown key 'model.hiden_size'",
+            "--set model.hiden_size=3",
+            "did you mean 'model.hidden_size'",
+        ],
+    ),
     ("no_equals", ["model.hidden_size"], 3, ["invalid override 'model.hidden_size'", "KEY=VALUE"]),
     ("no_value", ["model.hidden_size="], 3, ["invalid override 'model.hidden_size='", "no value"]),
     ("section", ["model=3"], 3, ["invalid override 'model=3'", "'model' is a section"]),
-    ("out_of_range", ["model.hidden_size=0"], 3, ["--set model.hidden_size=0", "'model.hidden_size'", "Got 0"]),
-    ("bad_yaml_value", ["train.epochs=[1"], 3, ["invalid override 'train.epochs=[1'", "not valid YAML"]),
+    (
+        "out_of_range",
+        ["model.hidden_size=0"],
+        3,
+        ["--set model.hidden_size=0", "'model.hidden_size'", "Got 0"],
+    ),
+    (
+        "bad_yaml_value",
+        ["train.epochs=[1"],
+        3,
+        ["invalid override 'train.epochs=[1'", "not valid YAML"],
+    ),
     ("empty_path", ["data.train=''"], 3, ["--set data.train=''", "'data.train'", "non-empty"]),
-    ("later_one_bad", ["model.hidden_size=8", "train.epochs=-1"], 3, ["--set train.epochs=-1", "'train.epochs'"]),
-    ("needs_validation", ["data.valid_fraction=0", "train.early_stopping.patience=3"], 3,
-     ["'train.early_stopping.patience' needs validation data"]),
+    (
+        "later_one_bad",
+        ["model.hidden_size=8", "train.epochs=-1"],
+        3,
+        ["--set train.epochs=-1", "'train.epochs'"],
+    ),
+    (
+        "needs_validation",
+        ["data.valid_fraction=0", "train.early_stopping.patience=3"],
+        3,
+        ["'train.early_stopping.patience' needs validation data"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("sets,code,needles", [c[1:] for c in OVERRIDE_CASES],
-                         ids=[c[0] for c in OVERRIDE_CASES])
+@pytest.mark.parametrize(
+    "sets,code,needles", [c[1:] for c in OVERRIDE_CASES], ids=[c[0] for c in OVERRIDE_CASES]
+)
 def test_bad_override(runner, run_guard, sets, code, needles):
     args = [a for s in sets for a in ("--set", s)]
     result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, *args))
@@ -257,26 +338,36 @@ def test_bad_override(runner, run_guard, sets, code, needles):
 
 
 def test_non_empty_run_folder_without_overwrite(runner, run_guard):
-    result = runner.invoke(train, ["--config", str(GOOD_CONFIG), "--output", str(run_guard.dir), "--quiet"])
+    result = runner.invoke(
+        train, ["--config", str(GOOD_CONFIG), "--output", str(run_guard.dir), "--quiet"]
+    )
     assert_one_clear_error(result, 3, str(run_guard.dir), "is not empty", "--overwrite")
 
 
-@pytest.mark.parametrize("sets,needles", [
-    (["model.hidden_size=8"], ["cannot resume", "model.hidden_size: 4 -> 8"]),
-    (["train.epochs=0"], ["--set train.epochs=0", "'train.epochs'"]),
-    (["model.hiden_size=8"], ["unknown key 'model.hiden_size'"]),
-], ids=["changed_architecture", "bad_epochs", "unknown_key"])
+@pytest.mark.parametrize(
+    "sets,needles",
+    [
+        (["model.hidden_size=8"], ["cannot resume", "model.hidden_size: 4 -> 8"]),
+        (["train.epochs=0"], ["--set train.epochs=0", "'train.epochs'"]),
+        (["model.hiden_size=8"], ["unknown key 'model.hiden_size'"]),
+    ],
+    ids=["changed_architecture", "bad_epochs", "unknown_key"],
+)
 def test_bad_resume(runner, run_guard, sets, needles):
     args = [a for s in sets for a in ("--set", s)]
     result = runner.invoke(train, ["--resume", str(run_guard.dir), "--quiet", *args])
     assert_one_clear_error(result, 3, *needles)
 
 
-@pytest.mark.parametrize("args", [
-    ["--config", str(BAD / "config" / "does_not_exist.yaml")],
-    ["--config", str(GOOD_CONFIG), "--output", str(BAD / "good" / "train.jsonl")],
-    ["--config", str(GOOD_CONFIG), "--no-such-option"],
-], ids=["missing_config_file", "output_is_a_file", "unknown_option"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--config", str(BAD / "config" / "does_not_exist.yaml")],
+        ["--config", str(GOOD_CONFIG), "--output", str(BAD / "good" / "train.jsonl")],
+        ["--config", str(GOOD_CONFIG), "--no-such-option"],
+    ],
+    ids=["missing_config_file", "output_is_a_file", "unknown_option"],
+)
 def test_usage_errors_exit_2(runner, run_guard, args):
     # click's own usage errors: exit 2, "Usage: ..." then the Error line (not one line)
     result = runner.invoke(train, args)
@@ -303,7 +394,10 @@ TEXT_DATA_CASES = [
     ("jsonl/missing_label.jsonl", ["line 3", "missing label"]),
     ("jsonl/null_label.jsonl", ["line 2", "'y' is null"]),
     ("jsonl/mixed_label_types.jsonl", ["line 2", "label '1' is a string", "from line 1"]),
-    ("jsonl/surrogate_label.jsonl", ["line 3", "'y' is a string ('\\ud800b')", "U+D800", "lone surrogate"]),
+    (
+        "jsonl/surrogate_label.jsonl",
+        ["line 3", "'y' is a string ('\\ud800b')", "U+D800", "lone surrogate"],
+    ),
     ("jsonl/missing_x.jsonl", ["line 2", "missing key 'x'"]),
     ("jsonl/not_an_object.jsonl", ["line 2", "expected a JSON object", "got a list"]),
     ("jsonl/empty.jsonl", ["no sequences", "empty"]),
@@ -356,7 +450,9 @@ _TEXT_IDS = [c[0] for c in TEXT_DATA_CASES]
 @pytest.mark.parametrize("rel,needles", TEXT_DATA_CASES, ids=_TEXT_IDS)
 def test_bad_data_file_train(runner, run_guard, rel, needles):
     path = BAD / rel
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     assert_one_clear_error(result, 4, str(path), *needles)
 
 
@@ -394,7 +490,9 @@ assert {c[0] for c in NPZ_DATA_CASES} == set(make_npz.NPZ_DATA_CASES)
 @pytest.mark.parametrize("name,needles", NPZ_DATA_CASES, ids=[c[0] for c in NPZ_DATA_CASES])
 def test_bad_npz_data_train(runner, run_guard, npz_dir, name, needles):
     path = npz_dir / f"{name}.npz"
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     assert_one_clear_error(result, 4, str(path), *needles)
 
 
@@ -416,7 +514,9 @@ def test_pickled_npz_data_is_refused_and_never_unpickled(runner, run_guard, tmp_
     else:
         path = Path(make_npz.pickle_as_npz(str(tmp_path / "data.npz"), str(marker)))
         needles = ["not a valid .npz archive"]
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     assert_one_clear_error(result, 4, str(path), *needles)
     assert not marker.exists(), "the pickle's payload ran"
     result = runner.invoke(evaluate, [str(run_guard.best), "--data", str(path)])
@@ -434,7 +534,9 @@ def test_huge_malformed_jsonl_line(runner, run_guard, tmp_path):
         fh.write('{"x": [' + steps + '], "y": 1\n')  # the closing brace is missing
         fh.write(good)
     assert path.stat().st_size > 4_000_000
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     line = assert_one_clear_error(result, 4, str(path), "line 13", "invalid JSON")
     assert len(line) < 300  # the line itself is not echoed
 
@@ -446,7 +548,9 @@ def test_huge_jsonl_line_with_nan_at_the_end(runner, run_guard, tmp_path):
     with open(path, "w") as fh:
         fh.write(good)
         fh.write('{"x": [' + steps + ', [0.1, NaN]], "y": 0}\n')
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     line = assert_one_clear_error(result, 4, str(path), "line 13", "step 300001, feature 2 is nan")
     assert len(line) < 300
 
@@ -456,7 +560,9 @@ def test_huge_jsonl_line_with_non_utf8_byte_at_the_end(runner, run_guard, tmp_pa
     steps = ",".join(["[0.5, 0.25]"] * 300_000).encode()
     path = tmp_path / "huge_latin1.jsonl"
     path.write_bytes(good + b'{"x": [' + steps + b'], "y": "caf\xe9"}\n')
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     assert_one_clear_error(result, 4, str(path), "line 13", "not valid UTF-8")
 
 
@@ -467,17 +573,25 @@ def test_csv_quote_left_open_names_the_line_it_opened(runner, run_guard, tmp_pat
     lines += [f"t{k},0,0.3,0.4" for k in range(30)]
     path = tmp_path / "quote.csv"
     path.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}")
+    )
     assert_one_clear_error(result, 4, str(path), "line 5001: malformed CSV", "runs on to line 5031")
 
 
-@pytest.mark.parametrize("fmt,needles", [
-    ("csv", ["missing id column 'id'"]),
-    ("ts", ["line 1", "missing @data"]),
-], ids=["jsonl_read_as_csv", "jsonl_read_as_ts"])
+@pytest.mark.parametrize(
+    "fmt,needles",
+    [
+        ("csv", ["missing id column 'id'"]),
+        ("ts", ["line 1", "missing @data"]),
+    ],
+    ids=["jsonl_read_as_csv", "jsonl_read_as_ts"],
+)
 def test_wrong_data_format(runner, run_guard, fmt, needles):
     path = BAD / "good" / "train.jsonl"
-    result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.format={fmt}"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.format={fmt}")
+    )
     assert_one_clear_error(result, 4, str(path), *needles)
 
 
@@ -512,7 +626,11 @@ def _damaged_checkpoints(valid_run, tmp_path):
     for frac in (0.1, 0.5, 0.9, 0.999):
         p = make_npz.truncate(str(_copy_best(valid_run, tmp_path, f"truncated_{frac}.npz")), frac)
         cases[f"truncated_{frac}"] = (p, ["truncated or damaged"])
-    for member, array in (("meta.npy", "meta"), ("lstm.0.W.npy", "lstm.0.W"), ("head.b.npy", "head.b")):
+    for member, array in (
+        ("meta.npy", "meta"),
+        ("lstm.0.W.npy", "lstm.0.W"),
+        ("head.b.npy", "head.b"),
+    ):
         p = str(_copy_best(valid_run, tmp_path, f"flip_{array}.npz"))
         start, size = make_npz.member_data_offset(p, member)
         make_npz.flip_bit(p, start + size - 3, bit=4)  # inside the array data, past the .npy header
@@ -527,7 +645,10 @@ def _damaged_checkpoints(valid_run, tmp_path):
     cases["empty_file"] = (str(empty), ["the file is empty"])
     data = tmp_path / "data_npz.npz"
     make_npz._savez(str(data), **make_npz._good_arrays())
-    cases["data_npz_not_a_checkpoint"] = (str(data), ["no 'meta' entry", "not an lstm_cli checkpoint"])
+    cases["data_npz_not_a_checkpoint"] = (
+        str(data),
+        ["no 'meta' entry", "not an lstm_cli checkpoint"],
+    )
     edited = make_npz.edit_parameter(str(valid_run.best), str(tmp_path / "edited_param.npz"))
     cases["edited_parameter"] = (edited, ["checksum mismatch"])
     edited = make_npz.edit_meta(str(valid_run.best), str(tmp_path / "edited_meta.npz"))
@@ -535,10 +656,21 @@ def _damaged_checkpoints(valid_run, tmp_path):
     return cases
 
 
-_CKPT_IDS = ["truncated_0.1", "truncated_0.5", "truncated_0.9", "truncated_0.999",
-             "bit_flip_in_meta", "bit_flip_in_lstm.0.W", "bit_flip_in_head.b", "bit_flip_in_zip_magic",
-             "text_renamed_npz", "empty_file", "data_npz_not_a_checkpoint", "edited_parameter",
-             "edited_meta"]
+_CKPT_IDS = [
+    "truncated_0.1",
+    "truncated_0.5",
+    "truncated_0.9",
+    "truncated_0.999",
+    "bit_flip_in_meta",
+    "bit_flip_in_lstm.0.W",
+    "bit_flip_in_head.b",
+    "bit_flip_in_zip_magic",
+    "text_renamed_npz",
+    "empty_file",
+    "data_npz_not_a_checkpoint",
+    "edited_parameter",
+    "edited_meta",
+]
 
 
 @pytest.mark.parametrize("case", _CKPT_IDS)
@@ -557,14 +689,17 @@ def test_damaged_checkpoint(runner, run_guard, outputs, tmp_path, command, case)
 
 @pytest.mark.parametrize("kind", ["pickle_renamed_npz", "object_array_in_checkpoint"])
 @pytest.mark.parametrize("command", ["eval", "predict"])
-def test_pickled_checkpoint_is_refused_and_never_unpickled(runner, run_guard, outputs, tmp_path,
-                                                           command, kind):
+def test_pickled_checkpoint_is_refused_and_never_unpickled(
+    runner, run_guard, outputs, tmp_path, command, kind
+):
     marker = tmp_path / "MARKER-unpickled"
     if kind == "pickle_renamed_npz":
         path = make_npz.pickle_as_npz(str(tmp_path / "model.npz"), str(marker))
         needles = ["pickle", "never unpickles"]
     else:
-        path = make_npz.add_object_array(str(run_guard.best), str(tmp_path / "model.npz"), str(marker))
+        path = make_npz.add_object_array(
+            str(run_guard.best), str(tmp_path / "model.npz"), str(marker)
+        )
         needles = ["'evil'"]
     data = BAD / "good" / "train.jsonl"
     if command == "eval":
@@ -599,13 +734,21 @@ def test_random_bit_flips_are_refused_or_harmless(runner, run_guard, tmp_path):
 # --------------------------------------------------------------------------- --debug
 
 
-@pytest.mark.parametrize("case", ["config_unknown_key", "jsonl_nan", "npz_zero_length", "ts_bad_label"])
+@pytest.mark.parametrize(
+    "case", ["config_unknown_key", "jsonl_nan", "npz_zero_length", "ts_bad_label"]
+)
 def test_debug_raises_the_lstm_cli_error_train(runner, run_guard, npz_dir, case):
     if case == "config_unknown_key":
-        args, err_type = _train_into(run_guard.dir, BAD / "config" / "unknown_key.yaml", debug=True), ConfigError
+        args, err_type = (
+            _train_into(run_guard.dir, BAD / "config" / "unknown_key.yaml", debug=True),
+            ConfigError,
+        )
     else:
-        path = {"jsonl_nan": BAD / "jsonl" / "nan.jsonl", "npz_zero_length": npz_dir / "zero_length.npz",
-                "ts_bad_label": BAD / "ts" / "label_not_declared.ts"}[case]
+        path = {
+            "jsonl_nan": BAD / "jsonl" / "nan.jsonl",
+            "npz_zero_length": npz_dir / "zero_length.npz",
+            "ts_bad_label": BAD / "ts" / "label_not_declared.ts",
+        }[case]
         args = _train_into(run_guard.dir, GOOD_CONFIG, "--set", f"data.train={path}", debug=True)
         err_type = DataError
     result = runner.invoke(train, args)
@@ -618,10 +761,16 @@ def test_debug_raises_the_lstm_cli_error_train(runner, run_guard, npz_dir, case)
 def test_debug_raises_the_lstm_cli_error_eval(runner, run_guard, outputs, tmp_path):
     unknown = BAD / "eval" / "unknown_label.jsonl"
     result = runner.invoke(evaluate, _eval_args(run_guard.best, unknown, outputs, "--debug"))
-    assert "Traceback" in result.stderr and "DataError:" in result.stderr and "label 7" in result.stderr
+    assert (
+        "Traceback" in result.stderr
+        and "DataError:" in result.stderr
+        and "label 7" in result.stderr
+    )
     assert result.exit_code == 4
     truncated = make_npz.truncate(str(_copy_best(run_guard, tmp_path, "t.npz")), 0.5)
-    result = runner.invoke(predict, _predict_args(truncated, BAD / "good" / "train.jsonl", outputs, "--debug"))
+    result = runner.invoke(
+        predict, _predict_args(truncated, BAD / "good" / "train.jsonl", outputs, "--debug")
+    )
     assert "Traceback" in result.stderr and "CheckpointError:" in result.stderr
     assert result.exit_code == 5
 
@@ -632,13 +781,25 @@ def test_debug_raises_the_lstm_cli_error_eval(runner, run_guard, outputs, tmp_pa
 def test_every_bad_input_is_listed():
     """tests/bad_inputs/README.md lists every static file, and every listed file exists."""
     readme = (BAD / "README.md").read_text(encoding="utf-8")
-    files = {str(p.relative_to(BAD)) for p in BAD.rglob("*") if p.is_file()
-             and p.name not in ("README.md", "make_npz.py") and "__pycache__" not in p.parts}
+    files = {
+        str(p.relative_to(BAD))
+        for p in BAD.rglob("*")
+        if p.is_file()
+        and p.name not in ("README.md", "make_npz.py")
+        and "__pycache__" not in p.parts
+    }
     listed = set(re.findall(r"^\| `([a-z_]+/[^`]+)` \|", readme, re.M))
-    assert files == listed, f"not listed: {sorted(files - listed)}; missing: {sorted(listed - files)}"
+    assert files == listed, (
+        f"not listed: {sorted(files - listed)}; missing: {sorted(listed - files)}"
+    )
     used = {c[0] for c in TEXT_DATA_CASES} | {f"config/{c[0]}" for c in CONFIG_CASES}
-    used |= {"config/class_weights_unknown_label.yaml", "good/train.jsonl", "good/good.yaml",
-             "eval/unknown_label.jsonl", "eval/three_features.jsonl"}
+    used |= {
+        "config/class_weights_unknown_label.yaml",
+        "good/train.jsonl",
+        "good/good.yaml",
+        "eval/unknown_label.jsonl",
+        "eval/three_features.jsonl",
+    }
     assert files <= used, f"files no test uses: {sorted(files - used)}"
 
 
@@ -648,20 +809,31 @@ def test_every_bad_input_is_listed():
 def test_class_weights_error_names_the_config_file(runner, run_guard):
     config = BAD / "config" / "class_weights_unknown_label.yaml"
     result = runner.invoke(train, _train_into(run_guard.dir, config))
-    assert_one_clear_error(result, 3, "train.class_weights", "'5'", "class_weights_unknown_label.yaml")
+    assert_one_clear_error(
+        result, 3, "train.class_weights", "'5'", "class_weights_unknown_label.yaml"
+    )
 
 
 def test_class_weights_error_names_the_override_that_gave_them(runner, run_guard):
     # checked against the training labels after loading; used to name the config file
     sets = ["--set", "model.hidden_size=4", "--set", "train.class_weights={0: 1.0, 7: 2.0}"]
     result = runner.invoke(train, _train_into(run_guard.dir, GOOD_CONFIG, *sets))
-    line = assert_one_clear_error(result, 3, "Error: --set train.class_weights={0: 1.0, 7: 2.0}: ",
-                                  "train.class_weights names labels", "'7'")
+    line = assert_one_clear_error(
+        result,
+        3,
+        "Error: --set train.class_weights={0: 1.0, 7: 2.0}: ",
+        "train.class_weights names labels",
+        "'7'",
+    )
     assert "good.yaml" not in line
     # from the file, with an unrelated --set: the file is named
     config = BAD / "config" / "class_weights_unknown_label.yaml"
-    result = runner.invoke(train, _train_into(run_guard.dir, config, "--set", "model.hidden_size=5"))
-    assert_one_clear_error(result, 3, "class_weights_unknown_label.yaml: train.class_weights", "'5'")
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, config, "--set", "model.hidden_size=5")
+    )
+    assert_one_clear_error(
+        result, 3, "class_weights_unknown_label.yaml: train.class_weights", "'5'"
+    )
 
 
 def test_class_weights_unknown_label_is_still_a_clean_config_error(runner, run_guard):
@@ -676,7 +848,9 @@ def test_non_utf8_config_names_the_line(runner, run_guard):
 
 
 def test_unclosed_bracket_names_the_opening_line(runner, run_guard):
-    result = runner.invoke(train, _train_into(run_guard.dir, BAD / "config" / "unclosed_bracket.yaml"))
+    result = runner.invoke(
+        train, _train_into(run_guard.dir, BAD / "config" / "unclosed_bracket.yaml")
+    )
     assert_one_clear_error(result, 3, "unclosed_bracket.yaml", "line 6")
 
 

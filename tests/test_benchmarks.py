@@ -26,14 +26,28 @@ def _bench_step():
 
 def _run(args, cwd=ROOT):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_bench_step_quick_run_writes_every_cell(tmp_path):
     out = tmp_path / "b.json"
-    r = _run([os.path.join(BENCH, "bench_step.py"), "--quick", "--workloads", "tiny,stacked",
-              "--repeats", "1", "--warmup", "1", "--no-torch", "--json", str(out)])
+    r = _run(
+        [
+            os.path.join(BENCH, "bench_step.py"),
+            "--quick",
+            "--workloads",
+            "tiny,stacked",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--no-torch",
+            "--json",
+            str(out),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert "Training step" in r.stdout and "Inference batch" in r.stdout
     data = json.loads(out.read_text())
@@ -56,14 +70,20 @@ def test_engine_floor_counts_the_engines_gemm_work():
     want = 0
     for k in range(L):
         Ik = I if k == 0 else H
-        want += 2 * N * (1 + Ik + H) * 4 * H * 2 + 2 * N * 4 * H * H + (2 * N * 4 * H * Ik if k else 0)
+        want += (
+            2 * N * (1 + Ik + H) * 4 * H * 2 + 2 * N * 4 * H * H + (2 * N * 4 * H * Ik if k else 0)
+        )
     assert flops == want
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")),
-                    reason="bench_history extracts git revisions")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")),
+    reason="bench_history extracts git revisions",
+)
 def test_bench_history_compares_a_revision_with_the_worktree():
-    r = _run([os.path.join(BENCH, "bench_history.py"), "HEAD", "--rounds", "1", "--workloads", "tiny"])
+    r = _run(
+        [os.path.join(BENCH, "bench_history.py"), "HEAD", "--rounds", "1", "--workloads", "tiny"]
+    )
     assert r.returncode == 0, r.stderr
     assert "HEAD train" in r.stdout and "worktree infer" in r.stdout
 
@@ -72,7 +92,7 @@ def test_engine_floor_issues_the_engines_gemms(monkeypatch):
     """floor_cli runs exactly the matrix products (shapes, count) that lstm_cli's layers
     issue for the benchmark's stacked batch, so `cli/floor_cli` measures overhead only."""
     bench_step = _bench_step()
-    from lstm_cli.model import LSTMClassifier
+    from lstm_cli.nn.model import LSTMClassifier
 
     calls = []
     real_matmul = np.matmul
@@ -92,12 +112,16 @@ def test_engine_floor_issues_the_engines_gemms(monkeypatch):
     calls.clear()
     floor()
     assert sorted(calls) == engine_calls
-    assert len(engine_calls) == L * (2 * T + 1) + (L - 1)  # per layer 2T steps + dW; dx above layer 0
+    assert len(engine_calls) == L * (2 * T + 1) + (
+        L - 1
+    )  # per layer 2T steps + dW; dx above layer 0
 
 
 def test_bench_infer_standalone_runs(tmp_path):
     pytest.importorskip("torch")
-    r = _run([os.path.join(BENCH, "bench_infer_standalone.py"), "--workloads", "tiny", "--blocks", "2"],
-             cwd=tmp_path)
+    r = _run(
+        [os.path.join(BENCH, "bench_infer_standalone.py"), "--workloads", "tiny", "--blocks", "2"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "tiny/last: lstm_cli" in r.stdout and "ratio of medians" in r.stdout

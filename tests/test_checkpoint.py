@@ -1,4 +1,4 @@
-"""Tests for lstm_cli.checkpoint: bit-exact round trips, atomic writes, refusing bad files."""
+"""Tests for lstm_cli.store.checkpoint: bit-exact round trips, atomic writes, refusing bad files."""
 
 import json
 import os
@@ -8,10 +8,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from lstm_cli import checkpoint as ckpt_mod
-from lstm_cli.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, read_meta, save_checkpoint
 from lstm_cli.errors import CheckpointError
-from lstm_cli.optim import make_optimizer
+from lstm_cli.nn.optim import make_optimizer
+from lstm_cli.store import checkpoint as ckpt_mod
+from lstm_cli.store.checkpoint import (
+    FORMAT_VERSION,
+    Checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 
 
 def make_params(rng, dtype=np.float64, I=2, H=3, K=2):
@@ -25,7 +31,10 @@ def make_params(rng, dtype=np.float64, I=2, H=3, K=2):
 
 def make_meta():
     return {
-        "config": {"model": {"hidden_size": 3, "head": "last"}, "optim": {"name": "adam", "lr": 0.1}},
+        "config": {
+            "model": {"hidden_size": 3, "head": "last"},
+            "optim": {"name": "adam", "lr": 0.1},
+        },
         "classes": ["négatif", "positif", 7],
         "normalisation": {"mean": [0.1, -2.5e-7], "std": [1.0, 3.0000000000000004]},
         "epoch": 3,
@@ -90,8 +99,10 @@ def test_round_trip_is_bit_exact(tmp_path, rng, dtype):
     params = make_params(rng, dtype)
     params["lstm.0.b"][:3] = [np.nan, -0.0, np.inf]  # bit patterns, not just values
     params["head.W"] = np.asfortranarray(params["head.W"])
-    optim = {"m.lstm.0.W": rng.standard_normal((5, 12)).astype(dtype),
-             "step_marker": np.arange(3, dtype=np.int64)}
+    optim = {
+        "m.lstm.0.W": rng.standard_normal((5, 12)).astype(dtype),
+        "step_marker": np.arange(3, dtype=np.int64),
+    }
     meta = make_meta()
     path = tmp_path / "ckpt.npz"
     save_checkpoint(path, params, meta, optim)
@@ -277,7 +288,11 @@ def test_missing_file_and_directory(tmp_path):
 def test_truncated_file(saved, tmp_path, keep):
     path, *_ = saved
     data = path.read_bytes()
-    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) + keep)
+    n = (
+        int(len(data) * keep)
+        if isinstance(keep, float)
+        else (keep if keep >= 0 else len(data) + keep)
+    )
     bad = tmp_path / "truncated.npz"
     bad.write_bytes(data[:n])
     with pytest.raises(CheckpointError, match="empty|not a valid .npz|not an .npz|damaged") as exc:
@@ -398,7 +413,9 @@ def test_newer_format_version_is_refused(saved, tmp_path):
 
     bad = rewrite(path, tmp_path / "future.npz", edit)
     for load in (load_checkpoint, read_meta):
-        with pytest.raises(CheckpointError, match="newer lstm_cli \\(format_version 2; .*reads up to 1"):
+        with pytest.raises(
+            CheckpointError, match="newer lstm_cli \\(format_version 2; .*reads up to 1"
+        ):
             load(bad)
 
 
@@ -408,11 +425,18 @@ def test_newer_format_version_is_refused(saved, tmp_path):
         (lambda a, d: d.pop("format_version"), "no format_version"),
         (lambda a, d: d.update(format_version="1"), "unsupported format_version '1'"),
         (lambda a, d: d.pop("sha256"), "missing or bad 'sha256'"),
-        (lambda a, d: d["params"][0].update(shape=[5, 13]),
-         r"parameter 'lstm.0.W' has shape \(5, 12\) dtype <f8, but the meta records shape \(5, 13\)"),
-        (lambda a, d: a.update({"head.W": a["head.W"].astype(np.float32)}),
-         r"parameter 'head.W' has shape \(3, 2\) dtype <f4, but the meta records .* dtype <f8"),
-        (lambda a, d: a.update({"head.b": a["head.b"][:1]}), r"parameter 'head.b' has shape \(1,\)"),
+        (
+            lambda a, d: d["params"][0].update(shape=[5, 13]),
+            r"parameter 'lstm.0.W' has shape \(5, 12\) dtype <f8, but the meta records shape \(5, 13\)",
+        ),
+        (
+            lambda a, d: a.update({"head.W": a["head.W"].astype(np.float32)}),
+            r"parameter 'head.W' has shape \(3, 2\) dtype <f4, but the meta records .* dtype <f8",
+        ),
+        (
+            lambda a, d: a.update({"head.b": a["head.b"][:1]}),
+            r"parameter 'head.b' has shape \(1,\)",
+        ),
         (lambda a, d: a.pop("head.b"), "missing parameter 'head.b'"),
         (lambda a, d: a.pop("optim.v.head.W"), "missing optimizer array 'optim.v.head.W'"),
         (lambda a, d: a.update(extra=np.zeros(1)), r"unexpected arrays \['extra'\]"),

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_cli.cli import gradcheck
-from lstm_cli.model import LSTMClassifier
+from lstm_cli.nn.model import LSTMClassifier
 
 
 def test_default_matrix_passes():
@@ -25,13 +25,24 @@ def test_json_output_is_valid():
     (check,) = report["checks"]
     assert check["head"] == "all" and check["num_layers"] == 3
     names = [r["name"] for r in check["rows"]]
-    assert names == ["lstm.0.W", "lstm.0.b", "lstm.1.W", "lstm.1.b", "lstm.2.W", "lstm.2.b",
-                     "head.W", "head.b", "input x"]
+    assert names == [
+        "lstm.0.W",
+        "lstm.0.b",
+        "lstm.1.W",
+        "lstm.1.b",
+        "lstm.2.W",
+        "lstm.2.b",
+        "head.W",
+        "head.b",
+        "input x",
+    ]
 
 
 def test_a_step_too_large_for_the_stencil_exits_1():
     # truncation error of a two-point difference at h = 0.3: a real finite-difference failure
-    result = CliRunner().invoke(gradcheck, ["--order", "2", "--eps", "0.3", "--layers", "1", "--head", "last"])
+    result = CliRunner().invoke(
+        gradcheck, ["--order", "2", "--eps", "0.3", "--layers", "1", "--head", "last"]
+    )
     assert result.exit_code == 1
     assert "FAIL" in result.output and "FAILED" in result.output
 
@@ -58,25 +69,40 @@ def test_default_problems_pass_with_the_round_off_floor():
     # These failed correct gradients under the pure relative measure (|a| ~ 1e-8..1e-9 entries
     # deep in a 3-layer stack, resolved by the finite differences only to ~4e-14 absolute).
     runner = CliRunner()
-    for args in (["--head", "all", "--layers", "3", "--hidden-size", "5"],
-                 ["--head", "last", "--layers", "3", "--forget-bias", "0"],
-                 ["--head", "all", "--layers", "3", "--seed", "6"], ["--seed", "10"], ["--seed", "36"]):
+    for args in (
+        ["--head", "all", "--layers", "3", "--hidden-size", "5"],
+        ["--head", "last", "--layers", "3", "--forget-bias", "0"],
+        ["--head", "all", "--layers", "3", "--seed", "6"],
+        ["--seed", "10"],
+        ["--seed", "36"],
+    ):
         result = runner.invoke(gradcheck, [*args, "--quiet"])
         assert result.exit_code == 0, (args, result.output)
 
 
 def test_bad_options_exit_2():
     runner = CliRunner()
-    for args in (["--layers", "0"], ["--head", "first"], ["--eps", "-1"], ["--bogus"], ["--tol", "nan"],
-                 ["--eps", "inf"], ["--eps", "nan"], ["--forget-bias", "nan"], ["--tol", "0"]):
+    for args in (
+        ["--layers", "0"],
+        ["--head", "first"],
+        ["--eps", "-1"],
+        ["--bogus"],
+        ["--tol", "nan"],
+        ["--eps", "inf"],
+        ["--eps", "nan"],
+        ["--forget-bias", "nan"],
+        ["--tol", "0"],
+    ):
         result = runner.invoke(gradcheck, args)
         assert result.exit_code == 2, args
         assert "Traceback" not in result.output
 
 
 def test_sampled_entries_and_version():
-    result = CliRunner().invoke(gradcheck, ["--hidden-size", "12", "--max-entries", "40", "--json",
-                                            "--head", "last", "--layers", "1"])
+    result = CliRunner().invoke(
+        gradcheck,
+        ["--hidden-size", "12", "--max-entries", "40", "--json", "--head", "last", "--layers", "1"],
+    )
     assert result.exit_code == 0
     rows = json.loads(result.stdout)["checks"][0]["rows"]
     assert rows[0]["checked"] == 40  # lstm.0.W has 15*48 entries: a seeded sample

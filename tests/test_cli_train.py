@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import file_bytes
+
 from lstm_cli.cli import evaluate, predict, train
 
 
@@ -31,18 +31,42 @@ def test_train_eval_predict_round_trip(runner, write_config, pattern_files, tmp_
 
     out_json = tmp_path / "report.json"
     preds = tmp_path / "preds.csv"
-    result = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--json", str(out_json),
-                                      "--predictions", str(preds)])
+    result = runner.invoke(
+        evaluate,
+        [
+            ckpt,
+            "--data",
+            pattern_files["test"],
+            "--json",
+            str(out_json),
+            "--predictions",
+            str(preds),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and "confusion matrix" in result.stdout
     report = json.loads(out_json.read_text())
-    for key in ("accuracy", "loss", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "labels"):
+    for key in (
+        "accuracy",
+        "loss",
+        "macro_f1",
+        "weighted_f1",
+        "per_class",
+        "confusion_matrix",
+        "labels",
+    ):
         assert key in report
     assert report["labels"] == [0, 1, 2] and report["n"] == 90
     assert sum(map(sum, report["confusion_matrix"])) == 90
     rows = list(csv.DictReader(io.StringIO(preds.read_text())))
-    assert len(rows) == 90 and set(rows[0]) == {"index", "true_label", "predicted_label", "prob_0",
-                                                "prob_1", "prob_2"}
+    assert len(rows) == 90 and set(rows[0]) == {
+        "index",
+        "true_label",
+        "predicted_label",
+        "prob_0",
+        "prob_1",
+        "prob_2",
+    }
     assert abs(sum(float(rows[0][f"prob_{k}"]) for k in range(3)) - 1.0) < 1e-5
     acc = sum(r["true_label"] == r["predicted_label"] for r in rows) / 90
     assert acc == pytest.approx(report["accuracy"])
@@ -64,7 +88,9 @@ def test_help_and_version(runner):
 
 
 def test_print_config(runner, write_config):
-    r = runner.invoke(train, ["--config", write_config(), "--print-config", "--set", "model.head=all"])
+    r = runner.invoke(
+        train, ["--config", write_config(), "--print-config", "--set", "model.head=all"]
+    )
     assert r.exit_code == 0
     assert "head: all" in r.stdout and "hidden_size: 16" in r.stdout
 
@@ -78,7 +104,10 @@ def test_usage_errors_exit_2(runner, tmp_path):
 def test_bad_config_exits_3_without_traceback(runner, write_config):
     r = _train(runner, write_config(), "--set", "model.hiden_size=3")
     assert r.exit_code == 3
-    assert "unknown key 'model.hiden_size'" in r.stderr and "did you mean 'model.hidden_size'" in r.stderr
+    assert (
+        "unknown key 'model.hiden_size'" in r.stderr
+        and "did you mean 'model.hidden_size'" in r.stderr
+    )
     assert "Traceback" not in r.output
 
 
@@ -89,7 +118,9 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(runner, write_config)
     assert r.stderr.strip().splitlines()[-1].startswith("Error: ")
 
 
-def test_a_model_too_large_for_the_machine_is_refused_before_allocating(runner, write_config, tmp_path):
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(
+    runner, write_config, tmp_path
+):
     from lstm_cli.cli import gradcheck
 
     for key in ("model.hidden_size=50000000", "model.num_layers=100000000"):
@@ -100,12 +131,14 @@ def test_a_model_too_large_for_the_machine_is_refused_before_allocating(runner, 
     assert not (tmp_path / "run").exists()
     r = runner.invoke(gradcheck, ["--hidden-size", "50000000"])  # usage, not a failed gradient
     assert r.exit_code == 2 and "GiB" in r.output
-    r = runner.invoke(gradcheck, ["--config", write_config(), "--set", "model.hidden_size=50000000"])
+    r = runner.invoke(
+        gradcheck, ["--config", write_config(), "--set", "model.hidden_size=50000000"]
+    )
     assert r.exit_code == 3 and "GiB" in r.stderr
 
 
 def test_out_of_memory_is_one_line(runner, write_config, monkeypatch):
-    from lstm_cli.train import Trainer
+    from lstm_cli.training import Trainer
 
     def no_memory(self, *args, **kwargs):
         raise MemoryError("Unable to allocate 74.5 GiB for an array with shape (100000, 100000)")
@@ -116,13 +149,19 @@ def test_out_of_memory_is_one_line(runner, write_config, monkeypatch):
     assert r.stderr.startswith("Error: out of memory: Unable to allocate 74.5 GiB")
 
 
-def test_eval_and_predict_refuse_to_write_over_their_inputs(runner, write_config, pattern_files, tmp_path):
+def test_eval_and_predict_refuse_to_write_over_their_inputs(
+    runner, write_config, pattern_files, tmp_path
+):
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     ckpt = str(tmp_path / "run" / "best.npz")
     data = pattern_files["test"]
     before = file_bytes(tmp_path / "run"), Path(data).read_bytes()
-    for cmd, args in ((evaluate, ["--json", ckpt]), (evaluate, ["--predictions", data]),
-                      (predict, ["--output", ckpt]), (predict, ["--output", data])):
+    for cmd, args in (
+        (evaluate, ["--json", ckpt]),
+        (evaluate, ["--predictions", data]),
+        (predict, ["--output", ckpt]),
+        (predict, ["--output", data]),
+    ):
         r = runner.invoke(cmd, [ckpt, "--data", data, *args])
         assert r.exit_code == 2, r.output
         assert "would destroy it" in r.output
@@ -161,7 +200,9 @@ def test_class_weights_mixing_int_and_str_labels_train_and_resume(runner, write_
     r = _train(runner, write_config(), "--set", "train.epochs=1", "--set", weights)
     assert r.exit_code == 0, r.output
     assert {"best.npz", "last.npz"} <= {p.name for p in (tmp_path / "run").iterdir()}
-    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"])
+    r = runner.invoke(
+        train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"]
+    )
     assert r.exit_code == 0, r.output
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -190,8 +231,9 @@ def test_unlabelled_data_predicts(runner, write_config, tmp_path):
     nolabel = tmp_path / "nolabel.jsonl"
     nolabel.write_text('{"x": [[1, 2, 3], [0, 0, 1]]}\n{"x": [[1, 2, 3]]}\n')
     out = tmp_path / "p.csv"
-    r = runner.invoke(predict, [str(tmp_path / "run" / "best.npz"), "--data", str(nolabel),
-                                "--output", str(out)])
+    r = runner.invoke(
+        predict, [str(tmp_path / "run" / "best.npz"), "--data", str(nolabel), "--output", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 3
 
@@ -200,17 +242,24 @@ def test_csv_label_type_from_the_config(runner, tmp_path):
     """data.csv.label_type reaches the CSV reader: 'str' keeps integer-looking labels as text."""
     import yaml
 
-    rows = ["id,label,a,b"] + [f"{n},{n % 2},{n * 0.1:.2f},{(n % 3) * 1.0:.1f}" for n in range(40)
-                               for _ in range(3)]
+    rows = ["id,label,a,b"] + [
+        f"{n},{n % 2},{n * 0.1:.2f},{(n % 3) * 1.0:.1f}" for n in range(40) for _ in range(3)
+    ]
     data = tmp_path / "d.csv"
     data.write_text("\n".join(rows) + "\n")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"train": str(data), "valid_fraction": 0.0,
-                                            "csv": {"label_type": "str"}},
-                                   "model": {"hidden_size": 4}, "train": {"epochs": 1},
-                                   "output": {"dir": str(tmp_path / "run")}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": str(data), "valid_fraction": 0.0, "csv": {"label_type": "str"}},
+                "model": {"hidden_size": 4},
+                "train": {"epochs": 1},
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
     assert _train(runner, str(cfg)).exit_code == 0
-    from lstm_cli.checkpoint import load_checkpoint
+    from lstm_cli.store.checkpoint import load_checkpoint
 
     assert load_checkpoint(str(tmp_path / "run" / "last.npz")).meta["classes"] == ["0", "1"]
 
@@ -218,25 +267,42 @@ def test_csv_label_type_from_the_config(runner, tmp_path):
 # ------------------------------------------------ failed runs lose nothing, errors name files
 
 
-def test_overwrite_run_that_fails_before_a_checkpoint_leaves_the_earlier_run_alone(runner, write_config,
-                                                                                   tmp_path):
+def test_overwrite_run_that_fails_before_a_checkpoint_leaves_the_earlier_run_alone(
+    runner, write_config, tmp_path
+):
     assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
     run = tmp_path / "run"
     before = file_bytes(run)
-    assert set(before) == {"config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz",
-                           "summary.json"}
+    assert set(before) == {
+        "config.yaml",
+        "metrics.jsonl",
+        "metrics.csv",
+        "last.npz",
+        "best.npz",
+        "summary.json",
+    }
     # the first update makes every weight huge -> the first loss is not finite (exit 6)
-    r = _train(runner, write_config(), "--overwrite", "--set", "train.optimizer.weight_decay=1e300",
-               "--set", "train.optimizer.name=sgd", "--set", "train.optimizer.lr=1.0")
+    r = _train(
+        runner,
+        write_config(),
+        "--overwrite",
+        "--set",
+        "train.optimizer.weight_decay=1e300",
+        "--set",
+        "train.optimizer.name=sgd",
+        "--set",
+        "train.optimizer.lr=1.0",
+    )
     assert r.exit_code == 6, r.output
     assert "earlier run's files" in r.stderr and "untouched" in r.stderr
     assert file_bytes(run) == before
 
 
-def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(runner, write_config, tmp_path,
-                                                                     monkeypatch):
+def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(
+    runner, write_config, tmp_path, monkeypatch
+):
     from lstm_cli.errors import TrainingError
-    from lstm_cli.train import Trainer
+    from lstm_cli.training import Trainer
 
     assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
     run = tmp_path / "run"
@@ -249,8 +315,15 @@ def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(runner, wri
         return real_step(self, idx, epoch)
 
     monkeypatch.setattr(Trainer, "_train_step", fail_at_step_3)
-    r = _train(runner, write_config(), "--overwrite", "--set", "train.checkpoint_every_steps=1",
-               "--set", "train.epochs=5")
+    r = _train(
+        runner,
+        write_config(),
+        "--overwrite",
+        "--set",
+        "train.checkpoint_every_steps=1",
+        "--set",
+        "train.epochs=5",
+    )
     assert r.exit_code == 6, r.output
     # this run's last.npz (step 1) and config.yaml; the earlier run's best.npz, metrics and
     # summary are gone (a best.npz of another run would be resumed from)
@@ -267,7 +340,9 @@ def test_a_folder_in_the_way_of_an_earlier_run_file_is_one_line(runner, write_co
     (run / "summary.json" / "keep").write_text("x")
     r = _train(runner, write_config(), "--overwrite", "--set", "train.epochs=1")
     assert r.exit_code == 1, r.output
-    assert "cannot remove" in r.stderr and "summary.json" in r.stderr and "Traceback" not in r.output
+    assert (
+        "cannot remove" in r.stderr and "summary.json" in r.stderr and "Traceback" not in r.output
+    )
     assert len(r.stderr.strip().splitlines()) == 1
     assert (run / "summary.json" / "keep").read_text() == "x"
 
@@ -275,7 +350,7 @@ def test_a_folder_in_the_way_of_an_earlier_run_file_is_one_line(runner, write_co
 def test_a_run_file_that_cannot_be_written_is_one_line(runner, write_config, tmp_path, monkeypatch):
     import errno
 
-    from lstm_cli import atomic as atomic_mod
+    from lstm_cli.store import atomic as atomic_mod
 
     real = atomic_mod.atomic_write_text
 
@@ -287,16 +362,24 @@ def test_a_run_file_that_cannot_be_written_is_one_line(runner, write_config, tmp
     monkeypatch.setattr(atomic_mod, "atomic_write_text", disk_full)
     r = _train(runner, write_config(), "--set", "train.epochs=1")
     assert r.exit_code == 1, r.output
-    assert r.stderr == f"Error: cannot write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device\n"
+    assert (
+        r.stderr
+        == f"Error: cannot write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device\n"
+    )
 
 
 def test_overwrite_never_leaves_two_runs_mixed(runner, write_config, tmp_path, monkeypatch):
     # The first checkpoint of an --overwrite run fails between best.npz and last.npz (disk
     # full): the earlier run's files must be gone, not left beside the new best.npz (a
     # resume would continue the old run with the new run's best weights).
-    from lstm_cli import checkpoint as ckpt_mod
+    from lstm_cli.store import checkpoint as ckpt_mod
 
-    assert _train(runner, write_config(), "--set", "train.epochs=2", "--set", "model.hidden_size=8").exit_code == 0
+    assert (
+        _train(
+            runner, write_config(), "--set", "train.epochs=2", "--set", "model.hidden_size=8"
+        ).exit_code
+        == 0
+    )
     run = tmp_path / "run"
     real = ckpt_mod.atomic_write
 
@@ -316,7 +399,9 @@ def test_overwrite_never_leaves_two_runs_mixed(runner, write_config, tmp_path, m
 
 
 def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path):
-    other = write_config(name="other.yaml", output={"dir": str(tmp_path / "other")}, model={"hidden_size": 12})
+    other = write_config(
+        name="other.yaml", output={"dir": str(tmp_path / "other")}, model={"hidden_size": 12}
+    )
     assert _train(runner, other, "--set", "train.epochs=1").exit_code == 0
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     run = tmp_path / "run"
@@ -326,7 +411,9 @@ def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path
     assert str(run / "best.npz") in r.stderr and "Traceback" not in r.output
 
 
-def test_outputs_beside_an_npy_data_folder_s_arrays_are_fine(runner, write_config, pattern_files, tmp_path):
+def test_outputs_beside_an_npy_data_folder_s_arrays_are_fine(
+    runner, write_config, pattern_files, tmp_path
+):
     from lstm_cli.data import load_dataset, write_npy_dir
 
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
@@ -334,7 +421,9 @@ def test_outputs_beside_an_npy_data_folder_s_arrays_are_fine(runner, write_confi
     npd = tmp_path / "npd"
     write_npy_dir(load_dataset(pattern_files["test"]), str(npd))
     for _ in range(2):  # the second run replaces its own earlier output
-        r = runner.invoke(predict, [ckpt, "--data", str(npd), "--output", str(npd / "preds.csv"), "--quiet"])
+        r = runner.invoke(
+            predict, [ckpt, "--data", str(npd), "--output", str(npd / "preds.csv"), "--quiet"]
+        )
         assert r.exit_code == 0, r.output
     before = (npd / "x.npy").read_bytes()
     r = runner.invoke(predict, [ckpt, "--data", str(npd), "--output", str(npd / "x.npy")])
@@ -363,7 +452,9 @@ def test_resume_after_the_training_data_changed(runner, write_config, tmp_path):
 def test_resume_from_a_checkpoint_without_optimizer_state_names_it(runner, write_config, tmp_path):
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     run = tmp_path / "run"
-    (run / "last.npz").write_bytes((run / "best.npz").read_bytes())  # best.npz has no optimizer state
+    (run / "last.npz").write_bytes(
+        (run / "best.npz").read_bytes()
+    )  # best.npz has no optimizer state
     r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2"])
     assert r.exit_code == 5, r.output
     assert str(run / "last.npz") in r.stderr and "Traceback" not in r.output
@@ -376,15 +467,19 @@ def yaml_train_path(config_path):
         return yaml.safe_load(fh)["data"]["train"]
 
 
-def test_a_value_that_overflows_once_normalised_is_refused_before_training(runner, write_config,
-                                                                            pattern_files, tmp_path):
+def test_a_value_that_overflows_once_normalised_is_refused_before_training(
+    runner, write_config, pattern_files, tmp_path
+):
     # training features scaled by 1e-5 (std ~1e-5); one test value of 1e34 is finite in
     # float32 but 1e39 once normalised: refused before anything is written, naming it
     train_small, test_big = tmp_path / "train_small.jsonl", tmp_path / "test_big.jsonl"
     with open(pattern_files["train"]) as src, open(train_small, "w") as dst:
         for line in src:
             row = json.loads(line)
-            dst.write(json.dumps({"x": [[v * 1e-5 for v in step] for step in row["x"]], "y": row["y"]}) + "\n")
+            dst.write(
+                json.dumps({"x": [[v * 1e-5 for v in step] for step in row["x"]], "y": row["y"]})
+                + "\n"
+            )
     with open(pattern_files["test"]) as src, open(test_big, "w") as dst:
         for n, line in enumerate(src):
             row = json.loads(line)
@@ -398,10 +493,11 @@ def test_a_value_that_overflows_once_normalised_is_refused_before_training(runne
 
 
 def test_ctrl_c_before_the_first_checkpoint_of_an_overwrite_run_keeps_the_earlier_run(
-        runner, write_config, tmp_path, monkeypatch):
+    runner, write_config, tmp_path, monkeypatch
+):
     import signal
 
-    from lstm_cli.train import Trainer
+    from lstm_cli.training import Trainer
 
     assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
     run = tmp_path / "run"
@@ -422,8 +518,14 @@ def test_ctrl_c_before_the_first_checkpoint_of_an_overwrite_run_keeps_the_earlie
 
 def test_resuming_an_early_stopped_run_trains_no_further(runner, write_config, tmp_path):
     # lr 0 never improves: early stopping after patience + 1 epochs
-    stop = ("--set", "train.optimizer.lr=1e-12", "--set", "train.early_stopping.patience=2",
-            "--set", "train.schedule.name=constant")
+    stop = (
+        "--set",
+        "train.optimizer.lr=1e-12",
+        "--set",
+        "train.early_stopping.patience=2",
+        "--set",
+        "train.schedule.name=constant",
+    )
     r = _train(runner, write_config(), *stop)
     assert r.exit_code == 0, r.output
     run = tmp_path / "run"
@@ -447,13 +549,17 @@ def test_resume_checks_the_config_first_and_refuses_fewer_epochs(runner, write_c
     assert r.exit_code == 3 and "model.hidden_size" in r.stderr, r.output
 
 
-def test_dash_means_stdout_for_every_output(runner, write_config, pattern_files, tmp_path, monkeypatch):
+def test_dash_means_stdout_for_every_output(
+    runner, write_config, pattern_files, tmp_path, monkeypatch
+):
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
     ckpt = str(tmp_path / "run" / "best.npz")
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(predict, [ckpt, "--data", pattern_files["test"], "--output", "-"])
     assert r.exit_code == 0 and r.stdout.startswith("index,predicted_label,prob_0")
-    r = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--predictions", "-", "--quiet"])
+    r = runner.invoke(
+        evaluate, [ckpt, "--data", pattern_files["test"], "--predictions", "-", "--quiet"]
+    )
     assert r.exit_code == 0 and r.stdout.startswith("index,true_label,predicted_label")
     assert len(r.stdout.splitlines()) == 91
     assert not (tmp_path / "-").exists()
@@ -470,5 +576,7 @@ def test_resume_refuses_training_data_that_was_reordered(runner, write_config, t
     assert r.exit_code == 4, r.output
     assert path in r.stderr and "changed since the run started" in r.stderr
     Path(path).write_text("".join(lines))  # restored: resumes
-    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"])
+    r = runner.invoke(
+        train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"]
+    )
     assert r.exit_code == 0, r.output

@@ -1,4 +1,5 @@
 """Tests of lstm_cli.config: loading, validation messages, overrides, paths, round trips."""
+
 import dataclasses
 import json
 import os
@@ -12,6 +13,8 @@ import pytest
 import yaml
 
 from lstm_cli.config import (
+    _CONSTRAINTS,
+    _LEAVES,
     Config,
     CsvConfig,
     DataConfig,
@@ -21,8 +24,6 @@ from lstm_cli.config import (
     OutputConfig,
     ScheduleConfig,
     TrainConfig,
-    _CONSTRAINTS,
-    _LEAVES,
     _load_yaml,
     config_from_dict,
     config_to_dict,
@@ -59,6 +60,7 @@ MINIMAL = "data:\n  train: train.jsonl\n"
 
 # ------------------------------------------------------------------ valid loads
 
+
 def test_minimal_file_fills_every_default(tmp_path):
     cfg = load_text(tmp_path, MINIMAL)
     assert cfg == Config(data=DataConfig(train=str(tmp_path / "train.jsonl")))
@@ -75,7 +77,9 @@ def test_minimal_file_fills_every_default(tmp_path):
 
 
 def test_full_file_is_read(tmp_path):
-    cfg = load_text(tmp_path, """
+    cfg = load_text(
+        tmp_path,
+        """
 data:
   train: a.csv
   valid: b.csv
@@ -94,7 +98,8 @@ train:
   class_weights: {0: 1, cat: 2.5}
   checkpoint_every_steps: 100
 output: {dir: out/here}
-""")
+""",
+    )
     assert cfg.data.valid == str(tmp_path / "b.csv")
     assert cfg.data.csv.feature_columns == ("f1", "f2")
     assert cfg.model.head == "all" and cfg.model.dropout == 0.25
@@ -126,6 +131,7 @@ def test_config_error_is_a_value_error(tmp_path):
 
 # ------------------------------------------------------------------ rule 1: file and YAML problems
 
+
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match=r"^config file not found: .*nope\.yaml$"):
@@ -143,9 +149,14 @@ def test_empty_file(tmp_path, text):
     assert "x.yaml is empty" in msg and "data.train" in msg
 
 
-@pytest.mark.parametrize("text, kind", [
-    ("- 1\n- 2\n", "list"), ("42\n", "int"), ("hello\n", "str"),
-])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("- 1\n- 2\n", "list"),
+        ("42\n", "int"),
+        ("hello\n", "str"),
+    ],
+)
 def test_top_level_not_a_mapping(tmp_path, text, kind):
     msg = error_of(tmp_path, text)
     assert "x.yaml" in msg and "top level must be a mapping" in msg and kind in msg
@@ -179,11 +190,15 @@ def test_tabs_are_reported_with_line_and_hint(tmp_path):
     assert "x.yaml" in msg and "line 2, column 1" in msg and "tabs" in msg
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("2001-13-45", "cannot read '2001-13-45' as a date (month must be in 1..12)"),
-    ("2024-02-30", "cannot read '2024-02-30' as a date (day is out of range for month)"),
-    ("1" * 5000, "as an int (too many digits)"),  # more than int() converts
-], ids=["month_13", "30_february", "5000_digits"])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("2001-13-45", "cannot read '2001-13-45' as a date (month must be in 1..12)"),
+        ("2024-02-30", "cannot read '2024-02-30' as a date (day is out of range for month)"),
+        ("1" * 5000, "as an int (too many digits)"),  # more than int() converts
+    ],
+    ids=["month_13", "30_february", "5000_digits"],
+)
 def test_scalars_python_cannot_make_are_yaml_errors(tmp_path, value, problem):
     # these were a ValueError traceback
     msg = error_of(tmp_path, f"data:\n  train: {value}\n")
@@ -200,11 +215,15 @@ def test_deep_nesting_is_a_yaml_error(tmp_path):
     assert str(info.value) == f"invalid YAML in {path}: lists or mappings nested too deeply"
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("2001-13-45", "cannot read '2001-13-45' as a date"),
-    ("1" * 5000, "as an int (too many digits)"),
-    ("[" * 5000 + "]" * 5000, "lists or mappings nested too deeply"),
-], ids=["month_13", "5000_digits", "deep"])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("2001-13-45", "cannot read '2001-13-45' as a date"),
+        ("1" * 5000, "as an int (too many digits)"),
+        ("[" * 5000 + "]" * 5000, "lists or mappings nested too deeply"),
+    ],
+    ids=["month_13", "5000_digits", "deep"],
+)
 def test_override_values_python_cannot_make_are_errors(tmp_path, value, problem):
     msg = error_of(tmp_path, MINIMAL, [f"model.hidden_size={value}"])
     assert "the value is not valid YAML" in msg and problem in msg
@@ -217,20 +236,28 @@ def test_duplicate_key_is_an_error(tmp_path):
 
 def test_yaml_merge_keys_still_work(tmp_path):
     # anchors and merge keys inside a section are not "duplicates"
-    cfg = load_text(tmp_path, MINIMAL + """
+    cfg = load_text(
+        tmp_path,
+        MINIMAL
+        + """
 train:
   optimizer: &opt {name: sgd, lr: 0.5}
   schedule: {name: step}
-""")
+""",
+    )
     assert cfg.train.optimizer.name == "sgd"
 
 
 def test_merge_keys_merge_and_the_mapping_overrides(tmp_path):
-    cfg = load_text(tmp_path, MINIMAL + """
+    cfg = load_text(
+        tmp_path,
+        MINIMAL
+        + """
 model:
   <<: [{hidden_size: 8, num_layers: 2}, {hidden_size: 16, dropout: 0.5}]
   num_layers: 3
-""")
+""",
+    )
     assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.model.dropout) == (8, 3, 0.5)
 
 
@@ -260,32 +287,43 @@ def test_merges_that_copy_too_many_entries_are_an_error(tmp_path):
     # PyYAML copies every merged entry: 2 * 9**5 entries for 6 levels, 2 * 9**8 for 9
     msg = error_of(tmp_path, MINIMAL + f"model: {{hidden_size: {merge_bomb(6)}}}\n")
     assert "x.yaml at line 3" in msg and "merge keys ('<<') copy more than 10000 entries" in msg
-    cfg = load_text(tmp_path, MINIMAL + "train:\n  class_weights: {<<: [%s]}\n"
-                    % ", ".join(["{%s}" % ", ".join(f"{n}: 1.0" for n in range(k, k + 1000))
-                                 for k in range(0, 9000, 1000)]))
+    cfg = load_text(
+        tmp_path,
+        MINIMAL
+        + "train:\n  class_weights: {<<: [%s]}\n"
+        % ", ".join(
+            [
+                "{%s}" % ", ".join(f"{n}: 1.0" for n in range(k, k + 1000))
+                for k in range(0, 9000, 1000)
+            ]
+        ),
+    )
     assert len(cfg.train.class_weights) == 9000  # 9000 merged entries are fine
 
 
 # ------------------------------------------------------------------ rule 2: unknown keys
+
 
 def test_unknown_key_with_suggestion(tmp_path):
     path = write(tmp_path, MINIMAL + "train:\n  optimizer:\n    learnig_rate: 0.1\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == (
-        f"unknown key 'train.optimizer.learnig_rate' in {path};"
-        " did you mean 'train.optimizer.lr'?"
+        f"unknown key 'train.optimizer.learnig_rate' in {path}; did you mean 'train.optimizer.lr'?"
     )
 
 
-@pytest.mark.parametrize("key, suggestion", [
-    ("model.hiden_size", "model.hidden_size"),      # a typo
-    ("model.epochs", "train.epochs"),               # the wrong section
-    ("train.lr", "train.optimizer.lr"),             # a missing section level
-    ("train.optimizer.learning_rate", "train.optimizer.lr"),  # a long name for an abbreviation
-    ("train.optim", "train.optimizer"),             # a misspelt section is reported as such
-    ("modle", "model"),
-])
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [
+        ("model.hiden_size", "model.hidden_size"),  # a typo
+        ("model.epochs", "train.epochs"),  # the wrong section
+        ("train.lr", "train.optimizer.lr"),  # a missing section level
+        ("train.optimizer.learning_rate", "train.optimizer.lr"),  # a long name for an abbreviation
+        ("train.optim", "train.optimizer"),  # a misspelt section is reported as such
+        ("modle", "model"),
+    ],
+)
 def test_unknown_key_suggestions(tmp_path, key, suggestion):
     parts = key.split(".")
     text = ""
@@ -320,17 +358,29 @@ def test_dotted_key_in_a_file_is_an_error(tmp_path):
     )
 
 
-@pytest.mark.parametrize("text, key, nested", [
-    ("data:\n  train: a\n  csv.id_column: foo\n", "'csv.id_column' under 'data'",
-     "data: {csv: {id_column: foo}}"),
-    (MINIMAL + "train:\n  optimizer.lr: 0.5\n", "'optimizer.lr' under 'train'",
-     "train: {optimizer: {lr: 0.5}}"),
-    (MINIMAL + "train.optimizer: {lr: 0.5}\n", "'train.optimizer'", "train: {optimizer: ...}"),
-    (MINIMAL + "data.csv.label_type: str\n", "'data.csv.label_type'",
-     "data: {csv: {label_type: str}}"),
-    (MINIMAL + "model.head: null\n", "'model.head'", "model: {head: null}"),
-    (MINIMAL + "model.head: &x [*x]\n", "'model.head'", "model: {head: ...}"),
-])
+@pytest.mark.parametrize(
+    "text, key, nested",
+    [
+        (
+            "data:\n  train: a\n  csv.id_column: foo\n",
+            "'csv.id_column' under 'data'",
+            "data: {csv: {id_column: foo}}",
+        ),
+        (
+            MINIMAL + "train:\n  optimizer.lr: 0.5\n",
+            "'optimizer.lr' under 'train'",
+            "train: {optimizer: {lr: 0.5}}",
+        ),
+        (MINIMAL + "train.optimizer: {lr: 0.5}\n", "'train.optimizer'", "train: {optimizer: ...}"),
+        (
+            MINIMAL + "data.csv.label_type: str\n",
+            "'data.csv.label_type'",
+            "data: {csv: {label_type: str}}",
+        ),
+        (MINIMAL + "model.head: null\n", "'model.head'", "model: {head: null}"),
+        (MINIMAL + "model.head: &x [*x]\n", "'model.head'", "model: {head: ...}"),
+    ],
+)
 def test_dotted_keys_are_errors_at_every_level(tmp_path, text, key, nested):
     # _build looks keys up one level at a time: a dotted key used to be dropped silently
     msg = error_of(tmp_path, text)
@@ -343,11 +393,14 @@ def test_dotted_key_from_a_dict_is_an_error():
         config_from_dict({"data": {"train": "a"}, "train.epochs": 1})
 
 
-@pytest.mark.parametrize("text, where", [
-    (MINIMAL + "'': {model: {hidden_size: 3}}\n", "at the top level"),
-    (MINIMAL + "model: {'': 3}\n", "under 'model'"),
-    (MINIMAL + "train: {optimizer: {'': {lr: 1}}}\n", "under 'train.optimizer'"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (MINIMAL + "'': {model: {hidden_size: 3}}\n", "at the top level"),
+        (MINIMAL + "model: {'': 3}\n", "under 'model'"),
+        (MINIMAL + "train: {optimizer: {'': {lr: 1}}}\n", "under 'train.optimizer'"),
+    ],
+)
 def test_empty_key_is_an_error(tmp_path, text, where):
     msg = error_of(tmp_path, text)
     assert msg.startswith(f"empty key '' {where} in ") and "x.yaml" in msg
@@ -356,36 +409,64 @@ def test_empty_key_is_an_error(tmp_path, text, where):
 
 # ------------------------------------------------------------------ rule 3: types and ranges
 
-@pytest.mark.parametrize("text, expected", [
-    ("model: {hidden_size: 0}",
-     "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0 instead."),
-    ("model: {num_layers: -2}",
-     "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2 instead."),
-    ("train: {batch_size: -1}",
-     "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1 instead."),
-    ("train: {seed: -1}",
-     "The 'train.seed' parameter must be an int in the range [0, inf). Got -1 instead."),
-    ("model: {dropout: 1.0}",
-     "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0 instead."),
-    ("data: {train: a, valid_fraction: 1}",
-     "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1 instead."),
-    ("train: {optimizer: {lr: 0}}",
-     "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0 instead."),
-    ("train: {schedule: {gamma: 0}}",
-     "The 'train.schedule.gamma' parameter must be a float in the range (0.0, 1.0]."
-     " Got 0 instead."),
-    ("train: {schedule: {factor: 1}}",
-     "The 'train.schedule.factor' parameter must be a float in the range (0.0, 1.0)."
-     " Got 1 instead."),
-    ("train: {clip_grad_norm: -1}",
-     "The 'train.clip_grad_norm' parameter must be a float in the range [0.0, inf) or None."
-     " Got -1 instead."),
-    ("train: {early_stopping: {patience: 0}}",
-     "The 'train.early_stopping.patience' parameter must be an int in the range [1, inf)"
-     " or None. Got 0 instead."),
-    ("model: {head: first}",
-     "The 'model.head' parameter must be a str among {'last', 'all'}. Got 'first' instead."),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "model: {hidden_size: 0}",
+            "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0 instead.",
+        ),
+        (
+            "model: {num_layers: -2}",
+            "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2 instead.",
+        ),
+        (
+            "train: {batch_size: -1}",
+            "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1 instead.",
+        ),
+        (
+            "train: {seed: -1}",
+            "The 'train.seed' parameter must be an int in the range [0, inf). Got -1 instead.",
+        ),
+        (
+            "model: {dropout: 1.0}",
+            "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0 instead.",
+        ),
+        (
+            "data: {train: a, valid_fraction: 1}",
+            "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1 instead.",
+        ),
+        (
+            "train: {optimizer: {lr: 0}}",
+            "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0 instead.",
+        ),
+        (
+            "train: {schedule: {gamma: 0}}",
+            "The 'train.schedule.gamma' parameter must be a float in the range (0.0, 1.0]."
+            " Got 0 instead.",
+        ),
+        (
+            "train: {schedule: {factor: 1}}",
+            "The 'train.schedule.factor' parameter must be a float in the range (0.0, 1.0)."
+            " Got 1 instead.",
+        ),
+        (
+            "train: {clip_grad_norm: -1}",
+            "The 'train.clip_grad_norm' parameter must be a float in the range [0.0, inf) or None."
+            " Got -1 instead.",
+        ),
+        (
+            "train: {early_stopping: {patience: 0}}",
+            "The 'train.early_stopping.patience' parameter must be an int in the range [1, inf)"
+            " or None. Got 0 instead.",
+        ),
+        (
+            "model: {head: first}",
+            "The 'model.head' parameter must be a str among {'last', 'all'}. Got 'first' instead.",
+        ),
+    ],
+)
 def test_type_and_range_messages(tmp_path, text, expected):
     if not text.startswith("data"):
         text = MINIMAL + text
@@ -395,35 +476,38 @@ def test_type_and_range_messages(tmp_path, text, expected):
     assert str(info.value) == f"{path}: {expected}"
 
 
-@pytest.mark.parametrize("key, value", [
-    ("model.hidden_size", "true"),       # bool is not an int
-    ("train.epochs", "yes"),             # YAML 1.1 bool
-    ("train.epochs", "3.0"),             # a float is not an int
-    ("train.epochs", "'3'"),             # a str is not an int
-    ("train.optimizer.lr", "true"),      # bool is not a float
-    ("train.optimizer.lr", "fast"),
-    ("train.optimizer.lr", ".nan"),
-    ("model.forget_bias", ".inf"),
-    ("train.optimizer.betas", "[0.9]"),
-    ("train.optimizer.betas", "[0.9, 1.0]"),
-    ("train.optimizer.nesterov", "'true'"),  # bool keys take real bools only
-    ("train.optimizer.nesterov", "1"),
-    ("data.normalize", "'yes'"),
-    ("data.csv.feature_columns", "[]"),
-    ("data.csv.feature_columns", "[a, a]"),
-    ("data.csv.feature_columns", "a"),
-    ("data.csv.id_column", "''"),
-    ("train.class_weights", "balance"),
-    ("train.class_weights", "{a: 0}"),
-    ("train.class_weights", "{a: -1}"),
-    ("train.class_weights", "{1.5: 1}"),
-    ("train.class_weights", "{}"),
-    ("train.class_weights", "[1, 2]"),
-    ("train.class_weights", "{1: 2, '1': 3}"),
-    ("train.checkpoint_every_steps", "-5"),
-    ("output.dir", "null"),
-    ("data.format", "parquet"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("model.hidden_size", "true"),  # bool is not an int
+        ("train.epochs", "yes"),  # YAML 1.1 bool
+        ("train.epochs", "3.0"),  # a float is not an int
+        ("train.epochs", "'3'"),  # a str is not an int
+        ("train.optimizer.lr", "true"),  # bool is not a float
+        ("train.optimizer.lr", "fast"),
+        ("train.optimizer.lr", ".nan"),
+        ("model.forget_bias", ".inf"),
+        ("train.optimizer.betas", "[0.9]"),
+        ("train.optimizer.betas", "[0.9, 1.0]"),
+        ("train.optimizer.nesterov", "'true'"),  # bool keys take real bools only
+        ("train.optimizer.nesterov", "1"),
+        ("data.normalize", "'yes'"),
+        ("data.csv.feature_columns", "[]"),
+        ("data.csv.feature_columns", "[a, a]"),
+        ("data.csv.feature_columns", "a"),
+        ("data.csv.id_column", "''"),
+        ("train.class_weights", "balance"),
+        ("train.class_weights", "{a: 0}"),
+        ("train.class_weights", "{a: -1}"),
+        ("train.class_weights", "{1.5: 1}"),
+        ("train.class_weights", "{}"),
+        ("train.class_weights", "[1, 2]"),
+        ("train.class_weights", "{1: 2, '1': 3}"),
+        ("train.checkpoint_every_steps", "-5"),
+        ("output.dir", "null"),
+        ("data.format", "parquet"),
+    ],
+)
 def test_wrong_values_name_the_key(key, value):
     *sections, name = key.split(".")
     raw = yaml.safe_load(value)
@@ -453,8 +537,9 @@ def test_choice_suggests_the_close_option(tmp_path):
     assert "Got 'Adam' instead. Did you mean 'adam'?" in msg
 
 
-@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5e-4", 5e-4), ("1E+2", 100.0),
-                                         ("'2.5e-1'", 0.25)])
+@pytest.mark.parametrize(
+    "text, value", [("1e-3", 1e-3), ("5e-4", 5e-4), ("1E+2", 100.0), ("'2.5e-1'", 0.25)]
+)
 def test_yaml_trap_float_strings_are_accepted(tmp_path, text, value):
     raw = yaml.safe_load(f"v: {text}")["v"]
     assert isinstance(raw, str)  # the PyYAML trap this test is about
@@ -464,8 +549,10 @@ def test_yaml_trap_float_strings_are_accepted(tmp_path, text, value):
 
 
 def test_trap_strings_inside_lists_and_mappings(tmp_path):
-    cfg = load_text(tmp_path, MINIMAL + "train:\n  optimizer: {betas: [5e-1, 9e-1]}\n"
-                                        "  class_weights: {a: 1e+1}\n")
+    cfg = load_text(
+        tmp_path,
+        MINIMAL + "train:\n  optimizer: {betas: [5e-1, 9e-1]}\n  class_weights: {a: 1e+1}\n",
+    )
     assert cfg.train.optimizer.betas == (0.5, 0.9)
     assert cfg.train.class_weights == (("a", 10.0),)
 
@@ -493,10 +580,10 @@ def alias_bomb(levels):
 
 # (file text with BOMB for the bomb, the key the message names); overrides use the same keys
 _BOMB_CASES = [
-    (MINIMAL + "model: {hidden_size: BOMB}\n", "'model.hidden_size'"),      # int range
-    (MINIMAL + "model: {dropout: BOMB}\n", "'model.dropout'"),              # float range
-    (MINIMAL + "model: {head: BOMB}\n", "'model.head'"),                    # choice (did-you-mean)
-    ("data: {train: a, valid: BOMB}\n", "'data.valid'"),                    # str
+    (MINIMAL + "model: {hidden_size: BOMB}\n", "'model.hidden_size'"),  # int range
+    (MINIMAL + "model: {dropout: BOMB}\n", "'model.dropout'"),  # float range
+    (MINIMAL + "model: {head: BOMB}\n", "'model.head'"),  # choice (did-you-mean)
+    ("data: {train: a, valid: BOMB}\n", "'data.valid'"),  # str
     ("data: {train: a, csv: {feature_columns: BOMB}}\n", "'data.csv.feature_columns'"),
     (MINIMAL + "train: {optimizer: {betas: BOMB}}\n", "'train.optimizer.betas'"),
     (MINIMAL + "train: {class_weights: BOMB}\n", "'train.class_weights'"),
@@ -544,8 +631,13 @@ def test_400_byte_yaml_bombs_fail_at_once(tmp_path):
         "        print(round(time.perf_counter() - start, 3), len(str(err)))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", code, *map(str, paths)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, paths)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results = [tuple(map(float, line.split())) for line in done.stdout.splitlines()]
     assert len(results) == len(paths), done.stdout
@@ -562,6 +654,7 @@ def test_a_long_digit_string_is_refused_quickly(tmp_path):
 
 
 # ------------------------------------------------------------------ rule 4: required key
+
 
 def test_missing_data_train(tmp_path):
     path = write(tmp_path, "data:\n  valid: v.jsonl\n")
@@ -582,18 +675,23 @@ def test_null_data_train(tmp_path):
 
 # ------------------------------------------------------------------ cross-key checks
 
+
 def test_early_stopping_needs_validation_data(tmp_path):
-    msg = error_of(tmp_path, "data: {train: a, valid_fraction: 0}\n"
-                             "train: {early_stopping: {patience: 3}}\n")
+    msg = error_of(
+        tmp_path, "data: {train: a, valid_fraction: 0}\ntrain: {early_stopping: {patience: 3}}\n"
+    )
     assert "'train.early_stopping.patience' needs validation data" in msg
     # a separate validation file is enough
-    load_text(tmp_path, "data: {train: a, valid: b, valid_fraction: 0}\n"
-                        "train: {early_stopping: {patience: 3}}\n")
+    load_text(
+        tmp_path,
+        "data: {train: a, valid: b, valid_fraction: 0}\ntrain: {early_stopping: {patience: 3}}\n",
+    )
 
 
 def test_plateau_needs_validation_data(tmp_path):
-    msg = error_of(tmp_path, "data: {train: a, valid_fraction: 0}\n"
-                             "train: {schedule: {name: plateau}}\n")
+    msg = error_of(
+        tmp_path, "data: {train: a, valid_fraction: 0}\ntrain: {schedule: {name: plateau}}\n"
+    )
     assert "'train.schedule.name' needs validation data" in msg
 
 
@@ -611,29 +709,42 @@ def test_csv_columns_must_differ(tmp_path):
 
 # ------------------------------------------------------------------ rule 5: overrides
 
-@pytest.mark.parametrize("text, expected", [
-    ("data.valid=null", ("data.valid", None)),
-    ("data.valid=~", ("data.valid", None)),
-    ("data.valid_fraction=0.1", ("data.valid_fraction", 0.1)),
-    ("data.normalize=true", ("data.normalize", True)),
-    ("train.optimizer.lr=1e-3", ("train.optimizer.lr", 0.001)),
-    ("train.optimizer.lr=5E-4", ("train.optimizer.lr", 0.0005)),
-    ("model.hidden_size=128", ("model.hidden_size", 128)),
-    ("train.optimizer.betas=[0.8, 0.99]", ("train.optimizer.betas", [0.8, 0.99])),
-    ("train.class_weights={a: 2, b: 1}", ("train.class_weights", {"a": 2, "b": 1})),
-    ("output.dir=runs/a=b", ("output.dir", "runs/a=b")),   # split at the first '='
-    (" model.head = all", ("model.head", "all")),
-    ("data.csv.id_column='1e3'", ("data.csv.id_column", "1e3")),  # quoted: stays a str
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("data.valid=null", ("data.valid", None)),
+        ("data.valid=~", ("data.valid", None)),
+        ("data.valid_fraction=0.1", ("data.valid_fraction", 0.1)),
+        ("data.normalize=true", ("data.normalize", True)),
+        ("train.optimizer.lr=1e-3", ("train.optimizer.lr", 0.001)),
+        ("train.optimizer.lr=5E-4", ("train.optimizer.lr", 0.0005)),
+        ("model.hidden_size=128", ("model.hidden_size", 128)),
+        ("train.optimizer.betas=[0.8, 0.99]", ("train.optimizer.betas", [0.8, 0.99])),
+        ("train.class_weights={a: 2, b: 1}", ("train.class_weights", {"a": 2, "b": 1})),
+        ("output.dir=runs/a=b", ("output.dir", "runs/a=b")),  # split at the first '='
+        (" model.head = all", ("model.head", "all")),
+        ("data.csv.id_column='1e3'", ("data.csv.id_column", "1e3")),  # quoted: stays a str
+    ],
+)
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
 
 
 def test_overrides_apply_after_the_file(tmp_path):
-    cfg = load_text(tmp_path, MINIMAL + "model: {hidden_size: 8}\ntrain: {optimizer: {lr: 0.5}}\n",
-                    ["model.hidden_size=16", "train.optimizer.lr=1e-3", "data.valid_fraction=0",
-                     "train.clip_grad_norm=null", "data.bucket=false",
-                     "train.early_stopping.patience=2", "data.valid=v.jsonl"])
+    cfg = load_text(
+        tmp_path,
+        MINIMAL + "model: {hidden_size: 8}\ntrain: {optimizer: {lr: 0.5}}\n",
+        [
+            "model.hidden_size=16",
+            "train.optimizer.lr=1e-3",
+            "data.valid_fraction=0",
+            "train.clip_grad_norm=null",
+            "data.bucket=false",
+            "train.early_stopping.patience=2",
+            "data.valid=v.jsonl",
+        ],
+    )
     assert cfg.model.hidden_size == 16
     assert cfg.train.optimizer.lr == 0.001
     assert cfg.data.valid_fraction == 0.0
@@ -667,43 +778,58 @@ def test_unknown_override_key_with_suggestion(tmp_path):
     )
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("model.hidden_size=0",
-     "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the range"
-     " [1, inf). Got 0 instead."),
-    ("model.hidden_size=true",
-     "--set model.hidden_size=true: The 'model.hidden_size' parameter must be an int in the"
-     " range [1, inf). Got True instead."),
-    ("train.optimizer.lr=fast",
-     "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in the"
-     " range (0.0, inf). Got 'fast' instead."),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "model.hidden_size=0",
+            "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the range"
+            " [1, inf). Got 0 instead.",
+        ),
+        (
+            "model.hidden_size=true",
+            "--set model.hidden_size=true: The 'model.hidden_size' parameter must be an int in the"
+            " range [1, inf). Got True instead.",
+        ),
+        (
+            "train.optimizer.lr=fast",
+            "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in the"
+            " range (0.0, inf). Got 'fast' instead.",
+        ),
+    ],
+)
 def test_override_type_errors_name_the_override(tmp_path, override, expected):
     with pytest.raises(ConfigError) as info:
         load_text(tmp_path, MINIMAL, [override])
     assert str(info.value) == expected
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.optimizer.lr", "expected KEY=VALUE, e.g. --set train.optimizer.lr=0.01"),
-    ("train=1", "'train' is a section"),
-    ("train.optimizer={lr: 1}", "'train.optimizer' is a section"),
-    ("=3", "the key is empty"),
-    ("model.hidden_size=", "no value after '='"),
-    ("model.hidden_size=[1,", "the value is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.optimizer.lr", "expected KEY=VALUE, e.g. --set train.optimizer.lr=0.01"),
+        ("train=1", "'train' is a section"),
+        ("train.optimizer={lr: 1}", "'train.optimizer' is a section"),
+        ("=3", "the key is empty"),
+        ("model.hidden_size=", "no value after '='"),
+        ("model.hidden_size=[1,", "the value is not valid YAML"),
+    ],
+)
 def test_malformed_overrides(tmp_path, override, fragment):
     with pytest.raises(ConfigError) as info:
         load_text(tmp_path, MINIMAL, [override])
     assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize("key, suggestion", [
-    ("train.optim.lr", "train.optimizer.lr"),       # a misspelt section
-    ("optimizer.lr", "train.optimizer.lr"),         # a missing top section
-    ("trian.epochs", "train.epochs"),
-    ("model.patience", "train.schedule.patience' or 'train.early_stopping.patience"),
-])
+@pytest.mark.parametrize(
+    "key, suggestion",
+    [
+        ("train.optim.lr", "train.optimizer.lr"),  # a misspelt section
+        ("optimizer.lr", "train.optimizer.lr"),  # a missing top section
+        ("trian.epochs", "train.epochs"),
+        ("model.patience", "train.schedule.patience' or 'train.early_stopping.patience"),
+    ],
+)
 def test_override_key_suggestions(key, suggestion):
     with pytest.raises(ConfigError, match=re.escape(f"did you mean '{suggestion}'?")):
         parse_override(f"{key}=1")
@@ -735,14 +861,16 @@ def test_a_single_string_is_one_override(tmp_path):
 
 # ------------------------------------------------------------------ rule 6: paths
 
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
     sub = tmp_path / "configs"
     sub.mkdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    path = write(sub, "data:\n  train: ../data/t.jsonl\n  valid: v.jsonl\n"
-                      "  test: /abs/test.jsonl\n")
+    path = write(
+        sub, "data:\n  train: ../data/t.jsonl\n  valid: v.jsonl\n  test: /abs/test.jsonl\n"
+    )
     cfg = load_config(path)
     assert cfg.data.train == str(tmp_path / "data" / "t.jsonl")
     assert cfg.data.valid == str(sub / "v.jsonl")
@@ -765,7 +893,7 @@ def test_override_paths_resolve_against_the_cwd(tmp_path, monkeypatch):
     path = write(sub, "data: {train: t.jsonl}\n")
     monkeypatch.chdir(tmp_path)
     cfg = load_config(path, ["data.valid=data/v.jsonl", "output.dir=out"])
-    assert cfg.data.train == str(sub / "t.jsonl")        # from the file: config folder
+    assert cfg.data.train == str(sub / "t.jsonl")  # from the file: config folder
     assert cfg.data.valid == str(tmp_path / "data" / "v.jsonl")  # from --set: cwd
     assert cfg.output.dir == "out"
 
@@ -790,9 +918,11 @@ def test_home_is_expanded(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ rule 7: class weights
 
+
 def test_class_weight_labels_may_be_ints_or_strs(tmp_path):
-    cfg = load_text(tmp_path, MINIMAL + "train:\n  class_weights:\n    0: 1\n    '1': 2.5\n"
-                                        "    cat: 0.5\n")
+    cfg = load_text(
+        tmp_path, MINIMAL + "train:\n  class_weights:\n    0: 1\n    '1': 2.5\n    cat: 0.5\n"
+    )
     assert cfg.train.class_weights == ((0, 1.0), ("1", 2.5), ("cat", 0.5))
     assert dict(cfg.train.class_weights)["cat"] == 0.5
 
@@ -809,8 +939,11 @@ def test_bool_class_weight_label_hints_to_quote(tmp_path):
 
 # ------------------------------------------------------------------ writing and round trips
 
+
 def _rich_config(tmp_path):
-    return load_text(tmp_path, """
+    return load_text(
+        tmp_path,
+        """
 data:
   train: a.jsonl
   valid: b.jsonl
@@ -821,7 +954,8 @@ train:
   early_stopping: {patience: 3}
   class_weights: {0: 2, b: 0.5}
 output: {dir: out}
-""")
+""",
+    )
 
 
 def test_config_to_dict_is_plain_and_complete(tmp_path):
@@ -830,7 +964,14 @@ def test_config_to_dict_is_plain_and_complete(tmp_path):
     json.dumps(d)  # JSON-serialisable
     assert list(d) == ["data", "model", "train", "output"]
     assert list(d["train"]["optimizer"]) == [
-        "name", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay"]
+        "name",
+        "lr",
+        "momentum",
+        "nesterov",
+        "betas",
+        "eps",
+        "weight_decay",
+    ]
     assert d["train"]["optimizer"]["betas"] == [0.8, 0.9]
     assert d["data"]["csv"]["feature_columns"] == ["f1", "f2"]
     assert d["train"]["class_weights"] == {0: 2.0, "b": 0.5}
@@ -844,6 +985,7 @@ def test_config_to_dict_is_plain_and_complete(tmp_path):
                 walk(v, key)
             else:
                 leaves.append(key)
+
     walk(d, "")
     assert leaves == _LEAVES
 
@@ -857,7 +999,11 @@ def test_round_trip_through_yaml_text(tmp_path, monkeypatch):
     cfg = _rich_config(tmp_path)
     text = dump_config(cfg)
     assert [line for line in text.splitlines() if not line.startswith(" ")] == [
-        "data:", "model:", "train:", "output:"]
+        "data:",
+        "model:",
+        "train:",
+        "output:",
+    ]
     assert "betas: [0.8, 0.9]" in text
     other = tmp_path / "run"
     other.mkdir()
@@ -883,6 +1029,7 @@ def test_config_works_with_dataclass_tools(tmp_path):
 
 # ------------------------------------------------------------------ reference.yaml and docs
 
+
 def test_reference_yaml_loads_and_matches_the_defaults():
     cfg = load_config(REFERENCE)
     assert cfg.data.train == str(REPO / "data" / "synthetic" / "train.jsonl")
@@ -902,6 +1049,7 @@ def test_reference_yaml_sets_every_key_explicitly():
                 walk(v, key)
             else:
                 keys.append(key)
+
     walk(raw, "")
     assert keys == _LEAVES
 
@@ -937,8 +1085,9 @@ def test_every_default_satisfies_its_constraint():
 
 def test_a_mapping_merging_itself_adds_nothing():
     assert _load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
-    assert _load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == \
-        {"a": {"y": 2, "x": 1, "b": {"y": 2}}}
+    assert _load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == {
+        "a": {"y": 2, "x": 1, "b": {"y": 2}}
+    }
 
 
 def test_an_int_yaml_cannot_make_says_why(tmp_path):

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from lstm_cli.gradcheck import numerical_gradient, rel_error, vjp_check
-from lstm_cli.heads import (
+from lstm_cli.nn.gradcheck import numerical_gradient, rel_error, vjp_check
+from lstm_cli.nn.heads import (
     all_steps_backward,
     all_steps_forward,
     last_step_backward,
     last_step_forward,
 )
-from lstm_cli.losses import log_softmax, softmax, softmax_cross_entropy
+from lstm_cli.nn.losses import log_softmax, softmax, softmax_cross_entropy
 
 TOL = 1e-6
 
@@ -35,7 +35,9 @@ def test_last_step_backward(rng):
     a = rng.normal(size=K)
     rows = np.array([7, 1, 4])
     up = rng.normal(size=(3, K))
-    numeric = vjp_check(lambda h, V, a: last_step_forward(h, rows, V, a)[0], dict(h=h, V=V, a=a), up)
+    numeric = vjp_check(
+        lambda h, V, a: last_step_forward(h, rows, V, a)[0], dict(h=h, V=V, a=a), up
+    )
     _, cache = last_step_forward(h, rows, V, a)
     dh, dV, da = last_step_backward(up, cache, V)
     for name, an in dict(h=dh, V=dV, a=da).items():
@@ -67,8 +69,9 @@ def test_cross_entropy_gradient(rng):
     y = rng.integers(0, K, size=N)
     w = rng.uniform(0.1, 1.0, size=N)
     loss, dlogits = softmax_cross_entropy(logits, y, w)
-    numeric = numerical_gradient(lambda: softmax_cross_entropy(logits, y, w)[0], logits,
-                                 np.arange(logits.size)).reshape(N, K)
+    numeric = numerical_gradient(
+        lambda: softmax_cross_entropy(logits, y, w)[0], logits, np.arange(logits.size)
+    ).reshape(N, K)
     assert rel_error(dlogits, numeric).max() < TOL
     expected = -np.sum(w * np.log(softmax(logits)[np.arange(N), y]))
     assert loss == pytest.approx(expected, rel=1e-12)

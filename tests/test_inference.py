@@ -15,13 +15,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lstm_cli.checkpoint import load_checkpoint, save_checkpoint
 from lstm_cli.cli import evaluate, predict
 from lstm_cli.config import load_config
 from lstm_cli.data import SequenceDataset, pad_batch
 from lstm_cli.errors import CheckpointError, DataError
 from lstm_cli.inference import load_trained
-from lstm_cli.train import fit
+from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
+from lstm_cli.training import fit
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,16 @@ def trained(tmp_path_factory):
             x = rng.normal(loc=y, size=(2 + n % 4, 2)).round(3)  # (T, 2)
             fh.write(json.dumps({"x": x.tolist(), "y": ["neg", "pos"][y]}) + "\n")
     cfg = root / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"train": "train.jsonl", "valid_fraction": 0.25},
-        "model": {"hidden_size": 4},
-        "train": {"epochs": 1, "batch_size": 8, "seed": 0},
-        "output": {"dir": str(root / "run")},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": "train.jsonl", "valid_fraction": 0.25},
+                "model": {"hidden_size": 4},
+                "train": {"epochs": 1, "batch_size": 8, "seed": 0},
+                "output": {"dir": str(root / "run")},
+            }
+        )
+    )
     fit(load_config(cfg), progress=False, log=lambda *_: None)
     return root / "run" / "best.npz", data
 
@@ -64,8 +68,16 @@ def resave(trained, tmp_path, edit_meta=None, edit_params=None, name="edited.npz
 def run_command(command, ckpt, data, tmp_path):
     args = [str(ckpt), "--data", str(data)]
     if command == "eval":
-        return CliRunner().invoke(evaluate, args + ["--json", str(tmp_path / "report.json"),
-                                                    "--predictions", str(tmp_path / "preds.csv")])
+        return CliRunner().invoke(
+            evaluate,
+            args
+            + [
+                "--json",
+                str(tmp_path / "report.json"),
+                "--predictions",
+                str(tmp_path / "preds.csv"),
+            ],
+        )
     return CliRunner().invoke(predict, args + ["--output", str(tmp_path / "out.csv")])
 
 
@@ -103,37 +115,79 @@ def _delete(key):
 
 # (case id, meta edit, substrings of the message)
 BAD_META = [
-    ("normalization_str", _set("normalization", "abc"), ["'normalization' is 'abc'", "expected null or"]),
+    (
+        "normalization_str",
+        _set("normalization", "abc"),
+        ["'normalization' is 'abc'", "expected null or"],
+    ),
     ("normalization_list", _set("normalization", [1, 2]), ["'normalization' is [1, 2]"]),
     ("normalization_empty", _set("normalization", {}), ["'normalization' is {}"]),
     ("normalization_false", _set("normalization", False), ["'normalization' is False"]),
     ("normalization_no_std", _set("normalization", {"mean": [0.0, 0.0]}), ["'normalization' is"]),
-    ("normalization_extra_key", _set("normalization", {"mean": [0, 0], "std": [1, 1], "clip": 3}),
-     ["'normalization' is"]),
-    ("mean_too_long", _set("normalization", "mean", [0.0, 0.0, 0.0]),
-     ["'normalization.mean' has 3 values", "2 input features"]),
+    (
+        "normalization_extra_key",
+        _set("normalization", {"mean": [0, 0], "std": [1, 1], "clip": 3}),
+        ["'normalization' is"],
+    ),
+    (
+        "mean_too_long",
+        _set("normalization", "mean", [0.0, 0.0, 0.0]),
+        ["'normalization.mean' has 3 values", "2 input features"],
+    ),
     ("std_too_short", _set("normalization", "std", [1.0]), ["'normalization.std' has 1 values"]),
     ("mean_not_a_list", _set("normalization", "mean", 0.5), ["'normalization.mean' is 0.5"]),
-    ("mean_nested", _set("normalization", "mean", [[0.0], [0.0]]), ["'normalization.mean'[0] is [0.0]"]),
+    (
+        "mean_nested",
+        _set("normalization", "mean", [[0.0], [0.0]]),
+        ["'normalization.mean'[0] is [0.0]"],
+    ),
     ("mean_str", _set("normalization", "mean", ["0", 0.0]), ["'normalization.mean'[0] is '0'"]),
     ("mean_bool", _set("normalization", "mean", [0.0, True]), ["'normalization.mean'[1] is True"]),
-    ("mean_nan", _set("normalization", "mean", [0.0, float("nan")]),
-     ["'normalization.mean'[1] is nan", "finite"]),
+    (
+        "mean_nan",
+        _set("normalization", "mean", [0.0, float("nan")]),
+        ["'normalization.mean'[1] is nan", "finite"],
+    ),
     ("mean_huge_int", _set("normalization", "mean", [0.0, 10**400]), ["'normalization.mean'[1]"]),
-    ("std_zero", _set("normalization", "std", [1.0, 0.0]), ["'normalization.std'[1] is 0.0", "> 0"]),
-    ("std_negative", _set("normalization", "std", [-2.0, 1.0]), ["'normalization.std'[0] is -2.0", "> 0"]),
-    ("std_inf", _set("normalization", "std", [1.0, float("inf")]), ["'normalization.std'[1] is inf"]),
+    (
+        "std_zero",
+        _set("normalization", "std", [1.0, 0.0]),
+        ["'normalization.std'[1] is 0.0", "> 0"],
+    ),
+    (
+        "std_negative",
+        _set("normalization", "std", [-2.0, 1.0]),
+        ["'normalization.std'[0] is -2.0", "> 0"],
+    ),
+    (
+        "std_inf",
+        _set("normalization", "std", [1.0, float("inf")]),
+        ["'normalization.std'[1] is inf"],
+    ),
     ("config_str", _set("config", "x"), ["'config' is 'x'", "expected a mapping"]),
     ("config_null", _set("config", None), ["'config' is None"]),
     ("config_data_list", _set("config", "data", [1]), ["'config.data' is [1]"]),
     ("config_csv_str", _set("config", "data", "csv", "x"), ["'config.data.csv' is 'x'"]),
-    ("csv_id_column_int", _set("config", "data", "csv", "id_column", 3), ["'config.data.csv.id_column' is 3"]),
-    ("csv_feature_columns_str", _set("config", "data", "csv", "feature_columns", "ab"),
-     ["'config.data.csv.feature_columns' is 'ab'"]),
-    ("csv_feature_columns_twice", _set("config", "data", "csv", "feature_columns", ["a", "a"]),
-     ["'config.data.csv.feature_columns'"]),
-    ("csv_label_type", _set("config", "data", "csv", "label_type", "float"),
-     ["'config.data.csv.label_type' is 'float'"]),
+    (
+        "csv_id_column_int",
+        _set("config", "data", "csv", "id_column", 3),
+        ["'config.data.csv.id_column' is 3"],
+    ),
+    (
+        "csv_feature_columns_str",
+        _set("config", "data", "csv", "feature_columns", "ab"),
+        ["'config.data.csv.feature_columns' is 'ab'"],
+    ),
+    (
+        "csv_feature_columns_twice",
+        _set("config", "data", "csv", "feature_columns", ["a", "a"]),
+        ["'config.data.csv.feature_columns'"],
+    ),
+    (
+        "csv_label_type",
+        _set("config", "data", "csv", "label_type", "float"),
+        ["'config.data.csv.label_type' is 'float'"],
+    ),
     ("classes_duplicate", _set("classes", ["neg", "neg"]), ["'classes' lists 'neg' twice"]),
     ("classes_str", _set("classes", "np"), ["'classes' is 'np'"]),
     ("classes_empty", _set("classes", []), ["'classes' is []"]),
@@ -148,7 +202,11 @@ BAD_META = [
     ("no_model", _delete("model"), ["no 'model' entry"]),
     ("model_list", _set("model", [4]), ["'model' is [4]"]),
     ("model_unknown_key", _set("model", "depth", 2), ["'model' has unknown key(s) ['depth']"]),
-    ("model_missing_input_size", lambda m: m["model"].pop("input_size"), ["'model' lacks 'input_size'"]),
+    (
+        "model_missing_input_size",
+        lambda m: m["model"].pop("input_size"),
+        ["'model' lacks 'input_size'"],
+    ),
     ("hidden_size_zero", _set("model", "hidden_size", 0), ["'model.hidden_size' is 0", "int >= 1"]),
     ("hidden_size_float", _set("model", "hidden_size", 4.0), ["'model.hidden_size' is 4.0"]),
     ("hidden_size_str", _set("model", "hidden_size", "4"), ["'model.hidden_size' is '4'"]),
@@ -160,13 +218,31 @@ BAD_META = [
     ("forget_bias_nan", _set("model", "forget_bias", float("nan")), ["'model.forget_bias' is nan"]),
     ("dropout_one", _set("model", "dropout", 1.0), ["'model.dropout' is 1.0"]),
     # sizes that disagree with the stored parameters: refused before a model is allocated
-    ("hidden_size_edited", _set("model", "hidden_size", 5),
-     ["parameter 'lstm.0.W' has shape (6, 16)", "needs (7, 20)"]),
-    ("input_size_edited", _set("model", "input_size", 3), ["parameter 'lstm.0.W' has shape (6, 16)"]),
-    ("num_classes_edited", lambda m: (m["model"].update(num_classes=3), m.update(classes=["a", "b", "c"])),
-     ["parameter 'head.W' has shape (4, 2)", "needs (4, 3)"]),
-    ("num_layers_huge", _set("model", "num_layers", 10**5), ["4 parameters stored", "100000 layer(s)"]),
-    ("hidden_size_huge", _set("model", "hidden_size", 10**9), ["parameter 'lstm.0.W' has shape (6, 16)"]),
+    (
+        "hidden_size_edited",
+        _set("model", "hidden_size", 5),
+        ["parameter 'lstm.0.W' has shape (6, 16)", "needs (7, 20)"],
+    ),
+    (
+        "input_size_edited",
+        _set("model", "input_size", 3),
+        ["parameter 'lstm.0.W' has shape (6, 16)"],
+    ),
+    (
+        "num_classes_edited",
+        lambda m: (m["model"].update(num_classes=3), m.update(classes=["a", "b", "c"])),
+        ["parameter 'head.W' has shape (4, 2)", "needs (4, 3)"],
+    ),
+    (
+        "num_layers_huge",
+        _set("model", "num_layers", 10**5),
+        ["4 parameters stored", "100000 layer(s)"],
+    ),
+    (
+        "hidden_size_huge",
+        _set("model", "hidden_size", 10**9),
+        ["parameter 'lstm.0.W' has shape (6, 16)"],
+    ),
 ]
 
 
@@ -182,39 +258,75 @@ def test_bad_model_metadata_is_a_checkpoint_error(trained, tmp_path, command, ca
     assert not any((tmp_path / n).exists() for n in ("report.json", "preds.csv", "out.csv"))
 
 
-@pytest.mark.parametrize("classes, index, needle", [
-    (["neg\udcff", "pos"], 0, "U+DCFF, a lone surrogate (character 4)"),
-    (["neg", "\ud800"], 1, "U+D800, a lone surrogate (character 1)"),
-])
+@pytest.mark.parametrize(
+    "classes, index, needle",
+    [
+        (["neg\udcff", "pos"], 0, "U+DCFF, a lone surrogate (character 4)"),
+        (["neg", "\ud800"], 1, "U+D800, a lone surrogate (character 1)"),
+    ],
+)
 @pytest.mark.parametrize("command", ["eval", "predict"])
-def test_class_label_with_a_lone_surrogate_is_refused(trained, tmp_path, command, classes, index, needle):
+def test_class_label_with_a_lone_surrogate_is_refused(
+    trained, tmp_path, command, classes, index, needle
+):
     """Such labels trained before the data loaders refused them; lstm-predict then crashed with
     UnicodeEncodeError writing them (and lstm-eval blamed the data file, exit 4)."""
     path = resave(trained, tmp_path, _set("classes", classes))
     result = run_command(command, path, trained[1], tmp_path)
-    line = assert_checkpoint_error(result, path, f"'classes'[{index}] is {classes[index]!r}", needle,
-                                   "valid Unicode text")
+    line = assert_checkpoint_error(
+        result, path, f"'classes'[{index}] is {classes[index]!r}", needle, "valid Unicode text"
+    )
     line.encode("utf-8")  # the message itself can be printed
     with pytest.raises(CheckpointError, match="lone surrogate"):
         load_trained(path)
 
 
 BAD_PARAMS = [
-    ("param_nan", lambda p: p["head.b"].__setitem__(0, np.nan), ["parameter 'head.b'", "NaN or Inf"]),
-    ("param_inf", lambda p: p["lstm.0.W"].__setitem__((1, 2), np.inf), ["parameter 'lstm.0.W'", "NaN or Inf"]),
-    ("param_beyond_float32", lambda p: p.update({"head.W": p["head.W"].astype(np.float64) * 1e300}),
-     ["parameter 'head.W'", "as float32"]),
-    ("param_int", lambda p: p.update({"head.b": np.zeros(2, np.int64)}), ["parameter 'head.b' has dtype int64"]),
-    ("param_str", lambda p: p.update({"head.b": np.array(["1", "2"])}), ["parameter 'head.b' has dtype <U1"]),
-    ("param_extra", lambda p: p.update({"lstm.1.W": p["lstm.0.W"]}), ["5 parameters stored", "has 4"]),
-    ("param_renamed", lambda p: p.update({"head.V": p.pop("head.W")}), ["parameter 'head.V' is not part"]),
+    (
+        "param_nan",
+        lambda p: p["head.b"].__setitem__(0, np.nan),
+        ["parameter 'head.b'", "NaN or Inf"],
+    ),
+    (
+        "param_inf",
+        lambda p: p["lstm.0.W"].__setitem__((1, 2), np.inf),
+        ["parameter 'lstm.0.W'", "NaN or Inf"],
+    ),
+    (
+        "param_beyond_float32",
+        lambda p: p.update({"head.W": p["head.W"].astype(np.float64) * 1e300}),
+        ["parameter 'head.W'", "as float32"],
+    ),
+    (
+        "param_int",
+        lambda p: p.update({"head.b": np.zeros(2, np.int64)}),
+        ["parameter 'head.b' has dtype int64"],
+    ),
+    (
+        "param_str",
+        lambda p: p.update({"head.b": np.array(["1", "2"])}),
+        ["parameter 'head.b' has dtype <U1"],
+    ),
+    (
+        "param_extra",
+        lambda p: p.update({"lstm.1.W": p["lstm.0.W"]}),
+        ["5 parameters stored", "has 4"],
+    ),
+    (
+        "param_renamed",
+        lambda p: p.update({"head.V": p.pop("head.W")}),
+        ["parameter 'head.V' is not part"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, edit, needles", BAD_PARAMS, ids=[c[0] for c in BAD_PARAMS])
 def test_bad_parameters_are_a_checkpoint_error(trained, tmp_path, case, edit, needles):
     path = resave(trained, tmp_path, edit_params=edit)
-    with warnings.catch_warnings(), pytest.raises(CheckpointError, match="bad checkpoint metadata") as err:
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(CheckpointError, match="bad checkpoint metadata") as err,
+    ):
         warnings.simplefilter("error")
         load_trained(path)
     assert str(err.value).startswith(f"{path}: ")
@@ -241,8 +353,10 @@ def test_valid_metadata_variants_still_load(trained, tmp_path):
         "null_csv_keys": _set("config", "data", "csv", {"id_column": None, "label_type": None}),
         "int_std": _set("normalization", {"mean": [0, 1], "std": [1, 3]}),
         "int_classes": _set("classes", [0, 7]),
-        "defaults": lambda m: [m["model"].pop(k) for k in ("num_layers", "head", "forget_bias", "dropout",
-                                                           "dtype", "init")],
+        "defaults": lambda m: [
+            m["model"].pop(k)
+            for k in ("num_layers", "head", "forget_bias", "dropout", "dtype", "init")
+        ],
     }
     for name, edit in edits.items():
         path = resave(trained, tmp_path, edit, name=f"{name}.npz")
@@ -275,8 +389,10 @@ def test_value_that_overflows_once_normalised_is_a_data_error(dtype, std):
         with pytest.raises(DataError) as err:
             pad_batch(ds, [0, 3, 2, 1], dtype, mean, stds)
         msg = str(err.value)
-        assert msg.startswith("tiny.jsonl: sequence 2, step 2, feature 2: the value 1e+38 is not finite in "
-                              f"{np.dtype(dtype)} once normalised with the training mean 0.5 and std {std:g}")
+        assert msg.startswith(
+            "tiny.jsonl: sequence 2, step 2, feature 2: the value 1e+38 is not finite in "
+            f"{np.dtype(dtype)} once normalised with the training mean 0.5 and std {std:g}"
+        )
         # through a view (a validation split), the sequence is named by its index in the file
         with pytest.raises(DataError, match=r"^tiny.jsonl: sequence 2, step 2, feature 2: "):
             pad_batch(ds.view([3, 2]), [0, 1], dtype, mean, stds)
@@ -298,16 +414,23 @@ def test_normalisation_check_keeps_batches_bit_identical():
         for b, n in enumerate([2, 0, 3]):
             want = ((seqs[n] - mean) / std).astype(dtype)
             assert xb[b, : lens[b]].tobytes() == want.tobytes()
-            assert not xb[b, lens[b]:].any()
+            assert not xb[b, lens[b] :].any()
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
-def test_eval_and_predict_name_the_data_file_and_sequence_that_overflows(trained, tmp_path, command):
+def test_eval_and_predict_name_the_data_file_and_sequence_that_overflows(
+    trained, tmp_path, command
+):
     """A checkpoint whose training std is tiny (valid: > 0) and data within float32's range."""
-    path = resave(trained, tmp_path, _set("normalization", {"mean": [0.0, 0.0], "std": [1.0, 1e-7]}))
+    path = resave(
+        trained, tmp_path, _set("normalization", {"mean": [0.0, 0.0], "std": [1.0, 1e-7]})
+    )
     data = tmp_path / "big.jsonl"
-    rows = [{"x": [[0.1, 0.2], [0.3, 0.4]], "y": "neg"}, {"x": [[0.1, 0.2]], "y": "zzz"},
-            {"x": [[0.1, 0.2], [0.3, 0.4], [0.5, 3e38]], "y": "pos"}]
+    rows = [
+        {"x": [[0.1, 0.2], [0.3, 0.4]], "y": "neg"},
+        {"x": [[0.1, 0.2]], "y": "zzz"},
+        {"x": [[0.1, 0.2], [0.3, 0.4], [0.5, 3e38]], "y": "pos"},
+    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     extra = ["--allow-unknown"] if command == "eval" else []  # eval goes through views then
     with warnings.catch_warnings():
@@ -318,8 +441,10 @@ def test_eval_and_predict_name_the_data_file_and_sequence_that_overflows(trained
     assert result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"Error: {data}: sequence 2, step 3, feature 2: the value 3e+38 is not finite "
-                               "in float32 once normalised with the training mean 0 and std 1e-07"), lines[0]
+    assert lines[0].startswith(
+        f"Error: {data}: sequence 2, step 3, feature 2: the value 3e+38 is not finite "
+        "in float32 once normalised with the training mean 0 and std 1e-07"
+    ), lines[0]
 
 
 def test_validation_value_that_overflows_once_normalised_stops_training_with_a_data_error(tmp_path):
@@ -337,10 +462,19 @@ def test_validation_value_that_overflows_once_normalised_stops_training_with_a_d
             x[1, 1] = 3e38 if n == 2 else 5.0
             fh.write(json.dumps({"x": x.tolist(), "y": n % 2}) + "\n")
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data": {"train": "train.jsonl", "valid": "valid.jsonl"}, "model": {"hidden_size": 4},
-        "train": {"epochs": 1, "batch_size": 8}, "output": {"dir": str(tmp_path / "run")}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": "train.jsonl", "valid": "valid.jsonl"},
+                "model": {"hidden_size": 4},
+                "train": {"epochs": 1, "batch_size": 8},
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
     with warnings.catch_warnings(), pytest.raises(DataError) as err:
         warnings.simplefilter("error")
         fit(load_config(cfg), progress=False, log=lambda *_: None)
-    assert str(err.value).startswith(f"{tmp_path / 'valid.jsonl'}: sequence 2, step 2, feature 2: the value 3e+38")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'valid.jsonl'}: sequence 2, step 2, feature 2: the value 3e+38"
+    )

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from lstm_cli.interop import from_keras, from_pytorch, to_keras, to_pytorch
-from lstm_cli.model import LSTMClassifier, init_params
+from lstm_cli.nn.interop import from_keras, from_pytorch, to_keras, to_pytorch
+from lstm_cli.nn.model import LSTMClassifier, init_params
 
 
 def test_pytorch_round_trip_and_layout():
@@ -48,7 +48,9 @@ def test_from_pytorch_takes_parameters_that_require_grad():
 
     torch = pytest.importorskip("torch")
     params = LSTMClassifier(3, 4, 2, seed=0).params
-    state = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in to_pytorch(params).items()}
+    state = {
+        k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in to_pytorch(params).items()
+    }
     back = from_pytorch(state)
     for k in params:
         np.testing.assert_allclose(back[k], params[k], rtol=0, atol=1e-6)

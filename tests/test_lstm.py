@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lstm_cli.gradcheck import rel_error, vjp_check
-from lstm_cli.lstm import (
+from lstm_cli.nn.gradcheck import rel_error, vjp_check
+from lstm_cli.nn.lstm import (
     lstm_layer_backward,
     lstm_layer_forward,
     lstm_step_backward,
@@ -28,8 +28,8 @@ def tf_basic_lstm_reference(x, W, b, forget_bias, h0, c0):
     """
     B, T, I = x.shape
     H = W.shape[1] // 4
-    Wi, Wj, Wf, Wo = (W[:, k * H:(k + 1) * H] for k in range(4))
-    Bi, Bj, Bf, Bo = (b[k * H:(k + 1) * H] for k in range(4))
+    Wi, Wj, Wf, Wo = (W[:, k * H : (k + 1) * H] for k in range(4))
+    Bi, Bj, Bf, Bo = (b[k * H : (k + 1) * H] for k in range(4))
     h, c = h0, c0
     hs = []
     for t in range(T):
@@ -71,11 +71,12 @@ def test_zero_weights_give_half_gates():
     B, I, H = 2, 3, 4
     x = np.ones((B, I))
     c_prev = np.full((B, H), 0.8)
-    h, c, cache = lstm_step_forward(x, np.zeros((B, H)), c_prev, np.zeros((I + H, 4 * H)),
-                                    np.zeros(4 * H), forget_bias=0.0)
+    h, c, cache = lstm_step_forward(
+        x, np.zeros((B, H)), c_prev, np.zeros((I + H, 4 * H)), np.zeros(4 * H), forget_bias=0.0
+    )
     # i = f = o = 0.5, j = tanh(0) = 0  =>  c = 0.5 * c_prev, h = 0.5 * tanh(c)
     np.testing.assert_allclose(cache.gates[:, :H], 0.5)
-    np.testing.assert_allclose(cache.gates[:, H:2 * H], 0.0)
+    np.testing.assert_allclose(cache.gates[:, H : 2 * H], 0.0)
     np.testing.assert_allclose(c, 0.4)
     np.testing.assert_allclose(h, 0.5 * np.tanh(0.4))
 
@@ -83,8 +84,14 @@ def test_zero_weights_give_half_gates():
 def test_forget_bias_inside_the_sigmoid():
     B, I, H = 1, 1, 1
     zeros = np.zeros((I + H, 4 * H))
-    _, _, cache = lstm_step_forward(np.zeros((B, I)), np.zeros((B, H)), np.zeros((B, H)), zeros,
-                                    np.zeros(4 * H), forget_bias=1.0)
+    _, _, cache = lstm_step_forward(
+        np.zeros((B, I)),
+        np.zeros((B, H)),
+        np.zeros((B, H)),
+        zeros,
+        np.zeros(4 * H),
+        forget_bias=1.0,
+    )
     np.testing.assert_allclose(cache.gates[0, 2], _sig(1.0))  # f = sigmoid(0 + 1)
     np.testing.assert_allclose(cache.gates[0, 0], 0.5)  # i unaffected
 
@@ -105,7 +112,9 @@ def test_layer_forward_matches_step_forward(rng):
         h, c, _ = lstm_step_forward(x[t], h, c, W, b, 0.9)
         np.testing.assert_allclose(h_layer[t], h, rtol=1e-14, atol=1e-15)
         if t + 1 < x.shape[0]:  # c_t is the c_prev of step t+1
-            np.testing.assert_allclose(cache.c_prev.reshape(h_layer.shape)[t + 1], c, rtol=1e-14, atol=1e-15)
+            np.testing.assert_allclose(
+                cache.c_prev.reshape(h_layer.shape)[t + 1], c, rtol=1e-14, atol=1e-15
+            )
 
 
 def test_step_backward_matches_finite_differences(rng):
@@ -161,7 +170,9 @@ def test_layer_backward_equals_chained_step_backward(rng):
     dc_next = np.zeros_like(c0)
     dW_ref, db_ref = np.zeros_like(W), np.zeros_like(b)
     for t in reversed(range(x.shape[0])):
-        dx_t, dh_next, dc_next, dW_t, db_t = lstm_step_backward(upstream[t] + dh_next, dc_next, steps[t], W)
+        dx_t, dh_next, dc_next, dW_t, db_t = lstm_step_backward(
+            upstream[t] + dh_next, dc_next, steps[t], W
+        )
         np.testing.assert_allclose(dx[t], dx_t, rtol=1e-12, atol=1e-14)
         dW_ref = dW_ref + dW_t
         db_ref = db_ref + db_t
@@ -179,7 +190,7 @@ def test_broken_backward_is_caught(rng):
     numeric = vjp_check(lambda W: lstm_layer_forward(x, W, b, 1.0, h0, c0)[0], dict(W=W), upstream)
     _, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
     W_broken = W.copy()
-    W_broken[x.shape[2]:] = 0.0
+    W_broken[x.shape[2] :] = 0.0
     _, dW_broken, _, _, _ = lstm_layer_backward(upstream, cache, W_broken)
     assert rel_error(dW_broken, numeric["W"]).max() > 1e-2
     _, dW, _, _, _ = lstm_layer_backward(upstream, cache, W)
@@ -207,7 +218,7 @@ def test_packed_layer_equals_running_over_padding(rng):
     """With rows sorted by length, the packed layout (only the running sequences at each
     step) gives the same valid outputs and the same gradients as running every row of a
     full time-major batch over its padding, and its own gradients match finite differences."""
-    from lstm_cli.lstm import batch_sizes_from_lengths
+    from lstm_cli.nn.lstm import batch_sizes_from_lengths
 
     x, W, b, h0, c0 = _layer_problem(rng, T=6, B=3, I=2, H=3)
     lengths = np.array([6, 4, 1])
@@ -224,11 +235,19 @@ def test_packed_layer_equals_running_over_padding(rng):
     dx_f, dW_f, db_f, dh0_f, dc0_f = lstm_layer_backward(upstream, cache_full, W)
     dx_p, dW_p, db_p, dh0_p, dc0_p = lstm_layer_backward(upstream[valid], cache_packed, W)
     np.testing.assert_allclose(dx_p, dx_f[valid], rtol=1e-12, atol=1e-14)
-    for name, p, f in (("dW", dW_p, dW_f), ("db", db_p, db_f), ("dh0", dh0_p, dh0_f), ("dc0", dc0_p, dc0_f)):
+    for name, p, f in (
+        ("dW", dW_p, dW_f),
+        ("db", db_p, db_f),
+        ("dh0", dh0_p, dh0_f),
+        ("dc0", dc0_p, dc0_f),
+    ):
         np.testing.assert_allclose(p, f, rtol=1e-12, atol=1e-14, err_msg=name)
     x_packed = x[valid]
-    numeric = vjp_check(lambda x_packed, W: lstm_layer_forward(x_packed, W, b, 1.0, h0, c0, batch_sizes=sizes)[0],
-                        dict(x_packed=x_packed, W=W), upstream[valid])
+    numeric = vjp_check(
+        lambda x_packed, W: lstm_layer_forward(x_packed, W, b, 1.0, h0, c0, batch_sizes=sizes)[0],
+        dict(x_packed=x_packed, W=W),
+        upstream[valid],
+    )
     assert rel_error(dW_p, numeric["W"]).max() < TOL
     assert rel_error(dx_p, numeric["x_packed"]).max() < TOL
 
@@ -236,7 +255,7 @@ def test_packed_layer_equals_running_over_padding(rng):
 @pytest.mark.parametrize("chunk_bytes", [1, 200, 1 << 20])
 def test_backward_chunking_does_not_change_gradients(rng, monkeypatch, chunk_bytes):
     """The gate factors are computed a chunk of steps at a time; any chunk size gives the same result."""
-    from lstm_cli import lstm as lstm_module
+    from lstm_cli.nn import lstm as lstm_module
 
     x, W, b, h0, c0 = _layer_problem(rng, T=7, B=2, I=2, H=3)
     upstream = rng.normal(size=(7, 2, 3))
@@ -250,7 +269,7 @@ def test_backward_chunking_does_not_change_gradients(rng, monkeypatch, chunk_byt
 def test_inference_forward_without_cache_matches(rng):
     """The inference loop (its own scratch, c updated in place) gives exactly the training
     forward's h, for a full batch and for a packed one whose batch shrinks step by step."""
-    from lstm_cli.lstm import batch_sizes_from_lengths
+    from lstm_cli.nn.lstm import batch_sizes_from_lengths
 
     x, W, b, h0, c0 = _layer_problem(rng, T=5, B=4)
     h, cache = lstm_layer_forward(x, W, b, 1.0, h0, c0)
@@ -262,9 +281,12 @@ def test_inference_forward_without_cache_matches(rng):
     sizes = batch_sizes_from_lengths(lengths, 5)  # [4, 3, 3, 1, 1]
     for dtype in (np.float64, np.float32):
         args = [a.astype(dtype) for a in (x[valid], W, b)]
-        h_train, _ = lstm_layer_forward(*args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes)
-        h_infer, _ = lstm_layer_forward(*args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes,
-                                        need_cache=False)
+        h_train, _ = lstm_layer_forward(
+            *args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes
+        )
+        h_infer, _ = lstm_layer_forward(
+            *args, 0.5, h0.astype(dtype), c0.astype(dtype), batch_sizes=sizes, need_cache=False
+        )
         np.testing.assert_array_equal(h_infer, h_train)
         h_full = lstm_layer_forward(x, W, b, 0.5, h0, c0)[0][valid]  # float64, padded batch
         tol = 1e-5 if dtype == np.float32 else 1e-13
@@ -275,7 +297,7 @@ def test_backward_from_final_states_only_equals_the_dense_form(rng):
     """dh=None with dh_last (the last head's gradient w.r.t. each sequence's final h) gives
     the same gradients as the dense dh that is zero everywhere else, and matches finite
     differences of sum(dh_last * final h)."""
-    from lstm_cli.lstm import batch_sizes_from_lengths
+    from lstm_cli.nn.lstm import batch_sizes_from_lengths
 
     T, B, I, H = 7, 5, 2, 3
     x, W, b, h0, c0 = _layer_problem(rng, T=T, B=B, I=I, H=H)
@@ -294,8 +316,12 @@ def test_backward_from_final_states_only_equals_the_dense_form(rng):
     for name, got, want in zip(("dx", "dW", "db", "dh0", "dc0"), sparse, dense):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15, err_msg=name)
     numeric = vjp_check(
-        lambda x_packed, W, b: lstm_layer_forward(x_packed, W, b, 0.8, h0, c0, batch_sizes=sizes)[0][last_rows],
-        dict(x_packed=x_packed, W=W, b=b), dh_last)
+        lambda x_packed, W, b: lstm_layer_forward(x_packed, W, b, 0.8, h0, c0, batch_sizes=sizes)[
+            0
+        ][last_rows],
+        dict(x_packed=x_packed, W=W, b=b),
+        dh_last,
+    )
     assert rel_error(sparse[1], numeric["W"]).max() < TOL
     assert rel_error(sparse[2], numeric["b"]).max() < TOL
     assert rel_error(sparse[0], numeric["x_packed"]).max() < TOL

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lstm_cli.metrics import classification_report, confusion_matrix
+from lstm_cli.nn.metrics import classification_report, confusion_matrix
 
 
 def test_confusion_matrix_counts():
@@ -24,5 +24,11 @@ def test_report_values_by_hand():
 
 def test_absent_class_does_not_divide_by_zero():
     r = classification_report([0, 0], [0, 0], ["x", "y"])
-    assert r["per_class"][1] == {"label": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert r["per_class"][1] == {
+        "label": "y",
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 0,
+    }
     assert r["macro_f1"] == 1.0

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lstm_cli.errors import LstmCliError
-from lstm_cli.gradcheck import check_model, random_problem
-from lstm_cli.model import LSTMClassifier
+from lstm_cli.nn.gradcheck import check_model, random_problem
+from lstm_cli.nn.model import LSTMClassifier
 
 TOL = 1e-6
 
@@ -14,8 +14,9 @@ TOL = 1e-6
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_model_gradients_match_finite_differences(head, num_layers, seed):
-    model, x, lengths, y = random_problem(num_layers=num_layers, head=head, seed=seed,
-                                          forget_bias=0.8)
+    model, x, lengths, y = random_problem(
+        num_layers=num_layers, head=head, seed=seed, forget_bias=0.8
+    )
     report = check_model(model, x, lengths, y, tol=TOL)
     failures = [f"{r.name}: {r.max_rel_error:.2e}" for r in report.rows if not r.passed]
     assert not failures, failures
@@ -49,8 +50,8 @@ def test_gradcheck_fails_on_a_broken_backward():
     assert not report.passed
     assert [r.name for r in report.rows if not r.passed] == ["lstm.1.b"]
 
-    from lstm_cli import model as model_module
-    from lstm_cli.lstm import lstm_layer_backward
+    from lstm_cli.nn import model as model_module
+    from lstm_cli.nn.lstm import lstm_layer_backward
 
     def no_recurrent_term(dh, cache, W, **kw):  # dh_next = dz @ Wh.T becomes zero
         I = cache.input_size
@@ -93,10 +94,13 @@ def test_padding_invariance(head):
             np.testing.assert_allclose(logits[0], logits_alone[0], rtol=0, atol=1e-12)
         else:
             np.testing.assert_allclose(logits[0, :3], logits_alone[0], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(model.predict_proba(x, lengths)[0], probs_alone[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(
+            model.predict_proba(x, lengths)[0], probs_alone[0], rtol=0, atol=1e-12
+        )
         # gradients of sequence 0 alone: give the other sequences zero class weight
-        loss, grads, dx = model.loss_and_grads(x, lengths, np.array([2, 0, 1]),
-                                               class_weights=None, return_dx=True)
+        loss, grads, dx = model.loss_and_grads(
+            x, lengths, np.array([2, 0, 1]), class_weights=None, return_dx=True
+        )
         weights_only_first = _loss_of_first(model, x, lengths, y_short[0])
         assert weights_only_first[0] == pytest.approx(loss_alone, abs=1e-12)
         for k in grads_alone:
@@ -117,8 +121,11 @@ def test_pack_layout_and_input_forms():
     for t in range(5):
         expected_rows += [(b, t) for b in order if lengths[b] > t]
     expected = np.array([x[b, t] for b, t in expected_rows], np.float32)
-    for xi, li in ((x, lengths), (np.asfortranarray(x), lengths.astype(np.uint8)),
-                   (x.transpose(1, 0, 2).copy().transpose(1, 0, 2), lengths)):
+    for xi, li in (
+        (x, lengths),
+        (np.asfortranarray(x), lengths.astype(np.uint8)),
+        (x.transpose(1, 0, 2).copy().transpose(1, 0, 2), lengths),
+    ):
         pb = model.pack(xi, li)
         assert pb.x.dtype == np.float32 and pb.x.flags.c_contiguous
         np.testing.assert_array_equal(pb.x, expected)
@@ -127,15 +134,16 @@ def test_pack_layout_and_input_forms():
         assert [expected_rows[r] for r in pb.last_rows] == [(b, lengths[b] - 1) for b in range(5)]
         assert list(zip(*pb.index)) == expected_rows
     xi = rng.integers(-3, 3, size=(5, 6, 2))
-    np.testing.assert_array_equal(model.pack(xi, lengths).x,
-                                  np.array([xi[b, t] for b, t in expected_rows], np.float32))
+    np.testing.assert_array_equal(
+        model.pack(xi, lengths).x, np.array([xi[b, t] for b, t in expected_rows], np.float32)
+    )
 
 
 def _loss_of_first(model, x, lengths, y0):
     """Loss/grads of sequence 0 only, via per-class weights that zero the others' classes."""
     K = model.num_classes
     others = [k for k in range(K) if k != y0]
-    y = np.array([y0] + others[:len(lengths) - 1])
+    y = np.array([y0] + others[: len(lengths) - 1])
     cw = np.zeros(K)
     cw[y0] = 1.0
     return model.loss_and_grads(x, lengths, y, class_weights=cw)
@@ -152,8 +160,9 @@ def test_dropout_gradients_with_a_fixed_mask():
         return model.loss_from_logits(logits, cache, y, None)[0]
 
     def analytic(model, x_, lengths_, y_):
-        return model.loss_and_grads(x_, lengths_, y_, training=True, rng=np.random.default_rng(9),
-                                    return_dx=True)
+        return model.loss_and_grads(
+            x_, lengths_, y_, training=True, rng=np.random.default_rng(9), return_dx=True
+        )
 
     orig_loss = model.loss
     model.loss = lambda x_, lengths_, y_, cw=None: loss_fn(x_)
@@ -176,8 +185,14 @@ def test_same_seed_same_parameters_and_dtypes():
         assert a.params[k].dtype == np.float32
     assert not np.array_equal(a.params["lstm.0.W"], c.params["lstm.0.W"])
     shapes = {k: v.shape for k, v in a.params.items()}
-    assert shapes == {"lstm.0.W": (9, 20), "lstm.0.b": (20,), "lstm.1.W": (10, 20), "lstm.1.b": (20,),
-                      "head.W": (5, 3), "head.b": (3,)}
+    assert shapes == {
+        "lstm.0.W": (9, 20),
+        "lstm.0.b": (20,),
+        "lstm.1.W": (10, 20),
+        "lstm.1.b": (20,),
+        "head.W": (5, 3),
+        "head.b": (3,),
+    }
 
 
 @pytest.mark.parametrize("init", ["uniform", "glorot_orthogonal"])
@@ -212,13 +227,16 @@ def test_float32_agrees_with_float64():
         np.testing.assert_allclose(g32[k], g64[k], rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(x=np.zeros((2, 3)), lengths=np.array([1, 1])),
-    dict(x=np.zeros((2, 3, 5)), lengths=np.array([1, 1])),
-    dict(x=np.zeros((2, 3, 3)), lengths=np.array([0, 1])),
-    dict(x=np.zeros((2, 3, 3)), lengths=np.array([4, 1])),
-    dict(x=np.zeros((2, 3, 3)), lengths=np.array([1.0, 1.0])),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(x=np.zeros((2, 3)), lengths=np.array([1, 1])),
+        dict(x=np.zeros((2, 3, 5)), lengths=np.array([1, 1])),
+        dict(x=np.zeros((2, 3, 3)), lengths=np.array([0, 1])),
+        dict(x=np.zeros((2, 3, 3)), lengths=np.array([4, 1])),
+        dict(x=np.zeros((2, 3, 3)), lengths=np.array([1.0, 1.0])),
+    ],
+)
 def test_bad_batches_raise_clear_errors(bad):
     m = LSTMClassifier(3, 4, 2)
     with pytest.raises(LstmCliError):
@@ -274,7 +292,9 @@ def test_concurrent_calls_from_threads_do_not_share_buffers():
         x = rng.normal(size=(16, 30, 4)).astype(np.float32)
         lengths = rng.integers(1 + 10 * k, 31, size=16)
         y = rng.integers(0, 3, size=16)
-        jobs.append((x, lengths, y, model.predict_proba(x, lengths), model.loss_and_grads(x, lengths, y)))
+        jobs.append(
+            (x, lengths, y, model.predict_proba(x, lengths), model.loss_and_grads(x, lengths, y))
+        )
     failures = []
 
     def work(k):
@@ -342,15 +362,18 @@ def test_evaluate_batch_losses_average_to_the_training_loss(head, dtype):
     rtol = 1e-12 if dtype == "float64" else 1e-5
     assert ce.mean() == pytest.approx(model.loss(x, lengths, y), rel=rtol)
     for b in range(5):  # each sequence alone, unpadded
-        alone, _ = model.evaluate_batch(x[b:b + 1, :lengths[b]], lengths[b:b + 1], y[b:b + 1])
+        alone, _ = model.evaluate_batch(
+            x[b : b + 1, : lengths[b]], lengths[b : b + 1], y[b : b + 1]
+        )
         assert alone[0] == pytest.approx(ce[b], rel=rtol)
-        assert alone[0] == pytest.approx(model.loss(x[b:b + 1, :lengths[b]], lengths[b:b + 1], y[b:b + 1]),
-                                         rel=rtol)
+        assert alone[0] == pytest.approx(
+            model.loss(x[b : b + 1, : lengths[b]], lengths[b : b + 1], y[b : b + 1]), rel=rtol
+        )
     np.testing.assert_allclose(probs, model.predict_proba(x, lengths), rtol=rtol)
 
 
 def test_parameter_count_and_size_check(monkeypatch):
-    from lstm_cli import model as model_mod
+    from lstm_cli.nn import model as model_mod
 
     for args in ((3, 4, 2, 1), (5, 7, 3, 3), (1, 1, 2, 2)):
         model = LSTMClassifier(*args[:3], num_layers=args[3])

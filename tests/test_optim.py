@@ -1,4 +1,4 @@
-"""Tests for lstm_cli.optim: clipping, SGD/Adam/AdamW updates, state, LR schedules."""
+"""Tests for lstm_cli.nn.optim: clipping, SGD/Adam/AdamW updates, state, LR schedules."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lstm_cli.errors import CheckpointError, LstmCliError
-from lstm_cli.optim import (
+from lstm_cli.nn.optim import (
     SGD,
     Adam,
     LRSchedule,
@@ -110,8 +110,10 @@ def test_clip_rejects_negative_max_norm():
 def test_adam_first_step_is_lr_times_sign():
     rng = np.random.default_rng(3)
     params = make_params(rng)
-    grads = {k: rng.choice([-1.0, 1.0], size=p.shape) * rng.uniform(1e-3, 10, size=p.shape)
-             for k, p in params.items()}
+    grads = {
+        k: rng.choice([-1.0, 1.0], size=p.shape) * rng.uniform(1e-3, 10, size=p.shape)
+        for k, p in params.items()
+    }
     before = copy_dict(params)
     opt = Adam(params, lr=0.01)
     opt.step(params, grads)
@@ -140,7 +142,9 @@ def test_sgd_plain_with_weight_decay_hand_computed():
     opt = SGD(p, lr=0.1, weight_decay=0.5)
     opt.step(p, {"w": np.array([0.2, 0.4])})
     # p - lr * (g + wd * p)
-    np.testing.assert_allclose(p["w"], [1.0 - 0.1 * (0.2 + 0.5), -2.0 - 0.1 * (0.4 - 1.0)], rtol=1e-15)
+    np.testing.assert_allclose(
+        p["w"], [1.0 - 0.1 * (0.2 + 0.5), -2.0 - 0.1 * (0.4 - 1.0)], rtol=1e-15
+    )
 
 
 @pytest.mark.parametrize(
@@ -338,8 +342,10 @@ def test_matches_torch_optim_for_five_steps(case):
     rng = np.random.default_rng(10)
     params = make_params(rng)
     target = make_params(rng)
-    tparams = {k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
-               for k, v in params.items()}
+    tparams = {
+        k: torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True)
+        for k, v in params.items()
+    }
     lr = 0.05
     ours = build(case, params, lr=lr)
     theirs = _torch_optimizer(torch, case, list(tparams.values()), lr)
@@ -350,8 +356,13 @@ def test_matches_torch_optim_for_five_steps(case):
             t.grad = torch.from_numpy(tgrads[k])
         theirs.step()
         for k in params:
-            np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=0, atol=1e-12,
-                                       err_msg=f"{case}: {k} mine vs torch")
+            np.testing.assert_allclose(
+                params[k],
+                tparams[k].detach().numpy(),
+                rtol=0,
+                atol=1e-12,
+                err_msg=f"{case}: {k} mine vs torch",
+            )
 
 
 # ------------------------------------------------------------------------ schedules
@@ -359,7 +370,14 @@ def test_matches_torch_optim_for_five_steps(case):
 
 def test_step_schedule():
     s = LRSchedule("step", 0.1, epochs=30, step_size=10, gamma=0.5)
-    assert [s.lr_for_epoch(e) for e in (0, 9, 10, 19, 20, 29)] == [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    assert [s.lr_for_epoch(e) for e in (0, 9, 10, 19, 20, 29)] == [
+        0.1,
+        0.1,
+        0.05,
+        0.05,
+        0.025,
+        0.025,
+    ]
 
 
 def test_cosine_schedule_endpoints():
@@ -381,20 +399,20 @@ def test_constant_schedule_ignores_metrics():
 
 def test_plateau_reduces_after_patience_and_respects_min_lr():
     s = LRSchedule("plateau", 1.0, epochs=100, patience=2, factor=0.5, min_lr=0.3)
-    s.observe(1.0)                       # first value: best
-    s.observe(0.9)                       # improvement
-    s.observe(0.95)                      # bad 1
+    s.observe(1.0)  # first value: best
+    s.observe(0.9)  # improvement
+    s.observe(0.95)  # bad 1
     assert s.lr_for_epoch(3) == 1.0
-    s.observe(0.9)                       # bad 2 (equal is not better) -> reduce
+    s.observe(0.9)  # bad 2 (equal is not better) -> reduce
     assert s.lr_for_epoch(4) == 0.5 and s.num_bad_epochs == 0
-    s.observe(0.8)                       # improvement resets the count
+    s.observe(0.8)  # improvement resets the count
     s.observe(0.85)
     assert s.lr_for_epoch(6) == 0.5
-    s.observe(float("nan"))              # NaN counts as no improvement -> reduce, floored
+    s.observe(float("nan"))  # NaN counts as no improvement -> reduce, floored
     assert s.lr_for_epoch(7) == 0.3
     s.observe(0.9)
     s.observe(0.9)
-    assert s.lr_for_epoch(9) == 0.3      # never below min_lr
+    assert s.lr_for_epoch(9) == 0.3  # never below min_lr
 
 
 def test_plateau_max_mode_and_mode_change():

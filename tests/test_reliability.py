@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from lstm_cli.checkpoint import load_checkpoint
 from lstm_cli.config import load_config
-from lstm_cli.train import Trainer, fit
+from lstm_cli.store.checkpoint import load_checkpoint
+from lstm_cli.training import Trainer, fit
 
 VOLATILE = ("seconds", "sequences_per_second")
 
@@ -21,7 +21,10 @@ def _fit(path, *overrides, **kw):
 
 
 def _assert_same_run(dir_a, dir_b):
-    a, b = load_checkpoint(os.path.join(dir_a, "last.npz")), load_checkpoint(os.path.join(dir_b, "last.npz"))
+    a, b = (
+        load_checkpoint(os.path.join(dir_a, "last.npz")),
+        load_checkpoint(os.path.join(dir_b, "last.npz")),
+    )
     for k in a.params:
         assert a.params[k].tobytes() == b.params[k].tobytes(), k
     assert a.optim_arrays.keys() == b.optim_arrays.keys()
@@ -31,13 +34,21 @@ def _assert_same_run(dir_a, dir_b):
     assert strip(a.meta["history"]) == strip(b.meta["history"])
     assert a.meta["rng_state"] == b.meta["rng_state"]
     assert a.meta["optimizer"] == b.meta["optimizer"] and a.meta["schedule"] == b.meta["schedule"]
-    ba, bb = load_checkpoint(os.path.join(dir_a, "best.npz")), load_checkpoint(os.path.join(dir_b, "best.npz"))
+    ba, bb = (
+        load_checkpoint(os.path.join(dir_a, "best.npz")),
+        load_checkpoint(os.path.join(dir_b, "best.npz")),
+    )
     for k in ba.params:
         assert ba.params[k].tobytes() == bb.params[k].tobytes(), k
 
 
-EXTRA = ("model.dropout=0.3", "model.num_layers=2", "train.schedule.name=plateau",
-         "train.schedule.patience=1", "train.early_stopping.patience=3")
+EXTRA = (
+    "model.dropout=0.3",
+    "model.num_layers=2",
+    "train.schedule.name=plateau",
+    "train.schedule.patience=1",
+    "train.early_stopping.patience=3",
+)
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])
@@ -81,13 +92,19 @@ def test_training_longer_on_resume_is_allowed(write_config, tmp_path):
 def _train_subprocess(*args):
     """lstm-train ARGS --quiet in a child process (stdout/stderr captured as text)."""
     code = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
-    return subprocess.Popen([sys.executable, "-c", code, *args, "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _start_long_training(cfg, run):
     """A 400-epoch lstm-train child, returned once it has written run/last.npz."""
-    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32")
+    proc = _train_subprocess(
+        "--config", cfg, "--set", "train.epochs=400", "--set", "model.hidden_size=32"
+    )
     deadline = time.time() + 60
     while not (run / "last.npz").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -107,8 +124,14 @@ def test_signal_saves_a_resumable_checkpoint(write_config, tmp_path, signum, cod
     last = load_checkpoint(str(run / "last.npz"))
     assert last.meta["epoch"] < 400
     assert not [n for n in os.listdir(run) if ".tmp" in n]
-    resumed = _fit(cfg, "train.epochs=400", "model.hidden_size=32", f"output.dir={run}",
-                   "train.epochs=" + str(last.meta["epoch"] + 1), resume=True)
+    resumed = _fit(
+        cfg,
+        "train.epochs=400",
+        "model.hidden_size=32",
+        f"output.dir={run}",
+        "train.epochs=" + str(last.meta["epoch"] + 1),
+        resume=True,
+    )
     assert len(resumed.history) == last.meta["epoch"] + 1
 
 
@@ -133,8 +156,9 @@ def test_kill_9_never_leaves_a_corrupt_file(write_config, tmp_path):
     cfg = write_config()
     run = tmp_path / "run"
     rng = np.random.default_rng(0)
-    proc = _train_subprocess("--config", cfg, "--set", "train.epochs=200",
-                             "--set", "train.checkpoint_every_steps=3")
+    proc = _train_subprocess(
+        "--config", cfg, "--set", "train.epochs=200", "--set", "train.checkpoint_every_steps=3"
+    )
     steps, started = [], time.time()
     while len(steps) < 10 and time.time() - started < 45:
         while not (run / "last.npz").exists() and proc.poll() is None:
@@ -174,7 +198,9 @@ def test_training_writes_only_inside_the_run_folder(write_config, tmp_path, monk
     _fit(cfg, "train.epochs=2", "train.checkpoint_every_steps=3")
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     new = [p for p in after if p not in before]
-    assert new and all(str(p).startswith(os.path.join("out", "run")) or str(p) == "out" for p in new), new
+    assert new and all(
+        str(p).startswith(os.path.join("out", "run")) or str(p) == "out" for p in new
+    ), new
     assert list(cwd.iterdir()) == []
     meta = load_checkpoint(str(tmp_path / "out" / "run" / "last.npz")).meta
     assert "threads" in meta["blas_threads"]

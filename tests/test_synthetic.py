@@ -1,4 +1,4 @@
-"""Tests of lstm_cli.synthetic: the long-memory pattern task, random benchmark data, the CLI."""
+"""Tests of lstm_cli.data.synthetic: the long-memory pattern task, random benchmark data, the CLI."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lstm_cli import data as D
-from lstm_cli import synthetic as S
+from lstm_cli.data import synthetic as S
 from lstm_cli.errors import LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +35,9 @@ def test_pattern_task_signal_sits_in_the_first_steps():
     for k in range(3):
         np.testing.assert_allclose(head[ds.labels == k].mean(axis=0), sig[k], atol=0.15)
     # after the pattern, every class looks like the same pure noise
-    tail_rows = np.concatenate([np.arange(s + 3, e) for s, e in zip(ds.offsets[:-1], ds.offsets[1:])])
+    tail_rows = np.concatenate(
+        [np.arange(s + 3, e) for s, e in zip(ds.offsets[:-1], ds.offsets[1:])]
+    )
     assert abs(ds.x[tail_rows].mean()) < 0.05 and abs(ds.x[tail_rows].std() - 1.0) < 0.05
 
 
@@ -45,7 +47,9 @@ def test_pattern_task_deterministic_and_same_task_across_rngs():
     np.testing.assert_array_equal(a.x, b.x)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(S.pattern_signatures(4, 3, 2), S.pattern_signatures(4, 3, 2))
-    assert not np.array_equal(S.pattern_signatures(4, 3, 2, signature_seed=1), S.pattern_signatures(4, 3, 2))
+    assert not np.array_equal(
+        S.pattern_signatures(4, 3, 2, signature_seed=1), S.pattern_signatures(4, 3, 2)
+    )
 
 
 def test_pattern_task_is_separable_only_with_memory():
@@ -123,18 +127,57 @@ def test_cli_rejects_bad_sizes(tmp_path, capsys):
 
 def test_module_runs_as_script(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "lstm_cli.synthetic", "--out", str(tmp_path), "--n-train", "8", "--n-test", "4"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "lstm_cli.data.synthetic",
+            "--out",
+            str(tmp_path),
+            "--n-train",
+            "8",
+            "--n-test",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "train.jsonl" in out.stdout and (tmp_path / "test.jsonl").exists()
 
 
 def test_shipped_files_match_documented_command(tmp_path):
     readme = (SHIPPED / "README.md").read_text(encoding="utf-8")
-    assert "python -m lstm_cli.synthetic --out data/synthetic --seed 0" in readme
-    S.main(["--out", str(tmp_path), "--seed", "0", "--n-train", "600", "--n-test", "300",
-            "--min-len", "10", "--max-len", "40", "--features", "4", "--classes", "4", "--pattern-len", "3",
-            "--noise", "1.0", "--amplitude", "1.5", "--signature-seed", "0", "--decimals", "4"])
+    assert "python -m lstm_cli.data.synthetic --out data/synthetic --seed 0" in readme
+    S.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--seed",
+            "0",
+            "--n-train",
+            "600",
+            "--n-test",
+            "300",
+            "--min-len",
+            "10",
+            "--max-len",
+            "40",
+            "--features",
+            "4",
+            "--classes",
+            "4",
+            "--pattern-len",
+            "3",
+            "--noise",
+            "1.0",
+            "--amplitude",
+            "1.5",
+            "--signature-seed",
+            "0",
+            "--decimals",
+            "4",
+        ]
+    )
     for name in ("train.jsonl", "test.jsonl"):
         assert (tmp_path / name).read_bytes() == (SHIPPED / name).read_bytes(), name
 

@@ -1,14 +1,14 @@
 """Parity with PyTorch nn.LSTM + nn.Linear (skipped cleanly when torch is not importable).
 
-The weights are converted with lstm_cli.interop (TF i,j,f,o -> torch i,f,g,o, forget_bias
+The weights are converted with lstm_cli.nn.interop (TF i,j,f,o -> torch i,f,g,o, forget_bias
 folded into bias_ih); then logits, loss, every parameter gradient and dL/dx must agree.
 """
 
 import numpy as np
 import pytest
 
-from lstm_cli.interop import from_pytorch, to_pytorch
-from lstm_cli.model import LSTMClassifier
+from lstm_cli.nn.interop import from_pytorch, to_pytorch
+from lstm_cli.nn.model import LSTMClassifier
 
 torch = pytest.importorskip("torch")
 
@@ -40,7 +40,8 @@ def _torch_loss_and_grads(state, x, lengths, y, head, dtype):
     else:
         logits = linear(out)  # (B, T, K)
         ce = torch.nn.functional.cross_entropy(
-            logits.reshape(B * T, K), y_t.repeat_interleave(T), reduction="none").reshape(B, T)
+            logits.reshape(B * T, K), y_t.repeat_interleave(T), reduction="none"
+        ).reshape(B, T)
         mask = (torch.arange(T)[None, :] < lengths_t[:, None]).to(tdtype)
         loss = ((ce * mask).sum(1) / lengths_t.to(tdtype)).mean()
     loss.backward()
@@ -49,15 +50,21 @@ def _torch_loss_and_grads(state, x, lengths, y, head, dtype):
         grads[f"bias_hh_l{k}"] = np.zeros_like(grads[f"bias_hh_l{k}"])  # equal to bias_ih's
     grads["head.weight"] = linear.weight.grad.numpy()
     grads["head.bias"] = linear.bias.grad.numpy()
-    return logits.detach().numpy(), float(loss.detach()), from_pytorch(grads, forget_bias=0.0), xt.grad.numpy()
+    return (
+        logits.detach().numpy(),
+        float(loss.detach()),
+        from_pytorch(grads, forget_bias=0.0),
+        xt.grad.numpy(),
+    )
 
 
 @pytest.mark.parametrize("head", ["last", "all"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
 def test_matches_pytorch(head, dtype, tol):
     rng = np.random.default_rng(21)
-    model = LSTMClassifier(I, H, K, num_layers=LAYERS, head=head, forget_bias=FORGET_BIAS,
-                           dtype=dtype, seed=0)
+    model = LSTMClassifier(
+        I, H, K, num_layers=LAYERS, head=head, forget_bias=FORGET_BIAS, dtype=dtype, seed=0
+    )
     for p in model.params.values():  # non-zero biases everywhere
         p[...] = rng.normal(0, 0.4, size=p.shape)
     lengths = np.array([7, 1, 4, 6, 2])
@@ -68,7 +75,8 @@ def test_matches_pytorch(head, dtype, tol):
 
     loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
     t_logits, t_loss, t_grads, t_dx = _torch_loss_and_grads(
-        to_pytorch(model.params, FORGET_BIAS), x, lengths, y, head, dtype)
+        to_pytorch(model.params, FORGET_BIAS), x, lengths, y, head, dtype
+    )
 
     logits = model.logits(x, lengths)
     if head == "all":  # compare valid steps only

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from lstm_cli.checkpoint import load_checkpoint
 from lstm_cli.config import load_config
 from lstm_cli.errors import ConfigError, TrainingError
-from lstm_cli.train import fit
+from lstm_cli.store.checkpoint import load_checkpoint
+from lstm_cli.training import fit
 
 
 def _fit(path, *overrides, **kw):
@@ -26,13 +26,27 @@ def test_learns_the_pattern_task(write_config, head):
 def test_run_folder_contents(write_config, tmp_path):
     result = _fit(write_config())
     run = tmp_path / "run"
-    assert sorted(os.listdir(run)) == ["best.npz", "config.yaml", "last.npz", "metrics.csv",
-                                       "metrics.jsonl", "summary.json"]
+    assert sorted(os.listdir(run)) == [
+        "best.npz",
+        "config.yaml",
+        "last.npz",
+        "metrics.csv",
+        "metrics.jsonl",
+        "summary.json",
+    ]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 13))
     header = (run / "metrics.csv").read_text().splitlines()[0].strip().split(",")
-    assert header[:8] == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                          "grad_norm", "seconds"]
+    assert header[:8] == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "grad_norm",
+        "seconds",
+    ]
     best = load_checkpoint(str(run / "best.npz"))
     assert best.meta["epoch"] == result.best_epoch
     for k, v in result.trained.model.params.items():  # fit returns the best model
@@ -47,10 +61,14 @@ def test_same_seed_same_everything(write_config, tmp_path):
     b = _fit(write_config(), "train.epochs=3", f"output.dir={tmp_path / 'b'}")
     for k in a.trained.model.params:
         np.testing.assert_array_equal(a.trained.model.params[k], b.trained.model.params[k])
-    strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "sequences_per_second")} for r in h]
+    strip = lambda h: [
+        {k: v for k, v in r.items() if k not in ("seconds", "sequences_per_second")} for r in h
+    ]
     assert strip(a.history) == strip(b.history)
     c = _fit(write_config(), "train.epochs=3", "train.seed=1", f"output.dir={tmp_path / 'c'}")
-    assert not np.array_equal(a.trained.model.params["lstm.0.W"], c.trained.model.params["lstm.0.W"])
+    assert not np.array_equal(
+        a.trained.model.params["lstm.0.W"], c.trained.model.params["lstm.0.W"]
+    )
 
 
 def test_resume_continues_to_the_same_result(write_config, tmp_path):
@@ -80,15 +98,24 @@ def test_refuses_non_empty_run_folder(write_config, tmp_path):
 
 
 def test_divergence_stops_with_a_clear_error(write_config, tmp_path):
-    with pytest.raises(TrainingError, match=r"epoch 1 step \d+: the training loss is not finite.*"
-                                            r"last finite loss"):
-        _fit(write_config(), "train.epochs=3", "train.optimizer.lr=1.0e38", "train.clip_grad_norm=0",
-             "train.optimizer.name=sgd", "train.optimizer.momentum=0")
+    with pytest.raises(
+        TrainingError,
+        match=r"epoch 1 step \d+: the training loss is not finite.*"
+        r"last finite loss",
+    ):
+        _fit(
+            write_config(),
+            "train.epochs=3",
+            "train.optimizer.lr=1.0e38",
+            "train.clip_grad_norm=0",
+            "train.optimizer.name=sgd",
+            "train.optimizer.momentum=0",
+        )
 
 
 def test_nan_mid_run_keeps_the_last_good_checkpoints(write_config, tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 3 stops training; the files of epoch 2 stay intact."""
-    from lstm_cli.model import LSTMClassifier
+    from lstm_cli.nn.model import LSTMClassifier
 
     real = LSTMClassifier.loss_from_logits
     calls = {"n": 0}
@@ -112,17 +139,28 @@ def test_nan_mid_run_keeps_the_last_good_checkpoints(write_config, tmp_path, mon
 
 
 def test_balanced_class_weights_and_all_options_run(write_config):
-    result = _fit(write_config(), "train.epochs=2", "train.class_weights=balanced",
-                  "train.optimizer.name=sgd", "train.optimizer.nesterov=true",
-                  "train.schedule.name=cosine", "model.num_layers=2", "model.dropout=0.2",
-                  "data.bucket=false", "data.normalize=false", "model.init=glorot_orthogonal")
+    result = _fit(
+        write_config(),
+        "train.epochs=2",
+        "train.class_weights=balanced",
+        "train.optimizer.name=sgd",
+        "train.optimizer.nesterov=true",
+        "train.schedule.name=cosine",
+        "model.num_layers=2",
+        "model.dropout=0.2",
+        "data.bucket=false",
+        "data.normalize=false",
+        "model.init=glorot_orthogonal",
+    )
     assert len(result.history) == 2
 
 
 def test_a_non_finite_first_metric_does_not_block_later_improvements():
-    from lstm_cli.train import _metric_better
+    from lstm_cli.training import _metric_better
 
     assert _metric_better("val_loss", 0.5, float("nan"), 0.0)
     assert _metric_better("val_accuracy", 0.5, float("nan"), 0.0)
     assert not _metric_better("val_loss", float("nan"), 0.5, 0.0)
-    assert _metric_better("val_loss", 0.4, 0.5, 0.0) and not _metric_better("val_loss", 0.49, 0.5, 0.02)
+    assert _metric_better("val_loss", 0.4, 0.5, 0.0) and not _metric_better(
+        "val_loss", 0.49, 0.5, 0.02
+    )

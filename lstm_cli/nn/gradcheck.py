@@ -61,7 +61,13 @@ def roundoff_floor(loss, eps=None, order=4) -> float:
     eps = DEFAULT_EPS[order] if eps is None else float(eps)
     pairs, denom = _STENCILS[order]
     weight = 2.0 * sum(abs(w) for _, w in pairs) / denom
-    return ROUNDOFF_MARGIN * weight * float(np.finfo(np.float64).eps) * max(abs(float(loss)), 1.0) / eps
+    return (
+        ROUNDOFF_MARGIN
+        * weight
+        * float(np.finfo(np.float64).eps)
+        * max(abs(float(loss)), 1.0)
+        / eps
+    )
 
 
 def numerical_gradient(f, array, flat_indices, eps=None, order=4) -> np.ndarray:
@@ -98,6 +104,7 @@ def vjp_check(forward, inputs: dict, upstream, eps=None, order=4):
     The cs231n vector-Jacobian form: ``upstream`` is a random array shaped like the
     output, never ones. Returns {name: numeric gradient} for every array in ``inputs``.
     """
+
     def f():
         return float(np.sum(forward(**inputs) * upstream))
 
@@ -124,7 +131,9 @@ class GradcheckReport:
     order: int
     tol: float
     loss: float
-    noise: float = 0.0  # roundoff_floor: entries are judged by |a - n| <= max(tol max(|a|, |n|), noise)
+    noise: float = (
+        0.0  # roundoff_floor: entries are judged by |a - n| <= max(tol max(|a|, |n|), noise)
+    )
     rows: list = field(default_factory=list)
 
     @property
@@ -139,15 +148,33 @@ class GradcheckReport:
         return d
 
 
-def random_problem(input_size=3, hidden_size=4, num_classes=3, num_layers=1, head="last",
-                   batch=4, max_len=5, forget_bias=1.0, seed=0, scale=0.5):
+def random_problem(
+    input_size=3,
+    hidden_size=4,
+    num_classes=3,
+    num_layers=1,
+    head="last",
+    batch=4,
+    max_len=5,
+    forget_bias=1.0,
+    seed=0,
+    scale=0.5,
+):
     """A small float64 model with *every* parameter randomised (biases too), and a random
     right-padded batch with mixed lengths including 1 and max_len (padding filled with
     large garbage, which must not matter). Returns (model, x (B,T,I), lengths (B,), y (B,)).
     """
     rng = np.random.default_rng(seed)
-    model = LSTMClassifier(input_size, hidden_size, num_classes, num_layers=num_layers,
-                           head=head, forget_bias=forget_bias, dtype="float64", seed=rng)
+    model = LSTMClassifier(
+        input_size,
+        hidden_size,
+        num_classes,
+        num_layers=num_layers,
+        head=head,
+        forget_bias=forget_bias,
+        dtype="float64",
+        seed=rng,
+    )
     for k, p in model.params.items():
         p[...] = rng.normal(0.0, scale, size=p.shape)
     lengths = rng.integers(1, max_len + 1, size=batch)
@@ -161,8 +188,20 @@ def random_problem(input_size=3, hidden_size=4, num_classes=3, num_layers=1, hea
     return model, x, lengths, y
 
 
-def check_model(model: LSTMClassifier, x, lengths, y, *, eps=None, order=4, tol=1e-6, max_entries=None,
-                seed=0, class_weights=None, analytic=None) -> GradcheckReport:
+def check_model(
+    model: LSTMClassifier,
+    x,
+    lengths,
+    y,
+    *,
+    eps=None,
+    order=4,
+    tol=1e-6,
+    max_entries=None,
+    seed=0,
+    class_weights=None,
+    analytic=None,
+) -> GradcheckReport:
     """Compare ``model.loss_and_grads`` (or ``analytic``) with central differences.
 
     Checks every entry of every parameter (or a seeded random sample of ``max_entries``
@@ -190,7 +229,9 @@ def check_model(model: LSTMClassifier, x, lengths, y, *, eps=None, order=4, tol=
         else:
             idx = np.arange(arr.size)
         numeric = numerical_gradient(f, arr, idx, eps, order)
-        err = rel_error(np.asarray(a_grad).reshape(-1)[idx], numeric, floor=max(noise / tol, 1e-300))
+        err = rel_error(
+            np.asarray(a_grad).reshape(-1)[idx], numeric, floor=max(noise / tol, 1e-300)
+        )
         worst = float(err.max()) if err.size else 0.0
         report.rows.append(ParamCheck(name, tuple(arr.shape), int(idx.size), worst, worst <= tol))
     return report

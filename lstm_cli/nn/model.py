@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import LstmCliError
+from ..errors import LstmCliError
 from .heads import (
     all_steps_backward,
     all_steps_forward,
@@ -35,8 +35,9 @@ INITS = ("uniform", "glorot_orthogonal")
 DTYPES = ("float32", "float64")
 
 
-def init_params(input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32",
-                init="uniform", rng=None):
+def init_params(
+    input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32", init="uniform", rng=None
+):
     """Fresh parameters as a dict of arrays (see the module docstring for names and shapes).
 
     init="uniform": every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (the PyTorch scheme),
@@ -135,14 +136,17 @@ def _check_size(model) -> None:
     gradients and a copy) would not fit in this machine's memory; a typo such as
     hidden_size: 50000 or num_layers: 100000000 would otherwise end in a MemoryError
     traceback or a long hang."""
-    count = parameter_count(model.input_size, model.hidden_size, model.num_classes, model.num_layers)
+    count = parameter_count(
+        model.input_size, model.hidden_size, model.num_classes, model.num_layers
+    )
     need = 3 * count * model.dtype.itemsize
     memory = _physical_memory()
     if memory is not None and need > memory:
         raise LstmCliError(
             f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
             f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} parameters; "
-            f"they need {_bytes(need)} with their gradients, more than this machine's {_bytes(memory)}")
+            f"they need {_bytes(need)} with their gradients, more than this machine's {_bytes(memory)}"
+        )
 
 
 def _bytes(n) -> str:
@@ -169,10 +173,25 @@ class LSTMClassifier:
     seed : int or numpy Generator for the initialisation.
     """
 
-    def __init__(self, input_size, hidden_size, num_classes, num_layers=1, head="last",
-                 forget_bias=1.0, dropout=0.0, dtype="float32", init="uniform", seed=0):
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                            ("num_classes", num_classes), ("num_layers", num_layers)):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_classes,
+        num_layers=1,
+        head="last",
+        forget_bias=1.0,
+        dropout=0.0,
+        dtype="float32",
+        init="uniform",
+        seed=0,
+    ):
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_classes", num_classes),
+            ("num_layers", num_layers),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise LstmCliError(f"{name} must be an int >= 1; got {value!r}")
         if head not in HEADS:
@@ -193,19 +212,33 @@ class LSTMClassifier:
         self.dtype = np.dtype(dtype)
         self.init = init
         _check_size(self)
-        self.params = init_params(self.input_size, self.hidden_size, self.num_classes,
-                                  self.num_layers, dtype=self.dtype, init=init, rng=seed)
+        self.params = init_params(
+            self.input_size,
+            self.hidden_size,
+            self.num_classes,
+            self.num_layers,
+            dtype=self.dtype,
+            init=init,
+            rng=seed,
+        )
 
     # ------------------------------------------------------------------ description
     def spec(self) -> dict:
         """The architecture as a JSON-serialisable dict (what a checkpoint needs to rebuild it)."""
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
-                "num_classes": self.num_classes, "num_layers": self.num_layers,
-                "head": self.head, "forget_bias": self.forget_bias, "dropout": self.dropout,
-                "dtype": str(self.dtype), "init": self.init}
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_classes": self.num_classes,
+            "num_layers": self.num_layers,
+            "head": self.head,
+            "forget_bias": self.forget_bias,
+            "dropout": self.dropout,
+            "dtype": str(self.dtype),
+            "init": self.init,
+        }
 
     @classmethod
-    def from_spec(cls, spec: dict, params: dict | None = None) -> "LSTMClassifier":
+    def from_spec(cls, spec: dict, params: dict | None = None) -> LSTMClassifier:
         """Rebuild a model from ``spec()``; ``params`` (if given) replaces the fresh weights."""
         model = cls(**spec)
         if params is not None:
@@ -223,10 +256,14 @@ class LSTMClassifier:
         missing = sorted(set(expected) - set(params))
         extra = sorted(set(params) - set(expected))
         if missing or extra:
-            raise LstmCliError(f"parameter names do not match the model: missing {missing}, unexpected {extra}")
+            raise LstmCliError(
+                f"parameter names do not match the model: missing {missing}, unexpected {extra}"
+            )
         for k, shape in expected.items():
             if tuple(params[k].shape) != shape:
-                raise LstmCliError(f"parameter {k!r} has shape {tuple(params[k].shape)}, expected {shape}")
+                raise LstmCliError(
+                    f"parameter {k!r} has shape {tuple(params[k].shape)}, expected {shape}"
+                )
         return {k: np.array(params[k], dtype=self.dtype) for k in expected}
 
     def num_parameters(self) -> int:
@@ -240,11 +277,12 @@ class LSTMClassifier:
         x = np.asarray(x)
         lengths = np.asarray(lengths)
         if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise LstmCliError(
-                f"x must have shape (batch, time, {self.input_size}); got {x.shape}")
+            raise LstmCliError(f"x must have shape (batch, time, {self.input_size}); got {x.shape}")
         B, T, _ = x.shape
         if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
-            raise LstmCliError(f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}")
+            raise LstmCliError(
+                f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}"
+            )
         if B == 0 or T == 0:
             raise LstmCliError("a batch needs at least one sequence of at least one step")
         lengths = lengths.astype(np.int64)
@@ -264,20 +302,25 @@ class LSTMClassifier:
         x_packed = x.reshape(B * T, -1).take(seq * T + t_idx, axis=0).astype(self.dtype, copy=False)
         if not np.isfinite(x_packed).all():  # padding may hold anything; valid steps may not
             n = int(np.argwhere(~np.isfinite(x_packed))[0][0])
-            raise LstmCliError(f"x has a non-finite value at a valid step: sequence {int(seq[n])}, "
-                               f"step {int(t_idx[n]) + 1}")
+            raise LstmCliError(
+                f"x has a non-finite value at a valid step: sequence {int(seq[n])}, "
+                f"step {int(t_idx[n]) + 1}"
+            )
         rank = np.empty_like(order)
         rank[order] = np.arange(B)
         last_rows = offsets[lengths - 1] + rank  # (B,)
-        return PackedBatch(x_packed, lengths, order, batch_sizes, offsets, seq, last_rows,
-                           (seq, t_idx), longest, T)
+        return PackedBatch(
+            x_packed, lengths, order, batch_sizes, offsets, seq, last_rows, (seq, t_idx), longest, T
+        )
 
     def _labels(self, y, B):
         y = np.asarray(y)
         if y.shape != (B,) or not np.issubdtype(y.dtype, np.integer):
             raise LstmCliError(f"y must be an int array of shape ({B},); got {y.dtype} {y.shape}")
         if y.min() < 0 or y.max() >= self.num_classes:
-            raise LstmCliError(f"labels must be class indices in [0, {self.num_classes}); got {y.min()}..{y.max()}")
+            raise LstmCliError(
+                f"labels must be class indices in [0, {self.num_classes}); got {y.min()}..{y.max()}"
+            )
         return y.astype(np.int64)
 
     # ------------------------------------------------------------------ forward/backward
@@ -295,9 +338,15 @@ class LSTMClassifier:
         inp = pb.x
         layer_caches, masks = [], []
         for k in range(self.num_layers):
-            h, lc = lstm_layer_forward(inp, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], self.forget_bias,
-                                       batch_sizes=pb.batch_sizes, need_cache=need_cache,
-                                       workspace=None if workspaces is None else workspaces[k])
+            h, lc = lstm_layer_forward(
+                inp,
+                p[f"lstm.{k}.W"],
+                p[f"lstm.{k}.b"],
+                self.forget_bias,
+                batch_sizes=pb.batch_sizes,
+                need_cache=need_cache,
+                workspace=None if workspaces is None else workspaces[k],
+            )
             layer_caches.append(lc)
             keep = None
             if training and self.dropout > 0.0 and k < self.num_layers - 1:
@@ -326,15 +375,22 @@ class LSTMClassifier:
         dh = dh_last = None
         if self.head == "last":  # only each sequence's final h gets a gradient
             dh_last, grads["head.W"], grads["head.b"] = last_step_backward(
-                dlogits, cache.head, p["head.W"], dense=False)
+                dlogits, cache.head, p["head.W"], dense=False
+            )
             dh_last = dh_last[cache.batch.order]  # (B, H), in packed-batch order
         else:
-            dh, grads["head.W"], grads["head.b"] = all_steps_backward(dlogits, cache.head, p["head.W"])
+            dh, grads["head.W"], grads["head.b"] = all_steps_backward(
+                dlogits, cache.head, p["head.W"]
+            )
         for k in range(self.num_layers - 1, -1, -1):
             dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
-                dh, cache.layers[k], p[f"lstm.{k}.W"],
-                workspace=None if workspaces is None else workspaces[k], need_dx=need_dx or k > 0,
-                dh_last=dh_last if k == self.num_layers - 1 else None)
+                dh,
+                cache.layers[k],
+                p[f"lstm.{k}.W"],
+                workspace=None if workspaces is None else workspaces[k],
+                need_dx=need_dx or k > 0,
+                dh_last=dh_last if k == self.num_layers - 1 else None,
+            )
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
@@ -342,7 +398,9 @@ class LSTMClassifier:
         if not need_dx:
             return grads, None
         pb = cache.batch
-        dx = np.zeros((len(pb.lengths), pb.padded_T, self.input_size), dh.dtype)  # (B, T, I), x's shape
+        dx = np.zeros(
+            (len(pb.lengths), pb.padded_T, self.input_size), dh.dtype
+        )  # (B, T, I), x's shape
         dx[pb.index] = dh
         return grads, dx
 
@@ -354,8 +412,10 @@ class LSTMClassifier:
         else:
             cw = np.asarray(class_weights, np.float64)
             if cw.shape != (self.num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
-                raise LstmCliError(f"class_weights must be {self.num_classes} finite weights >= 0 "
-                                   f"(one per class); got shape {cw.shape}")
+                raise LstmCliError(
+                    f"class_weights must be {self.num_classes} finite weights >= 0 "
+                    f"(one per class); got shape {cw.shape}"
+                )
             w_seq = cw[y]
             if not w_seq.sum() > 0:
                 raise LstmCliError("class_weights give every sequence of the batch weight 0")
@@ -396,8 +456,18 @@ class LSTMClassifier:
         state.pop("_thread_buffers", None)
         return state
 
-    def loss_and_grads(self, x, lengths, y, class_weights=None, *, training=False, rng=None,
-                       return_dx=False, return_probs=False):
+    def loss_and_grads(
+        self,
+        x,
+        lengths,
+        y,
+        class_weights=None,
+        *,
+        training=False,
+        rng=None,
+        return_dx=False,
+        return_probs=False,
+    ):
         """Mean cross-entropy of the batch and the gradient of every parameter.
 
         y (B,) int class indices; class_weights (K,) optional per-class weights (the loss is
@@ -406,11 +476,14 @@ class LSTMClassifier:
         return_probs=True. Large intermediate arrays are reused from call to call (the
         returned arrays are always new).
         """
-        logits, cache = self.forward(x, lengths, training=training, rng=rng,
-                                     workspaces=self._own_workspaces())
+        logits, cache = self.forward(
+            x, lengths, training=training, rng=rng, workspaces=self._own_workspaces()
+        )
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         probs = self.probabilities(logits, cache) if return_probs else None
-        grads, dx = self.backward(dlogits, cache, workspaces=self._own_workspaces(), need_dx=return_dx)
+        grads, dx = self.backward(
+            dlogits, cache, workspaces=self._own_workspaces(), need_dx=return_dx
+        )
         out = (loss, grads)
         if return_dx:
             out += (dx,)
@@ -435,7 +508,9 @@ class LSTMClassifier:
 
     def predict_proba(self, x, lengths):
         """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
-        logits, cache = self.forward(x, lengths, need_cache=False, workspaces=self._own_workspaces())
+        logits, cache = self.forward(
+            x, lengths, need_cache=False, workspaces=self._own_workspaces()
+        )
         return self.probabilities(logits, cache)
 
     def predict(self, x, lengths):
@@ -454,7 +529,9 @@ class LSTMClassifier:
 
     def evaluate_batch(self, x, lengths, y):
         """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
-        logits, cache = self.forward(x, lengths, need_cache=False, workspaces=self._own_workspaces())
+        logits, cache = self.forward(
+            x, lengths, need_cache=False, workspaces=self._own_workspaces()
+        )
         pb = cache.batch
         B = len(pb.lengths)
         y = self._labels(y, B)

@@ -32,13 +32,13 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 
+from ..errors import CheckpointError
 from .atomic import atomic_write
-from .errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_meta"]
 
@@ -52,9 +52,7 @@ _PICKLE_PROTO_BYTE = b"\x80"  # first byte of any pickle of protocol >= 2
 # np.savez grew an ``allow_pickle`` keyword in NumPy 2.x; older versions would store it
 # as an array named "allow_pickle". We refuse object arrays ourselves either way.
 _SAVEZ_KWARGS = (
-    {"allow_pickle": False}
-    if "allow_pickle" in inspect.signature(np.savez).parameters
-    else {}
+    {"allow_pickle": False} if "allow_pickle" in inspect.signature(np.savez).parameters else {}
 )
 
 
@@ -62,9 +60,9 @@ _SAVEZ_KWARGS = (
 class Checkpoint:
     """What ``load_checkpoint`` returns."""
 
-    params: dict[str, np.ndarray]            # public parameter names, in saved order
-    optim_arrays: dict[str, np.ndarray]      # extra arrays, "optim." prefix stripped
-    meta: dict                               # the caller's meta dict, as saved (via JSON)
+    params: dict[str, np.ndarray]  # public parameter names, in saved order
+    optim_arrays: dict[str, np.ndarray]  # extra arrays, "optim." prefix stripped
+    meta: dict  # the caller's meta dict, as saved (via JSON)
     format_version: int = FORMAT_VERSION
     sha256: str = field(default="", repr=False)
 
@@ -162,8 +160,12 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
     stored, params_rec, optim_rec = _collect(path, params, extra_arrays)
     if not isinstance(meta, Mapping):
         raise CheckpointError(f"cannot write checkpoint {path}: meta must be a dict")
-    doc = {"format_version": FORMAT_VERSION, "params": params_rec, "optim": optim_rec,
-           "meta": dict(meta)}
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "params": params_rec,
+        "optim": optim_rec,
+        "meta": dict(meta),
+    }
     try:
         # Round trip once so that the body we hash is exactly what load will rebuild.
         body = _canonical_json(json.loads(_canonical_json(doc)))
@@ -176,7 +178,9 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
     text = _canonical_json(stamped)
 
     try:
-        atomic_write(path, lambda f: np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored))
+        atomic_write(
+            path, lambda f: np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored)
+        )
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
 
@@ -372,8 +376,13 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path}: checksum mismatch: the file was damaged or edited")
     params = {r["name"]: arrays[r["name"]] for r in doc["params"]}
     optim_arrays = {r["name"]: arrays[_OPTIM_PREFIX + r["name"]] for r in doc["optim"]}
-    return Checkpoint(params=params, optim_arrays=optim_arrays, meta=doc["meta"],
-                      format_version=doc["format_version"], sha256=digest)
+    return Checkpoint(
+        params=params,
+        optim_arrays=optim_arrays,
+        meta=doc["meta"],
+        format_version=doc["format_version"],
+        sha256=digest,
+    )
 
 
 def read_meta(path) -> dict:

@@ -18,7 +18,7 @@ import os
 import secrets
 import stat
 
-from .errors import LstmCliError
+from ..errors import LstmCliError
 
 
 def atomic_write(path, write) -> None:

@@ -18,15 +18,17 @@ import sys
 
 import numpy as np
 
-from .data import SequenceDataset, write_jsonl
-from .errors import LstmCliError
+from ..errors import LstmCliError
+from . import SequenceDataset, write_jsonl
 
 __all__ = ["make_pattern_task", "make_random_dataset", "pattern_signatures", "main"]
 
 
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise LstmCliError(f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} instead.")
+        raise LstmCliError(
+            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} instead."
+        )
 
 
 def _check_sizes(n, min_len, max_len, num_features, num_classes, min_len_low=1):
@@ -56,8 +58,20 @@ def pattern_signatures(num_classes, pattern_len, num_features, signature_seed=0,
     return amplitude * signs  # (K, P, F)
 
 
-def make_pattern_task(n, min_len, max_len, num_features, num_classes, rng, *, pattern_len=3,
-                      noise=1.0, amplitude=1.5, signature_seed=0, dtype=np.float64):
+def make_pattern_task(
+    n,
+    min_len,
+    max_len,
+    num_features,
+    num_classes,
+    rng,
+    *,
+    pattern_len=3,
+    noise=1.0,
+    amplitude=1.5,
+    signature_seed=0,
+    dtype=np.float64,
+):
     """Sequences of N(0, noise^2) steps; class k adds signature k to the first ``pattern_len`` steps.
 
     Lengths are uniform in [min_len, max_len] (min_len >= pattern_len); classes are
@@ -66,7 +80,9 @@ def make_pattern_task(n, min_len, max_len, num_features, num_classes, rng, *, pa
     """
     _check_int("pattern_len", pattern_len, 1)
     _check_sizes(n, min_len, max_len, num_features, num_classes, min_len_low=pattern_len)
-    signatures = pattern_signatures(num_classes, pattern_len, num_features, signature_seed, amplitude)
+    signatures = pattern_signatures(
+        num_classes, pattern_len, num_features, signature_seed, amplitude
+    )
     labels = rng.permutation(np.arange(n, dtype=np.int64) % num_classes)  # (N,)
     lengths = rng.integers(min_len, max_len, endpoint=True, size=n).astype(np.int64)  # (N,)
     x = noise * rng.standard_normal(size=(int(lengths.sum()), num_features))  # (total, F)
@@ -107,15 +123,25 @@ def main(argv=None):
     p.add_argument("--pattern-len", type=int, default=3)
     p.add_argument("--noise", type=float, default=1.0)
     p.add_argument("--amplitude", type=float, default=1.5)
-    p.add_argument("--signature-seed", type=int, default=0, help="seed of the K class patterns (default 0)")
-    p.add_argument("--decimals", type=int, default=4, help="round values to this many decimals (default 4)")
+    p.add_argument(
+        "--signature-seed", type=int, default=0, help="seed of the K class patterns (default 0)"
+    )
+    p.add_argument(
+        "--decimals", type=int, default=4, help="round values to this many decimals (default 4)"
+    )
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    common = dict(pattern_len=args.pattern_len, noise=args.noise, amplitude=args.amplitude,
-                  signature_seed=args.signature_seed)
+    common = dict(
+        pattern_len=args.pattern_len,
+        noise=args.noise,
+        amplitude=args.amplitude,
+        signature_seed=args.signature_seed,
+    )
     try:
         sets = {
-            name: make_pattern_task(n, args.min_len, args.max_len, args.features, args.classes, rng, **common)
+            name: make_pattern_task(
+                n, args.min_len, args.max_len, args.features, args.classes, rng, **common
+            )
             for name, n in (("train", args.n_train), ("test", args.n_test))
         }
     except LstmCliError as exc:

@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__
-from .atomic import write_text
-from .checkpoint import load_checkpoint, read_meta, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict, dump_config
-from .data import (
+from .. import __version__
+from ..config import Config, config_from_dict, config_to_dict, dump_config
+from ..data import (
     SequenceDataset,
     check_normalisable,
-    fingerprint,
     class_list,
     feature_summary,
+    fingerprint,
     load_dataset,
     make_batches,
     pad_batch,
@@ -40,13 +38,32 @@ from .data import (
     release_pages,
     stratified_split,
 )
-from .errors import CheckpointError, ConfigError, DataError, Interrupted, LstmCliError, TrainingError
-from .inference import TrainedModel, encode_dataset_labels, evaluate_dataset, loss_and_probs
-from .model import LSTMClassifier
-from .optim import LRSchedule, clip_by_global_norm, make_optimizer
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    LstmCliError,
+    TrainingError,
+)
+from ..inference import TrainedModel, encode_dataset_labels, evaluate_dataset, loss_and_probs
+from ..nn.model import LSTMClassifier
+from ..nn.optim import LRSchedule, clip_by_global_norm, make_optimizer
+from ..store.atomic import write_text
+from ..store.checkpoint import load_checkpoint, read_meta, save_checkpoint
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                  "grad_norm", "seconds", "padded_fraction", "sequences_per_second"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "grad_norm",
+    "seconds",
+    "padded_fraction",
+    "sequences_per_second",
+]
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz", "summary.json")
 # Config keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test")
@@ -82,8 +99,12 @@ class TrainResult:
 
 
 def _load(path, cfg: Config, require_labels=True):
-    csv_opts = {"id_column": cfg.data.csv.id_column, "label_column": cfg.data.csv.label_column,
-                "feature_columns": cfg.data.csv.feature_columns, "label_type": cfg.data.csv.label_type}
+    csv_opts = {
+        "id_column": cfg.data.csv.id_column,
+        "label_column": cfg.data.csv.label_column,
+        "feature_columns": cfg.data.csv.feature_columns,
+        "label_type": cfg.data.csv.label_type,
+    }
     return load_dataset(path, cfg.data.format, require_labels=require_labels, csv_options=csv_opts)
 
 
@@ -105,8 +126,10 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
         raise DataError(f"{cfg.data.train}: training needs at least 2 classes; found {classes!r}")
     for other in (valid, test):
         if other is not None and other.num_features != train.num_features:
-            raise DataError(f"{other.source}: {other.num_features} features per step, but the "
-                            f"training data {train.source} has {train.num_features}")
+            raise DataError(
+                f"{other.source}: {other.num_features} features per step, but the "
+                f"training data {train.source} has {train.num_features}"
+            )
     y_train = encode_dataset_labels(train, classes)
     y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
     if test is not None:
@@ -139,8 +162,10 @@ def class_weight_vector(cfg: Config, classes, y_train, source=None):
     unknown = sorted(set(by_name) - {str(c) for c in classes})
     if unknown:
         where = f"{source}: " if source else ""
-        raise ConfigError(f"{where}train.class_weights names labels not in the training data: "
-                          f"{unknown}; the labels are {classes}")
+        raise ConfigError(
+            f"{where}train.class_weights names labels not in the training data: "
+            f"{unknown}; the labels are {classes}"
+        )
     return np.array([by_name.get(str(c), 1.0) for c in classes])
 
 
@@ -152,13 +177,16 @@ def _remove_run_file(path) -> None:
         if os.path.lexists(path):
             os.unlink(path)
     except OSError as err:
-        raise LstmCliError(f"cannot remove {path} (a file of the earlier run): {err.strerror or err}") from None
+        raise LstmCliError(
+            f"cannot remove {path} (a file of the earlier run): {err.strerror or err}"
+        ) from None
 
 
 def _write_metrics(run_dir, history) -> None:
     """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
-    write_text(os.path.join(run_dir, "metrics.jsonl"),
-                   "".join(json.dumps(row) + "\n" for row in history))
+    write_text(
+        os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(row) + "\n" for row in history)
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(METRIC_COLUMNS)
@@ -183,8 +211,10 @@ def check_run_dir(run_dir, overwrite=False, resume=False) -> None:
         resume_checkpoint_path(run_dir)
         return
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not overwrite:
-        raise ConfigError(f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
-                          f"files, --resume to continue it, or choose another --output")
+        raise ConfigError(
+            f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
+            f"files, --resume to continue it, or choose another --output"
+        )
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as err:
@@ -246,29 +276,61 @@ class Trainer:
     what the uninterrupted run would have drawn.
     """
 
-    def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print, source=None):
+    def __init__(
+        self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print, source=None
+    ):
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
         self.run_dir = cfg.output.dir
         m, o, s = cfg.model, cfg.train.optimizer, cfg.train.schedule
         try:
-            self.model = LSTMClassifier(data.train.num_features, m.hidden_size, len(data.classes),
-                                        num_layers=m.num_layers, head=m.head, forget_bias=m.forget_bias,
-                                        dropout=m.dropout, dtype=m.dtype, init=m.init, seed=rng)
+            self.model = LSTMClassifier(
+                data.train.num_features,
+                m.hidden_size,
+                len(data.classes),
+                num_layers=m.num_layers,
+                head=m.head,
+                forget_bias=m.forget_bias,
+                dropout=m.dropout,
+                dtype=m.dtype,
+                init=m.init,
+                seed=rng,
+            )
         except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
             raise ConfigError(f"model: {err}") from None
-        self.optimizer = make_optimizer(o.name, self.model.params, o.lr, momentum=o.momentum,
-                                        nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
-                                        weight_decay=o.weight_decay)
-        self.schedule = LRSchedule(s.name, o.lr, cfg.train.epochs, step_size=s.step_size,
-                                   gamma=s.gamma, min_lr=s.min_lr, patience=s.patience,
-                                   factor=s.factor)
+        self.optimizer = make_optimizer(
+            o.name,
+            self.model.params,
+            o.lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+        )
+        self.schedule = LRSchedule(
+            s.name,
+            o.lr,
+            cfg.train.epochs,
+            step_size=s.step_size,
+            gamma=s.gamma,
+            min_lr=s.min_lr,
+            patience=s.patience,
+            factor=s.factor,
+        )
         self.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
-        self.best_metric = cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
+        self.best_metric = (
+            cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
+        )
         norm = None if data.mean is None else {"mean": data.mean.tolist(), "std": data.std.tolist()}
-        self.base_meta = {"lstm_cli_version": __version__, "model": self.model.spec(),
-                          "classes": data.classes, "normalization": norm,
-                          "config": config_to_dict(cfg), "blas_threads": _blas_threads(),
-                          "data_fingerprint": data.fingerprint}
+        self.base_meta = {
+            "lstm_cli_version": __version__,
+            "model": self.model.spec(),
+            "classes": data.classes,
+            "normalization": norm,
+            "config": config_to_dict(cfg),
+            "blas_threads": _blas_threads(),
+            "data_fingerprint": data.fingerprint,
+        }
         # progress of the run
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
@@ -287,14 +349,28 @@ class Trainer:
         return {k: v.copy() for k, v in self.model.params.items()}
 
     def _meta(self):
-        train_state = {"epoch": self.epoch, "step": self.step, "best_value": self.best_value,
-                       "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                       "best_metric": self.best_metric, "last_finite_loss": self.last_finite_loss,
-                       "stopped_early": self.stopped_early, "partial_epoch": self.partial}
-        return {**self.base_meta, "epoch": self.epoch, "step": self.step,
-                "metrics": self.history[-1] if self.history else None, "history": self.history,
-                "optimizer": self.optimizer.state_dict()[1], "schedule": self.schedule.state_dict(),
-                "rng_state": self.rng.bit_generator.state, "train_state": train_state}
+        train_state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_metric": self.best_metric,
+            "last_finite_loss": self.last_finite_loss,
+            "stopped_early": self.stopped_early,
+            "partial_epoch": self.partial,
+        }
+        return {
+            **self.base_meta,
+            "epoch": self.epoch,
+            "step": self.step,
+            "metrics": self.history[-1] if self.history else None,
+            "history": self.history,
+            "optimizer": self.optimizer.state_dict()[1],
+            "schedule": self.schedule.state_dict(),
+            "rng_state": self.rng.bit_generator.state,
+            "train_state": train_state,
+        }
 
     def restore(self, ckpt, path="last.npz") -> None:
         """Continue from a last.npz written by this trainer (see _load_resume_state); a
@@ -310,14 +386,21 @@ class Trainer:
             try:
                 self.best_params = self.model.conform_params(best)
             except LstmCliError as err:
-                raise CheckpointError(f"{best_path}: not this run's best checkpoint ({err}; the run is "
-                                      f"{path}); move it away to resume") from None
-        where = (f"epoch {self.epoch + 1}, batch {self.partial['position']}" if self.partial
-                 else f"the end of epoch {self.epoch}")
+                raise CheckpointError(
+                    f"{best_path}: not this run's best checkpoint ({err}; the run is "
+                    f"{path}); move it away to resume"
+                ) from None
+        where = (
+            f"epoch {self.epoch + 1}, batch {self.partial['position']}"
+            if self.partial
+            else f"the end of epoch {self.epoch}"
+        )
         self.log(f"resuming {self.run_dir} from {where} (step {self.step})")
         if self.stopped_early:
-            self.log(f"the run stopped early after epoch {self.epoch} (best epoch {self.best_epoch}); "
-                     f"nothing left to train")
+            self.log(
+                f"the run stopped early after epoch {self.epoch} (best epoch {self.best_epoch}); "
+                f"nothing left to train"
+            )
 
     def _restore(self, ckpt) -> None:
         self.model.set_params(ckpt.params)
@@ -327,15 +410,23 @@ class Trainer:
         st = ckpt.meta["train_state"]
         self.history = ckpt.meta["history"]
         self.epoch, self.step = st["epoch"], st["step"]
-        self.best_value, self.best_epoch, self.bad_epochs = st["best_value"], st["best_epoch"], st["bad_epochs"]
+        self.best_value, self.best_epoch, self.bad_epochs = (
+            st["best_value"],
+            st["best_epoch"],
+            st["bad_epochs"],
+        )
         self.last_finite_loss = st.get("last_finite_loss")
         self.partial = st.get("partial_epoch")
         self.stopped_early = bool(st.get("stopped_early", False))  # early stopping stays decided
 
     def save_last(self) -> None:
         self._retire_earlier_run()
-        save_checkpoint(os.path.join(self.run_dir, "last.npz"), self.model.params, self._meta(),
-                        extra_arrays=self.optimizer.state_dict()[0])
+        save_checkpoint(
+            os.path.join(self.run_dir, "last.npz"),
+            self.model.params,
+            self._meta(),
+            extra_arrays=self.optimizer.state_dict()[0],
+        )
 
     def _retire_earlier_run(self) -> None:
         """Before this run's first checkpoint (best.npz or last.npz): remove the earlier run's
@@ -358,14 +449,20 @@ class Trainer:
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
         if self.earlier_run:
-            return (f"This run wrote no checkpoint; the earlier run's files in {self.run_dir} "
-                    f"are untouched.")
+            return (
+                f"This run wrote no checkpoint; the earlier run's files in {self.run_dir} "
+                f"are untouched."
+            )
         if not self.history:
             if os.path.isfile(os.path.join(self.run_dir, "last.npz")):  # this run's, mid-epoch
-                return f"No epoch finished; {self.run_dir}/last.npz is from inside epoch 1, untouched."
+                return (
+                    f"No epoch finished; {self.run_dir}/last.npz is from inside epoch 1, untouched."
+                )
             return "No epoch finished, so this run wrote no checkpoint."
-        return (f"Training stopped; last.npz and best.npz in {self.run_dir} are from epoch "
-                f"{self.history[-1]['epoch']} and earlier, untouched.")
+        return (
+            f"Training stopped; last.npz and best.npz in {self.run_dir} are from epoch "
+            f"{self.history[-1]['epoch']} and earlier, untouched."
+        )
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:
@@ -382,16 +479,35 @@ class Trainer:
         t0 = time.perf_counter()
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
         if self.partial is None:
-            batches = make_batches(data.train.lengths, cfg.train.batch_size, self.rng, shuffle=True,
-                                   bucket=cfg.data.bucket)
-            self.partial = {"batches": [b.tolist() for b in batches], "position": 0, "loss_sum": 0.0,
-                            "correct": 0, "seen": 0, "norm_sum": 0.0, "seconds": 0.0}
+            batches = make_batches(
+                data.train.lengths,
+                cfg.train.batch_size,
+                self.rng,
+                shuffle=True,
+                bucket=cfg.data.bucket,
+            )
+            self.partial = {
+                "batches": [b.tolist() for b in batches],
+                "position": 0,
+                "loss_sum": 0.0,
+                "correct": 0,
+                "seen": 0,
+                "norm_sum": 0.0,
+                "seconds": 0.0,
+            }
         p = self.partial
         batches = [np.asarray(b, np.int64) for b in p["batches"]]
         every = cfg.train.checkpoint_every_steps
-        bar = tqdm(total=len(batches), initial=p["position"], unit="batch", file=sys.stderr,
-                   desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-                   disable=None if self.progress else True)
+        bar = tqdm(
+            total=len(batches),
+            initial=p["position"],
+            unit="batch",
+            file=sys.stderr,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if self.progress else True,
+        )
         # non-finite values are detected explicitly, so numpy's warnings are noise here
         with np.errstate(over="ignore", invalid="ignore"):
             try:
@@ -404,9 +520,12 @@ class Trainer:
                     p["seen"] += len(idx)
                     bar.update(1)
                     elapsed = p["seconds"] + time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{p['loss_sum'] / p['seen']:.4f}",
-                                    acc=f"{p['correct'] / p['seen']:.3f}",
-                                    seq_s=f"{p['seen'] / max(elapsed, 1e-9):.0f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{p['loss_sum'] / p['seen']:.4f}",
+                        acc=f"{p['correct'] / p['seen']:.3f}",
+                        seq_s=f"{p['seen'] / max(elapsed, 1e-9):.0f}",
+                        refresh=False,
+                    )
                     if guard.signum is not None and p["position"] < len(batches):
                         self._stop_on_signal(guard.signum, t0)
                     if every and self.step % every == 0 and p["position"] < len(batches):
@@ -425,19 +544,22 @@ class Trainer:
         x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
         y = data.y_train[idx]
         with np.errstate(all="ignore"):  # a non-finite loss is reported just below
-            loss, grads, probs = model.loss_and_grads(x, lengths, y, self.class_weights, training=True,
-                                                      rng=self.rng, return_probs=True)
+            loss, grads, probs = model.loss_and_grads(
+                x, lengths, y, self.class_weights, training=True, rng=self.rng, return_probs=True
+            )
         self.step += 1
         if not math.isfinite(loss):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
                 f"last finite loss {fmt_metric(self.last_finite_loss)}. {self.kept()} "
-                f"Try a lower train.optimizer.lr or set train.clip_grad_norm.")
+                f"Try a lower train.optimizer.lr or set train.clip_grad_norm."
+            )
         grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
         if not math.isfinite(gnorm):
             raise TrainingError(
                 f"epoch {epoch + 1} step {self.step}: the gradient norm is not finite; last finite "
-                f"loss {fmt_metric(self.last_finite_loss)}. {self.kept()}")
+                f"loss {fmt_metric(self.last_finite_loss)}. {self.kept()}"
+            )
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
@@ -445,18 +567,32 @@ class Trainer:
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial
-        row = {"epoch": self.epoch + 1, "train_loss": p["loss_sum"] / p["seen"],
-               "train_accuracy": p["correct"] / p["seen"], "val_loss": None, "val_accuracy": None,
-               "lr": self.optimizer.lr, "grad_norm": p["norm_sum"] / len(batches)}
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": p["loss_sum"] / p["seen"],
+            "train_accuracy": p["correct"] / p["seen"],
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": self.optimizer.lr,
+            "grad_norm": p["norm_sum"] / len(batches),
+        }
         if data.valid is not None:
             with np.errstate(all="ignore"):  # a non-finite val loss shows in the epoch line
-                v_losses, v_probs = loss_and_probs(self.model, data.valid, data.y_valid, data.mean,
-                                                   data.std, batch_size=self.cfg.train.batch_size)
+                v_losses, v_probs = loss_and_probs(
+                    self.model,
+                    data.valid,
+                    data.y_valid,
+                    data.mean,
+                    data.std,
+                    batch_size=self.cfg.train.batch_size,
+                )
             row["val_loss"] = float(v_losses.mean())
             row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
-        row.update(seconds=round(seconds, 4),
-                   padded_fraction=round(padded_fraction(batches, data.train.lengths), 4),
-                   sequences_per_second=round(p["seen"] / max(seconds, 1e-9), 1))
+        row.update(
+            seconds=round(seconds, 4),
+            padded_fraction=round(padded_fraction(batches, data.train.lengths), 4),
+            sequences_per_second=round(p["seen"] / max(seconds, 1e-9), 1),
+        )
         self.history.append(row)
         self.epoch += 1
         self.partial = None
@@ -478,36 +614,61 @@ class Trainer:
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
         self.save_last()
         _write_metrics(self.run_dir, self.history)
-        self.log(f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "
-                 f"acc {fmt_metric(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
-                 + ("  *" if improved else ""))
+        self.log(
+            f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "
+            f"acc {fmt_metric(row['val_accuracy'], '.3f')}  lr {row['lr']:.2e}  {seconds:.1f}s"
+            + ("  *" if improved else "")
+        )
         if self.stopped_early:
-            self.log(f"early stopping: {self.best_metric} has not improved for {self.bad_epochs} "
-                     f"epochs; best epoch {self.best_epoch}")
+            self.log(
+                f"early stopping: {self.best_metric} has not improved for {self.bad_epochs} "
+                f"epochs; best epoch {self.best_epoch}"
+            )
 
     def _stop_on_signal(self, signum, t0) -> None:
-        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM" if signum == signal.SIGTERM else str(signum)
+        name = (
+            "SIGINT"
+            if signum == signal.SIGINT
+            else "SIGTERM"
+            if signum == signal.SIGTERM
+            else str(signum)
+        )
         if self.earlier_run:  # --overwrite, no checkpoint yet: keep the earlier run, save nothing
-            raise Interrupted(f"{name}: training stopped in epoch {self.epoch + 1} before this run's first "
-                              f"checkpoint; the earlier run's files in {self.run_dir} are untouched "
-                              f"(nothing to resume)", signum)
+            raise Interrupted(
+                f"{name}: training stopped in epoch {self.epoch + 1} before this run's first "
+                f"checkpoint; the earlier run's files in {self.run_dir} are untouched "
+                f"(nothing to resume)",
+                signum,
+            )
         if self.partial is not None and t0 is not None:
             self.partial["seconds"] += time.perf_counter() - t0
         self.save_last()
-        where = (f"in epoch {self.epoch + 1} after batch {self.partial['position']}" if self.partial
-                 else f"after epoch {self.epoch}")
-        raise Interrupted(f"{name}: training stopped {where}; saved {self.run_dir}/last.npz. "
-                          f"Continue with: lstm-train --resume {self.run_dir}", signum)
+        where = (
+            f"in epoch {self.epoch + 1} after batch {self.partial['position']}"
+            if self.partial
+            else f"after epoch {self.epoch}"
+        )
+        raise Interrupted(
+            f"{name}: training stopped {where}; saved {self.run_dir}/last.npz. "
+            f"Continue with: lstm-train --resume {self.run_dir}",
+            signum,
+        )
 
 
 def _blas_threads():
     """What decides the BLAS's summation order: the library numpy loaded and its thread
     count (asked from OpenBLAS itself when possible), plus the thread variables. Recorded
     in checkpoints because bitwise-identical resumes assume the same values."""
-    info = {"env": {v: os.environ[v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                              "MKL_NUM_THREADS") if v in os.environ},
-            "library": None, "threads": None}
+    info = {
+        "env": {
+            v: os.environ[v]
+            for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if v in os.environ
+        },
+        "library": None,
+        "threads": None,
+    }
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
             libs = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower()})
@@ -519,8 +680,12 @@ def _blas_threads():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in ("openblas_get_num_threads", "openblas_get_num_threads64_",
-                     "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+        for name in (
+            "openblas_get_num_threads",
+            "openblas_get_num_threads64_",
+            "scipy_openblas_get_num_threads64_",
+            "scipy_openblas_get_num_threads",
+        ):
             fn = getattr(lib, name, None)
             if fn is not None:
                 fn.restype = ctypes.c_int
@@ -529,8 +694,9 @@ def _blas_threads():
     return info
 
 
-def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
-        source=None) -> TrainResult:
+def fit(
+    cfg: Config, *, overwrite=False, resume=False, progress=True, log=print, source=None
+) -> TrainResult:
     """Train a model as ``cfg`` says; write the run folder; return the best model.
 
     overwrite: replace the files of a non-empty run folder. resume: continue the run in
@@ -565,19 +731,34 @@ def fit(cfg: Config, *, overwrite=False, resume=False, progress=True, log=print,
     test_report = None
     if data.test is not None:
         test_report, _, _ = evaluate_dataset(trained, data.test)
-        log(f"test ({data.test.source}): accuracy {test_report['accuracy']:.4f}  loss "
+        log(
+            f"test ({data.test.source}): accuracy {test_report['accuracy']:.4f}  loss "
             f"{test_report['loss']:.4f}  macro F1 {test_report['macro_f1']:.4f}  "
-            f"(best epoch {trainer.best_epoch})")
-    summary = {"best_epoch": trainer.best_epoch, "best_metric": trainer.best_metric,
-               "best_value": trainer.best_value, "epochs_run": len(trainer.history),
-               "stopped_early": trainer.stopped_early, "num_parameters": model.num_parameters(),
-               "train_sequences": len(data.train),
-               "valid_sequences": 0 if data.valid is None else len(data.valid),
-               "classes": data.classes, "test": test_report}
+            f"(best epoch {trainer.best_epoch})"
+        )
+    summary = {
+        "best_epoch": trainer.best_epoch,
+        "best_metric": trainer.best_metric,
+        "best_value": trainer.best_value,
+        "epochs_run": len(trainer.history),
+        "stopped_early": trainer.stopped_early,
+        "num_parameters": model.num_parameters(),
+        "train_sequences": len(data.train),
+        "valid_sequences": 0 if data.valid is None else len(data.valid),
+        "classes": data.classes,
+        "test": test_report,
+    }
     write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     model.release_buffers()  # the training batches' work arrays are not needed any more
-    return TrainResult(trained, trainer.history, trainer.best_epoch, run_dir, trainer.stopped_early,
-                       test_report, summary)
+    return TrainResult(
+        trained,
+        trainer.history,
+        trainer.best_epoch,
+        run_dir,
+        trainer.stopped_early,
+        test_report,
+        summary,
+    )
 
 
 def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
@@ -589,30 +770,45 @@ def _load_resume_state(cfg: Config, run_dir, data: PreparedData):
         raise CheckpointError(f"{path}: not a resumable lstm_cli training checkpoint")
     old = _flatten(ckpt.meta["config"])
     new = _flatten(config_to_dict(cfg))
-    changed = sorted(k for k in set(old) | set(new)
-                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+    )
     if changed:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
-        raise ConfigError(f"cannot resume {run_dir}: the config changed in a way that breaks the "
-                          f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change.")
-    done = ckpt.meta["train_state"].get("epoch") if isinstance(ckpt.meta["train_state"], dict) else None
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config changed in a way that breaks the "
+            f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change."
+        )
+    done = (
+        ckpt.meta["train_state"].get("epoch")
+        if isinstance(ckpt.meta["train_state"], dict)
+        else None
+    )
     if isinstance(done, int) and cfg.train.epochs < done:
-        raise ConfigError(f"cannot resume {run_dir}: train.epochs {cfg.train.epochs} is below the {done} "
-                          f"epochs the run has done; give train.epochs >= {done}")
+        raise ConfigError(
+            f"cannot resume {run_dir}: train.epochs {cfg.train.epochs} is below the {done} "
+            f"epochs the run has done; give train.epochs >= {done}"
+        )
     spec = ckpt.meta["model"]
     features = data.train.num_features
     if isinstance(spec, dict) and spec.get("input_size") != features:
-        raise DataError(f"cannot resume {run_dir}: the training data {data.train.source} now has "
-                        f"{features} features per step; the run was trained on {spec.get('input_size')}")
+        raise DataError(
+            f"cannot resume {run_dir}: the training data {data.train.source} now has "
+            f"{features} features per step; the run was trained on {spec.get('input_size')}"
+        )
     if ckpt.meta.get("classes") != data.classes:
-        raise DataError(f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
-                        f"are now {_short(data.classes)}; the run was trained on "
-                        f"{_short(ckpt.meta.get('classes'))}")
+        raise DataError(
+            f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
+            f"are now {_short(data.classes)}; the run was trained on "
+            f"{_short(ckpt.meta.get('classes'))}"
+        )
     old_print = ckpt.meta.get("data_fingerprint")
     if old_print is not None and data.fingerprint is not None and old_print != data.fingerprint:
-        raise DataError(f"cannot resume {run_dir}: the training data {data.train.source} changed since "
-                        f"the run started (its sequences, their order, labels or values differ), so "
-                        f"the validation split and normalisation would not be the run's")
+        raise DataError(
+            f"cannot resume {run_dir}: the training data {data.train.source} changed since "
+            f"the run started (its sequences, their order, labels or values differ), so "
+            f"the validation split and normalisation would not be the run's"
+        )
     return ckpt, path
 
 

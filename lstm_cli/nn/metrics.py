@@ -11,7 +11,8 @@ def confusion_matrix(y_true, y_pred, num_classes) -> np.ndarray:
     y_true = np.asarray(y_true, np.int64)
     y_pred = np.asarray(y_pred, np.int64)
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes)
+        num_classes, num_classes
+    )
 
 
 def classification_report(y_true, y_pred, labels, loss=None) -> dict:
@@ -41,8 +42,13 @@ def classification_report(y_true, y_pred, labels, loss=None) -> dict:
         "weighted_f1": float((f1 * support).sum() / n) if n else 0.0,
         "labels": list(labels),
         "per_class": [
-            {"label": labels[k], "precision": float(precision[k]), "recall": float(recall[k]),
-             "f1": float(f1[k]), "support": int(support[k])}
+            {
+                "label": labels[k],
+                "precision": float(precision[k]),
+                "recall": float(recall[k]),
+                "f1": float(f1[k]),
+                "support": int(support[k]),
+            }
             for k in range(K)
         ],
         "confusion_matrix": cm.tolist(),

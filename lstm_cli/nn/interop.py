@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import LstmCliError
+from ..errors import LstmCliError
 
 # Where each block of the framework order i, f, g(=j), o comes from in TF's i, j, f, o.
 _TF_BLOCKS_IN_IFGO = (0, 2, 1, 3)
@@ -88,20 +88,27 @@ def from_pytorch(state, forget_bias=1.0):
     while f"weight_ih_l{num_layers}" in state:
         num_layers += 1
     expected = {"head.weight", "head.bias"} | {
-        f"{w}_l{k}" for k in range(num_layers) for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        f"{w}_l{k}"
+        for k in range(num_layers)
+        for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    }
     extra = sorted(set(state) - expected)
     if num_layers == 0 or extra:  # e.g. a bidirectional (*_reverse) or proj_size (weight_hr) LSTM
         raise LstmCliError(
             "from_pytorch needs the keys of a unidirectional nn.LSTM without projections "
             "(weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}) plus head.weight and "
-            "head.bias, with no prefix; " + (f"unexpected keys: {extra[:6]}" if extra else
-                                               "no weight_ih_l0 found"))
+            "head.bias, with no prefix; "
+            + (f"unexpected keys: {extra[:6]}" if extra else "no weight_ih_l0 found")
+        )
     params = {}
     for k in range(num_layers):
         bias = _array(state[f"bias_ih_l{k}"]) + _array(state[f"bias_hh_l{k}"])
         params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(
-            _array(state[f"weight_ih_l{k}"]).T, _array(state[f"weight_hh_l{k}"]).T, bias,
-            forget_bias)
+            _array(state[f"weight_ih_l{k}"]).T,
+            _array(state[f"weight_hh_l{k}"]).T,
+            bias,
+            forget_bias,
+        )
     params["head.W"] = np.ascontiguousarray(_array(state["head.weight"]).T)
     params["head.b"] = _array(state["head.bias"]).copy()
     return params
@@ -119,8 +126,9 @@ def from_keras(layers, head, forget_bias=1.0):
     """Inverse of ``to_keras``."""
     params = {}
     for k, (kernel, recurrent, bias) in enumerate(layers):
-        params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(kernel, recurrent, bias,
-                                                                        forget_bias)
+        params[f"lstm.{k}.W"], params[f"lstm.{k}.b"] = _layer_from_ifgo(
+            kernel, recurrent, bias, forget_bias
+        )
     params["head.W"] = np.array(head[0], copy=True)
     params["head.b"] = np.array(head[1], copy=True)
     return params

@@ -218,8 +218,9 @@ def internal_weights(W, b, forget_bias):
     return W_g
 
 
-def lstm_layer_forward(x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None,
-                       need_cache=True, workspace=None):
+def lstm_layer_forward(
+    x, W, b, forget_bias=1.0, h0=None, c0=None, batch_sizes=None, need_cache=True, workspace=None
+):
     """Run one layer over a sequence batch.
 
     x: packed (N, I) with batch_sizes (T,) (see the layout note above), or a full
@@ -412,8 +413,13 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
                 t_first -= 1
             chunk_lo, chunk_hi = bounds[t_first], hi
             m = chunk_hi - chunk_lo
-            _gate_factors(gates[:, chunk_lo:chunk_hi], cache.tanh_c[chunk_lo:chunk_hi],
-                          cache.c_prev[chunk_lo:chunk_hi], dgate_buf[:, :m], dcfh_buf[:m])
+            _gate_factors(
+                gates[:, chunk_lo:chunk_hi],
+                cache.tanh_c[chunk_lo:chunk_hi],
+                cache.c_prev[chunk_lo:chunk_hi],
+                dgate_buf[:, :m],
+                dcfh_buf[:m],
+            )
         r = lo - chunk_lo
         if dh is not None:
             dh_n = np.add(dh[lo:hi], dh_next_n, out=dh_t_n)  # (n, H) total dL/dh_t

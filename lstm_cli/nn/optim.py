@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import CheckpointError, LstmCliError
+from ..errors import CheckpointError, LstmCliError
 
 __all__ = [
     "global_norm",
@@ -63,7 +63,9 @@ def _check_real(name, owner, value, *, low=None, high=None, low_open=False, high
     value = float(value)
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
-    interval = f"in the range {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    interval = (
+        f"in the range {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    )
     if not math.isfinite(value):
         raise _bad_param(name, owner, f"a finite real number {interval}", value)
     if low is not None and (value < low or (low_open and value == low)):
@@ -161,8 +163,12 @@ class _Optimizer:
                     )
                 self._shapes[k] = (p.shape, p.dtype)
         elif isinstance(params_or_keys, (str, bytes)):
-            raise _bad_param("params", type(self).__name__, "a params dict or an iterable of keys",
-                             params_or_keys)
+            raise _bad_param(
+                "params",
+                type(self).__name__,
+                "a params dict or an iterable of keys",
+                params_or_keys,
+            )
         else:
             keys = list(params_or_keys)
             self._shapes = {}
@@ -184,7 +190,11 @@ class _Optimizer:
         _check_grads(params, grads, self._keyset)
         # Re-check the per-step lr: the scheduler (or a user) assigns it directly.
         lr = self.lr
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr >= 0):
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, numbers.Real)
+            or not (math.isfinite(lr) and lr >= 0)
+        ):
             raise _bad_param("lr", type(self).__name__, "a finite real number >= 0", self.lr)
         for k in self._keys:
             p = params[k]
@@ -262,7 +272,12 @@ class _Optimizer:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise CheckpointError(f"optimizer state: bad step count {steps!r}")
         lr = meta.get("lr", self.lr)
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not math.isfinite(lr)
+            or lr < 0
+        ):
             raise CheckpointError(f"optimizer state: bad lr {lr!r}")
         slots = self._expected_slots(steps)
         expected = {f"{slot}.{k}": (slot, k) for slot in slots for k in self._keys}
@@ -271,7 +286,9 @@ class _Optimizer:
             raise CheckpointError(f"optimizer state ({self.name}) is missing arrays {missing}")
         unexpected = sorted(set(arrays) - set(expected))
         if unexpected:
-            raise CheckpointError(f"optimizer state ({self.name}) has unexpected arrays {unexpected}")
+            raise CheckpointError(
+                f"optimizer state ({self.name}) has unexpected arrays {unexpected}"
+            )
         new_state: dict[str, dict[str, np.ndarray]] = {s: {} for s in self._slots}
         for name, (slot, k) in expected.items():
             a = np.asarray(arrays[name])
@@ -307,8 +324,11 @@ class SGD(_Optimizer):
         self.nesterov = nesterov
 
     def _hyper(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+        return {
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
     def _expected_slots(self, steps):
         return self._slots if steps > 0 and self.momentum != 0.0 else ()
@@ -324,7 +344,7 @@ class SGD(_Optimizer):
             d = g
             if wd != 0.0:
                 np.multiply(p, wd, out=a)
-                a += g                                   # a = g + wd * p
+                a += g  # a = g + wd * p
                 d = a
             if mu != 0.0:
                 buf = bufs.get(k)
@@ -332,10 +352,10 @@ class SGD(_Optimizer):
                     buf = bufs[k] = np.array(d, dtype=p.dtype, copy=True)  # b_1 = g_1
                 else:
                     buf *= mu
-                    buf += d                             # b_t = mu b_{t-1} + g_t
+                    buf += d  # b_t = mu b_{t-1} + g_t
                 if self.nesterov:
                     np.multiply(buf, mu, out=b)
-                    b += d                               # g_t + mu b_t
+                    b += d  # g_t + mu b_t
                     d = b
                 else:
                     d = buf
@@ -370,8 +390,12 @@ class Adam(_Optimizer):
         return "adamw" if self.decoupled else "adam"
 
     def _hyper(self):
-        return {"betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay,
-                "decoupled": self.decoupled}
+        return {
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "decoupled": self.decoupled,
+        }
 
     def step(self, params: dict, grads: Mapping[str, np.ndarray]) -> None:
         """Apply one update to ``params`` in place."""
@@ -379,18 +403,18 @@ class Adam(_Optimizer):
         lr, wd, eps = float(self.lr), self.weight_decay, self.eps
         b1, b2 = self.betas
         t = self.steps + 1
-        step_size = lr / (1.0 - b1 ** t)
-        bc2_sqrt = math.sqrt(1.0 - b2 ** t)
+        step_size = lr / (1.0 - b1**t)
+        bc2_sqrt = math.sqrt(1.0 - b2**t)
         ms, vs = self._state["m"], self._state["v"]
         for k in self._keys:
             p, g = params[k], grads[k]
             a, b = self._buffers(k, p)
             if wd != 0.0:
                 if self.decoupled:
-                    p *= 1.0 - lr * wd                   # AdamW: decay the weights directly
+                    p *= 1.0 - lr * wd  # AdamW: decay the weights directly
                 else:
                     np.multiply(p, wd, out=a)
-                    a += g                               # coupled L2: g + wd * p
+                    a += g  # coupled L2: g + wd * p
                     g = a
             m = ms.get(k)
             if m is None:
@@ -399,28 +423,30 @@ class Adam(_Optimizer):
             v = vs[k]
             m *= b1
             np.multiply(g, 1.0 - b1, out=b)
-            m += b                                       # m = b1 m + (1 - b1) g
+            m += b  # m = b1 m + (1 - b1) g
             v *= b2
             np.multiply(g, g, out=b)
             b *= 1.0 - b2
-            v += b                                       # v = b2 v + (1 - b2) g^2
+            v += b  # v = b2 v + (1 - b2) g^2
             np.sqrt(v, out=b)
             b /= bc2_sqrt
-            b += eps                                     # sqrt(v_hat) + eps
+            b += eps  # sqrt(v_hat) + eps
             np.divide(m, b, out=b)
             b *= step_size
             p -= b
         self.steps = t
 
 
-def make_optimizer(name, params, lr, momentum=0.9, nesterov=False, betas=(0.9, 0.999),
-                   eps=1e-8, weight_decay=0.0):
+def make_optimizer(
+    name, params, lr, momentum=0.9, nesterov=False, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+):
     """Build ``"sgd"`` (SGD), ``"adam"`` (Adam + coupled L2) or ``"adamw"`` (decoupled decay)."""
     if name == "sgd":
         return SGD(params, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     if name in ("adam", "adamw"):
-        return Adam(params, lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                    decoupled=(name == "adamw"))
+        return Adam(
+            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=(name == "adamw")
+        )
     raise _bad_param("name", "make_optimizer", f"a str among {set(OPTIMIZERS)}", name)
 
 
@@ -445,8 +471,9 @@ class LRSchedule:
     ``optimizer.lr``, and calls ``observe(val_metric)`` at the end of the epoch.
     """
 
-    def __init__(self, name, base_lr, epochs, step_size=10, gamma=0.5, min_lr=0.0,
-                 patience=5, factor=0.5):
+    def __init__(
+        self, name, base_lr, epochs, step_size=10, gamma=0.5, min_lr=0.0, patience=5, factor=0.5
+    ):
         if name not in SCHEDULES:
             raise _bad_param("name", "LRSchedule", f"a str among {set(SCHEDULES)}", name)
         self.name = name
@@ -460,11 +487,12 @@ class LRSchedule:
                 f"LRSchedule {name!r}: min_lr ({self.min_lr}) must not exceed base_lr ({self.base_lr})"
             )
         self.patience = _check_int("patience", "LRSchedule", patience, low=0)
-        self.factor = _check_real("factor", "LRSchedule", factor, low=0.0, high=1.0,
-                                  low_open=True, high_open=True)
-        self.lr = self.base_lr           # current lr of the plateau/constant schedules
-        self.best: float | None = None   # best metric seen so far (plateau)
-        self.mode: str | None = None     # "min" or "max", fixed by the first observe()
+        self.factor = _check_real(
+            "factor", "LRSchedule", factor, low=0.0, high=1.0, low_open=True, high_open=True
+        )
+        self.lr = self.base_lr  # current lr of the plateau/constant schedules
+        self.best: float | None = None  # best metric seen so far (plateau)
+        self.mode: str | None = None  # "min" or "max", fixed by the first observe()
         self.num_bad_epochs = 0
 
     def lr_for_epoch(self, epoch) -> float:
@@ -474,7 +502,9 @@ class LRSchedule:
             return self.base_lr * self.gamma ** (epoch // self.step_size)
         if self.name == "cosine":
             frac = min(epoch, self.epochs) / self.epochs
-            return self.min_lr + (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * frac)) / 2.0
+            return (
+                self.min_lr + (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * frac)) / 2.0
+            )
         return self.lr
 
     def observe(self, metric_value, mode="min") -> None:
@@ -490,9 +520,7 @@ class LRSchedule:
         if self.mode is None:
             self.mode = mode
         elif mode != self.mode:
-            raise LstmCliError(
-                f"LRSchedule.observe: mode changed from {self.mode!r} to {mode!r}"
-            )
+            raise LstmCliError(f"LRSchedule.observe: mode changed from {self.mode!r} to {mode!r}")
         value = float(metric_value)
         if self.best is None:
             improved = math.isfinite(value)
@@ -512,10 +540,17 @@ class LRSchedule:
     def state_dict(self) -> dict:
         """Return the JSON-serialisable state (name, hyperparameters, current lr, counters)."""
         return {
-            "name": self.name, "base_lr": self.base_lr, "epochs": self.epochs,
-            "step_size": self.step_size, "gamma": self.gamma, "min_lr": self.min_lr,
-            "patience": self.patience, "factor": self.factor,
-            "lr": self.lr, "best": self.best, "mode": self.mode,
+            "name": self.name,
+            "base_lr": self.base_lr,
+            "epochs": self.epochs,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+            "min_lr": self.min_lr,
+            "patience": self.patience,
+            "factor": self.factor,
+            "lr": self.lr,
+            "best": self.best,
+            "mode": self.mode,
             "num_bad_epochs": self.num_bad_epochs,
         }
 
@@ -531,7 +566,12 @@ class LRSchedule:
                 f"schedule state was written by {d.get('name')!r}, cannot load it into {self.name!r}"
             )
         lr, best, mode, bad = d.get("lr"), d.get("best"), d.get("mode"), d.get("num_bad_epochs")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not math.isfinite(lr)
+            or lr < 0
+        ):
             raise CheckpointError(f"schedule state: bad lr {lr!r}")
         if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
             raise CheckpointError(f"schedule state: bad best {best!r}")

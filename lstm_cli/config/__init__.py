@@ -15,6 +15,7 @@ folder and are stored absolute; when they come from an override they resolve aga
 current working directory. ``output.dir`` is kept as written and, like any CLI output
 path, is relative to the current working directory.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,12 +26,13 @@ import os
 import re
 import reprlib
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "CsvConfig",
@@ -55,84 +57,85 @@ __all__ = [
 # Defaults: the whole schema, in the order it is written to YAML.
 # --------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CsvConfig:
     """Column names of the long-form CSV format (one row per time step)."""
 
-    id_column: str = "id"                           # sequence id; a sequence's rows are contiguous
-    label_column: str = "label"                     # the sequence's label, repeated on its rows
-    feature_columns: Optional[tuple[str, ...]] = None  # None = every other column, in file order
-    label_type: str = "auto"                        # auto (ints if every label is an int) | str | int
+    id_column: str = "id"  # sequence id; a sequence's rows are contiguous
+    label_column: str = "label"  # the sequence's label, repeated on its rows
+    feature_columns: tuple[str, ...] | None = None  # None = every other column, in file order
+    label_type: str = "auto"  # auto (ints if every label is an int) | str | int
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str                                      # required; relative to the config's folder
-    valid: Optional[str] = None                     # separate validation file; None = split
-    valid_fraction: float = 0.1                     # stratified split of train; 0 = none
-    test: Optional[str] = None                      # evaluated once, with best.npz, at the end
-    format: str = "auto"                            # auto (extension)|jsonl|npz|npy|csv|ts
-    normalize: bool = True                          # z-score features (training-split stats)
-    bucket: bool = True                             # batch sequences of similar length together
+    train: str  # required; relative to the config's folder
+    valid: str | None = None  # separate validation file; None = split
+    valid_fraction: float = 0.1  # stratified split of train; 0 = none
+    test: str | None = None  # evaluated once, with best.npz, at the end
+    format: str = "auto"  # auto (extension)|jsonl|npz|npy|csv|ts
+    normalize: bool = True  # z-score features (training-split stats)
+    bucket: bool = True  # batch sequences of similar length together
     csv: CsvConfig = field(default_factory=CsvConfig)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden_size: int = 64                           # H, units per LSTM layer
-    num_layers: int = 1                             # stacked LSTM layers
-    head: str = "last"                              # last (own last valid step) | all
-    forget_bias: float = 1.0                        # added to the forget gate pre-activation
-    dropout: float = 0.0                            # inverted dropout between layers, training only
-    dtype: str = "float32"                          # float32 | float64
-    init: str = "uniform"                           # uniform | glorot_orthogonal
+    hidden_size: int = 64  # H, units per LSTM layer
+    num_layers: int = 1  # stacked LSTM layers
+    head: str = "last"  # last (own last valid step) | all
+    forget_bias: float = 1.0  # added to the forget gate pre-activation
+    dropout: float = 0.0  # inverted dropout between layers, training only
+    dtype: str = "float32"  # float32 | float64
+    init: str = "uniform"  # uniform | glorot_orthogonal
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"                              # adam | adamw | sgd
-    lr: float = 1.0e-3                              # learning rate (YAML: write 1.0e-3, not 1e-3)
-    momentum: float = 0.9                           # sgd only
-    nesterov: bool = False                          # sgd only
-    betas: tuple[float, float] = (0.9, 0.999)       # adam/adamw moment decay rates
-    eps: float = 1.0e-8                             # adam/adamw denominator term
-    weight_decay: float = 0.0                       # L2 in grad (sgd, adam); decoupled (adamw)
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1.0e-3  # learning rate (YAML: write 1.0e-3, not 1e-3)
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates
+    eps: float = 1.0e-8  # adam/adamw denominator term
+    weight_decay: float = 0.0  # L2 in grad (sgd, adam); decoupled (adamw)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "constant"                          # constant | step | cosine | plateau
-    step_size: int = 10                             # step: every step_size epochs, lr *= gamma
-    gamma: float = 0.5                              # step
-    min_lr: float = 0.0                             # cosine floor / plateau floor
-    patience: int = 5                               # plateau: epochs without improvement
-    factor: float = 0.5                             # plateau: lr *= factor
+    name: str = "constant"  # constant | step | cosine | plateau
+    step_size: int = 10  # step: every step_size epochs, lr *= gamma
+    gamma: float = 0.5  # step
+    min_lr: float = 0.0  # cosine floor / plateau floor
+    patience: int = 5  # plateau: epochs without improvement
+    factor: float = 0.5  # plateau: lr *= factor
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    metric: str = "val_loss"                        # val_loss | val_accuracy; also picks best.npz
-    patience: Optional[int] = None                  # epochs without improvement; None = off
-    min_delta: float = 0.0                          # smallest change that counts as improvement
+    metric: str = "val_loss"  # val_loss | val_accuracy; also picks best.npz
+    patience: int | None = None  # epochs without improvement; None = off
+    min_delta: float = 0.0  # smallest change that counts as improvement
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
-    seed: int = 0                                   # seeds init, split, shuffling, dropout
+    seed: int = 0  # seeds init, split, shuffling, dropout
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    clip_grad_norm: Optional[float] = 5.0           # global L2 norm; 0 or None disables
+    clip_grad_norm: float | None = 5.0  # global L2 norm; 0 or None disables
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # None | "balanced" | ((label, weight), ...) in file order; use dict(...) to look up.
-    class_weights: Union[None, str, tuple[tuple[Union[int, str], float], ...]] = None
-    checkpoint_every_steps: int = 0                 # 0 = checkpoints at epoch ends only
+    class_weights: None | str | tuple[tuple[int | str, float], ...] = None
+    checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    dir: str = "runs/run"                           # relative to the current working directory
+    dir: str = "runs/run"  # relative to the current working directory
 
 
 @dataclass(frozen=True)
@@ -168,8 +171,7 @@ def _show(value: Any) -> str:
 
 
 _BOOL_HINT = (
-    "YAML reads unquoted yes, no, on, off, true and false as booleans;"
-    " put the value in quotes."
+    "YAML reads unquoted yes, no, on, off, true and false as booleans; put the value in quotes."
 )
 
 
@@ -181,7 +183,7 @@ class _Invalid(Exception):
         self.hint = hint
 
 
-def _fmt_bound(x: Optional[float], sign: str) -> str:
+def _fmt_bound(x: float | None, sign: str) -> str:
     """repr of a range bound; None is -inf (sign "-") or inf (sign "+")."""
     if x is None:
         return "-inf" if sign == "-" else "inf"
@@ -419,6 +421,7 @@ _DATA_PATH_KEYS = ("data.train", "data.valid", "data.test")
 # The schema as dotted keys, derived from the dataclasses.
 # --------------------------------------------------------------------------------------
 
+
 def _walk_schema(cls: type, prefix: str, sections: dict, leaves: list) -> None:
     sections[prefix] = cls
     hints = typing.get_type_hints(cls)
@@ -431,8 +434,8 @@ def _walk_schema(cls: type, prefix: str, sections: dict, leaves: list) -> None:
             leaves.append(key)
 
 
-_SECTIONS: dict[str, type] = {}   # "" -> Config, "data" -> DataConfig, "data.csv" -> CsvConfig, ...
-_LEAVES: list[str] = []           # "data.train", ..., "output.dir" in schema order
+_SECTIONS: dict[str, type] = {}  # "" -> Config, "data" -> DataConfig, "data.csv" -> CsvConfig, ...
+_LEAVES: list[str] = []  # "data.train", ..., "output.dir" in schema order
 _walk_schema(Config, "", _SECTIONS, _LEAVES)
 _ALL_KEYS = [k for k in _SECTIONS if k] + _LEAVES
 
@@ -509,8 +512,8 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 # --------------------------------------------------------------------------------------
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_MERGE = object()        # the merge key '<<' among a mapping's keys
-_MAX_MERGED = 10_000     # entries merge keys may copy in one document; configs need a few dozen
+_MERGE = object()  # the merge key '<<' among a mapping's keys
+_MAX_MERGED = 10_000  # entries merge keys may copy in one document; configs need a few dozen
 
 
 class _Loader(yaml.SafeLoader):
@@ -553,15 +556,18 @@ class _Loader(yaml.SafeLoader):
 
                 if not isinstance(sub, yaml.MappingNode):
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
+                        "while constructing a mapping",
+                        node.start_mark,
                         f"expected a mapping or list of mappings for merging, but found {sub.id}",
-                        sub.start_mark)
+                        sub.start_mark,
+                    )
                 self.flatten_mapping(sub)
                 merged.append(sub.value)
                 self._merged += len(sub.value)
             if self._merged > _MAX_MERGED:
                 raise yaml.constructor.ConstructorError(
-                    None, None,
+                    None,
+                    None,
                     f"merge keys ('<<') copy more than {_MAX_MERGED} entries in this file"
                     " (merges of aliases multiply); write the mappings out",
                     key_node.start_mark,
@@ -583,7 +589,8 @@ class _Loader(yaml.SafeLoader):
             too_long = what == "an int" and len(str(node.value)) > 4000
             reason = "too many digits" if too_long else str(err)
             raise yaml.constructor.ConstructorError(
-                None, None,
+                None,
+                None,
                 f"cannot read {_show(node.value)} as {what or node.tag} ({reason});"
                 " put it in quotes if it is meant as text",
                 node.start_mark,
@@ -611,8 +618,10 @@ class _Loader(yaml.SafeLoader):
             if first is not key_node:
                 line = first.start_mark.line + 1
                 if key is _MERGE:
-                    problem = (f"duplicate key '<<' (first given on line {line}); merge several"
-                               " mappings with one key, <<: [*a, *b] (the first listed wins)")
+                    problem = (
+                        f"duplicate key '<<' (first given on line {line}); merge several"
+                        " mappings with one key, <<: [*a, *b] (the first listed wins)"
+                    )
                 else:
                     problem = f"duplicate key {_show(key)} (first given on line {line})"
                 raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
@@ -632,8 +641,12 @@ def _yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:
         problem = f"{context}, {problem}"
     at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     msg = f"invalid YAML in {where}{at}: {problem}"
-    if context and str(context).startswith("while") and context_mark is not None and (
-            mark is None or context_mark.line != mark.line):
+    if (
+        context
+        and str(context).startswith("while")
+        and context_mark is not None
+        and (mark is None or context_mark.line != mark.line)
+    ):
         # e.g. an unclosed '[': say where the construct began, which is where the fix goes
         msg += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
     if "'\\t'" in problem:
@@ -651,6 +664,7 @@ def _load_yaml(text: str, where: str) -> Any:
 # --------------------------------------------------------------------------------------
 # Overrides
 # --------------------------------------------------------------------------------------
+
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``"train.optimizer.lr=0.01"`` into ``("train.optimizer.lr", 0.01)``.
@@ -705,6 +719,7 @@ def value_origin(key: str, source: str, overrides: Iterable[str] = ()) -> str:
 # Checking and building
 # --------------------------------------------------------------------------------------
 
+
 def _inline_value(value: Any) -> str:
     """A short scalar as it is written in YAML (``1``, ``true``, ``null``, ``id``), else '...'."""
     if value is None or isinstance(value, bool):
@@ -722,7 +737,9 @@ def _key_name_error(name: str, value: Any, prefix: str, where: str) -> ConfigErr
     """A key of a file that is empty or written with dots ('train.epochs: 1' at the top)."""
     if not name:
         at = _where_in(prefix)
-        return ConfigError(f"empty key '' {at} in {where}; valid keys {at} are: {_section_keys(prefix)}")
+        return ConfigError(
+            f"empty key '' {at} in {where}; valid keys {at} are: {_section_keys(prefix)}"
+        )
     *sections, leaf = f"{prefix}.{name}".split(".") if prefix else name.split(".")
     nested = f"{leaf}: {_inline_value(value)}"
     for part in reversed(sections):
@@ -778,7 +795,7 @@ class _Context:
     def __init__(self, where: str, base_dir: str):
         self.where = where
         self.base_dir = base_dir
-        self.overridden: dict[str, str] = {}    # dotted key -> "--set key=value"
+        self.overridden: dict[str, str] = {}  # dotted key -> "--set key=value"
 
     def origin(self, key: str) -> str:
         return self.overridden.get(key, self.where)
@@ -856,7 +873,7 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
 def config_from_dict(
     d: Any,
     source: str = "<dict>",
-    base_dir: Optional[str] = None,
+    base_dir: str | None = None,
     overrides: Iterable[str] = (),
 ) -> Config:
     """Check a plain nested dict (as from YAML), apply overrides, return a Config.
@@ -893,7 +910,7 @@ def config_from_dict(
     return cfg
 
 
-def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = ()) -> Config:
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config file, apply ``--set`` overrides, check everything, return a Config."""
     where = os.fspath(path)
     if not os.path.exists(where):
@@ -906,8 +923,10 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = ()) ->
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ConfigError(f"config file {where} is not UTF-8 text: line {line} has the byte "
-                          f"0x{data[err.start]:02x}") from None
+        raise ConfigError(
+            f"config file {where} is not UTF-8 text: line {line} has the byte "
+            f"0x{data[err.start]:02x}"
+        ) from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {where}: {err.strerror}") from None
     raw = _load_yaml(text, where)
@@ -918,6 +937,7 @@ def load_config(path: Union[str, os.PathLike], overrides: Iterable[str] = ()) ->
 # --------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------
+
 
 def _plain(value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(value):
@@ -951,6 +971,9 @@ _Dumper.add_representer(list, _represent_list)
 def dump_config(cfg: Config) -> str:
     """YAML text of ``config_to_dict(cfg)``, keys in schema order; loads back to ``cfg``."""
     return yaml.dump(
-        config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+        config_to_dict(cfg),
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
         allow_unicode=True,
     )

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, DataError, LstmCliError
+from ..errors import ConfigError, DataError, LstmCliError
 
 __all__ = [
     "SequenceDataset",
@@ -93,7 +93,9 @@ _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 NPY_FOLDER_ARRAYS = ("x", "lengths", "y")  # an .npy data folder's files, each <name>.npy
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest feature value accepted, whatever model.dtype
+_FLOAT32_MAX = float(
+    np.finfo(np.float32).max
+)  # the largest feature value accepted, whatever model.dtype
 
 
 # ---------------------------------------------------------------------------
@@ -146,7 +148,9 @@ class SequenceDataset:
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != (len(self),) or labels.dtype.kind not in "iuU":
-                raise DataError(f"{where}: labels must be an int or str array of shape ({len(self)},)")
+                raise DataError(
+                    f"{where}: labels must be an int or str array of shape ({len(self)},)"
+                )
             self.labels = labels.astype(np.int64) if labels.dtype.kind in "iu" else labels
 
     @classmethod
@@ -386,7 +390,10 @@ def _finite_or_raise(arr, describe):
         v = arr[i, j]
         if not np.isfinite(v):
             raise DataError(describe(i, j, v) + "; NaN and Inf values are not allowed")
-        raise DataError(describe(i, j, v) + f"; values must lie within float32's range (|x| <= {_FLOAT32_MAX:.4g})")
+        raise DataError(
+            describe(i, j, v)
+            + f"; values must lie within float32's range (|x| <= {_FLOAT32_MAX:.4g})"
+        )
 
 
 def _build(chunks, label_collector, source, what):
@@ -418,7 +425,9 @@ def _describe_bad_x(x):
             return f"'x' step {t} has {len(row)} features, step 1 has {width}; all steps need the same count"
         for f, v in enumerate(row, start=1):
             if isinstance(v, bool):
-                return f"'x' step {t}, feature {f} is a boolean ({json.dumps(v)}), expected a number"
+                return (
+                    f"'x' step {t}, feature {f} is a boolean ({json.dumps(v)}), expected a number"
+                )
             if isinstance(v, int):
                 try:
                     float(v)
@@ -475,7 +484,9 @@ def _jsonl_label(obj, line_no, where):
         raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
     if isinstance(y, float):
         if not (math.isfinite(y) and y.is_integer()):
-            raise DataError(f"{where}: 'y' is {y!r}; labels must be strings or integers (not fractional numbers)")
+            raise DataError(
+                f"{where}: 'y' is {y!r}; labels must be strings or integers (not fractional numbers)"
+            )
         y = int(y)
     if isinstance(y, int):
         if not _INT64_MIN <= y <= _INT64_MAX:
@@ -486,8 +497,10 @@ def _jsonl_label(obj, line_no, where):
             raise DataError(f"{where}: 'y' is the empty string; labels must be non-empty")
         problem = label_text_problem(y)
         if problem is not None:
-            raise DataError(f"{where}: 'y' is {_json_type(y)}, which holds {problem}; labels must be"
-                            " valid Unicode text")
+            raise DataError(
+                f"{where}: 'y' is {_json_type(y)}, which holds {problem}; labels must be"
+                " valid Unicode text"
+            )
         return y, False
     raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
 
@@ -536,15 +549,21 @@ def read_jsonl(path, require_labels=True):
             obj = decoder.decode(line)
         except json.JSONDecodeError as exc:
             hint = " (the last line looks truncated)" if i == truncated_candidate else ""
-            if "\r" in line.rstrip():  # lines split on LF only: CR-only endings make the file one line
+            if (
+                "\r" in line.rstrip()
+            ):  # lines split on LF only: CR-only endings make the file one line
                 hint = " (a carriage return inside the line: CR-only line endings? save the file with LF or CRLF)"
-            raise DataError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}{hint}") from None
+            raise DataError(
+                f"{where}: invalid JSON: {exc.msg} at column {exc.colno}{hint}"
+            ) from None
         except RecursionError:
             raise DataError(f"{where}: invalid JSON: nested too deeply") from None
         except _DuplicateKey as dup:
             raise DataError(f"{where}: key {dup.args[0]!r} appears twice in one object") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object with keys 'x' and 'y', got {_json_type(obj)}")
+            raise DataError(
+                f"{where}: expected a JSON object with keys 'x' and 'y', got {_json_type(obj)}"
+            )
         if "x" not in obj:
             raise DataError(f"{where}: missing key 'x' (the sequence, a list of time steps)")
         arr = _jsonl_matrix(obj["x"], line)
@@ -591,13 +610,21 @@ def _check_x_array(x, name, source, allow_int):
     if x.dtype.kind in "iu" and allow_int:
         return x.astype(np.float64)
     expected = "float32 or float64" if not allow_int else "a floating or integer dtype"
-    kind = "boolean" if x.dtype.kind == "b" else "non-numeric" if x.dtype.kind not in "iuc" else "unsupported"
+    kind = (
+        "boolean"
+        if x.dtype.kind == "b"
+        else "non-numeric"
+        if x.dtype.kind not in "iuc"
+        else "unsupported"
+    )
     raise DataError(f"{source}: {name} has {kind} dtype {x.dtype}, expected {expected}")
 
 
 def _check_lengths(lengths, rows, name, x_name, source):
     if lengths.ndim != 1:
-        raise DataError(f"{source}: {name} has {lengths.ndim} dimension(s) (shape {lengths.shape}), expected 1")
+        raise DataError(
+            f"{source}: {name} has {lengths.ndim} dimension(s) (shape {lengths.shape}), expected 1"
+        )
     if lengths.dtype.kind not in "iu":
         raise DataError(f"{source}: {name} has dtype {lengths.dtype}, expected integers")
     if lengths.size == 0:
@@ -614,7 +641,9 @@ def _check_lengths(lengths, rows, name, x_name, source):
         )
     total = int(lengths.sum(dtype=np.int64))  # each length <= rows: no overflow for any real file
     if total != rows:
-        raise DataError(f"{source}: {name} sums to {total}, but {x_name} has {rows} rows; they must match")
+        raise DataError(
+            f"{source}: {name} sums to {total}, but {x_name} has {rows} rows; they must match"
+        )
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths, dtype=np.int64)
     return offsets
@@ -622,12 +651,16 @@ def _check_lengths(lengths, rows, name, x_name, source):
 
 def _check_y(y, n, name, source):
     if y.ndim != 1 or y.shape[0] != n:
-        raise DataError(f"{source}: {name} has shape {y.shape}, expected ({n},), one label per sequence")
+        raise DataError(
+            f"{source}: {name} has shape {y.shape}, expected ({n},), one label per sequence"
+        )
     kind = y.dtype.kind
     if kind == "U":
         bad = np.flatnonzero(y == "")
         if bad.size:
-            raise DataError(f"{source}: {name}[{bad[0]}] is the empty string; labels must be non-empty")
+            raise DataError(
+                f"{source}: {name}[{bad[0]}] is the empty string; labels must be non-empty"
+            )
         # the raw UCS-4 code points, one row per label: numpy stores surrogates and values
         # beyond U+10FFFF that Python cannot print, write as UTF-8 or (the latter) even read
         codes = np.ascontiguousarray(y, dtype=y.dtype.newbyteorder("<")).view("<u4").reshape(n, -1)
@@ -653,7 +686,9 @@ def _check_y(y, n, name, source):
             )
         return y.astype(np.int64)
     hint = " (bytes); store labels as unicode strings (np.str_)" if kind == "S" else ""
-    raise DataError(f"{source}: {name} has dtype {y.dtype}{hint}, expected integer or unicode labels")
+    raise DataError(
+        f"{source}: {name} has dtype {y.dtype}{hint}, expected integer or unicode labels"
+    )
 
 
 def _chunk_rows(x, target_bytes=16 << 20):
@@ -680,7 +715,9 @@ def _npz_member(npz, key, source):
             ) from None
         raise DataError(f"{source}: array '{key}' cannot be read: {exc}") from None
     except Exception as exc:  # zipfile/zlib/format errors of a damaged archive member
-        raise DataError(f"{source}: array '{key}' cannot be read: {type(exc).__name__}: {exc}") from None
+        raise DataError(
+            f"{source}: array '{key}' cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a non-.npy member
         member = key if key in npz.zip.namelist() else f"{key}.npy"  # numpy prefers the bare name
         raise DataError(
@@ -704,17 +741,27 @@ def read_npz(path, require_labels=True):
         magic = fh.read(4)
         fh.seek(0)
         if magic.startswith(b"\x93NUM"):
-            raise DataError(f"{source}: holds a single .npy array, expected an .npz archive with x, "
-                            f"lengths, y")
-        if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # not a zip (or empty zip): np.load would unpickle
-            raise DataError(f"{source}: not a valid .npz archive (no zip signature); expected arrays "
-                            f"x, lengths, y")
+            raise DataError(
+                f"{source}: holds a single .npy array, expected an .npz archive with x, lengths, y"
+            )
+        if magic not in (
+            b"PK\x03\x04",
+            b"PK\x05\x06",
+        ):  # not a zip (or empty zip): np.load would unpickle
+            raise DataError(
+                f"{source}: not a valid .npz archive (no zip signature); expected arrays "
+                f"x, lengths, y"
+            )
         try:
             npz = np.load(fh, allow_pickle=False)
         except Exception as exc:  # numpy/zipfile raise assorted errors on damaged archives
-            raise DataError(f"{source}: not a valid .npz archive ({type(exc).__name__}: {exc})") from None
+            raise DataError(
+                f"{source}: not a valid .npz archive ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise DataError(f"{source}: holds a single .npy array, expected an .npz archive with x, lengths, y")
+            raise DataError(
+                f"{source}: holds a single .npy array, expected an .npz archive with x, lengths, y"
+            )
         with npz:
             keys = set(npz.files)
             found = ", ".join(sorted(keys)) or "none"
@@ -722,7 +769,9 @@ def read_npz(path, require_labels=True):
                 if key not in keys:
                     raise DataError(f"{source}: missing array '{key}' (found: {found})")
             if require_labels and "y" not in keys:
-                raise DataError(f"{source}: missing array 'y' (labels are required; found: {found})")
+                raise DataError(
+                    f"{source}: missing array 'y' (labels are required; found: {found})"
+                )
             x = _check_x_array(_npz_member(npz, "x", source), "array 'x'", source, allow_int=True)
             lengths = _npz_member(npz, "lengths", source)
             offsets = _check_lengths(lengths, x.shape[0], "array 'lengths'", "array 'x'", source)
@@ -750,7 +799,9 @@ def _load_npy(path, mmap, source, name):
         with open(path, "rb") as fh:
             magic = fh.read(6)
         if magic != b"\x93NUMPY":  # np.load would take the file for a pickle
-            raise DataError(f"{source}: {name} is not a .npy file (no .npy header); save arrays with np.save")
+            raise DataError(
+                f"{source}: {name} is not a .npy file (no .npy header); save arrays with np.save"
+            )
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         return _advise_random(arr) if mmap else arr
     except FileNotFoundError:
@@ -765,7 +816,9 @@ def _load_npy(path, mmap, source, name):
             ) from None
         raise DataError(f"{source}: {name} is not a valid .npy file ({exc})") from None
     except Exception as exc:  # numpy raises assorted errors on damaged headers
-        raise DataError(f"{source}: {name} is not a valid .npy file ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{source}: {name} is not a valid .npy file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def read_npy_dir(path, require_labels=True, mmap=True):
@@ -785,9 +838,13 @@ def read_npy_dir(path, require_labels=True, mmap=True):
         if not os.path.isfile(names[key]):
             ext = next((e for e in _EXTENSIONS if source.lower().rstrip("/\\").endswith(e)), None)
             if ext is not None:  # e.g. a folder named train.jsonl: say that it is a folder
-                raise DataError(f"{source}: is a directory, expected a {ext} file (a directory is read as an"
-                                f" .npy folder: missing {key}.npy)")
-            raise DataError(f"{source}: missing {key}.npy" + (" (labels are required)" if key == "y" else ""))
+                raise DataError(
+                    f"{source}: is a directory, expected a {ext} file (a directory is read as an"
+                    f" .npy folder: missing {key}.npy)"
+                )
+            raise DataError(
+                f"{source}: missing {key}.npy" + (" (labels are required)" if key == "y" else "")
+            )
     raw_x = _load_npy(names["x"], mmap, source, "x.npy")
     if not isinstance(raw_x, np.ndarray):
         raise DataError(f"{source}: x.npy is not a plain array")
@@ -796,7 +853,12 @@ def read_npy_dir(path, require_labels=True, mmap=True):
     offsets = _check_lengths(lengths, x.shape[0], "lengths.npy", "x.npy", source)
     y = None
     if os.path.isfile(names["y"]):
-        y = _check_y(np.asarray(_load_npy(names["y"], False, source, "y.npy")), offsets.size - 1, "y.npy", source)
+        y = _check_y(
+            np.asarray(_load_npy(names["y"], False, source, "y.npy")),
+            offsets.size - 1,
+            "y.npy",
+            source,
+        )
     _check_finite_chunked(x, "x.npy", source)
     release_pages(x)  # the check read every row; they need not stay resident
     return SequenceDataset(x, offsets, y, source)
@@ -845,7 +907,9 @@ def _csv_labels(raw, label_type, source, label_column):
                 " (label_type='int')"
             ) from None
         if not _INT64_MIN <= v <= _INT64_MAX:
-            raise DataError(f"{source} line {line}: label {text!r} does not fit in a 64-bit integer")
+            raise DataError(
+                f"{source} line {line}: label {text!r} does not fit in a 64-bit integer"
+            )
         values.append(v)
     return values
 
@@ -856,13 +920,21 @@ def _malformed_csv(source, exc, start, end):
     was not closed (csv keeps reading to the end of the file or its field size limit), so
     the line that opened it is named, not the line where csv gave up."""
     if end > start:
-        return (f"{source} line {start}: malformed CSV: {exc}; the row starting on this line runs on to"
-                f" line {end}: is a quote left open?")
+        return (
+            f"{source} line {start}: malformed CSV: {exc}; the row starting on this line runs on to"
+            f" line {end}: is a quote left open?"
+        )
     return f"{source} line {end}: malformed CSV: {exc}"
 
 
-def read_csv(path, require_labels=True, id_column="id", label_column="label", feature_columns=None,
-             label_type="auto"):
+def read_csv(
+    path,
+    require_labels=True,
+    id_column="id",
+    label_column="label",
+    feature_columns=None,
+    label_type="auto",
+):
     """Read a long-form CSV: a header row, then one row per time step.
 
     ``id_column`` names the sequence id, ``label_column`` the label (constant within
@@ -892,7 +964,9 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
     shown = ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
     for j, name in enumerate(header, start=1):
         if name.strip() == "":
-            raise DataError(f"{source} line {header_line}: header column {j} is empty; every column needs a name")
+            raise DataError(
+                f"{source} line {header_line}: header column {j} is empty; every column needs a name"
+            )
     if id_column not in header:
         raise DataError(
             f"{source}: missing id column {id_column!r} in the header (found: {shown});"
@@ -900,16 +974,22 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
         )
     has_label = label_column in header
     if require_labels and not has_label:
-        raise DataError(f"{source}: missing label column {label_column!r} in the header (found: {shown})")
+        raise DataError(
+            f"{source}: missing label column {label_column!r} in the header (found: {shown})"
+        )
     if feature_columns is None:
         feature_columns = [h for h in header if h != id_column and h != label_column]
     else:
         feature_columns = list(feature_columns)
         for name in feature_columns:
             if name not in header:
-                raise DataError(f"{source}: missing feature column {name!r} in the header (found: {shown})")
+                raise DataError(
+                    f"{source}: missing feature column {name!r} in the header (found: {shown})"
+                )
             if name in (id_column, label_column):
-                raise DataError(f"{source}: column {name!r} cannot be both a feature and the id/label column")
+                raise DataError(
+                    f"{source}: column {name!r} cannot be both a feature and the id/label column"
+                )
     if not feature_columns:
         raise DataError(f"{source}: no feature columns (header: {shown})")
     dup = next((h for j, h in enumerate(header) if h in header[:j]), None)
@@ -981,7 +1061,10 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
                     ) from None
         raise DataError(f"{source}: feature cells could not be read as numbers")
     _finite_or_raise(
-        x, lambda r, j, v: f"{source} line {row_lines[r]}, column {feature_columns[j]!r}: value is {v}"
+        x,
+        lambda r, j, v: (
+            f"{source} line {row_lines[r]}, column {feature_columns[j]!r}: value is {v}"
+        ),
     )
 
     labels = None
@@ -1000,9 +1083,15 @@ def read_csv(path, require_labels=True, id_column="id", label_column="label", fe
 
 def write_csv(ds, path, id_column="id", label_column="label", feature_names=None):
     """Write ``ds`` as a long-form CSV: ids 0..N-1, features named f0..f{F-1} by default."""
-    feature_names = list(feature_names) if feature_names is not None else [f"f{j}" for j in range(ds.num_features)]
+    feature_names = (
+        list(feature_names)
+        if feature_names is not None
+        else [f"f{j}" for j in range(ds.num_features)]
+    )
     if len(feature_names) != ds.num_features:
-        raise DataError(f"write_csv: {len(feature_names)} feature names for {ds.num_features} features")
+        raise DataError(
+            f"write_csv: {len(feature_names)} feature names for {ds.num_features} features"
+        )
     header = [id_column] + ([label_column] if ds.labels is not None else []) + feature_names
     if len(set(header)) != len(header):
         raise DataError(f"write_csv: column names must be distinct, got {header}")
@@ -1012,7 +1101,9 @@ def write_csv(ds, path, id_column="id", label_column="label", feature_names=None
         writer.writerow(header)
         for n in range(len(ds)):
             lead = [str(n)] + ([str(labels[n])] if labels is not None else [])
-            writer.writerows(lead + row for row in np.asarray(ds.sequence(n), dtype=np.float64).tolist())
+            writer.writerows(
+                lead + row for row in np.asarray(ds.sequence(n), dtype=np.float64).tolist()
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -1031,7 +1122,9 @@ def _ts_header(text_lines, source):
         if not line or line.startswith("#"):
             continue
         if not line.startswith("@"):
-            raise DataError(f"{where}: data before the @data line (or a header without '@'); missing @data?")
+            raise DataError(
+                f"{where}: data before the @data line (or a header without '@'); missing @data?"
+            )
         key, *rest = line[1:].split(None, 1) or [""]
         key = key.lower()
         value = rest[0].strip() if rest else ""
@@ -1054,7 +1147,9 @@ def _ts_header(text_lines, source):
         elif key == "classlabel":
             parts = value.split()
             if not parts or parts[0].lower() not in ("true", "false"):
-                raise DataError(f"{where}: @classLabel must be 'true <labels...>' or 'false', got {value!r}")
+                raise DataError(
+                    f"{where}: @classLabel must be 'true <labels...>' or 'false', got {value!r}"
+                )
             if parts[0].lower() == "true":
                 if len(parts) < 2:
                     raise DataError(f"{where}: @classLabel true lists no class labels")
@@ -1064,14 +1159,18 @@ def _ts_header(text_lines, source):
                     raise DataError(f"{where}: @classLabel false must not list labels")
                 headers[key] = None
         elif key == "targetlabel":
-            raise DataError(f"{where}: @targetLabel (regression targets) is not supported; expected @classLabel")
+            raise DataError(
+                f"{where}: @targetLabel (regression targets) is not supported; expected @classLabel"
+            )
         else:
             raise DataError(
                 f"{where}: unknown header @{key}; expected @problemName, @timeStamps, @missing,"
                 " @univariate, @dimensions, @equalLength, @seriesLength, @classLabel or @data"
             )
         where_of[key] = f"line {i + 1}"
-    raise DataError(f"{source}: missing @data line (the header must end with @data before the cases)")
+    raise DataError(
+        f"{source}: missing @data line (the header must end with @data before the cases)"
+    )
 
 
 def _ts_bad_value(dims, where):
@@ -1083,8 +1182,10 @@ def _ts_bad_value(dims, where):
             except ValueError:
                 c = cell.strip()
                 if c == "?":
-                    return (f"{where}: dimension {d}, value {k} is '?' (a missing value);"
-                            " missing values are not supported, fill or drop them first")
+                    return (
+                        f"{where}: dimension {d}, value {k} is '?' (a missing value);"
+                        " missing values are not supported, fill or drop them first"
+                    )
                 if c == "":
                     return f"{where}: dimension {d}, value {k} is empty; expected a number"
                 return f"{where}: dimension {d}, value {k} is {c!r}, not a number"
@@ -1108,7 +1209,9 @@ def read_ts(path, require_labels=True):
     lines = text.split("\n")
     headers, where_of, start = _ts_header(lines, source)
     if "classlabel" not in headers:
-        raise DataError(f"{source}: missing @classLabel header (e.g. '@classLabel true a b c', or 'false')")
+        raise DataError(
+            f"{source}: missing @classLabel header (e.g. '@classLabel true a b c', or 'false')"
+        )
     declared = headers["classlabel"]
     has_labels = declared is not None
     if require_labels and not has_labels:
@@ -1139,7 +1242,9 @@ def read_ts(path, require_labels=True):
         parts = line.split(":")
         if has_labels:
             if len(parts) < 2:
-                raise DataError(f"{where}: expected dimensions separated by ':' and the label last, got one field")
+                raise DataError(
+                    f"{where}: expected dimensions separated by ':' and the label last, got one field"
+                )
             label = parts[-1].strip()
             dims = parts[:-1]
         else:
@@ -1148,14 +1253,19 @@ def read_ts(path, require_labels=True):
         if dims_expected is None:
             dims_expected, first_dims_line = len(dims), line_no
         if len(dims) != dims_expected:
-            source_of = (f"@dimensions {dims_expected}" if first_dims_line is None
-                         else f"as on line {first_dims_line}")
+            source_of = (
+                f"@dimensions {dims_expected}"
+                if first_dims_line is None
+                else f"as on line {first_dims_line}"
+            )
             extra = ""
             if not has_labels and len(dims) == dims_expected + 1:
                 extra = "; @classLabel is false, so no label is expected at the end"
             elif has_labels and len(dims) == dims_expected - 1:
                 extra = "; is the label missing?"
-            raise DataError(f"{where}: {len(dims)} dimensions, expected {dims_expected} ({source_of}){extra}")
+            raise DataError(
+                f"{where}: {len(dims)} dimensions, expected {dims_expected} ({source_of}){extra}"
+            )
         counts = [d.count(",") + 1 for d in dims]
         for d in range(1, len(dims)):
             if counts[d] != counts[0]:
@@ -1167,7 +1277,9 @@ def read_ts(path, require_labels=True):
         if steps == 1 and any(d.strip() == "" for d in dims):
             raise DataError(f"{where}: a dimension has no values; every case needs at least 1 step")
         if series_len is not None and steps != series_len:
-            raise DataError(f"{where}: {steps} steps, but @equalLength true with @seriesLength {series_len}")
+            raise DataError(
+                f"{where}: {steps} steps, but @equalLength true with @seriesLength {series_len}"
+            )
         try:
             flat = np.array(",".join(dims).split(","), dtype=np.float64)  # (D * T,)
         except (ValueError, OverflowError):
@@ -1177,7 +1289,9 @@ def read_ts(path, require_labels=True):
         if has_labels:
             if label not in declared_set:
                 shown = " ".join(declared[:20]) + (" ..." if len(declared) > 20 else "")
-                raise DataError(f"{where}: label {label!r} is not in the declared @classLabel list ({shown})")
+                raise DataError(
+                    f"{where}: label {label!r} is not in the declared @classLabel list ({shown})"
+                )
             labels.add(label, f"line {line_no}")
         else:
             labels.add(None, f"line {line_no}", missing=True)
@@ -1196,7 +1310,9 @@ def write_ts(ds, path, problem_name="lstm_cli"):
     if labels is not None:
         bad = next((v for v in labels if _TS_BAD_LABEL.search(v)), None)
         if bad is not None:
-            raise DataError(f"write_ts: label {bad!r} cannot be written to .ts (no spaces, ':', ',', '#', '@')")
+            raise DataError(
+                f"write_ts: label {bad!r} cannot be written to .ts (no spaces, ':', ',', '#', '@')"
+            )
     lengths = ds.lengths
     equal = bool(np.all(lengths == lengths[0]))
     head = [
@@ -1253,7 +1369,9 @@ def load_dataset(path, format="auto", require_labels=True, csv_options=None):
     None: every other column, in file order) and ``label_type`` ("auto").
     """
     if format not in FORMATS:
-        raise DataError(f"{path}: unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise DataError(
+            f"{path}: unknown data format {format!r}; expected one of {', '.join(FORMATS)}"
+        )
     fmt = _detect_format(path) if format == "auto" else format
     if fmt == "jsonl":
         return read_jsonl(path, require_labels=require_labels)
@@ -1266,7 +1384,9 @@ def load_dataset(path, format="auto", require_labels=True, csv_options=None):
     options = dict(csv_options or {})
     unknown = sorted(set(options) - set(_CSV_OPTION_KEYS))
     if unknown:
-        raise DataError(f"{path}: unknown csv option(s) {', '.join(unknown)}; expected {', '.join(_CSV_OPTION_KEYS)}")
+        raise DataError(
+            f"{path}: unknown csv option(s) {', '.join(unknown)}; expected {', '.join(_CSV_OPTION_KEYS)}"
+        )
     return read_csv(path, require_labels=require_labels, **options)
 
 
@@ -1334,8 +1454,14 @@ def stratified_split(labels, fraction, rng):
     """
     if labels is None:
         raise DataError("stratified_split needs labels")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 <= fraction < 1:
-        raise ConfigError(f"The validation fraction must be a float in the range [0, 1). Got {fraction!r} instead.")
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, (int, float, np.floating))
+        or not 0 <= fraction < 1
+    ):
+        raise ConfigError(
+            f"The validation fraction must be a float in the range [0, 1). Got {fraction!r} instead."
+        )
     labels = np.asarray(labels)
     classes, inverse = np.unique(labels, return_inverse=True)
     valid = []
@@ -1348,7 +1474,9 @@ def stratified_split(labels, fraction, rng):
         take = min(take, count - 1)
         if take > 0:
             valid.append(rng.permutation(members)[:take])
-    valid_idx = np.sort(np.concatenate(valid)).astype(np.int64) if valid else np.zeros(0, dtype=np.int64)
+    valid_idx = (
+        np.sort(np.concatenate(valid)).astype(np.int64) if valid else np.zeros(0, dtype=np.int64)
+    )
     mask = np.ones(labels.shape[0], dtype=bool)
     mask[valid_idx] = False
     return np.flatnonzero(mask).astype(np.int64), valid_idx
@@ -1455,7 +1583,10 @@ def _row_chunks(ds, chunk_rows):
     first = 0
     while first < len(ds):
         # sequences first..last-1 hold about chunk_rows rows (at least one sequence)
-        last = max(first + 1, int(np.searchsorted(ends, ends[first] - lengths[first] + chunk_rows, "right")))
+        last = max(
+            first + 1,
+            int(np.searchsorted(ends, ends[first] - lengths[first] + chunk_rows, "right")),
+        )
         yield _gather_rows(ds.x, starts[first:last], lengths[first:last])
         first = last
 
@@ -1484,7 +1615,9 @@ def _gather_rows(x, starts, lens):
             nbytes = n * row_bytes
             got = os.preadv(fd, [buf[pos : pos + nbytes]], base + start * row_bytes)
             if got != nbytes:
-                raise DataError(f"{filename}: short read ({got} of {nbytes} bytes); was the file truncated?")
+                raise DataError(
+                    f"{filename}: short read ({got} of {nbytes} bytes); was the file truncated?"
+                )
             pos += nbytes
     return out
 
@@ -1499,7 +1632,12 @@ def release_pages(ds) -> None:
     """
     x = getattr(ds, "x", ds)  # a dataset, a view or the array itself
     mm = getattr(x, "_mmap", None)
-    if isinstance(x, np.memmap) and mm is not None and hasattr(mm, "madvise") and hasattr(_mmap, "MADV_DONTNEED"):
+    if (
+        isinstance(x, np.memmap)
+        and mm is not None
+        and hasattr(mm, "madvise")
+        and hasattr(_mmap, "MADV_DONTNEED")
+    ):
         try:
             mm.madvise(_mmap.MADV_DONTNEED)
         except (OSError, ValueError):  # best effort: only memory use depends on it
@@ -1554,8 +1692,11 @@ def _raise_not_finite_after_normalisation(ds, idx, out, mean, std):
     b, t, f = (int(k) for k in np.argwhere(~np.isfinite(out))[0])
     value = float(ds.x[int(ds.starts[idx[b]]) + t, f])
     n = int(ds.indices[idx[b]]) if isinstance(ds, SequenceView) else int(idx[b])
-    stats = [f"{name} {float(np.asarray(stat)[f]):.6g}" for name, stat in (("mean", mean), ("std", std))
-             if stat is not None]
+    stats = [
+        f"{name} {float(np.asarray(stat)[f]):.6g}"
+        for name, stat in (("mean", mean), ("std", std))
+        if stat is not None
+    ]
     raise DataError(
         f"{ds.source}: sequence {n}, step {t + 1}, feature {f + 1}: the value {value:.6g} is not finite"
         f" in {out.dtype} once normalised with the training {' and '.join(stats)}"
@@ -1577,7 +1718,11 @@ def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True, pool_
     state; ``rng`` is required when ``shuffle`` is True.
     """
     lengths = np.asarray(lengths).reshape(-1)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ConfigError(
             f"The 'batch_size' parameter must be an int in the range [1, inf). Got {batch_size!r} instead."
         )
