@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import _show
+from .validate import show as _show
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report

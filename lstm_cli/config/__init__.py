@@ -32,7 +32,21 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LstmCliError
+from ..validate import (
+    BOOL_HINT,
+    NUMBER_RE,
+    Bool,
+    Constraint,
+    Interval,
+    Invalid,
+    Options,
+    Str,
+    StrList,
+    as_float,
+    check,
+    show,
+)
 
 __all__ = [
     "CsvConfig",
@@ -150,196 +164,21 @@ class Config:
 # Constraints: what each key accepts, and how it is described in error messages.
 # --------------------------------------------------------------------------------------
 
-# A number written as a string: PyYAML (YAML 1.1) loads `1e-3`, `5e-4`, `1E+2` as str.
-# (\d+(\.\d*)?, not \d+\.?\d*: the latter backtracks quadratically on a long digit string.)
-_NUMBER_RE = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
-# repr of a user's value in a message, cut short: a 400-byte YAML file of nested aliases
-# (each a list of 9 aliases of the one before) is a list of 9**9 items once written out.
-_REPR = reprlib.Repr()
-_REPR.maxlevel = 2
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 4
-_REPR.maxstring = _REPR.maxother = 60
-_REPR.maxlong = 40
-_MAX_SHOWN = 200
-
-
-def _show(value: Any) -> str:
-    """repr(value) cut to at most _MAX_SHOWN characters; looks at a few items of it only."""
-    text = _REPR.repr(value)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
-
-
-_BOOL_HINT = (
-    "YAML reads unquoted yes, no, on, off, true and false as booleans; put the value in quotes."
-)
-
-
-class _Invalid(Exception):
-    """Raised by a constraint; the caller turns it into a ConfigError."""
-
-    def __init__(self, hint: str = ""):
-        super().__init__(hint)
-        self.hint = hint
-
-
-def _fmt_bound(x: float | None, sign: str) -> str:
-    """repr of a range bound; None is -inf (sign "-") or inf (sign "+")."""
-    if x is None:
-        return "-inf" if sign == "-" else "inf"
-    return repr(x)
-
-
-def _as_float(value: Any) -> float:
-    """Return value as a float: ints and number strings ('1e-3') are accepted, bools not."""
-    if isinstance(value, bool):
-        raise _Invalid()
-    if isinstance(value, numbers.Real) or (
-        isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip())
-    ):
-        try:
-            return float(value)
-        except OverflowError:  # an int too large for a float
-            raise _Invalid() from None
-    raise _Invalid()
-
-
-class _Constraint:
-    nullable = False
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def convert(self, value: Any) -> Any:
-        raise NotImplementedError
-
-    def description(self) -> str:
-        return self.describe() + (" or None" if self.nullable else "")
-
-    def check(self, value: Any) -> Any:
-        if value is None:
-            if self.nullable:
-                return None
-            raise _Invalid()
-        return self.convert(value)
-
-
-class _Interval(_Constraint):
-    """An int or float in a range; ``closed`` is one of left/right/both/neither."""
-
-    def __init__(self, kind, low=None, high=None, closed="left", nullable=False):
-        self.kind, self.low, self.high, self.closed = kind, low, high, closed
-        self.nullable = nullable
-
-    def describe(self) -> str:
-        left = "[" if self.closed in ("left", "both") and self.low is not None else "("
-        right = "]" if self.closed in ("right", "both") and self.high is not None else ")"
-        lo, hi = _fmt_bound(self.low, "-"), _fmt_bound(self.high, "+")
-        article = "an" if self.kind is int else "a"
-        return f"{article} {self.kind.__name__} in the range {left}{lo}, {hi}{right}"
-
-    def convert(self, value: Any) -> Any:
-        if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise _Invalid()
-            x = int(value)
-        else:
-            x = _as_float(value)
-        closed_low = self.closed in ("left", "both")
-        closed_high = self.closed in ("right", "both")
-        if self.low is not None and not (x >= self.low if closed_low else x > self.low):
-            raise _Invalid()
-        if self.high is not None and not (x <= self.high if closed_high else x < self.high):
-            raise _Invalid()
-        if not math.isfinite(x):  # nan fails every comparison above; inf is out of range
-            raise _Invalid()
-        return x
-
-
-class _Options(_Constraint):
-    """One of a fixed set of strings."""
-
-    def __init__(self, *options: str):
-        self.options = options
-
-    def describe(self) -> str:
-        return "a str among {" + ", ".join(repr(o) for o in self.options) + "}"
-
-    def convert(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise _Invalid(_BOOL_HINT)
-        if value not in self.options:
-            text = value.lower() if isinstance(value, str) else ""  # str(a list) may be huge
-            close = difflib.get_close_matches(text, self.options, n=1)
-            raise _Invalid(f"Did you mean {close[0]!r}?" if close else "")
-        return value
-
-
-class _Bool(_Constraint):
-    def describe(self) -> str:
-        return "a bool (true or false)"
-
-    def convert(self, value: Any) -> Any:
-        if not isinstance(value, bool):
-            hint = "Write true or false without quotes." if isinstance(value, str) else ""
-            raise _Invalid(hint)
-        return value
-
-
-class _Str(_Constraint):
-    """A non-empty string (a column name or a path)."""
-
-    def __init__(self, what: str = "a non-empty str", nullable: bool = False):
-        self.what, self.nullable = what, nullable
-
-    def describe(self) -> str:
-        return self.what
-
-    def convert(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise _Invalid(_BOOL_HINT)
-        if not isinstance(value, str) or not value.strip():
-            hint = "Put the value in quotes." if isinstance(value, numbers.Number) else ""
-            raise _Invalid(hint)
-        return value
-
-
-class _StrList(_Constraint):
-    """A non-empty list of distinct non-empty strings, stored as a tuple."""
-
-    def __init__(self, nullable: bool = False):
-        self.nullable = nullable
-
-    def describe(self) -> str:
-        return "a non-empty list of distinct str"
-
-    def convert(self, value: Any) -> Any:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise _Invalid()
-        for item in value:
-            if isinstance(item, bool):
-                raise _Invalid(_BOOL_HINT)
-            if not isinstance(item, str) or not item.strip():
-                raise _Invalid()
-        if len(set(value)) != len(value):
-            raise _Invalid("A column is listed twice.")
-        return tuple(value)
-
-
-class _Betas(_Constraint):
+class _Betas(Constraint):
     def describe(self) -> str:
         return "a list of two floats in the range [0.0, 1.0)"
 
     def convert(self, value: Any) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise _Invalid()
-        betas = tuple(_as_float(b) for b in value)
+            raise Invalid()
+        betas = tuple(as_float(b) for b in value)
         if not all(0.0 <= b < 1.0 for b in betas):
-            raise _Invalid()
+            raise Invalid()
         return betas
 
 
-class _ClassWeights(_Constraint):
+class _ClassWeights(Constraint):
     nullable = True
 
     def describe(self) -> str:
@@ -348,69 +187,69 @@ class _ClassWeights(_Constraint):
     def convert(self, value: Any) -> Any:
         if isinstance(value, str):
             if value != "balanced":
-                raise _Invalid()
+                raise Invalid()
             return value
         if not isinstance(value, Mapping) or not value:
-            raise _Invalid()
+            raise Invalid()
         pairs = []
         for label, weight in value.items():
             if isinstance(label, bool) or not isinstance(label, (int, str)):
-                hint = _BOOL_HINT if isinstance(label, bool) else "Labels are ints or strs."
-                raise _Invalid(hint)
-            w = _as_float(weight)
+                hint = BOOL_HINT if isinstance(label, bool) else "Labels are ints or strs."
+                raise Invalid(hint)
+            w = as_float(weight)
             if not (0.0 < w < math.inf):
-                raise _Invalid(f"The weight of label {_show(label)} is {_show(weight)}.")
+                raise Invalid(f"The weight of label {show(label)} is {show(weight)}.")
             pairs.append((label, w))
         as_text = [str(label) for label, _ in pairs]
         if len(set(as_text)) != len(as_text):  # 1 and '1' would collide in JSON
-            raise _Invalid("A label is given twice (once as an int, once as a str).")
+            raise Invalid("A label is given twice (once as an int, once as a str).")
         return tuple(pairs)
 
 
 _PATH = "a non-empty str (a path)"
 
-_CONSTRAINTS: dict[str, _Constraint] = {
-    "data.train": _Str(_PATH),
-    "data.valid": _Str(_PATH, nullable=True),
-    "data.valid_fraction": _Interval(float, 0.0, 1.0, "left"),
-    "data.test": _Str(_PATH, nullable=True),
-    "data.format": _Options("auto", "jsonl", "npz", "npy", "csv", "ts"),
-    "data.normalize": _Bool(),
-    "data.bucket": _Bool(),
-    "data.csv.id_column": _Str(),
-    "data.csv.label_column": _Str(),
-    "data.csv.feature_columns": _StrList(nullable=True),
-    "data.csv.label_type": _Options("auto", "str", "int"),
-    "model.hidden_size": _Interval(int, 1),
-    "model.num_layers": _Interval(int, 1),
-    "model.head": _Options("last", "all"),
-    "model.forget_bias": _Interval(float, None, None, "neither"),
-    "model.dropout": _Interval(float, 0.0, 1.0, "left"),
-    "model.dtype": _Options("float32", "float64"),
-    "model.init": _Options("uniform", "glorot_orthogonal"),
-    "train.epochs": _Interval(int, 1),
-    "train.batch_size": _Interval(int, 1),
-    "train.seed": _Interval(int, 0),
-    "train.optimizer.name": _Options("adam", "adamw", "sgd"),
-    "train.optimizer.lr": _Interval(float, 0.0, None, "neither"),
-    "train.optimizer.momentum": _Interval(float, 0.0, 1.0, "left"),
-    "train.optimizer.nesterov": _Bool(),
+_CONSTRAINTS: dict[str, Constraint] = {
+    "data.train": Str(_PATH),
+    "data.valid": Str(_PATH, nullable=True),
+    "data.valid_fraction": Interval(float, 0.0, 1.0, "left"),
+    "data.test": Str(_PATH, nullable=True),
+    "data.format": Options("auto", "jsonl", "npz", "npy", "csv", "ts"),
+    "data.normalize": Bool(),
+    "data.bucket": Bool(),
+    "data.csv.id_column": Str(),
+    "data.csv.label_column": Str(),
+    "data.csv.feature_columns": StrList(nullable=True),
+    "data.csv.label_type": Options("auto", "str", "int"),
+    "model.hidden_size": Interval(int, 1),
+    "model.num_layers": Interval(int, 1),
+    "model.head": Options("last", "all"),
+    "model.forget_bias": Interval(float, None, None, "neither"),
+    "model.dropout": Interval(float, 0.0, 1.0, "left"),
+    "model.dtype": Options("float32", "float64"),
+    "model.init": Options("uniform", "glorot_orthogonal"),
+    "train.epochs": Interval(int, 1),
+    "train.batch_size": Interval(int, 1),
+    "train.seed": Interval(int, 0),
+    "train.optimizer.name": Options("adam", "adamw", "sgd"),
+    "train.optimizer.lr": Interval(float, 0.0, None, "neither"),
+    "train.optimizer.momentum": Interval(float, 0.0, 1.0, "left"),
+    "train.optimizer.nesterov": Bool(),
     "train.optimizer.betas": _Betas(),
-    "train.optimizer.eps": _Interval(float, 0.0, None, "neither"),
-    "train.optimizer.weight_decay": _Interval(float, 0.0),
-    "train.clip_grad_norm": _Interval(float, 0.0, nullable=True),
-    "train.schedule.name": _Options("constant", "step", "cosine", "plateau"),
-    "train.schedule.step_size": _Interval(int, 1),
-    "train.schedule.gamma": _Interval(float, 0.0, 1.0, "right"),
-    "train.schedule.min_lr": _Interval(float, 0.0),
-    "train.schedule.patience": _Interval(int, 0),
-    "train.schedule.factor": _Interval(float, 0.0, 1.0, "neither"),
-    "train.early_stopping.metric": _Options("val_loss", "val_accuracy"),
-    "train.early_stopping.patience": _Interval(int, 1, nullable=True),
-    "train.early_stopping.min_delta": _Interval(float, 0.0),
+    "train.optimizer.eps": Interval(float, 0.0, None, "neither"),
+    "train.optimizer.weight_decay": Interval(float, 0.0),
+    "train.clip_grad_norm": Interval(float, 0.0, nullable=True),
+    "train.schedule.name": Options("constant", "step", "cosine", "plateau"),
+    "train.schedule.step_size": Interval(int, 1),
+    "train.schedule.gamma": Interval(float, 0.0, 1.0, "right"),
+    "train.schedule.min_lr": Interval(float, 0.0),
+    "train.schedule.patience": Interval(int, 0),
+    "train.schedule.factor": Interval(float, 0.0, 1.0, "neither"),
+    "train.early_stopping.metric": Options("val_loss", "val_accuracy"),
+    "train.early_stopping.patience": Interval(int, 1, nullable=True),
+    "train.early_stopping.min_delta": Interval(float, 0.0),
     "train.class_weights": _ClassWeights(),
-    "train.checkpoint_every_steps": _Interval(int, 0),
-    "output.dir": _Str(_PATH),
+    "train.checkpoint_every_steps": Interval(int, 0),
+    "output.dir": Str(_PATH),
 }
 
 # Paths resolved against the config file's folder (or the cwd for overrides).
@@ -497,7 +336,7 @@ def _where_in(section: str) -> str:
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
     """``unknown key 'a.b' in WHERE; did you mean 'a.c'?`` (or the valid keys nearby)."""
-    msg = f"unknown key {_show(key)} in {where}"
+    msg = f"unknown key {show(key)} in {where}"
     match = _suggest(key)
     if match:
         return ConfigError(f"{msg}; did you mean {' or '.join(repr(m) for m in match)}?")
@@ -591,7 +430,7 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
-                f"cannot read {_show(node.value)} as {what or node.tag} ({reason});"
+                f"cannot read {show(node.value)} as {what or node.tag} ({reason});"
                 " put it in quotes if it is meant as text",
                 node.start_mark,
             ) from None
@@ -623,7 +462,7 @@ class _Loader(yaml.SafeLoader):
                         " mappings with one key, <<: [*a, *b] (the first listed wins)"
                     )
                 else:
-                    problem = f"duplicate key {_show(key)} (first given on line {line})"
+                    problem = f"duplicate key {show(key)} (first given on line {line})"
                 raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
 
 
@@ -695,7 +534,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"invalid override {text!r}: the value is not valid YAML ({problem})")
-    if isinstance(value, str) and value == raw_value.strip() and _NUMBER_RE.fullmatch(value):
+    if isinstance(value, str) and value == raw_value.strip() and NUMBER_RE.fullmatch(value):
         value = float(value)
     return key, value
 
@@ -768,7 +607,7 @@ def _check_structure(raw: Mapping, prefix: str, where: str) -> None:
             if not isinstance(v, Mapping):
                 raise ConfigError(
                     f"{where}: section {key!r} must be a mapping of keys ({_section_keys(key)}),"
-                    f" got {type(v).__name__} {_show(v)}"
+                    f" got {type(v).__name__} {show(v)}"
                 )
             _check_structure(v, key, where)
         elif key not in _CONSTRAINTS or not isinstance(k, str):
@@ -818,16 +657,10 @@ def _build(cls: type, prefix: str, raw: Mapping, ctx: _Context) -> Any:
 
 
 def _check_value(key: str, value: Any, ctx: _Context) -> Any:
-    constraint = _CONSTRAINTS[key]
     try:
-        checked = constraint.check(value)
-    except _Invalid as bad:
-        hint = f" {bad.hint}" if bad.hint else ""
-        raise ctx.fail(
-            key,
-            f"The {key!r} parameter must be {constraint.description()}."
-            f" Got {_show(value)} instead.{hint}",
-        ) from None
+        checked = check(key, value, _CONSTRAINTS[key])
+    except LstmCliError as bad:
+        raise ctx.fail(key, str(bad)) from None
     if key in _DATA_PATH_KEYS and checked is not None:
         base = os.getcwd() if key in ctx.overridden else ctx.base_dir
         checked = _resolve_path(checked, base)
@@ -840,14 +673,14 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
     if csv.id_column == csv.label_column:
         raise ctx.fail(
             "data.csv.label_column",
-            f"'data.csv.id_column' and 'data.csv.label_column' are both {_show(csv.id_column)};"
+            f"'data.csv.id_column' and 'data.csv.label_column' are both {show(csv.id_column)};"
             " they must name different columns.",
         )
     for col in csv.feature_columns or ():
         if col in (csv.id_column, csv.label_column):
             raise ctx.fail(
                 "data.csv.feature_columns",
-                f"'data.csv.feature_columns' lists {_show(col)}, which is the id or label column.",
+                f"'data.csv.feature_columns' lists {show(col)}, which is the id or label column.",
             )
     has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0
     needs_validation = {
@@ -890,7 +723,7 @@ def config_from_dict(
     if not isinstance(d, Mapping):
         raise ConfigError(
             f"{source}: the top level must be a mapping with the sections data, model, train,"
-            f" output; got {type(d).__name__} {_show(d)}"
+            f" output; got {type(d).__name__} {show(d)}"
         )
     _check_structure(d, "", source)
     raw = _plain_sections(d)
