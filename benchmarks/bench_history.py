@@ -59,7 +59,9 @@ def load_version(rev, scratch):
                     )
                 )
     sys.path.insert(0, folder)
-    return importlib.import_module(f"{name}.model")
+    # The model module moved into the nn/ package at 2ab784c; older revisions have it on top.
+    nested = os.path.exists(os.path.join(folder, name, "nn", "model.py"))
+    return importlib.import_module(f"{name}.nn.model" if nested else f"{name}.model")
 
 
 def main():
