@@ -1,0 +1,97 @@
+"""What every command shares: the error-to-exit-code mapping, tables, output files."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import LstmCliError
+
+
+def handles_errors(fn):
+    """Add --debug / --version to a command and map LstmCliError to a clean exit."""
+
+    @click.option("--debug", is_flag=True, help="Show the full traceback on error.")
+    @click.version_option(__version__, prog_name="lstm_cli", message="%(prog)s %(version)s")
+    @functools.wraps(fn)
+    def wrapper(*args, debug=False, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LstmCliError as err:
+            _traceback_if(debug)
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except MemoryError as err:  # numpy's "Unable to allocate 74.5 GiB for an array ..."
+            _traceback_if(debug)
+            detail = f": {err}" if str(err) else ""
+            click.echo(
+                f"Error: out of memory{detail}. Use a smaller model, batch or sequence length.",
+                err=True,
+            )
+            sys.exit(1)
+        except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
+            _traceback_if(debug)
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _traceback_if(debug) -> None:
+    """--debug: the full traceback on stderr; the exit code stays the documented one."""
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+
+
+def refuse_output_over_input(outputs, inputs) -> None:
+    """An output file (--json, --predictions, --output) must not be one of the inputs."""
+    from ..data import NPY_FOLDER_ARRAYS
+
+    arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
+    for opt, out in outputs:
+        if not out or out == "-" or not os.path.exists(out):
+            continue
+        for what, path in inputs:
+            try:  # a data folder: none of its arrays either (other files in it are fine)
+                same = os.path.samefile(out, path) or (
+                    os.path.isdir(path)
+                    and os.path.basename(out) in arrays
+                    and os.path.samefile(os.path.dirname(os.path.abspath(out)), path)
+                )
+            except OSError:
+                continue
+            if same:
+                raise click.UsageError(f"{opt} {out} is the {what}; writing it would destroy it")
+
+
+def format_table(headers, rows, align=None) -> str:
+    """Aligned plain-text table; align is a string of 'l'/'r' per column."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" * len(headers)
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_output(path, text):
+    """An output option's text: '-' is stdout, anything else a file replaced atomically."""
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    from ..store.atomic import write_text
+
+    write_text(path, text)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}

@@ -1,0 +1,176 @@
+"""lstm-eval and lstm-predict: use a trained checkpoint on a data file."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
+
+
+def _load_data_for(tm, data_path, fmt, require_labels):
+    from ..data import load_dataset
+
+    csv_cfg = tm.meta.get("config", {}).get("data", {}).get("csv", {}) or {}
+    csv_opts = {
+        k: csv_cfg.get(k)
+        for k in ("id_column", "label_column", "feature_columns", "label_type")
+        if csv_cfg.get(k) is not None
+    }
+    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=csv_opts or None)
+
+
+def _render_report(report) -> str:
+    labels = [str(lbl) for lbl in report["labels"]]
+    lines = [
+        f"sequences {report['n']}  accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  "
+        f"macro F1 {report['macro_f1']:.4f}  weighted F1 {report['weighted_f1']:.4f}"
+    ]
+    if report.get("unknown_labels"):
+        lines.append(
+            f"({report['unknown_labels']} sequences with labels unknown to the model left out)"
+        )
+    lines.append("")
+    rows = [
+        [
+            str(c["label"]),
+            f"{c['precision']:.4f}",
+            f"{c['recall']:.4f}",
+            f"{c['f1']:.4f}",
+            c["support"],
+        ]
+        for c in report["per_class"]
+    ]
+    lines.append(format_table(["label", "precision", "recall", "f1", "support"], rows, "lrrrr"))
+    lines.append("")
+    lines.append("confusion matrix (rows: true label, columns: predicted label)")
+    cm_rows = [[labels[i]] + row for i, row in enumerate(report["confusion_matrix"])]
+    lines.append(format_table(["true \\ pred"] + labels, cm_rows, "l" + "r" * len(labels)))
+    return "\n".join(lines)
+
+
+def _predictions_csv(classes, probs, true_labels=None) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["index"] + (["true_label"] if true_labels is not None else []) + ["predicted_label"]
+    w.writerow(header + [f"prob_{c}" for c in classes])
+    pred = probs.argmax(1)
+    for n in range(len(probs)):
+        row = [n] + ([true_labels[n]] if true_labels is not None else []) + [classes[pred[n]]]
+        w.writerow(row + [f"{p:.6g}" for p in probs[n]])
+    return buf.getvalue()
+
+
+_FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
+
+
+def _checkpoint_and_data(data_help):
+    """CHECKPOINT and the --data/--format/--batch-size options eval and predict share."""
+
+    def decorate(fn):
+        fn = click.option(
+            "--batch-size",
+            type=click.IntRange(1, None),
+            default=256,
+            show_default=True,
+            help="Sequences per forward pass (speed and memory only).",
+        )(fn)
+        fn = click.option(
+            "--format",
+            "fmt",
+            type=_FORMATS,
+            default="auto",
+            show_default=True,
+            help="The data's format (auto: from the extension).",
+        )(fn)
+        fn = click.option(
+            "--data", "data_path", required=True, type=click.Path(exists=True), help=data_help
+        )(fn)
+        return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(fn)
+
+    return decorate
+
+
+@click.command(
+    name="lstm-eval",
+    context_settings=CONTEXT,
+    epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
+    "--data data/japanese_vowels/test.jsonl --json report.json",
+)
+@_checkpoint_and_data("Labelled data in any supported format.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the report as JSON to this file ('-' for stdout).",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write one CSV row per sequence: index, true and predicted label, probabilities "
+    "('-' for stdout; add --quiet to get only the CSV).",
+)
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Leave sequences whose label the model never saw out of the metrics (counted) "
+    "instead of failing.",
+)
+@click.option("--quiet", is_flag=True, help="Do not print the tables.")
+@handles_errors
+def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, batch_size, quiet):
+    """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusions."""
+    from ..inference import evaluate_dataset, load_trained
+
+    refuse_output_over_input(
+        [("--json", json_out), ("--predictions", predictions)],
+        [("checkpoint", checkpoint), ("data file", data_path)],
+    )
+    tm = load_trained(checkpoint)
+    ds = _load_data_for(tm, data_path, fmt, require_labels=True)
+    report, probs, _ = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
+    report["checkpoint"] = checkpoint
+    if not quiet and json_out != "-":
+        click.echo(_render_report(report))
+    if json_out:
+        write_output(json_out, json.dumps(report, indent=2) + "\n")
+    if predictions:
+        true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
+        write_output(predictions, _predictions_csv(tm.classes, probs, true))
+
+
+@click.command(
+    name="lstm-predict",
+    context_settings=CONTEXT,
+    epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
+    "--data data/japanese_vowels/test.jsonl --output predictions.csv",
+)
+@_checkpoint_and_data("Data in any supported format; labels are optional (not used).")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV file to write (default, or '-': stdout).",
+)
+@click.option("--quiet", is_flag=True, help="No summary line on stderr.")
+@handles_errors
+def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
+    """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>..."""
+    from ..inference import check_features, load_trained, predict_dataset
+
+    refuse_output_over_input(
+        [("--output", output)], [("checkpoint", checkpoint), ("data file", data_path)]
+    )
+    tm = load_trained(checkpoint)
+    ds = _load_data_for(tm, data_path, fmt, require_labels=False)
+    check_features(ds, tm)
+    probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+    write_output(output or "-", _predictions_csv(tm.classes, probs))
+    if output and output != "-" and not quiet:
+        click.echo(f"wrote {len(ds)} predictions to {output}", err=True)

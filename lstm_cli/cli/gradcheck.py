@@ -1,0 +1,245 @@
+"""lstm-gradcheck: the hand-written BPTT against finite differences."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+from ..errors import ConfigError, LstmCliError
+from .common import CONTEXT, format_table, handles_errors
+
+
+class _FiniteFloat(click.ParamType):
+    """A finite float, optionally > 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "float"
+
+    def __init__(self, positive=False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(v) or (self.positive and v <= 0):
+            self.fail(
+                f"{value!r} is not a {'positive ' if self.positive else ''}finite number.",
+                param,
+                ctx,
+            )
+        return v
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="Examples:\n\n  lstm-gradcheck\n\n"
+    "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
+    "  lstm-gradcheck --config configs/japanese_vowels.yaml",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Check the architecture a training config describes (input size and classes "
+    "from its training data; dropout off) instead of the default matrix.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --config: override a config key (repeatable).",
+)
+@click.option(
+    "--head",
+    type=click.Choice(["last", "all", "both"]),
+    default="both",
+    show_default=True,
+    help="Which head(s) to check.",
+)
+@click.option(
+    "--layers",
+    "layers",
+    type=click.IntRange(1, None),
+    multiple=True,
+    default=(1, 2),
+    show_default=True,
+    help="Number of stacked layers; repeat to check several.",
+)
+@click.option("--hidden-size", type=click.IntRange(1, None), default=4, show_default=True)
+@click.option("--input-size", type=click.IntRange(1, None), default=3, show_default=True)
+@click.option("--classes", type=click.IntRange(2, None), default=3, show_default=True)
+@click.option("--batch", type=click.IntRange(1, None), default=4, show_default=True)
+@click.option("--max-len", type=click.IntRange(1, None), default=5, show_default=True)
+@click.option("--forget-bias", type=_FiniteFloat(), default=1.0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True)
+@click.option(
+    "--order",
+    type=click.Choice(["2", "4"]),
+    default="4",
+    show_default=True,
+    help="Central-difference stencil: 2-point or 5-point (fourth order).",
+)
+@click.option(
+    "--eps",
+    type=_FiniteFloat(positive=True),
+    default=None,
+    help="Finite-difference step [default: 1e-3 for order 4, 1e-5 for order 2].",
+)
+@click.option(
+    "--tol",
+    type=_FiniteFloat(positive=True),
+    default=1e-6,
+    show_default=True,
+    help="Largest relative error that passes (entries below the finite differences' "
+    "round-off floor are judged against that floor instead).",
+)
+@click.option(
+    "--max-entries",
+    type=click.IntRange(0, None),
+    default=500,
+    show_default=True,
+    help="Check every entry of a parameter up to this size, a seeded sample above it (0: all).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
+)
+@click.option("--quiet", is_flag=True, help="Print only failures and the verdict.")
+@handles_errors
+@click.pass_context
+def gradcheck(
+    ctx,
+    config_path,
+    overrides,
+    head,
+    layers,
+    hidden_size,
+    input_size,
+    classes,
+    batch,
+    max_len,
+    forget_bias,
+    seed,
+    order,
+    eps,
+    tol,
+    max_entries,
+    as_json,
+    quiet,
+):
+    """Check the hand-written BPTT against central finite differences (float64).
+
+    Builds a small random model (every parameter randomised, biases included) and a
+    random right-padded batch with mixed lengths (including 1), then compares the
+    analytic gradient of every parameter and of the input with finite differences.
+    Exits 0 when every parameter passes, 1 when any fails, 2 on bad usage; with --config,
+    3 or 4 for a bad config or data file (as lstm-train).
+    """
+    from ..nn.gradcheck import check_model, random_problem
+
+    if config_path is not None:
+        from click.core import ParameterSource
+
+        arch = ("head", "layers", "hidden_size", "input_size", "classes", "forget_bias")
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in arch
+            if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with --config (the config "
+                f"describes the architecture)"
+            )
+        head, layers, hidden_size, input_size, classes, forget_bias = _architecture_from_config(
+            config_path, overrides
+        )
+        layers = (layers,)
+    elif overrides:
+        raise click.UsageError("--set needs --config")
+    heads = ["last", "all"] if head == "both" else [head]
+    reports = []
+    for h in heads:
+        for n_layers in layers:
+            try:
+                model, x, lengths, y = random_problem(
+                    input_size=input_size,
+                    hidden_size=hidden_size,
+                    num_classes=classes,
+                    num_layers=n_layers,
+                    head=h,
+                    batch=batch,
+                    max_len=max_len,
+                    forget_bias=forget_bias,
+                    seed=seed,
+                )
+            except LstmCliError as err:  # a model too large for this machine: not a failed gradient
+                if config_path is not None:
+                    raise ConfigError(f"{config_path}: model: {err}") from None
+                raise click.UsageError(str(err)) from None
+            reports.append(
+                check_model(
+                    model,
+                    x,
+                    lengths,
+                    y,
+                    eps=eps,
+                    order=int(order),
+                    tol=tol,
+                    max_entries=max_entries or None,
+                    seed=seed,
+                )
+            )
+    passed = all(r.passed for r in reports)
+    if as_json:
+        click.echo(
+            json.dumps({"passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2)
+        )
+    else:
+        rows = []
+        for r in reports:
+            for p in r.rows:
+                if quiet and p.passed:
+                    continue
+                rows.append(
+                    [
+                        f"{r.head}/{r.num_layers}",
+                        p.name,
+                        "x".join(map(str, p.shape)),
+                        p.checked,
+                        f"{p.max_rel_error:.2e}",
+                        "pass" if p.passed else "FAIL",
+                    ]
+                )
+        if rows:
+            click.echo(
+                format_table(
+                    ["head/layers", "parameter", "shape", "checked", "max rel error", "result"],
+                    rows,
+                    "llllrl",
+                )
+            )
+        r0 = reports[0]
+        click.echo(
+            f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
+            f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
+            f"round-off floor {max(r.noise for r in reports):.1e}"
+        )
+    sys.exit(0 if passed else 1)
+
+
+def _architecture_from_config(config_path, overrides):
+    """(head, num_layers, hidden_size, input_size, num_classes, forget_bias) of a config."""
+    from ..config import load_config
+    from ..training import _load
+
+    cfg = load_config(config_path, overrides)
+    ds = _load(cfg.data.train, cfg)
+    num_classes = max(2, len(set(ds.labels.tolist())))
+    m = cfg.model
+    return m.head, m.num_layers, m.hidden_size, ds.num_features, num_classes, m.forget_bias

@@ -1,0 +1,90 @@
+"""lstm-train: train as a YAML config describes, or resume a run."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import CONTEXT, handles_errors
+
+
+@click.command(
+    context_settings=CONTEXT,
+    epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
+    "  lstm-train --config configs/synthetic.yaml --set model.head=all "
+    "--set train.optimizer.lr=0.003 --output runs/try2\n\n"
+    "  lstm-train --resume runs/japanese_vowels --set train.epochs=80",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML config (see configs/reference.yaml).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.optimizer.lr=0.01 (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run folder (overrides output.dir).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the files of a non-empty run folder.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Continue the run in this folder from its last.npz.",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
+@handles_errors
+def train(config_path, overrides, output, overwrite, resume_dir, print_config, quiet):
+    """Train an LSTM sequence classifier as a YAML config describes.
+
+    Writes config.yaml, metrics.jsonl, metrics.csv, last.npz, best.npz and summary.json
+    to the run folder (output.dir, or --output).
+    """
+    import dataclasses
+
+    from ..config import OutputConfig, dump_config, load_config, value_origin
+    from ..training import config_for_resume, fit, fmt_metric
+
+    if config_path is None and resume_dir is None:
+        raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
+    if resume_dir is not None and output is not None:
+        raise click.UsageError("--resume RUN_DIR already names the run folder; drop --output")
+    if resume_dir is not None and overwrite:
+        raise click.UsageError("--resume and --overwrite cannot be used together")
+    if config_path is not None:
+        cfg = load_config(config_path, overrides)
+    else:
+        cfg = config_for_resume(resume_dir, overrides)
+    out_dir = resume_dir or output
+    if out_dir is not None:
+        cfg = dataclasses.replace(cfg, output=OutputConfig(dir=out_dir))
+    if print_config:
+        click.echo(dump_config(cfg), nl=False)
+        return
+    source = config_path or os.path.join(resume_dir, "last.npz")
+    result = fit(
+        cfg,
+        overwrite=overwrite,
+        resume=resume_dir is not None,
+        progress=not quiet,
+        log=(lambda *_: None) if quiet else click.echo,
+        source=value_origin("train.class_weights", source, overrides),
+    )
+    best = result.history[result.best_epoch - 1] if result.best_epoch else None
+    if best is not None:
+        click.echo(
+            f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
+            f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}"
+        )
