@@ -1,9 +1,10 @@
 """The project's own error types: every expected failure (bad config, bad data,
 bad checkpoint, bad usage of the API) raises one of these with a readable message.
 
-The CLI turns them into one line on stderr and a documented exit code (README.md,
-"Exit codes"): 1 generic, 3 config, 4 data, 5 checkpoint, 6 training stopped; click
-uses 2 for usage errors. Anything else is a bug and keeps its traceback.
+The CLI turns them into one line on stderr and a documented exit code (docs/cli.md,
+"Exit codes"): 1 generic, 3 config, 4 data, 5 checkpoint, 6 training stopped, 7 an
+optional extra is missing; click uses 2 for usage errors. Anything else is a bug and
+keeps its traceback.
 """
 
 
@@ -43,3 +44,9 @@ class Interrupted(LstmCliError):
     def __init__(self, message, signum=2):
         super().__init__(message)
         self.exit_code = 128 + int(signum)
+
+
+class MissingExtraError(LstmCliError):
+    """A feature needs an optional extra that is not installed (names the extra)."""
+
+    exit_code = 7
