@@ -1,9 +1,10 @@
 """The package's imports point one way, and the numerical core stays free of I/O.
 
 Layers, bottom to top: errors, validate, extras; nn (numpy only); data, config, store;
-inference, diagnostics; training, export, plot; cli. A module may import its own package and the packages
-its row of ALLOWED lists. Optional extras (mpi4py, matplotlib, onnx, safetensors) are never
-imported by an import statement: ``lstm_cli.extras.require`` loads them where a feature runs.
+inference, diagnostics; training, export, plot; cli. A module may import its own package
+and the packages its row of ALLOWED lists. Optional extras (mpi4py, matplotlib, onnx,
+safetensors) are never imported by an import statement: ``lstm_cli.extras.require`` loads
+them where a feature runs.
 """
 
 import ast
