@@ -1,0 +1,161 @@
+"""Data-parallel training over MPI (DESIGN.md §9): one communicator, shards, one Allreduce.
+
+P processes hold the same parameters and draw the same random numbers (same seed), so
+they form the same global batches in the same order as one process. Each global batch is
+split into P shards by ``split_batch``; each rank computes the gradient of its shard's
+share of the batch loss (weighted so the shares sum to the one-process loss), the shares
+are summed with one Allreduce of one flat buffer, and every rank applies the identical
+optimizer step. Rank 0 alone writes files and shows progress.
+
+``make_comm()`` returns ``SingleProcess`` (no MPI imported) unless a launcher started more
+than one process; then mpi4py is required (the ``mpi`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..errors import TrainingError
+from ..extras import require
+
+# Environment variables through which MPI launchers announce the job's size:
+# MPICH/Hydra, Intel MPI and SLURM's PMI (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE),
+# PMIx launchers (PMIX_SIZE is not standard; OMPI_* covers Open MPI's PMIx).
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_size(environ: Mapping[str, str] = os.environ) -> int:
+    """The number of processes a launcher started this one among; 1 when none did."""
+    for name in SIZE_VARIABLES:
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+class SingleProcess:
+    """The communicator of a run in one process: every collective is the identity."""
+
+    rank = 0
+    size = 1
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        return buf
+
+    def bcast(self, obj, root: int = 0):
+        return obj
+
+    def allgather(self, obj) -> list:
+        return [obj]
+
+    def abort(self, code: int) -> None:  # nothing to take down
+        return None
+
+
+class MpiComm(SingleProcess):
+    """MPI.COMM_WORLD behind the same four calls."""
+
+    def __init__(self, comm, mpi):
+        self._comm, self._mpi = comm, mpi
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        out = np.empty_like(buf)
+        self._comm.Allreduce(buf, out, op=self._mpi.SUM)
+        return out
+
+    def bcast(self, obj, root: int = 0):
+        return self._comm.bcast(obj, root=root)
+
+    def allgather(self, obj) -> list:
+        return self._comm.allgather(obj)
+
+    def abort(self, code: int) -> None:
+        self._comm.Abort(code)
+
+
+def make_comm():
+    """SingleProcess, or MpiComm when a launcher started more than one process."""
+    if launched_size() <= 1:
+        return SingleProcess()
+    mpi = require("mpi4py.MPI", "mpi", "training under mpiexec with more than one process")
+    return MpiComm(mpi.COMM_WORLD, mpi)
+
+
+def split_batch(idx: np.ndarray, lengths: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Split a batch's sequence indices ``idx`` (B,) into ``parts`` shards of similar work.
+
+    Longest sequences first, each goes to the shard with the fewest steps so far (the lowest
+    shard on ties); each shard keeps the batch's own order. Deterministic, so every rank
+    computes the same split. A batch smaller than ``parts`` leaves some shards empty.
+    """
+    idx = np.asarray(idx)
+    steps = np.asarray(lengths)[idx].astype(np.int64)  # (B,)
+    owner = np.empty(len(idx), np.int64)
+    load = np.zeros(parts, np.int64)
+    for pos in np.argsort(-steps, kind="stable"):
+        r = int(np.argmin(load))
+        owner[pos] = r
+        load[r] += steps[pos]
+    return [idx[owner == r] for r in range(parts)]
+
+
+class FlatBuffer:
+    """Packs a dict of arrays plus a few scalars into one float64 vector and back.
+
+    One Allreduce of this vector sums every gradient and every metric sum at once.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple], scalars: tuple[str, ...]):
+        self.shapes = dict(shapes)
+        self.scalars = tuple(scalars)
+        self.sizes = {k: int(np.prod(s)) for k, s in self.shapes.items()}
+        self.length = sum(self.sizes.values()) + len(self.scalars)
+
+    def pack(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, float]) -> np.ndarray:
+        buf = np.empty(self.length)  # (n,)
+        at = 0
+        for k, n in self.sizes.items():
+            buf[at : at + n] = arrays[k].ravel()
+            at += n
+        for name in self.scalars:
+            buf[at] = scalars[name]
+            at += 1
+        return buf
+
+    def unpack(self, buf: np.ndarray, dtype) -> tuple[dict, dict]:
+        arrays, at = {}, 0
+        for k, n in self.sizes.items():
+            arrays[k] = buf[at : at + n].reshape(self.shapes[k]).astype(dtype)
+            at += n
+        scalars = {name: float(buf[at + i]) for i, name in enumerate(self.scalars)}
+        return arrays, scalars
+
+
+def params_digest(params: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the parameters' names, shapes, dtypes and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_in_sync(comm, params: Mapping[str, np.ndarray], epoch: int) -> None:
+    """TrainingError when the ranks' parameters differ (they must stay identical)."""
+    if comm.size == 1:
+        return
+    digests = comm.allgather(params_digest(params))
+    if len(set(digests)) > 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise TrainingError(
+            f"after epoch {epoch} the parameters of rank(s) {differ} differ from rank 0's; "
+            "the processes no longer compute the same run (different library versions or "
+            "BLAS builds across hosts?)"
+        )
