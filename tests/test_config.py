@@ -36,7 +36,7 @@ from lstm_cli.errors import ConfigError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "configs" / "reference.yaml"
-DOCS = REPO / "README.md"  # the configuration reference table lives in the README
+DOCS = REPO / "docs" / "configuration.md"  # the configuration reference table
 
 
 def write(tmp_path, text, name="x.yaml"):
