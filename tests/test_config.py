@@ -13,8 +13,6 @@ import pytest
 import yaml
 
 from lstm_cli.config import (
-    _CONSTRAINTS,
-    _LEAVES,
     Config,
     CsvConfig,
     DataConfig,
@@ -24,7 +22,6 @@ from lstm_cli.config import (
     OutputConfig,
     ScheduleConfig,
     TrainConfig,
-    _load_yaml,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -32,6 +29,8 @@ from lstm_cli.config import (
     parse_override,
     value_origin,
 )
+from lstm_cli.config.schema import CONSTRAINTS, LEAVES
+from lstm_cli.config.yaml_safe import load_yaml
 from lstm_cli.errors import ConfigError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,7 +265,7 @@ def test_an_overridden_merged_key_is_not_a_duplicate():
     # built, and the duplicate check then saw p twice
     text = "a: {b: &n {<<: {p: 1}, p: 2}}\nc: {<<: *n}\n"
     expected = {"a": {"b": {"p": 2}}, "c": {"p": 2}}
-    assert _load_yaml(text, "x.yaml") == expected  # (PyYAML 6.0.4's own loader gives c: {p: 1})
+    assert load_yaml(text, "x.yaml") == expected  # (PyYAML 6.0.4's own loader gives c: {p: 1})
 
 
 def test_two_merge_keys_in_one_mapping_are_an_error(tmp_path):
@@ -987,7 +986,7 @@ def test_config_to_dict_is_plain_and_complete(tmp_path):
                 leaves.append(key)
 
     walk(d, "")
-    assert leaves == _LEAVES
+    assert leaves == LEAVES
 
 
 def test_round_trip_through_dict(tmp_path):
@@ -1051,7 +1050,7 @@ def test_reference_yaml_sets_every_key_explicitly():
                 keys.append(key)
 
     walk(raw, "")
-    assert keys == _LEAVES
+    assert keys == LEAVES
 
 
 def test_reference_yaml_comments_every_key():
@@ -1064,28 +1063,28 @@ def test_reference_yaml_comments_every_key():
 
 
 def test_every_key_has_a_constraint():
-    assert set(_CONSTRAINTS) == set(_LEAVES)
+    assert set(CONSTRAINTS) == set(LEAVES)
 
 
 def test_docs_table_covers_every_key():
     text = DOCS.read_text(encoding="utf-8")
     documented = re.findall(r"^\| `([a-z_.]+)` \|", text, flags=re.M)
-    assert documented == _LEAVES
+    assert documented == LEAVES
 
 
 def test_every_default_satisfies_its_constraint():
     cfg = config_from_dict({"data": {"train": "t"}})
     d = config_to_dict(cfg)
-    for key in _LEAVES:
+    for key in LEAVES:
         node = d
         for part in key.split("."):
             node = node[part]
-        _CONSTRAINTS[key].check(node)  # raises if a default is out of range
+        CONSTRAINTS[key].check(node)  # raises if a default is out of range
 
 
 def test_a_mapping_merging_itself_adds_nothing():
-    assert _load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
-    assert _load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == {
+    assert load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
+    assert load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == {
         "a": {"y": 2, "x": 1, "b": {"y": 2}}
     }
 
