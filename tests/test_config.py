@@ -29,7 +29,14 @@ from lstm_cli.config import (
     parse_override,
     value_origin,
 )
-from lstm_cli.config.schema import CONSTRAINTS, LEAVES
+from lstm_cli.config.schema import (
+    CONSTRAINTS,
+    LEAVES,
+    MODEL_KEYS,
+    constraint,
+    section_constraints,
+    section_keys,
+)
 from lstm_cli.config.yaml_safe import load_yaml
 from lstm_cli.errors import ConfigError, LstmCliError
 
@@ -233,6 +240,12 @@ def test_duplicate_key_is_an_error(tmp_path):
     assert "duplicate key 'hidden_size'" in msg and "line 5" in msg and "line 4" in msg
 
 
+def test_a_bare_equals_key_given_twice_is_a_duplicate(tmp_path):
+    # YAML reads a bare '=' key as the str '='; it is checked like every other key
+    msg = error_of(tmp_path, MINIMAL + "train:\n  class_weights: {=: 1.0, =: 2.0}\n")
+    assert "x.yaml at line 4, column 27: duplicate key '=' (first given on line 4)" in msg
+
+
 def test_yaml_merge_keys_still_work(tmp_path):
     # anchors and merge keys inside a section are not "duplicates"
     cfg = load_text(
@@ -286,16 +299,12 @@ def test_merges_that_copy_too_many_entries_are_an_error(tmp_path):
     # PyYAML copies every merged entry: 2 * 9**5 entries for 6 levels, 2 * 9**8 for 9
     msg = error_of(tmp_path, MINIMAL + f"model: {{hidden_size: {merge_bomb(6)}}}\n")
     assert "x.yaml at line 3" in msg and "merge keys ('<<') copy more than 10000 entries" in msg
+    blocks = [
+        "{" + ", ".join(f"{n}: 1.0" for n in range(k, k + 1000)) + "}" for k in range(0, 9000, 1000)
+    ]
     cfg = load_text(
         tmp_path,
-        MINIMAL
-        + "train:\n  class_weights: {<<: [%s]}\n"
-        % ", ".join(
-            [
-                "{%s}" % ", ".join(f"{n}: 1.0" for n in range(k, k + 1000))
-                for k in range(0, 9000, 1000)
-            ]
-        ),
+        MINIMAL + "train:\n  class_weights: {<<: [" + ", ".join(blocks) + "]}\n",
     )
     assert len(cfg.train.class_weights) == 9000  # 9000 merged entries are fine
 
@@ -414,15 +423,18 @@ def test_empty_key_is_an_error(tmp_path, text, where):
     [
         (
             "model: {hidden_size: 0}",
-            "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0 instead.",
+            "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0"
+            " instead.",
         ),
         (
             "model: {num_layers: -2}",
-            "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2 instead.",
+            "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2"
+            " instead.",
         ),
         (
             "train: {batch_size: -1}",
-            "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1 instead.",
+            "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1"
+            " instead.",
         ),
         (
             "train: {seed: -1}",
@@ -430,15 +442,18 @@ def test_empty_key_is_an_error(tmp_path, text, where):
         ),
         (
             "model: {dropout: 1.0}",
-            "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0 instead.",
+            "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0"
+            " instead.",
         ),
         (
             "data: {train: a, valid_fraction: 1}",
-            "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1 instead.",
+            "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1"
+            " instead.",
         ),
         (
             "train: {optimizer: {lr: 0}}",
-            "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0 instead.",
+            "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0"
+            " instead.",
         ),
         (
             "train: {schedule: {gamma: 0}}",
@@ -782,8 +797,8 @@ def test_unknown_override_key_with_suggestion(tmp_path):
     [
         (
             "model.hidden_size=0",
-            "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the range"
-            " [1, inf). Got 0 instead.",
+            "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the"
+            " range [1, inf). Got 0 instead.",
         ),
         (
             "model.hidden_size=true",
@@ -792,8 +807,8 @@ def test_unknown_override_key_with_suggestion(tmp_path):
         ),
         (
             "train.optimizer.lr=fast",
-            "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in the"
-            " range (0.0, inf). Got 'fast' instead.",
+            "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in"
+            " the range (0.0, inf). Got 'fast' instead.",
         ),
     ],
 )
@@ -1064,6 +1079,19 @@ def test_reference_yaml_comments_every_key():
 
 def test_every_key_has_a_constraint():
     assert set(CONSTRAINTS) == set(LEAVES)
+
+
+def test_the_schema_states_the_model_section_for_other_packages():
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    assert list(MODEL_KEYS) == fields == list(section_keys("model"))
+    by_name = section_constraints("model")
+    assert list(by_name) == fields
+    for name in fields:
+        assert by_name[name] is constraint(f"model.{name}") is CONSTRAINTS[f"model.{name}"]
+    assert constraint("model.hidden_size").description() == "an int in the range [1, inf)"
+    assert list(section_constraints("data")) == [k for k in section_keys("data") if k != "csv"]
+    with pytest.raises(KeyError):
+        constraint("model")  # a section has no constraint
 
 
 def test_docs_table_covers_every_key():
