@@ -13,8 +13,6 @@ import pytest
 import yaml
 
 from lstm_cli.config import (
-    _CONSTRAINTS,
-    _LEAVES,
     Config,
     CsvConfig,
     DataConfig,
@@ -24,7 +22,6 @@ from lstm_cli.config import (
     OutputConfig,
     ScheduleConfig,
     TrainConfig,
-    _load_yaml,
     config_from_dict,
     config_to_dict,
     dump_config,
@@ -32,6 +29,15 @@ from lstm_cli.config import (
     parse_override,
     value_origin,
 )
+from lstm_cli.config.schema import (
+    CONSTRAINTS,
+    LEAVES,
+    MODEL_KEYS,
+    constraint,
+    section_constraints,
+    section_keys,
+)
+from lstm_cli.config.yaml_safe import load_yaml
 from lstm_cli.errors import ConfigError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +214,7 @@ def test_scalars_python_cannot_make_are_yaml_errors(tmp_path, value, problem):
 
 
 def test_deep_nesting_is_a_yaml_error(tmp_path):
-    # PyYAML composes nested nodes recursively: this was a RecursionError traceback
+    # PyYAML composes nested nodes recursively: a RecursionError must become one ConfigError
     path = write(tmp_path, MINIMAL + "model: {hidden_size: " + "[" * 5000 + "]" * 5000 + "}\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -232,6 +238,12 @@ def test_override_values_python_cannot_make_are_errors(tmp_path, value, problem)
 def test_duplicate_key_is_an_error(tmp_path):
     msg = error_of(tmp_path, "data:\n  train: a\nmodel:\n  hidden_size: 8\n  hidden_size: 16\n")
     assert "duplicate key 'hidden_size'" in msg and "line 5" in msg and "line 4" in msg
+
+
+def test_a_bare_equals_key_given_twice_is_a_duplicate(tmp_path):
+    # YAML reads a bare '=' key as the str '='; it is checked like every other key
+    msg = error_of(tmp_path, MINIMAL + "train:\n  class_weights: {=: 1.0, =: 2.0}\n")
+    assert "x.yaml at line 4, column 27: duplicate key '=' (first given on line 4)" in msg
 
 
 def test_yaml_merge_keys_still_work(tmp_path):
@@ -262,11 +274,11 @@ model:
 
 
 def test_an_overridden_merged_key_is_not_a_duplicate():
-    # &n merges p and overrides it; merging *n into c flattened n before n itself was
-    # built, and the duplicate check then saw p twice
+    # &n merges p and overrides it; merging *n into c flattens n before n itself is
+    # built, and the duplicate check must not then see p twice
     text = "a: {b: &n {<<: {p: 1}, p: 2}}\nc: {<<: *n}\n"
     expected = {"a": {"b": {"p": 2}}, "c": {"p": 2}}
-    assert _load_yaml(text, "x.yaml") == expected  # (PyYAML 6.0.4's own loader gives c: {p: 1})
+    assert load_yaml(text, "x.yaml") == expected  # (some PyYAML releases give c: {p: 1})
 
 
 def test_two_merge_keys_in_one_mapping_are_an_error(tmp_path):
@@ -287,16 +299,12 @@ def test_merges_that_copy_too_many_entries_are_an_error(tmp_path):
     # PyYAML copies every merged entry: 2 * 9**5 entries for 6 levels, 2 * 9**8 for 9
     msg = error_of(tmp_path, MINIMAL + f"model: {{hidden_size: {merge_bomb(6)}}}\n")
     assert "x.yaml at line 3" in msg and "merge keys ('<<') copy more than 10000 entries" in msg
+    blocks = [
+        "{" + ", ".join(f"{n}: 1.0" for n in range(k, k + 1000)) + "}" for k in range(0, 9000, 1000)
+    ]
     cfg = load_text(
         tmp_path,
-        MINIMAL
-        + "train:\n  class_weights: {<<: [%s]}\n"
-        % ", ".join(
-            [
-                "{%s}" % ", ".join(f"{n}: 1.0" for n in range(k, k + 1000))
-                for k in range(0, 9000, 1000)
-            ]
-        ),
+        MINIMAL + "train:\n  class_weights: {<<: [" + ", ".join(blocks) + "]}\n",
     )
     assert len(cfg.train.class_weights) == 9000  # 9000 merged entries are fine
 
@@ -382,7 +390,7 @@ def test_dotted_key_in_a_file_is_an_error(tmp_path):
     ],
 )
 def test_dotted_keys_are_errors_at_every_level(tmp_path, text, key, nested):
-    # _build looks keys up one level at a time: a dotted key used to be dropped silently
+    # _build looks keys up one level at a time: a dotted key would be dropped silently
     msg = error_of(tmp_path, text)
     assert msg.startswith(f"dotted key {key} in ") and "x.yaml" in msg
     assert "--set only" in msg and f"write the nested form {nested} instead" in msg
@@ -415,15 +423,18 @@ def test_empty_key_is_an_error(tmp_path, text, where):
     [
         (
             "model: {hidden_size: 0}",
-            "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0 instead.",
+            "The 'model.hidden_size' parameter must be an int in the range [1, inf). Got 0"
+            " instead.",
         ),
         (
             "model: {num_layers: -2}",
-            "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2 instead.",
+            "The 'model.num_layers' parameter must be an int in the range [1, inf). Got -2"
+            " instead.",
         ),
         (
             "train: {batch_size: -1}",
-            "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1 instead.",
+            "The 'train.batch_size' parameter must be an int in the range [1, inf). Got -1"
+            " instead.",
         ),
         (
             "train: {seed: -1}",
@@ -431,15 +442,18 @@ def test_empty_key_is_an_error(tmp_path, text, where):
         ),
         (
             "model: {dropout: 1.0}",
-            "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0 instead.",
+            "The 'model.dropout' parameter must be a float in the range [0.0, 1.0). Got 1.0"
+            " instead.",
         ),
         (
             "data: {train: a, valid_fraction: 1}",
-            "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1 instead.",
+            "The 'data.valid_fraction' parameter must be a float in the range [0.0, 1.0). Got 1"
+            " instead.",
         ),
         (
             "train: {optimizer: {lr: 0}}",
-            "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0 instead.",
+            "The 'train.optimizer.lr' parameter must be a float in the range (0.0, inf). Got 0"
+            " instead.",
         ),
         (
             "train: {schedule: {gamma: 0}}",
@@ -609,9 +623,9 @@ def test_a_bounded_repr_in_an_override_error(tmp_path):
 
 
 def test_400_byte_yaml_bombs_fail_at_once(tmp_path):
-    # 9 levels: repr() of an alias bomb used to run until killed (and take gigabytes), and
-    # PyYAML copied 2 * 9**8 entries for a merge bomb; run in a child with a memory cap and
-    # a timeout, so that a regression fails instead of hanging
+    # 9 levels: a full repr() of an alias bomb runs for minutes and takes gigabytes, and
+    # unbounded merges copy 2 * 9**8 entries; run in a child with a memory cap and a
+    # timeout, so that a regression fails instead of hanging
     paths = []
     for n, (text, _) in enumerate(_BOMB_CASES):
         paths.append(write(tmp_path, text.replace("BOMB", alias_bomb(9)), f"bomb{n}.yaml"))
@@ -646,7 +660,7 @@ def test_400_byte_yaml_bombs_fail_at_once(tmp_path):
 
 
 def test_a_long_digit_string_is_refused_quickly(tmp_path):
-    # a number-like string was matched by a regex that backtracks quadratically (~10 s here)
+    # the number regex must not backtrack quadratically on a long digit string
     start = time.perf_counter()
     msg = error_of(tmp_path, MINIMAL + f"model: {{dropout: {'1' * 20000}x}}\n")
     assert time.perf_counter() - start < 1.0
@@ -783,8 +797,8 @@ def test_unknown_override_key_with_suggestion(tmp_path):
     [
         (
             "model.hidden_size=0",
-            "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the range"
-            " [1, inf). Got 0 instead.",
+            "--set model.hidden_size=0: The 'model.hidden_size' parameter must be an int in the"
+            " range [1, inf). Got 0 instead.",
         ),
         (
             "model.hidden_size=true",
@@ -793,8 +807,8 @@ def test_unknown_override_key_with_suggestion(tmp_path):
         ),
         (
             "train.optimizer.lr=fast",
-            "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in the"
-            " range (0.0, inf). Got 'fast' instead.",
+            "--set train.optimizer.lr=fast: The 'train.optimizer.lr' parameter must be a float in"
+            " the range (0.0, inf). Got 'fast' instead.",
         ),
     ],
 )
@@ -987,7 +1001,7 @@ def test_config_to_dict_is_plain_and_complete(tmp_path):
                 leaves.append(key)
 
     walk(d, "")
-    assert leaves == _LEAVES
+    assert leaves == LEAVES
 
 
 def test_round_trip_through_dict(tmp_path):
@@ -1051,7 +1065,7 @@ def test_reference_yaml_sets_every_key_explicitly():
                 keys.append(key)
 
     walk(raw, "")
-    assert keys == _LEAVES
+    assert keys == LEAVES
 
 
 def test_reference_yaml_comments_every_key():
@@ -1064,28 +1078,41 @@ def test_reference_yaml_comments_every_key():
 
 
 def test_every_key_has_a_constraint():
-    assert set(_CONSTRAINTS) == set(_LEAVES)
+    assert set(CONSTRAINTS) == set(LEAVES)
+
+
+def test_the_schema_states_the_model_section_for_other_packages():
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    assert list(MODEL_KEYS) == fields == list(section_keys("model"))
+    by_name = section_constraints("model")
+    assert list(by_name) == fields
+    for name in fields:
+        assert by_name[name] is constraint(f"model.{name}") is CONSTRAINTS[f"model.{name}"]
+    assert constraint("model.hidden_size").description() == "an int in the range [1, inf)"
+    assert list(section_constraints("data")) == [k for k in section_keys("data") if k != "csv"]
+    with pytest.raises(KeyError):
+        constraint("model")  # a section has no constraint
 
 
 def test_docs_table_covers_every_key():
     text = DOCS.read_text(encoding="utf-8")
     documented = re.findall(r"^\| `([a-z_.]+)` \|", text, flags=re.M)
-    assert documented == _LEAVES
+    assert documented == LEAVES
 
 
 def test_every_default_satisfies_its_constraint():
     cfg = config_from_dict({"data": {"train": "t"}})
     d = config_to_dict(cfg)
-    for key in _LEAVES:
+    for key in LEAVES:
         node = d
         for part in key.split("."):
             node = node[part]
-        _CONSTRAINTS[key].check(node)  # raises if a default is out of range
+        CONSTRAINTS[key].check(node)  # raises if a default is out of range
 
 
 def test_a_mapping_merging_itself_adds_nothing():
-    assert _load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
-    assert _load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == {
+    assert load_yaml("a: &a {x: 1, <<: *a}\n", "x.yaml") == {"a": {"x": 1}}
+    assert load_yaml("a: &a {x: 1, b: &b {y: 2, <<: *a}, <<: *b}\n", "x.yaml") == {
         "a": {"y": 2, "x": 1, "b": {"y": 2}}
     }
 

@@ -1,0 +1,297 @@
+"""The configuration schema: every key, its default and its constraint, stated once.
+
+The frozen dataclasses hold the defaults, in the order a config is written to YAML
+(nanoGPT style: one readable block). ``CONSTRAINTS`` maps every dotted leaf key to the
+``validate.Constraint`` its value must meet (scikit-learn style: constraints as data).
+The model, inference and gradcheck read the architecture's constraints from here::
+
+    from lstm_cli.config.schema import MODEL_KEYS, constraint
+    for name in MODEL_KEYS:
+        check(name, getattr(spec, name), constraint(f"model.{name}"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..validate import (
+    BOOL_HINT,
+    Bool,
+    Constraint,
+    Interval,
+    Invalid,
+    Options,
+    Str,
+    StrList,
+    as_float,
+    show,
+)
+
+__all__ = [
+    "CsvConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "EarlyStoppingConfig",
+    "TrainConfig",
+    "OutputConfig",
+    "Config",
+    "Betas",
+    "ClassWeights",
+    "CONSTRAINTS",
+    "SECTIONS",
+    "LEAVES",
+    "DATA_PATH_KEYS",
+    "MODEL_KEYS",
+    "constraint",
+    "section_keys",
+    "section_constraints",
+    "join_key",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Defaults: the whole schema, in the order it is written to YAML.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvConfig:
+    """Column names of the long-form CSV format (one row per time step)."""
+
+    id_column: str = "id"  # sequence id; a sequence's rows are contiguous
+    label_column: str = "label"  # the sequence's label, repeated on its rows
+    feature_columns: tuple[str, ...] | None = None  # None = every other column, in file order
+    label_type: str = "auto"  # auto (ints if every label is an int) | str | int
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str  # required; relative to the config's folder
+    valid: str | None = None  # separate validation file; None = split
+    valid_fraction: float = 0.1  # stratified split of train; 0 = none
+    test: str | None = None  # evaluated once, with best.npz, at the end
+    format: str = "auto"  # auto (extension)|jsonl|npz|npy|csv|ts
+    normalize: bool = True  # z-score features (training-split stats)
+    bucket: bool = True  # batch sequences of similar length together
+    csv: CsvConfig = field(default_factory=CsvConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_size: int = 64  # H, units per LSTM layer
+    num_layers: int = 1  # stacked LSTM layers
+    head: str = "last"  # last (own last valid step) | all
+    forget_bias: float = 1.0  # added to the forget gate pre-activation
+    dropout: float = 0.0  # inverted dropout between layers, training only
+    dtype: str = "float32"  # float32 | float64
+    init: str = "uniform"  # uniform | glorot_orthogonal
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1.0e-3  # learning rate (YAML: write 1.0e-3, not 1e-3)
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw moment decay rates
+    eps: float = 1.0e-8  # adam/adamw denominator term
+    weight_decay: float = 0.0  # L2 in grad (sgd, adam); decoupled (adamw)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "constant"  # constant | step | cosine | plateau
+    step_size: int = 10  # step: every step_size epochs, lr *= gamma
+    gamma: float = 0.5  # step
+    min_lr: float = 0.0  # cosine floor / plateau floor
+    patience: int = 5  # plateau: epochs without improvement
+    factor: float = 0.5  # plateau: lr *= factor
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    metric: str = "val_loss"  # val_loss | val_accuracy; also picks best.npz
+    patience: int | None = None  # epochs without improvement; None = off
+    min_delta: float = 0.0  # smallest change that counts as improvement
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0  # seeds init, split, shuffling, dropout
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    clip_grad_norm: float | None = 5.0  # global L2 norm; 0 or None disables
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # None | "balanced" | ((label, weight), ...) in file order; use dict(...) to look up.
+    class_weights: None | str | tuple[tuple[int | str, float], ...] = None
+    checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/run"  # relative to the current working directory
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------------------
+# Constraints: what each key accepts, and how error messages describe it.
+# --------------------------------------------------------------------------------------
+
+
+class Betas(Constraint):
+    """Two floats in [0, 1), the moment decay rates of adam/adamw."""
+
+    _each = Interval(float, 0.0, 1.0, "left")
+
+    def describe(self) -> str:
+        return "a list of two floats in the range [0.0, 1.0)"
+
+    def convert(self, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise Invalid()
+        return tuple(self._each.check(b) for b in value)
+
+
+class ClassWeights(Constraint):
+    """None, 'balanced' or {label: weight > 0}, stored as ((label, weight), ...) in file order."""
+
+    nullable = True
+
+    def describe(self) -> str:
+        return "'balanced' or a mapping {label: float in the range (0.0, inf)}"
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "balanced":
+                raise Invalid()
+            return value
+        if not isinstance(value, Mapping) or not value:
+            raise Invalid()
+        pairs = []
+        for label, weight in value.items():
+            if isinstance(label, bool) or not isinstance(label, (int, str)):
+                hint = BOOL_HINT if isinstance(label, bool) else "Labels are ints or strs."
+                raise Invalid(hint)
+            w = as_float(weight)
+            if not (0.0 < w < math.inf):
+                raise Invalid(f"The weight of label {show(label)} is {show(weight)}.")
+            pairs.append((label, w))
+        as_text = [str(label) for label, _ in pairs]
+        if len(set(as_text)) != len(as_text):  # 1 and '1' would collide in JSON
+            raise Invalid("A label is given twice (once as an int, once as a str).")
+        return tuple(pairs)
+
+
+_PATH = "a non-empty str (a path)"
+
+CONSTRAINTS: dict[str, Constraint] = {
+    "data.train": Str(_PATH),
+    "data.valid": Str(_PATH, nullable=True),
+    "data.valid_fraction": Interval(float, 0.0, 1.0, "left"),
+    "data.test": Str(_PATH, nullable=True),
+    "data.format": Options("auto", "jsonl", "npz", "npy", "csv", "ts"),
+    "data.normalize": Bool(),
+    "data.bucket": Bool(),
+    "data.csv.id_column": Str(),
+    "data.csv.label_column": Str(),
+    "data.csv.feature_columns": StrList(nullable=True),
+    "data.csv.label_type": Options("auto", "str", "int"),
+    "model.hidden_size": Interval(int, 1),
+    "model.num_layers": Interval(int, 1),
+    "model.head": Options("last", "all"),
+    "model.forget_bias": Interval(float, None, None, "neither"),
+    "model.dropout": Interval(float, 0.0, 1.0, "left"),
+    "model.dtype": Options("float32", "float64"),
+    "model.init": Options("uniform", "glorot_orthogonal"),
+    "train.epochs": Interval(int, 1),
+    "train.batch_size": Interval(int, 1),
+    "train.seed": Interval(int, 0),
+    "train.optimizer.name": Options("adam", "adamw", "sgd"),
+    "train.optimizer.lr": Interval(float, 0.0, None, "neither"),
+    "train.optimizer.momentum": Interval(float, 0.0, 1.0, "left"),
+    "train.optimizer.nesterov": Bool(),
+    "train.optimizer.betas": Betas(),
+    "train.optimizer.eps": Interval(float, 0.0, None, "neither"),
+    "train.optimizer.weight_decay": Interval(float, 0.0),
+    "train.clip_grad_norm": Interval(float, 0.0, nullable=True),
+    "train.schedule.name": Options("constant", "step", "cosine", "plateau"),
+    "train.schedule.step_size": Interval(int, 1),
+    "train.schedule.gamma": Interval(float, 0.0, 1.0, "right"),
+    "train.schedule.min_lr": Interval(float, 0.0),
+    "train.schedule.patience": Interval(int, 0),
+    "train.schedule.factor": Interval(float, 0.0, 1.0, "neither"),
+    "train.early_stopping.metric": Options("val_loss", "val_accuracy"),
+    "train.early_stopping.patience": Interval(int, 1, nullable=True),
+    "train.early_stopping.min_delta": Interval(float, 0.0),
+    "train.class_weights": ClassWeights(),
+    "train.checkpoint_every_steps": Interval(int, 0),
+    "output.dir": Str(_PATH),
+}
+
+# Paths resolved against the config file's folder (or the cwd for overrides).
+DATA_PATH_KEYS = ("data.train", "data.valid", "data.test")
+
+
+# --------------------------------------------------------------------------------------
+# The schema as dotted keys, derived from the dataclasses.
+# --------------------------------------------------------------------------------------
+
+
+def join_key(prefix: str, name: str) -> str:
+    """The dotted key of ``name`` inside section ``prefix`` ('' = the top level)."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _walk_schema(cls: type, prefix: str, sections: dict, leaves: list) -> None:
+    sections[prefix] = cls
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = join_key(prefix, f.name)
+        sub = hints[f.name]
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            _walk_schema(sub, key, sections, leaves)
+        else:
+            leaves.append(key)
+
+
+SECTIONS: dict[str, type] = {}  # "" -> Config, "data" -> DataConfig, "data.csv" -> CsvConfig, ...
+LEAVES: list[str] = []  # "data.train", ..., "output.dir" in schema order
+_walk_schema(Config, "", SECTIONS, LEAVES)
+
+
+def section_keys(section: str) -> tuple[str, ...]:
+    """The names directly under ``section`` ('' = the top level), in schema order."""
+    return tuple(f.name for f in dataclasses.fields(SECTIONS[section]))
+
+
+def constraint(key: str) -> Constraint:
+    """The constraint of the dotted leaf key ``key`` (KeyError if it is not one)."""
+    return CONSTRAINTS[key]
+
+
+def section_constraints(section: str) -> dict[str, Constraint]:
+    """{name: constraint} of the leaf keys directly under ``section``, in schema order."""
+    return {
+        name: CONSTRAINTS[key]
+        for name in section_keys(section)
+        if (key := join_key(section, name)) in CONSTRAINTS
+    }
+
+
+MODEL_KEYS = section_keys("model")  # the architecture: ModelConfig's fields
