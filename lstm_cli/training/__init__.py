@@ -2,7 +2,7 @@
 
 ``fit(cfg)`` (fit.py) is the library entry point behind ``lstm-train``. The modules:
 prepare (data, split, normalisation, class weights), loop (the Trainer), rundir (the run
-folder and its files), resume (checks and state restore), signals, env.
+folder, its lock and files), resume (checks and state restore), signals, env.
 """
 
 from .fit import TrainResult, fit
@@ -10,15 +10,17 @@ from .loop import Trainer, fmt_metric
 from .loop import _metric_better as _metric_better  # tests import it from here
 from .prepare import PreparedData, class_weight_vector, load, prepare_data
 from .resume import RESUMABLE_CHANGES, config_for_resume
-from .rundir import METRIC_COLUMNS, RUN_FILES, resume_checkpoint_path
+from .rundir import LOCK_NAME, METRIC_COLUMNS, RUN_FILES, RunLock, resume_checkpoint_path
 
 _load = load  # the name lstm_cli.cli imports
 
 __all__ = [
+    "LOCK_NAME",
     "METRIC_COLUMNS",
     "PreparedData",
     "RESUMABLE_CHANGES",
     "RUN_FILES",
+    "RunLock",
     "TrainResult",
     "Trainer",
     "class_weight_vector",

@@ -1,7 +1,8 @@
 """``fit``: one training from a config to a written run folder.
 
 It validates everything it can (data files, labels, feature counts, the run folder)
-*before* it writes anything, so a bad input never damages an existing run.
+*before* it writes anything, so a bad input never damages an existing run, and holds the
+run folder's lock (rundir.RunLock) for the whole run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..inference import TrainedModel, evaluate_dataset
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data
 from .resume import load_resume_state
-from .rundir import open_run_dir, write_config, write_summary
+from .rundir import RunLock, open_run_dir, resume_checkpoint_path, write_config, write_summary
 
 
 @dataclass
@@ -43,23 +44,33 @@ def fit(
     the per-epoch summary lines go. source: where train.class_weights came from, the
     config file or the --set that gave it (config.value_origin); named in its error.
     SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
+    The run folder is locked for the whole run (rundir.RunLock): a second training into
+    it is refused.
     """
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
-    resumed = load_resume_state(cfg, run_dir, data) if resume else None  # (checkpoint, path)
-    data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
-    trainer = Trainer(cfg, data, rng, progress=progress, log=log)
-    # --overwrite of a folder holding an earlier run: its files stay until this run
-    # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
-    # early loses nothing.
-    trainer.earlier_run = open_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    if resumed is not None:
-        trainer.restore(*resumed)
-    if not trainer.earlier_run:  # resumed: the run as continued (train.epochs may differ)
-        write_config(run_dir, cfg)
-    trainer.run()
-    return _finish(trainer, log)
+    lock = RunLock(run_dir)
+    try:
+        resumed = None
+        if resume:  # lock before reading the state to continue, so no other run changes it
+            resume_checkpoint_path(run_dir)
+            lock.acquire()
+            resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
+        data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
+        trainer = Trainer(cfg, data, rng, progress=progress, log=log)
+        # --overwrite of a folder holding an earlier run: its files stay until this run
+        # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
+        # early loses nothing.
+        trainer.earlier_run = open_run_dir(run_dir, lock, overwrite=overwrite, resume=resume)
+        if resumed is not None:
+            trainer.restore(*resumed)
+        if not trainer.earlier_run:  # resumed: the run as continued (train.epochs may differ)
+            write_config(run_dir, cfg)
+        trainer.run()
+        return _finish(trainer, log)
+    finally:
+        lock.release()
 
 
 def _finish(trainer: Trainer, log) -> TrainResult:
