@@ -69,3 +69,31 @@ def test_folder_is_refused(tmp_path):
     with pytest.raises(IsADirectoryError):
         atomic_write_text(tmp_path / "out", "x")
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_is_temp_of_matches_the_writer_s_own_temporaries_only(tmp_path, monkeypatch):
+    from lstm_cli.store import atomic as atomic_mod
+
+    seen = []
+
+    def replace_fails(src, dst):
+        seen.append(os.path.basename(src))
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(atomic_mod.os, "replace", replace_fails)
+    with pytest.raises(OSError):
+        atomic_mod.atomic_write_text(tmp_path / "last.npz", "x")
+    monkeypatch.undo()
+    assert len(seen) == 1 and atomic_mod.is_temp_of(seen[0], "last.npz")
+    assert not atomic_mod.is_temp_of(seen[0], "best.npz")
+    for name in (
+        "last.npz",
+        "last.npz.tmp-",
+        "last.npz.tmp-notmine",
+        "last.npz.tmp-0123456789AB",
+        "last.npz.tmp-0123456789abc",
+        "xlast.npz.tmp-0123456789ab",
+        "last.npz.tmp-0123456789ab.bak",
+    ):
+        assert not atomic_mod.is_temp_of(name, "last.npz"), name
+    assert atomic_mod.is_temp_of("last.npz.tmp-0123456789ab", "last.npz")

@@ -427,7 +427,8 @@ def test_newer_format_version_is_refused(saved, tmp_path):
         (lambda a, d: d.pop("sha256"), "missing or bad 'sha256'"),
         (
             lambda a, d: d["params"][0].update(shape=[5, 13]),
-            r"parameter 'lstm.0.W' has shape \(5, 12\) dtype <f8, but the meta records shape \(5, 13\)",
+            r"parameter 'lstm.0.W' has shape \(5, 12\) dtype <f8, "
+            r"but the meta records shape \(5, 13\)",
         ),
         (
             lambda a, d: a.update({"head.W": a["head.W"].astype(np.float32)}),

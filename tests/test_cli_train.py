@@ -580,3 +580,55 @@ def test_resume_refuses_training_data_that_was_reordered(runner, write_config, t
         train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_the_run_folder_lock_is_released_on_every_exit_path(
+    runner, write_config, tmp_path, monkeypatch
+):
+    from lstm_cli.errors import TrainingError
+    from lstm_cli.training import LOCK_NAME, Trainer
+
+    run = tmp_path / "run"
+    lock = run / LOCK_NAME
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    assert not lock.exists()  # normal end
+    r = _train(runner, write_config(), "--set", "train.epochs=1")
+    assert r.exit_code == 3 and "not empty" in r.stderr and not lock.exists()  # refused folder
+
+    def stop(self, idx, epoch):
+        raise TrainingError("stopped for the test")
+
+    monkeypatch.setattr(Trainer, "_train_step", stop)
+    r = _train(runner, write_config(), "--overwrite")
+    assert r.exit_code == 6 and not lock.exists(), r.output  # an error inside the run
+
+    def bug(self, idx, epoch):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Trainer, "_train_step", bug)
+    r = runner.invoke(train, ["--resume", str(run), "--quiet", "--set", "train.epochs=2"])
+    assert isinstance(r.exception, RuntimeError) and not lock.exists()  # a bug, on resume
+    monkeypatch.undo()
+    assert runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2"]).exit_code == 0
+
+
+def test_a_held_run_folder_is_refused_with_exit_3_naming_it(runner, write_config, tmp_path):
+    from lstm_cli.training import RunLock
+
+    run = tmp_path / "run"
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    before = file_bytes(run)
+    held = RunLock(str(run))
+    held.acquire()
+    try:
+        for args in (["--config", write_config(), "--overwrite"], ["--resume", str(run)]):
+            r = runner.invoke(train, [*args, "--quiet"])
+            assert r.exit_code == 3, r.output
+            assert r.stderr == (
+                f"Error: run folder {str(run)!r} is in use by another training (pid "
+                f"{os.getpid()}); wait for it to end or choose another folder\n"
+            )
+    finally:
+        held.release()
+    assert file_bytes(run) == before  # the holder's files untouched, its lock gone with it
+    assert _train(runner, write_config(), "--overwrite", "--set", "train.epochs=1").exit_code == 0

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from lstm_cli.config import load_config
+from lstm_cli.store.atomic import temp_path
 from lstm_cli.store.checkpoint import load_checkpoint
-from lstm_cli.training import Trainer, fit
+from lstm_cli.training import LOCK_NAME, RUN_FILES, Trainer, fit
 
 VOLATILE = ("seconds", "sequences_per_second")
 
@@ -30,7 +31,10 @@ def _assert_same_run(dir_a, dir_b):
     assert a.optim_arrays.keys() == b.optim_arrays.keys()
     for k in a.optim_arrays:
         assert a.optim_arrays[k].tobytes() == b.optim_arrays[k].tobytes(), k
-    strip = lambda h: [{k: v for k, v in r.items() if k not in VOLATILE} for r in h]
+
+    def strip(h):
+        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in h]
+
     assert strip(a.meta["history"]) == strip(b.meta["history"])
     assert a.meta["rng_state"] == b.meta["rng_state"]
     assert a.meta["optimizer"] == b.meta["optimizer"] and a.meta["schedule"] == b.meta["schedule"]
@@ -204,3 +208,75 @@ def test_training_writes_only_inside_the_run_folder(write_config, tmp_path, monk
     assert list(cwd.iterdir()) == []
     meta = load_checkpoint(str(tmp_path / "out" / "run" / "last.npz")).meta
     assert "threads" in meta["blas_threads"]
+
+
+def test_a_second_training_into_a_running_folder_is_refused(write_config, tmp_path):
+    """The run folder is locked for the whole run: a second lstm-train into it, even with
+    --overwrite (which passes the non-empty check) or --resume, is refused with exit 3."""
+    cfg = write_config()
+    run = tmp_path / "run"
+    proc = _start_long_training(cfg, run)
+    try:
+        for args in (("--config", cfg, "--overwrite"), ("--resume", str(run))):
+            second = _train_subprocess(*args)
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 3, err
+            assert err == (
+                f"Error: run folder {str(run)!r} is in use by another training (pid "
+                f"{proc.pid}); wait for it to end or choose another folder\n"
+            )
+        assert proc.poll() is None, "the first run must go on"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not (run / LOCK_NAME).exists()  # released on the signal's exit path
+    assert load_checkpoint(str(run / "last.npz")).meta["config"]["model"]["hidden_size"] == 32
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(write_config, tmp_path):
+    cfg = write_config()
+    run = tmp_path / "run"
+    proc = _start_long_training(cfg, run)
+    proc.kill()
+    proc.communicate()
+    assert (run / LOCK_NAME).read_text() == f"{proc.pid}\n"  # left behind by kill -9
+    done = load_checkpoint(str(run / "last.npz")).meta["epoch"]
+    resumed = _fit(cfg, "model.hidden_size=32", f"train.epochs={done + 1}", resume=True)
+    assert len(resumed.history) == done + 1
+    assert not (run / LOCK_NAME).exists()
+    # a fresh start into a folder that holds nothing but a dead process's lock
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / LOCK_NAME).write_text(f"{proc.pid}\n")
+    _fit(cfg, "train.epochs=1", f"output.dir={fresh}")
+    assert sorted(os.listdir(fresh)) == sorted(RUN_FILES)
+
+
+def test_start_and_resume_remove_only_their_own_orphaned_temporaries(write_config, tmp_path):
+    """What kill -9 during an atomic write leaves (``last.npz.tmp-<hex>``) is removed by the
+    next start or resume in that folder; other files, even similar names, stay."""
+    cfg = write_config()
+    run = tmp_path / "run"
+    _fit(cfg, "train.epochs=1")
+    others = [
+        "last.npz.tmp-notmine",
+        "last.npz.tmp-0123456789abc",
+        "notes.txt.tmp-0123456789ab",
+        "data.npz.tmp-0123456789ab",
+        "keep.txt",
+    ]
+
+    def plant():
+        for name in ("last.npz", "best.npz", "metrics.jsonl", "config.yaml"):
+            with open(temp_path(str(run / name)), "wb") as fh:
+                fh.write(b"half a checkpoint")
+        for name in others:
+            (run / name).write_bytes(b"not lstm_cli's")
+
+    plant()
+    _fit(cfg, "train.epochs=2", resume=True)
+    assert sorted(set(os.listdir(run)) - set(RUN_FILES)) == sorted(others)
+    plant()
+    _fit(cfg, "train.epochs=1", overwrite=True)
+    assert sorted(set(os.listdir(run)) - set(RUN_FILES)) == sorted(others)

@@ -61,9 +61,12 @@ def test_same_seed_same_everything(write_config, tmp_path):
     b = _fit(write_config(), "train.epochs=3", f"output.dir={tmp_path / 'b'}")
     for k in a.trained.model.params:
         np.testing.assert_array_equal(a.trained.model.params[k], b.trained.model.params[k])
-    strip = lambda h: [
-        {k: v for k, v in r.items() if k not in ("seconds", "sequences_per_second")} for r in h
-    ]
+
+    def strip(h):
+        return [
+            {k: v for k, v in r.items() if k not in ("seconds", "sequences_per_second")} for r in h
+        ]
+
     assert strip(a.history) == strip(b.history)
     c = _fit(write_config(), "train.epochs=3", "train.seed=1", f"output.dir={tmp_path / 'c'}")
     assert not np.array_equal(
@@ -164,3 +167,24 @@ def test_a_non_finite_first_metric_does_not_block_later_improvements():
     assert _metric_better("val_loss", 0.4, 0.5, 0.0) and not _metric_better(
         "val_loss", 0.49, 0.5, 0.02
     )
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_accuracy"])
+def test_a_tie_is_not_an_improvement(metric):
+    from lstm_cli.training import _metric_better
+
+    assert not _metric_better(metric, 0.75, 0.75, 0.0)
+    assert not _metric_better(metric, 0.75, 0.75, 0.01)
+
+
+def test_best_npz_keeps_the_earliest_epoch_of_a_tied_val_accuracy(write_config, tmp_path):
+    """README: best.npz is the first epoch that improved; a later epoch with the same
+    val_accuracy (the validation accuracy saturates here) does not replace it."""
+    over = ("train.early_stopping.metric=val_accuracy", "train.epochs=6")
+    result = _fit(write_config(), *over)
+    accs = [row["val_accuracy"] for row in result.history]
+    first_best = accs.index(max(accs)) + 1
+    assert accs.count(max(accs)) > 1, accs  # the task ties, or this test checks nothing
+    assert result.best_epoch == first_best, accs
+    best = load_checkpoint(str(tmp_path / "run" / "best.npz"))
+    assert best.meta["epoch"] == first_best

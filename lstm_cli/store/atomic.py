@@ -15,10 +15,25 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 
 from ..errors import LstmCliError
+
+_TEMP_INFIX = ".tmp-"
+_TEMP_TOKEN_BYTES = 6  # the random part: 12 hex digits
+
+
+def temp_path(path: str) -> str:
+    """A fresh temporary name for replacing ``path``: ``<path>.tmp-<12 hex digits>``."""
+    return f"{path}{_TEMP_INFIX}{secrets.token_hex(_TEMP_TOKEN_BYTES)}"
+
+
+def is_temp_of(name: str, target: str) -> bool:
+    """True if the file name ``name`` is one temp_path made for the file name ``target``."""
+    pattern = re.escape(target + _TEMP_INFIX) + f"[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}"
+    return re.fullmatch(pattern, name) is not None
 
 
 def atomic_write(path, write) -> None:
@@ -41,7 +56,7 @@ def atomic_write(path, write) -> None:
         return
     path = os.path.realpath(path)  # a symlink's target (also a dangling link's)
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f"{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+    tmp = temp_path(path)
     fh = open(tmp, "xb")
     try:
         with fh:

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CheckpointError
+from ..validate import is_int
 from .atomic import atomic_write
 
 __all__ = ["FORMAT_VERSION", "Checkpoint", "save_checkpoint", "load_checkpoint", "read_meta"]
@@ -49,8 +50,8 @@ _OPTIM_PREFIX = "optim."
 # ``meta`` is ours; ``file`` and ``allow_pickle`` are np.savez's own parameter names.
 _RESERVED_NAMES = frozenset({_META, "file", "allow_pickle"})
 _PICKLE_PROTO_BYTE = b"\x80"  # first byte of any pickle of protocol >= 2
-# np.savez grew an ``allow_pickle`` keyword in NumPy 2.x; older versions would store it
-# as an array named "allow_pickle". We refuse object arrays ourselves either way.
+# allow_pickle=False goes to np.savez only where it is a keyword (elsewhere it would be
+# stored as an array named "allow_pickle"); _collect refuses object arrays either way.
 _SAVEZ_KWARGS = (
     {"allow_pickle": False} if "allow_pickle" in inspect.signature(np.savez).parameters else {}
 )
@@ -113,30 +114,30 @@ def _record(name: str, a: np.ndarray) -> dict:
 # -------------------------------------------------------------------------------- save
 
 
+def _unwritable(path, why) -> CheckpointError:
+    return CheckpointError(f"cannot write checkpoint {path}: {why}")
+
+
 def _collect(path, params, extra_arrays):
     """Validate names and arrays; return (arrays to store, params record, optim record)."""
     if not isinstance(params, Mapping) or not params:
-        raise CheckpointError(f"cannot write checkpoint {path}: params must be a non-empty dict")
+        raise _unwritable(path, "params must be a non-empty dict")
     stored: dict[str, np.ndarray] = {}
     params_rec, optim_rec = [], []
     groups = [(params, "", params_rec)]
     if extra_arrays:
         if not isinstance(extra_arrays, Mapping):
-            raise CheckpointError(f"cannot write checkpoint {path}: extra_arrays must be a dict")
+            raise _unwritable(path, "extra_arrays must be a dict")
         groups.append((extra_arrays, _OPTIM_PREFIX, optim_rec))
     for arrays, prefix, rec in groups:
         for name, value in arrays.items():
             if not isinstance(name, str) or not name:
-                raise CheckpointError(f"cannot write checkpoint {path}: bad array name {name!r}")
+                raise _unwritable(path, f"bad array name {name!r}")
             if not prefix and (name in _RESERVED_NAMES or name.startswith(_OPTIM_PREFIX)):
-                raise CheckpointError(
-                    f"cannot write checkpoint {path}: parameter name {name!r} is reserved"
-                )
+                raise _unwritable(path, f"parameter name {name!r} is reserved")
             a = np.asarray(value)
             if a.dtype.hasobject:
-                raise CheckpointError(
-                    f"cannot write checkpoint {path}: array {name!r} has object dtype"
-                )
+                raise _unwritable(path, f"array {name!r} has object dtype")
             stored[prefix + name] = a
             rec.append(_record(name, a))
     return stored, params_rec, optim_rec
@@ -159,7 +160,7 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
     path = os.fspath(path)
     stored, params_rec, optim_rec = _collect(path, params, extra_arrays)
     if not isinstance(meta, Mapping):
-        raise CheckpointError(f"cannot write checkpoint {path}: meta must be a dict")
+        raise _unwritable(path, "meta must be a dict")
     doc = {
         "format_version": FORMAT_VERSION,
         "params": params_rec,
@@ -170,9 +171,7 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
         # Round trip once so that the body we hash is exactly what load will rebuild.
         body = _canonical_json(json.loads(_canonical_json(doc)))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot write checkpoint {path}: meta is not JSON-serialisable ({exc})"
-        ) from exc
+        raise _unwritable(path, f"meta is not JSON-serialisable ({exc})") from exc
     stamped = json.loads(body)
     stamped["sha256"] = _digest(stored, body)
     text = _canonical_json(stamped)
@@ -182,7 +181,7 @@ def save_checkpoint(path, params, meta, extra_arrays=None) -> None:
             path, lambda f: np.savez(f, **_SAVEZ_KWARGS, **{_META: np.array(text)}, **stored)
         )
     except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
+        raise _unwritable(path, exc) from exc
 
 
 # -------------------------------------------------------------------------------- load
@@ -235,8 +234,6 @@ def _read_headers(npz, path: str) -> dict:
         name = member[: -len(".npy")]
         if name in headers:
             raise CheckpointError(f"{path}: array {name!r} appears twice")
-        # zipfile reads members ahead in 4 KiB chunks, so a small member's CRC is
-        # already checked here; larger ones are checked when their data is read.
         try:
             with npz.zip.open(member) as f:
                 version = np.lib.format.read_magic(f)
@@ -251,9 +248,7 @@ def _read_headers(npz, path: str) -> dict:
         except CheckpointError:
             raise
         except Exception as exc:
-            raise CheckpointError(
-                f"{path}: the file is damaged (cannot read array {name!r}: {exc})"
-            ) from exc
+            raise _damaged(path, name, exc) from exc
         if dtype.hasobject:
             raise CheckpointError(
                 f"{path}: array {name!r} holds Python objects (dtype {dtype}); refusing to "
@@ -263,20 +258,18 @@ def _read_headers(npz, path: str) -> dict:
     return headers
 
 
+def _damaged(path: str, name: str, exc: Exception) -> CheckpointError:
+    return CheckpointError(f"{path}: the file is damaged (cannot read array {name!r}: {exc})")
+
+
 def _read_array(npz, name: str, path: str) -> np.ndarray:
     try:
         a = npz[name]
     except Exception as exc:  # e.g. zipfile.BadZipFile("Bad CRC-32 ..."), short reads
-        raise CheckpointError(
-            f"{path}: the file is damaged (cannot read array {name!r}: {exc})"
-        ) from exc
+        raise _damaged(path, name, exc) from exc
     if not isinstance(a, np.ndarray):  # pragma: no cover - headers were checked
         raise CheckpointError(f"{path}: entry {name!r} is not an array")
     return a
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _check_records(recs, what: str, path: str) -> list:
@@ -289,7 +282,7 @@ def _check_records(recs, what: str, path: str) -> list:
             and isinstance(r.get("name"), str)
             and isinstance(r.get("dtype"), str)
             and isinstance(r.get("shape"), list)
-            and all(_is_int(n) and n >= 0 for n in r["shape"])
+            and all(is_int(n) and n >= 0 for n in r["shape"])
         )
         if not ok:
             raise CheckpointError(f"{path}: meta is malformed (bad {what!r} record {r!r})")
@@ -318,7 +311,7 @@ def _read_doc(npz, headers: dict, path: str) -> dict:
     if "format_version" not in doc:
         raise CheckpointError(f"{path}: meta has no format_version; not an lstm_cli checkpoint")
     version = doc["format_version"]
-    if not _is_int(version) or version < 1:
+    if not is_int(version) or version < 1:
         raise CheckpointError(f"{path}: unsupported format_version {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(

@@ -1,0 +1,111 @@
+"""``fit``: one training from a config to a written run folder.
+
+It validates everything it can (data files, labels, feature counts, the run folder)
+*before* it writes anything, so a bad input never damages an existing run, and holds the
+run folder's lock (rundir.RunLock) for the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Config
+from ..inference import TrainedModel, evaluate_dataset
+from .loop import Trainer
+from .prepare import class_weight_vector, prepare_data
+from .resume import load_resume_state
+from .rundir import RunLock, open_run_dir, resume_checkpoint_path, write_config, write_summary
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns: the best model (restored), its history and where it was saved."""
+
+    trained: TrainedModel
+    history: list
+    best_epoch: int
+    run_dir: str
+    stopped_early: bool = False
+    test_report: dict | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def fit(
+    cfg: Config, *, overwrite=False, resume=False, progress=True, log=print, source=None
+) -> TrainResult:
+    """Train a model as ``cfg`` says; write the run folder; return the best model.
+
+    overwrite: replace the files of a non-empty run folder. resume: continue the run in
+    cfg.output.dir from its last.npz (parameters, optimizer and schedule state, RNG state,
+    history, early-stopping state, position inside an unfinished epoch). progress: show
+    a tqdm bar on stderr (it turns itself off when stderr is not a terminal). log: where
+    the per-epoch summary lines go. source: where train.class_weights came from, the
+    config file or the --set that gave it (config.value_origin); named in its error.
+    SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
+    The run folder is locked for the whole run (rundir.RunLock): a second training into
+    it is refused.
+    """
+    run_dir = cfg.output.dir
+    rng = np.random.default_rng(cfg.train.seed)
+    data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
+    lock = RunLock(run_dir)
+    try:
+        resumed = None
+        if resume:  # lock before reading the state to continue, so no other run changes it
+            resume_checkpoint_path(run_dir)
+            lock.acquire()
+            resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
+        data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
+        trainer = Trainer(cfg, data, rng, progress=progress, log=log)
+        # --overwrite of a folder holding an earlier run: its files stay until this run
+        # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
+        # early loses nothing.
+        trainer.earlier_run = open_run_dir(run_dir, lock, overwrite=overwrite, resume=resume)
+        if resumed is not None:
+            trainer.restore(*resumed)
+        if not trainer.earlier_run:  # resumed: the run as continued (train.epochs may differ)
+            write_config(run_dir, cfg)
+        trainer.run()
+        return _finish(trainer, log)
+    finally:
+        lock.release()
+
+
+def _finish(trainer: Trainer, log) -> TrainResult:
+    """Restore the best parameters, evaluate data.test, write summary.json."""
+    data, model = trainer.data, trainer.model
+    model.set_params(trainer.best_params)
+    trained = TrainedModel(model, data.classes, data.mean, data.std, trainer.base_meta)
+    test_report = None
+    if data.test is not None:
+        test_report, _, _ = evaluate_dataset(trained, data.test)
+        log(
+            f"test ({data.test.source}): accuracy {test_report['accuracy']:.4f}  loss "
+            f"{test_report['loss']:.4f}  macro F1 {test_report['macro_f1']:.4f}  "
+            f"(best epoch {trainer.best_epoch})"
+        )
+    summary = {
+        "best_epoch": trainer.best_epoch,
+        "best_metric": trainer.best_metric,
+        "best_value": trainer.best_value,
+        "epochs_run": len(trainer.history),
+        "stopped_early": trainer.stopped_early,
+        "num_parameters": model.num_parameters(),
+        "train_sequences": len(data.train),
+        "valid_sequences": 0 if data.valid is None else len(data.valid),
+        "classes": data.classes,
+        "test": test_report,
+    }
+    write_summary(trainer.run_dir, summary)
+    model.release_buffers()  # the training batches' work arrays are not needed any more
+    return TrainResult(
+        trained,
+        trainer.history,
+        trainer.best_epoch,
+        trainer.run_dir,
+        trainer.stopped_early,
+        test_report,
+        summary,
+    )

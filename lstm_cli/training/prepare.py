@@ -1,0 +1,111 @@
+"""Data preparation: load the files, split, label map, normalisation and class weights.
+
+Everything user-supplied is checked here, before the run folder is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Config
+from ..data import (
+    SequenceDataset,
+    check_normalisable,
+    class_list,
+    feature_summary,
+    fingerprint,
+    load_dataset,
+    release_pages,
+    stratified_split,
+)
+from ..errors import ConfigError, DataError
+from ..inference import encode_dataset_labels
+
+
+@dataclass
+class PreparedData:
+    train: SequenceDataset
+    valid: SequenceDataset | None
+    test: SequenceDataset | None
+    classes: list
+    y_train: np.ndarray
+    y_valid: np.ndarray | None
+    mean: np.ndarray | None
+    std: np.ndarray | None
+    fingerprint: str | None = None  # of the training file (data.fingerprint), checked on resume
+    class_weights: np.ndarray | None = None  # (K,) loss weights from train.class_weights
+
+
+def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
+    """One dataset file read with the config's format and CSV column options."""
+    csv_opts = {
+        "id_column": cfg.data.csv.id_column,
+        "label_column": cfg.data.csv.label_column,
+        "feature_columns": cfg.data.csv.feature_columns,
+        "label_type": cfg.data.csv.label_type,
+    }
+    return load_dataset(path, cfg.data.format, require_labels=require_labels, csv_options=csv_opts)
+
+
+def prepare_data(cfg: Config, rng) -> PreparedData:
+    """Load train/valid/test, carve the validation split (seeded, stratified) if needed,
+    fix the label map and compute normalisation statistics on the training split only.
+    The class weights are left to fit (class_weight_vector), after the resume checks."""
+    full = load(cfg.data.train, cfg)
+    if cfg.data.valid:
+        train, valid = full, load(cfg.data.valid, cfg)
+    elif cfg.data.valid_fraction > 0:
+        tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
+        # views: the split copies no rows (a memory-mapped training file stays on disk)
+        train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
+    else:
+        train, valid = full, None
+    test = load(cfg.data.test, cfg) if cfg.data.test else None
+    classes = class_list(train.labels)
+    if len(classes) < 2:
+        raise DataError(f"{cfg.data.train}: training needs at least 2 classes; found {classes!r}")
+    for other in (valid, test):
+        if other is not None and other.num_features != train.num_features:
+            raise DataError(
+                f"{other.source}: {other.num_features} features per step, but the "
+                f"training data {train.source} has {train.num_features}"
+            )
+    y_train = encode_dataset_labels(train, classes)
+    y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
+    if test is not None:
+        encode_dataset_labels(test, classes)  # fail now, not after training
+    mean = std = None
+    if cfg.data.normalize:
+        mean, std, lo, hi = feature_summary(train)
+        release_pages(full)
+        # every value must survive normalisation: fail now, not at its batch
+        check_normalisable(train, mean, std, cfg.model.dtype, bounds=(lo, hi))
+        for ds in (valid, test):
+            if ds is not None:
+                check_normalisable(ds, mean, std, cfg.model.dtype)
+    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(full))
+
+
+def class_weight_vector(cfg: Config, classes, y_train, origin=None):
+    """(K,) per-class loss weights from train.class_weights, or None.
+
+    origin: where train.class_weights came from (the config file, or the --set that gave
+    it: config.value_origin), named in the error message."""
+    cw = cfg.train.class_weights
+    if cw is None:
+        return None
+    K = len(classes)
+    if cw == "balanced":
+        counts = np.bincount(y_train, minlength=K).astype(np.float64)
+        return len(y_train) / (K * np.maximum(counts, 1.0))
+    by_name = {str(label): float(w) for label, w in cw}
+    unknown = sorted(set(by_name) - {str(c) for c in classes})
+    if unknown:
+        where = f"{origin}: " if origin else ""
+        raise ConfigError(
+            f"{where}train.class_weights names labels not in the training data: "
+            f"{unknown}; the labels are {classes}"
+        )
+    return np.array([by_name.get(str(c), 1.0) for c in classes])

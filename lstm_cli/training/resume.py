@@ -1,0 +1,126 @@
+"""--resume: check that a config and data may continue a run, and restore its state."""
+
+from __future__ import annotations
+
+import os
+
+from ..config import Config, config_from_dict, config_to_dict
+from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
+from ..store.checkpoint import load_checkpoint, read_meta
+from .prepare import PreparedData
+from .rundir import resume_checkpoint_path
+
+# Config keys that may change when a run is resumed (everything else must match).
+RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test")
+_NOT_RESUMABLE = "not a resumable lstm_cli training checkpoint"
+
+
+def config_for_resume(run_dir, overrides=()) -> Config:
+    """The config stored in run_dir/last.npz, with --set overrides applied."""
+    path = resume_checkpoint_path(run_dir)
+    meta = read_meta(path)  # fit() loads and verifies the whole checkpoint once, later
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: {_NOT_RESUMABLE}")
+    return config_from_dict(meta["config"], source=path, overrides=overrides)
+
+
+def load_resume_state(cfg: Config, run_dir, data: PreparedData):
+    """Read run_dir/last.npz and check that cfg and data may continue it (same architecture,
+    data shape and classes, seed...). Returns (the checkpoint, its path)."""
+    path = resume_checkpoint_path(run_dir)
+    ckpt = load_checkpoint(path)
+    meta = ckpt.meta
+    if "train_state" not in meta or "config" not in meta or "model" not in meta:
+        raise CheckpointError(f"{path}: {_NOT_RESUMABLE}")
+    old = _flatten(meta["config"])
+    new = _flatten(config_to_dict(cfg))
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+    )
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config changed in a way that breaks the "
+            f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change."
+        )
+    state = meta["train_state"]
+    done = state.get("epoch") if isinstance(state, dict) else None
+    if isinstance(done, int) and cfg.train.epochs < done:
+        raise ConfigError(
+            f"cannot resume {run_dir}: train.epochs {cfg.train.epochs} is below the {done} "
+            f"epochs the run has done; give train.epochs >= {done}"
+        )
+    spec = meta["model"]
+    features = data.train.num_features
+    if isinstance(spec, dict) and spec.get("input_size") != features:
+        raise DataError(
+            f"cannot resume {run_dir}: the training data {data.train.source} now has "
+            f"{features} features per step; the run was trained on {spec.get('input_size')}"
+        )
+    if meta.get("classes") != data.classes:
+        raise DataError(
+            f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
+            f"are now {_short(data.classes)}; the run was trained on "
+            f"{_short(meta.get('classes'))}"
+        )
+    old_print = meta.get("data_fingerprint")
+    if old_print is not None and data.fingerprint is not None and old_print != data.fingerprint:
+        raise DataError(
+            f"cannot resume {run_dir}: the training data {data.train.source} changed since "
+            f"the run started (its sequences, their order, labels or values differ), so "
+            f"the validation split and normalisation would not be the run's"
+        )
+    return ckpt, path
+
+
+def restore(trainer, ckpt, path) -> None:
+    """Continue ``trainer`` from a last.npz it wrote (checked by load_resume_state); a
+    state it cannot continue from is a CheckpointError naming ``path``, a best.npz of
+    another run one naming best.npz."""
+    try:
+        _restore_state(trainer, ckpt)
+    except (LstmCliError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
+        raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
+    best_path = os.path.join(trainer.run_dir, "best.npz")
+    if os.path.isfile(best_path):
+        best = load_checkpoint(best_path).params
+        try:
+            trainer.best_params = trainer.model.conform_params(best)
+        except LstmCliError as err:
+            raise CheckpointError(
+                f"{best_path}: not this run's best checkpoint ({err}; the run is "
+                f"{path}); move it away to resume"
+            ) from None
+
+
+def _restore_state(trainer, ckpt) -> None:
+    meta = ckpt.meta
+    trainer.model.set_params(ckpt.params)
+    trainer.optimizer.load_state_dict(ckpt.optim_arrays, meta["optimizer"])
+    trainer.schedule.load_state_dict(meta["schedule"])
+    trainer.rng.bit_generator.state = meta["rng_state"]
+    st = meta["train_state"]
+    trainer.history = meta["history"]
+    trainer.epoch, trainer.step = st["epoch"], st["step"]
+    trainer.best_value, trainer.best_epoch = st["best_value"], st["best_epoch"]
+    trainer.bad_epochs = st["bad_epochs"]
+    trainer.last_finite_loss = st.get("last_finite_loss")
+    trainer.partial = st.get("partial_epoch")
+    trainer.stopped_early = bool(st.get("stopped_early", False))  # early stopping stays decided
+
+
+def _short(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

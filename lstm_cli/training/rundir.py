@@ -1,0 +1,175 @@
+"""The run folder: create or reuse it, lock it for one training at a time, retire an
+earlier run's files, remove orphaned temporaries, and write the metrics and summary.
+
+Every file is replaced atomically (store.atomic), so a crash leaves the last complete
+version under each name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from ..config import Config, dump_config
+from ..errors import CheckpointError, ConfigError, LstmCliError
+from ..store.atomic import is_temp_of, write_text
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
+
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "grad_norm",
+    "seconds",
+    "padded_fraction",
+    "sequences_per_second",
+]
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz", "summary.json")
+LOCK_NAME = ".lstm-train.lock"  # not a run file: an earlier run's leftover lock is no run
+
+
+class RunLock:
+    """An exclusive flock on ``run_dir/.lstm-train.lock`` (holding the owner's pid), so one
+    training at a time uses a run folder. The kernel drops the lock when its process dies,
+    so a lock file left by a killed run blocks nothing. release() removes the file while
+    still holding the lock; acquire() therefore retries when the file it locked was
+    removed meanwhile."""
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self._fd = None
+
+    def acquire(self) -> None:
+        """Take the lock (a no-op when held); a folder another training holds is a
+        ConfigError naming it."""
+        if self._fd is not None or fcntl is None:
+            return
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as err:
+                raise LstmCliError(f"cannot write {self.path}: {err.strerror or err}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode("ascii", "replace").strip()
+                os.close(fd)
+                raise ConfigError(
+                    f"run folder {self.run_dir!r} is in use by another training"
+                    f"{f' (pid {owner})' if owner.isdigit() else ''}; wait for it to end "
+                    f"or choose another folder"
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # released and removed between our open and flock: try again
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def _same_file(fd, path) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def resume_checkpoint_path(run_dir) -> str:
+    """run_dir/last.npz, or a CheckpointError saying a resume is impossible without it."""
+    path = os.path.join(run_dir, "last.npz")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"cannot resume: {path} does not exist")
+    return path
+
+
+def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
+    """Create the run folder if needed, take ``lock``, remove orphaned temporaries, and
+    refuse a non-empty folder unless overwrite/resume. Returns the earlier run's files
+    (names in RUN_FILES) when a new run starts in a folder that holds them (--overwrite)."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ConfigError(f"output.dir {run_dir!r} exists and is not a folder")
+    if resume:
+        resume_checkpoint_path(run_dir)
+    else:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create run folder {run_dir!r}: {err.strerror}") from None
+    lock.acquire()
+    remove_orphaned_temporaries(run_dir)
+    if resume:
+        return []
+    if any(name != LOCK_NAME for name in os.listdir(run_dir)) and not overwrite:
+        raise ConfigError(
+            f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
+            f"files, --resume to continue it, or choose another --output"
+        )
+    return [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
+
+
+def remove_orphaned_temporaries(run_dir) -> None:
+    """Remove the temporaries an atomic write of a run file left when its process was
+    killed (``last.npz.tmp-<hex>``...); only names of that exact pattern. Call with the
+    run's lock held, so no live writer owns them."""
+    for name in os.listdir(run_dir):
+        if any(is_temp_of(name, run_file) for run_file in RUN_FILES):
+            remove_run_file(os.path.join(run_dir, name), "an orphaned temporary file")
+
+
+def remove_run_file(path, what="a file of the earlier run") -> None:
+    try:
+        if os.path.lexists(path):
+            os.unlink(path)
+    except OSError as err:
+        raise LstmCliError(f"cannot remove {path} ({what}): {err.strerror or err}") from None
+
+
+def retire_earlier_run(run_dir, names) -> None:
+    """Remove the earlier run's files, all but config.yaml (rewritten by the caller)."""
+    for name in names:
+        if name != "config.yaml":
+            remove_run_file(os.path.join(run_dir, name))
+
+
+def write_config(run_dir, cfg: Config) -> None:
+    """The run folder's config.yaml: this run's resolved config."""
+    write_text(os.path.join(run_dir, "config.yaml"), dump_config(cfg))
+
+
+def write_metrics(run_dir, history) -> None:
+    """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
+    write_text(
+        os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(row) + "\n" for row in history)
+    )
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(METRIC_COLUMNS)
+    for row in history:
+        writer.writerow(["" if row.get(c) is None else row[c] for c in METRIC_COLUMNS])
+    write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
+
+
+def write_summary(run_dir, summary: dict) -> None:
+    write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")

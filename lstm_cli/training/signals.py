@@ -1,0 +1,42 @@
+"""SIGINT/SIGTERM during training: finish the current batch, save, then stop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalGuard:
+    """While active, SIGINT/SIGTERM only set ``signum`` (the loop saves and stops after the
+    current batch); a second signal restores the default behaviour and interrupts at once.
+    Only installed in the main thread (signal handlers cannot be set elsewhere)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # second signal: give up at once
+            self.__exit__()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
+def signal_name(signum) -> str:
+    """'SIGINT' / 'SIGTERM' for the stop signals, else the number."""
+    return {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(signum, str(signum))
