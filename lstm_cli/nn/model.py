@@ -28,7 +28,7 @@ from .heads import (
     last_step_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
+from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward, offsets_from_batch_sizes
 
 HEADS = ("last", "all")
 INITS = ("uniform", "glorot_orthogonal")
@@ -293,8 +293,7 @@ class LSTMClassifier:
             raise LstmCliError(f"every length must be in [1, {T}]; got {shortest}..{longest}")
         running = np.arange(longest)[:, None] < sorted_lengths  # (T', B) sorted batch, T' = longest
         batch_sizes = running.sum(axis=1)  # (T',) sequences running at each step
-        offsets = np.zeros(longest + 1, np.int64)
-        np.cumsum(batch_sizes, out=offsets[1:])
+        offsets = offsets_from_batch_sizes(batch_sizes)  # (T'+1,)
         # packed rows in step-major order: (t, r) for r < batch_sizes[t]
         t_idx, r_idx = np.nonzero(running)
         seq = order[r_idx]  # (N,) caller's sequence of each row
