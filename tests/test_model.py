@@ -391,7 +391,11 @@ def test_api_arguments_are_checked():
     x = np.random.default_rng(0).normal(size=(2, 5, 3))
     lengths, y = np.array([5, 3]), np.array([0, 2])
     for cw in ([1.0, 2.0], [1.0, np.nan, 1.0], [1.0, -1.0, 1.0]):
-        with pytest.raises(LstmCliError, match="class_weights must be 3 finite weights"):
+        with pytest.raises(
+            LstmCliError,
+            match=r"The 'class_weights' parameter of LSTMClassifier must be 3 finite weights >= 0 "
+            r"\(one per class\)\. Got .* instead\.",
+        ):
             model.loss_and_grads(x, lengths, y, class_weights=cw)
     with pytest.raises(LstmCliError, match="weight 0"):
         model.loss(x, lengths, y, class_weights=[0.0, 1.0, 0.0])
@@ -401,5 +405,9 @@ def test_api_arguments_are_checked():
     x_nan[1, 2, 0] = np.nan  # its last valid step: refused, named
     with pytest.raises(LstmCliError, match="sequence 1, step 3"):
         model.predict(x_nan, lengths)
-    with pytest.raises(LstmCliError, match="forget_bias must be a finite number"):
+    with pytest.raises(
+        LstmCliError,
+        match=r"The 'forget_bias' parameter of LSTMClassifier must be a float in the range "
+        r"\(-inf, inf\)\. Got nan instead\.",
+    ):
         LSTMClassifier(3, 4, 3, forget_bias=float("nan"))

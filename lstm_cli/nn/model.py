@@ -13,7 +13,6 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import LstmCliError
+from ..validate import Interval, Options, check, param_error
 from .heads import (
     all_steps_backward,
     all_steps_forward,
@@ -62,7 +62,7 @@ def init_params(
             W = np.concatenate([Wx, Wh], axis=0)
             b = np.zeros(4 * H)
         else:
-            raise LstmCliError(f"init must be one of {INITS}; got {init!r}")
+            raise param_error("init", Options(*INITS).description(), init, "init_params")
         params[f"lstm.{k}.W"] = W.astype(dtype)
         params[f"lstm.{k}.b"] = b.astype(dtype)
     if init == "uniform":
@@ -144,9 +144,18 @@ def _check_size(model) -> None:
     if memory is not None and need > memory:
         raise LstmCliError(
             f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
-            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} parameters; "
-            f"they need {_bytes(need)} with their gradients, more than this machine's {_bytes(memory)}"
+            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} "
+            f"parameters; they need {_bytes(need)} with their gradients, more than this "
+            f"machine's {_bytes(memory)}"
         )
+
+
+def _dtype_name(dtype):
+    """'float32' for float32 however it is spelled (np.float32, np.dtype, 'f4'); else dtype."""
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return dtype
 
 
 def _bytes(n) -> str:
@@ -186,31 +195,17 @@ class LSTMClassifier:
         init="uniform",
         seed=0,
     ):
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_classes", num_classes),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise LstmCliError(f"{name} must be an int >= 1; got {value!r}")
-        if head not in HEADS:
-            raise LstmCliError(f"head must be one of {HEADS}; got {head!r}")
-        if not math.isfinite(float(forget_bias)):
-            raise LstmCliError(f"forget_bias must be a finite number; got {forget_bias!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise LstmCliError(f"dropout must be in [0, 1); got {dropout!r}")
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise LstmCliError(f"dtype must be one of {DTYPES}; got {dtype!r}")
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_classes = int(num_classes)
-        self.num_layers = int(num_layers)
-        self.head = head
-        self.forget_bias = float(forget_bias)
-        self.dropout = float(dropout)
-        self.dtype = np.dtype(dtype)
-        self.init = init
+        owner = "LSTMClassifier"
+        size = Interval(int, 1)
+        self.input_size = check("input_size", input_size, size, owner)
+        self.hidden_size = check("hidden_size", hidden_size, size, owner)
+        self.num_classes = check("num_classes", num_classes, size, owner)
+        self.num_layers = check("num_layers", num_layers, size, owner)
+        self.head = check("head", head, Options(*HEADS), owner)
+        self.forget_bias = check("forget_bias", forget_bias, Interval(float), owner)
+        self.dropout = check("dropout", dropout, Interval(float, 0.0, 1.0), owner)
+        self.dtype = np.dtype(check("dtype", _dtype_name(dtype), Options(*DTYPES), owner))
+        self.init = check("init", init, Options(*INITS), owner)
         _check_size(self)
         self.params = init_params(
             self.input_size,
@@ -246,7 +241,7 @@ class LSTMClassifier:
         return model
 
     def set_params(self, params: dict) -> None:
-        """Replace the parameters, checking names and shapes (arrays are cast to the model dtype)."""
+        """Replace the parameters, checking names and shapes (cast to the model dtype)."""
         self.params = self.conform_params(params)
 
     def conform_params(self, params: dict) -> dict:
@@ -411,10 +406,8 @@ class LSTMClassifier:
         else:
             cw = np.asarray(class_weights, np.float64)
             if cw.shape != (self.num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
-                raise LstmCliError(
-                    f"class_weights must be {self.num_classes} finite weights >= 0 "
-                    f"(one per class); got shape {cw.shape}"
-                )
+                expected = f"{self.num_classes} finite weights >= 0 (one per class)"
+                raise param_error("class_weights", expected, class_weights, "LSTMClassifier")
             w_seq = cw[y]
             if not w_seq.sum() > 0:
                 raise LstmCliError("class_weights give every sequence of the batch weight 0")
@@ -506,7 +499,7 @@ class LSTMClassifier:
         return per_step.sum(axis=1) / pb.lengths[:, None]
 
     def predict_proba(self, x, lengths):
-        """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
+        """Class probabilities (B, K) (head="all": mean over valid steps of per-step softmax)."""
         logits, cache = self.forward(
             x, lengths, need_cache=False, workspaces=self._own_workspaces()
         )
@@ -517,7 +510,7 @@ class LSTMClassifier:
         return self.predict_proba(x, lengths).argmax(axis=1)
 
     def logits(self, x, lengths):
-        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padded steps)."""
+        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padding)."""
         logits, cache = self.forward(x, lengths, need_cache=False)
         if self.head == "last":
             return logits
@@ -527,7 +520,8 @@ class LSTMClassifier:
         return out
 
     def evaluate_batch(self, x, lengths, y):
-        """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
+        """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and
+        probabilities (B, K)."""
         logits, cache = self.forward(
             x, lengths, need_cache=False, workspaces=self._own_workspaces()
         )
