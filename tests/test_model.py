@@ -172,7 +172,45 @@ def test_dropout_gradients_with_a_fixed_mask():
     # dropout is really on in training mode and off otherwise
     l_train = model.loss_and_grads(x, lengths, y, training=True, rng=np.random.default_rng(1))[0]
     assert l_train != pytest.approx(model.loss(x, lengths, y))
-    np.testing.assert_array_equal(model.predict_proba(x, lengths), model.predict_proba(x, lengths))
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_training_dropout_is_the_rescaled_mask(head):
+    """Training-mode logits equal a hand-built forward that multiplies layer 0's h by
+    mask / (1 - p), mask = rng.random(h.shape) >= p from the same seeded rng."""
+    from lstm_cli.nn.lstm import lstm_layer_forward
+
+    p = 0.3
+    model, x, lengths, y = random_problem(num_layers=2, head=head, seed=4)
+    model.dropout = p
+    logits, _ = model.forward(x, lengths, training=True, rng=np.random.default_rng(5))
+    P, pb = model.params, model.pack(x, lengths)
+    h, _ = lstm_layer_forward(
+        pb.x, P["lstm.0.W"], P["lstm.0.b"], model.forget_bias, batch_sizes=pb.batch_sizes
+    )
+    mask = np.random.default_rng(5).random(h.shape) >= p  # (N, H) kept units
+    h = h * mask / (1.0 - p)
+    h, _ = lstm_layer_forward(
+        h, P["lstm.1.W"], P["lstm.1.b"], model.forget_bias, batch_sizes=pb.batch_sizes
+    )
+    if head == "last":
+        h = h[pb.last_rows]
+    np.testing.assert_allclose(logits, h @ P["head.W"] + P["head.b"], rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_is_off_at_inference():
+    """A model with dropout 0.5 predicts the same probabilities at every call, equal to the
+    same weights with dropout 0, and different from a training-mode forward."""
+    model, x, lengths, y = random_problem(num_layers=3, head="all", seed=6)
+    model.dropout = 0.5
+    twin = LSTMClassifier.from_spec({**model.spec(), "dropout": 0.0}, model.params)
+    probs = model.predict_proba(x, lengths)
+    np.testing.assert_array_equal(model.predict_proba(x, lengths), probs)
+    np.testing.assert_array_equal(twin.predict_proba(x, lengths), probs)
+    np.testing.assert_array_equal(model.evaluate_batch(x, lengths, y)[1], probs)
+    assert model.loss(x, lengths, y) == twin.loss(x, lengths, y)
+    logits, cache = model.forward(x, lengths, training=True, rng=np.random.default_rng(0))
+    assert np.abs(model.probabilities(logits, cache) - probs).max() > 1e-3
 
 
 def test_same_seed_same_parameters_and_dtypes():
