@@ -1,6 +1,6 @@
 """One LSTM layer (TensorFlow BasicLSTMCell convention): forward and hand-written BPTT.
 
-Equations (README.md, "The model"), rows are batch entries, gate order i, j, f, o::
+Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
 
     z   = [x_t, h_{t-1}] @ W + b                W: (I+H, 4H), b: (4H,)
     i   = sigmoid(z_i)      j = tanh(z_j)
@@ -11,7 +11,7 @@ Equations (README.md, "The model"), rows are batch entries, gate order i, j, f, 
 Sequences are *time-major* inside the engine (packed, see the layout note below), so
 that the state of every running sequence at step t is one contiguous block. The model
 converts from the batch-first, right-padded public layout once per call; padded steps
-are never stored or computed, so they cannot change a result (README.md, "The model").
+are never stored or computed, so they cannot change a result (DESIGN.md §2).
 
 There are two levels here:
 
