@@ -451,42 +451,6 @@ def test_api_arguments_are_checked():
         LSTMClassifier(3, 4, 3, forget_bias=float("nan"))
 
 
-def _reference_loss_and_grads(model, x, lengths, y):
-    """The model's loss, grads and dx from lstm_cli.nn.reference and DESIGN.md §3 (plain
-    numpy over the padded batch, no packing)."""
-    from lstm_cli.nn import reference
-
-    P, (B, T, _) = model.params, x.shape
-    inp, caches = x, []
-    for k in range(model.num_layers):
-        inp, c = reference.forward(inp, lengths, P[f"lstm.{k}.W"], P[f"lstm.{k}.b"], 0.8)
-        caches.append(c)
-    V, a = P["head.W"], P["head.b"]
-    onehot = np.eye(model.num_classes)[y]  # (B, K)
-
-    def log_softmax(z):
-        z = z - z.max(-1, keepdims=True)
-        return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-    if model.head == "last":
-        h_last = inp[np.arange(B), lengths - 1]  # (B, H)
-        logp = log_softmax(h_last @ V + a)  # (B, K)
-        loss = -(logp * onehot).sum() / B
-        dz = (np.exp(logp) - onehot) / B  # (B, K)
-        grads = {"head.W": h_last.T @ dz, "head.b": dz.sum(0)}
-        dh = reference.last_step_dh(dz @ V.T, lengths, T)  # (B, T, H)
-    else:
-        w = caches[-1].valid / lengths[:, None] / B  # (B, T) the loss's averaging weights
-        logp = log_softmax(inp @ V + a)  # (B, T, K)
-        loss = -(w[..., None] * logp * onehot[:, None]).sum()
-        dz = (np.exp(logp) - onehot[:, None]) * w[..., None]  # (B, T, K)
-        grads = {"head.W": np.einsum("bth,btk->hk", inp, dz), "head.b": dz.sum((0, 1))}
-        dh = dz @ V.T  # (B, T, H)
-    for k in range(model.num_layers - 1, -1, -1):
-        dh, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = reference.backward(dh, caches[k])
-    return loss, grads, dh
-
-
 @pytest.mark.parametrize("head", ["last", "all"])
 def test_stacked_model_equals_the_reference(head):
     """Three packed layers plus a head give the reference's loss, every gradient and dx
@@ -499,7 +463,11 @@ def test_stacked_model_equals_the_reference(head):
     for p in model.params.values():
         p[...] = rng.normal(0.0, 0.6, size=p.shape)
     loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
-    loss_ref, grads_ref, dx_ref = _reference_loss_and_grads(model, x, lengths, y)
+    from lstm_cli.nn import reference
+
+    loss_ref, grads_ref, dx_ref = reference.classifier_loss_and_grads(
+        model.params, x, lengths, y, head=head, forget_bias=0.8
+    )
     assert loss == pytest.approx(loss_ref, rel=1e-13)
     valid = np.arange(8)[None, :] < lengths[:, None]
     np.testing.assert_allclose(dx, dx_ref * valid[..., None], rtol=1e-11, atol=1e-14)

@@ -8,6 +8,9 @@ no packing, no scratch buffers, no pre-scaled weights. Slow on purpose; use
 
 Letters: B sequences, T steps (the padded length), I inputs, H hidden units.
 
+``classifier_loss_and_grads`` stacks these layers under either head (DESIGN.md §3): the
+whole model's loss and gradients, the oracle of ``LSTMClassifier.loss_and_grads``.
+
 Padding: the forward simply runs over the padded steps (they come after every valid step,
 so they cannot change one); the backward gives padded steps no head gradient and a zero
 dz, so they change no gradient either (DESIGN.md §2, §4). Padding values must be finite
@@ -122,3 +125,43 @@ def last_step_dh(dh_last, lengths, T):
     dh = np.zeros((B, T, H), dh_last.dtype)
     dh[np.arange(B), np.asarray(lengths) - 1] = dh_last
     return dh
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def classifier_loss_and_grads(params, x, lengths, y, head="last", forget_bias=1.0):
+    """Loss, gradients and dx of the whole model (no dropout, no class weights).
+
+    params: ``lstm.{k}.W``, ``lstm.{k}.b`` per layer, ``head.W`` (H, K), ``head.b`` (K,);
+    x (B, T, I) right-padded, lengths (B,), y (B,) class indices; head "last" or "all".
+    Returns loss (float), grads (params' keys) and dx (B, T, I) (zero at padded steps).
+    """
+    B, T, _ = x.shape
+    lengths = np.asarray(lengths)
+    num_layers = sum(1 for k in params if k.endswith(".W") and k.startswith("lstm."))
+    h, caches = x, []
+    for k in range(num_layers):
+        h, cache = forward(h, lengths, params[f"lstm.{k}.W"], params[f"lstm.{k}.b"], forget_bias)
+        caches.append(cache)  # h: (B, T, H), the next layer's x
+    V, a = params["head.W"], params["head.b"]  # (H, K), (K,)
+    onehot = np.eye(V.shape[1])[y]  # (B, K)
+    if head == "last":  # logits_b = h_{length_b - 1} @ V + a; loss = mean over b of CE
+        h_last = h[np.arange(B), lengths - 1]  # (B, H)
+        logp = _log_softmax(h_last @ V + a)  # (B, K)
+        loss = -(logp * onehot).sum() / B
+        dlogits = (np.exp(logp) - onehot) / B  # (B, K)
+        grads = {"head.W": h_last.T @ dlogits, "head.b": dlogits.sum(axis=0)}
+        dh = last_step_dh(dlogits @ V.T, lengths, T)  # (B, T, H)
+    else:  # logits at every valid step; loss = mean over b of (mean over valid t of CE)
+        w = caches[-1].valid / lengths[:, None] / B  # (B, T) each step's weight in the loss
+        logp = _log_softmax(h @ V + a)  # (B, T, K)
+        loss = -(w[..., None] * logp * onehot[:, None]).sum()
+        dlogits = (np.exp(logp) - onehot[:, None]) * w[..., None]  # (B, T, K)
+        grads = {"head.W": np.einsum("bth,btk->hk", h, dlogits), "head.b": dlogits.sum((0, 1))}
+        dh = dlogits @ V.T  # (B, T, H)
+    for k in range(num_layers - 1, -1, -1):
+        dh, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = backward(dh, caches[k])
+    return float(loss), {k: grads[k] for k in params}, dh
