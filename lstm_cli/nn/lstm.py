@@ -22,6 +22,9 @@ There are two levels here:
   per step forward, one dz_t @ W_h^T GEMM per step backward, the weight and bias
   gradients in one GEMM after the loop). Its oracle is ``lstm_cli.nn.reference``, the
   plain DESIGN.md §1-§4 over a whole padded batch; tests check the two agree.
+
+The gate blocks are named once, in gates.py: ``TF.I, TF.J, TF.F, TF.O`` for the public
+(..., 4H) layout, ``Gate.J, Gate.I, Gate.F, Gate.O`` for the layer's gate-major arrays.
 """
 
 from __future__ import annotations
