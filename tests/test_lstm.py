@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lstm_cli.nn import reference
 from lstm_cli.nn.gradcheck import rel_error, vjp_check
 from lstm_cli.nn.lstm import (
     lstm_layer_backward,
@@ -17,31 +18,6 @@ TOL = 1e-6
 
 def _sig(z):
     return 1.0 / (1.0 + np.exp(-z))
-
-
-def tf_basic_lstm_reference(x, W, b, forget_bias, h0, c0):
-    """A plain per-step transcription of TF BasicLSTMCell (the seed's equations), batch-first.
-
-    xh = [x, h_prev]; it = sigmoid(xh.Wi + Bi); Ct~ = tanh(xh.Wj + Bj);
-    ft = sigmoid(xh.Wf + Bf + forget_bias); ot = sigmoid(xh.Wo + Bo);
-    Ct = ft*C_prev + it*Ct~; ht = ot*tanh(Ct).
-    """
-    B, T, I = x.shape
-    H = W.shape[1] // 4
-    Wi, Wj, Wf, Wo = (W[:, k * H : (k + 1) * H] for k in range(4))
-    Bi, Bj, Bf, Bo = (b[k * H : (k + 1) * H] for k in range(4))
-    h, c = h0, c0
-    hs = []
-    for t in range(T):
-        xh = np.concatenate([x[:, t], h], axis=1)
-        it = _sig(xh @ Wi + Bi)
-        ct_tilde = np.tanh(xh @ Wj + Bj)
-        ft = _sig(xh @ Wf + Bf + forget_bias)
-        ot = _sig(xh @ Wo + Bo)
-        c = ft * c + it * ct_tilde
-        h = ot * np.tanh(c)
-        hs.append(h)
-    return np.stack(hs, axis=1)  # (B, T, H)
 
 
 @pytest.fixture
@@ -100,7 +76,7 @@ def test_forget_bias_inside_the_sigmoid():
 def test_layer_forward_matches_tf_reference(rng, forget_bias):
     x, W, b, h0, c0 = _layer_problem(rng, T=6, B=4, I=3, H=5)
     h, _ = lstm_layer_forward(x, W, b, forget_bias, h0, c0)
-    ref = tf_basic_lstm_reference(x.transpose(1, 0, 2), W, b, forget_bias, h0, c0)
+    ref, _ = reference.forward(x.transpose(1, 0, 2), np.full(4, 6), W, b, forget_bias, h0, c0)
     np.testing.assert_allclose(h.transpose(1, 0, 2), ref, rtol=1e-13, atol=1e-14)
 
 
@@ -254,7 +230,8 @@ def test_packed_layer_equals_running_over_padding(rng):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 200, 1 << 20])
 def test_backward_chunking_does_not_change_gradients(rng, monkeypatch, chunk_bytes):
-    """The gate factors are computed a chunk of steps at a time; any chunk size gives the same result."""
+    """The gate factors are computed a chunk of steps at a time; any chunk size gives the
+    same result."""
     from lstm_cli.nn import lstm as lstm_module
 
     x, W, b, h0, c0 = _layer_problem(rng, T=7, B=2, I=2, H=3)
@@ -327,3 +304,101 @@ def test_backward_from_final_states_only_equals_the_dense_form(rng):
     assert rel_error(sparse[0], numeric["x_packed"]).max() < TOL
     with pytest.raises(ValueError, match="dh_last"):
         lstm_layer_backward(None, cache, W)
+
+
+# ------------------------------------------------- the reference (lstm_cli.nn.reference)
+
+LENGTHS = np.array([3, 7, 1, 7, 4])  # unsorted, two ending together, one of length 1
+
+
+def _padded_problem(rng, lengths=LENGTHS, T=8, I=2, H=3):
+    """A right-padded batch (T past the longest length) with every parameter random."""
+    B = len(lengths)
+    x = rng.normal(size=(B, T, I))
+    W = rng.normal(0, 0.6, size=(I + H, 4 * H))
+    b = rng.normal(0, 0.6, size=4 * H)
+    h0 = rng.normal(0, 0.5, size=(B, H))
+    c0 = rng.normal(0, 0.5, size=(B, H))
+    valid = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+    return x, W, b, h0, c0, valid
+
+
+@pytest.mark.parametrize("mode", ["dense", "last"])
+def test_reference_matches_finite_differences(rng, mode):
+    x, W, b, h0, c0, valid = _padded_problem(rng)
+    B, T, _ = x.shape
+    H = h0.shape[1]
+    if mode == "dense":  # dh at every valid step (the all-steps head)
+        dh = rng.normal(size=(B, T, H)) * valid[..., None]
+
+        def fwd(x, W, b, h0, c0):
+            return reference.forward(x, LENGTHS, W, b, 0.7, h0, c0)[0]
+
+        upstream = dh
+    else:  # dh only at each sequence's last step (the last-step head)
+        upstream = rng.normal(size=(B, H))
+        dh = reference.last_step_dh(upstream, LENGTHS, T)
+
+        def fwd(x, W, b, h0, c0):
+            return reference.forward(x, LENGTHS, W, b, 0.7, h0, c0)[0][np.arange(B), LENGTHS - 1]
+
+    numeric = vjp_check(fwd, dict(x=x, W=W, b=b, h0=h0, c0=c0), upstream)
+    _, cache = reference.forward(x, LENGTHS, W, b, 0.7, h0, c0)
+    dx, dW, db, dh0, dc0 = reference.backward(dh, cache)
+    assert not dx[~valid].any()  # padded steps get no gradient
+    for name, analytic in dict(x=dx, W=dW, b=db, h0=dh0, c0=dc0).items():
+        err = rel_error(analytic, numeric[name]).max()
+        assert err < TOL, f"{name}: max relative error {err:.2e}"
+
+
+def test_reference_ignores_head_gradient_at_padded_steps(rng):
+    x, W, b, h0, c0, valid = _padded_problem(rng)
+    dh = rng.normal(size=x.shape[:2] + (3,))
+    _, cache = reference.forward(x, LENGTHS, W, b, 1.0, h0, c0)
+    want = reference.backward(dh * valid[..., None], cache)
+    for got, expected in zip(reference.backward(dh, cache), want):
+        np.testing.assert_array_equal(got, expected)
+
+
+def _pack(a, order, valid_sorted):
+    """(B, T, ...) caller's order -> packed (N, ...) rows (sorted longest first, step-major)."""
+    return a[order].transpose(1, 0, *range(2, a.ndim))[valid_sorted.T]
+
+
+@pytest.mark.parametrize("mode", ["dense", "last"])
+@pytest.mark.parametrize("forget_bias", [1.0, -0.4])
+def test_packed_kernel_equals_the_reference(rng, mode, forget_bias):
+    """The fast packed kernel gives the reference's outputs and gradients (float64), for
+    both heads' dh patterns and mixed lengths including 1."""
+    from lstm_cli.nn.lstm import batch_sizes_from_lengths
+
+    x, W, b, h0, c0, valid = _padded_problem(rng)
+    B, T, _ = x.shape
+    H = h0.shape[1]
+    order = np.argsort(-LENGTHS, kind="stable")  # longest first
+    sizes = batch_sizes_from_lengths(LENGTHS[order])
+    valid_sorted = valid[order][:, : sizes.size]  # (B, T') T' = longest length
+    h_ref, cache_ref = reference.forward(x, LENGTHS, W, b, forget_bias, h0, c0)
+    x_packed = _pack(x[:, : sizes.size], order, valid_sorted)
+    h, cache = lstm_layer_forward(
+        x_packed, W, b, forget_bias, h0[order], c0[order], batch_sizes=sizes
+    )
+    np.testing.assert_allclose(h, _pack(h_ref[:, : sizes.size], order, valid_sorted), 1e-13, 1e-14)
+    if mode == "dense":
+        dh_ref = rng.normal(size=(B, T, H)) * valid[..., None]
+        got = lstm_layer_backward(_pack(dh_ref[:, : sizes.size], order, valid_sorted), cache, W)
+    else:
+        dh_last = rng.normal(size=(B, H))
+        dh_ref = reference.last_step_dh(dh_last, LENGTHS, T)
+        got = lstm_layer_backward(None, cache, W, dh_last=dh_last[order])
+    dx_ref, dW_ref, db_ref, dh0_ref, dc0_ref = reference.backward(dh_ref, cache_ref)
+    dx, dW, db, dh0, dc0 = got
+    want = dict(
+        dx=_pack(dx_ref[:, : sizes.size], order, valid_sorted),
+        dW=dW_ref,
+        db=db_ref,
+        dh0=dh0_ref[order],
+        dc0=dc0_ref[order],
+    )
+    for name, g in dict(dx=dx, dW=dW, db=db, dh0=dh0, dc0=dc0).items():
+        np.testing.assert_allclose(g, want[name], rtol=1e-12, atol=1e-13, err_msg=name)

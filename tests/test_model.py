@@ -172,7 +172,45 @@ def test_dropout_gradients_with_a_fixed_mask():
     # dropout is really on in training mode and off otherwise
     l_train = model.loss_and_grads(x, lengths, y, training=True, rng=np.random.default_rng(1))[0]
     assert l_train != pytest.approx(model.loss(x, lengths, y))
-    np.testing.assert_array_equal(model.predict_proba(x, lengths), model.predict_proba(x, lengths))
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_training_dropout_is_the_rescaled_mask(head):
+    """Training-mode logits equal a hand-built forward that multiplies layer 0's h by
+    mask / (1 - p), mask = rng.random(h.shape) >= p from the same seeded rng."""
+    from lstm_cli.nn.lstm import lstm_layer_forward
+
+    p = 0.3
+    model, x, lengths, y = random_problem(num_layers=2, head=head, seed=4)
+    model.dropout = p
+    logits, _ = model.forward(x, lengths, training=True, rng=np.random.default_rng(5))
+    P, pb = model.params, model.pack(x, lengths)
+    h, _ = lstm_layer_forward(
+        pb.x, P["lstm.0.W"], P["lstm.0.b"], model.forget_bias, batch_sizes=pb.batch_sizes
+    )
+    mask = np.random.default_rng(5).random(h.shape) >= p  # (N, H) kept units
+    h = h * mask / (1.0 - p)
+    h, _ = lstm_layer_forward(
+        h, P["lstm.1.W"], P["lstm.1.b"], model.forget_bias, batch_sizes=pb.batch_sizes
+    )
+    if head == "last":
+        h = h[pb.last_rows]
+    np.testing.assert_allclose(logits, h @ P["head.W"] + P["head.b"], rtol=1e-12, atol=1e-14)
+
+
+def test_dropout_is_off_at_inference():
+    """A model with dropout 0.5 predicts the same probabilities at every call, equal to the
+    same weights with dropout 0, and different from a training-mode forward."""
+    model, x, lengths, y = random_problem(num_layers=3, head="all", seed=6)
+    model.dropout = 0.5
+    twin = LSTMClassifier.from_spec({**model.spec(), "dropout": 0.0}, model.params)
+    probs = model.predict_proba(x, lengths)
+    np.testing.assert_array_equal(model.predict_proba(x, lengths), probs)
+    np.testing.assert_array_equal(twin.predict_proba(x, lengths), probs)
+    np.testing.assert_array_equal(model.evaluate_batch(x, lengths, y)[1], probs)
+    assert model.loss(x, lengths, y) == twin.loss(x, lengths, y)
+    logits, cache = model.forward(x, lengths, training=True, rng=np.random.default_rng(0))
+    assert np.abs(model.probabilities(logits, cache) - probs).max() > 1e-3
 
 
 def test_same_seed_same_parameters_and_dtypes():
@@ -391,7 +429,11 @@ def test_api_arguments_are_checked():
     x = np.random.default_rng(0).normal(size=(2, 5, 3))
     lengths, y = np.array([5, 3]), np.array([0, 2])
     for cw in ([1.0, 2.0], [1.0, np.nan, 1.0], [1.0, -1.0, 1.0]):
-        with pytest.raises(LstmCliError, match="class_weights must be 3 finite weights"):
+        with pytest.raises(
+            LstmCliError,
+            match=r"The 'class_weights' parameter of LSTMClassifier must be 3 finite weights >= 0 "
+            r"\(one per class\)\. Got .* instead\.",
+        ):
             model.loss_and_grads(x, lengths, y, class_weights=cw)
     with pytest.raises(LstmCliError, match="weight 0"):
         model.loss(x, lengths, y, class_weights=[0.0, 1.0, 0.0])
@@ -401,5 +443,33 @@ def test_api_arguments_are_checked():
     x_nan[1, 2, 0] = np.nan  # its last valid step: refused, named
     with pytest.raises(LstmCliError, match="sequence 1, step 3"):
         model.predict(x_nan, lengths)
-    with pytest.raises(LstmCliError, match="forget_bias must be a finite number"):
+    with pytest.raises(
+        LstmCliError,
+        match=r"The 'forget_bias' parameter of LSTMClassifier must be a float in the range "
+        r"\(-inf, inf\)\. Got nan instead\.",
+    ):
         LSTMClassifier(3, 4, 3, forget_bias=float("nan"))
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+def test_stacked_model_equals_the_reference(head):
+    """Three packed layers plus a head give the reference's loss, every gradient and dx
+    (float64), for mixed lengths including 1 and padding past the longest sequence."""
+    rng = np.random.default_rng(7)
+    lengths = np.array([4, 1, 6, 6, 2])
+    x = rng.normal(size=(5, 8, 3))
+    y = np.array([0, 2, 1, 1, 0])
+    model = LSTMClassifier(3, 4, 3, num_layers=3, head=head, forget_bias=0.8, dtype="float64")
+    for p in model.params.values():
+        p[...] = rng.normal(0.0, 0.6, size=p.shape)
+    loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
+    from lstm_cli.nn import reference
+
+    loss_ref, grads_ref, dx_ref = reference.classifier_loss_and_grads(
+        model.params, x, lengths, y, head=head, forget_bias=0.8
+    )
+    assert loss == pytest.approx(loss_ref, rel=1e-13)
+    valid = np.arange(8)[None, :] < lengths[:, None]
+    np.testing.assert_allclose(dx, dx_ref * valid[..., None], rtol=1e-11, atol=1e-14)
+    for k in model.params:
+        np.testing.assert_allclose(grads[k], grads_ref[k], rtol=1e-11, atol=1e-14, err_msg=k)

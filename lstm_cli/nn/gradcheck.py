@@ -175,7 +175,7 @@ def random_problem(
         dtype="float64",
         seed=rng,
     )
-    for k, p in model.params.items():
+    for p in model.params.values():
         p[...] = rng.normal(0.0, scale, size=p.shape)
     lengths = rng.integers(1, max_len + 1, size=batch)
     lengths[0] = max_len

@@ -1,4 +1,4 @@
-"""Softmax cross-entropy from logits, with per-row weights (README.md, "The model")."""
+"""Softmax cross-entropy from logits, with per-row weights (DESIGN.md §3)."""
 
 from __future__ import annotations
 

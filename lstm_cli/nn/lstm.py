@@ -1,6 +1,6 @@
 """One LSTM layer (TensorFlow BasicLSTMCell convention): forward and hand-written BPTT.
 
-Equations (README.md, "The model"), rows are batch entries, gate order i, j, f, o::
+Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
 
     z   = [x_t, h_{t-1}] @ W + b                W: (I+H, 4H), b: (4H,)
     i   = sigmoid(z_i)      j = tanh(z_j)
@@ -11,16 +11,20 @@ Equations (README.md, "The model"), rows are batch entries, gate order i, j, f, 
 Sequences are *time-major* inside the engine (packed, see the layout note below), so
 that the state of every running sequence at step t is one contiguous block. The model
 converts from the batch-first, right-padded public layout once per call; padded steps
-are never stored or computed, so they cannot change a result (README.md, "The model").
+are never stored or computed, so they cannot change a result (DESIGN.md §2).
 
 There are two levels here:
 
 * ``lstm_step_forward`` / ``lstm_step_backward``: one time step, written to read like
-  the equations; used by tests and as the reference for the layer.
+  the equations; used by tests.
 * ``lstm_layer_forward`` / ``lstm_layer_backward``: a whole sequence, vectorised over
   the batch and, wherever the recurrence allows, over time (one [1, x_t, h_{t-1}] GEMM
   per step forward, one dz_t @ W_h^T GEMM per step backward, the weight and bias
-  gradients in one GEMM after the loop).
+  gradients in one GEMM after the loop). Its oracle is ``lstm_cli.nn.reference``, the
+  plain DESIGN.md §1-§4 over a whole padded batch; tests check the two agree.
+
+The gate blocks are named once, in gates.py: ``TF.I, TF.J, TF.F, TF.O`` for the public
+(..., 4H) layout, ``Gate.J, Gate.I, Gate.F, Gate.O`` for the layer's gate-major arrays.
 """
 
 from __future__ import annotations
@@ -30,38 +34,26 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .gates import INTERNAL_FROM_TF, TF, Gate, activate_gates, sigmoid, split_gates
 
-def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Logistic function as 0.5 * tanh(z / 2) + 0.5: never overflows, 4 ufunc calls.
-
-    Accurate to ~1e-16 *absolute* (deep in the lower tail, e.g. z < -40, it returns 0
-    rather than a tiny positive number), which is all a gate value needs.
-    """
-    out = np.multiply(z, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-    return out
-
-
-def split_gates(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split (..., 4H) into the views i, j, f, o (each (..., H)). The one place the gate order lives."""
-    H = z.shape[-1] // 4
-    return z[..., :H], z[..., H : 2 * H], z[..., 2 * H : 3 * H], z[..., 3 * H :]
-
-
-def activate_gates(z: np.ndarray, forget_bias: float, out: np.ndarray | None = None) -> np.ndarray:
-    """Pre-activations (..., 4H) -> gate values [i|j|f|o] (..., 4H), forget_bias inside f's sigmoid."""
-    H = z.shape[-1] // 4
-    if out is None:
-        out = np.empty_like(z)
-    sigmoid(z[..., :H], out=out[..., :H])
-    np.tanh(z[..., H : 2 * H], out=out[..., H : 2 * H])
-    # f and o are adjacent in TF order: add forget_bias to f, then one sigmoid over both.
-    np.add(z[..., 2 * H : 3 * H], forget_bias, out=out[..., 2 * H : 3 * H])
-    np.copyto(out[..., 3 * H :], z[..., 3 * H :])
-    sigmoid(out[..., 2 * H :], out=out[..., 2 * H :])
-    return out
+__all__ = [
+    "INTERNAL_FROM_TF",
+    "TF",
+    "Gate",
+    "activate_gates",
+    "sigmoid",
+    "split_gates",
+    "StepCache",
+    "lstm_step_forward",
+    "lstm_step_backward",
+    "Workspace",
+    "batch_sizes_from_lengths",
+    "offsets_from_batch_sizes",
+    "LayerCache",
+    "internal_weights",
+    "lstm_layer_forward",
+    "lstm_layer_backward",
+]
 
 
 # --------------------------------------------------------------------------- one step
@@ -71,7 +63,7 @@ class StepCache(NamedTuple):
     x: np.ndarray  # (B, I)
     h_prev: np.ndarray  # (B, H)
     c_prev: np.ndarray  # (B, H)
-    gates: np.ndarray  # (B, 4H) post-activation [i|j|f|o]
+    gates: np.ndarray  # (B, 4H) post-activation, public layout [i|j|f|o]
     tanh_c: np.ndarray  # (B, H)
 
 
@@ -124,22 +116,21 @@ def lstm_step_backward(dh, dc_next, cache: StepCache, W):
 # never stored, so it costs nothing and cannot leak into any result. A full time-major
 # batch (T, B, F) is the special case batch_sizes = [B] * T (and is accepted as such).
 #
-# Inside the layer the gates are kept in the order j, i, f, o (candidate first), stored
-# gate-major as (4, N, H), and the weights of the three sigmoid gates are pre-scaled by
-# 1/2, so that one tanh over a step's whole (4, n, H) block activates every gate:
-#     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for i, f, o (contiguous)
+# Inside the layer the gates are stored gate-major as (4, N, H) in the Gate order (j, i,
+# f, o), and the weights of the three sigmoid gates are pre-scaled by 1/2, so that one
+# tanh over a step's whole (4, n, H) block activates every gate:
+#     j = tanh(z_j),   sigmoid(z) = 0.5 * tanh(z / 2) + 0.5   for Gate.SIGMOID (i, f, o)
 # dz, which feeds the GEMMs, is row-major (N, 4H) in TF order, so dW comes out in TF order.
 # Each row's GEMM input is kept as xh = [1, x_t, h_{t-1}] (N, 1+I+H): the column of ones
 # multiplies the bias row of the internal weights (internal_weights), so a forward step
 # is one GEMM, and the backward's bias-, x- and h-gradients are one GEMM xh^T @ dz.
-# A step's gates are computed in a contiguous (4, n, H) scratch block (numpy's ufuncs on
-# the strided (4, n, H) view of the (4, N, H) cache cost ~1.3 us more per call) and then
-# copied into the cache for the backward pass.
+# A step's gates are computed in a contiguous (4, n, H) scratch block (ufuncs over a
+# contiguous block skip numpy's strided iteration) and then copied into the cache for
+# the backward pass.
 # The public layout (TF order i, j, f, o; W (I+H, 4H) unscaled) is converted once per
 # call on the way in (internal_weights); the gradients need no conversion, since dz is
 # kept in TF order.
 
-_TF_TO_INTERNAL = np.array([1, 0, 2, 3])  # internal block k holds TF block _TF_TO_INTERNAL[k]
 _CHUNK_BYTES = 1 << 19  # backward computes gate factors for this many bytes of steps at a time
 
 
@@ -180,7 +171,8 @@ def batch_sizes_from_lengths(lengths, T=None):
     return (lengths[None, :] > np.arange(T)[:, None]).sum(axis=1).astype(np.int64)
 
 
-def _offsets(batch_sizes):
+def offsets_from_batch_sizes(batch_sizes):
+    """(T+1,) first packed row of each step (and N at the end) from batch_sizes (T,)."""
     offsets = np.zeros(len(batch_sizes) + 1, np.int64)
     np.cumsum(batch_sizes, out=offsets[1:])
     return offsets
@@ -189,7 +181,7 @@ def _offsets(batch_sizes):
 class LayerCache(NamedTuple):
     xh: np.ndarray  # (N, 1+I+H) each valid row's [1, x_t, h_{t-1}]
     c_prev: np.ndarray  # (N, H) each row's c_{t-1}
-    gates: np.ndarray  # (4, N, H) post-activation, gate-major, internal order j, i, f, o
+    gates: np.ndarray  # (4, N, H) post-activation, gate-major, Gate order (j, i, f, o)
     tanh_c: np.ndarray  # (N, H)
     batch_sizes: np.ndarray  # (T,) rows of each step (non-increasing)
     offsets: np.ndarray  # (T+1,) first row of each step
@@ -204,17 +196,17 @@ def internal_weights(W, b, forget_bias):
     """The layer's weights as the step GEMM uses them: (4, 1+I+H, H), gate-major.
 
     Rows [b; W_x; W_h] (the bias is the row multiplied by xh's column of ones, forget_bias
-    folded into the forget gate's bias), gate blocks reordered to j, i, f, o and the three
+    folded into the forget gate's bias), gate blocks in the Gate order and the three
     sigmoid gates scaled by 1/2 (see the layout note above). W (I+H, 4H), b (4H,) TF order.
     """
     IH, H4 = W.shape  # IH = I + H
     H = H4 // 4
     W_g = np.empty((4, 1 + IH, H), W.dtype)
-    W_g[:, 0] = b.reshape(4, H)[_TF_TO_INTERNAL]  # the bias row
-    W_g[:, 1:] = W.reshape(IH, 4, H)[:, _TF_TO_INTERNAL].transpose(1, 0, 2)
-    # (scalars as 0-d arrays of W's dtype: cheaper in a ufunc call than Python floats)
-    W_g[2, 0] += np.array(forget_bias, W.dtype)  # forget_bias inside the forget gate's sigmoid
-    W_g[1:] *= np.array(0.5, W.dtype)  # i, f, o: sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
+    W_g[:, 0] = b.reshape(4, H)[INTERNAL_FROM_TF]  # the bias row
+    W_g[:, 1:] = W.reshape(IH, 4, H)[:, INTERNAL_FROM_TF].transpose(1, 0, 2)
+    # (scalars as 0-d arrays of W's dtype, so they never change the arrays' dtype)
+    W_g[Gate.F, 0] += np.array(forget_bias, W.dtype)  # forget_bias inside f's sigmoid
+    W_g[Gate.SIGMOID] *= np.array(0.5, W.dtype)  # sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
     return W_g
 
 
@@ -231,9 +223,7 @@ def lstm_layer_forward(
     to take the large arrays from (h and the cache then live in it until its next use).
 
     Each step is one GEMM, [1, x_t, h_{t-1}] (n, 1+I+H) @ W_g (4, 1+I+H, H) -> the
-    step's (4, n, H) pre-activations, bias included: measured faster than projecting
-    every step's x in one big GEMM and adding the bias and h-part per step (fewer calls,
-    and the K = 1+I+H GEMM runs closer to the BLAS's peak than the thin K = I one).
+    step's (4, n, H) pre-activations, bias included.
     """
     alloc = _allocator(workspace, "fwd.")
     shape = x.shape
@@ -242,7 +232,7 @@ def lstm_layer_forward(
         batch_sizes = np.full(T, B, np.int64)
         x = x.reshape(T * B, I)
     batch_sizes = np.asarray(batch_sizes, np.int64)
-    offsets = _offsets(batch_sizes)
+    offsets = offsets_from_batch_sizes(batch_sizes)
     N, I = x.shape
     H = W.shape[1] // 4
     B = int(batch_sizes[0])
@@ -250,9 +240,7 @@ def lstm_layer_forward(
     if N != offsets[-1]:
         raise ValueError(f"x has {N} rows but batch_sizes sum to {offsets[-1]}")
     W_g = internal_weights(W, b, forget_bias)  # (4, 1+I+H, H)
-    # 0.5 as a 0-d array of the layer's dtype: a Python float in a ufunc call costs ~0.35 us
-    # more per call (numpy's weak-scalar promotion), twice per step.
-    half = np.array(0.5, dtype)
+    half = np.array(0.5, dtype)  # 0-d, the layer's dtype
 
     # xh holds every row's [1, x_t, h_{t-1}]; the h-part is written step by step.
     xh = alloc("xh", (N, 1 + I + H), dtype)
@@ -263,10 +251,8 @@ def lstm_layer_forward(
     c0 = np.zeros((B, H), dtype) if c0 is None else c0
     h = alloc("h", (N, H), dtype)
     ij = alloc("ij", (B, H), dtype)
-    # A step's (4, n, H) gate block is the first 4nH floats of g_buf, contiguous, not
-    # g_buf[:, :n]: numpy's ufuncs on a contiguous block skip the strided iteration that
-    # cost ~1.3 us per call on small blocks. Its views are made once per batch size n
-    # (~0.13 us per view).
+    # A step's (4, n, H) gate block is the first 4nH floats of g_buf (contiguous, not
+    # g_buf[:, :n]). Its views are made once per batch size n.
     g_buf = alloc("g", (4 * B * H,), dtype)
     views = {}
     T = len(batch_sizes)
@@ -289,7 +275,7 @@ def lstm_layer_forward(
         v = views.get(n)
         if v is None:
             g = g_buf[: 4 * n * H].reshape(4, n, H)
-            v = views[n] = (g, g[1:], *g, ij[:n])
+            v = views[n] = (g, g[Gate.SIGMOID], g[Gate.J], g[Gate.I], g[Gate.F], g[Gate.O], ij[:n])
         if need_cache:
             c_prev, c_t, tc_t = c_prev_all[lo:hi], c_prev_all[hi : hi + n], tanh_c[lo:hi]
         else:  # the next step's c_{t-1} is the first rows of this step's c_t
@@ -311,9 +297,8 @@ def _cell_step(xh_rows, W_g, half, views, c_prev, c_t, tc_t, h_t):
     """One step's cell for n rows, into the given arrays; returns h_t (n, H).
 
     xh_rows (n, 1+I+H), W_g (4, 1+I+H, H) (internal_weights), half a 0-d 0.5 of the
-    layer's dtype, views = (g, g[1:], j, i, f, o, ij) over one contiguous (4, n, H) gate
-    block plus an (n, H) scratch; c_prev may be c_t (updated in place). Outputs are
-    passed positionally (~35 ns less per call than out=).
+    layer's dtype, views = (g, g[Gate.SIGMOID], j, i, f, o, ij) over one contiguous
+    (4, n, H) gate block plus an (n, H) scratch; c_prev may be c_t (updated in place).
     """
     g, sig, j, i, f, o, ij_t = views
     np.matmul(xh_rows, W_g, g)  # (4, n, H) pre-activations
@@ -330,19 +315,18 @@ def _cell_step(xh_rows, W_g, half, views, c_prev, c_t, tc_t, h_t):
 def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     """Gate-local parts of dz for a block of m rows, written into the out arrays.
 
-    gates (4, m, H) gate-major, internal order j, i, f, o; out_dgate (4, m, H) gate-major
-    in TF order i, j, f, o (as dz's columns); out_dc_from_h (m, H).
+    gates (4, m, H) gate-major in the Gate order; out_dgate (4, m, H) gate-major in the TF
+    order (as dz's columns); out_dc_from_h (m, H). With dh and dc as in DESIGN.md §4:
     dz_i = dc * (j i (1 - i)),  dz_j = dc * (i (1 - j^2)),  dz_f = dc * (c_prev f (1 - f)),
     dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
     """
-    m, H = tanh_c.shape
-    j, i, f, o = gates
+    j, i, o = gates[Gate.J], gates[Gate.I], gates[Gate.O]
     dg = out_dgate
-    dgi, dgj, dgf, dgo = dg
-    np.subtract(1.0, i, out=dgi)  # s (1 - s); f and o are adjacent in both orders
+    dgi, dgj, dgf, dgo = dg[TF.I], dg[TF.J], dg[TF.F], dg[TF.O]
+    np.subtract(1.0, i, out=dgi)  # s (1 - s) for the sigmoid gates
     dgi *= i
-    np.subtract(1.0, gates[2:], out=dg[2:])
-    dg[2:] *= gates[2:]
+    np.subtract(1.0, gates[Gate.FO], out=dg[TF.FO])
+    dg[TF.FO] *= gates[Gate.FO]
     dgi *= j
     dgf *= c_prev
     dgo *= tanh_c
@@ -355,7 +339,7 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
 
 
 def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None):
-    """BPTT through one layer (README.md, "The model").
+    """BPTT through one layer (DESIGN.md §4; lstm_cli.nn.reference.backward is its oracle).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
     layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)
@@ -370,43 +354,90 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
     returns None for dx.
     """
     alloc = _allocator(workspace, "bwd.")
-    xh, gates, sizes, offsets = cache.xh, cache.gates, cache.batch_sizes, cache.offsets
-    N = xh.shape[0]  # gates is (4, N, H)
+    N = cache.xh.shape[0]
     I = cache.input_size
     H = W.shape[1] // 4
-    B = int(sizes[0])
+    B = int(cache.batch_sizes[0])
     dtype = W.dtype
+    bounds = cache.offsets.tolist()
+    dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
+    dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
     if dh is not None:
-        dh = dh.reshape(N, H)
+        total_dh = _dense_dh(dh.reshape(N, H), alloc("dh_t", (B, H), dtype))
     elif dh_last is None or dh_last.shape != (B, H):
         raise ValueError(f"give dh, or dh=None and dh_last of shape {(B, H)}")
+    else:
+        total_dh = _last_step_dh(dh_last, dh_next, bounds)
+    dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations, TF order
+    _bptt(cache, W, total_dh, dz, dh_next, dc_next, alloc)
+
+    dWb = np.matmul(cache.xh.T, dz)  # (1+I+H, 4H): the bias (ones column), x-rows, h-rows
+    dW, db = dWb[1:], dWb[0]  # (I+H, 4H), (4H,)
+    dx = None
+    if need_dx:
+        WxT = np.ascontiguousarray(W[:I].T)  # (4H, I)
+        dx = np.matmul(dz, WxT, out=alloc("dx", (N, I), dtype))  # (N, I)
+        dx = dx.reshape(cache.shape)
+    return dx, dW, db, dh_next, dc_next
+
+
+def _dense_dh(dh, dh_t):
+    """Total dL/dh_t when the upstream gives every valid step a gradient (the all-steps
+    head, or the layer above): dh (N, H) packed, dh_t (B, H) scratch."""
+
+    def total(t, lo, hi, dh_next_n):
+        return np.add(dh[lo:hi], dh_next_n, out=dh_t[: hi - lo])  # (n, H)
+
+    return total
+
+
+def _last_step_dh(dh_last, dh_next, bounds):
+    """Total dL/dh_t when only each sequence's last step has a head gradient, dh_last (B, H)
+    in packed-batch order: the sequences ending at step t are rows n_{t+1}..n_t, whose
+    dh_next rows nothing has written yet (zero), so the head gradient is simply put there."""
+    T = len(bounds) - 1
+
+    def total(t, lo, hi, dh_next_n):
+        n = hi - lo
+        n_after = bounds[t + 2] - hi if t + 1 < T else 0  # sequences still running at t+1
+        if n_after < n:
+            dh_next[n_after:n] = dh_last[n_after:n]
+        return dh_next_n  # (n, H), read before the step's GEMM overwrites it
+
+    return total
+
+
+def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc):
+    """The step loop of the backward, t = T-1 down to 0: fills dz (N, 4H) (TF order) and
+    leaves dh0, dc0 in dh_next, dc_next (B, H). total_dh(t, lo, hi, dh_next[:n]) gives
+    step t's (n, H) total dL/dh_t (head part + part from step t+1)."""
+    gates, bounds = cache.gates, cache.offsets.tolist()  # gates (4, N, H), Gate order
+    N, H = cache.tanh_c.shape
+    B = dh_next.shape[0]
+    dtype = dz.dtype
+    I = cache.input_size
     WhT = np.ascontiguousarray(W[I:].T)  # (4H, H); a transposed view would run a slower GEMM
 
     # Gate factors are computed a chunk of steps at a time (about _CHUNK_BYTES), so they
     # are still in cache when the step loop reads them.
     steps_per_chunk = max(1, _CHUNK_BYTES // max(1, B * 5 * H * dtype.itemsize))
     chunk_rows = int(min(N, B * steps_per_chunk))
-    dgate_buf = alloc("dgate", (4, chunk_rows, H), dtype)
+    dgate_buf = alloc("dgate", (4, chunk_rows, H), dtype)  # TF order
     dcfh_buf = alloc("dc_from_h", (chunk_rows, H), dtype)
-
-    dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations, TF order
-    dh_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. h_t
-    dc_next = np.zeros((B, H), dtype)  # from step t+1, w.r.t. c_t
-    dh_t = alloc("dh_t", (B, H), dtype)
     dc = alloc("dc", (B, H), dtype)
-    T = len(sizes)
-    bounds = offsets.tolist()
+    T = len(bounds) - 1
     chunk_lo = bounds[T]
-    dz_ijf = dz.reshape(N, 4, H)[:, :3].transpose(1, 0, 2)  # (3, N, H) view: the i, j, f blocks
-    dz_o = dz[:, 3 * H :]  # (N, H) view: the o block
+    dz_4 = dz.reshape(N, 4, H).transpose(1, 0, 2)  # (4, N, H) view, TF order
+    dz_ijf, dz_o = dz_4[TF.IJF], dz_4[TF.O]
+    f_all = gates[Gate.F]  # (N, H)
     views = {}  # the (n, H) views of the per-step state, made once per batch size n
     for t in range(T - 1, -1, -1):
         lo, hi = bounds[t], bounds[t + 1]
         n = hi - lo
         v = views.get(n)
         if v is None:
-            v = views[n] = (dh_t[:n], dh_next[:n], dc[:n], dc_next[:n])
-        dh_t_n, dh_next_n, dc_n, dc_next_n = v
+            v = views[n] = (dh_next[:n], dc[:n], dc_next[:n])
+        dh_next_n, dc_n, dc_next_n = v
         if lo < chunk_lo:  # next chunk (backwards in time): steps t_first..t
             t_first = t
             while t_first > 0 and hi - bounds[t_first - 1] <= chunk_rows:
@@ -420,26 +451,11 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
                 dgate_buf[:, :m],
                 dcfh_buf[:m],
             )
-        r = lo - chunk_lo
-        if dh is not None:
-            dh_n = np.add(dh[lo:hi], dh_next_n, out=dh_t_n)  # (n, H) total dL/dh_t
-        else:  # only the sequences ending here (rows n_after..n) get a head gradient
-            n_after = bounds[t + 2] - hi if t + 1 < T else 0
-            if n_after < n:
-                dh_next[n_after:n] = dh_last[n_after:n]
-            dh_n = dh_next_n  # read before the GEMM below overwrites it
+        r = lo - chunk_lo  # this step's first row in the chunk
+        dh_n = total_dh(t, lo, hi, dh_next_n)  # (n, H) dL/dh_t
         np.multiply(dh_n, dcfh_buf[r : r + n], out=dc_n)
-        dc_n += dc_next_n
-        # i, j, f blocks share the factor dc: one broadcast multiply over (3, n, H)
-        np.multiply(dgate_buf[:3, r : r + n], dc_n, out=dz_ijf[:, lo:hi])
-        np.multiply(dh_n, dgate_buf[3, r : r + n], out=dz_o[lo:hi])
-        np.matmul(dz[lo:hi], WhT, out=dh_next_n)
-        np.multiply(dc_n, gates[2, lo:hi], out=dc_next_n)
-
-    dWb = np.matmul(xh.T, dz)  # (1+I+H, 4H): the bias (the ones column), the x-rows and the h-rows
-    dW, db = dWb[1:], dWb[0]  # (I+H, 4H), (4H,)
-    dx = None
-    if need_dx:
-        dx = np.matmul(dz, np.ascontiguousarray(W[:I].T), out=alloc("dx", (N, I), dtype))  # (N, I)
-        dx = dx.reshape(cache.shape)
-    return dx, dW, db, dh_next, dc_next
+        dc_n += dc_next_n  # dc = dh * o * (1 - tanh_c^2) + dc_next
+        np.multiply(dgate_buf[TF.IJF, r : r + n], dc_n, out=dz_ijf[:, lo:hi])
+        np.multiply(dh_n, dgate_buf[TF.O, r : r + n], out=dz_o[lo:hi])
+        np.matmul(dz[lo:hi], WhT, out=dh_next_n)  # dh_next = dz @ W_h^T
+        np.multiply(dc_n, f_all[lo:hi], out=dc_next_n)  # dc_next = dc * f

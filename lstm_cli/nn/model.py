@@ -13,7 +13,6 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import LstmCliError
+from ..validate import Interval, Options, check, param_error
 from .heads import (
     all_steps_backward,
     all_steps_forward,
@@ -28,58 +28,23 @@ from .heads import (
     last_step_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
+from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward, offsets_from_batch_sizes
+from .params import INITS, init_params, param_shapes, parameter_count
+
+__all__ = [
+    "DTYPES",
+    "HEADS",
+    "INITS",
+    "ForwardCache",
+    "LSTMClassifier",
+    "PackedBatch",
+    "init_params",
+    "param_shapes",
+    "parameter_count",
+]
 
 HEADS = ("last", "all")
-INITS = ("uniform", "glorot_orthogonal")
 DTYPES = ("float32", "float64")
-
-
-def init_params(
-    input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32", init="uniform", rng=None
-):
-    """Fresh parameters as a dict of arrays (see the module docstring for names and shapes).
-
-    init="uniform": every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (the PyTorch scheme),
-    head bias the same with H as fan-in.
-    init="glorot_orthogonal": per gate block, the x-rows Glorot-uniform, the h-rows a random
-    orthogonal (H, H) matrix, LSTM biases zero; head Glorot-uniform, bias zero.
-    rng: a numpy Generator (or a seed); same seed => identical parameters.
-    """
-    rng = np.random.default_rng(rng)
-    H, K = hidden_size, num_classes
-    params = {}
-    for k in range(num_layers):
-        I = input_size if k == 0 else H
-        if init == "uniform":
-            bound = 1.0 / np.sqrt(H)
-            W = rng.uniform(-bound, bound, size=(I + H, 4 * H))
-            b = rng.uniform(-bound, bound, size=4 * H)
-        elif init == "glorot_orthogonal":
-            limit = np.sqrt(6.0 / (I + H))
-            Wx = rng.uniform(-limit, limit, size=(I, 4 * H))
-            Wh = np.concatenate([_orthogonal(H, rng) for _ in range(4)], axis=1)  # (H, 4H)
-            W = np.concatenate([Wx, Wh], axis=0)
-            b = np.zeros(4 * H)
-        else:
-            raise LstmCliError(f"init must be one of {INITS}; got {init!r}")
-        params[f"lstm.{k}.W"] = W.astype(dtype)
-        params[f"lstm.{k}.b"] = b.astype(dtype)
-    if init == "uniform":
-        bound = 1.0 / np.sqrt(H)
-        params["head.W"] = rng.uniform(-bound, bound, size=(H, K)).astype(dtype)
-        params["head.b"] = rng.uniform(-bound, bound, size=K).astype(dtype)
-    else:
-        limit = np.sqrt(6.0 / (H + K))
-        params["head.W"] = rng.uniform(-limit, limit, size=(H, K)).astype(dtype)
-        params["head.b"] = np.zeros(K, dtype)
-    return params
-
-
-def _orthogonal(n, rng):
-    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed so it is uniform)."""
-    q, r = np.linalg.qr(rng.standard_normal((n, n)))
-    return q * np.sign(np.diag(r))
 
 
 class PackedBatch(NamedTuple):
@@ -105,25 +70,6 @@ class ForwardCache(NamedTuple):
     batch: PackedBatch
 
 
-def param_shapes(input_size, hidden_size, num_classes, num_layers) -> dict:
-    """{name: shape} of a model's parameters, in order: lstm.{k}.W (I_k+H, 4H) and
-    lstm.{k}.b (4H,) per layer (I_0 = input_size, I_k = H above), head.W (H, K), head.b (K,)."""
-    H, K = hidden_size, num_classes
-    shapes = {}
-    for k in range(num_layers):
-        shapes[f"lstm.{k}.W"] = ((input_size if k == 0 else H) + H, 4 * H)
-        shapes[f"lstm.{k}.b"] = (4 * H,)
-    shapes["head.W"], shapes["head.b"] = (H, K), (K,)
-    return shapes
-
-
-def parameter_count(input_size, hidden_size, num_classes, num_layers) -> int:
-    """Number of parameters (the sizes of param_shapes, in closed form: num_layers may be a
-    typo of 10**8, which must be refused without building a dict that long)."""
-    I, H, K, L = input_size, hidden_size, num_classes, num_layers
-    return 4 * H * (I + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + H * K + K
-
-
 def _physical_memory():
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -144,9 +90,18 @@ def _check_size(model) -> None:
     if memory is not None and need > memory:
         raise LstmCliError(
             f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
-            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} parameters; "
-            f"they need {_bytes(need)} with their gradients, more than this machine's {_bytes(memory)}"
+            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} "
+            f"parameters; they need {_bytes(need)} with their gradients, more than this "
+            f"machine's {_bytes(memory)}"
         )
+
+
+def _dtype_name(dtype):
+    """'float32' for float32 however it is spelled (np.float32, np.dtype, 'f4'); else dtype."""
+    try:
+        return str(np.dtype(dtype))
+    except TypeError:
+        return dtype
 
 
 def _bytes(n) -> str:
@@ -186,31 +141,17 @@ class LSTMClassifier:
         init="uniform",
         seed=0,
     ):
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_classes", num_classes),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise LstmCliError(f"{name} must be an int >= 1; got {value!r}")
-        if head not in HEADS:
-            raise LstmCliError(f"head must be one of {HEADS}; got {head!r}")
-        if not math.isfinite(float(forget_bias)):
-            raise LstmCliError(f"forget_bias must be a finite number; got {forget_bias!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise LstmCliError(f"dropout must be in [0, 1); got {dropout!r}")
-        if str(np.dtype(dtype)) not in DTYPES:
-            raise LstmCliError(f"dtype must be one of {DTYPES}; got {dtype!r}")
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
-        self.num_classes = int(num_classes)
-        self.num_layers = int(num_layers)
-        self.head = head
-        self.forget_bias = float(forget_bias)
-        self.dropout = float(dropout)
-        self.dtype = np.dtype(dtype)
-        self.init = init
+        owner = "LSTMClassifier"
+        size = Interval(int, 1)
+        self.input_size = check("input_size", input_size, size, owner)
+        self.hidden_size = check("hidden_size", hidden_size, size, owner)
+        self.num_classes = check("num_classes", num_classes, size, owner)
+        self.num_layers = check("num_layers", num_layers, size, owner)
+        self.head = check("head", head, Options(*HEADS), owner)
+        self.forget_bias = check("forget_bias", forget_bias, Interval(float), owner)
+        self.dropout = check("dropout", dropout, Interval(float, 0.0, 1.0), owner)
+        self.dtype = np.dtype(check("dtype", _dtype_name(dtype), Options(*DTYPES), owner))
+        self.init = check("init", init, Options(*INITS), owner)
         _check_size(self)
         self.params = init_params(
             self.input_size,
@@ -246,7 +187,7 @@ class LSTMClassifier:
         return model
 
     def set_params(self, params: dict) -> None:
-        """Replace the parameters, checking names and shapes (arrays are cast to the model dtype)."""
+        """Replace the parameters, checking names and shapes (cast to the model dtype)."""
         self.params = self.conform_params(params)
 
     def conform_params(self, params: dict) -> dict:
@@ -293,8 +234,7 @@ class LSTMClassifier:
             raise LstmCliError(f"every length must be in [1, {T}]; got {shortest}..{longest}")
         running = np.arange(longest)[:, None] < sorted_lengths  # (T', B) sorted batch, T' = longest
         batch_sizes = running.sum(axis=1)  # (T',) sequences running at each step
-        offsets = np.zeros(longest + 1, np.int64)
-        np.cumsum(batch_sizes, out=offsets[1:])
+        offsets = offsets_from_batch_sizes(batch_sizes)  # (T'+1,)
         # packed rows in step-major order: (t, r) for r < batch_sizes[t]
         t_idx, r_idx = np.nonzero(running)
         seq = order[r_idx]  # (N,) caller's sequence of each row
@@ -405,17 +345,15 @@ class LSTMClassifier:
         return grads, dx
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
-        """The loss's averaging weights per logits row (README.md, "The model"): (B,) for the last
+        """The loss's averaging weights per logits row (DESIGN.md §3): (B,) for the last
         head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
         if class_weights is None:
             w_seq = np.ones(len(y))
         else:
             cw = np.asarray(class_weights, np.float64)
             if cw.shape != (self.num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
-                raise LstmCliError(
-                    f"class_weights must be {self.num_classes} finite weights >= 0 "
-                    f"(one per class); got shape {cw.shape}"
-                )
+                expected = f"{self.num_classes} finite weights >= 0 (one per class)"
+                raise param_error("class_weights", expected, class_weights, "LSTMClassifier")
             w_seq = cw[y]
             if not w_seq.sum() > 0:
                 raise LstmCliError("class_weights give every sequence of the batch weight 0")
@@ -507,7 +445,7 @@ class LSTMClassifier:
         return per_step.sum(axis=1) / pb.lengths[:, None]
 
     def predict_proba(self, x, lengths):
-        """Class probabilities (B, K) (for head="all": mean over valid steps of per-step softmax)."""
+        """Class probabilities (B, K) (head="all": mean over valid steps of per-step softmax)."""
         logits, cache = self.forward(
             x, lengths, need_cache=False, workspaces=self._own_workspaces()
         )
@@ -518,7 +456,7 @@ class LSTMClassifier:
         return self.predict_proba(x, lengths).argmax(axis=1)
 
     def logits(self, x, lengths):
-        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padded steps)."""
+        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padding)."""
         logits, cache = self.forward(x, lengths, need_cache=False)
         if self.head == "last":
             return logits
@@ -528,7 +466,8 @@ class LSTMClassifier:
         return out
 
     def evaluate_batch(self, x, lengths, y):
-        """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and probs (B, K)."""
+        """One forward: per-sequence cross-entropy (B,) (all head: mean over valid steps) and
+        probabilities (B, K)."""
         logits, cache = self.forward(
             x, lengths, need_cache=False, workspaces=self._own_workspaces()
         )

@@ -1,4 +1,4 @@
-"""Optimizers, gradient clipping and learning-rate schedules over parameter dicts.
+"""Optimizers and gradient clipping over parameter dicts (LRSchedule: schedules.py, re-exported).
 
 Parameters and gradients are plain ``dict[str, np.ndarray]`` with the model's public
 names (``lstm.0.W``, ``lstm.0.b``, ..., ``head.W``, ``head.b``); the gradients dict has
@@ -24,12 +24,13 @@ treats as "weak" and therefore never upcasts a float32 array.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
 from ..errors import CheckpointError, LstmCliError
+from ..validate import Bool, Interval, Options, check, param_error
+from .schedules import SCHEDULES, LRSchedule
 
 __all__ = [
     "global_norm",
@@ -43,44 +44,14 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _bad_param(name: str, owner: str, expected: str, value) -> LstmCliError:
-    """Build the scikit-learn style parameter error used throughout the project."""
-    return LstmCliError(
-        f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead."
-    )
-
-
-def _check_real(name, owner, value, *, low=None, high=None, low_open=False, high_open=False):
-    """Return ``value`` as a float after checking it is a finite real in the interval."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise _bad_param(name, owner, "a real number", value)
-    value = float(value)
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
-    interval = (
-        f"in the range {lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    )
-    if not math.isfinite(value):
-        raise _bad_param(name, owner, f"a finite real number {interval}", value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise _bad_param(name, owner, f"a real number {interval}", value)
-    if high is not None and (value > high or (high_open and value == high)):
-        raise _bad_param(name, owner, f"a real number {interval}", value)
-    return value
-
-
-def _check_int(name, owner, value, *, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise _bad_param(name, owner, f"an int in the range [{low}, inf)", value)
-    if value < low:
-        raise _bad_param(name, owner, f"an int in the range [{low}, inf)", value)
-    return int(value)
+_NON_NEGATIVE = Interval(float, 0.0, None, closed="left")  # [0, inf)
+_POSITIVE = Interval(float, 0.0, None, closed="neither")  # (0, inf)
+_UNIT = Interval(float, 0.0, 1.0, closed="left")  # [0, 1)
 
 
 def _check_grads(params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], keys):
@@ -135,7 +106,7 @@ def clip_by_global_norm(grads: Mapping[str, np.ndarray], max_norm):
     norm = global_norm(grads)
     if max_norm is None:
         return dict(grads), norm
-    max_norm = _check_real("max_norm", "clip_by_global_norm", max_norm, low=0.0)
+    max_norm = check("max_norm", max_norm, _NON_NEGATIVE, "clip_by_global_norm")
     if max_norm == 0.0 or not math.isfinite(norm) or norm <= max_norm:
         return dict(grads), norm
     scale = max_norm / norm  # Python float: weak scalar, keeps float32 arrays float32
@@ -163,20 +134,20 @@ class _Optimizer:
                     )
                 self._shapes[k] = (p.shape, p.dtype)
         elif isinstance(params_or_keys, (str, bytes)):
-            raise _bad_param(
+            raise param_error(
                 "params",
-                type(self).__name__,
                 "a params dict or an iterable of keys",
                 params_or_keys,
+                type(self).__name__,
             )
         else:
             keys = list(params_or_keys)
             self._shapes = {}
         if not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
-            raise _bad_param("params", type(self).__name__, "distinct string keys", keys)
+            raise param_error("params", "distinct string keys", keys, type(self).__name__)
         self._keys = keys
         self._keyset = frozenset(keys)
-        self.lr = _check_real("lr", type(self).__name__, lr, low=0.0)
+        self.lr = check("lr", lr, _NON_NEGATIVE, type(self).__name__)
         self.steps = 0
         self._state: dict[str, dict[str, np.ndarray]] = {s: {} for s in self._slots}
         self._scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -189,13 +160,7 @@ class _Optimizer:
     def _prepare(self, params, grads):
         _check_grads(params, grads, self._keyset)
         # Re-check the per-step lr: the scheduler (or a user) assigns it directly.
-        lr = self.lr
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, numbers.Real)
-            or not (math.isfinite(lr) and lr >= 0)
-        ):
-            raise _bad_param("lr", type(self).__name__, "a finite real number >= 0", self.lr)
+        check("lr", self.lr, _NON_NEGATIVE, type(self).__name__)
         for k in self._keys:
             p = params[k]
             known = self._shapes.get(k)
@@ -315,10 +280,9 @@ class SGD(_Optimizer):
 
     def __init__(self, params_keys_or_params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params_keys_or_params, lr)
-        self.momentum = _check_real("momentum", "SGD", momentum, low=0.0, high=1.0, high_open=True)
-        self.weight_decay = _check_real("weight_decay", "SGD", weight_decay, low=0.0)
-        if not isinstance(nesterov, bool):
-            raise _bad_param("nesterov", "SGD", "a bool", nesterov)
+        self.momentum = check("momentum", momentum, _UNIT, "SGD")
+        self.weight_decay = check("weight_decay", weight_decay, _NON_NEGATIVE, "SGD")
+        nesterov = check("nesterov", nesterov, Bool(), "SGD")
         if nesterov and self.momentum == 0.0:
             raise LstmCliError("SGD: nesterov=True needs momentum > 0")
         self.nesterov = nesterov
@@ -374,16 +338,11 @@ class Adam(_Optimizer):
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
-            raise _bad_param("betas", "Adam", "a pair (beta1, beta2)", betas) from None
-        self.betas = (
-            _check_real("betas[0]", "Adam", b1, low=0.0, high=1.0, high_open=True),
-            _check_real("betas[1]", "Adam", b2, low=0.0, high=1.0, high_open=True),
-        )
-        self.eps = _check_real("eps", "Adam", eps, low=0.0, low_open=True)
-        self.weight_decay = _check_real("weight_decay", "Adam", weight_decay, low=0.0)
-        if not isinstance(decoupled, bool):
-            raise _bad_param("decoupled", "Adam", "a bool", decoupled)
-        self.decoupled = decoupled
+            raise param_error("betas", "a pair (beta1, beta2)", betas, "Adam") from None
+        self.betas = (check("betas[0]", b1, _UNIT, "Adam"), check("betas[1]", b2, _UNIT, "Adam"))
+        self.eps = check("eps", eps, _POSITIVE, "Adam")
+        self.weight_decay = check("weight_decay", weight_decay, _NON_NEGATIVE, "Adam")
+        self.decoupled = check("decoupled", decoupled, Bool(), "Adam")
 
     @property
     def name(self):  # type: ignore[override]
@@ -441,145 +400,9 @@ def make_optimizer(
     name, params, lr, momentum=0.9, nesterov=False, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
 ):
     """Build ``"sgd"`` (SGD), ``"adam"`` (Adam + coupled L2) or ``"adamw"`` (decoupled decay)."""
+    name = check("name", name, Options(*OPTIMIZERS), "make_optimizer")
     if name == "sgd":
         return SGD(params, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    if name in ("adam", "adamw"):
-        return Adam(
-            params, lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=(name == "adamw")
-        )
-    raise _bad_param("name", "make_optimizer", f"a str among {set(OPTIMIZERS)}", name)
-
-
-# ------------------------------------------------------------------------ schedules
-
-
-class LRSchedule:
-    """Epoch-level learning-rate schedule: ``constant``, ``step``, ``cosine`` or ``plateau``.
-
-    * ``step``: ``base_lr * gamma ** (epoch // step_size)``.
-    * ``cosine``: ``min_lr + (base_lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2``;
-      epochs are 0-based, so epoch 0 gives ``base_lr`` and the last epoch
-      (``epochs - 1``) is one step short of ``min_lr``; epochs past ``epochs`` stay at
-      ``min_lr`` instead of rising again.
-    * ``plateau``: the lr starts at ``base_lr``; ``observe`` counts consecutive epochs
-      without strict improvement of the metric and, when the count **reaches**
-      ``patience`` (Keras semantics; PyTorch waits for ``patience + 1``), multiplies
-      the lr by ``factor`` (never below ``min_lr``) and resets the count.
-    * ``constant``: always the current lr (``base_lr``).
-
-    The trainer calls ``lr_for_epoch(epoch)`` at the start of each epoch, assigns it to
-    ``optimizer.lr``, and calls ``observe(val_metric)`` at the end of the epoch.
-    """
-
-    def __init__(
-        self, name, base_lr, epochs, step_size=10, gamma=0.5, min_lr=0.0, patience=5, factor=0.5
-    ):
-        if name not in SCHEDULES:
-            raise _bad_param("name", "LRSchedule", f"a str among {set(SCHEDULES)}", name)
-        self.name = name
-        self.base_lr = _check_real("base_lr", "LRSchedule", base_lr, low=0.0)
-        self.epochs = _check_int("epochs", "LRSchedule", epochs, low=1)
-        self.step_size = _check_int("step_size", "LRSchedule", step_size, low=1)
-        self.gamma = _check_real("gamma", "LRSchedule", gamma, low=0.0, low_open=True)
-        self.min_lr = _check_real("min_lr", "LRSchedule", min_lr, low=0.0)
-        if name in ("cosine", "plateau") and self.min_lr > self.base_lr:
-            raise LstmCliError(
-                f"LRSchedule {name!r}: min_lr ({self.min_lr}) must not exceed base_lr ({self.base_lr})"
-            )
-        self.patience = _check_int("patience", "LRSchedule", patience, low=0)
-        self.factor = _check_real(
-            "factor", "LRSchedule", factor, low=0.0, high=1.0, low_open=True, high_open=True
-        )
-        self.lr = self.base_lr  # current lr of the plateau/constant schedules
-        self.best: float | None = None  # best metric seen so far (plateau)
-        self.mode: str | None = None  # "min" or "max", fixed by the first observe()
-        self.num_bad_epochs = 0
-
-    def lr_for_epoch(self, epoch) -> float:
-        """Return the learning rate to use during 0-based ``epoch``."""
-        epoch = _check_int("epoch", "LRSchedule.lr_for_epoch", epoch, low=0)
-        if self.name == "step":
-            return self.base_lr * self.gamma ** (epoch // self.step_size)
-        if self.name == "cosine":
-            frac = min(epoch, self.epochs) / self.epochs
-            return (
-                self.min_lr + (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * frac)) / 2.0
-            )
-        return self.lr
-
-    def observe(self, metric_value, mode="min") -> None:
-        """Record an epoch's validation metric (plateau only; other schedules ignore it).
-
-        ``mode="min"`` for losses, ``"max"`` for accuracies. A NaN metric counts as no
-        improvement.
-        """
-        if mode not in ("min", "max"):
-            raise _bad_param("mode", "LRSchedule.observe", "a str among {'min', 'max'}", mode)
-        if self.name != "plateau":
-            return
-        if self.mode is None:
-            self.mode = mode
-        elif mode != self.mode:
-            raise LstmCliError(f"LRSchedule.observe: mode changed from {self.mode!r} to {mode!r}")
-        value = float(metric_value)
-        if self.best is None:
-            improved = math.isfinite(value)
-        elif mode == "min":
-            improved = value < self.best
-        else:
-            improved = value > self.best
-        if improved:
-            self.best = value
-            self.num_bad_epochs = 0
-            return
-        self.num_bad_epochs += 1
-        if self.num_bad_epochs >= self.patience:
-            self.lr = max(self.lr * self.factor, self.min_lr)
-            self.num_bad_epochs = 0
-
-    def state_dict(self) -> dict:
-        """Return the JSON-serialisable state (name, hyperparameters, current lr, counters)."""
-        return {
-            "name": self.name,
-            "base_lr": self.base_lr,
-            "epochs": self.epochs,
-            "step_size": self.step_size,
-            "gamma": self.gamma,
-            "min_lr": self.min_lr,
-            "patience": self.patience,
-            "factor": self.factor,
-            "lr": self.lr,
-            "best": self.best,
-            "mode": self.mode,
-            "num_bad_epochs": self.num_bad_epochs,
-        }
-
-    def load_state_dict(self, d: Mapping) -> None:
-        """Restore the mutable state (lr, best, mode, counter); hyperparameters stay as built.
-
-        Raises ``CheckpointError`` if ``d`` belongs to another schedule or is malformed.
-        """
-        if not isinstance(d, Mapping):
-            raise CheckpointError("schedule state must be a dict")
-        if d.get("name") != self.name:
-            raise CheckpointError(
-                f"schedule state was written by {d.get('name')!r}, cannot load it into {self.name!r}"
-            )
-        lr, best, mode, bad = d.get("lr"), d.get("best"), d.get("mode"), d.get("num_bad_epochs")
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, (int, float))
-            or not math.isfinite(lr)
-            or lr < 0
-        ):
-            raise CheckpointError(f"schedule state: bad lr {lr!r}")
-        if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-            raise CheckpointError(f"schedule state: bad best {best!r}")
-        if mode not in (None, "min", "max"):
-            raise CheckpointError(f"schedule state: bad mode {mode!r}")
-        if isinstance(bad, bool) or not isinstance(bad, int) or bad < 0:
-            raise CheckpointError(f"schedule state: bad num_bad_epochs {bad!r}")
-        self.lr = float(lr)
-        self.best = None if best is None else float(best)
-        self.mode = mode
-        self.num_bad_epochs = bad
+    return Adam(
+        params, lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=(name == "adamw")
+    )

@@ -1,0 +1,80 @@
+"""A model's parameters: names, shapes, count and initialisation (re-exported by ``model``).
+
+Names are the public contract, shared with checkpoints: ``lstm.{k}.W`` (I_k+H, 4H),
+``lstm.{k}.b`` (4H,) for layer k (0-based; I_0 is the input size, I_k = H above),
+``head.W`` (H, K), ``head.b`` (K,).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..validate import Options, param_error
+
+INITS = ("uniform", "glorot_orthogonal")
+
+
+def init_params(
+    input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32", init="uniform", rng=None
+):
+    """Fresh parameters as a dict of arrays (names and shapes: the module docstring).
+
+    init="uniform": every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (the PyTorch scheme),
+    head bias the same with H as fan-in.
+    init="glorot_orthogonal": per gate block, the x-rows Glorot-uniform, the h-rows a random
+    orthogonal (H, H) matrix, LSTM biases zero; head Glorot-uniform, bias zero.
+    rng: a numpy Generator (or a seed); same seed => identical parameters.
+    """
+    rng = np.random.default_rng(rng)
+    H, K = hidden_size, num_classes
+    params = {}
+    for k in range(num_layers):
+        I = input_size if k == 0 else H
+        if init == "uniform":
+            bound = 1.0 / np.sqrt(H)
+            W = rng.uniform(-bound, bound, size=(I + H, 4 * H))
+            b = rng.uniform(-bound, bound, size=4 * H)
+        elif init == "glorot_orthogonal":
+            limit = np.sqrt(6.0 / (I + H))
+            Wx = rng.uniform(-limit, limit, size=(I, 4 * H))
+            Wh = np.concatenate([_orthogonal(H, rng) for _ in range(4)], axis=1)  # (H, 4H)
+            W = np.concatenate([Wx, Wh], axis=0)
+            b = np.zeros(4 * H)
+        else:
+            raise param_error("init", Options(*INITS).description(), init, "init_params")
+        params[f"lstm.{k}.W"] = W.astype(dtype)
+        params[f"lstm.{k}.b"] = b.astype(dtype)
+    if init == "uniform":
+        bound = 1.0 / np.sqrt(H)
+        params["head.W"] = rng.uniform(-bound, bound, size=(H, K)).astype(dtype)
+        params["head.b"] = rng.uniform(-bound, bound, size=K).astype(dtype)
+    else:
+        limit = np.sqrt(6.0 / (H + K))
+        params["head.W"] = rng.uniform(-limit, limit, size=(H, K)).astype(dtype)
+        params["head.b"] = np.zeros(K, dtype)
+    return params
+
+
+def _orthogonal(n, rng):
+    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed so it is uniform)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def param_shapes(input_size, hidden_size, num_classes, num_layers) -> dict:
+    """{name: shape} of a model's parameters, in order: lstm.{k}.W (I_k+H, 4H) and
+    lstm.{k}.b (4H,) per layer (I_0 = input_size, I_k = H above), head.W (H, K), head.b (K,)."""
+    H, K = hidden_size, num_classes
+    shapes = {}
+    for k in range(num_layers):
+        shapes[f"lstm.{k}.W"] = ((input_size if k == 0 else H) + H, 4 * H)
+        shapes[f"lstm.{k}.b"] = (4 * H,)
+    shapes["head.W"], shapes["head.b"] = (H, K), (K,)
+    return shapes
+
+
+def parameter_count(input_size, hidden_size, num_classes, num_layers) -> int:
+    """Number of parameters (the sizes of param_shapes, in closed form: num_layers may be a
+    typo of 10**8, which must be refused without building a dict that long)."""
+    I, H, K, L = input_size, hidden_size, num_classes, num_layers
+    return 4 * H * (I + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + H * K + K
