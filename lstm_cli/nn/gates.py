@@ -1,4 +1,4 @@
-"""Gate order and activations shared by the LSTM code (DESIGN.md §1).
+"""Gate order and activations shared by the LSTM code (docs/design.md §1).
 
 ``TF`` names the gate blocks of the public layout (W's columns, b, dz, checkpoints):
 TensorFlow's order i, j, f, o. ``Gate`` names the blocks of the fast layer's gate-major

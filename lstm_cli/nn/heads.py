@@ -1,4 +1,4 @@
-"""The two softmax heads on the top layer's hidden states (DESIGN.md §3).
+"""The two softmax heads on the top layer's hidden states (docs/design.md §3).
 
 Both share one softmax layer V (H, K), a (K,). Hidden states come in the engine's
 packed layout (lstm.py): h (N, H), one row per valid step of every sequence.

@@ -1,6 +1,6 @@
 """Convert parameters between lstm_cli (TF BasicLSTMCell layout) and PyTorch / Keras layouts.
 
-DESIGN.md §5 (weight layouts). lstm_cli keeps one kernel W (I+H, 4H) per layer, x-rows
+docs/design.md §5 (weight layouts). lstm_cli keeps one kernel W (I+H, 4H) per layer, x-rows
 first, gate order i, j, f, o, and a separate forget_bias added inside the forget sigmoid.
 PyTorch's nn.LSTM keeps weight_ih (4H, I), weight_hh (4H, H), bias_ih + bias_hh in gate
 order i, f, g, o; Keras keeps kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,) in order

@@ -1,4 +1,4 @@
-"""Softmax cross-entropy from logits, with per-row weights (DESIGN.md §3)."""
+"""Softmax cross-entropy from logits, with per-row weights (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One LSTM layer (TensorFlow BasicLSTMCell convention): forward and hand-written BPTT.
 
-Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
+Equations (docs/design.md §1), rows are batch entries, gate order i, j, f, o::
 
     z   = [x_t, h_{t-1}] @ W + b                W: (I+H, 4H), b: (4H,)
     i   = sigmoid(z_i)      j = tanh(z_j)
@@ -11,7 +11,7 @@ Equations (DESIGN.md §1), rows are batch entries, gate order i, j, f, o::
 Sequences are *time-major* inside the engine (packed, see the layout note below), so
 that the state of every running sequence at step t is one contiguous block. The model
 converts from the batch-first, right-padded public layout once per call; padded steps
-are never stored or computed, so they cannot change a result (DESIGN.md §2).
+are never stored or computed, so they cannot change a result (docs/design.md §2).
 
 There are two levels here:
 
@@ -21,7 +21,7 @@ There are two levels here:
   the batch and, wherever the recurrence allows, over time (one [1, x_t, h_{t-1}] GEMM
   per step forward, one dz_t @ W_h^T GEMM per step backward, the weight and bias
   gradients in one GEMM after the loop). Its oracle is ``lstm_cli.nn.reference``, the
-  plain DESIGN.md §1-§4 over a whole padded batch; tests check the two agree.
+  plain docs/design.md §1-§4 over a whole padded batch; tests check the two agree.
 
 The gate blocks are named once, in gates.py: ``TF.I, TF.J, TF.F, TF.O`` for the public
 (..., 4H) layout, ``Gate.J, Gate.I, Gate.F, Gate.O`` for the layer's gate-major arrays.
@@ -316,7 +316,7 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     """Gate-local parts of dz for a block of m rows, written into the out arrays.
 
     gates (4, m, H) gate-major in the Gate order; out_dgate (4, m, H) gate-major in the TF
-    order (as dz's columns); out_dc_from_h (m, H). With dh and dc as in DESIGN.md §4:
+    order (as dz's columns); out_dc_from_h (m, H). With dh and dc as in docs/design.md §4:
     dz_i = dc * (j i (1 - i)),  dz_j = dc * (i (1 - j^2)),  dz_f = dc * (c_prev f (1 - f)),
     dz_o = dh * (tanh_c o (1 - o)),  and dc = dh * (o (1 - tanh_c^2)) + dc_next.
     """
@@ -339,7 +339,7 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
 
 
 def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None):
-    """BPTT through one layer (DESIGN.md §4; lstm_cli.nn.reference.backward is its oracle).
+    """BPTT through one layer (docs/design.md §4; lstm_cli.nn.reference.backward is its oracle).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
     layer), in the layout of forward's x ((N, H) packed or (T, B, H) full). W (I+H, 4H)

@@ -345,7 +345,7 @@ class LSTMClassifier:
         return grads, dx
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
-        """The loss's averaging weights per logits row (DESIGN.md §3): (B,) for the last
+        """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
         head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
         if class_weights is None:
             w_seq = np.ones(len(y))

@@ -1,6 +1,6 @@
 """A plain reference LSTM layer over a whole right-padded batch: the oracle of the fast kernel.
 
-Written to be read against DESIGN.md §1-§4 line by line, cs231n style: one pure
+Written to be read against docs/design.md §1-§4 line by line, cs231n style: one pure
 ``forward`` returning the outputs and an explicitly named cache, one ``backward`` taking
 the upstream gradient and that cache. Batch-first, TF gate order i, j, f, o everywhere,
 no packing, no scratch buffers, no pre-scaled weights. Slow on purpose; use
@@ -8,12 +8,12 @@ no packing, no scratch buffers, no pre-scaled weights. Slow on purpose; use
 
 Letters: B sequences, T steps (the padded length), I inputs, H hidden units.
 
-``classifier_loss_and_grads`` stacks these layers under either head (DESIGN.md §3): the
+``classifier_loss_and_grads`` stacks these layers under either head (docs/design.md §3): the
 whole model's loss and gradients, the oracle of ``LSTMClassifier.loss_and_grads``.
 
 Padding: the forward simply runs over the padded steps (they come after every valid step,
 so they cannot change one); the backward gives padded steps no head gradient and a zero
-dz, so they change no gradient either (DESIGN.md §2, §4). Padding values must be finite
+dz, so they change no gradient either (docs/design.md §2, §4). Padding values must be finite
 (0 * nan is nan in dW); the model never passes padding to the kernel at all.
 """
 
@@ -43,7 +43,7 @@ class ReferenceCache(NamedTuple):
 
 
 def forward(x, lengths, W, b, forget_bias=1.0, h0=None, c0=None):
-    """DESIGN.md §1 over a right-padded batch.
+    """docs/design.md §1 over a right-padded batch.
 
     x (B, T, I), lengths (B,) each in [1, T], W (I+H, 4H) and b (4H,) in TF gate order
     i, j, f, o, h0 / c0 (B, H) or None for zeros.
@@ -76,7 +76,7 @@ def forward(x, lengths, W, b, forget_bias=1.0, h0=None, c0=None):
 
 
 def backward(dh_head, cache: ReferenceCache):
-    """DESIGN.md §4: BPTT from t = T-1 down to 0 with dh_next = dc_next = 0 at T-1.
+    """docs/design.md §4: BPTT from t = T-1 down to 0 with dh_next = dc_next = 0 at T-1.
 
     dh_head (B, T, H): the heads' gradient w.r.t. each step's h (the all-steps head: every
     valid step; the last-step head: only step lengths[b] - 1). Padded steps get none,
@@ -120,7 +120,7 @@ def backward(dh_head, cache: ReferenceCache):
 
 def last_step_dh(dh_last, lengths, T):
     """(B, T, H) upstream gradient that is dh_last[b] at step lengths[b] - 1 and 0 elsewhere
-    (what the last-step head gives, DESIGN.md §3)."""
+    (what the last-step head gives, docs/design.md §3)."""
     B, H = dh_last.shape
     dh = np.zeros((B, T, H), dh_last.dtype)
     dh[np.arange(B), np.asarray(lengths) - 1] = dh_last

@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (DESIGN.md §9): one communicator, shards, one Allreduce.
+"""Data-parallel training over MPI (docs/design.md §9): one communicator, shards, one Allreduce.
 
 P processes hold the same parameters and draw the same random numbers (same seed), so
 they form the same global batches in the same order as one process. Each global batch is
