@@ -19,6 +19,8 @@ from hypothesis.extra.numpy import arrays
 
 from lstm_cli import data as D
 from lstm_cli.data import SequenceDataset
+from lstm_cli.data.common import check_finite_chunked
+from lstm_cli.data.labels import labels_to_array
 from lstm_cli.errors import DataError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -571,7 +573,7 @@ def test_chunked_finite_check_reports_global_row(tmp_path, monkeypatch):
     x = np.zeros((7, 2))
     x[5, 1] = np.nan
     with pytest.raises(DataError, match=r"x.npy\[5, 1\] is nan"):
-        D._check_finite_chunked(x, "x.npy", "src", chunk_rows=2)
+        check_finite_chunked(x, "x.npy", "src", chunk_rows=2)
 
 
 # ---------------------------------------------------------------------------
@@ -846,7 +848,7 @@ def datasets(draw):
     else:
         labels = None
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    lab = None if labels is None else D._labels_to_array(labels, "<h>")
+    lab = None if labels is None else labels_to_array(labels, "<h>")
     return SequenceDataset(x, offsets, lab, "<hypothesis>")
 
 

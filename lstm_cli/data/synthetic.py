@@ -19,7 +19,8 @@ import sys
 import numpy as np
 
 from ..errors import LstmCliError
-from . import SequenceDataset, write_jsonl
+from .dataset import SequenceDataset
+from .jsonl import write_jsonl
 
 __all__ = ["make_pattern_task", "make_random_dataset", "pattern_signatures", "main"]
 
@@ -27,7 +28,8 @@ __all__ = ["make_pattern_task", "make_random_dataset", "pattern_signatures", "ma
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise LstmCliError(
-            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} instead."
+            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r}"
+            " instead."
         )
 
 
@@ -72,7 +74,7 @@ def make_pattern_task(
     signature_seed=0,
     dtype=np.float64,
 ):
-    """Sequences of N(0, noise^2) steps; class k adds signature k to the first ``pattern_len`` steps.
+    """Sequences of N(0, noise^2) steps; class k adds signature k to the first pattern_len steps.
 
     Lengths are uniform in [min_len, max_len] (min_len >= pattern_len); classes are
     balanced (each of 0..K-1 appears n // K or n // K + 1 times, shuffled); labels
