@@ -1,5 +1,6 @@
 """Tests of lstm_cli.data: readers, writers, validation messages, labels, splits, batching."""
 
+import importlib.util
 import io
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import string
 import tempfile
 import time
+import tracemalloc
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,6 +21,7 @@ from hypothesis.extra.numpy import arrays
 
 from lstm_cli import data as D
 from lstm_cli.data import SequenceDataset
+from lstm_cli.data import npz as npz_mod
 from lstm_cli.data.common import check_finite_chunked
 from lstm_cli.data.labels import labels_to_array
 from lstm_cli.errors import DataError, LstmCliError
@@ -488,6 +491,84 @@ def test_npz_valid_details(tmp_path):
         save_npz(tmp_path / "e.npz", x=X, lengths=LEN, extra=np.zeros(3)), require_labels=False
     )
     assert ds.labels is None
+
+
+_spec = importlib.util.spec_from_file_location(
+    "bad_inputs_make_npz", REPO / "tests" / "bad_inputs" / "make_npz.py"
+)
+make_npz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_npz)
+
+
+def peak_traced_bytes(fn):
+    """Peak bytes allocated (Python and NumPy, as tracemalloc sees them) while fn() runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        (
+            "declares_huge_x",
+            ["array 'x'", "zip member 'x.npy'", "declares shape", "12.0 GiB", "holds 64.0 MiB"],
+        ),
+        ("many_lengths", ["array 'lengths' has 4000000 entries", "more than the 9 rows"]),
+        ("many_labels", ["array 'y' has shape (4000000,), expected (3,)"]),
+    ],
+)
+def test_npz_declared_size_refused_before_decompressing(tmp_path, case, fragments):
+    """A small archive whose .npy headers declare more data than it can hold, or than the
+    other arrays allow, is refused from the headers: memory stays small, not the declared
+    size (the unchecked read allocated the declared 12 GiB, or decompressed 32 MB)."""
+    path = make_npz.NPZ_SIZE_CASES[case](str(tmp_path))
+    assert os.path.getsize(path) < 200_000
+    errors = []
+
+    def load():
+        with pytest.raises(DataError) as info:
+            D.load_dataset(path)
+        errors.append(str(info.value))
+
+    assert peak_traced_bytes(load) < 8 << 20
+    assert errors[0].startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_npz_bigger_than_memory_refused(tmp_path, monkeypatch):
+    path = save_npz(tmp_path / "d.npz", x=X, lengths=LEN, y=Y)
+    monkeypatch.setattr(npz_mod, "_memory_ceiling", lambda: 64)
+    expect_error(
+        lambda: D.read_npz(path), path, "array 'x'", "(80 bytes), more than this machine's memory"
+    )
+    monkeypatch.setattr(npz_mod, "_memory_ceiling", lambda: 80)
+    assert len(D.read_npz(path)) == 2
+
+
+def test_npz_headers_checked_for_normal_archives(tmp_path):
+    """Compressed, uncompressed, zip64 and .npy version 2.0 members still load as before."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 3))
+    lengths = np.full(300, 10)
+    y = np.array([f"c{k % 4}" for k in range(300)])
+    expected = SequenceDataset(x, np.concatenate([[0], np.cumsum(lengths)]), y)
+    for name, save in (("plain", np.savez), ("compressed", np.savez_compressed)):
+        path = tmp_path / f"{name}.npz"
+        with open(path, "wb") as fh:
+            save(fh, x=x, lengths=lengths, y=y)
+        assert_same(D.read_npz(path), expected)
+    path = tmp_path / "v2.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in (("x", x), ("lengths", lengths), ("y", y)):
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arr, version=(2, 0))
+    assert_same(D.read_npz(path), expected)
 
 
 def test_npy_dir(tmp_path):

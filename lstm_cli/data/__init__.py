@@ -5,8 +5,9 @@ sequence (docs: "Data formats"). One module per job:
 
 - ``dataset``: :class:`SequenceDataset` and :class:`SequenceView`, and the one read of a
   set of sequences' rows (memory-map aware);
-- ``jsonl``, ``npz`` (NPZ archives and ``.npy`` folders), ``csvfile``, ``ts``: one format
-  each, a reader and a writer; ``formats``: ``load_dataset``, which picks one;
+- ``jsonl``, ``npz``, ``npyfolder``, ``csvfile``, ``ts``: one format each, a reader and a
+  writer (``arrays``: the checks NPZ and .npy folders share);
+- ``formats``: ``load_dataset``, which picks a reader;
 - ``labels``: label checks, the label -> class-index map, stratified splits;
 - ``batching``: index batches and padded arrays; ``normalize``: feature statistics, the
   normalisation check and the training data's fingerprint;
@@ -27,7 +28,8 @@ from .formats import FORMATS, load_dataset
 from .jsonl import read_jsonl, write_jsonl
 from .labels import class_list, encode_labels, label_text_problem, stratified_split
 from .normalize import check_normalisable, feature_stats, feature_summary, fingerprint
-from .npz import NPY_FOLDER_ARRAYS, read_npy_dir, read_npz, write_npy_dir, write_npz
+from .npyfolder import NPY_FOLDER_ARRAYS, read_npy_dir, write_npy_dir
+from .npz import read_npz, write_npz
 from .ts import read_ts, write_ts
 
 __all__ = [

@@ -8,7 +8,8 @@ from ..errors import DataError
 from .common import EXTENSIONS, not_found
 from .csvfile import CSV_OPTION_KEYS, read_csv
 from .jsonl import read_jsonl
-from .npz import read_npy_dir, read_npz
+from .npyfolder import read_npy_dir
+from .npz import read_npz
 from .ts import read_ts
 
 FORMATS = ("auto", "jsonl", "npz", "npy", "csv", "ts")
