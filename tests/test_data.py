@@ -1095,6 +1095,27 @@ def test_stratified_split_edges():
 # feature stats, padding, batching
 
 
+def test_fingerprint_covers_lengths_labels_and_values():
+    """The resume digest changes when the labels change and nothing else does (relabelled
+    sequences with the same set of classes, or int labels read back as strings)."""
+    ds = make_ds(lengths=(3, 1, 4, 2), labels=("a", "b", "a", "b"))
+    digest = D.fingerprint(ds)
+    copy = SequenceDataset(ds.x.copy(), ds.offsets.copy(), ds.labels.copy(), "elsewhere")
+    assert D.fingerprint(copy) == digest  # the content, not the object or the file name
+    relabelled = SequenceDataset(ds.x, ds.offsets, np.array(["b", "a", "a", "b"]), ds.source)
+    assert D.class_list(relabelled.labels) == D.class_list(ds.labels)
+    assert D.fingerprint(relabelled) != digest
+    assert D.fingerprint(SequenceDataset(ds.x, ds.offsets, None, ds.source)) != digest
+    ints = SequenceDataset(ds.x, ds.offsets, np.array([0, 1, 0, 1]), ds.source)
+    as_text = SequenceDataset(ds.x, ds.offsets, np.array(["0", "1", "0", "1"]), ds.source)
+    assert D.fingerprint(ints) != D.fingerprint(as_text)
+    regrouped = SequenceDataset(ds.x, np.array([0, 2, 4, 8, 10]), ds.labels, ds.source)
+    assert D.fingerprint(regrouped) != digest
+    edited = ds.x.copy()
+    edited[0, 0] += 1.0
+    assert D.fingerprint(SequenceDataset(edited, ds.offsets, ds.labels, ds.source)) != digest
+
+
 def test_feature_stats_chunked_and_floor(tmp_path):
     rng = np.random.default_rng(3)
     x = rng.normal(5.0, 2.0, size=(1003, 3))
