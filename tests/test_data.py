@@ -270,7 +270,7 @@ GOOD = '{"x": [[1, 2], [3, 4]], "y": "a"}\n'
             ["line 1", "step 2, feature 2 is -1e+300", "float32's range"],
         ),
         (
-            '{"x": [[1, %d]], "y": "a"}\n' % 10**39,
+            '{"x": [[1, ' + str(10**39) + ']], "y": "a"}\n',
             ["line 1", "feature 2 is 1e+39", "float32's range"],
         ),
         (
@@ -354,7 +354,7 @@ def test_jsonl_valid_details(tmp_path):
     unlabeled = write(tmp_path, "u.jsonl", '{"x": [[1]]}\n{"x": [[2], [3]]}\n')
     assert D.read_jsonl(unlabeled, require_labels=False).labels is None
     # an integer beyond int64 is still a number (np.array alone would make an object array of it)
-    ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, %d]], "y": 1}\n' % 10**20))
+    ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, ' + str(10**20) + ']], "y": 1}\n'))
     np.testing.assert_array_equal(ds.x, [[1.0, 1e20]])
     # a surrogate pair is one character (U+1F600), not a lone surrogate
     ds = D.read_jsonl(write(tmp_path, "e.jsonl", '{"x": [[1, 2]], "y": "smile \\ud83d\\ude00"}\n'))
@@ -457,7 +457,7 @@ def test_npz_not_an_archive(tmp_path):
 
 @pytest.mark.parametrize("member", ["x", "lengths", "y", "x.npy", "y.npy"])
 def test_npz_member_that_is_not_a_npy_array(tmp_path, member):
-    """np.load returns raw bytes for a member without the .npy header: named, not an AttributeError."""
+    """np.load returns raw bytes for a member without a .npy header: named, no AttributeError."""
     path = tmp_path / "d.npz"
     with zipfile.ZipFile(path, "w") as zf:
         for key, arr in (("x", X), ("lengths", LEN), ("y", Y)):
@@ -619,7 +619,7 @@ def test_npy_dir_member_without_npy_header(tmp_path, name):
     (folder / f"{name}.npy").write_bytes(bytes(range(256)) * 2)
     for mmap in (True, False):
         msg = expect_error(
-            lambda: D.read_npy_dir(folder, mmap=mmap),
+            lambda mmap=mmap: D.read_npy_dir(folder, mmap=mmap),
             folder,
             f"{name}.npy is not a .npy file",
             "no .npy header",
@@ -633,7 +633,7 @@ def test_directory_named_like_a_data_file(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         msg = expect_error(
-            lambda: D.load_dataset(folder),
+            lambda folder=folder: D.load_dataset(folder),
             folder,
             "is a directory",
             f"expected a {name[1:]} file",
@@ -1287,7 +1287,10 @@ def test_make_batches_pools_change_membership_between_epochs():
     first = D.make_batches(lengths, 64, rng=rng)
     second = D.make_batches(lengths, 64, rng=rng)
     assert D.padded_fraction(first, lengths) < 0.05
-    as_sets = lambda batches: {frozenset(b.tolist()) for b in batches}
+
+    def as_sets(batches):
+        return {frozenset(b.tolist()) for b in batches}
+
     assert len(as_sets(first) & as_sets(second)) < len(first) // 10
 
 
