@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, LstmCliError
 from ..validate import Interval, check
-from .dataset import SequenceView
+from .dataset import SequenceView, steps_within
 
 
 def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
@@ -39,7 +39,7 @@ def pad_batch(ds, indices, dtype=np.float32, mean=None, std=None):
                 data = data / np.asarray(std, dtype=np.float64)
     out = np.zeros((B, T, F), dtype=dtype)  # (B, T, F)
     b_of_row = np.repeat(np.arange(B), lens)  # (S,)
-    t_of_row = np.arange(data.shape[0]) - np.repeat(np.cumsum(lens) - lens, lens)  # (S,)
+    t_of_row = steps_within(lens)  # (S,)
     if mean is None and std is None:  # the loaders checked the raw values
         out[b_of_row, t_of_row] = data
     else:
@@ -95,15 +95,18 @@ def make_batches(lengths, batch_size, rng=None, shuffle=True, bucket=True, pool_
         batches = []
         for start in range(0, n, pool):
             members = perm[start : start + pool]
-            members = members[np.argsort(lengths[members], kind="stable")]
-            batches.extend(members[s : s + batch_size] for s in range(0, members.size, batch_size))
+            batches += _cut(members[np.argsort(lengths[members], kind="stable")], batch_size)
         return [batches[k] for k in rng.permutation(len(batches))]
     if bucket:
         order = np.argsort(lengths, kind="stable")
     else:
         order = rng.permutation(n) if shuffle else np.arange(n)
-    order = order.astype(np.int64)
-    return [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    return _cut(order.astype(np.int64), batch_size)
+
+
+def _cut(order, batch_size):
+    """``order`` cut into consecutive batches of ``batch_size`` (the last may be shorter)."""
+    return [order[s : s + batch_size] for s in range(0, order.size, batch_size)]
 
 
 def padded_fraction(batches, lengths):

@@ -27,15 +27,17 @@ def offsets_of(lengths):
     return offsets
 
 
+def steps_within(lens):
+    """(sum(lens),) int64: for each row of sequences of lengths ``lens`` stacked, its step
+    inside its own sequence (0 .. lens[k] - 1)."""
+    lens = np.asarray(lens, dtype=np.int64)  # (B,)
+    first = np.cumsum(lens) - lens  # (B,) row where each sequence starts
+    return np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(first, lens)
+
+
 def _ranges(starts, lens):
     """Concatenated index ranges [starts[k], starts[k] + lens[k]) as one int64 array."""
-    starts = np.asarray(starts, dtype=np.int64)  # (B,)
-    lens = np.asarray(lens, dtype=np.int64)  # (B,)
-    total = int(lens.sum())
-    ends = np.cumsum(lens)  # (B,)
-    # position inside its own range, for every output element: (total,)
-    within = np.arange(total, dtype=np.int64) - np.repeat(ends - lens, lens)
-    return np.repeat(starts, lens) + within  # (total,)
+    return np.repeat(np.asarray(starts, dtype=np.int64), lens) + steps_within(lens)
 
 
 @dataclass(eq=False)

@@ -110,10 +110,14 @@ class LabelCollector:
         return None if self.present_where is None else labels_to_array(self.values, self.source)
 
 
+def _no_labels(prefix=""):
+    return DataError(f"{prefix}the dataset has no labels")
+
+
 def class_list(labels):
     """Sorted unique labels as plain Python ints or strs (the label -> index map)."""
     if labels is None:
-        raise DataError("the dataset has no labels")
+        raise _no_labels()
     return np.unique(np.asarray(labels)).tolist()
 
 
@@ -126,7 +130,7 @@ def encode_labels(labels, classes, source=""):
     """
     prefix = f"{source}: " if source else ""
     if labels is None:
-        raise DataError(f"{prefix}the dataset has no labels")
+        raise _no_labels(prefix)
     labels = np.asarray(labels)
     classes = list(classes)
     if not classes:

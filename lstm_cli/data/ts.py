@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from ..errors import DataError
+from ..validate import param_error
 from .common import build, check_finite, read_text
 from .labels import LabelCollector, class_list
 
@@ -216,8 +217,14 @@ _TS_BAD_LABEL = re.compile(r"[\s:,#@]|^$")
 
 def write_ts(ds, path, problem_name="lstm_cli"):
     """Write ``ds`` as a UEA/UCR .ts file (labels are written as text and read back as strings)."""
-    if not problem_name or re.search(r"\s", problem_name):
-        raise DataError(f"write_ts: problem_name must be one word, got {problem_name!r}")
+    if not isinstance(problem_name, str) or not problem_name or re.search(r"\s", problem_name):
+        raise param_error(
+            "problem_name",
+            "one word (a str without spaces)",
+            problem_name,
+            "write_ts",
+            error=DataError,
+        )
     labels = None if ds.labels is None else [str(v) for v in ds.labels.tolist()]
     if labels is not None:
         bad = next((v for v in labels if _TS_BAD_LABEL.search(v)), None)
