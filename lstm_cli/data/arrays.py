@@ -101,8 +101,7 @@ def check_y(y, n, name, source):
             k = int(np.flatnonzero(bad_code[i])[0])
             raise DataError(
                 f"{source}: {name}[{i}] holds {code_point_problem(int(codes[i, k]))} (character"
-                f" {k + 1});"
-                " labels must be valid Unicode text"
+                f" {k + 1}); labels must be valid Unicode text"
             )
         return y
     if kind in "iu":

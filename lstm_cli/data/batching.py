@@ -63,10 +63,9 @@ def _raise_not_finite_after_normalisation(ds, idx, out, mean, std):
     ]
     raise DataError(
         f"{ds.source}: sequence {n}, step {t + 1}, feature {f + 1}: the value {value:.6g} is not"
-        " finite"
-        f" in {out.dtype} once normalised with the training {' and '.join(stats)}"
-        f" (|x - mean| / std must be <= {float(np.finfo(out.dtype).max):.4g}); is this data on the"
-        " scale of the training data?"
+        f" finite in {out.dtype} once normalised with the training {' and '.join(stats)} (|x -"
+        f" mean| / std must be <= {float(np.finfo(out.dtype).max):.4g}); is this data on the scale"
+        " of the training data?"
     )
 
 

@@ -51,8 +51,8 @@ def read_text(path):
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(
-            f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x});"
-            " save the file as UTF-8"
+            f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as"
+            " UTF-8"
         ) from None
 
 

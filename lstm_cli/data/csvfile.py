@@ -40,8 +40,8 @@ def _csv_labels(raw, label_type, source, label_column):
             v = int(text)
         except ValueError:
             raise DataError(
-                f"{source} line {line}: label {text!r} in column {label_column!r} is not an integer"
-                " (label_type='int')"
+                f"{source} line {line}: label {text!r} in column {label_column!r} is not an"
+                " integer (label_type='int')"
             ) from None
         if not INT64_MIN <= v <= INT64_MAX:
             raise DataError(
@@ -58,8 +58,8 @@ def _malformed_csv(source, exc, start, end):
     the line that opened it is named, not the line where csv gave up."""
     if end > start:
         return (
-            f"{source} line {start}: malformed CSV: {exc}; the row starting on this line runs on to"
-            f" line {end}: is a quote left open?"
+            f"{source} line {start}: malformed CSV: {exc}; the row starting on this line runs on"
+            f" to line {end}: is a quote left open?"
         )
     return f"{source} line {end}: malformed CSV: {exc}"
 
@@ -107,8 +107,8 @@ def read_csv(
             )
     if id_column not in header:
         raise DataError(
-            f"{source}: missing id column {id_column!r} in the header (found: {shown});"
-            " the first row must be a header"
+            f"{source}: missing id column {id_column!r} in the header (found: {shown}); the first"
+            " row must be a header"
         )
     has_label = label_column in header
     if require_labels and not has_label:
@@ -163,9 +163,8 @@ def read_csv(
                 if seq_id in seen:
                     raise DataError(
                         f"{source} line {line}: sequence id {seq_id!r} reappears after sequence"
-                        f" {current!r}"
-                        f" started (first seen on line {seen[seq_id]}); rows of a sequence must be"
-                        " contiguous"
+                        f" {current!r} started (first seen on line {seen[seq_id]}); rows of a"
+                        " sequence must be contiguous"
                     )
                 seen[seq_id] = line
                 current, current_label = seq_id, label
@@ -174,8 +173,8 @@ def read_csv(
                     label_cells.append((label, line))
             elif label != current_label:
                 raise DataError(
-                    f"{source} line {line}: label {label!r} differs from label {current_label!r} of"
-                    f" sequence {seq_id!r} (line {seen[seq_id]}); the label must be constant"
+                    f"{source} line {line}: label {label!r} differs from label {current_label!r}"
+                    f" of sequence {seq_id!r} (line {seen[seq_id]}); the label must be constant"
                     " within a sequence"
                 )
             lengths[-1] += 1

@@ -67,8 +67,8 @@ class SequenceDataset:
         self.offsets = offsets.astype(np.int64, copy=False)
         if self.offsets[0] != 0 or self.offsets[-1] != self.x.shape[0]:
             raise DataError(
-                f"{where}: offsets must start at 0 and end at len(x) = {self.x.shape[0]},"
-                f" got {int(self.offsets[0])} and {int(self.offsets[-1])}"
+                f"{where}: offsets must start at 0 and end at len(x) = {self.x.shape[0]}, got"
+                f" {int(self.offsets[0])} and {int(self.offsets[-1])}"
             )
         if np.any(np.diff(self.offsets) < 1):
             raise DataError(f"{where}: every sequence needs at least 1 step")

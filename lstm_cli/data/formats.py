@@ -25,10 +25,9 @@ def _detect_format(path):
     if not os.path.exists(path):
         raise not_found(path)
     raise DataError(
-        f"{path}: cannot tell the format from the extension; expected .jsonl, .npz, .csv, .ts"
-        " or a directory with x.npy/lengths.npy; name the format with --format (lstm-eval,"
-        " lstm-predict),"
-        " data.format (config) or format= (Python)"
+        f"{path}: cannot tell the format from the extension; expected .jsonl, .npz, .csv, .ts or a"
+        " directory with x.npy/lengths.npy; name the format with --format (lstm-eval,"
+        " lstm-predict), data.format (config) or format= (Python)"
     )
 
 

@@ -33,8 +33,8 @@ def _describe_bad_x(x):
             width = len(row)
         elif len(row) != width:
             return (
-                f"'x' step {t} has {len(row)} features, step 1 has {width};"
-                " all steps need the same count"
+                f"'x' step {t} has {len(row)} features, step 1 has {width}; all steps need the"
+                " same count"
             )
         for f, v in enumerate(row, start=1):
             if isinstance(v, bool):
@@ -112,8 +112,8 @@ def _jsonl_label(obj, line_no, where):
         problem = label_text_problem(y)
         if problem is not None:
             raise DataError(
-                f"{where}: 'y' is {_json_type(y)}, which holds {problem}; labels must be"
-                " valid Unicode text"
+                f"{where}: 'y' is {_json_type(y)}, which holds {problem}; labels must be valid"
+                " Unicode text"
             )
         return y, False
     raise DataError(f"{where}: 'y' is {_json_type(y)}; labels must be strings or integers")
@@ -168,8 +168,8 @@ def read_jsonl(path, require_labels=True):
                 "\r" in line.rstrip()
             ):  # lines split on LF only: CR-only endings make the file one line
                 hint = (
-                    " (a carriage return inside the line: CR-only line endings?"
-                    " save the file with LF or CRLF)"
+                    " (a carriage return inside the line: CR-only line endings? save the file"
+                    " with LF or CRLF)"
                 )
             raise DataError(
                 f"{where}: invalid JSON: {exc.msg} at column {exc.colno}{hint}"

@@ -81,15 +81,15 @@ class LabelCollector:
                 raise DataError(f"{self.source} {where}: missing label (labels are required)")
             if self.present_where is not None:
                 raise DataError(
-                    f"{self.source} {where}: missing label, but {self.present_where} has one;"
-                    " give every sequence a label or none"
+                    f"{self.source} {where}: missing label, but {self.present_where} has one; give"
+                    " every sequence a label or none"
                 )
             self.missing_where = self.missing_where or where
             return
         if self.missing_where is not None:
             raise DataError(
-                f"{self.source} {where}: has a label, but {self.missing_where} has none;"
-                " give every sequence a label or none"
+                f"{self.source} {where}: has a label, but {self.missing_where} has none; give"
+                " every sequence a label or none"
             )
         self.present_where = self.present_where or where
         kind = "str" if isinstance(value, str) else "int"
@@ -99,9 +99,8 @@ class LabelCollector:
             expected = "strings" if self.kind == "str" else "integers"
             raise DataError(
                 f"{self.source} {where}: label {value!r} is"
-                f" {'a string' if kind == 'str' else 'an integer'},"
-                f" but earlier labels are {expected} (from {self.kind_where}); use one label type"
-                " per file"
+                f" {'a string' if kind == 'str' else 'an integer'}, but earlier labels are"
+                f" {expected} (from {self.kind_where}); use one label type per file"
             )
         self.values.append(value)
 
@@ -149,9 +148,8 @@ def encode_labels(labels, classes, source=""):
         first = labels[0].item()
         raise DataError(
             f"{prefix}label {first!r} (sequence 0) is not one of the {len(classes)} classes"
-            f" ({preview}):"
-            f" the labels are {'strings' if lab_str else 'integers'} but the classes are"
-            f" {'strings' if cls_str else 'integers'}"
+            f" ({preview}): the labels are {'strings' if lab_str else 'integers'} but the classes"
+            f" are {'strings' if cls_str else 'integers'}"
         )
     order = np.argsort(cls_arr, kind="stable")  # (K,)
     sorted_cls = cls_arr[order]

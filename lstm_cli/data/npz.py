@@ -82,15 +82,15 @@ def _declared(npz, key, source):
     held = info.file_size - data_start
     if declared > held:
         raise DataError(
-            f"{what} ({_size(declared)}), but the member holds {_size(max(held, 0))} of data;"
-            " the archive is damaged or was not written by np.savez"
+            f"{what} ({_size(declared)}), but the member holds {_size(max(held, 0))} of data; the"
+            " archive is damaged or was not written by np.savez"
         )
     ceiling = _memory_ceiling()
     if ceiling is not None and declared > ceiling:
         raise DataError(
-            f"{what} ({_size(declared)}), more than this machine's memory ({_size(ceiling)});"
-            " an .npz archive is read into memory whole: store large data as an .npy folder"
-            " (x.npy, lengths.npy, y.npy), which is memory-mapped"
+            f"{what} ({_size(declared)}), more than this machine's memory ({_size(ceiling)}); an"
+            " .npz archive is read into memory whole: store large data as an .npy folder (x.npy,"
+            " lengths.npy, y.npy), which is memory-mapped"
         )
     return _Declared(member, shape, dtype)
 
@@ -110,8 +110,8 @@ def _npz_member(npz, key, source):
         ) from None
     if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a non-.npy member
         raise DataError(
-            f"{source}: array '{key}' (zip member '{_member_name(npz, key)}') is not a .npy"
-            " array (no .npy header); write the archive with np.savez"
+            f"{source}: array '{key}' (zip member '{_member_name(npz, key)}') is not a .npy array"
+            " (no .npy header); write the archive with np.savez"
         )
     return value
 

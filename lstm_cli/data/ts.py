@@ -90,8 +90,8 @@ def _ts_bad_value(dims, where):
                 c = cell.strip()
                 if c == "?":
                     return (
-                        f"{where}: dimension {d}, value {k} is '?' (a missing value);"
-                        " missing values are not supported, fill or drop them first"
+                        f"{where}: dimension {d}, value {k} is '?' (a missing value); missing"
+                        " values are not supported, fill or drop them first"
                     )
                 if c == "":
                     return f"{where}: dimension {d}, value {k} is empty; expected a number"
@@ -181,8 +181,7 @@ def read_ts(path, require_labels=True):
             if counts[d] != counts[0]:
                 raise DataError(
                     f"{where}: dimension {d + 1} has {counts[d]} values, dimension 1 has"
-                    f" {counts[0]};"
-                    " all dimensions of a case must have the same length"
+                    f" {counts[0]}; all dimensions of a case must have the same length"
                 )
         steps = counts[0]
         if steps == 1 and any(d.strip() == "" for d in dims):
