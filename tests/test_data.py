@@ -1,5 +1,6 @@
 """Tests of lstm_cli.data: readers, writers, validation messages, labels, splits, batching."""
 
+import importlib.util
 import io
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import string
 import tempfile
 import time
+import tracemalloc
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,6 +21,9 @@ from hypothesis.extra.numpy import arrays
 
 from lstm_cli import data as D
 from lstm_cli.data import SequenceDataset
+from lstm_cli.data import npz as npz_mod
+from lstm_cli.data.common import check_finite_chunked
+from lstm_cli.data.labels import labels_to_array
 from lstm_cli.errors import DataError, LstmCliError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +270,7 @@ GOOD = '{"x": [[1, 2], [3, 4]], "y": "a"}\n'
             ["line 1", "step 2, feature 2 is -1e+300", "float32's range"],
         ),
         (
-            '{"x": [[1, %d]], "y": "a"}\n' % 10**39,
+            '{"x": [[1, ' + str(10**39) + ']], "y": "a"}\n',
             ["line 1", "feature 2 is 1e+39", "float32's range"],
         ),
         (
@@ -349,7 +354,7 @@ def test_jsonl_valid_details(tmp_path):
     unlabeled = write(tmp_path, "u.jsonl", '{"x": [[1]]}\n{"x": [[2], [3]]}\n')
     assert D.read_jsonl(unlabeled, require_labels=False).labels is None
     # an integer beyond int64 is still a number (np.array alone would make an object array of it)
-    ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, %d]], "y": 1}\n' % 10**20))
+    ds = D.read_jsonl(write(tmp_path, "i.jsonl", '{"x": [[1, ' + str(10**20) + ']], "y": 1}\n'))
     np.testing.assert_array_equal(ds.x, [[1.0, 1e20]])
     # a surrogate pair is one character (U+1F600), not a lone surrogate
     ds = D.read_jsonl(write(tmp_path, "e.jsonl", '{"x": [[1, 2]], "y": "smile \\ud83d\\ude00"}\n'))
@@ -452,7 +457,7 @@ def test_npz_not_an_archive(tmp_path):
 
 @pytest.mark.parametrize("member", ["x", "lengths", "y", "x.npy", "y.npy"])
 def test_npz_member_that_is_not_a_npy_array(tmp_path, member):
-    """np.load returns raw bytes for a member without the .npy header: named, not an AttributeError."""
+    """np.load returns raw bytes for a member without a .npy header: named, no AttributeError."""
     path = tmp_path / "d.npz"
     with zipfile.ZipFile(path, "w") as zf:
         for key, arr in (("x", X), ("lengths", LEN), ("y", Y)):
@@ -486,6 +491,84 @@ def test_npz_valid_details(tmp_path):
         save_npz(tmp_path / "e.npz", x=X, lengths=LEN, extra=np.zeros(3)), require_labels=False
     )
     assert ds.labels is None
+
+
+_spec = importlib.util.spec_from_file_location(
+    "bad_inputs_make_npz", REPO / "tests" / "bad_inputs" / "make_npz.py"
+)
+make_npz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_npz)
+
+
+def peak_traced_bytes(fn):
+    """Peak bytes allocated (Python and NumPy, as tracemalloc sees them) while fn() runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        (
+            "declares_huge_x",
+            ["array 'x'", "zip member 'x.npy'", "declares shape", "12.0 GiB", "holds 64.0 MiB"],
+        ),
+        ("many_lengths", ["array 'lengths' has 4000000 entries", "more than the 9 rows"]),
+        ("many_labels", ["array 'y' has shape (4000000,), expected (3,)"]),
+    ],
+)
+def test_npz_declared_size_refused_before_decompressing(tmp_path, case, fragments):
+    """A small archive whose .npy headers declare more data than it can hold, or than the
+    other arrays allow, is refused from the headers: memory stays small, not the declared
+    size (the unchecked read allocated the declared 12 GiB, or decompressed 32 MB)."""
+    path = make_npz.NPZ_SIZE_CASES[case](str(tmp_path))
+    assert os.path.getsize(path) < 200_000
+    errors = []
+
+    def load():
+        with pytest.raises(DataError) as info:
+            D.load_dataset(path)
+        errors.append(str(info.value))
+
+    assert peak_traced_bytes(load) < 8 << 20
+    assert errors[0].startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_npz_bigger_than_memory_refused(tmp_path, monkeypatch):
+    path = save_npz(tmp_path / "d.npz", x=X, lengths=LEN, y=Y)
+    monkeypatch.setattr(npz_mod, "_memory_ceiling", lambda: 64)
+    expect_error(
+        lambda: D.read_npz(path), path, "array 'x'", "(80 bytes), more than this machine's memory"
+    )
+    monkeypatch.setattr(npz_mod, "_memory_ceiling", lambda: 80)
+    assert len(D.read_npz(path)) == 2
+
+
+def test_npz_headers_checked_for_normal_archives(tmp_path):
+    """Compressed, uncompressed, zip64 and .npy version 2.0 members still load as before."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 3))
+    lengths = np.full(300, 10)
+    y = np.array([f"c{k % 4}" for k in range(300)])
+    expected = SequenceDataset(x, np.concatenate([[0], np.cumsum(lengths)]), y)
+    for name, save in (("plain", np.savez), ("compressed", np.savez_compressed)):
+        path = tmp_path / f"{name}.npz"
+        with open(path, "wb") as fh:
+            save(fh, x=x, lengths=lengths, y=y)
+        assert_same(D.read_npz(path), expected)
+    path = tmp_path / "v2.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in (("x", x), ("lengths", lengths), ("y", y)):
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, arr, version=(2, 0))
+    assert_same(D.read_npz(path), expected)
 
 
 def test_npy_dir(tmp_path):
@@ -536,7 +619,7 @@ def test_npy_dir_member_without_npy_header(tmp_path, name):
     (folder / f"{name}.npy").write_bytes(bytes(range(256)) * 2)
     for mmap in (True, False):
         msg = expect_error(
-            lambda: D.read_npy_dir(folder, mmap=mmap),
+            lambda mmap=mmap: D.read_npy_dir(folder, mmap=mmap),
             folder,
             f"{name}.npy is not a .npy file",
             "no .npy header",
@@ -550,7 +633,7 @@ def test_directory_named_like_a_data_file(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         msg = expect_error(
-            lambda: D.load_dataset(folder),
+            lambda folder=folder: D.load_dataset(folder),
             folder,
             "is a directory",
             f"expected a {name[1:]} file",
@@ -571,7 +654,7 @@ def test_chunked_finite_check_reports_global_row(tmp_path, monkeypatch):
     x = np.zeros((7, 2))
     x[5, 1] = np.nan
     with pytest.raises(DataError, match=r"x.npy\[5, 1\] is nan"):
-        D._check_finite_chunked(x, "x.npy", "src", chunk_rows=2)
+        check_finite_chunked(x, "x.npy", "src", chunk_rows=2)
 
 
 # ---------------------------------------------------------------------------
@@ -846,7 +929,7 @@ def datasets(draw):
     else:
         labels = None
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    lab = None if labels is None else D._labels_to_array(labels, "<h>")
+    lab = None if labels is None else labels_to_array(labels, "<h>")
     return SequenceDataset(x, offsets, lab, "<hypothesis>")
 
 
@@ -1010,6 +1093,27 @@ def test_stratified_split_edges():
 
 # ---------------------------------------------------------------------------
 # feature stats, padding, batching
+
+
+def test_fingerprint_covers_lengths_labels_and_values():
+    """The resume digest changes when the labels change and nothing else does (relabelled
+    sequences with the same set of classes, or int labels read back as strings)."""
+    ds = make_ds(lengths=(3, 1, 4, 2), labels=("a", "b", "a", "b"))
+    digest = D.fingerprint(ds)
+    copy = SequenceDataset(ds.x.copy(), ds.offsets.copy(), ds.labels.copy(), "elsewhere")
+    assert D.fingerprint(copy) == digest  # the content, not the object or the file name
+    relabelled = SequenceDataset(ds.x, ds.offsets, np.array(["b", "a", "a", "b"]), ds.source)
+    assert D.class_list(relabelled.labels) == D.class_list(ds.labels)
+    assert D.fingerprint(relabelled) != digest
+    assert D.fingerprint(SequenceDataset(ds.x, ds.offsets, None, ds.source)) != digest
+    ints = SequenceDataset(ds.x, ds.offsets, np.array([0, 1, 0, 1]), ds.source)
+    as_text = SequenceDataset(ds.x, ds.offsets, np.array(["0", "1", "0", "1"]), ds.source)
+    assert D.fingerprint(ints) != D.fingerprint(as_text)
+    regrouped = SequenceDataset(ds.x, np.array([0, 2, 4, 8, 10]), ds.labels, ds.source)
+    assert D.fingerprint(regrouped) != digest
+    edited = ds.x.copy()
+    edited[0, 0] += 1.0
+    assert D.fingerprint(SequenceDataset(edited, ds.offsets, ds.labels, ds.source)) != digest
 
 
 def test_feature_stats_chunked_and_floor(tmp_path):
@@ -1183,7 +1287,10 @@ def test_make_batches_pools_change_membership_between_epochs():
     first = D.make_batches(lengths, 64, rng=rng)
     second = D.make_batches(lengths, 64, rng=rng)
     assert D.padded_fraction(first, lengths) < 0.05
-    as_sets = lambda batches: {frozenset(b.tolist()) for b in batches}
+
+    def as_sets(batches):
+        return {frozenset(b.tolist()) for b in batches}
+
     assert len(as_sets(first) & as_sets(second)) < len(first) // 10
 
 

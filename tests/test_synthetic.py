@@ -1,4 +1,4 @@
-"""Tests of lstm_cli.data.synthetic: the long-memory pattern task, random benchmark data, the CLI."""
+"""Tests of lstm_cli.data.synthetic: the long-memory pattern task, random data, the CLI."""
 
 import subprocess
 import sys

@@ -7,7 +7,7 @@ what it saw at the start across the whole sequence.
 
 Command line (writes ``train.jsonl`` and ``test.jsonl``, deterministic for a seed)::
 
-    python -m lstm_cli.synthetic --out data/synthetic --seed 0
+    python -m lstm_cli.data.synthetic --out data/synthetic --seed 0
 """
 
 from __future__ import annotations
@@ -19,32 +19,28 @@ import sys
 import numpy as np
 
 from ..errors import LstmCliError
-from . import SequenceDataset, write_jsonl
+from ..validate import Interval, check
+from .dataset import SequenceDataset, offsets_of
+from .jsonl import write_jsonl
 
 __all__ = ["make_pattern_task", "make_random_dataset", "pattern_signatures", "main"]
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise LstmCliError(
-            f"The {name!r} parameter must be an int in the range [{low}, inf). Got {value!r} instead."
-        )
-
-
 def _check_sizes(n, min_len, max_len, num_features, num_classes, min_len_low=1):
-    _check_int("n", n, 1)
-    _check_int("min_len", min_len, min_len_low)
-    _check_int("max_len", max_len, 1)
-    _check_int("num_features", num_features, 1)
-    _check_int("num_classes", num_classes, 1)
+    for name, value, low in (
+        ("n", n, 1),
+        ("min_len", min_len, min_len_low),
+        ("max_len", max_len, 1),
+        ("num_features", num_features, 1),
+        ("num_classes", num_classes, 1),
+    ):
+        check(name, value, Interval(int, low))
     if max_len < min_len:
         raise LstmCliError(f"max_len ({max_len}) must be >= min_len ({min_len})")
 
 
 def _assemble(lengths, x, labels, source):
-    offsets = np.zeros(lengths.size + 1, dtype=np.int64)  # (N+1,)
-    offsets[1:] = np.cumsum(lengths)
-    return SequenceDataset(x, offsets, labels, source)
+    return SequenceDataset(x, offsets_of(lengths), labels, source)
 
 
 def pattern_signatures(num_classes, pattern_len, num_features, signature_seed=0, amplitude=1.5):
@@ -72,13 +68,13 @@ def make_pattern_task(
     signature_seed=0,
     dtype=np.float64,
 ):
-    """Sequences of N(0, noise^2) steps; class k adds signature k to the first ``pattern_len`` steps.
+    """Sequences of N(0, noise^2) steps; class k adds signature k to the first pattern_len steps.
 
     Lengths are uniform in [min_len, max_len] (min_len >= pattern_len); classes are
     balanced (each of 0..K-1 appears n // K or n // K + 1 times, shuffled); labels
     are int64. Deterministic given ``rng``'s state and the keyword arguments.
     """
-    _check_int("pattern_len", pattern_len, 1)
+    check("pattern_len", pattern_len, Interval(int, 1))
     _check_sizes(n, min_len, max_len, num_features, num_classes, min_len_low=pattern_len)
     signatures = pattern_signatures(
         num_classes, pattern_len, num_features, signature_seed, amplitude
@@ -110,8 +106,8 @@ def _round(ds, decimals):
 
 
 def main(argv=None):
-    """``python -m lstm_cli.synthetic``: write train.jsonl and test.jsonl of the pattern task."""
-    p = argparse.ArgumentParser(prog="python -m lstm_cli.synthetic", description=main.__doc__)
+    """Write train.jsonl and test.jsonl of the pattern task (python -m lstm_cli.data.synthetic)."""
+    p = argparse.ArgumentParser(prog="python -m lstm_cli.data.synthetic", description=main.__doc__)
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data generator (default 0)")
     p.add_argument("--n-train", type=int, default=600)

@@ -12,6 +12,7 @@ sequences of 3, 2 and 4 steps: x has 9 rows) with exactly one thing wrong.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import sys
@@ -127,7 +128,7 @@ def npz_empty_label(folder):
 
 
 def npz_surrogate_label(folder):
-    """y[1] holds a lone surrogate (U+D800): not valid Unicode text, cannot be printed or written."""
+    """y[1] holds a lone surrogate (U+D800): not valid Unicode text, cannot be printed."""
     a = _good_arrays()
     a["y"] = np.array(["a", "\ud800", "a"])
     return _savez(os.path.join(folder, "surrogate_label.npz"), **a)
@@ -199,6 +200,62 @@ def pickle_as_npz(path, marker):
     return str(path)
 
 
+def _npy_bytes(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def npz_declares_huge_x(folder, declared_bytes=12 << 30, stored_bytes=64 << 20):
+    """x.npy's header declares ``declared_bytes`` of float64 (shape (rows, 2)), but the member
+    holds only the header and ``stored_bytes`` of zeros, deflated: a file about 1/1000 of
+    ``stored_bytes``. 'lengths' (one sequence of all the declared rows) and 'y' agree with
+    the header, so only the member's size in the zip directory gives the lie away."""
+    rows = declared_bytes // 16
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (rows, 2)}
+    )
+    path = os.path.join(folder, "declares_huge_x.npz")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as fh:
+            fh.write(header.getvalue())
+            zeros = bytes(1 << 20)
+            for _ in range(stored_bytes >> 20):
+                fh.write(zeros)
+        zf.writestr("lengths.npy", _npy_bytes(np.array([rows], dtype=np.int64)))
+        zf.writestr("y.npy", _npy_bytes(np.array([0], dtype=np.int64)))
+    return path
+
+
+def npz_many_lengths(folder, n=4_000_000):
+    """'lengths' has ``n`` entries (zeros, compressed to a few KB) for the 9 rows of 'x'."""
+    a = _good_arrays()
+    a["lengths"] = np.zeros(n, dtype=np.int64)
+    path = os.path.join(folder, "many_lengths.npz")
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **a)
+    return path
+
+
+def npz_many_labels(folder, n=4_000_000):
+    """'y' has ``n`` labels (zeros, compressed to a few KB) for the 3 sequences."""
+    a = _good_arrays()
+    a["y"] = np.zeros(n, dtype=np.int64)
+    path = os.path.join(folder, "many_labels.npz")
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **a)
+    return path
+
+
+# Not in NPZ_DATA_CASES: tests/test_data.py checks them (with a memory bound).
+NPZ_SIZE_CASES = {
+    "declares_huge_x": npz_declares_huge_x,
+    "many_lengths": npz_many_lengths,
+    "many_labels": npz_many_labels,
+}
+
+
 NPZ_DATA_CASES = {
     "ragged": npz_ragged,
     "too_long": npz_too_long,
@@ -268,7 +325,7 @@ def edit_meta(src, dst):
 
 
 def add_object_array(src, dst, marker):
-    """A copy of checkpoint ``src`` with an extra object array whose unpickling creates ``marker``."""
+    """A copy of checkpoint ``src`` with an extra object array; unpickling it creates ``marker``."""
     arrays = _read_arrays(src)
     arrays["evil"] = np.array([MakeMarker(marker)], dtype=object)
     return _savez(dst, **arrays)
@@ -291,10 +348,11 @@ def main(argv):
         return 2
     out = argv[1]
     os.makedirs(out, exist_ok=True)
-    for name, build in NPZ_DATA_CASES.items():
+    for build in (*NPZ_DATA_CASES.values(), *NPZ_SIZE_CASES.values()):
         print(build(out))
     print(npz_object_array(out, os.path.join(out, "MARKER-object-array-was-unpickled")))
-    print(pickle_as_npz(os.path.join(out, "pickle.npz"), os.path.join(out, "MARKER-pickle-was-unpickled")))
+    marker = os.path.join(out, "MARKER-pickle-was-unpickled")
+    print(pickle_as_npz(os.path.join(out, "pickle.npz"), marker))
     return 0
 
 
