@@ -6,11 +6,11 @@ ACSF1 from ``data/ucr/`` and JapaneseVowels from ``data/japanese_vowels/``):
 
 * **1-NN Euclidean** and **1-NN DTW** (full window), written here in numpy. Every series is
   z-normalised on its own (each feature over its own steps), as the UCR archive does for
-  its published 1-NN figures. The local cost is the squared Euclidean distance between
-  steps (dependent DTW, DTW_D, for multivariate data); equal-length series only for
-  Euclidean. Optionally (``--window``) DTW with a Sakoe-Chiba band whose width is chosen by
-  leave-one-out 1-NN accuracy on the TRAIN split only (ties go to the narrower band),
-  for fixed-length sets.
+  its published 1-NN figures (``--raw`` skips it). The local cost is the squared
+  Euclidean distance between steps (dependent DTW, DTW_D, for multivariate data);
+  equal-length series only for Euclidean. Optionally (``--window``) DTW with a
+  Sakoe-Chiba band whose width is chosen by leave-one-out 1-NN accuracy on the TRAIN
+  split only (ties go to the narrower band), for fixed-length sets.
 * **A plain PyTorch LSTM**: one layer, 64 units, linear head on h at each sequence's last
   valid step (pack_padded_sequence), Adam lr 1e-3, batch 32, inputs z-scored with the
   training set's per-feature mean and standard deviation. A stratified 20 % validation
@@ -163,9 +163,10 @@ def euclid_matrix(queries, refs):
     return (Q**2).sum(1)[:, None] + (R**2).sum(1)[None, :] - 2 * Q @ R.T
 
 
-def run_nn(name, use_window, log):
+def run_nn(name, use_window, log, normalise=True):
     xtr, ytr, xte, yte, _ = load_split(name)
-    xtr, xte = [znorm(s) for s in xtr], [znorm(s) for s in xte]
+    if normalise:
+        xtr, xte = [znorm(s) for s in xtr], [znorm(s) for s in xte]
     fixed = len({len(s) for s in xtr + xte}) == 1
     res = {}
     if fixed:
@@ -337,6 +338,7 @@ def main(argv=None):
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated names")
     ap.add_argument("--methods", default="nn,lstm", help="nn (ED + DTW) and/or lstm")
     ap.add_argument("--window", action="store_true", help="also DTW with a LOO-chosen band")
+    ap.add_argument("--raw", action="store_true", help="1-NN on the values as read, no z-norm")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=100, help="LSTM epochs per run")
     ap.add_argument("--hidden", type=int, default=64)
@@ -365,7 +367,8 @@ def main(argv=None):
         for name in names:
             r = doc["results"].setdefault(name, {})
             if "nn" in methods:
-                r["nn"] = run_nn(name, args.window, print)
+                r["nn"] = run_nn(name, args.window, print, not args.raw)
+                r["nn"]["znorm"] = not args.raw
             if "lstm" in methods:
                 r["lstm"] = run_lstm(name, seeds, args.epochs, args.hidden, args.batch, print)
         doc["total_seconds"] = round(time.perf_counter() - t_all, 1)
