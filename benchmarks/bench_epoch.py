@@ -112,7 +112,8 @@ def _run(args, tmp):
             jv, os.path.join(tmp, "jv"), args.threads, f"data.bucket={bucket}", "data.test=null"
         )
         print(
-            f"  bucket={bucket:5}  {r['sequences_per_second']:9.1f} seq/s  padded {r['padded_fraction']:.3f}"
+            f"  bucket={bucket:5}  {r['sequences_per_second']:9.1f} "
+            f"seq/s  padded {r['padded_fraction']:.3f}"
             f"  epoch {r['seconds']:.2f} s"
         )
 
@@ -121,7 +122,8 @@ def _run(args, tmp):
         f"batch {args.batch}, .npy folder (memory-mapped), 1 epoch"
     )
     print(
-        f"  {'sequences':>10} {'steps':>12} {'data MB':>8} {'bucket':>6} {'seq/s':>8} {'padded':>7} "
+        f"  {'sequences':>10} {'steps':>12} {'data MB':>8} "
+        f"{'bucket':>6} {'seq/s':>8} {'padded':>7} "
         f"{'epoch s':>8} {'peak RSS MB':>11}"
     )
     for n in [int(v) for v in args.sizes.split(",")]:
@@ -139,7 +141,8 @@ def _run(args, tmp):
             rss = f"{r['peak_rss_mb']:.0f}"
             print(
                 f"  {n:>10,} {steps:>12,} {steps * args.features * 4 / 2**20:>8.0f} {bucket:>6} "
-                f"{r['sequences_per_second']:>8.1f} {r['padded_fraction']:>7.3f} {r['seconds']:>8.1f} "
+                f"{r['sequences_per_second']:>8.1f} "
+                f"{r['padded_fraction']:>7.3f} {r['seconds']:>8.1f} "
                 f"{rss:>11}",
                 flush=True,
             )

@@ -76,7 +76,8 @@ def main():
         versions = {rev: load_version(rev, scratch) for rev in args.revs}
         versions["worktree"] = load_version("worktree", scratch)
         print(
-            f"# numpy {np.__version__}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
+            f"# numpy {np.__version__}; "
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}; "
             f"medians of {args.rounds} rounds, versions alternated call by call"
         )
         names = list(versions)

@@ -380,12 +380,14 @@ def print_meta(meta):
     print(f"# lstm_cli step benchmark  {meta['date']}")
     print(f"# command : {meta['command']}")
     print(
-        f"# python {meta['python']}  numpy {meta['numpy']}  torch {meta['torch']}  lstm_cli {meta['lstm_cli']}"
+        f"# python {meta['python']}  numpy {meta['numpy']}  "
+        f"torch {meta['torch']}  lstm_cli {meta['lstm_cli']}"
     )
     src = meta["lstm_cli_source"]
     print(
         f"# lstm_cli code: git {src['git_commit']}"
-        f"{' + uncommitted changes in lstm_cli/' if src['dirty'] else ''}  (py sha1 {src['py_sha1']})"
+        f"{' + uncommitted changes in lstm_cli/' if src['dirty'] else ''} "
+        f" (py sha1 {src['py_sha1']})"
     )
     print(
         f"# cpu     : {meta['cpu_model']}  ({meta['cpu_count']} logical CPUs)  {meta['platform']}"
@@ -414,7 +416,8 @@ def print_meta(meta):
                 )
             else:
                 print(
-                    f"# also loaded: {lib.get('internal_api')} num_threads={lib.get('num_threads')} "
+                    f"# also loaded: {lib.get('internal_api')} "
+                    f"num_threads={lib.get('num_threads')} "
                     f"({os.path.basename(lib.get('filepath', ''))})"
                 )
     if meta.get("torch"):
@@ -600,7 +603,7 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
         packed = pack_padded_sequence(xt, lt, batch_first=True, enforce_sorted=False)
         out, (h_n, _) = lstm(packed)
         if head == "last":
-            # h_n is the state at each sequence's own last step (original order), i.e. out at lengths-1
+            # h_n: the state at each sequence's own last step (original order), out at lengths-1
             return F.cross_entropy(lin(h_n[-1]), yt)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
         return masked_mean_loss(lin(out))
@@ -634,7 +637,7 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
             return probs.sum(1) / lt.to(out.dtype)[:, None]
 
     def grads_as_lstm_cli():
-        """Gradients of the padded loss, converted to lstm_cli names (bias_hh grad == bias_ih grad)."""
+        """Gradients of the padded loss in lstm_cli names (bias_hh grad == bias_ih grad)."""
         zero()
         loss_padded().backward()
         g = {}
@@ -1023,7 +1026,8 @@ def print_tables(results, meta, have_torch):
     print(_table(header, rows))
     print()
     print(
-        "CPU accounting per contender, each cell 'C S F': C = CPUs used while it ran (process CPU / wall),"
+        "CPU accounting per contender, each cell 'C S F': "
+        "C = CPUs used while it ran (process CPU / wall),"
         " S = share of that CPU spent in the kernel, F = minor page faults per call"
     )
     keys = [k for k in ORDER if any(k in r["stats"] for r in results)]
@@ -1055,12 +1059,15 @@ def print_tables(results, meta, have_torch):
     print()
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
     print(
-        f"timed sections: {meta['timed_wall_s']:.1f} s wall, {meta['timed_cpu_s']:.1f} s process CPU "
-        f"=> the process got {meta['timed_cpu_per_wall']:.2f} CPUs on average (threads={meta['threads']}); "
+        f"timed sections: {meta['timed_wall_s']:.1f} s "
+        f"wall, {meta['timed_cpu_s']:.1f} s process CPU "
+        f"=> the process got {meta['timed_cpu_per_wall']:.2f} "
+        f"CPUs on average (threads={meta['threads']}); "
         f"whole run {meta['total_wall_s']:.1f} s"
     )
     print(
-        f"loadavg start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}  end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}"
+        f"loadavg start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f} "
+        f" end {la1[0]:.2f} {la1[1]:.2f} {la1[2]:.2f}"
     )
     if not have_torch:
         print("torch not importable (or --no-torch): torch columns are n/a")

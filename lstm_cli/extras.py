@@ -2,7 +2,7 @@
 
 The core install (numpy, click, tqdm, pyyaml) never imports these. A feature that needs one
 calls ``require(module, extra, feature)`` at the point of use; a missing package is one
-``MissingExtraError`` (exit 2 from the CLI) naming the extra and the command that installs it.
+``MissingExtraError`` (exit 7 from the CLI) naming the extra and the command that installs it.
 """
 
 from __future__ import annotations

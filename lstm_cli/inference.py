@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validate import show as _show
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report
 from .nn.model import DTYPES, HEADS, INITS, LSTMClassifier, param_shapes
 from .store.checkpoint import load_checkpoint
+from .validate import show as _show
 
 
 @dataclass
@@ -362,7 +362,7 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
     else:  # one forward per sequence either way: loss where the label is known
         probs = np.empty((len(ds), tm.model.num_classes))
         k_idx, u_idx = np.flatnonzero(known), np.flatnonzero(~known)
-        # views, not copies: no rows are copied, and errors name sequences by their index in the file
+        # views, not copies: no rows copied, and errors name sequences by their index in the file
         losses, probs[k_idx] = loss_and_probs(
             tm.model, ds.view(k_idx), y[k_idx], tm.mean, tm.std, batch_size
         )

@@ -177,7 +177,7 @@ def npz_dir(tmp_path_factory):
 
 @pytest.fixture
 def outputs(tmp_path):
-    """Pre-existing --json / --predictions / --output targets that a failing command must not touch."""
+    """Existing --json / --predictions / --output targets a failing command must not touch."""
     folder = tmp_path / "existing_outputs"
     folder.mkdir()
     for name in ("report.json", "predictions.csv", "predict.csv"):

@@ -26,7 +26,7 @@ from lstm_cli.training import fit
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny trained run (2 features, str labels 'neg'/'pos', normalised): (best.npz, data file)."""
+    """A tiny trained run (2 features, labels 'neg'/'pos', normalised): (best.npz, data)."""
     root = tmp_path_factory.mktemp("trained")
     rng = np.random.default_rng(0)
     data = root / "train.jsonl"
@@ -82,7 +82,7 @@ def run_command(command, ckpt, data, tmp_path):
 
 
 def assert_checkpoint_error(result, path, *needles):
-    """Exit 5, no traceback, nothing on stdout, one 'Error: <path>: ...' line holding every needle."""
+    """Exit 5, no traceback, no stdout, one 'Error: <path>: ...' line holding every needle."""
     out, err = result.stdout, result.stderr
     assert "Traceback" not in out + err, out + err
     assert isinstance(result.exception, SystemExit), f"{result.exception!r}\n{err}"
