@@ -15,8 +15,9 @@ top-layer state h_t is at hand:
   histogram over [0, 1].
 
 The gradient-flow file ``gradflow.jsonl`` is defined in docs/diagnostics.md; its
-per-epoch records are built by ``GradFlowAccumulator`` and read by
-``lstm_cli.plot.runfiles.read_gradflow``.
+per-epoch records are built by ``GradFlowAccumulator`` (fed by the training loop, or by
+``checkpoint_gradient_flow`` for one checkpoint on one dataset, with a step-by-step BPTT of
+``lstm_step_backward``) and read by ``lstm_cli.plot.runfiles.read_gradflow``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from .data import SequenceDataset, make_batches, pad_batch
 from .errors import LstmCliError
-from .nn.lstm import lstm_step_forward
+from .nn.lstm import lstm_step_backward, lstm_step_forward
 
 PERCENTS = tuple(range(10, 101, 10))  # prefix lengths, in % of each sequence's own length
 GATES = ("input", "forget", "output")  # reported gates; their slices in TF order i, j, f, o
@@ -267,3 +268,72 @@ def _empty_sums() -> dict:
 def _means(sums, counts) -> list:
     """sums / counts as floats, None where nothing was counted."""
     return [float(s / c) if c > 0 else None for s, c in zip(sums, counts)]
+
+
+def batch_gradient_flow(model, x, lengths, y):
+    """Per-step gradient norms of each sequence's own loss, by BPTT one step at a time.
+
+    x (B, T, I), lengths (B,), y (B,) class indices. Returns (dh_norm, dc_norm, grads):
+    dh_norm and dc_norm lists over layers of (B, T) L2 norms of the total dL_b/dh_t and
+    dL_b/dc_t (both paths of DESIGN.md §4: the head at t and step t+1), L_b the b-th
+    sequence's cross-entropy; grads the parameter gradients of sum_b L_b (its mean over
+    the batch is the model's loss gradient, which the tests compare).
+    """
+    B, T, _ = x.shape
+    p, L = model.params, model.num_layers
+    lengths = np.asarray(lengths, np.int64)
+    caches, inp = [], x
+    for k in range(L):
+        W, b = p[f"lstm.{k}.W"], p[f"lstm.{k}.b"]
+        h = np.zeros((B, model.hidden_size), model.dtype)
+        c, hs, layer = h.copy(), [], []
+        for t in range(T):
+            h, c, cache = lstm_step_forward(inp[:, t], h, c, W, b, model.forget_bias)
+            hs.append(h)
+            layer.append(cache)
+        caches.append(layer)
+        inp = np.stack(hs, axis=1)  # (B, T, H)
+    V, a = p["head.W"], p["head.b"]
+    dlogits = np.exp(_log_softmax(inp @ V + a))  # (B, T, K) softmax
+    dlogits[np.arange(B), :, y] -= 1.0
+    valid = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+    if model.head == "last":
+        weight = (np.arange(T)[None, :] == lengths[:, None] - 1).astype(model.dtype)
+    else:  # the all head's loss is the mean over the sequence's valid steps
+        weight = valid / lengths[:, None]
+    dlogits *= weight[:, :, None]
+    grads = {"head.W": np.einsum("bth,btk->hk", inp, dlogits), "head.b": dlogits.sum((0, 1))}
+    dh_in = dlogits @ V.T  # (B, T, H): the head's part of dL/dh_t of the top layer
+    dh_norms, dc_norms = [None] * L, [None] * L
+    for k in reversed(range(L)):
+        W = p[f"lstm.{k}.W"]
+        dh_next = np.zeros((B, model.hidden_size), model.dtype)
+        dc_next = dh_next.copy()
+        dW, db = np.zeros_like(W), np.zeros(W.shape[1], W.dtype)
+        dx = np.zeros(caches[k][0].x.shape[:1] + (T, caches[k][0].x.shape[1]), model.dtype)
+        dh_norm, dc_norm = np.zeros((B, T)), np.zeros((B, T))
+        for t in reversed(range(T)):
+            cache = caches[k][t]
+            dh = dh_in[:, t] + dh_next  # zero past each end: padding gets no head gradient
+            o = cache.gates[:, 3 * model.hidden_size :]
+            dc = dh * o * (1.0 - cache.tanh_c**2) + dc_next  # total dL/dc_t
+            dh_norm[:, t] = np.linalg.norm(dh, axis=1)
+            dc_norm[:, t] = np.linalg.norm(dc, axis=1)
+            dx[:, t], dh_next, dc_next, dW_t, db_t = lstm_step_backward(dh, dc_next, cache, W)
+            dW += dW_t
+            db += db_t
+        grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"] = dW, db
+        dh_norms[k], dc_norms[k] = np.where(valid, dh_norm, 0.0), np.where(valid, dc_norm, 0.0)
+        dh_in = dx
+    return dh_norms, dc_norms, grads
+
+
+def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -> list:
+    """gradflow.jsonl records (one per layer) of TrainedModel ``tm`` on labelled ``ds``."""
+    acc = GradFlowAccumulator()
+    for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
+        x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)
+        dh, dc, _ = batch_gradient_flow(tm.model, x, lengths, np.asarray(y)[idx])
+        for k in range(tm.model.num_layers):
+            acc.add(k, dh[k], dc[k], lengths)
+    return acc.records(epoch)
