@@ -154,15 +154,7 @@ def confusion_matrix(report, path):
                 for j in range(k):
                     colour = "white" if data[i, j] > 0.6 * top else "black"
                     text = format(data[i, j], fmt) if data[i, j] else "0"
-                    ax.text(
-                        j,
-                        i,
-                        text,
-                        ha="center",
-                        va="center",
-                        color=colour,
-                        fontsize=10 if k <= 10 else 8,
-                    )
+                    ax.text(j, i, text, ha="center", va="center", color=colour)
     acc = np.trace(cm) / max(cm.sum(), 1)
     fig.suptitle(f"Confusion matrix on {cm.sum()} sequences (accuracy {acc:.3f})")
     return _save(plt, fig, path)
