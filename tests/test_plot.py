@@ -149,6 +149,8 @@ def test_lstm_plot_run_folder_and_report(tmp_path):
 def test_lstm_plot_without_gradflow_draws_learning_curves_only(tmp_path):
     pytest.importorskip("matplotlib")
     run = _run_folder(tmp_path, with_flow=False)
+    with open(run / "metrics.jsonl", "a") as fh:  # a diverged epoch is drawn as a gap
+        fh.write('{"epoch": 9, "train_loss": NaN, "val_loss": Infinity, "lr": null}\n')
     result = CliRunner().invoke(plot, [str(run), "--out", str(tmp_path / "o"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.output == ""
@@ -216,6 +218,18 @@ def test_train_eval_plot_end_to_end(tmp_path):
     result = runner.invoke(evaluate, [str(run / "best.npz"), "--data", data, "--json", "-"])
     assert result.exit_code == 0
     assert "by_step" not in json.loads(result.stdout) and "gates" not in result.stdout
+    # --allow-unknown: by_step counts the sequences whose label the model knows
+    lines = pathlib.Path(data).read_text().splitlines()
+    unknown = json.loads(lines[0])
+    unknown["y"] = 99
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(lines + [json.dumps(unknown)]) + "\n")
+    args = [str(run / "best.npz"), "--data", str(mixed), "--allow-unknown", "--by-step"]
+    result = runner.invoke(evaluate, args + ["--json", "-"])
+    assert result.exit_code == 0, result.output
+    mixed_rep = json.loads(result.stdout)
+    assert mixed_rep["unknown_labels"] == 1 and mixed_rep["by_step"]["n"] == len(lines)
+    assert mixed_rep["by_step"]["accuracy"] == pytest.approx(rep["by_step"]["accuracy"])
     result = runner.invoke(plot, [str(run), "--report", str(report), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     for png in (tmp_path / "p").iterdir():

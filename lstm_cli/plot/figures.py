@@ -7,8 +7,11 @@ matplotlib comes from ``pyplot()``, which loads the optional extra with the Agg 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..errors import LstmCliError
 from ..extras import require
 
 DPI = 100
@@ -33,9 +36,17 @@ def pyplot(feature="lstm-plot"):
     return plt
 
 
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def _save(plt, fig, path):
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as err:
+        raise LstmCliError(f"{path}: cannot write the figure ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -47,17 +58,17 @@ def learning_curves(rows, best, path, title="Training run"):
     for ax, what in zip(axes[:2], ("loss", "accuracy")):
         for split, style in (("train", "-"), ("val", "--")):
             key = f"{split}_{what}"
-            pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            pts = [(r["epoch"], r[key]) for r in rows if _finite(r.get(key))]
             if pts:
                 name = "training" if split == "train" else "validation"
                 ax.plot(*zip(*pts), style, marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy loss" if what == "loss" else "accuracy")
         ax.set_title(f"{what.capitalize()} per epoch")
-    losses = [r[k] for r in rows for k in ("train_loss", "val_loss") if r.get(k) is not None]
+    losses = [r[k] for r in rows for k in ("train_loss", "val_loss") if _finite(r.get(k))]
     if losses and min(losses) > 0:
         axes[0].set_yscale("log")
-    lr = [(r["epoch"], r["lr"]) for r in rows if r.get("lr") is not None]
+    lr = [(r["epoch"], r["lr"]) for r in rows if _finite(r.get("lr"))]
     if lr:
         axes[2].plot(*zip(*lr), color="tab:green", marker="o", markersize=3, label="learning rate")
     axes[2].set_xlabel("epoch")

@@ -56,15 +56,17 @@ def _jsonl(path, what):
 def read_metrics(path) -> list:
     """The epoch rows of a run's metrics.jsonl; the last row wins when an epoch repeats
     (a resumed run). Every row needs an int ``epoch`` >= 1; the other values must be
-    finite numbers or null."""
+    numbers or null (NaN and Infinity, as a diverging run logs them, are drawn as gaps)."""
     rows = {}
     for n, obj in _jsonl(path, "not a run folder written by lstm-train?"):
         epoch = obj.get("epoch")
         if not (_is_int(epoch) and epoch >= 1):
             raise DataError(f"{path}:{n}: 'epoch' is {epoch!r}; expected an int >= 1")
         for key, value in obj.items():
-            if value is not None and not _is_number(value):
-                raise DataError(f"{path}:{n}: {key!r} is {value!r}; expected a finite number")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise DataError(f"{path}:{n}: {key!r} is {value!r}; expected a number or null")
         rows[epoch] = obj
     return [rows[e] for e in sorted(rows)]
 
