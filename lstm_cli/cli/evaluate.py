@@ -71,10 +71,10 @@ def _diagnostics(tm, ds, y, by_step, gates, batch_size) -> dict:
 
     from ..diagnostics import diagnose
 
-    out = {}
-    if by_step:
-        known = np.flatnonzero(y >= 0)
-        out.update(diagnose(tm, ds.view(known), y[known], gates=False, batch_size=batch_size))
+    if not by_step or (y >= 0).all():  # one pass over the data
+        return diagnose(tm, ds, y, by_step=by_step, gates=gates, batch_size=batch_size)
+    known = np.flatnonzero(y >= 0)
+    out = diagnose(tm, ds.view(known), y[known], gates=False, batch_size=batch_size)
     if gates:
         out.update(diagnose(tm, ds, by_step=False, batch_size=batch_size))
     return out
