@@ -8,6 +8,7 @@ code stays the same). One module per command; ``common`` holds what they share.
 
 from .evaluate import evaluate, predict
 from .gradcheck import gradcheck
+from .plot import plot
 from .train import train
 
-__all__ = ["evaluate", "gradcheck", "predict", "train"]
+__all__ = ["evaluate", "gradcheck", "plot", "predict", "train"]

@@ -65,6 +65,48 @@ def _predictions_csv(classes, probs, true_labels=None) -> str:
     return buf.getvalue()
 
 
+def _diagnostics(tm, ds, y, by_step, gates, batch_size) -> dict:
+    """by_step (sequences with known labels) and gates (every sequence) of the report."""
+    import numpy as np
+
+    from ..diagnostics import diagnose
+
+    if not by_step or (y >= 0).all():  # one pass over the data
+        return diagnose(tm, ds, y, by_step=by_step, gates=gates, batch_size=batch_size)
+    known = np.flatnonzero(y >= 0)
+    out = diagnose(tm, ds.view(known), y[known], gates=False, batch_size=batch_size)
+    if gates:
+        out.update(diagnose(tm, ds, by_step=False, batch_size=batch_size))
+    return out
+
+
+def _render_by_step(bs) -> str:
+    rows = [
+        [f"{p} %", f"{s:.1f}", f"{a:.4f}", f"{v:.4f}"]
+        for p, s, a, v in zip(bs["percent"], bs["mean_steps"], bs["accuracy"], bs["loss"])
+    ]
+    title = f"accuracy by part of each sequence seen ({bs['head']} head, {bs['n']} sequences)"
+    return title + "\n" + format_table(["seen", "mean steps", "accuracy", "loss"], rows, "rrrr")
+
+
+def _render_gates(gates) -> str:
+    rows = []
+    for layer in gates["layers"]:
+        for name in ("input", "forget", "output"):
+            g = layer[name]
+            rows.append(
+                [
+                    layer["layer"] + 1,
+                    name,
+                    f"{g['mean']:.3f}",
+                    f"{g['above_0.95']:.3f}",
+                    f"{g['below_0.05']:.3f}",
+                ]
+            )
+    headers = ["layer", "gate", "mean", f"> {gates['high']}", f"< {gates['low']}"]
+    return "gate values over valid steps\n" + format_table(headers, rows, "rlrrr")
+
+
 _FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
 
 
@@ -122,9 +164,41 @@ def _checkpoint_and_data(data_help):
     help="Leave sequences whose label the model never saw out of the metrics (counted) "
     "instead of failing.",
 )
+@click.option(
+    "--by-step",
+    is_flag=True,
+    help="Also report accuracy and loss when each sequence is cut at 10 %, 20 %, ..., 100 % "
+    "of its own length (key by_step).",
+)
+@click.option(
+    "--gates",
+    is_flag=True,
+    help="Also report per-layer statistics of the input/forget/output gate values "
+    "(mean, share above 0.95 and below 0.05; key gates).",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the eval figures (confusion matrix, accuracy by step, gate saturation) as "
+    "PNGs into this folder; implies --by-step and --gates; needs the extra 'plot'.",
+)
 @click.option("--quiet", is_flag=True, help="Do not print the tables.")
 @handles_errors
-def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, batch_size, quiet):
+def evaluate(
+    checkpoint,
+    data_path,
+    fmt,
+    json_out,
+    predictions,
+    allow_unknown,
+    by_step,
+    gates,
+    plot_dir,
+    batch_size,
+    quiet,
+):
     """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusions."""
     from ..inference import evaluate_dataset, load_trained
 
@@ -132,12 +206,29 @@ def evaluate(checkpoint, data_path, fmt, json_out, predictions, allow_unknown, b
         [("--json", json_out), ("--predictions", predictions)],
         [("checkpoint", checkpoint), ("data file", data_path)],
     )
+    if plot_dir:
+        from ..plot.figures import pyplot
+
+        pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
+        by_step = gates = True
     tm = load_trained(checkpoint)
     ds = _load_data_for(tm, data_path, fmt, require_labels=True)
-    report, probs, _ = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
+    report, probs, y = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
     report["checkpoint"] = checkpoint
+    if by_step or gates:
+        report.update(_diagnostics(tm, ds, y, by_step, gates, batch_size))
     if not quiet and json_out != "-":
         click.echo(_render_report(report))
+        if report.get("by_step"):
+            click.echo("\n" + _render_by_step(report["by_step"]))
+        if report.get("gates"):
+            click.echo("\n" + _render_gates(report["gates"]))
+    if plot_dir:
+        from ..plot import plot_report
+
+        for path in plot_report(report, plot_dir):
+            if not quiet and json_out != "-":
+                click.echo(f"wrote {path}")
     if json_out:
         write_output(json_out, json.dumps(report, indent=2) + "\n")
     if predictions:

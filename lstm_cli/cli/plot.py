@@ -1,0 +1,50 @@
+"""lstm-plot: PNG figures of a training run folder (and of an eval report)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import CONTEXT, handles_errors
+
+
+@click.command(
+    name="lstm-plot",
+    context_settings=CONTEXT,
+    epilog="Example: lstm-plot runs/japanese_vowels --report report.json --out figures/",
+)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the PNGs (created; default: RUN_DIR/plots).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="An eval report (lstm-eval --json, best with --by-step --gates): also draw the "
+    "confusion matrix, accuracy by fraction of sequence and gate saturation.",
+)
+@click.option("--quiet", is_flag=True, help="Do not list the written files.")
+@handles_errors
+def plot(run_dir, out_dir, report_path, quiet):
+    """Draw learning curves (metrics.jsonl) and gradient flow (gradflow.jsonl) of RUN_DIR.
+
+    Needs the optional extra 'plot' (pip install 'lstm_cli[plot]'); exit 7 without it,
+    exit 4 when a run file or the report is missing or malformed.
+    """
+    from ..plot import plot_report, plot_run, read_report
+
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    report = read_report(report_path) if report_path else None
+    paths = plot_run(run_dir, out_dir)
+    if report is not None:
+        paths += plot_report(report, out_dir, report_path)
+    if not quiet:
+        for path in paths:
+            click.echo(f"wrote {path}")

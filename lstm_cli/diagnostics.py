@@ -1,0 +1,339 @@
+"""What a trained model does along the sequence: accuracy as it unfolds, gate statistics.
+
+Both come from one forward pass over the dataset, written here with the public step
+function ``nn.lstm.lstm_step_forward`` (DESIGN.md §1), so every gate value and every
+top-layer state h_t is at hand:
+
+* **by step** (early classification): each sequence is cut at p % of its own length,
+  ``L_p = max(1, ceil(p * L / 100))`` for p = 10, 20, ..., 100, and classified from the
+  prefix alone. Because the LSTM runs forward in time, the prefix's states are the full
+  run's first L_p states: the ``last`` head reads h at step L_p - 1, the ``all`` head
+  averages its per-step probabilities (and per-step losses) over steps 0 .. L_p - 1.
+  That is the result of running the model on the truncated sequence (tested).
+* **gates**: per layer, the distribution over valid steps (and units) of the input (i),
+  forget (f) and output (o) gate values: mean, fraction above 0.95 and below 0.05, and a
+  histogram over [0, 1].
+
+The gradient-flow file ``gradflow.jsonl`` is defined in docs/diagnostics.md; its
+per-epoch records are built by ``GradFlowAccumulator`` (fed by the training loop, or by
+``checkpoint_gradient_flow`` for one checkpoint on one dataset, with a step-by-step BPTT of
+``lstm_step_backward``) and read by ``lstm_cli.plot.runfiles.read_gradflow``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import SequenceDataset, make_batches, pad_batch
+from .errors import LstmCliError
+from .nn.lstm import lstm_step_backward, lstm_step_forward
+
+PERCENTS = tuple(range(10, 101, 10))  # prefix lengths, in % of each sequence's own length
+GATES = ("input", "forget", "output")  # reported gates; their slices in TF order i, j, f, o
+_GATE_SLICE = {"input": 0, "forget": 2, "output": 3}
+HIGH, LOW = 0.95, 0.05  # saturation thresholds
+HIST_BINS = 20  # equal-width histogram bins over [0, 1]
+FRACTION_BINS = 10  # gradflow: fraction-of-length bins ((k-1)/10, k/10], k = 1..10
+
+
+def prefix_lengths(lengths, percents=PERCENTS) -> np.ndarray:
+    """(P, N) int64: ``max(1, ceil(p * L / 100))`` for each percent p and length L.
+
+    Integer arithmetic, so 30 % of 10 steps is exactly 3 (0.3 * 10 in floats is not).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(1, -1)
+    pct = np.asarray(percents, dtype=np.int64).reshape(-1, 1)
+    if pct.size == 0 or pct.min() < 1 or pct.max() > 100:
+        raise LstmCliError(f"percents must lie in [1, 100]; got {list(percents)}")
+    return np.maximum(1, (pct * lengths + 99) // 100)
+
+
+def layer_forward(model, x, lengths):
+    """Run every layer step by step over a right-padded batch (inference, no dropout).
+
+    x (B, T, I) in the model's dtype, lengths (B,). Returns (gates, h_top): gates is a
+    list over layers of (B, T, 4H) post-activation gate values [i|j|f|o], h_top the top
+    layer's states (B, T, H). Steps past a sequence's length are computed on the padding
+    and must be masked by the caller (right padding cannot reach a valid step).
+    """
+    B, T, _ = x.shape
+    H = model.hidden_size
+    p = model.params
+    inp = x
+    gates = []
+    for k in range(model.num_layers):
+        W, b = p[f"lstm.{k}.W"], p[f"lstm.{k}.b"]
+        h = np.zeros((B, H), model.dtype)
+        c = np.zeros((B, H), model.dtype)
+        hs = np.empty((B, T, H), model.dtype)
+        gs = np.empty((B, T, 4 * H), model.dtype)
+        for t in range(T):
+            h, c, cache = lstm_step_forward(inp[:, t], h, c, W, b, model.forget_bias)
+            hs[:, t] = h
+            gs[:, t] = cache.gates
+        gates.append(gs)
+        inp = hs
+    return gates, inp
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class _ByStep:
+    """Correct counts and loss sums per prefix percent, over batches."""
+
+    def __init__(self, model, percents):
+        self.model, self.percents = model, tuple(percents)
+        self.correct = np.zeros(len(self.percents))
+        self.loss = np.zeros(len(self.percents))
+        self.steps = np.zeros(len(self.percents))
+        self.n = 0
+
+    def add(self, h_top, lengths, y):
+        B, T, _ = h_top.shape
+        V, a = self.model.params["head.W"], self.model.params["head.b"]
+        logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
+        cut = prefix_lengths(lengths, self.percents)  # (P, B)
+        rows = np.arange(B)
+        if self.model.head == "last":
+            lp = logp[rows[None, :], cut - 1]  # (P, B, K)
+            pred = lp.argmax(-1)
+            ce = -lp[:, rows, y]  # (P, B)
+        else:  # mean over the prefix of per-step probabilities and per-step losses
+            probs = np.cumsum(np.exp(logp), axis=1)  # (B, T, K) running sums
+            ce_steps = np.cumsum(-logp[rows, :, y], axis=1)  # (B, T)
+            pred = (probs[rows[None, :], cut - 1]).argmax(-1)  # dividing by L_p keeps argmax
+            ce = ce_steps[rows[None, :], cut - 1] / cut
+        self.correct += (pred == y[None, :]).sum(1)
+        self.loss += ce.sum(1)
+        self.steps += cut.sum(1)
+        self.n += B
+
+    def result(self) -> dict:
+        return {
+            "head": self.model.head,
+            "percent": list(self.percents),
+            "accuracy": (self.correct / self.n).tolist(),
+            "loss": (self.loss / self.n).tolist(),
+            "mean_steps": (self.steps / self.n).tolist(),
+            "n": self.n,
+        }
+
+
+class _GateStats:
+    """Sums, saturation counts and histograms of gate values over valid steps, per layer."""
+
+    def __init__(self, num_layers):
+        self.count = np.zeros(num_layers, np.int64)
+        shape = (num_layers, len(GATES))
+        self.sum, self.sq = np.zeros(shape), np.zeros(shape)
+        self.high, self.low = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+        self.hist = np.zeros(shape + (HIST_BINS,), np.int64)
+
+    def add(self, gates, lengths):
+        T = gates[0].shape[1]
+        valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
+        for k, g in enumerate(gates):
+            H = g.shape[-1] // 4
+            rows = g[valid].astype(np.float64)  # (S, 4H) valid steps only
+            self.count[k] += rows.size // 4
+            for n, name in enumerate(GATES):
+                s = _GATE_SLICE[name]
+                v = rows[:, s * H : (s + 1) * H]
+                self.sum[k, n] += v.sum()
+                self.sq[k, n] += (v * v).sum()
+                self.high[k, n] += int((v > HIGH).sum())
+                self.low[k, n] += int((v < LOW).sum())
+                self.hist[k, n] += np.histogram(v, bins=HIST_BINS, range=(0.0, 1.0))[0]
+
+    def result(self) -> dict:
+        layers = []
+        for k, count in enumerate(self.count):
+            entry = {"layer": k, "values": int(count)}
+            for n, name in enumerate(GATES):
+                mean = self.sum[k, n] / count
+                var = max(self.sq[k, n] / count - mean * mean, 0.0)
+                entry[name] = {
+                    "mean": float(mean),
+                    "std": float(np.sqrt(var)),
+                    "above_0.95": float(self.high[k, n] / count),
+                    "below_0.05": float(self.low[k, n] / count),
+                    "histogram": self.hist[k, n].tolist(),
+                }
+            layers.append(entry)
+        return {"high": HIGH, "low": LOW, "bins": HIST_BINS, "layers": layers}
+
+
+def diagnose(
+    tm, ds: SequenceDataset, y=None, *, by_step=True, gates=True, batch_size=256, percents=PERCENTS
+) -> dict:
+    """``{"by_step": ..., "gates": ...}`` of TrainedModel ``tm`` on ``ds`` (see the module doc).
+
+    y (N,) class indices; required for by_step (accuracy needs labels). Batches are formed
+    by length as in inference, so little padding is computed.
+    """
+    model = tm.model
+    if by_step and y is None:
+        raise LstmCliError("by-step accuracy needs labels (y)")
+    acc = _ByStep(model, percents) if by_step else None
+    gst = _GateStats(model.num_layers) if gates else None
+    for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
+        x, lengths = pad_batch(ds, idx, model.dtype, tm.mean, tm.std)
+        g, h_top = layer_forward(model, x, lengths)
+        if acc is not None:
+            acc.add(h_top, lengths, np.asarray(y)[idx])
+        if gst is not None:
+            gst.add(g, lengths)
+    out = {}
+    if acc is not None:
+        out["by_step"] = acc.result()
+    if gst is not None:
+        out["gates"] = gst.result()
+    return out
+
+
+# ------------------------------------------------------------------ gradient flow records
+
+
+def fraction_bins(lengths, T) -> np.ndarray:
+    """(B, T) int: the fraction-of-length bin 0..FRACTION_BINS-1 of step t (0-based) in a
+    sequence of length L, bin k holding (t + 1) / L in (k / 10, (k + 1) / 10]; -1 past L."""
+    lengths = np.asarray(lengths, dtype=np.int64)[:, None]
+    t1 = np.arange(1, T + 1, dtype=np.int64)[None, :]
+    k = (t1 * FRACTION_BINS + lengths - 1) // lengths - 1  # ceil(10 (t+1) / L) - 1, exact
+    return np.where(t1 <= lengths, k, -1)
+
+
+class GradFlowAccumulator:
+    """Builds one gradflow.jsonl record per layer from per-step gradient norms.
+
+    ``add(layer, dh_norm, dc_norm, lengths)`` takes, for one batch, the L2 norms over the
+    hidden units of dL/dh_t and dL/dc_t as (B, T) arrays (batch-first, right-padded; the
+    values past each length are ignored). ``records(epoch)`` returns the means per
+    absolute step and per fraction bin (docs/diagnostics.md, "gradflow.jsonl") and resets.
+    """
+
+    def __init__(self):
+        self._acc = {}
+
+    def add(self, layer, dh_norm, dc_norm, lengths):
+        dh_norm, dc_norm = np.asarray(dh_norm, np.float64), np.asarray(dc_norm, np.float64)
+        B, T = dh_norm.shape
+        lengths = np.asarray(lengths, np.int64)
+        valid = np.arange(T)[None, :] < lengths[:, None]
+        bins = fraction_bins(lengths, T)
+        a = self._acc.setdefault(int(layer), _empty_sums())
+        if T > a["T"]:  # grow the per-step sums to the longest sequence seen
+            for key in ("n", "dh", "dc"):
+                a[key] = np.concatenate([a[key], np.zeros(T - a["T"])])
+            a["T"] = T
+        a["n"][:T] += valid.sum(0)
+        a["dh"][:T] += np.where(valid, dh_norm, 0.0).sum(0)
+        a["dc"][:T] += np.where(valid, dc_norm, 0.0).sum(0)
+        for row, values in ((1, dh_norm), (2, dc_norm)):
+            a["frac"][row] += np.bincount(bins[valid], values[valid], FRACTION_BINS)
+        a["frac"][0] += np.bincount(bins[valid], minlength=FRACTION_BINS)
+
+    def records(self, epoch) -> list:
+        out = []
+        for layer in sorted(self._acc):
+            a = self._acc[layer]
+            n, fn = a["n"], a["frac"][0]
+            out.append(
+                {
+                    "epoch": int(epoch),
+                    "layer": layer,
+                    "step": list(range(1, a["T"] + 1)),
+                    "count": n.astype(np.int64).tolist(),
+                    "dh_norm": _means(a["dh"], n),
+                    "dc_norm": _means(a["dc"], n),
+                    "fraction": [(k + 1) / FRACTION_BINS for k in range(FRACTION_BINS)],
+                    "count_by_fraction": fn.astype(np.int64).tolist(),
+                    "dh_norm_by_fraction": _means(a["frac"][1], fn),
+                    "dc_norm_by_fraction": _means(a["frac"][2], fn),
+                }
+            )
+        self._acc = {}
+        return out
+
+
+def _empty_sums() -> dict:
+    """Per-step sums (count, dh, dc; grown as needed) and per-bin sums (3, FRACTION_BINS)."""
+    z = np.zeros(0)
+    return {"T": 0, "n": z, "dh": z, "dc": z, "frac": np.zeros((3, FRACTION_BINS))}
+
+
+def _means(sums, counts) -> list:
+    """sums / counts as floats, None where nothing was counted."""
+    return [float(s / c) if c > 0 else None for s, c in zip(sums, counts)]
+
+
+def batch_gradient_flow(model, x, lengths, y):
+    """Per-step gradient norms of each sequence's own loss, by BPTT one step at a time.
+
+    x (B, T, I), lengths (B,), y (B,) class indices. Returns (dh_norm, dc_norm, grads):
+    dh_norm and dc_norm lists over layers of (B, T) L2 norms of the total dL_b/dh_t and
+    dL_b/dc_t (both paths of DESIGN.md §4: the head at t and step t+1), L_b the b-th
+    sequence's cross-entropy; grads the parameter gradients of sum_b L_b (its mean over
+    the batch is the model's loss gradient, which the tests compare).
+    """
+    B, T, _ = x.shape
+    p, L = model.params, model.num_layers
+    lengths = np.asarray(lengths, np.int64)
+    caches, inp = [], x
+    for k in range(L):
+        W, b = p[f"lstm.{k}.W"], p[f"lstm.{k}.b"]
+        h = np.zeros((B, model.hidden_size), model.dtype)
+        c, hs, layer = h.copy(), [], []
+        for t in range(T):
+            h, c, cache = lstm_step_forward(inp[:, t], h, c, W, b, model.forget_bias)
+            hs.append(h)
+            layer.append(cache)
+        caches.append(layer)
+        inp = np.stack(hs, axis=1)  # (B, T, H)
+    V, a = p["head.W"], p["head.b"]
+    dlogits = np.exp(_log_softmax(inp @ V + a))  # (B, T, K) softmax
+    dlogits[np.arange(B), :, y] -= 1.0
+    valid = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
+    if model.head == "last":
+        weight = (np.arange(T)[None, :] == lengths[:, None] - 1).astype(model.dtype)
+    else:  # the all head's loss is the mean over the sequence's valid steps
+        weight = valid / lengths[:, None]
+    dlogits *= weight[:, :, None]
+    grads = {"head.W": np.einsum("bth,btk->hk", inp, dlogits), "head.b": dlogits.sum((0, 1))}
+    dh_in = dlogits @ V.T  # (B, T, H): the head's part of dL/dh_t of the top layer
+    dh_norms, dc_norms = [None] * L, [None] * L
+    for k in reversed(range(L)):
+        W = p[f"lstm.{k}.W"]
+        dh_next = np.zeros((B, model.hidden_size), model.dtype)
+        dc_next = dh_next.copy()
+        dW, db = np.zeros_like(W), np.zeros(W.shape[1], W.dtype)
+        dx = np.zeros(caches[k][0].x.shape[:1] + (T, caches[k][0].x.shape[1]), model.dtype)
+        dh_norm, dc_norm = np.zeros((B, T)), np.zeros((B, T))
+        for t in reversed(range(T)):
+            cache = caches[k][t]
+            dh = dh_in[:, t] + dh_next  # zero past each end: padding gets no head gradient
+            o = cache.gates[:, 3 * model.hidden_size :]
+            dc = dh * o * (1.0 - cache.tanh_c**2) + dc_next  # total dL/dc_t
+            dh_norm[:, t] = np.linalg.norm(dh, axis=1)
+            dc_norm[:, t] = np.linalg.norm(dc, axis=1)
+            dx[:, t], dh_next, dc_next, dW_t, db_t = lstm_step_backward(dh, dc_next, cache, W)
+            dW += dW_t
+            db += db_t
+        grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"] = dW, db
+        dh_norms[k], dc_norms[k] = np.where(valid, dh_norm, 0.0), np.where(valid, dc_norm, 0.0)
+        dh_in = dx
+    return dh_norms, dc_norms, grads
+
+
+def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -> list:
+    """gradflow.jsonl records (one per layer) of TrainedModel ``tm`` on labelled ``ds``."""
+    acc = GradFlowAccumulator()
+    for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
+        x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)
+        dh, dc, _ = batch_gradient_flow(tm.model, x, lengths, np.asarray(y)[idx])
+        for k in range(tm.model.num_layers):
+            acc.add(k, dh[k], dc[k], lengths)
+    return acc.records(epoch)

@@ -1,0 +1,79 @@
+"""Pictures of a run and of an evaluation (optional extra ``plot``: matplotlib, Agg backend).
+
+``plot_run(run_dir, out_dir)`` draws what a run folder holds (learning curves from
+metrics.jsonl; gradient flow from gradflow.jsonl when present); ``plot_report(report,
+out_dir)`` the figures of one ``lstm-eval`` report (confusion matrix; accuracy by step and
+gate saturation when the report has ``by_step`` / ``gates``). Both return the written paths.
+The readers in ``runfiles`` need no matplotlib.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import figures
+from .runfiles import (
+    GRADFLOW_FILE,
+    METRICS_FILE,
+    best_epoch,
+    check_gradflow_record,
+    check_report,
+    read_gradflow,
+    read_metrics,
+    read_report,
+)
+
+# figure file names (docs/diagnostics.md)
+LEARNING_CURVES = "learning_curves.png"
+GRADIENT_FLOW = "gradient_flow.png"
+CONFUSION_MATRIX = "confusion_matrix.png"
+ACCURACY_BY_STEP = "accuracy_by_step.png"
+GATE_SATURATION = "gate_saturation.png"
+
+
+def plot_run(run_dir, out_dir) -> list:
+    """PNGs of a training run folder into out_dir (created); DataError for a bad input file."""
+    figures.pyplot()  # a missing extra fails before any file is read or folder made
+    rows = read_metrics(os.path.join(run_dir, METRICS_FILE))
+    flow_path = os.path.join(run_dir, GRADFLOW_FILE)
+    flow = read_gradflow(flow_path) if os.path.exists(flow_path) else None
+    os.makedirs(out_dir, exist_ok=True)
+    name = os.path.basename(os.path.normpath(run_dir)) or "run"
+    paths = [
+        figures.learning_curves(
+            rows, best_epoch(run_dir, rows), os.path.join(out_dir, LEARNING_CURVES), f"Run {name}"
+        )
+    ]
+    if flow:
+        paths.append(figures.gradient_flow(flow, os.path.join(out_dir, GRADIENT_FLOW)))
+    return paths
+
+
+def plot_report(report, out_dir, where="report") -> list:
+    """PNGs of one eval report (a dict as ``lstm-eval --json`` writes) into out_dir."""
+    figures.pyplot("lstm-eval --plot / lstm-plot --report")
+    check_report(report, where)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [figures.confusion_matrix(report, os.path.join(out_dir, CONFUSION_MATRIX))]
+    if report.get("by_step"):
+        paths.append(figures.accuracy_by_step(report, os.path.join(out_dir, ACCURACY_BY_STEP)))
+    if report.get("gates"):
+        paths.append(figures.gate_saturation(report, os.path.join(out_dir, GATE_SATURATION)))
+    return paths
+
+
+__all__ = [
+    "ACCURACY_BY_STEP",
+    "CONFUSION_MATRIX",
+    "GATE_SATURATION",
+    "GRADIENT_FLOW",
+    "LEARNING_CURVES",
+    "best_epoch",
+    "check_gradflow_record",
+    "check_report",
+    "plot_report",
+    "plot_run",
+    "read_gradflow",
+    "read_metrics",
+    "read_report",
+]

@@ -1,0 +1,236 @@
+"""lstm-plot and lstm-eval --plot: valid non-blank PNGs; clean errors for bad input, no extra."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_cli.cli import evaluate, plot, train
+from lstm_cli.diagnostics import GradFlowAccumulator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path):
+    """A real PNG of laptop-screen size with something drawn on it."""
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    assert 5_000 < len(data) < 400_000, (path, len(data))
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    height, width = img.shape[:2]
+    assert 500 <= width <= 1600 and 300 <= height <= 1200, (path, img.shape)
+    assert float(np.var(img[..., :3])) > 1e-3, path  # not blank
+
+
+def _run_folder(tmp_path, with_flow=True):
+    """A run folder as lstm-train writes it (metrics.jsonl keys of a real run) plus gradflow."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = []
+    for e in range(1, 9):
+        rows.append(
+            {
+                "epoch": e,
+                "train_loss": 1.5 / e,
+                "train_accuracy": 1 - 0.6 / e,
+                "val_loss": 1.6 / e + 0.02 * e,
+                "val_accuracy": 1 - 0.7 / e,
+                "lr": 0.01 * 0.5 ** (e // 3),
+                "grad_norm": 0.3,
+                "seconds": 0.05,
+                "padded_fraction": 0.07,
+                "sequences_per_second": 9000.0,
+            }
+        )
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if with_flow:
+        rng = np.random.default_rng(0)
+        acc, lines = GradFlowAccumulator(), []
+        for epoch in (1, 4, 8):
+            for layer in (0, 1):
+                lengths = rng.integers(3, 15, 16)
+                decay = 0.8 ** np.arange(14)[::-1][None, :]  # larger near the end
+                acc.add(layer, decay * rng.random((16, 14)), decay * rng.random((16, 14)), lengths)
+            lines += [json.dumps(r) + "\n" for r in acc.records(epoch)]
+        (run / "gradflow.jsonl").write_text("".join(lines))
+    return run
+
+
+def _report(tmp_path):
+    return {
+        "labels": ["a", "b", "c"],
+        "confusion_matrix": [[5, 1, 0], [0, 4, 2], [1, 0, 7]],
+        "by_step": {
+            "head": "last",
+            "percent": list(range(10, 101, 10)),
+            "accuracy": [0.3 + 0.06 * k for k in range(10)],
+            "loss": [1.2 - 0.1 * k for k in range(10)],
+            "mean_steps": [1.0 + k for k in range(10)],
+            "n": 20,
+        },
+        "gates": {
+            "high": 0.95,
+            "low": 0.05,
+            "bins": 20,
+            "layers": [
+                {
+                    "layer": 0,
+                    "values": 100,
+                    **{
+                        g: {
+                            "mean": 0.5,
+                            "std": 0.2,
+                            "above_0.95": 0.1,
+                            "below_0.05": 0.02,
+                            "histogram": list(range(20)),
+                        }
+                        for g in ("input", "forget", "output")
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_lstm_plot_without_matplotlib_exits_7(tmp_path, monkeypatch):
+    run = _run_folder(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    result = CliRunner().invoke(plot, [str(run), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 7, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert "optional extra 'plot'" in lines[0] and "pip install 'lstm_cli[plot]'" in lines[0]
+    assert not (tmp_path / "out").exists()
+    # lstm-eval --plot fails the same way, before evaluating anything
+    result = CliRunner().invoke(
+        evaluate, ["no-such.npz", "--data", str(run / "metrics.jsonl"), "--plot", str(tmp_path)]
+    )
+    assert result.exit_code == 2  # click checks the checkpoint path first
+    ckpt = tmp_path / "x.npz"
+    ckpt.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(
+        evaluate, [str(ckpt), "--data", str(run / "metrics.jsonl"), "--plot", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 7 and "lstm-eval --plot needs the optional extra 'plot'" in (
+        result.stderr
+    )
+
+
+def test_lstm_plot_run_folder_and_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_report(tmp_path)))
+    result = CliRunner().invoke(plot, [str(run), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    out = run / "plots"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [
+            "learning_curves.png",
+            "gradient_flow.png",
+            "confusion_matrix.png",
+            "accuracy_by_step.png",
+            "gate_saturation.png",
+        ]
+    )
+    for name in names:
+        _check_png(out / name)
+        assert f"wrote {out / name}" in result.output
+
+
+def test_lstm_plot_without_gradflow_draws_learning_curves_only(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path, with_flow=False)
+    with open(run / "metrics.jsonl", "a") as fh:  # a diverged epoch is drawn as a gap
+        fh.write('{"epoch": 9, "train_loss": NaN, "val_loss": Infinity, "lr": null}\n')
+    result = CliRunner().invoke(plot, [str(run), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["learning_curves.png"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda run: (run / "metrics.jsonl").unlink(), "metrics.jsonl: no such file"),
+        (
+            lambda run: (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2,\n'),
+            "metrics.jsonl:2: not valid JSON",
+        ),
+        (
+            lambda run: (run / "gradflow.jsonl").write_text('{"epoch": 1, "layer": 0}\n'),
+            "gradflow.jsonl:1: 'step' must be",
+        ),
+    ],
+)
+def test_lstm_plot_bad_input_is_one_line_exit_4(tmp_path, make, message):
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path)
+    make(run)
+    result = CliRunner().invoke(plot, [str(run)])
+    assert result.exit_code == 4, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+    assert str(run) in lines[0]
+
+
+def test_lstm_plot_bad_report_exit_4(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path)
+    report = tmp_path / "report.json"
+    report.write_text("{not json")
+    result = CliRunner().invoke(plot, [str(run), "--report", str(report)])
+    assert result.exit_code == 4 and f"{report}: not valid JSON" in result.stderr
+
+
+def test_train_eval_plot_end_to_end(tmp_path):
+    """A real tiny run: lstm-eval --by-step --gates --json --plot, then lstm-plot --report."""
+    pytest.importorskip("matplotlib")
+    runner = CliRunner()
+    run = tmp_path / "run"
+    config = str(ROOT / "configs" / "tiny.yaml")
+    result = runner.invoke(train, ["--config", config, "--output", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    data = str(ROOT / "data" / "synthetic" / "test.jsonl")
+    report = tmp_path / "report.json"
+    figs = tmp_path / "eval_figs"
+    args = [str(run / "best.npz"), "--data", data, "--json", str(report), "--plot", str(figs)]
+    result = runner.invoke(evaluate, args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy by part of each sequence seen" in result.output
+    assert "gate values over valid steps" in result.output
+    rep = json.loads(report.read_text())
+    assert rep["by_step"]["percent"] == list(range(10, 101, 10))
+    assert rep["by_step"]["accuracy"][-1] == pytest.approx(rep["accuracy"])
+    assert rep["by_step"]["loss"][-1] == pytest.approx(rep["loss"], rel=1e-5)
+    assert set(rep["gates"]["layers"][0]) >= {"layer", "values", "input", "forget", "output"}
+    for name in ("confusion_matrix.png", "accuracy_by_step.png", "gate_saturation.png"):
+        _check_png(figs / name)
+    # without the flags the report stays as before
+    result = runner.invoke(evaluate, [str(run / "best.npz"), "--data", data, "--json", "-"])
+    assert result.exit_code == 0
+    assert "by_step" not in json.loads(result.stdout) and "gates" not in result.stdout
+    # --allow-unknown: by_step counts the sequences whose label the model knows
+    lines = pathlib.Path(data).read_text().splitlines()
+    unknown = json.loads(lines[0])
+    unknown["y"] = 99
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(lines + [json.dumps(unknown)]) + "\n")
+    args = [str(run / "best.npz"), "--data", str(mixed), "--allow-unknown", "--by-step"]
+    result = runner.invoke(evaluate, args + ["--json", "-"])
+    assert result.exit_code == 0, result.output
+    mixed_rep = json.loads(result.stdout)
+    assert mixed_rep["unknown_labels"] == 1 and mixed_rep["by_step"]["n"] == len(lines)
+    assert mixed_rep["by_step"]["accuracy"] == pytest.approx(rep["by_step"]["accuracy"])
+    result = runner.invoke(plot, [str(run), "--report", str(report), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    for png in (tmp_path / "p").iterdir():
+        _check_png(png)
