@@ -7,17 +7,19 @@ spent on padding, and results are returned in the dataset's order.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .config.schema import CONSTRAINTS
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
+from .data.csvfile import CSV_OPTION_KEYS
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report
-from .nn.model import DTYPES, HEADS, INITS, LSTMClassifier, param_shapes
+from .nn.model import LSTMClassifier, param_shapes
+from .nn.spec import ARCHITECTURE, REQUIRED
 from .store.checkpoint import load_checkpoint
-from .validate import show as _show
+from .validate import Interval, Invalid, Options, Str, StrList, is_int, show
 
 
 @dataclass
@@ -34,261 +36,208 @@ class TrainedModel:
     def num_features(self) -> int:
         return self.model.input_size
 
+    @property
+    def csv_options(self) -> dict | None:
+        """The training config's CSV reading options that were set, or None."""
+        csv = (self.meta.get("config") or {}).get("data", {}).get("csv") or {}
+        given = {k: csv[k] for k in CSV_OPTION_KEYS if csv.get(k) is not None}
+        return given or None
+
 
 def load_trained(path) -> TrainedModel:
     """Rebuild a TrainedModel from a checkpoint written by the trainer.
 
-    Besides what ``load_checkpoint`` verifies, every piece of the trainer's metadata that
-    eval and predict use is checked before it is used: the architecture in ``model``
-    (and that the stored parameters have its names and shapes and are finite), the
-    label map ``classes``, the ``normalization`` statistics and the CSV options in
-    ``config.data.csv``. A checkpoint that fails raises CheckpointError naming ``path``.
+    ``load_checkpoint`` verifies the file (format, checksum, array records). Then every piece
+    of the trainer's metadata that eval and predict use is checked, before it is used,
+    against the statement it must meet: the architecture in ``model`` against the model's
+    own table (``nn.spec``), the stored parameters against its names and shapes (before any
+    model is allocated) and for finiteness, the label map ``classes``, the
+    ``normalization`` statistics and the CSV options in ``config.data.csv`` against the
+    config schema. Anything wrong is one CheckpointError naming ``path``.
     """
     ckpt = load_checkpoint(path)
+    try:
+        return _rebuild(ckpt)
+    except _BadMeta as bad:
+        raise CheckpointError(f"{path}: bad checkpoint metadata: {bad}") from None
+
+
+class _BadMeta(Exception):
+    """What is wrong with a checkpoint's metadata; load_trained names the file."""
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise _BadMeta(what)
+
+
+def _checked(where: str, value, constraint, expected: str | None = None):
+    """``value`` converted by ``constraint``, or _BadMeta: "<where> is <value>; expected ..."."""
+    # metadata holds JSON numbers, never numbers written as text
+    as_text = isinstance(value, str) and not isinstance(constraint, (Options, Str, StrList))
+    try:
+        if not as_text:
+            return constraint.check(value)
+    except Invalid:
+        pass
+    raise _BadMeta(f"{where} is {show(value)}; expected {expected or constraint.description()}")
+
+
+def _rebuild(ckpt) -> TrainedModel:
     meta = ckpt.meta
     for key in ("model", "classes"):
-        if key not in meta:
-            raise _bad_meta(path, f"no {key!r} entry; not a checkpoint written by lstm-train")
-    spec = _checked_spec(meta["model"], path)
-    _check_params(ckpt.params, spec, path)
-    classes = _checked_classes(meta["classes"], spec["num_classes"], path)
-    mean, std = _checked_normalization(meta.get("normalization"), spec["input_size"], path)
-    _check_csv_config(meta, path)
-    try:
-        with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below
-            model = LSTMClassifier.from_spec(spec, ckpt.params)
-    except (TypeError, ValueError) as err:  # pragma: no cover - everything was checked above
-        raise CheckpointError(f"{path}: not an lstm_cli training checkpoint ({err})") from None
-    for name, value in model.params.items():
-        if not np.isfinite(value).all():  # NaN/Inf stored, or beyond float32 once cast
-            raise _bad_meta(
-                path,
-                f"parameter {name!r} holds NaN or Inf (as {model.dtype}); a "
-                "trained model's parameters are finite",
-            )
+        _expect(key in meta, f"no {key!r} entry; not a checkpoint written by lstm-train")
+    spec = _checked_spec(meta["model"])
+    _check_params(ckpt.params, spec)
+    classes = _checked_classes(meta["classes"], spec["num_classes"])
+    mean, std = _checked_normalization(meta.get("normalization"), spec["input_size"])
+    _check_csv_config(meta)
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below
+        model = LSTMClassifier.from_spec(spec, ckpt.params)
+    for name, value in model.params.items():  # NaN/Inf stored, or beyond float32 once cast
+        _expect(
+            np.isfinite(value).all(),
+            f"parameter {name!r} holds NaN or Inf (as {model.dtype}); a trained model's "
+            "parameters are finite",
+        )
     return TrainedModel(model, classes, mean, std, meta)
 
 
-# ----------------------------------------------------------------- checkpoint metadata
-
-_SIZE_KEYS = ("input_size", "hidden_size", "num_classes", "num_layers")
-_SPEC_KEYS = _SIZE_KEYS + ("head", "forget_bias", "dropout", "dtype", "init")
-_REQUIRED_SPEC_KEYS = ("input_size", "hidden_size", "num_classes")  # no constructor default
-_CSV_LABEL_TYPES = ("auto", "str", "int")
-_NORM_FORM = '{"mean": [...], "std": [...]} with one number per input feature'
-
-
-def _bad_meta(path, what) -> CheckpointError:
-    return CheckpointError(f"{path}: bad checkpoint metadata: {what}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _finite_number(x):
-    """x as a float when it is a JSON number (not a bool) with a finite float value, else None."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    try:
-        x = float(x)
-    except OverflowError:  # an int beyond float's range
-        return None
-    return x if math.isfinite(x) else None
+def _checked_spec(spec) -> dict:
+    """``meta["model"]`` (LSTMClassifier.spec()) checked against the architecture's table."""
+    _expect(
+        isinstance(spec, dict),
+        f"'model' is {show(spec)}; expected a mapping describing the architecture",
+    )
+    unknown = sorted(set(spec) - set(ARCHITECTURE))
+    _expect(
+        not unknown,
+        f"'model' has unknown key(s) {show(unknown)}; expected keys among "
+        f"{', '.join(ARCHITECTURE)}",
+    )
+    missing = [k for k in REQUIRED if k not in spec]
+    _expect(not missing, f"'model' lacks {', '.join(map(repr, missing))}")
+    return {k: _checked(f"'model.{k}'", v, ARCHITECTURE[k]) for k, v in spec.items()}
 
 
-def _checked_spec(spec, path) -> dict:
-    """The architecture dict ``meta["model"]``, checked key by key (LSTMClassifier's arguments)."""
-    if not isinstance(spec, dict):
-        raise _bad_meta(
-            path, f"'model' is {_show(spec)}; expected a mapping describing the architecture"
-        )
-    unknown = sorted(set(spec) - set(_SPEC_KEYS))
-    if unknown:
-        raise _bad_meta(
-            path,
-            f"'model' has unknown key(s) {_show(unknown)}; expected keys among "
-            f"{', '.join(_SPEC_KEYS)}",
-        )
-    missing = [k for k in _REQUIRED_SPEC_KEYS if k not in spec]
-    if missing:
-        raise _bad_meta(path, f"'model' lacks {', '.join(map(repr, missing))}")
-    for key in _SIZE_KEYS:
-        if key in spec and not (_is_int(spec[key]) and spec[key] >= 1):
-            raise _bad_meta(path, f"'model.{key}' is {_show(spec[key])}; expected an int >= 1")
-    for key, options in (("head", HEADS), ("dtype", DTYPES), ("init", INITS)):
-        if key in spec and not (isinstance(spec[key], str) and spec[key] in options):
-            raise _bad_meta(
-                path,
-                f"'model.{key}' is {_show(spec[key])}; expected one of "
-                f"{', '.join(map(repr, options))}",
-            )
-    if "forget_bias" in spec and _finite_number(spec["forget_bias"]) is None:
-        raise _bad_meta(
-            path, f"'model.forget_bias' is {_show(spec['forget_bias'])}; expected a finite number"
-        )
-    if "dropout" in spec:
-        rate = _finite_number(spec["dropout"])
-        if rate is None or not 0.0 <= rate < 1.0:
-            raise _bad_meta(
-                path, f"'model.dropout' is {_show(spec['dropout'])}; expected a number in [0, 1)"
-            )
-    return spec
-
-
-def _check_params(params, spec, path) -> None:
+def _check_params(params, spec) -> None:
     """The stored parameters have exactly the names and shapes ``spec`` needs, and float dtypes.
 
     Checked before the model is built, so a size edited to 10**9 fails here instead of
     allocating a model that large."""
     layers = spec.get("num_layers", 1)
-    if len(params) != 2 * layers + 2:  # first: an edited num_layers of 10**9 builds no dict
-        raise _bad_meta(
-            path,
-            f"{len(params)} parameters stored, but the architecture in 'model' "
-            f"({layers} layer(s) and a head) has {2 * layers + 2}",
-        )
+    _expect(  # first: an edited num_layers of 10**9 builds no dict
+        len(params) == 2 * layers + 2,
+        f"{len(params)} parameters stored, but the architecture in 'model' "
+        f"({layers} layer(s) and a head) has {2 * layers + 2}",
+    )
     want = param_shapes(spec["input_size"], spec["hidden_size"], spec["num_classes"], layers)
     unexpected = sorted(set(params) - set(want))
     if unexpected:
-        raise _bad_meta(
-            path,
+        raise _BadMeta(
             f"parameter {unexpected[0]!r} is not part of the architecture in 'model' "
-            f"(expected {_show(list(want))})",
+            f"(expected {show(list(want))})"
         )
     for name, shape in want.items():
         got = params[name]
-        if got.shape != shape:
-            raise _bad_meta(
-                path,
-                f"parameter {name!r} has shape {got.shape}, but the architecture in "
-                f"'model' needs {shape}",
-            )
-        if got.dtype.kind != "f":
-            raise _bad_meta(
-                path, f"parameter {name!r} has dtype {got.dtype}; expected floating point"
-            )
-
-
-def _checked_classes(classes, num_classes, path) -> list:
-    """``meta["classes"]``: a list of num_classes distinct labels, all int64 ints or all non-empty
-    strs of valid Unicode text (no lone surrogate: it could not be printed or written as UTF-8)."""
-    if not isinstance(classes, list) or not classes:
-        raise _bad_meta(
-            path,
-            f"'classes' is {_show(classes)}; expected a non-empty list of labels (strs or ints)",
+        _expect(
+            got.shape == shape,
+            f"parameter {name!r} has shape {got.shape}, but the architecture in 'model' "
+            f"needs {shape}",
         )
-    if len(classes) != num_classes:
-        raise _bad_meta(path, f"{len(classes)} class labels but the head has {num_classes} outputs")
-    seen = set()
+        _expect(
+            got.dtype.kind == "f",
+            f"parameter {name!r} has dtype {got.dtype}; expected floating point",
+        )
+
+
+def _checked_classes(classes, num_classes) -> list:
+    """``meta["classes"]``: num_classes distinct labels, all int64 ints or all non-empty strs
+    of valid Unicode text (a lone surrogate could not be printed or written as UTF-8)."""
+    _expect(
+        isinstance(classes, list) and len(classes) > 0,
+        f"'classes' is {show(classes)}; expected a non-empty list of labels (strs or ints)",
+    )
+    _expect(
+        len(classes) == num_classes,
+        f"{len(classes)} class labels but the head has {num_classes} outputs",
+    )
     for i, label in enumerate(classes):
-        if _is_int(label):
-            if not -(2**63) <= label < 2**63:
-                raise _bad_meta(
-                    path, f"'classes'[{i}] = {_show(label)} does not fit in a 64-bit integer"
-                )
+        where = f"'classes'[{i}]"
+        if is_int(label):
+            _expect(
+                -(2**63) <= label < 2**63,
+                f"{where} = {show(label)} does not fit in a 64-bit integer",
+            )
         elif isinstance(label, str):
-            if label == "":
-                raise _bad_meta(
-                    path, f"'classes'[{i}] is the empty string; labels must be non-empty"
-                )
+            _expect(label != "", f"{where} is the empty string; labels must be non-empty")
             problem = label_text_problem(label)  # possible before the loaders refused such labels
-            if problem is not None:
-                raise _bad_meta(
-                    path,
-                    f"'classes'[{i}] is {_show(label)}, which holds {problem}; labels "
-                    "must be valid Unicode text, as the data loaders now require: "
-                    "retrain on data with valid labels",
-                )
+            _expect(
+                problem is None,
+                f"{where} is {show(label)}, which holds {problem}; labels must be valid Unicode "
+                "text, as the data loaders now require: retrain on data with valid labels",
+            )
         else:
-            raise _bad_meta(
-                path, f"'classes'[{i}] is {_show(label)}; class labels must be strs or ints"
-            )
-        if type(label) is not type(classes[0]):
-            raise _bad_meta(
-                path,
-                f"'classes' mixes ints and strs ({_show(classes[0])} and "
-                f"{_show(label)}); a model's labels are all of one type",
-            )
-        if label in seen:
-            raise _bad_meta(path, f"'classes' lists {_show(label)} twice")
-        seen.add(label)
+            _expect(False, f"{where} is {show(label)}; class labels must be strs or ints")
+        _expect(
+            type(label) is type(classes[0]),
+            f"'classes' mixes ints and strs ({show(classes[0])} and {show(label)}); a "
+            "model's labels are all of one type",
+        )
+        _expect(label not in classes[:i], f"'classes' lists {show(label)} twice")
     return list(classes)
 
 
-def _checked_normalization(norm, num_features, path):
+_NORM_FORM = '{"mean": [...], "std": [...]} with one number per input feature'
+_STATS = {  # each statistic's constraint and how a failure words it
+    "mean": (Interval(float, None, None, "neither"), "a finite number"),
+    "std": (Interval(float, 0.0, None, "neither"), "a finite number > 0 (a feature's std)"),
+}
+
+
+def _checked_normalization(norm, num_features):
     """(mean, std) float64 arrays of shape (F,) from ``meta["normalization"]``, or (None, None)."""
     if norm is None:
         return None, None
-    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
-        raise _bad_meta(path, f"'normalization' is {_show(norm)}; expected null or {_NORM_FORM}")
+    _expect(
+        isinstance(norm, dict) and set(norm) == {"mean", "std"},
+        f"'normalization' is {show(norm)}; expected null or {_NORM_FORM}",
+    )
     stats = []
-    for name in ("mean", "std"):
+    for name, (constraint, expected) in _STATS.items():
         values = norm[name]
-        if not isinstance(values, list):
-            raise _bad_meta(
-                path,
-                f"'normalization.{name}' is {_show(values)}; expected a list of "
-                f"{num_features} numbers (one per input feature)",
-            )
-        if len(values) != num_features:
-            raise _bad_meta(
-                path,
-                f"'normalization.{name}' has {len(values)} values, but the model "
-                f"has {num_features} input features",
-            )
+        _expect(
+            isinstance(values, list),
+            f"'normalization.{name}' is {show(values)}; expected a list of {num_features} "
+            "numbers (one per input feature)",
+        )
+        _expect(
+            len(values) == num_features,
+            f"'normalization.{name}' has {len(values)} values, but the model has "
+            f"{num_features} input features",
+        )
         for j, v in enumerate(values):
-            x = _finite_number(v)
-            if x is None:
-                raise _bad_meta(
-                    path, f"'normalization.{name}'[{j}] is {_show(v)}; expected a finite number"
-                )
-            if name == "std" and x <= 0:
-                raise _bad_meta(
-                    path, f"'normalization.std'[{j}] is {_show(v)}; a feature's std must be > 0"
-                )
+            _checked(f"'normalization.{name}'[{j}]", v, constraint, expected)
         stats.append(np.asarray(values, dtype=np.float64))
     return stats[0], stats[1]
 
 
-def _check_csv_config(meta, path) -> None:
-    """The CSV reading options eval/predict take from ``meta["config"]["data"]["csv"]``."""
+def _check_csv_config(meta) -> None:
+    """The CSV reading options eval/predict take from ``meta["config"]["data"]["csv"]``,
+    checked against the config schema's constraints for ``data.csv.*``."""
     if "config" not in meta:
         return
     node, where = meta["config"], "config"
     for key in ("data", "csv"):
-        if not isinstance(node, dict):
-            raise _bad_meta(path, f"{where!r} is {_show(node)}; expected a mapping")
-        if key not in node or (key == "csv" and node[key] is None):
+        _expect(isinstance(node, dict), f"{where!r} is {show(node)}; expected a mapping")
+        if node.get(key) is None:
             return
         node, where = node[key], f"{where}.{key}"
-    if not isinstance(node, dict):
-        raise _bad_meta(path, f"{where!r} is {_show(node)}; expected a mapping")
-    for key in ("id_column", "label_column"):
-        value = node.get(key)
-        if value is not None and not (isinstance(value, str) and value.strip()):
-            raise _bad_meta(path, f"'{where}.{key}' is {_show(value)}; expected a non-empty str")
-    columns = node.get("feature_columns")
-    if columns is not None and not (
-        isinstance(columns, list)
-        and columns
-        and all(isinstance(c, str) and c.strip() for c in columns)
-        and len(set(columns)) == len(columns)
-    ):
-        raise _bad_meta(
-            path,
-            f"'{where}.feature_columns' is {_show(columns)}; expected null or a "
-            "non-empty list of distinct non-empty strs",
-        )
-    label_type = node.get("label_type")
-    if label_type is not None and not (
-        isinstance(label_type, str) and label_type in _CSV_LABEL_TYPES
-    ):
-        raise _bad_meta(
-            path,
-            f"'{where}.label_type' is {_show(label_type)}; expected one of "
-            f"{', '.join(map(repr, _CSV_LABEL_TYPES))}",
-        )
+    _expect(isinstance(node, dict), f"{where!r} is {show(node)}; expected a mapping")
+    for key, value in node.items():
+        constraint = CONSTRAINTS.get(f"data.csv.{key}")
+        if constraint is not None and value is not None:
+            _checked(f"'{where}.{key}'", value, constraint)
 
 
 def encode_dataset_labels(ds: SequenceDataset, classes, allow_unknown=False):

@@ -207,7 +207,11 @@ BAD_META = [
         lambda m: m["model"].pop("input_size"),
         ["'model' lacks 'input_size'"],
     ),
-    ("hidden_size_zero", _set("model", "hidden_size", 0), ["'model.hidden_size' is 0", "int >= 1"]),
+    (
+        "hidden_size_zero",
+        _set("model", "hidden_size", 0),
+        ["'model.hidden_size' is 0", "expected an int in the range [1, inf)"],
+    ),
     ("hidden_size_float", _set("model", "hidden_size", 4.0), ["'model.hidden_size' is 4.0"]),
     ("hidden_size_str", _set("model", "hidden_size", "4"), ["'model.hidden_size' is '4'"]),
     ("num_classes_bool", _set("model", "num_classes", True), ["'model.num_classes' is True"]),
@@ -478,3 +482,31 @@ def test_validation_value_that_overflows_once_normalised_stops_training_with_a_d
     assert str(err.value).startswith(
         f"{tmp_path / 'valid.jsonl'}: sequence 2, step 2, feature 2: the value 3e+38"
     )
+
+
+def test_eval_reads_csv_with_the_training_configs_column_names(tmp_path):
+    """A CSV model remembers its id/label columns: lstm-eval needs no column options."""
+    rng = np.random.default_rng(1)
+    rows = ["seq,cls,f1"]
+    for n in range(16):
+        for _ in range(2 + n % 3):
+            rows.append(f"s{n},{'ab'[n % 2]},{rng.normal(loc=n % 2):.3f}")
+    data = tmp_path / "train.csv"
+    data.write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": "train.csv", "csv": {"id_column": "seq", "label_column": "cls"}},
+                "model": {"hidden_size": 3},
+                "train": {"epochs": 1, "batch_size": 8},
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
+    fit(load_config(cfg), progress=False, log=lambda *_: None)
+    tm = load_trained(tmp_path / "run" / "best.npz")
+    assert tm.csv_options == {"id_column": "seq", "label_column": "cls", "label_type": "auto"}
+    result = CliRunner().invoke(evaluate, [str(tmp_path / "run" / "best.npz"), "--data", str(data)])
+    assert result.exit_code == 0, result.stderr
+    assert "sequences 16" in result.stdout

@@ -24,7 +24,7 @@ ALLOWED = {
     "extras": {"errors"},
     "nn": {"errors", "validate"},
     "data": {"errors", "validate"},
-    "config": _BASE | {"nn"},
+    "config": _BASE | {"nn", "data"},
     "store": _BASE,
     "inference": _BASE | {"nn", "data", "config", "store"},
     "diagnostics": _BASE | {"nn", "data", "config", "store", "inference"},

@@ -6,19 +6,14 @@ import json
 
 import click
 
+from ..data import FORMATS
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
 def _load_data_for(tm, data_path, fmt, require_labels):
     from ..data import load_dataset
 
-    csv_cfg = tm.meta.get("config", {}).get("data", {}).get("csv", {}) or {}
-    csv_opts = {
-        k: csv_cfg.get(k)
-        for k in ("id_column", "label_column", "feature_columns", "label_type")
-        if csv_cfg.get(k) is not None
-    }
-    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=csv_opts or None)
+    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
 
 
 def _render_report(report) -> str:
@@ -107,7 +102,7 @@ def _render_gates(gates) -> str:
     return "gate values over valid steps\n" + format_table(headers, rows, "rlrrr")
 
 
-_FORMATS = click.Choice(["auto", "jsonl", "npz", "npy", "csv", "ts"])
+_FORMATS = click.Choice(FORMATS)
 
 
 def _checkpoint_and_data(data_help):

@@ -3,11 +3,8 @@
 The frozen dataclasses hold the defaults, in the order a config is written to YAML
 (nanoGPT style: one readable block). ``CONSTRAINTS`` maps every dotted leaf key to the
 ``validate.Constraint`` its value must meet (scikit-learn style: constraints as data).
-The model, inference and gradcheck read the architecture's constraints from here::
-
-    from lstm_cli.config.schema import MODEL_KEYS, constraint
-    for name in MODEL_KEYS:
-        check(name, getattr(spec, name), constraint(f"model.{name}"))
+The ``model:`` section is ``lstm_cli.nn.spec.ModelConfig`` with its constraints: the
+architecture is stated there once, for the model, the config and checkpoints alike.
 """
 
 from __future__ import annotations
@@ -19,6 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.csvfile import LABEL_TYPES
+from ..data.formats import FORMATS
+from ..nn.optim import OPTIMIZERS
+from ..nn.schedules import SCHEDULES
+from ..nn.spec import CONSTRAINTS as MODEL_CONSTRAINTS
+from ..nn.spec import ModelConfig
 from ..validate import (
     BOOL_HINT,
     Bool,
@@ -81,17 +84,6 @@ class DataConfig:
     normalize: bool = True  # z-score features (training-split stats)
     bucket: bool = True  # batch sequences of similar length together
     csv: CsvConfig = field(default_factory=CsvConfig)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    hidden_size: int = 64  # H, units per LSTM layer
-    num_layers: int = 1  # stacked LSTM layers
-    head: str = "last"  # last (own last valid step) | all
-    forget_bias: float = 1.0  # added to the forget gate pre-activation
-    dropout: float = 0.0  # inverted dropout between layers, training only
-    dtype: str = "float32"  # float32 | float64
-    init: str = "uniform"  # uniform | glorot_orthogonal
 
 
 @dataclass(frozen=True)
@@ -205,24 +197,18 @@ CONSTRAINTS: dict[str, Constraint] = {
     "data.valid": Str(_PATH, nullable=True),
     "data.valid_fraction": Interval(float, 0.0, 1.0, "left"),
     "data.test": Str(_PATH, nullable=True),
-    "data.format": Options("auto", "jsonl", "npz", "npy", "csv", "ts"),
+    "data.format": Options(*FORMATS),
     "data.normalize": Bool(),
     "data.bucket": Bool(),
     "data.csv.id_column": Str(),
     "data.csv.label_column": Str(),
     "data.csv.feature_columns": StrList(nullable=True),
-    "data.csv.label_type": Options("auto", "str", "int"),
-    "model.hidden_size": Interval(int, 1),
-    "model.num_layers": Interval(int, 1),
-    "model.head": Options("last", "all"),
-    "model.forget_bias": Interval(float, None, None, "neither"),
-    "model.dropout": Interval(float, 0.0, 1.0, "left"),
-    "model.dtype": Options("float32", "float64"),
-    "model.init": Options("uniform", "glorot_orthogonal"),
+    "data.csv.label_type": Options(*LABEL_TYPES),
+    **{f"model.{name}": c for name, c in MODEL_CONSTRAINTS.items()},
     "train.epochs": Interval(int, 1),
     "train.batch_size": Interval(int, 1),
     "train.seed": Interval(int, 0),
-    "train.optimizer.name": Options("adam", "adamw", "sgd"),
+    "train.optimizer.name": Options(*sorted(OPTIMIZERS)),
     "train.optimizer.lr": Interval(float, 0.0, None, "neither"),
     "train.optimizer.momentum": Interval(float, 0.0, 1.0, "left"),
     "train.optimizer.nesterov": Bool(),
@@ -230,7 +216,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.optimizer.eps": Interval(float, 0.0, None, "neither"),
     "train.optimizer.weight_decay": Interval(float, 0.0),
     "train.clip_grad_norm": Interval(float, 0.0, nullable=True),
-    "train.schedule.name": Options("constant", "step", "cosine", "plateau"),
+    "train.schedule.name": Options(*SCHEDULES),
     "train.schedule.step_size": Interval(int, 1),
     "train.schedule.gamma": Interval(float, 0.0, 1.0, "right"),
     "train.schedule.min_lr": Interval(float, 0.0),

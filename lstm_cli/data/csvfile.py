@@ -22,13 +22,14 @@ from .dataset import SequenceDataset, offsets_of
 from .labels import INT64_MAX, INT64_MIN
 
 CSV_OPTION_KEYS = ("id_column", "label_column", "feature_columns", "label_type")
+LABEL_TYPES = ("auto", "str", "int")  # how label cells are read
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 
 
 def _csv_labels(raw, label_type, source, label_column):
     """Per-sequence label cells [(text, line)] -> list of int or str, per ``label_type``."""
     label_type = check(
-        "label_type", label_type, Options("auto", "str", "int"), owner=source, error=DataError
+        "label_type", label_type, Options(*LABEL_TYPES), owner=source, error=DataError
     )
     if label_type == "str":
         return [t for t, _ in raw]

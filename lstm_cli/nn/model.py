@@ -13,6 +13,7 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from typing import NamedTuple
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import LstmCliError
-from ..validate import Interval, Options, check, param_error
+from ..validate import param_error
 from .heads import (
     all_steps_backward,
     all_steps_forward,
@@ -29,7 +30,8 @@ from .heads import (
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
 from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward, offsets_from_batch_sizes
-from .params import INITS, init_params, param_shapes, parameter_count
+from .params import init_params, param_shapes, parameter_count
+from .spec import DTYPES, HEADS, INITS, ModelConfig, check_architecture
 
 __all__ = [
     "DTYPES",
@@ -42,9 +44,6 @@ __all__ = [
     "param_shapes",
     "parameter_count",
 ]
-
-HEADS = ("last", "all")
-DTYPES = ("float32", "float64")
 
 
 class PackedBatch(NamedTuple):
@@ -141,17 +140,28 @@ class LSTMClassifier:
         init="uniform",
         seed=0,
     ):
-        owner = "LSTMClassifier"
-        size = Interval(int, 1)
-        self.input_size = check("input_size", input_size, size, owner)
-        self.hidden_size = check("hidden_size", hidden_size, size, owner)
-        self.num_classes = check("num_classes", num_classes, size, owner)
-        self.num_layers = check("num_layers", num_layers, size, owner)
-        self.head = check("head", head, Options(*HEADS), owner)
-        self.forget_bias = check("forget_bias", forget_bias, Interval(float), owner)
-        self.dropout = check("dropout", dropout, Interval(float, 0.0, 1.0), owner)
-        self.dtype = np.dtype(check("dtype", _dtype_name(dtype), Options(*DTYPES), owner))
-        self.init = check("init", init, Options(*INITS), owner)
+        arch = check_architecture(
+            {
+                "input_size": input_size,
+                "hidden_size": hidden_size,
+                "num_classes": num_classes,
+                "num_layers": num_layers,
+                "head": head,
+                "forget_bias": forget_bias,
+                "dropout": dropout,
+                "dtype": _dtype_name(dtype),
+                "init": init,
+            },
+            "LSTMClassifier",
+        )
+        self.input_size, self.hidden_size = arch["input_size"], arch["hidden_size"]
+        self.num_classes, self.num_layers = arch["num_classes"], arch["num_layers"]
+        self.head, self.forget_bias, self.dropout = (
+            arch["head"],
+            arch["forget_bias"],
+            arch["dropout"],
+        )
+        self.dtype, self.init = np.dtype(arch["dtype"]), arch["init"]
         _check_size(self)
         self.params = init_params(
             self.input_size,
@@ -164,19 +174,30 @@ class LSTMClassifier:
         )
 
     # ------------------------------------------------------------------ description
+    def config(self) -> ModelConfig:
+        """The architecture's knobs (the config file's ``model:`` section)."""
+        return ModelConfig(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            head=self.head,
+            forget_bias=self.forget_bias,
+            dropout=self.dropout,
+            dtype=str(self.dtype),
+            init=self.init,
+        )
+
     def spec(self) -> dict:
         """The architecture as a JSON-serialisable dict (what a checkpoint needs to rebuild it)."""
         return {
             "input_size": self.input_size,
-            "hidden_size": self.hidden_size,
             "num_classes": self.num_classes,
-            "num_layers": self.num_layers,
-            "head": self.head,
-            "forget_bias": self.forget_bias,
-            "dropout": self.dropout,
-            "dtype": str(self.dtype),
-            "init": self.init,
+            **dataclasses.asdict(self.config()),
         }
+
+    @classmethod
+    def from_config(cls, input_size, num_classes, config: ModelConfig, seed=0) -> LSTMClassifier:
+        """A fresh model of the architecture ``config`` describes for this data's sizes."""
+        return cls(input_size, num_classes=num_classes, seed=seed, **dataclasses.asdict(config))
 
     @classmethod
     def from_spec(cls, spec: dict, params: dict | None = None) -> LSTMClassifier:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..validate import Options, param_error
-
-INITS = ("uniform", "glorot_orthogonal")
+from .spec import INITS
 
 
 def init_params(

@@ -55,19 +55,10 @@ class Trainer:
     def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print):
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
         self.run_dir = cfg.output.dir
-        m, o, s = cfg.model, cfg.train.optimizer, cfg.train.schedule
+        o, s = cfg.train.optimizer, cfg.train.schedule
         try:
-            self.model = LSTMClassifier(
-                data.train.num_features,
-                m.hidden_size,
-                len(data.classes),
-                num_layers=m.num_layers,
-                head=m.head,
-                forget_bias=m.forget_bias,
-                dropout=m.dropout,
-                dtype=m.dtype,
-                init=m.init,
-                seed=rng,
+            self.model = LSTMClassifier.from_config(
+                data.train.num_features, len(data.classes), cfg.model, seed=rng
             )
         except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
             raise ConfigError(f"model: {err}") from None
