@@ -177,7 +177,8 @@ def test_dropout_gradients_with_a_fixed_mask():
 @pytest.mark.parametrize("head", ["last", "all"])
 def test_training_dropout_is_the_rescaled_mask(head):
     """Training-mode logits equal a hand-built forward that multiplies layer 0's h by
-    mask / (1 - p), mask = rng.random(h.shape) >= p from the same seeded rng."""
+    mask / (1 - p), mask = rng.random((B, T, H)) >= p from the same seeded rng, read at
+    each packed row's (sequence, step)."""
     from lstm_cli.nn.lstm import lstm_layer_forward
 
     p = 0.3
@@ -188,7 +189,9 @@ def test_training_dropout_is_the_rescaled_mask(head):
     h, _ = lstm_layer_forward(
         pb.x, P["lstm.0.W"], P["lstm.0.b"], model.forget_bias, batch_sizes=pb.batch_sizes
     )
-    mask = np.random.default_rng(5).random(h.shape) >= p  # (N, H) kept units
+    B, T = x.shape[:2]
+    mask = np.random.default_rng(5).random((B, T, model.hidden_size)) >= p  # (B, T, H)
+    mask = mask[pb.index]  # (N, H) kept units of the packed rows
     h = h * mask / (1.0 - p)
     h, _ = lstm_layer_forward(
         h, P["lstm.1.W"], P["lstm.1.b"], model.forget_bias, batch_sizes=pb.batch_sizes

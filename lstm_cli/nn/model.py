@@ -57,7 +57,7 @@ class PackedBatch(NamedTuple):
     offsets: np.ndarray  # (T+1,) first packed row of each step
     seq: np.ndarray  # (N,) the caller's sequence index of each packed row
     last_rows: np.ndarray  # (B,) packed row of each sequence's last step, caller's order
-    index: tuple  # (t, b) of each packed row in the caller's (B, T) layout
+    index: tuple  # (b, t) of each packed row in the caller's (B, T) layout
     T: int  # the longest length (the packed batch's number of steps)
     padded_T: int  # the caller's T (>= T): batch-first outputs (dx, logits) have this many steps
 
@@ -285,12 +285,39 @@ class LSTMClassifier:
         return y.astype(np.int64)
 
     # ------------------------------------------------------------------ forward/backward
-    def forward(self, x, lengths, *, training=False, rng=None, need_cache=True, workspaces=None):
+    def draw_dropout_masks(self, rng, batch, steps) -> list:
+        """Inverted-dropout masks between layers in the caller's padded layout: one array
+        (batch, steps, H) of 0 or 1/(1-p) per pair of stacked layers.
+
+        Drawn per (sequence, step, unit) before any packing, so a sequence's mask does not
+        depend on which other sequences share its batch: a batch split across processes
+        slices the masks of the whole batch and computes what one process computes."""
+        if rng is None:
+            raise LstmCliError("dropout in training mode needs an rng (numpy Generator)")
+        scale = np.asarray(1.0 / (1.0 - self.dropout), self.dtype)
+        shape = (batch, steps, self.hidden_size)
+        return [
+            (rng.random(shape) >= self.dropout).astype(self.dtype) * scale
+            for _ in range(self.num_layers - 1)
+        ]
+
+    def forward(
+        self,
+        x,
+        lengths,
+        *,
+        training=False,
+        rng=None,
+        dropout_masks=None,
+        need_cache=True,
+        workspaces=None,
+    ):
         """x (B, T, I) right-padded, lengths (B,) -> logits and a ForwardCache.
 
         logits: (B, K) for head="last" (caller's order); for head="all" one row per valid
         step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives (B, T, K)).
-        training=True enables dropout, which needs ``rng`` (a numpy Generator).
+        training=True enables dropout: with the masks ``dropout_masks`` (as
+        ``draw_dropout_masks`` returns, at least (B, T, H) each) or masks drawn from ``rng``.
         need_cache=False (inference) keeps only what the output needs. workspaces: one
         lstm.Workspace per layer to reuse arrays from (the cache then lives in them).
         """
@@ -298,6 +325,9 @@ class LSTMClassifier:
         p = self.params
         inp = pb.x
         layer_caches, masks = [], []
+        dropping = training and self.dropout > 0.0 and self.num_layers > 1
+        if dropping and dropout_masks is None:
+            dropout_masks = self.draw_dropout_masks(rng, len(pb.lengths), pb.padded_T)
         for k in range(self.num_layers):
             h, lc = lstm_layer_forward(
                 inp,
@@ -310,11 +340,8 @@ class LSTMClassifier:
             )
             layer_caches.append(lc)
             keep = None
-            if training and self.dropout > 0.0 and k < self.num_layers - 1:
-                if rng is None:
-                    raise LstmCliError("dropout in training mode needs an rng (numpy Generator)")
-                keep = (rng.random(h.shape) >= self.dropout).astype(self.dtype)
-                keep *= 1.0 / (1.0 - self.dropout)
+            if dropping and k < self.num_layers - 1:
+                keep = dropout_masks[k][pb.index]  # (N, H) the packed rows' masks
                 h = h * keep
             masks.append(keep)
             inp = h
@@ -424,6 +451,7 @@ class LSTMClassifier:
         *,
         training=False,
         rng=None,
+        dropout_masks=None,
         return_dx=False,
         return_probs=False,
     ):
@@ -436,7 +464,12 @@ class LSTMClassifier:
         returned arrays are always new).
         """
         logits, cache = self.forward(
-            x, lengths, training=training, rng=rng, workspaces=self._own_workspaces()
+            x,
+            lengths,
+            training=training,
+            rng=rng,
+            dropout_masks=dropout_masks,
+            workspaces=self._own_workspaces(),
         )
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         probs = self.probabilities(logits, cache) if return_probs else None
