@@ -7,7 +7,8 @@ code stays the same). One module per command; ``common`` holds what they share.
 """
 
 from .evaluate import evaluate, predict
+from .export import export, import_
 from .gradcheck import gradcheck
 from .train import train
 
-__all__ = ["evaluate", "gradcheck", "predict", "train"]
+__all__ = ["evaluate", "export", "gradcheck", "import_", "predict", "train"]
