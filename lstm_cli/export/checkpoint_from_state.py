@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -63,11 +64,17 @@ def read_state(path):
     return state, meta
 
 
-def _layers(state):
-    n = 0
-    while f"lstm.weight_ih_l{n}" in state:
-        n += 1
-    return n
+_LAYER_KEY = re.compile(r"lstm\.(?:weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)")
+
+
+def _layers(state, path):
+    """1 + the highest layer index among the LSTM's keys (so a stray layer shows as missing
+    keys, not as an unexpected one)."""
+    found = [int(m.group(1)) for m in map(_LAYER_KEY.fullmatch, state) if m]
+    L = max(found, default=0) + 1
+    if L > len(state):
+        raise _bad(path, f"layer index {L - 1} in a state_dict of {len(state)} tensors")
+    return L
 
 
 def check_state(state, path):
@@ -77,8 +84,8 @@ def check_state(state, path):
         raise _bad(path, "a bidirectional nn.LSTM (keys '*_reverse') is not supported yet")
     if any("weight_hr" in k for k in state):
         raise _bad(path, "an nn.LSTM with proj_size (keys 'weight_hr_l*') is not supported")
-    L = _layers(state)
-    want = [f"lstm.{n}_l{k}" for k in range(max(L, 1)) for n in _LAYER_KEYS]
+    L = _layers(state, path)
+    want = [f"lstm.{n}_l{k}" for k in range(L) for n in _LAYER_KEYS]
     want += ["fc.weight", "fc.bias"]
     missing = [k for k in want if k not in state]
     extra = sorted(set(state) - set(want))
