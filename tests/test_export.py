@@ -455,3 +455,33 @@ def test_import_bad_meta_yaml(tmp_path):
         result = run(import_, [path, tmp_path / "o.npz", "--meta", meta])
         one_error_line(result, 3, fragment)
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_docs_show_the_module_definition_the_command_prints():
+    from lstm_cli.export.torch_state import PYTORCH_MODULE
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "export.md")
+    with open(docs, encoding="utf-8") as fh:
+        assert PYTORCH_MODULE in fh.read()
+
+
+def test_bench_deploy_runs(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "bench_deploy.py")]
+        + ["--workloads", "jv", "--rounds", "1", "--calls", "1", "--head", "all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if "e-" in line or "e+" in line]
+    assert [row[-5] for row in rows] == ["lstm_cli", "onnxruntime", "pytorch"]
+    assert all(float(row[-1]) <= 1e-5 for row in rows)
