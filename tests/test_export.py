@@ -23,11 +23,15 @@ CLASSES = ["cat", "dog", "eel", "fox"]
 LENGTHS = np.array([1, 7, 3, 7, 2, 5])  # includes 1 and the maximum
 
 
-def make_checkpoint(tmp_path, head="last", layers=1, forget_bias=0.7, norm=True, name="m.npz"):
-    model = LSTMClassifier(F, H, K, num_layers=layers, head=head, forget_bias=forget_bias, seed=3)
+def make_checkpoint(
+    tmp_path, head="last", layers=1, forget_bias=0.7, norm=True, name="m.npz", dtype="float32"
+):
+    model = LSTMClassifier(
+        F, H, K, num_layers=layers, head=head, forget_bias=forget_bias, seed=3, dtype=dtype
+    )
     rng = np.random.default_rng(1)
     for k, v in model.params.items():  # larger than the init so the gates saturate unevenly
-        model.params[k] = (v * 2.5 + rng.normal(scale=0.1, size=v.shape)).astype(np.float32)
+        model.params[k] = (v * 2.5 + rng.normal(scale=0.1, size=v.shape)).astype(dtype)
     normalization = None
     if norm:
         normalization = {
@@ -57,7 +61,7 @@ def reference_probs(ckpt, x, lengths):
         xn = (xn - tm.mean) / tm.std
     for b, n in enumerate(lengths):
         xn[b, n:] = 0.0
-    return tm.model.predict_proba(xn.astype(np.float32), lengths), tm
+    return tm.model.predict_proba(xn.astype(tm.model.dtype), lengths), tm
 
 
 def run(command, args):
@@ -77,12 +81,20 @@ def one_error_line(result, code, *fragments):
 # ------------------------------------------------------------------------------ ONNX
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
-@pytest.mark.parametrize("layers", [1, 2])
-def test_onnx_matches_predict_proba(tmp_path, head, layers):
+@pytest.mark.parametrize(
+    "head, layers, dtype",
+    [
+        ("last", 1, "float32"),
+        ("last", 2, "float32"),
+        ("all", 1, "float32"),
+        ("all", 2, "float32"),
+        ("all", 2, "float64"),  # the graph is float32 whatever the model's dtype
+    ],
+)
+def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path, head, layers)
+    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype)
     out = tmp_path / "m.onnx"
     result = run(export, [ckpt, "--to", "onnx", out])
     assert result.exit_code == 0, result.output
@@ -223,10 +235,12 @@ def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
     assert json.loads(meta["normalization"])["mean"] == load_trained(ckpt).mean.tolist()
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
-def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head):
+@pytest.mark.parametrize(
+    "head, dtype", [("last", "float32"), ("all", "float32"), ("last", "float64")]
+)
+def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype):
     pytest.importorskip("safetensors")
-    ckpt = make_checkpoint(tmp_path, head, 2)
+    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype)
     st_file, back = tmp_path / "m.safetensors", tmp_path / "back.npz"
     assert run(export, [ckpt, "--to", "pytorch", st_file, "--quiet"]).exit_code == 0
     result = run(import_, [st_file, back])  # labels etc. from the file's own metadata

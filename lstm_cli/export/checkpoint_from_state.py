@@ -26,6 +26,7 @@ from .. import __version__
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
 from ..nn.interop import from_pytorch
+from ..nn.model import HEADS
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 _SAVE_HINT = (
@@ -33,7 +34,6 @@ _SAVE_HINT = (
     "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
 )
 _LAYER_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-HEADS = ("last", "all")  # the heads an imported model can have (lstm_cli.nn.model.HEADS)
 
 
 def _bad(path, what) -> CheckpointError:

@@ -20,14 +20,13 @@ takes the builder and the names of its inputs and returns the names of its outpu
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .. import __version__
 from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
+from .meta import export_metadata
 
 ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input)
 ONNX_IR_VERSION = 8  # the lowest IR that carries opset 17: older runtimes can load it
@@ -195,22 +194,6 @@ def build_onnx_model(model, classes, mean=None, std=None):
     helper.set_model_props(onnx_model, export_metadata(model, classes, norm))
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
-
-
-def export_metadata(model, classes, normalization) -> dict:
-    """The str -> str metadata both export formats carry (labels, normalisation, head)."""
-    return {
-        "format": "lstm_cli",
-        "lstm_cli_version": __version__,
-        "classes": json.dumps(list(classes)),
-        "normalization": json.dumps(normalization),
-        "head": model.head,
-        "forget_bias": repr(float(model.forget_bias)),
-        "num_layers": str(model.num_layers),
-        "hidden_size": str(model.hidden_size),
-        "input_size": str(model.input_size),
-        "num_classes": str(model.num_classes),
-    }
 
 
 def export_onnx(trained, path) -> None:

@@ -22,7 +22,7 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..nn.interop import to_pytorch
 from ..store.atomic import atomic_write
-from .onnx_graph import export_metadata
+from .meta import export_metadata
 
 PYTORCH_FORMAT = "lstm_cli.pytorch/1"
 
