@@ -153,6 +153,8 @@ def build_onnx_model(model, classes, mean=None, std=None):
     col = g.const("unsq_1", np.array([1], np.int64))
     valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), "lengths"])  # (T, B)
     valid = g.op("Unsqueeze", [valid, g.const("unsq_2", np.array([2], np.int64))])  # (T, B, 1)
+    # padded steps -> 0: onnxruntime ignores them anyway, but a runtime that applies
+    # sequence_lens by multiplying with a mask would turn NaN padding into NaN outputs
     xs = g.op("Where", [valid, xs, g.const("x_pad", np.zeros((), np.float32))])
     lens32 = g.op("Cast", ["lengths"], to=TP.INT32)
     lens_f = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=TP.FLOAT), col])  # (B, 1)
