@@ -7,8 +7,9 @@ code stays the same). One module per command; ``common`` holds what they share.
 """
 
 from .evaluate import evaluate, predict
+from .export import export, import_
 from .gradcheck import gradcheck
 from .plot import plot
 from .train import train
 
-__all__ = ["evaluate", "gradcheck", "plot", "predict", "train"]
+__all__ = ["evaluate", "export", "gradcheck", "import_", "plot", "predict", "train"]

@@ -1,0 +1,156 @@
+"""lstm-export and lstm-import: deployable files from a checkpoint, and back (docs/export.md)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .common import CONTEXT, handles_errors, refuse_output_over_input
+
+_TARGETS = ("onnx", "pytorch")
+
+
+@click.command(
+    name="lstm-export",
+    context_settings=CONTEXT,
+    epilog="Examples:\n\n  lstm-export runs/japanese_vowels/best.npz --to onnx model.onnx\n\n"
+    "  lstm-export runs/japanese_vowels/best.npz --to pytorch model.safetensors",
+)
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(_TARGETS),
+    required=True,
+    help="onnx: an ONNX graph (opset 17) with normalisation, LSTM and head inside; "
+    "pytorch: an nn.LSTM + nn.Linear state_dict as safetensors.",
+)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--quiet", is_flag=True, help="Print nothing (no summary, no PyTorch module).")
+@handles_errors
+def export(checkpoint, target, out, quiet):
+    """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors)."""
+    from ..inference import load_trained
+
+    if target == "pytorch" and out.lower().endswith((".pt", ".pth")):
+        raise click.BadParameter(
+            f"{out}: write a .safetensors file (a .pt/.pth name says pickle)", param_hint="OUT"
+        )
+    refuse_output_over_input([("OUT", out)], [("checkpoint", checkpoint)])
+    tm = load_trained(checkpoint)
+    if target == "onnx":
+        from ..export.onnx_graph import ONNX_OPSET, export_onnx
+
+        export_onnx(tm, out)
+        what = f"ONNX (opset {ONNX_OPSET}; inputs x (batch, time, {tm.num_features}) float32"
+        what += ", lengths (batch,) int64)"
+    else:
+        from ..export.torch_state import PYTORCH_MODULE, export_pytorch
+
+        export_pytorch(tm, out)
+        what = "a PyTorch nn.LSTM + nn.Linear state_dict (safetensors)"
+        if not quiet:
+            click.echo("# Load it in PyTorch with:  model, classes = load_classifier(path)")
+            click.echo(PYTORCH_MODULE, nl=False)
+    if not quiet:
+        m = tm.model
+        click.echo(
+            f"wrote {out}: {what}; {m.num_layers} layer(s) of {m.hidden_size}, head "
+            f"{m.head!r}, {m.num_classes} classes",
+            err=True,
+        )
+
+
+def _split_list(text, name, number=False):
+    """A comma-separated option value as a list (floats with number=True), or None."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",")]
+    if not all(items):
+        raise click.BadParameter(f"{text!r} has an empty item", param_hint=name)
+    if not number:
+        return items
+    try:
+        return [float(s) for s in items]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=name) from None
+
+
+def _read_meta_yaml(path) -> dict:
+    """The --meta file: a YAML mapping with keys among classes, normalization, head,
+    forget_bias (read with the config's safe loader: yaml.safe_load plus duplicate-key checks)."""
+    from ..config.yaml_safe import load_yaml
+    from ..errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
+    doc = load_yaml(text, path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping (classes, normalization, head, forget_bias)")
+    allowed = ("classes", "normalization", "head", "forget_bias")
+    unknown = sorted(map(str, set(doc) - set(allowed)))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {allowed}")
+    return doc
+
+
+@click.command(
+    name="lstm-import",
+    context_settings=CONTEXT,
+    epilog="Example: lstm-import model.safetensors --classes neg,pos --mean 0.1,2 --std 1,0.5 "
+    "imported.npz",
+)
+@click.argument("state", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--classes", help="Labels in class-index order, comma-separated (e.g. neg,pos).")
+@click.option("--mean", help="Per-feature normalisation mean, comma-separated.")
+@click.option("--std", help="Per-feature normalisation std, comma-separated (with --mean).")
+@click.option("--head", type=click.Choice(["last", "all"]), help="The model's head.")
+@click.option("--forget-bias", type=float, help="forget_bias to take out of the forget bias.")
+@click.option(
+    "--meta",
+    "meta_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A small YAML with classes, normalization {mean, std}, head, forget_bias.",
+)
+@click.option("--quiet", is_flag=True, help="No summary line on stderr.")
+@handles_errors
+def import_(state, out, classes, mean, std, head, forget_bias, meta_path, quiet):
+    """Turn a PyTorch nn.LSTM + nn.Linear state_dict (STATE, safetensors) into the lstm_cli
+    checkpoint OUT that lstm-eval and lstm-predict accept.
+
+    Labels, normalisation, head and forget_bias: the options win over --meta, which wins
+    over STATE's own metadata (present when lstm-export wrote it)."""
+    from ..export.checkpoint_from_state import checkpoint_from_state
+    from ..store.checkpoint import save_checkpoint
+
+    if (mean is None) != (std is None):
+        raise click.UsageError("--mean and --std go together")
+    inputs = [("state_dict", state)] + ([("--meta file", meta_path)] if meta_path else [])
+    refuse_output_over_input([("OUT", out)], inputs)
+    settings = _read_meta_yaml(meta_path) if meta_path else {}
+    sources = dict.fromkeys(settings, meta_path)
+    given = {
+        "--classes": ("classes", _split_list(classes, "--classes")),
+        "--head": ("head", head),
+        "--forget-bias": ("forget_bias", forget_bias),
+    }
+    if mean is not None:
+        norm = {"mean": _split_list(mean, "--mean", True), "std": _split_list(std, "--std", True)}
+        given["--mean/--std"] = ("normalization", norm)
+    for option, (key, value) in given.items():
+        if value is not None:  # the command line wins; its errors name the option
+            settings[key], sources[key] = value, option
+    params, meta = checkpoint_from_state(state, settings, sources)
+    save_checkpoint(out, params, meta)
+    if not quiet:
+        spec = meta["model"]
+        click.echo(
+            f"wrote {out}: {spec['num_layers']} layer(s) of {spec['hidden_size']}, head "
+            f"{spec['head']!r}, classes {meta['classes']} (from {os.path.basename(state)})",
+            err=True,
+        )

@@ -1,0 +1,267 @@
+"""A PyTorch ``nn.LSTM`` + ``nn.Linear`` state_dict (safetensors) as an lstm_cli checkpoint.
+
+The file must hold exactly the keys ``torch_state`` writes (``lstm.weight_ih_l{k}``,
+``lstm.weight_hh_l{k}``, ``lstm.bias_ih_l{k}``, ``lstm.bias_hh_l{k}`` for k < L, then
+``fc.weight``, ``fc.bias``) with consistent shapes; anything else is a CheckpointError
+naming the file and the key. Pickles (``.pt``/``.pth``, ``torch.save``) are refused
+unread: safetensors is the pickle-free format.
+
+What the weights do not say (labels, normalisation, head, forget_bias) comes from, in
+order of precedence: the caller (command line / a small YAML), the file's own metadata
+when lstm-export wrote it, else defaults (no normalisation, head "last", forget_bias 0:
+PyTorch folds it into the biases).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from .. import __version__
+from ..errors import CheckpointError, ConfigError
+from ..extras import require
+from ..nn.interop import from_pytorch
+from ..nn.model import HEADS
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
+_SAVE_HINT = (
+    "lstm_cli never unpickles; save the state_dict with safetensors instead: "
+    "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+)
+_LAYER_KEYS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _bad(path, what) -> CheckpointError:
+    return CheckpointError(f"{path}: {what}")
+
+
+def read_state(path):
+    """(state {name: array}, metadata {str: str}) of a safetensors file, never unpickling."""
+    path = os.fspath(path)
+    if path.lower().endswith(_PICKLE_SUFFIXES):
+        raise _bad(path, f"a {os.path.splitext(path)[1]} file is a pickle; {_SAVE_HINT}")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        raise _bad(path, f"cannot read: {err.strerror or err}") from None
+    if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
+        raise _bad(path, f"this is a pickle (torch.save) file, not safetensors; {_SAVE_HINT}")
+    if len(head) < 8 or int.from_bytes(head, "little") > os.path.getsize(path):
+        raise _bad(path, "not a safetensors file (no valid header)")
+    st = require("safetensors", "safetensors", "lstm-import")
+    try:
+        with st.safe_open(path, framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            state = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as err:  # SafetensorError, bf16 (no numpy dtype), damaged data
+        raise _bad(path, f"not a readable safetensors file ({err})") from None
+    return state, meta
+
+
+_LAYER_KEY = re.compile(r"lstm\.(?:weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)")
+
+
+def _layers(state, path):
+    """1 + the highest layer index among the LSTM's keys (so a stray layer shows as missing
+    keys, not as an unexpected one)."""
+    found = [int(m.group(1)) for m in map(_LAYER_KEY.fullmatch, state) if m]
+    L = max(found, default=0) + 1
+    if L > len(state):
+        raise _bad(path, f"layer index {L - 1} in a state_dict of {len(state)} tensors")
+    return L
+
+
+def check_state(state, path):
+    """(num_layers, input_size, hidden_size, num_classes) of a state_dict, after checking
+    that its keys are exactly those of ``nn.LSTM`` + ``nn.Linear`` and its shapes agree."""
+    if any(k.endswith("_reverse") for k in state):
+        raise _bad(path, "a bidirectional nn.LSTM (keys '*_reverse') is not supported yet")
+    if any("weight_hr" in k for k in state):
+        raise _bad(path, "an nn.LSTM with proj_size (keys 'weight_hr_l*') is not supported")
+    L = _layers(state, path)
+    want = [f"lstm.{n}_l{k}" for k in range(L) for n in _LAYER_KEYS]
+    want += ["fc.weight", "fc.bias"]
+    missing = [k for k in want if k not in state]
+    extra = sorted(set(state) - set(want))
+    if missing or extra:
+        parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+        raise _bad(
+            path,
+            "not the state_dict of an nn.LSTM named 'lstm' and an nn.Linear named 'fc': "
+            + ", ".join(p for p in parts if p),
+        )
+    w = state["lstm.weight_hh_l0"]
+    if w.ndim != 2 or w.shape[0] != 4 * w.shape[1] or w.shape[1] < 1:
+        raise _bad(path, f"'lstm.weight_hh_l0' has shape {w.shape}; expected (4H, H)")
+    H = w.shape[1]
+    I = state["lstm.weight_ih_l0"].shape[-1] if state["lstm.weight_ih_l0"].ndim == 2 else 0
+    K = state["fc.weight"].shape[0] if state["fc.weight"].ndim == 2 else 0
+    shapes = {"fc.weight": (K, H), "fc.bias": (K,)}
+    for k in range(L):
+        shapes[f"lstm.weight_ih_l{k}"] = (4 * H, I if k == 0 else H)
+        shapes[f"lstm.weight_hh_l{k}"] = (4 * H, H)
+        shapes[f"lstm.bias_ih_l{k}"] = shapes[f"lstm.bias_hh_l{k}"] = (4 * H,)
+    for name in want:
+        a = state[name]
+        if a.shape != shapes[name] or 0 in a.shape:
+            raise _bad(
+                path,
+                f"{name!r} has shape {a.shape}; expected {shapes[name]} "
+                f"(hidden size {H} from 'lstm.weight_hh_l0')",
+            )
+        if a.dtype.kind != "f":
+            raise _bad(path, f"{name!r} has dtype {a.dtype}; expected floating point")
+        if not np.isfinite(a).all():
+            raise _bad(path, f"{name!r} holds NaN or Inf")
+    return L, I, H, K
+
+
+def params_from_state(state, forget_bias, path="state_dict"):
+    """lstm_cli parameters (lstm.{k}.W, lstm.{k}.b, head.W, head.b) of a checked state_dict.
+
+    When ``bias_hh`` is exactly forget_bias on its forget block and 0 elsewhere (what
+    lstm-export writes), b is ``bias_ih`` itself; otherwise b = bias_ih + bias_hh with
+    forget_bias taken out of the forget block."""
+    L, _, H, _ = check_state(state, path)
+    dtype = np.float64 if any(a.dtype == np.float64 for a in state.values()) else np.float32
+    plain = {k[len("lstm.") :]: np.asarray(v, dtype) for k, v in state.items() if k[:5] == "lstm."}
+    plain["head.weight"] = np.asarray(state["fc.weight"], dtype)
+    plain["head.bias"] = np.asarray(state["fc.bias"], dtype)
+    marker = np.zeros(4 * H, dtype)
+    marker[H : 2 * H] = forget_bias  # PyTorch order i, f, g, o
+    fold = forget_bias
+    if all(np.array_equal(plain[f"bias_hh_l{k}"], marker) for k in range(L)):
+        for k in range(L):
+            plain[f"bias_hh_l{k}"] = np.zeros(4 * H, dtype)
+        fold = 0.0
+    params = from_pytorch(plain, forget_bias=fold)
+    return {k: np.ascontiguousarray(v, dtype) for k, v in params.items()}
+
+
+def _where(source, key):
+    """How an error names a setting: the option (--classes) or the file and key."""
+    return source if source.startswith("--") else f"{source}: {key!r}"
+
+
+def _checked_labels(classes, K, source):
+    if not isinstance(classes, list) or not classes:
+        raise ConfigError(f"{_where(source, 'classes')} must be a non-empty list of labels")
+    if len(classes) != K:
+        raise ConfigError(
+            f"{_where(source, 'classes')} lists {len(classes)} labels, but 'fc.weight' has "
+            f"{K} rows (one per class)"
+        )
+    kinds = {type(c) for c in classes}
+    if not (kinds <= {str} or kinds <= {int}) or any(c == "" for c in classes):
+        raise ConfigError(
+            f"{_where(source, 'classes')} must be all non-empty strs or all ints; got {classes!r}"
+        )
+    if len(set(classes)) != len(classes):
+        raise ConfigError(f"{_where(source, 'classes')} lists a label twice: {classes!r}")
+    return list(classes)
+
+
+def _checked_norm(norm, F, source):
+    if norm is None:
+        return None
+    if not isinstance(norm, dict) or set(norm) != {"mean", "std"}:
+        raise ConfigError(
+            f"{_where(source, 'normalization')} must be null or {{mean: [...], std: [...]}}"
+        )
+    for name in ("mean", "std"):
+        values = norm[name]
+        ok = isinstance(values, list) and len(values) == F
+        ok = ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not ok or (name == "std" and min(values) <= 0):
+            raise ConfigError(
+                f"{_where(source, 'normalization.' + name)} must be {F} finite numbers "
+                f"(one per input feature){', each > 0' if name == 'std' else ''}; got {values!r}"
+            )
+    return {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+
+
+def file_settings(meta) -> dict:
+    """Labels, normalisation, head and forget_bias from a file lstm-export wrote ({} otherwise)."""
+    if meta.get("format") is None or not str(meta["format"]).startswith("lstm_cli"):
+        return {}
+    out = {}
+    try:
+        for key in ("classes", "normalization"):
+            if key in meta:
+                out[key] = json.loads(meta[key])
+        if "forget_bias" in meta:
+            out["forget_bias"] = float(meta["forget_bias"])
+    except ValueError:
+        return {}
+    if meta.get("head") in HEADS:
+        out["head"] = meta["head"]
+    return out
+
+
+def build_import_meta(spec, classes, normalization, provenance) -> dict:
+    """The checkpoint meta of an imported model: what ``inference.load_trained`` reads
+    (``model``, ``classes``, ``normalization``) plus where it came from. The one place that
+    shapes an imported checkpoint's meta (the trainer builds its own in Trainer.base_meta)."""
+    return {
+        "lstm_cli_version": __version__,
+        "model": spec,
+        "classes": classes,
+        "normalization": normalization,
+        "imported_from": provenance,
+    }
+
+
+def checkpoint_from_state(path, settings=None, sources=None):
+    """(params, meta) of an lstm_cli checkpoint from the safetensors file ``path``.
+
+    settings: {classes, normalization, head, forget_bias} from the caller, each optional;
+    they win over the file's own metadata. sources: {key: where it came from} for error
+    messages (an option such as "--classes", or a YAML file's name)."""
+    path = os.fspath(path)
+    state, file_meta = read_state(path)
+    L, F, H, K = check_state(state, path)
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    from_file = file_settings(file_meta)
+    merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
+    sources = sources or {}
+    where = {
+        k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
+        for k in merged
+    }
+    if "classes" not in merged:
+        raise ConfigError(
+            f"{path} does not name its classes: give them with --classes a,b,c or in --meta"
+        )
+    classes = _checked_labels(merged["classes"], K, where["classes"])
+    norm = _checked_norm(merged["normalization"], F, where["normalization"])
+    if merged["head"] not in HEADS:
+        raise ConfigError(
+            f"{_where(where['head'], 'head')} must be one of {', '.join(HEADS)}; "
+            f"got {merged['head']!r}"
+        )
+    fb = merged["forget_bias"]
+    if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not math.isfinite(fb):
+        raise ConfigError(f"{_where(where['forget_bias'], 'forget_bias')} must be a finite number")
+    params = params_from_state(state, float(fb), path)
+    spec = {
+        "input_size": F,
+        "hidden_size": H,
+        "num_classes": K,
+        "num_layers": L,
+        "head": merged["head"],
+        "forget_bias": float(fb),
+        "dtype": str(params["head.W"].dtype),
+    }
+    with open(path, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+    provenance = {"file": os.path.basename(path), "sha256": digest, "format": "safetensors"}
+    return params, build_import_meta(spec, classes, norm, provenance)

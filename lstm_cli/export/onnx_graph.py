@@ -1,0 +1,208 @@
+"""A trained model as an ONNX graph: normalisation, standard LSTM operators, the head.
+
+Graph (opset ``ONNX_OPSET``, all float32; docs/export.md draws it):
+
+* inputs ``x`` (batch, time, features) float32 and ``lengths`` (batch,) int64, every
+  length in [1, time]; padded steps of ``x`` may hold anything (NaN included): they are
+  replaced by 0 before the first LSTM and masked again in the head;
+* ``(x - mean) / std`` with the training statistics, when the model has them;
+* one ``LSTM`` node per layer (time-major, ``sequence_lens`` = lengths), layer k's ``Y``
+  feeding layer k+1. ONNX's gate order is i, o, f, c; lstm_cli's is i, j, f, o (c = j),
+  and ``forget_bias`` is folded into the forget gate's input bias ``Wb_f``;
+* the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step),
+  ``all`` averages the per-step softmax over each sequence's valid steps;
+* outputs ``probabilities`` (batch, classes) float32 and ``label`` (batch,) int64, the
+  class index; the labels themselves are in ``metadata_props["classes"]`` (JSON).
+
+A new layer kind or head is one more entry in ``_LAYERS`` / ``_HEADS``: each function
+takes the builder and the names of its inputs and returns the names of its outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import __version__
+from ..errors import LstmCliError
+from ..extras import require
+from ..store.atomic import atomic_write
+from .meta import export_metadata
+
+ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input)
+ONNX_IR_VERSION = 8  # the lowest IR that carries opset 17: older runtimes can load it
+_FEATURE = "lstm-export --to onnx"
+
+# where each ONNX gate block (i, o, f, c) sits in lstm_cli's (i, j, f, o)
+_ONNX_BLOCKS = (0, 3, 2, 1)
+
+
+def _onnx():
+    onnx = require("onnx", "onnx", _FEATURE)
+    require("onnx.checker", "onnx", _FEATURE)
+    return onnx
+
+
+def onnx_gates(W, b, forget_bias):
+    """lstm_cli layer (W (I+H, 4H), b (4H,)) -> ONNX (W (1, 4H, I), R (1, 4H, H), B (1, 8H))
+    float32 in gate order i, o, f, c; forget_bias is added to Wb's f block, Rb is zero."""
+    H = W.shape[1] // 4
+    I = W.shape[0] - H
+    cols = np.concatenate([np.arange(k * H, (k + 1) * H) for k in _ONNX_BLOCKS])
+    W = np.asarray(W, np.float64)[:, cols]  # (I+H, 4H), order i, o, f, c
+    wb = np.asarray(b, np.float64)[cols].copy()
+    wb[2 * H : 3 * H] += forget_bias  # f is the third ONNX block
+    bias = np.concatenate([wb, np.zeros(4 * H)])  # [Wb | Rb]
+    f32 = np.float32
+    return W[:I].T[None].astype(f32), W[I:].T[None].astype(f32), bias[None].astype(f32)
+
+
+class _Graph:
+    """Nodes and initializers under unique names (a thin layer over onnx.helper)."""
+
+    def __init__(self, onnx):
+        self.onnx, self.helper = onnx, onnx.helper
+        self.nodes, self.inits, self._n = [], [], 0
+
+    def const(self, name, array):
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def op(self, op_type, inputs, n_out=1, **attrs):
+        self._n += 1
+        outs = [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
+        self.nodes.append(
+            self.helper.make_node(op_type, list(inputs), outs, name=f"{op_type}_{self._n}", **attrs)
+        )
+        return outs[0] if n_out == 1 else outs
+
+    def rename(self, name, new):
+        """Make node output ``name`` a graph output called ``new``."""
+        self.nodes.append(self.helper.make_node("Identity", [name], [new], name=f"out_{new}"))
+        return new
+
+
+def _unidirectional_layer(g, k, xs, lens32, W, b, forget_bias):
+    """LSTM node over xs (T, B, I) -> (Y (T, B, H), Y_h (B, H))."""
+    w, r, bias = onnx_gates(W, b, forget_bias)
+    H = r.shape[2]
+    y, y_h = g.op(
+        "LSTM",
+        [
+            xs,
+            g.const(f"lstm.{k}.onnx_W", w),
+            g.const(f"lstm.{k}.onnx_R", r),
+            g.const(f"lstm.{k}.onnx_B", bias),
+            lens32,
+        ],
+        n_out=2,
+        hidden_size=H,
+        direction="forward",
+    )
+    one = g.const(f"lstm.{k}.axis", np.array([1], np.int64))
+    zero = g.const(f"lstm.{k}.axis0", np.array([0], np.int64))
+    return g.op("Squeeze", [y, one]), g.op("Squeeze", [y_h, zero])  # drop num_directions
+
+
+_LAYERS = {"unidirectional": _unidirectional_layer}
+
+
+def _head_last(g, seq, last, valid, lens_f, V, a):
+    """Softmax of each sequence's last valid state: (B, H) -> (B, K)."""
+    logits = g.op("Add", [g.op("MatMul", [last, g.const("head.W", V)]), g.const("head.b", a)])
+    return g.op("Softmax", [logits], axis=-1)
+
+
+def _head_all(g, seq, last, valid, lens_f, V, a):
+    """Mean over valid steps of the per-step softmax: (T, B, H) -> (B, K)."""
+    logits = g.op("Add", [g.op("MatMul", [seq, g.const("head.W", V)]), g.const("head.b", a)])
+    probs = g.op("Softmax", [logits], axis=-1)  # (T, B, K)
+    zero = g.const("head.zero", np.zeros((), np.float32))
+    masked = g.op("Where", [valid, probs, zero])  # padded steps contribute exactly 0
+    axis = g.const("head.time_axis", np.array([0], np.int64))
+    total = g.op("ReduceSum", [masked, axis], keepdims=0)  # (B, K)
+    return g.op("Div", [total, lens_f])
+
+
+_HEADS = {"last": _head_last, "all": _head_all}
+
+
+def build_onnx_model(model, classes, mean=None, std=None):
+    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised) input.
+
+    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or None.
+    """
+    if model.head not in _HEADS:
+        raise LstmCliError(
+            f"ONNX export supports the heads {', '.join(map(repr, _HEADS))}; "
+            f"this model's head is {model.head!r}"
+        )
+    onnx = _onnx()
+    helper, TP = onnx.helper, onnx.TensorProto
+    g = _Graph(onnx)
+    F, p = model.input_size, model.params
+    # x (B, T, F) -> time-major (T, B, F); the mask (T, B, 1) of valid steps
+    xs = g.op("Transpose", ["x"], perm=[1, 0, 2])
+    if mean is not None:
+        xs = g.op("Sub", [xs, g.const("norm.mean", np.asarray(mean, np.float32))])
+    if std is not None:
+        xs = g.op("Div", [xs, g.const("norm.std", np.asarray(std, np.float32))])
+    T = g.op("Gather", [g.op("Shape", ["x"]), g.const("time_index", np.array(1, np.int64))])
+    steps = g.op(
+        "Range", [g.const("t0", np.array(0, np.int64)), T, g.const("t1", np.array(1, np.int64))]
+    )  # (T,)
+    col = g.const("unsq_1", np.array([1], np.int64))
+    valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), "lengths"])  # (T, B)
+    valid = g.op("Unsqueeze", [valid, g.const("unsq_2", np.array([2], np.int64))])  # (T, B, 1)
+    # padded steps -> 0: onnxruntime ignores them anyway, but a runtime that applies
+    # sequence_lens by multiplying with a mask would turn NaN padding into NaN outputs
+    xs = g.op("Where", [valid, xs, g.const("x_pad", np.zeros((), np.float32))])
+    lens32 = g.op("Cast", ["lengths"], to=TP.INT32)
+    lens_f = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=TP.FLOAT), col])  # (B, 1)
+    seq = last = xs
+    for k in range(model.num_layers):
+        seq, last = _LAYERS["unidirectional"](
+            g, k, seq, lens32, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], model.forget_bias
+        )
+    V, a = (np.asarray(p[n], np.float32) for n in ("head.W", "head.b"))
+    probs = _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
+    g.rename(probs, "probabilities")
+    g.rename(g.op("ArgMax", [probs], axis=1, keepdims=0), "label")
+
+    K = model.num_classes
+    graph = helper.make_graph(
+        g.nodes,
+        "lstm_cli",
+        [
+            helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "time", F]),
+            helper.make_tensor_value_info("lengths", TP.INT64, ["batch"]),
+        ],
+        [
+            helper.make_tensor_value_info("probabilities", TP.FLOAT, ["batch", K]),
+            helper.make_tensor_value_info("label", TP.INT64, ["batch"]),
+        ],
+        g.inits,
+    )
+    onnx_model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        producer_name="lstm_cli",
+        producer_version=__version__,
+        doc_string="x (batch, time, features) float32 raw features, right-padded; lengths "
+        "(batch,) int64 in [1, time] -> probabilities (batch, classes), label (batch,) "
+        "class index into metadata_props['classes']",
+    )
+    onnx_model.ir_version = ONNX_IR_VERSION
+    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
+    helper.set_model_props(onnx_model, export_metadata(model, classes, norm))
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model
+
+
+def export_onnx(trained, path) -> None:
+    """Write ``trained`` (an inference.TrainedModel) to ``path`` as ONNX, atomically."""
+    onnx_model = build_onnx_model(trained.model, trained.classes, trained.mean, trained.std)
+    data = onnx_model.SerializeToString()
+    try:
+        atomic_write(path, lambda fh: fh.write(data))
+    except OSError as err:
+        raise LstmCliError(f"cannot write {path}: {err.strerror or err}") from None

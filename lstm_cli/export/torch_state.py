@@ -1,0 +1,111 @@
+"""A trained model as a PyTorch ``nn.LSTM`` + ``nn.Linear`` state_dict in a safetensors file.
+
+Keys are PyTorch's own names for a module with attributes ``lstm`` and ``fc``:
+``lstm.weight_ih_l{k}`` (4H, I_k), ``lstm.weight_hh_l{k}`` (4H, H), ``lstm.bias_ih_l{k}``,
+``lstm.bias_hh_l{k}`` (4H,) in PyTorch's gate order i, f, g, o, then ``fc.weight`` (K, H)
+and ``fc.bias`` (K,). ``bias_ih`` is lstm_cli's bias b; ``forget_bias`` is folded into
+``bias_hh``'s forget block (the rest of bias_hh is 0), so PyTorch's bias_ih + bias_hh is
+exactly the forward of DESIGN §5, and ``lstm-import`` can take the two apart again
+without rounding (an exact round trip). Arrays keep the model's dtype.
+
+The file's metadata (str -> str) holds the labels, normalisation, head, forget_bias and
+``module_args`` (JSON keyword arguments of ``PYTORCH_MODULE``'s class).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..errors import LstmCliError
+from ..extras import require
+from ..nn.interop import to_pytorch
+from ..store.atomic import atomic_write
+from .meta import export_metadata
+
+PYTORCH_FORMAT = "lstm_cli.pytorch/1"
+
+# The module that loads the file; printed by lstm-export, shown in docs/export.md and
+# executed by tests/test_export.py (keep the three the same).
+PYTORCH_MODULE = """\
+import json, torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, input_size, hidden_size, num_layers, num_classes, head, mean, std):
+        super().__init__()
+        self.head, self.mean, self.std = head, mean, std  # lists of F floats, or None
+        self.lstm = torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+        self.fc = torch.nn.Linear(hidden_size, num_classes)
+
+    def forward(self, x, lengths):  # x (B, T, F) raw features, lengths (B,) int64 -> probs (B, K)
+        if self.mean is not None:
+            x = ((x.double() - torch.tensor(self.mean)) / torch.tensor(self.std)).float()
+        pack = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
+        y, (h_n, _) = self.lstm(pack)
+        if self.head == "last":
+            return self.fc(h_n[-1]).softmax(-1)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # (B, T', H), 0 past each end
+        valid = torch.arange(y.shape[1])[None, :, None] < lengths[:, None, None]
+        return (self.fc(y).softmax(-1) * valid).sum(1) / lengths[:, None]
+
+
+def load_classifier(path):
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    model = Classifier(**json.loads(meta["module_args"]))
+    model.load_state_dict(load_file(path))
+    return model.eval(), json.loads(meta["classes"])
+"""
+
+
+def torch_state_dict(model) -> dict:
+    """{PyTorch name: array} of an LSTMClassifier (see the module docstring), new arrays."""
+    if model.head not in ("last", "all"):
+        raise LstmCliError(
+            f"PyTorch export supports the heads 'last' and 'all'; this model's is {model.head!r}"
+        )
+    H = model.hidden_size
+    raw = to_pytorch(model.params, forget_bias=0.0)  # b in bias_ih, bias_hh zero
+    state = {}
+    for k in range(model.num_layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            state[f"lstm.{name}_l{k}"] = np.ascontiguousarray(raw[f"{name}_l{k}"])
+        state[f"lstm.bias_hh_l{k}"][H : 2 * H] = model.forget_bias  # PyTorch order i, f, g, o
+    state["fc.weight"] = np.ascontiguousarray(raw["head.weight"])
+    state["fc.bias"] = np.ascontiguousarray(raw["head.bias"])
+    return state
+
+
+def torch_metadata(model, classes, mean=None, std=None) -> dict:
+    """The safetensors metadata: export_metadata plus the module's keyword arguments."""
+    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
+    meta = export_metadata(model, classes, norm)
+    meta["format"] = PYTORCH_FORMAT
+    meta["module_args"] = json.dumps(
+        {
+            "input_size": model.input_size,
+            "hidden_size": model.hidden_size,
+            "num_layers": model.num_layers,
+            "num_classes": model.num_classes,
+            "head": model.head,
+            "mean": None if norm is None else norm["mean"],
+            "std": None if norm is None else norm["std"],
+        }
+    )
+    return meta
+
+
+def export_pytorch(trained, path) -> None:
+    """Write ``trained`` (an inference.TrainedModel) to ``path`` as safetensors, atomically."""
+    st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
+    state = torch_state_dict(trained.model)
+    meta = torch_metadata(trained.model, trained.classes, trained.mean, trained.std)
+    data = st.save(state, metadata=meta)
+    try:
+        atomic_write(path, lambda fh: fh.write(data))
+    except OSError as err:
+        raise LstmCliError(f"cannot write {path}: {err.strerror or err}") from None

@@ -1,0 +1,501 @@
+"""lstm-export / lstm-import, verified against the real runtimes (onnxruntime, torch).
+
+Models are random-weight LSTMClassifiers saved with a trainer-like meta (model spec,
+classes, normalisation), so every case is fast. Padding holds garbage (NaN, huge values)
+so a graph that read it would fail the comparison.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_cli.cli import evaluate, export, import_, predict
+from lstm_cli.errors import MissingExtraError
+from lstm_cli.inference import load_trained
+from lstm_cli.nn.model import LSTMClassifier
+from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
+
+F, H, K = 3, 5, 4
+CLASSES = ["cat", "dog", "eel", "fox"]
+LENGTHS = np.array([1, 7, 3, 7, 2, 5])  # includes 1 and the maximum
+
+
+def make_checkpoint(
+    tmp_path, head="last", layers=1, forget_bias=0.7, norm=True, name="m.npz", dtype="float32"
+):
+    model = LSTMClassifier(
+        F, H, K, num_layers=layers, head=head, forget_bias=forget_bias, seed=3, dtype=dtype
+    )
+    rng = np.random.default_rng(1)
+    for k, v in model.params.items():  # larger than the init so the gates saturate unevenly
+        model.params[k] = (v * 2.5 + rng.normal(scale=0.1, size=v.shape)).astype(dtype)
+    normalization = None
+    if norm:
+        normalization = {
+            "mean": rng.normal(size=F).tolist(),
+            "std": rng.uniform(0.5, 2.0, size=F).tolist(),
+        }
+    meta = {"model": model.spec(), "classes": CLASSES, "normalization": normalization}
+    path = tmp_path / name
+    save_checkpoint(path, model.params, meta)
+    return path
+
+
+def batch(garbage=np.nan):
+    """x (B, T, F) raw features with ``garbage`` past each length, and lengths (B,) int64."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(len(LENGTHS), LENGTHS.max(), F)).astype(np.float32) * 2
+    for b, n in enumerate(LENGTHS):
+        x[b, n:] = garbage
+    return x, LENGTHS.astype(np.int64)
+
+
+def reference_probs(ckpt, x, lengths):
+    """What lstm-predict computes: pad_batch's float64 normalisation, then predict_proba."""
+    tm = load_trained(ckpt)
+    xn = x.astype(np.float64)
+    if tm.mean is not None:
+        xn = (xn - tm.mean) / tm.std
+    for b, n in enumerate(lengths):
+        xn[b, n:] = 0.0
+    return tm.model.predict_proba(xn.astype(tm.model.dtype), lengths), tm
+
+
+def run(command, args):
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    return result
+
+
+def one_error_line(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------ ONNX
+
+
+@pytest.mark.parametrize(
+    "head, layers, dtype",
+    [
+        ("last", 1, "float32"),
+        ("last", 2, "float32"),
+        ("all", 1, "float32"),
+        ("all", 2, "float32"),
+        ("all", 2, "float64"),  # the graph is float32 whatever the model's dtype
+    ],
+)
+def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype)
+    out = tmp_path / "m.onnx"
+    result = run(export, [ckpt, "--to", "onnx", out])
+    assert result.exit_code == 0, result.output
+    assert "opset 17" in result.stderr
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.op_type for o in model.graph.node].count("LSTM") == layers
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["classes"]) == CLASSES and props["head"] == head
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    for garbage in (np.nan, 1e30, 0.0):
+        x, lengths = batch(garbage)
+        probs, label = sess.run(None, {"x": x, "lengths": lengths})
+        ref, _ = reference_probs(ckpt, x, lengths)
+        assert probs.dtype == np.float32 and probs.shape == (len(LENGTHS), K)
+        np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(label, ref.argmax(1))
+    # dynamic batch and time: one short sequence alone
+    x1, l1 = batch()
+    probs1, _ = sess.run(None, {"x": x1[:1, :1], "lengths": l1[:1]})
+    np.testing.assert_allclose(probs1, probs[:1], rtol=0, atol=1e-5)
+
+
+def test_onnx_matches_lstm_predict_csv(tmp_path):
+    """End to end: the ONNX probabilities equal those lstm-predict writes."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = make_checkpoint(tmp_path, "all", 2)
+    x, lengths = batch()
+    data = tmp_path / "d.jsonl"
+    with open(data, "w") as fh:
+        for b, n in enumerate(lengths):
+            fh.write(json.dumps({"x": x[b, :n].tolist(), "y": CLASSES[b % K]}) + "\n")
+    csv_out = tmp_path / "p.csv"
+    assert run(predict, [ckpt, "--data", data, "--output", csv_out, "--quiet"]).exit_code == 0
+    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
+    predicted = np.array([[float(v) for v in r[2:]] for r in rows])
+    assert run(export, [ckpt, "--to", "onnx", tmp_path / "m.onnx"]).exit_code == 0
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    probs, _ = sess.run(None, {"x": x, "lengths": lengths})
+    np.testing.assert_allclose(probs, predicted, rtol=0, atol=1e-5)  # CSV keeps 6 digits
+
+
+def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
+    """The runtime's own promise the graph relies on: with sequence_lens, padded steps
+    change nothing and Y_h is the state at each sequence's own last step."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from lstm_cli.export.onnx_graph import onnx_gates
+
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H)
+    w, r, bias = onnx_gates(W, b, 0.5)
+    h = onnx.helper
+    node = h.make_node("LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H)
+    graph = h.make_graph(
+        [node],
+        "lstm",
+        [
+            h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["T", "B", F]),
+            h.make_tensor_value_info("L", onnx.TensorProto.INT32, ["B"]),
+        ],
+        [
+            h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None),
+            h.make_tensor_value_info("Y_h", onnx.TensorProto.FLOAT, None),
+        ],
+        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x, lengths = batch(garbage=1e6)  # finite garbage: the GEMM over padding stays finite
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    y, y_h = sess.run(None, {"X": xt, "L": lengths.astype(np.int32)})
+    for bi, n in enumerate(lengths):  # each sequence alone, exactly its valid steps
+        alone_y, alone_h = sess.run(None, {"X": xt[:n, bi : bi + 1], "L": np.array([n], np.int32)})
+        np.testing.assert_allclose(y[:n, 0, bi], alone_y[:, 0, 0], atol=1e-6)
+        np.testing.assert_allclose(y_h[0, bi], alone_y[n - 1, 0, 0], atol=1e-6)
+        np.testing.assert_allclose(y_h[0, bi], alone_h[0, 0], atol=1e-6)
+        assert not y[n:, 0, bi].any()  # padded outputs are 0
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def _exported_torch(tmp_path, head, layers, norm=True):
+    pytest.importorskip("safetensors")
+    torch = pytest.importorskip("torch")
+    ckpt = make_checkpoint(tmp_path, head, layers, norm=norm)
+    out = tmp_path / "m.safetensors"
+    result = run(export, [ckpt, "--to", "pytorch", out])
+    assert result.exit_code == 0, result.output
+    namespace = {}
+    exec(result.stdout, namespace)  # the printed module definition is what loads the file
+    torch.set_num_threads(1)
+    model, classes = namespace["load_classifier"](str(out))
+    return ckpt, out, model, classes, torch
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers):
+    ckpt, out, model, classes, torch = _exported_torch(tmp_path, head, layers)
+    assert classes == CLASSES
+    x, lengths = batch(0.0)
+    ref, tm = reference_probs(ckpt, x, lengths)
+    xn = ((x.astype(np.float64) - tm.mean) / tm.std).astype(np.float32)
+    xn[np.arange(x.shape[1]) >= lengths[:, None]] = 0.0
+    want = tm.model.logits(xn, lengths)
+    with torch.no_grad():
+        y, _ = model.lstm(torch.from_numpy(xn))  # padding after the valid steps: harmless
+        if head == "last":
+            got = np.stack([model.fc(y[b, n - 1]).numpy() for b, n in enumerate(lengths)])
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        else:
+            got = model.fc(y).numpy()
+            valid = np.arange(x.shape[1]) < lengths[:, None]
+            np.testing.assert_allclose(got[valid], want[valid], rtol=0, atol=1e-5)
+        x_raw, _ = batch(np.nan)
+        probs = model(torch.from_numpy(x_raw), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
+    st = pytest.importorskip("safetensors")
+    ckpt = make_checkpoint(tmp_path, "last", 2)
+    out = tmp_path / "m.safetensors"
+    assert run(export, [ckpt, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    with st.safe_open(str(out), "numpy") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    want = {f"lstm.{n}_l{k}" for k in (0, 1) for n in ("weight_ih", "weight_hh", "bias_ih")}
+    want |= {"lstm.bias_hh_l0", "lstm.bias_hh_l1", "fc.weight", "fc.bias"}
+    assert keys == want
+    assert json.loads(meta["classes"]) == CLASSES and meta["head"] == "last"
+    assert float(meta["forget_bias"]) == pytest.approx(0.7)
+    assert json.loads(meta["normalization"])["mean"] == load_trained(ckpt).mean.tolist()
+
+
+@pytest.mark.parametrize(
+    "head, dtype", [("last", "float32"), ("all", "float32"), ("last", "float64")]
+)
+def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype):
+    pytest.importorskip("safetensors")
+    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype)
+    st_file, back = tmp_path / "m.safetensors", tmp_path / "back.npz"
+    assert run(export, [ckpt, "--to", "pytorch", st_file, "--quiet"]).exit_code == 0
+    result = run(import_, [st_file, back])  # labels etc. from the file's own metadata
+    assert result.exit_code == 0, result.output
+    a, b = load_checkpoint(ckpt), load_checkpoint(back)
+    assert a.params.keys() == b.params.keys()
+    for k in a.params:
+        assert a.params[k].dtype == b.params[k].dtype
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+    for key in ("classes", "normalization"):
+        assert b.meta[key] == a.meta[key]
+    assert b.meta["model"]["forget_bias"] == a.meta["model"]["forget_bias"]
+    assert b.meta["model"]["head"] == head
+    x, lengths = batch()
+    data = tmp_path / "d.jsonl"
+    with open(data, "w") as fh:
+        for i, n in enumerate(lengths):
+            fh.write(json.dumps({"x": x[i, :n].tolist(), "y": CLASSES[i % K]}) + "\n")
+    reports = []
+    for path in (ckpt, back):
+        rep = tmp_path / f"{path.stem}.json"
+        assert run(evaluate, [path, "--data", data, "--json", rep, "--quiet"]).exit_code == 0
+        reports.append(json.loads(rep.read_text()))
+    assert reports[0]["loss"] == reports[1]["loss"]
+
+
+def test_import_of_a_plain_pytorch_state_dict_with_meta_yaml(tmp_path):
+    """A state_dict trained in PyTorch (both biases non-zero, no metadata): labels and
+    normalisation from --meta, forget_bias 0; the imported model computes what torch does."""
+    pytest.importorskip("safetensors")
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    lstm, fc = torch.nn.LSTM(F, H, 2, batch_first=True), torch.nn.Linear(H, 3)
+    state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()}
+    state |= {f"fc.{k}": v for k, v in fc.state_dict().items()}
+    path = tmp_path / "plain.safetensors"
+    save_file(state, str(path))
+    meta = tmp_path / "meta.yaml"
+    meta.write_text("classes: [1, 2, 3]\nnormalization: {mean: [0, 1, 2], std: [1, 2, 4]}\n")
+    out = tmp_path / "imported.npz"
+    result = run(import_, [path, out, "--meta", meta])
+    assert result.exit_code == 0, result.output
+    tm = load_trained(out)
+    assert tm.classes == [1, 2, 3] and tm.model.forget_bias == 0.0
+    x, lengths = batch(0.0)
+    xn = ((x - np.array([0, 1, 2])) / np.array([1, 2, 4])).astype(np.float32)
+    with torch.no_grad():
+        _, (h_n, _) = lstm(
+            torch.nn.utils.rnn.pack_padded_sequence(
+                torch.from_numpy(xn), torch.from_numpy(lengths), True, enforce_sorted=False
+            )
+        )
+        want = fc(h_n[-1]).numpy()
+    np.testing.assert_allclose(tm.model.logits(xn, lengths), want, rtol=0, atol=1e-5)
+    # the command line wins over --meta
+    result = run(import_, [path, tmp_path / "o2.npz", "--meta", meta, "--classes", "a,b,c"])
+    assert result.exit_code == 0 and load_trained(tmp_path / "o2.npz").classes == ["a", "b", "c"]
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "notes.npz"
+    bad.write_text("hello")
+    result = run(export, [bad, "--to", "onnx", tmp_path / "m.onnx"])
+    one_error_line(result, 5, str(bad), "not an .npz checkpoint")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_unknown_target_is_a_usage_error(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    result = run(export, [ckpt, "--to", "tflite", tmp_path / "m.x"])
+    assert result.exit_code == 2 and "'tflite' is not one of" in result.stderr
+
+
+def test_export_to_a_pt_name_is_a_usage_error(tmp_path):
+    ckpt = make_checkpoint(tmp_path)
+    result = run(export, [ckpt, "--to", "pytorch", tmp_path / "m.pt"])
+    assert result.exit_code == 2 and ".safetensors" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_export_unwritable_output(tmp_path, target):
+    pytest.importorskip("onnx" if target == "onnx" else "safetensors")
+    ckpt = make_checkpoint(tmp_path)
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" / "m.out"  # a regular file where a folder should be
+    one_error_line(run(export, [ckpt, "--to", target, out]), 1, f"cannot write {out}")
+
+
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_a_failed_export_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, target):
+    pytest.importorskip("onnx" if target == "onnx" else "safetensors")
+    ckpt = make_checkpoint(tmp_path)
+    out = tmp_path / "m.out"
+    out.write_bytes(b"old")
+
+    def disk_full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    result = run(export, [ckpt, "--to", target, out])
+    one_error_line(result, 1, f"cannot write {out}", "No space left")
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "m.out"]
+
+
+@pytest.mark.parametrize("target, extra", [("onnx", "onnx"), ("pytorch", "safetensors")])
+def test_export_missing_extra(tmp_path, monkeypatch, target, extra):
+    import lstm_cli.extras as extras
+
+    real = extras.importlib.import_module
+
+    def fake(name, *a):
+        if name.split(".")[0] == extra:
+            raise ImportError(f"No module named {extra!r}")
+        return real(name, *a)
+
+    monkeypatch.setattr(extras.importlib, "import_module", fake)
+    ckpt = make_checkpoint(tmp_path)
+    result = run(export, [ckpt, "--to", target, tmp_path / "m.out"])
+    one_error_line(result, 7, f"optional extra {extra!r}", f"pip install 'lstm_cli[{extra}]'")
+    assert not (tmp_path / "m.out").exists()
+    with pytest.raises(MissingExtraError):
+        extras.require(extra, extra)
+
+
+def test_import_refuses_a_pickle(tmp_path):
+    torch = pytest.importorskip("torch")
+    for name in ("model.pt", "model.safetensors"):  # by name, and by content when renamed
+        path = tmp_path / name
+        torch.save({"fc.weight": torch.zeros(2, 2)}, str(path))
+        result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b"])
+        one_error_line(result, 5, str(path), "pickle", "save the state_dict with safetensors")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def _state(layers=1):
+    rng = np.random.default_rng(0)
+    state = {}
+    for k in range(layers):
+        state[f"lstm.weight_ih_l{k}"] = rng.normal(size=(4 * H, F if k == 0 else H))
+        state[f"lstm.weight_hh_l{k}"] = rng.normal(size=(4 * H, H))
+        state[f"lstm.bias_ih_l{k}"] = rng.normal(size=4 * H)
+        state[f"lstm.bias_hh_l{k}"] = rng.normal(size=4 * H)
+    state["fc.weight"], state["fc.bias"] = rng.normal(size=(2, H)), rng.normal(size=2)
+    return {k: v.astype(np.float32) for k, v in state.items()}
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda s: s.pop("fc.bias"), ["missing ['fc.bias']"]),
+        (lambda s: s.pop("lstm.bias_hh_l0"), ["missing ['lstm.bias_hh_l0']"]),
+        (lambda s: s.update({"fc.extra": np.zeros(2, np.float32)}), ["unexpected ['fc.extra']"]),
+        (lambda s: s.update({"lstm.weight_ih_l0": np.zeros((4 * H, 9), np.float32)}), None),
+        (
+            lambda s: s.update({"lstm.weight_hh_l1": np.zeros((4 * H, H), np.float32)}),
+            ["missing ['lstm.weight_ih_l1', 'lstm.bias_ih_l1', 'lstm.bias_hh_l1']"],
+        ),
+        (
+            lambda s: s.update({"fc.weight": np.zeros((2, H + 1), np.float32)}),
+            ["'fc.weight' has shape (2, 6); expected (2, 5)"],
+        ),
+        (
+            lambda s: s.update({"lstm.weight_ih_l0_reverse": np.zeros((4 * H, F), np.float32)}),
+            ["bidirectional"],
+        ),
+        (lambda s: s.update({"fc.bias": np.array([1, 2], np.int64)}), ["dtype int64"]),
+        (lambda s: s.update({"fc.bias": np.array([1, np.nan], np.float32)}), ["NaN"]),
+    ],
+)
+def test_import_refuses_a_bad_state_dict(tmp_path, edit, fragments):
+    st = pytest.importorskip("safetensors.numpy")
+    state = _state()
+    edit(state)
+    path = tmp_path / "bad.safetensors"
+    st.save_file(state, str(path))
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b"])
+    if fragments is None:  # a different input size is fine: it is read from weight_ih_l0
+        assert result.exit_code == 0, result.output
+        assert load_trained(tmp_path / "o.npz").num_features == 9
+        return
+    one_error_line(result, 5, str(path), *fragments)
+    assert not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "args, code, fragments",
+    [
+        ([], 3, ["does not name its classes"]),
+        (["--classes", "a,b,c"], 3, ["--classes lists 3 labels", "2 rows"]),
+        (["--classes", "a,a"], 3, ["--classes lists a label twice"]),
+        (["--classes", "a,b", "--mean", "0,0,0"], 2, ["--mean and --std go together"]),
+        (["--classes", "a,b", "--mean", "0,0", "--std", "1,1"], 3, ["3 finite numbers"]),
+        (["--classes", "a,b", "--mean", "0,0,0", "--std", "1,0,1"], 3, ["each > 0"]),
+        (["--classes", "a,b", "--mean", "0,x,0", "--std", "1,1,1"], 2, ["not a list of numbers"]),
+    ],
+)
+def test_import_bad_settings(tmp_path, args, code, fragments):
+    st = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "s.safetensors"
+    st.save_file(_state(), str(path))
+    result = run(import_, [path, tmp_path / "o.npz", *args])
+    assert result.exit_code == code, result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_import_bad_meta_yaml(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "s.safetensors"
+    st.save_file(_state(), str(path))
+    for text, fragment in (
+        ("classes: [a, b]\nlabels: [c]\n", "unknown key(s) ['labels']"),
+        ("classes: [a, b]\nclasses: [c, d]\n", "duplicate key"),
+        ("!!python/object:os.system {}\n", "python/object"),
+        ("classes: [a]\n", "'classes' lists 1 labels"),
+    ):
+        meta = tmp_path / "meta.yaml"
+        meta.write_text(text)
+        result = run(import_, [path, tmp_path / "o.npz", "--meta", meta])
+        one_error_line(result, 3, fragment)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_docs_show_the_module_definition_the_command_prints():
+    from lstm_cli.export.torch_state import PYTORCH_MODULE
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "export.md")
+    with open(docs, encoding="utf-8") as fh:
+        assert PYTORCH_MODULE in fh.read()
+
+
+def test_bench_deploy_runs(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, os.path.join(root, "benchmarks", "bench_deploy.py")]
+        + ["--workloads", "jv", "--rounds", "1", "--calls", "1", "--head", "all"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines() if "e-" in line or "e+" in line]
+    assert [row[-5] for row in rows] == ["lstm_cli", "onnxruntime", "pytorch"]
+    assert all(float(row[-1]) <= 1e-5 for row in rows)
