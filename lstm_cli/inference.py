@@ -316,9 +316,16 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
             tm.model, ds.view(k_idx), y[k_idx], tm.mean, tm.std, batch_size
         )
         probs[u_idx] = predict_dataset(tm.model, ds.view(u_idx), tm.mean, tm.std, batch_size)
+    return report_from(losses, probs, y, tm.classes, ds.source), probs, y
+
+
+def report_from(losses, probs, y, classes, source) -> dict:
+    """The metrics report from per-sequence losses (of the known labels), probabilities
+    (N, K) and class indices y (N,), -1 for a label the model does not know."""
+    known = y >= 0
     report = classification_report(
-        y[known], probs[known].argmax(1), tm.classes, loss=float(losses.mean())
+        y[known], probs[known].argmax(1), classes, loss=float(losses.mean())
     )
     report["unknown_labels"] = int((~known).sum())
-    report["source"] = ds.source
-    return report, probs, y
+    report["source"] = source
+    return report

@@ -22,23 +22,41 @@ def handles_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LstmCliError as err:
-            _traceback_if(debug)
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(err.exit_code)
+            _fail(err.exit_code, f"Error: {err}", debug)
         except MemoryError as err:  # numpy's "Unable to allocate 74.5 GiB for an array ..."
-            _traceback_if(debug)
             detail = f": {err}" if str(err) else ""
-            click.echo(
+            _fail(
+                1,
                 f"Error: out of memory{detail}. Use a smaller model, batch or sequence length.",
-                err=True,
+                debug,
             )
-            sys.exit(1)
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
-            _traceback_if(debug)
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
+            _fail(130, "Interrupted.", debug)
+        except Exception:
+            from ..training.distributed import launched_size
+
+            if launched_size() > 1:
+                _fail(1, "", True)  # a bug under MPI: its traceback, and no rank left waiting
+            raise
 
     return wrapper
+
+
+def _fail(exit_code: int, message: str, debug: bool):
+    """Print ``message`` (with the traceback under --debug) and exit with ``exit_code``;
+    under MPI, end the whole job with it (training.distributed.end_job_on_error)."""
+    from ..training.distributed import end_job_on_error, launched_rank, launched_size
+
+    if message and launched_size() > 1 and launched_rank() != 0:
+        message = f"[rank {launched_rank()}] {message}"
+
+    def report():
+        _traceback_if(debug)
+        if message:
+            click.echo(message, err=True)
+
+    end_job_on_error(exit_code, report)
+    sys.exit(exit_code)
 
 
 def _traceback_if(debug) -> None:

@@ -83,7 +83,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         source=value_origin("train.class_weights", source, overrides),
     )
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
-    if best is not None:
+    if best is not None and result.rank == 0:
         click.echo(
             f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
             f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,15 +28,47 @@ from ..extras import require
 # MPICH/Hydra, Intel MPI and SLURM's PMI (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE),
 # PMIx launchers (PMIX_SIZE is not standard; OMPI_* covers Open MPI's PMIx).
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+# how long a rank other than 0 waits before reporting its error and ending the job, so
+# that an error every rank meets is reported once, by rank 0
+REPORT_DELAY_S = 0.5
+
+
+def _launcher_value(names, environ, default):
+    for name in names:
+        value = environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return default
 
 
 def launched_size(environ: Mapping[str, str] = os.environ) -> int:
     """The number of processes a launcher started this one among; 1 when none did."""
-    for name in SIZE_VARIABLES:
-        value = environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
+    return max(1, _launcher_value(SIZE_VARIABLES, environ, 1))
+
+
+def launched_rank(environ: Mapping[str, str] = os.environ) -> int:
+    """This process's rank as its launcher announced it; 0 when none did."""
+    return _launcher_value(RANK_VARIABLES, environ, 0)
+
+
+def end_job_on_error(exit_code: int, report) -> None:
+    """Report an error and, under MPI, end every rank of the job with ``exit_code``.
+
+    A rank blocked in a collective would otherwise wait forever for the one that failed.
+    Rank 0 reports at once; the others wait REPORT_DELAY_S first (rank 0's Abort usually
+    ends them before they print), so an error all ranks meet is reported once."""
+    if launched_size() <= 1:
+        report()
+        return
+    rank = launched_rank()
+    if rank != 0:
+        time.sleep(REPORT_DELAY_S)
+    report()
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None:
+        sys.stderr.flush()
+        mpi.COMM_WORLD.Abort(exit_code)
 
 
 class SingleProcess:
@@ -115,7 +149,8 @@ class FlatBuffer:
         self.shapes = dict(shapes)
         self.scalars = tuple(scalars)
         self.sizes = {k: int(np.prod(s)) for k, s in self.shapes.items()}
-        self.length = sum(self.sizes.values()) + len(self.scalars)
+        self.array_length = sum(self.sizes.values())  # the arrays come first, then the scalars
+        self.length = self.array_length + len(self.scalars)
 
     def pack(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, float]) -> np.ndarray:
         buf = np.empty(self.length)  # (n,)

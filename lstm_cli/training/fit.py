@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config
-from ..inference import TrainedModel, evaluate_dataset
+from ..inference import TrainedModel, encode_dataset_labels, report_from
+from .distributed import make_comm
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data
 from .resume import load_resume_state
@@ -30,10 +31,18 @@ class TrainResult:
     stopped_early: bool = False
     test_report: dict | None = None
     summary: dict = field(default_factory=dict)
+    rank: int = 0  # this process's rank (MPI); only rank 0 wrote the run folder
 
 
 def fit(
-    cfg: Config, *, overwrite=False, resume=False, progress=True, log=print, source=None
+    cfg: Config,
+    *,
+    overwrite=False,
+    resume=False,
+    progress=True,
+    log=print,
+    source=None,
+    comm=None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; write the run folder; return the best model.
 
@@ -46,7 +55,15 @@ def fit(
     SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
     The run folder is locked for the whole run (rundir.RunLock): a second training into
     it is refused.
+
+    comm: the communicator (training.distributed); by default MPI's when a launcher
+    started more than one process, else one process. Every rank calls fit with the same
+    config; rank 0 alone takes the lock, writes files, logs and shows progress.
     """
+    comm = make_comm() if comm is None else comm
+    writer = comm.rank == 0
+    if not writer:
+        progress, log = False, _silent
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
     data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
@@ -55,22 +72,31 @@ def fit(
         resumed = None
         if resume:  # lock before reading the state to continue, so no other run changes it
             resume_checkpoint_path(run_dir)
-            lock.acquire()
+            if writer:
+                lock.acquire()
+            comm.bcast(None)  # the others read last.npz once rank 0 holds the lock
             resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
         data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
-        trainer = Trainer(cfg, data, rng, progress=progress, log=log)
+        trainer = Trainer(cfg, data, rng, progress=progress, log=log, comm=comm)
         # --overwrite of a folder holding an earlier run: its files stay until this run
         # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
         # early loses nothing.
-        trainer.earlier_run = open_run_dir(run_dir, lock, overwrite=overwrite, resume=resume)
+        earlier = None
+        if writer:
+            earlier = open_run_dir(run_dir, lock, overwrite=overwrite, resume=resume)
+        trainer.earlier_run = comm.bcast(earlier)
         if resumed is not None:
             trainer.restore(*resumed)
-        if not trainer.earlier_run:  # resumed: the run as continued (train.epochs may differ)
+        if writer and not trainer.earlier_run:  # resumed: the run as continued
             write_config(run_dir, cfg)
         trainer.run()
         return _finish(trainer, log)
     finally:
         lock.release()
+
+
+def _silent(*_args) -> None:
+    """The log of a rank other than 0: it prints nothing but errors."""
 
 
 def _finish(trainer: Trainer, log) -> TrainResult:
@@ -80,7 +106,9 @@ def _finish(trainer: Trainer, log) -> TrainResult:
     trained = TrainedModel(model, data.classes, data.mean, data.std, trainer.base_meta)
     test_report = None
     if data.test is not None:
-        test_report, _, _ = evaluate_dataset(trained, data.test)
+        y = encode_dataset_labels(data.test, data.classes)
+        losses, probs = trainer.losses_and_probs(data.test, y)
+        test_report = report_from(losses, probs, y, data.classes, data.test.source)
         log(
             f"test ({data.test.source}): accuracy {test_report['accuracy']:.4f}  loss "
             f"{test_report['loss']:.4f}  macro F1 {test_report['macro_f1']:.4f}  "
@@ -98,7 +126,8 @@ def _finish(trainer: Trainer, log) -> TrainResult:
         "classes": data.classes,
         "test": test_report,
     }
-    write_summary(trainer.run_dir, summary)
+    if trainer.writer:
+        write_summary(trainer.run_dir, summary)
     model.release_buffers()  # the training batches' work arrays are not needed any more
     return TrainResult(
         trained,
@@ -108,4 +137,5 @@ def _finish(trainer: Trainer, log) -> TrainResult:
         trainer.stopped_early,
         test_report,
         summary,
+        trainer.comm.rank,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 
@@ -18,6 +19,7 @@ from ..inference import loss_and_probs
 from ..nn.model import LSTMClassifier
 from ..nn.optim import LRSchedule, clip_by_global_norm, make_optimizer
 from ..store.checkpoint import save_checkpoint
+from .distributed import FlatBuffer, SingleProcess, check_in_sync, split_batch
 from .env import blas_threads
 from .prepare import PreparedData
 from .resume import restore as restore_state
@@ -50,10 +52,20 @@ class Trainer:
     validation split, the initialisation, then per epoch for the batch order and
     dropout masks; its state is saved in every checkpoint, so a resumed run draws exactly
     what the uninterrupted run would have drawn.
+
+    Under MPI (``comm`` of more than one process, docs/design.md §9) every rank runs this
+    same loop with the same RNG: each global batch is split into shards, every rank
+    computes its shard's share of the gradient, one Allreduce sums the shares (and the
+    metric sums and stop flags), and all ranks take the same optimizer step. Only rank 0
+    (``writer``) writes files.
     """
 
-    def __init__(self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print):
+    def __init__(
+        self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print, comm=None
+    ):
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
+        self.comm = comm or SingleProcess()
+        self.writer = self.comm.rank == 0
         self.run_dir = cfg.output.dir
         o, s = cfg.train.optimizer, cfg.train.schedule
         try:
@@ -82,6 +94,8 @@ class Trainer:
             patience=s.patience,
             factor=s.factor,
         )
+        shapes = {k: v.shape for k, v in self.model.params.items()}
+        self.exchange = FlatBuffer(shapes, ("loss", "correct", "sigint", "sigterm"))
         self.best_metric = (
             cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
         )
@@ -104,6 +118,8 @@ class Trainer:
         self.stopped_early = False
         self.last_finite_loss = None
         self.partial = None  # state of an unfinished epoch: batches, position, sums
+        self.guard = None  # the SignalGuard while run() runs
+        self.agreed_signal = None  # a stop signal all ranks have seen (see _train_step)
         # files of an earlier run in the folder (--overwrite): removed only when this run
         # writes its first checkpoint (see _retire_earlier_run)
         self.earlier_run = []
@@ -152,6 +168,8 @@ class Trainer:
             )
 
     def save_last(self) -> None:
+        if not self.writer:
+            return
         self._retire_earlier_run()
         save_checkpoint(
             os.path.join(self.run_dir, "last.npz"),
@@ -166,7 +184,7 @@ class Trainer:
         (a mix would resume one run with the other's best weights). Until then a run that
         fails (bad data found late, a non-finite first loss, a signal before any checkpoint)
         leaves them untouched."""
-        if not self.earlier_run:
+        if not self.earlier_run or not self.writer:
             return
         names, self.earlier_run = self.earlier_run, []
         retire_earlier_run(self.run_dir, names)
@@ -194,8 +212,12 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         with SignalGuard() as guard:
-            while self.epoch < cfg.train.epochs and not self.stopped_early:
-                self._run_epoch(guard)
+            self.guard = guard
+            try:
+                while self.epoch < cfg.train.epochs and not self.stopped_early:
+                    self._run_epoch(guard)
+            finally:
+                self.guard = None
 
     def _run_epoch(self, guard) -> None:
         from tqdm.auto import tqdm
@@ -252,8 +274,9 @@ class Trainer:
                         seq_s=f"{p['seen'] / max(elapsed, 1e-9):.0f}",
                         refresh=False,
                     )
-                    if guard.signum is not None and p["position"] < len(batches):
-                        self._stop_on_signal(guard.signum, t0)
+                    stop = self.agreed_signal
+                    if stop is not None and p["position"] < len(batches):
+                        self._stop_on_signal(stop, t0)
                     if every and self.step % every == 0 and p["position"] < len(batches):
                         p["seconds"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
@@ -261,18 +284,32 @@ class Trainer:
             finally:
                 bar.close()
         self._finish_epoch(batches, time.perf_counter() - t0 + p["seconds"])
-        if guard.signum is not None:
-            self._stop_on_signal(guard.signum, None)
+        stop = self._agree_on_stop(guard.signum)  # a signal during validation or writing
+        if stop is not None:
+            self._stop_on_signal(stop, None)
 
     def _train_step(self, idx, epoch):
-        """One batch: forward, loss, BPTT, clip, update. Returns (loss, number correct)."""
+        """One batch: forward, loss, BPTT, clip, update. Returns (loss, number correct) and
+        sets ``agreed_signal``: the stop signal every rank has seen by this step, or None."""
         data, model = self.data, self.model
-        x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+        signum = self.guard.signum if self.guard is not None else None
         y = data.y_train[idx]
-        with np.errstate(all="ignore"):  # a non-finite loss is reported just below
-            loss, grads, probs = model.loss_and_grads(
-                x, lengths, y, data.class_weights, training=True, rng=self.rng, return_probs=True
-            )
+        if self.comm.size == 1:
+            x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+            with np.errstate(all="ignore"):  # a non-finite loss is reported just below
+                loss, grads, probs = model.loss_and_grads(
+                    x,
+                    lengths,
+                    y,
+                    data.class_weights,
+                    training=True,
+                    rng=self.rng,
+                    return_probs=True,
+                )
+            correct = int((probs.argmax(1) == y).sum())
+            self.agreed_signal = self.guard.signum if self.guard is not None else None
+        else:
+            loss, grads, correct, self.agreed_signal = self._sharded_step(idx, y, signum)
         self.step += 1
         if not math.isfinite(loss):
             raise TrainingError(
@@ -289,7 +326,73 @@ class Trainer:
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
-        return loss, int((probs.argmax(1) == y).sum())
+        return loss, correct
+
+    def _sharded_step(self, idx, y, signum):
+        """This rank's share of the batch ``idx``'s loss and gradient, summed over all ranks.
+
+        Dropout masks are drawn for the whole batch (as one process draws them) and each
+        shard uses its rows; each shard's loss is weighted by its share of the batch's loss
+        weight, so the shares add up to the one-process loss."""
+        data, model, comm = self.data, self.model, self.comm
+        lengths = data.train.lengths[idx]  # (B,)
+        masks = None
+        if model.dropout > 0.0 and model.num_layers > 1:
+            masks = model.draw_dropout_masks(self.rng, len(idx), int(lengths.max()))
+        w = np.ones(len(idx)) if data.class_weights is None else data.class_weights[y]  # (B,)
+        if not w.sum() > 0:
+            raise LstmCliError("class_weights give every sequence of the batch weight 0")
+        mine = split_batch(np.arange(len(idx)), lengths, comm.size)[comm.rank]  # positions
+        share = float(w[mine].sum() / w.sum())
+        grads = {k: np.zeros(v.shape) for k, v in model.params.items()}
+        loss = correct = 0.0
+        if len(mine):
+            x, lens = pad_batch(data.train, idx[mine], model.dtype, data.mean, data.std)
+            with np.errstate(all="ignore"):  # a non-finite loss is reported by the caller
+                loss, grads, probs = model.loss_and_grads(
+                    x,
+                    lens,
+                    y[mine],
+                    data.class_weights if share > 0 else None,
+                    training=True,
+                    dropout_masks=None if masks is None else [m[mine, : x.shape[1]] for m in masks],
+                    return_probs=True,
+                )
+            correct = float((probs.argmax(1) == y[mine]).sum())
+        flags = {
+            "sigint": float(signum == signal.SIGINT),
+            "sigterm": float(signum == signal.SIGTERM),
+        }
+        buf = self.exchange.pack(grads, {"loss": loss, "correct": correct, **flags})
+        buf[: self.exchange.array_length] *= share
+        buf[self.exchange.array_length] *= share  # the loss
+        grads, sums = self.exchange.unpack(comm.allreduce_sum(buf), model.dtype)
+        return sums["loss"], grads, int(round(sums["correct"])), _stop_signal(sums)
+
+    def _agree_on_stop(self, signum):
+        """The stop signal any rank has received (all ranks learn it), or None."""
+        if self.comm.size == 1:
+            return signum
+        flags = np.array([signum == signal.SIGINT, signum == signal.SIGTERM], np.float64)
+        return _stop_signal(dict(zip(("sigint", "sigterm"), self.comm.allreduce_sum(flags))))
+
+    def losses_and_probs(self, ds, y):
+        """Per-sequence losses (N,) and probabilities (N, K) of ``ds`` in its order; under MPI
+        each rank computes a shard and one Allreduce assembles them (each value comes from
+        exactly one rank, so the sum adds only zeros to it)."""
+        model, data, comm = self.model, self.data, self.comm
+        bs = self.cfg.train.batch_size
+        if comm.size == 1:
+            return loss_and_probs(model, ds, y, data.mean, data.std, batch_size=bs)
+        N, K = len(ds), model.num_classes
+        mine = split_batch(np.arange(N), ds.lengths, comm.size)[comm.rank]
+        out = np.zeros(N * (K + 1))  # losses, then probabilities row by row
+        if len(mine):
+            losses, probs = loss_and_probs(model, ds.view(mine), y[mine], data.mean, data.std, bs)
+            out[mine] = losses
+            out[N:].reshape(N, K)[mine] = probs
+        out = comm.allreduce_sum(out)
+        return out[:N], out[N:].reshape(N, K)
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial
@@ -304,14 +407,7 @@ class Trainer:
         }
         if data.valid is not None:
             with np.errstate(all="ignore"):  # a non-finite val loss shows in the epoch line
-                v_losses, v_probs = loss_and_probs(
-                    self.model,
-                    data.valid,
-                    data.y_valid,
-                    data.mean,
-                    data.std,
-                    batch_size=self.cfg.train.batch_size,
-                )
+                v_losses, v_probs = self.losses_and_probs(data.valid, data.y_valid)
             row["val_loss"] = float(v_losses.mean())
             row["val_accuracy"] = float((v_probs.argmax(1) == data.y_valid).mean())
         row.update(
@@ -322,6 +418,7 @@ class Trainer:
         self.history.append(row)
         self.epoch += 1
         self.partial = None
+        check_in_sync(self.comm, self.model.params, self.epoch)
 
         es = self.cfg.train.early_stopping
         value = row[self.best_metric]
@@ -335,11 +432,12 @@ class Trainer:
         if es.patience is not None and data.valid is not None and self.bad_epochs >= es.patience:
             self.stopped_early = True
         # Crash-safe order: best.npz, then last.npz (which records best_epoch), then metrics.
-        if improved:
+        if improved and self.writer:
             self._retire_earlier_run()
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
         self.save_last()
-        write_metrics(self.run_dir, self.history)
+        if self.writer:
+            write_metrics(self.run_dir, self.history)
         self.log(
             f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "
@@ -374,3 +472,10 @@ class Trainer:
             f"Continue with: lstm-train --resume {self.run_dir}",
             signum,
         )
+
+
+def _stop_signal(sums):
+    """SIGTERM if any rank got it, else SIGINT if any did, else None (from summed flags)."""
+    if sums["sigterm"] > 0:
+        return signal.SIGTERM
+    return signal.SIGINT if sums["sigint"] > 0 else None
