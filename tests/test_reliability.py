@@ -104,6 +104,14 @@ def _train_subprocess(*args):
     )
 
 
+def _mtime(path):
+    """path's modification time in ns, or None when it does not exist."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def _start_long_training(cfg, run):
     """A 400-epoch lstm-train child, returned once it has written run/last.npz."""
     proc = _train_subprocess(
@@ -163,15 +171,18 @@ def test_kill_9_never_leaves_a_corrupt_file(write_config, tmp_path):
     proc = _train_subprocess(
         "--config", cfg, "--set", "train.epochs=200", "--set", "train.checkpoint_every_steps=3"
     )
-    steps, started = [], time.time()
-    while len(steps) < 10 and time.time() - started < 45:
-        while not (run / "last.npz").exists() and proc.poll() is None:
+    steps, started, stamp = [], time.time(), None
+    while len(steps) < 10 and time.time() - started < 90:
+        # kill only once this process has written a checkpoint of its own, so that every
+        # round makes progress however slow start-up is on a loaded machine
+        while proc.poll() is None and _mtime(run / "last.npz") in (None, stamp):
             time.sleep(0.02)
         time.sleep(float(rng.uniform(0.0, 0.6)))
         proc.kill()
         proc.communicate()
         _check_run_files(run)
         steps.append(load_checkpoint(str(run / "last.npz")).meta["step"])
+        stamp = _mtime(run / "last.npz")
         proc = _train_subprocess("--resume", str(run))
     proc.kill()
     proc.communicate()
