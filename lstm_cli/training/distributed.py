@@ -32,6 +32,9 @@ RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 # how long a rank other than 0 waits before reporting its error and ending the job, so
 # that an error every rank meets is reported once, by rank 0
 REPORT_DELAY_S = 0.5
+# how long a failing rank waits after its report before MPI_Abort, so the launcher has
+# forwarded the report before it tears the job down
+FORWARD_DELAY_S = 0.2
 
 
 def _launcher_value(names, environ, default):
@@ -67,7 +70,9 @@ def end_job_on_error(exit_code: int, report) -> None:
     report()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None:
+        sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(FORWARD_DELAY_S)  # the launcher forwards output asynchronously
         mpi.COMM_WORLD.Abort(exit_code)
 
 

@@ -1,0 +1,249 @@
+"""Data-parallel training under mpiexec equals one process (docs/design.md §9).
+
+Run only where mpi4py imports and an `mpiexec` is on PATH (the `mpi` extra brings both;
+.ci/run installs it); skipped otherwise. Open MPI refuses to start as root without
+--allow-run-as-root, which the harness adds.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec")
+if MPIEXEC is None:
+    pytest.skip("no mpiexec on PATH (pip install -e '.[mpi]')", allow_module_level=True)
+
+from lstm_cli.store.checkpoint import load_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
+TIMEOUT = 180
+
+
+def _launcher_args():
+    version = subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" in version or "OpenRTE" in version:
+        extra = ["--oversubscribe"]
+        return extra + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    return []
+
+
+LAUNCHER = _launcher_args()
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    for name in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        env.pop(name, None)
+    return env
+
+
+def _command(n, *args, program=TRAIN):
+    cmd = [sys.executable, "-c", program, *args, "--quiet"]
+    return cmd if n == 1 else [MPIEXEC, *LAUNCHER, "-n", str(n), *cmd]
+
+
+def run(n, *args, program=TRAIN, check=True):
+    """lstm-train ARGS in n processes (1: no launcher); the CompletedProcess."""
+    done = subprocess.run(
+        _command(n, *args, program=program),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def start(n, *args, program=TRAIN):
+    return subprocess.Popen(
+        _command(n, *args, program=program),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+
+
+def write_task(root: Path, n=90, head="last", dtype="float64", **train):
+    """A small 3-class task with lengths 1..29 and a config: 2 layers, dropout on."""
+    rng = np.random.default_rng(0)
+    with open(root / "train.jsonl", "w") as fh:
+        for i in range(n):
+            y, T = i % 3, int(rng.integers(1, 30))
+            x = rng.normal(size=(T, 4))
+            x[: min(T, 3), y] += 2.0
+            fh.write(json.dumps({"x": x.round(4).tolist(), "y": int(y)}) + "\n")
+    cfg = {
+        "data": {"train": "train.jsonl", "valid_fraction": 0.2, "test": "train.jsonl"},
+        "model": {"hidden_size": 6, "num_layers": 2, "dropout": 0.3, "head": head, "dtype": dtype},
+        "train": {"epochs": 2, "batch_size": 16, "seed": 3, **train},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return str(root / "config.yaml")
+
+
+def normwise(a, b):
+    """max |a - b| / max |a| (0 when both are 0)."""
+    scale = float(np.max(np.abs(a)))
+    return float(np.max(np.abs(a - b))) / scale if scale else float(np.max(np.abs(b)))
+
+
+def assert_same_run(one: Path, other: Path, tol):
+    a, b = load_checkpoint(str(one / "last.npz")), load_checkpoint(str(other / "last.npz"))
+    for k in a.params:
+        assert normwise(a.params[k], b.params[k]) <= tol, k
+    assert set(a.optim_arrays) == set(b.optim_arrays)
+    for k in a.optim_arrays:
+        assert normwise(a.optim_arrays[k], b.optim_arrays[k]) <= tol, k
+    rows_a, rows_b = a.meta["history"], b.meta["history"]
+    assert len(rows_a) == len(rows_b)
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+            assert abs(ra[key] - rb[key]) <= tol * max(1.0, abs(ra[key])), (key, ra, rb)
+    sa = json.loads((one / "summary.json").read_text())
+    sb = json.loads((other / "summary.json").read_text())
+    assert abs(sa["test"]["loss"] - sb["test"]["loss"]) <= tol * max(1.0, sa["test"]["loss"])
+    assert sa["best_epoch"] == sb["best_epoch"]
+
+
+@pytest.mark.parametrize(
+    "head, dtype, tol",
+    [("last", "float64", 1e-12), ("all", "float64", 1e-12), ("all", "float32", 1e-5)],
+)
+def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
+    cfg = write_task(tmp_path, head=head, dtype=dtype)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    for n in (2, 3):  # 3: shards of uneven size and work
+        done = run(n, "--config", cfg, "--output", str(tmp_path / f"n{n}"))
+        assert done.stderr == ""  # rank 0's progress bar is off with --quiet; others silent
+        assert done.stdout.count("best epoch") == 1  # only rank 0 reports
+        assert_same_run(tmp_path / "one", tmp_path / f"n{n}", tol)
+
+
+def test_same_process_count_is_bit_identical(tmp_path):
+    cfg = write_task(tmp_path, dtype="float32")
+    for name in ("a", "b"):
+        run(2, "--config", cfg, "--output", str(tmp_path / name))
+    a, b = (load_checkpoint(str(tmp_path / n / "last.npz")) for n in ("a", "b"))
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_more_processes_than_sequences_in_a_batch(tmp_path):
+    """batch_size 2 with 3 processes: one rank has an empty shard at every step."""
+    cfg = write_task(tmp_path, n=30, batch_size=2, epochs=1)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    run(3, "--config", cfg, "--output", str(tmp_path / "n3"))
+    assert_same_run(tmp_path / "one", tmp_path / "n3", 1e-12)
+
+
+def _interrupted_run(tmp_path, cfg, name):
+    """A 2-process run stopped by SIGINT to mpiexec after its first mid-epoch checkpoint."""
+    run_dir = tmp_path / name
+    proc = start(2, "--config", cfg, "--output", str(run_dir))
+    deadline = time.time() + TIMEOUT
+    while not (run_dir / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err
+    assert "training stopped" in err and "Traceback" not in err
+    meta = load_checkpoint(str(run_dir / "last.npz")).meta
+    assert meta["train_state"]["partial_epoch"] is not None or meta["epoch"] < 3
+    return run_dir
+
+
+def test_interrupted_two_process_run_resumes_with_two_or_one(tmp_path):
+    cfg = write_task(tmp_path, n=600, epochs=3, checkpoint_every_steps=2)
+    run(1, "--config", cfg, "--output", str(tmp_path / "full"))
+    stopped = _interrupted_run(tmp_path, cfg, "stopped")
+    shutil.copytree(stopped, tmp_path / "copy")
+    run(2, "--resume", str(stopped))
+    run(1, "--resume", str(tmp_path / "copy"))
+    assert_same_run(tmp_path / "full", stopped, 1e-12)
+    assert_same_run(tmp_path / "full", tmp_path / "copy", 1e-12)
+
+
+FAULT = """
+import os, sys
+from lstm_cli.training import Trainer
+rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+real = Trainer._train_step
+def step(self, idx, epoch):
+    if rank == 1 and self.step == 3:
+        {action}
+    return real(self, idx, epoch)
+Trainer._train_step = step
+open(os.path.join(os.environ["PIDS"], str(rank)), "w").write(str(os.getpid()))
+from lstm_cli.cli import train
+sys.argv[0] = "lstm-train"
+train()
+"""
+
+
+def _fault_run(tmp_path, action):
+    cfg = write_task(tmp_path, n=300, epochs=50, checkpoint_every_steps=1)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    os.environ["PIDS"] = str(pids)
+    try:
+        t0 = time.time()
+        proc = start(
+            2,
+            "--config",
+            cfg,
+            "--output",
+            str(tmp_path / "run"),
+            program=FAULT.format(action=action),
+        )
+        return proc, t0, pids
+    finally:
+        del os.environ["PIDS"]
+
+
+@pytest.mark.parametrize(
+    "action, code, needle",
+    [
+        ("raise RuntimeError('a bug on one rank')", 1, "RuntimeError: a bug on one rank"),
+        (
+            "from lstm_cli.errors import TrainingError; raise TrainingError('rank 1 gave up')",
+            6,
+            "[rank 1] Error: rank 1 gave up",
+        ),
+    ],
+)
+def test_one_rank_failing_ends_the_job(tmp_path, action, code, needle):
+    proc, t0, _ = _fault_run(tmp_path, action)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == code, err
+    assert needle in err
+    assert time.time() - t0 < TIMEOUT
+    for name in ("last.npz", "best.npz"):  # what rank 0 wrote before the failure loads
+        if (tmp_path / "run" / name).exists():
+            load_checkpoint(str(tmp_path / "run" / name))
+
+
+def test_a_rank_killed_with_sigkill_ends_the_job(tmp_path):
+    proc, t0, pids = _fault_run(tmp_path, "import time; time.sleep(60)")
+    deadline = time.time() + TIMEOUT
+    while not (pids / "1").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    while not (tmp_path / "run" / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(int((pids / "1").read_text()), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)  # bounded: the launcher ends the other rank
+    assert proc.returncode != 0
+    load_checkpoint(str(tmp_path / "run" / "last.npz"))
