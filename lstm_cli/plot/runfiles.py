@@ -12,16 +12,13 @@ import math
 import os
 
 from ..errors import DataError
+from ..validate import is_int
 
 METRICS_FILE = "metrics.jsonl"
 GRADFLOW_FILE = "gradflow.jsonl"
 SUMMARY_FILE = "summary.json"
 _STEP_LISTS = ("dh_norm", "dc_norm")
 _FRACTION_LISTS = ("dh_norm_by_fraction", "dc_norm_by_fraction")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_number(x) -> bool:
@@ -60,7 +57,7 @@ def read_metrics(path) -> list:
     rows = {}
     for n, obj in _jsonl(path, "not a run folder written by lstm-train?"):
         epoch = obj.get("epoch")
-        if not (_is_int(epoch) and epoch >= 1):
+        if not (is_int(epoch) and epoch >= 1):
             raise DataError(f"{path}:{n}: 'epoch' is {epoch!r}; expected an int >= 1")
         for key, value in obj.items():
             if value is not None and (
@@ -77,7 +74,7 @@ def best_epoch(run_dir, rows):
     try:
         with open(os.path.join(run_dir, SUMMARY_FILE), encoding="utf-8") as fh:
             summary = json.load(fh)
-        if _is_int(summary.get("best_epoch")) and isinstance(summary.get("best_metric"), str):
+        if is_int(summary.get("best_epoch")) and isinstance(summary.get("best_metric"), str):
             return summary["best_epoch"], summary["best_metric"]
     except (OSError, ValueError, AttributeError):
         pass
@@ -102,11 +99,11 @@ def _number_list(obj, key, where, allow_null):
 def check_gradflow_record(obj, where) -> dict:
     """One gradflow.jsonl record (docs/diagnostics.md), checked; DataError naming ``where``."""
     for key in ("epoch", "layer"):
-        if not (_is_int(obj.get(key)) and obj[key] >= (1 if key == "epoch" else 0)):
+        if not (is_int(obj.get(key)) and obj[key] >= (1 if key == "epoch" else 0)):
             low = 1 if key == "epoch" else 0
             raise DataError(f"{where}: {key!r} is {obj.get(key)!r}; expected an int >= {low}")
     step = obj.get("step")
-    if not (isinstance(step, list) and step and all(_is_int(s) and s >= 1 for s in step)):
+    if not (isinstance(step, list) and step and all(is_int(s) and s >= 1 for s in step)):
         raise DataError(f"{where}: 'step' must be a non-empty list of ints >= 1")
     fraction = _number_list(obj, "fraction", where, allow_null=False)
     if not fraction or any(not 0 < f <= 1 for f in fraction):
@@ -153,7 +150,7 @@ def check_report(report, where) -> dict:
         isinstance(cm, list)
         and len(cm) == k
         and all(
-            isinstance(r, list) and len(r) == k and all(_is_int(v) and v >= 0 for v in r)
+            isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r)
             for r in cm
         )
     ):
