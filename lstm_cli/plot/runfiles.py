@@ -150,8 +150,7 @@ def check_report(report, where) -> dict:
         isinstance(cm, list)
         and len(cm) == k
         and all(
-            isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r)
-            for r in cm
+            isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r) for r in cm
         )
     ):
         raise DataError(f"{where}: 'confusion_matrix' must be {k} rows of {k} counts")
