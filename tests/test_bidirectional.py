@@ -4,7 +4,7 @@ padding invariance, dropout layout, parameter names."""
 import numpy as np
 import pytest
 
-from lstm_cli.nn import reference
+from lstm_cli.nn import packing, reference
 from lstm_cli.nn.gradcheck import check_model, random_problem
 from lstm_cli.nn.model import LSTMClassifier, param_shapes, parameter_count
 
@@ -146,7 +146,7 @@ def test_bidirectional_dropout_masks_in_the_padded_layout(head):
     assert [m.shape for m in masks] == [x.shape[:2] + (2 * model.hidden_size,)]
     logits, _ = model.forward(x, lengths, training=True, dropout_masks=masks)
     P, pb = model.params, model.pack(x, lengths)
-    rev = model._reversal(pb)
+    rev = packing.reversal(pb)
     h = pb.x
     for k in range(2):
         layer = (
@@ -164,7 +164,7 @@ def test_bidirectional_dropout_masks_in_the_padded_layout(head):
 
     if head == "last":
         want = heads.last_step_forward(
-            h, pb.last_rows, P["head.W"], P["head.b"], model._first_rows(pb)
+            h, pb.last_rows, P["head.W"], P["head.b"], packing.first_rows(pb)
         )[0]
     else:
         want = heads.mean_forward(

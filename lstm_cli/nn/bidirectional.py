@@ -9,10 +9,10 @@ same rows permuted by
 
     rev[offsets[t] + r] = offsets[length_r - 1 - t] + r
 
-which is its own inverse (reversing twice is the identity). The layer's output at each
-packed row is [h->_t, h<-_t] (N, 2H); its backward splits the upstream gradient the same
-way, runs §4 per direction (the reverse one on the reversed rows) and adds the two input
-gradients.
+which is its own inverse (reversing twice is the identity): packing.reversal. The
+layer's output at each packed row is [h->_t, h<-_t] (N, 2H); its backward splits the
+upstream gradient the same way, runs §4 per direction (the reverse one on the reversed
+rows) and adds the two input gradients.
 """
 
 from __future__ import annotations
@@ -24,16 +24,10 @@ import numpy as np
 from .lstm import lstm_layer_backward, lstm_layer_forward
 
 
-def reversal_rows(lengths_sorted, offsets, t_idx, r_idx):
-    """(N,) the permutation ``rev`` above, an involution. lengths_sorted (B,) longest first;
-    t_idx, r_idx (N,): the step and sorted position of each packed row."""
-    return offsets[lengths_sorted[r_idx] - 1 - t_idx] + r_idx
-
-
 class BiLayerCache(NamedTuple):
     forward: object  # lstm.LayerCache of the forward direction (packed order), or None
     reverse: object  # lstm.LayerCache of the reverse direction (reversed rows), or None
-    rev: np.ndarray  # (N,) reversal_rows
+    rev: np.ndarray  # (N,) packing.reversal of the batch
 
 
 def bi_layer_forward(

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import LstmCliError
 from ..validate import param_error
-from .bidirectional import bi_layer_backward, bi_layer_forward, reversal_rows
+from .bidirectional import bi_layer_backward, bi_layer_forward
 from .heads import (
     all_steps_backward,
     all_steps_forward,
@@ -33,7 +33,8 @@ from .heads import (
     mean_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward, offsets_from_batch_sizes
+from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
+from .packing import PackedBatch, first_rows, pack_batch, reversal
 from .params import init_params, param_shapes, parameter_count
 from .spec import DTYPES, HEADS, INITS, ModelConfig, check_architecture
 
@@ -48,22 +49,6 @@ __all__ = [
     "param_shapes",
     "parameter_count",
 ]
-
-
-class PackedBatch(NamedTuple):
-    """A padded batch in the engine's packed layout (see lstm.py): sorted longest first,
-    only valid steps stored, step after step."""
-
-    x: np.ndarray  # (N, I) valid steps, model dtype
-    lengths: np.ndarray  # (B,) the caller's order
-    order: np.ndarray  # (B,) sorted position r holds the caller's sequence order[r]
-    batch_sizes: np.ndarray  # (T,) sequences running at each step
-    offsets: np.ndarray  # (T+1,) first packed row of each step
-    seq: np.ndarray  # (N,) the caller's sequence index of each packed row
-    last_rows: np.ndarray  # (B,) packed row of each sequence's last step, caller's order
-    index: tuple  # (b, t) of each packed row in the caller's (B, T) layout
-    T: int  # the longest length (the packed batch's number of steps)
-    padded_T: int  # the caller's T (>= T): batch-first outputs (dx, logits) have this many steps
 
 
 class ForwardCache(NamedTuple):
@@ -247,46 +232,10 @@ class LSTMClassifier:
 
     # ------------------------------------------------------------------ inputs
     def pack(self, x, lengths) -> PackedBatch:
-        """Validate a right-padded batch x (B, T, I), lengths (B,) and pack its valid steps.
-
-        Padding values are never read, so they cannot matter (NaN included)."""
-        x = np.asarray(x)
-        lengths = np.asarray(lengths)
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise LstmCliError(f"x must have shape (batch, time, {self.input_size}); got {x.shape}")
-        B, T, _ = x.shape
-        if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
-            raise LstmCliError(
-                f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}"
-            )
-        if B == 0 or T == 0:
-            raise LstmCliError("a batch needs at least one sequence of at least one step")
-        lengths = lengths.astype(np.int64)
-        order = np.argsort(-lengths, kind="stable")  # (B,) longest first
-        sorted_lengths = lengths[order]
-        shortest, longest = int(sorted_lengths[-1]), int(sorted_lengths[0])
-        if shortest < 1 or longest > T:
-            raise LstmCliError(f"every length must be in [1, {T}]; got {shortest}..{longest}")
-        running = np.arange(longest)[:, None] < sorted_lengths  # (T', B) sorted batch, T' = longest
-        batch_sizes = running.sum(axis=1)  # (T',) sequences running at each step
-        offsets = offsets_from_batch_sizes(batch_sizes)  # (T'+1,)
-        # packed rows in step-major order: (t, r) for r < batch_sizes[t]
-        t_idx, r_idx = np.nonzero(running)
-        seq = order[r_idx]  # (N,) caller's sequence of each row
-        # one gather by flat row index (faster than x[seq, t_idx]), then the model dtype
-        x_packed = x.reshape(B * T, -1).take(seq * T + t_idx, axis=0).astype(self.dtype, copy=False)
-        if not np.isfinite(x_packed).all():  # padding may hold anything; valid steps may not
-            n = int(np.argwhere(~np.isfinite(x_packed))[0][0])
-            raise LstmCliError(
-                f"x has a non-finite value at a valid step: sequence {int(seq[n])}, "
-                f"step {int(t_idx[n]) + 1}"
-            )
-        rank = np.empty_like(order)
-        rank[order] = np.arange(B)
-        last_rows = offsets[lengths - 1] + rank  # (B,)
-        return PackedBatch(
-            x_packed, lengths, order, batch_sizes, offsets, seq, last_rows, (seq, t_idx), longest, T
-        )
+        """Validate a right-padded batch x (B, T, I), lengths (B,) and pack its valid steps
+        (packing.pack_batch). Padding values are never read, so they cannot matter (NaN
+        included)."""
+        return pack_batch(x, lengths, self.input_size, self.dtype)
 
     def _labels(self, y, B):
         y = np.asarray(y)
@@ -345,7 +294,7 @@ class LSTMClassifier:
         if dropping and dropout_masks is None:
             dropout_masks = self.draw_dropout_masks(rng, len(pb.lengths), pb.padded_T)
         D = self.directions
-        rev = self._reversal(pb) if self.bidirectional else None
+        rev = reversal(pb) if self.bidirectional else None
         for k in range(self.num_layers):
             ws = (None,) * D if workspaces is None else workspaces[k * D : (k + 1) * D]
             if self.bidirectional:
@@ -377,26 +326,13 @@ class LSTMClassifier:
             inp = h
         V, a = p["head.W"], p["head.b"]
         if self.head == "last":
-            first_rows = self._first_rows(pb) if self.bidirectional else None
-            logits, hc = last_step_forward(inp, pb.last_rows, V, a, first_rows)
+            rows_0 = first_rows(pb) if self.bidirectional else None
+            logits, hc = last_step_forward(inp, pb.last_rows, V, a, rows_0)
         elif self.head == "mean":
             logits, hc = mean_forward(inp, pb.offsets, pb.order, pb.lengths, pb.seq, V, a)
         else:
             logits, hc = all_steps_forward(inp, V, a)
         return logits, ForwardCache(layer_caches, masks, hc, pb)
-
-    @staticmethod
-    def _first_rows(pb: PackedBatch):
-        """(B,) the packed row of each sequence's step 0 (its sorted position), caller's order."""
-        rank = np.empty_like(pb.order)
-        rank[pb.order] = np.arange(len(pb.order))
-        return rank
-
-    @classmethod
-    def _reversal(cls, pb: PackedBatch):
-        """(N,) bidirectional.reversal_rows of the packed batch."""
-        rank = cls._first_rows(pb)
-        return reversal_rows(pb.lengths[pb.order], pb.offsets, pb.index[1], rank[pb.seq])
 
     def _layer_params(self, k):
         p = self.params
