@@ -22,6 +22,7 @@ class LastStepCache(NamedTuple):
     h_last: np.ndarray  # (B, H) each sequence's state at its own last step
     rows: np.ndarray  # (B,) the packed row of each sequence's last step
     N: int  # rows of h
+    first_rows: np.ndarray | None = None  # (B,) bidirectional: where the reverse half is read
 
 
 def last_step_forward(h, rows, V, a, first_rows=None):
@@ -33,7 +34,7 @@ def last_step_forward(h, rows, V, a, first_rows=None):
     else:
         half = h.shape[1] // 2
         h_last = np.concatenate([h[rows, :half], h[first_rows, half:]], axis=1)
-    return h_last @ V + a, LastStepCache(h_last, rows, h.shape[0])
+    return h_last @ V + a, LastStepCache(h_last, rows, h.shape[0], first_rows)
 
 
 def last_step_backward(dlogits, cache: LastStepCache, V, dense=True):
@@ -43,10 +44,15 @@ def last_step_backward(dlogits, cache: LastStepCache, V, dense=True):
     are not zero), instead of dh."""
     dh_last = dlogits @ V.T  # (B, H)
     grads = cache.h_last.T @ dlogits, dlogits.sum(axis=0)
-    if not dense:  # (the only form a bidirectional model uses)
+    if not dense:
         return (dh_last, *grads)
     dh = np.zeros((cache.N, V.shape[0]), dtype=dlogits.dtype)
-    dh[cache.rows] = dh_last
+    if cache.first_rows is None:
+        dh[cache.rows] = dh_last
+    else:
+        half = V.shape[0] // 2
+        dh[cache.rows, :half] = dh_last[:, :half]
+        dh[cache.first_rows, half:] = dh_last[:, half:]
     return (dh, *grads)
 
 
