@@ -65,7 +65,12 @@ WORKLOADS = {
     "medium": (64, 100, 32, 128, 1),
     "large": (128, 200, 64, 256, 1),
     "stacked": (64, 100, 32, 128, 2),
+    "medium_bi": (64, 100, 32, 128, 1),  # bidirectional (below)
 }
+# Bidirectional workloads: lstm_cli with model.bidirectional, torch nn.LSTM(bidirectional=True).
+# torch's reverse direction must start at each sequence's own last step, so its "padded"
+# contenders run on pack_padded_sequence too (the same as "packed").
+BIDIRECTIONAL = frozenset({"medium_bi"})
 HEADS = ("last", "all")
 
 # contender keys, in round-robin order
@@ -445,11 +450,12 @@ def make_floor(np, wname, seed):
     and backward, and the three weight/input-gradient GEMMs over all T*B rows.
     Returns (floor_callable, flop count)."""
     B, T, I0, H, L = WORKLOADS[wname]
+    D = 2 if wname in BIDIRECTIONAL else 1
     rng = np.random.default_rng(seed + 1)
     f32 = np.float32
     layers = []
-    for k in range(L):
-        I = I0 if k == 0 else H
+    for k in [k for k in range(L) for _ in range(D)]:  # every direction of every layer
+        I = I0 if k == 0 else D * H
         W = rng.standard_normal((I + H, 4 * H)).astype(f32) * 0.1
         layers.append(
             dict(
@@ -505,6 +511,7 @@ def make_engine_floor(np, wname, seed, sizes):
     layer only, the input gradient (N, 4H) @ (4H, I). Returns (floor_callable, flop count).
     """
     B, T, I0, H, L = WORKLOADS[wname]
+    D = 2 if wname in BIDIRECTIONAL else 1
     sizes = [int(n) for n in sizes]
     offsets = [0]
     for n in sizes:
@@ -513,11 +520,12 @@ def make_engine_floor(np, wname, seed, sizes):
     rng = np.random.default_rng(seed + 2)
     f32 = np.float32
     layers = []
-    for k in range(L):
-        I = I0 if k == 0 else H
+    for k in [k for k in range(L) for _ in range(D)]:  # every direction of every layer
+        I = I0 if k == 0 else D * H
         K = 1 + I + H
         layers.append(
             dict(
+                layer=k,
                 I=I,
                 Wg=rng.standard_normal((4, K, H)).astype(f32) * 0.1,
                 xh=rng.standard_normal((N, K)).astype(f32),
@@ -534,7 +542,7 @@ def make_engine_floor(np, wname, seed, sizes):
     steps = list(zip(offsets[:-1], offsets[1:]))
 
     def floor():
-        for k, d in enumerate(layers):
+        for d in layers:
             xh, Wg, gates = d["xh"], d["Wg"], d["gates"]
             for lo, hi in steps:  # T x (n, K) @ (4, K, H)
                 matmul(xh[lo:hi], Wg, out=gates[:, lo:hi])
@@ -542,17 +550,17 @@ def make_engine_floor(np, wname, seed, sizes):
             for lo, hi in reversed(steps):  # T x (n, 4H) @ (4H, H)
                 matmul(dz[lo:hi], WhT, out=dh[: hi - lo])
             matmul(xh.T, dz, out=d["dWb"])  # (K, N) @ (N, 4H)
-            if k > 0:
+            if d["layer"] > 0:
                 matmul(dz, d["WxT"], out=d["dx"])  # (N, 4H) @ (4H, I)
         return None
 
     flops = 0
-    for k, d in enumerate(layers):
+    for d in layers:
         I = d["I"]
         K = 1 + I + H
         flops += 2 * N * K * 4 * H * 2  # forward steps + weight gradient
         flops += 2 * N * 4 * H * H  # backward steps
-        if k > 0:
+        if d["layer"] > 0:
             flops += 2 * N * 4 * H * I  # input gradient
     return floor, flops
 
@@ -566,9 +574,10 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
     from lstm_cli.nn.interop import to_pytorch
 
     B, T, I, H, L = WORKLOADS[wname]
+    bidirectional = wname in BIDIRECTIONAL
     state = to_pytorch(model.params, model.forget_bias)
-    lstm = nn.LSTM(I, H, num_layers=L, batch_first=True)
-    lin = nn.Linear(H, NUM_CLASSES)
+    lstm = nn.LSTM(I, H, num_layers=L, batch_first=True, bidirectional=bidirectional)
+    lin = nn.Linear((2 if bidirectional else 1) * H, NUM_CLASSES)
     with torch.no_grad():
         lstm.load_state_dict(
             {
@@ -603,10 +612,15 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
         packed = pack_padded_sequence(xt, lt, batch_first=True, enforce_sorted=False)
         out, (h_n, _) = lstm(packed)
         if head == "last":
-            # h_n: the state at each sequence's own last step (original order), out at lengths-1
-            return F.cross_entropy(lin(h_n[-1]), yt)
+            # h_n: the state at each sequence's own last step (original order), out at lengths-1;
+            # bidirectional: the top layer's forward and reverse final states
+            top = torch.cat([h_n[-2], h_n[-1]], dim=1) if bidirectional else h_n[-1]
+            return F.cross_entropy(lin(top), yt)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
         return masked_mean_loss(lin(out))
+
+    if bidirectional:  # over the padding, the reverse direction would start at the padded end
+        loss_padded = loss_packed
 
     opt = torch.optim.Adam(params, lr=1e-3) if with_optimizer else None
 
@@ -629,7 +643,14 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
 
     def infer():
         with torch.no_grad():
-            out, _ = lstm(xt)
+            if bidirectional:
+                packed = pack_padded_sequence(xt, lt, batch_first=True, enforce_sorted=False)
+                out, (h_n, _) = lstm(packed)
+                if head == "last":
+                    return torch.softmax(lin(torch.cat([h_n[-2], h_n[-1]], dim=1)), dim=-1)
+                out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+            else:
+                out, _ = lstm(xt)
             if head == "last":
                 return torch.softmax(lin(out[ar, lt - 1]), dim=-1)
             mask = (steps[None, :] < lt[:, None]).to(out.dtype)
@@ -641,11 +662,8 @@ def build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=Fal
         zero()
         loss_padded().backward()
         g = {}
-        for k in range(L):
-            g[f"weight_ih_l{k}"] = getattr(lstm, f"weight_ih_l{k}").grad.numpy()
-            g[f"weight_hh_l{k}"] = getattr(lstm, f"weight_hh_l{k}").grad.numpy()
-            g[f"bias_ih_l{k}"] = getattr(lstm, f"bias_ih_l{k}").grad.numpy()
-            g[f"bias_hh_l{k}"] = np.zeros_like(g[f"bias_ih_l{k}"])
+        for name, p in lstm.named_parameters():  # bias_hh's gradient is bias_ih's
+            g[name] = np.zeros_like(p.grad.numpy()) if "bias_hh" in name else p.grad.numpy()
         g["head.weight"] = lin.weight.grad.numpy()
         g["head.bias"] = lin.bias.grad.numpy()
         return from_pytorch_grads(g)
@@ -720,6 +738,7 @@ def run_cell(args, wname, head, np, torch, LSTMClassifier):
         forget_bias=1.0,
         dtype="float32",
         seed=args.seed,
+        bidirectional=wname in BIDIRECTIONAL,
     )
     tc = (
         build_torch(torch, np, model, wname, head, x, lengths, y, with_optimizer=args.optimizer)

@@ -12,8 +12,11 @@ from lstm_cli.nn.model import LSTMClassifier
 def test_default_matrix_passes():
     result = CliRunner().invoke(gradcheck, [])
     assert result.exit_code == 0, result.output
-    for combo in ("last/1", "last/2", "all/1", "all/2"):
-        assert combo in result.output
+    models = {line.split("  ")[0] for line in result.output.splitlines()[2:-1]}
+    assert models == {
+        f"{head}/{layers}" for head in ("last", "all", "mean") for layers in (1, 2, "2 bi")
+    }
+    assert "lstm.1.reverse.W" in result.output
     assert "PASSED" in result.output
 
 
@@ -22,8 +25,19 @@ def test_json_output_is_valid():
     assert result.exit_code == 0
     report = json.loads(result.stdout)
     assert report["passed"] is True
-    (check,) = report["checks"]
+    check, check_bi = report["checks"]  # unidirectional, then bidirectional at 3 layers
     assert check["head"] == "all" and check["num_layers"] == 3
+    assert not check["bidirectional"] and check_bi["bidirectional"]
+    assert check_bi["head"] == "all" and check_bi["num_layers"] == 3 and check_bi["passed"]
+    assert [r["name"] for r in check_bi["rows"]][-7:] == [
+        "lstm.2.W",
+        "lstm.2.b",
+        "lstm.2.reverse.W",
+        "lstm.2.reverse.b",
+        "head.W",
+        "head.b",
+        "input x",
+    ]
     names = [r["name"] for r in check["rows"]]
     assert names == [
         "lstm.0.W",
@@ -61,18 +75,19 @@ def test_a_slightly_wrong_gradient_exits_1_and_names_it(monkeypatch, scale):
     monkeypatch.setattr(LSTMClassifier, "loss_and_grads", broken)
     result = CliRunner().invoke(gradcheck, ["--layers", "2", "--head", "all", "--quiet"])
     assert result.exit_code == 1, result.output
-    failed = [line.split()[1] for line in result.output.splitlines() if line.endswith("FAIL")]
-    assert failed == ["lstm.0.b"]
+    failed = [line.split()[1:3] for line in result.output.splitlines() if line.endswith("FAIL")]
+    assert failed == [["lstm.0.b", "16"], ["bi", "lstm.0.b"]]  # the uni and the bi model
 
 
 def test_default_problems_pass_with_the_round_off_floor():
     # These failed correct gradients under the pure relative measure (|a| ~ 1e-8..1e-9 entries
     # deep in a 3-layer stack, resolved by the finite differences only to ~4e-14 absolute).
     runner = CliRunner()
+    # (the 3-layer problems were unidirectional ones; the seeds run the whole default matrix)
     for args in (
-        ["--head", "all", "--layers", "3", "--hidden-size", "5"],
-        ["--head", "last", "--layers", "3", "--forget-bias", "0"],
-        ["--head", "all", "--layers", "3", "--seed", "6"],
+        ["--head", "all", "--layers", "3", "--hidden-size", "5", "--unidirectional"],
+        ["--head", "last", "--layers", "3", "--forget-bias", "0", "--unidirectional"],
+        ["--head", "all", "--layers", "3", "--seed", "6", "--unidirectional"],
         ["--seed", "10"],
         ["--seed", "36"],
     ):
@@ -107,6 +122,62 @@ def test_sampled_entries_and_version():
     rows = json.loads(result.stdout)["checks"][0]["rows"]
     assert rows[0]["checked"] == 40  # lstm.0.W has 15*48 entries: a seeded sample
     assert CliRunner().invoke(gradcheck, ["--version"]).output.startswith("lstm_cli ")
+
+
+@pytest.mark.parametrize(
+    "args,want",
+    [
+        (["--bidirectional", "--head", "mean"], [("mean", 1, True), ("mean", 2, True)]),
+        (
+            ["--unidirectional", "--head", "both"],
+            [(h, n, False) for h in ("last", "all") for n in (1, 2)],
+        ),
+        (
+            ["--head", "last", "--layers", "1", "--layers", "3"],
+            [("last", 1, False), ("last", 3, False), ("last", 3, True)],
+        ),
+    ],
+)
+def test_directions_and_heads_matrix(args, want):
+    result = CliRunner().invoke(gradcheck, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    checks = json.loads(result.stdout)["checks"]
+    assert [(c["head"], c["num_layers"], c["bidirectional"]) for c in checks] == want
+    for c in checks:
+        names = [r["name"] for r in c["rows"]]
+        assert ("lstm.0.reverse.W" in names) == c["bidirectional"]
+        if c["bidirectional"]:
+            assert c["rows"][names.index("head.W")]["shape"] == [8, 3]
+
+
+def test_a_wrong_reverse_gradient_exits_1_and_names_it(monkeypatch):
+    real = LSTMClassifier.loss_and_grads
+
+    def broken(self, *args, **kwargs):
+        loss, grads, *rest = real(self, *args, **kwargs)
+        if "lstm.1.reverse.W" in grads:
+            grads["lstm.1.reverse.W"] = grads["lstm.1.reverse.W"] * (1 + 1e-4)
+        return (loss, grads, *rest)
+
+    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", broken)
+    result = CliRunner().invoke(gradcheck, ["--head", "mean", "--quiet"])
+    assert result.exit_code == 1, result.output
+    failed = [line.split()[:3] for line in result.output.splitlines() if line.endswith("FAIL")]
+    assert failed == [["mean/2", "bi", "lstm.1.reverse.W"]]
+
+
+def test_config_bidirectional_mean(write_config):
+    cfg = write_config(model={"hidden_size": 3, "num_layers": 2, "head": "mean"})
+    result = CliRunner().invoke(
+        gradcheck, ["--config", cfg, "--set", "model.bidirectional=true", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    (check,) = json.loads(result.stdout)["checks"]
+    assert check["head"] == "mean" and check["bidirectional"] is True
+    shapes = {r["name"]: r["shape"] for r in check["rows"]}
+    assert shapes["lstm.1.reverse.W"] == [6 + 3, 12] and shapes["head.W"] == [6, 3]
+    result = CliRunner().invoke(gradcheck, ["--config", cfg, "--bidirectional"])
+    assert result.exit_code == 2 and "--(uni|bi)directional" in result.output
 
 
 def test_config_architecture(write_config):

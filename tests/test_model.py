@@ -307,12 +307,13 @@ def test_set_params_checks_names_and_shapes():
         m.set_params(p)
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
-def test_length_5000_and_length_1_stay_finite(head):
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_length_5000_and_length_1_stay_finite(head, bidirectional):
     """Very long and length-1 sequences train without overflow (large inputs saturate the
     gates; the stable sigmoid and log-sum-exp keep every value finite)."""
     rng = np.random.default_rng(0)
-    model = LSTMClassifier(3, 8, 4, num_layers=2, head=head, seed=0)
+    model = LSTMClassifier(3, 8, 4, num_layers=2, head=head, seed=0, bidirectional=bidirectional)
     x = (rng.normal(size=(3, 5000, 3)) * 50.0).astype(np.float32)
     lengths = np.array([5000, 1, 2500])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -370,11 +371,12 @@ def test_release_buffers_and_copies():
         np.testing.assert_array_equal(m.predict_proba(x, lengths), probs)
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
-def test_batch_padded_past_its_longest_sequence(head):
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_batch_padded_past_its_longest_sequence(head, bidirectional):
     # x (B, T, I) with T > max(lengths): dx and the all head's logits keep x's T (zeros
     # past each end), and the gradient check runs on such a batch.
-    model = LSTMClassifier(3, 4, 3, head=head, dtype="float64", seed=0)
+    model = LSTMClassifier(3, 4, 3, head=head, dtype="float64", seed=0, bidirectional=bidirectional)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 9, 3))
     lengths, y = np.array([4, 2, 1]), np.array([0, 1, 2])
@@ -389,12 +391,15 @@ def test_batch_padded_past_its_longest_sequence(head):
     assert report.passed, [(r.name, r.max_rel_error) for r in report.rows]
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_evaluate_batch_losses_average_to_the_training_loss(head, dtype):
+def test_evaluate_batch_losses_average_to_the_training_loss(head, bidirectional, dtype):
     # evaluate_batch's per-sequence losses are what val_loss and lstm-eval's loss average;
     # the all head's is the mean over the sequence's own valid steps (not over T).
-    model = LSTMClassifier(3, 5, 4, num_layers=2, head=head, dtype=dtype, seed=2)
+    model = LSTMClassifier(
+        3, 5, 4, num_layers=2, head=head, dtype=dtype, seed=2, bidirectional=bidirectional
+    )
     rng = np.random.default_rng(3)
     x = rng.normal(size=(5, 11, 3))
     lengths, y = np.array([7, 1, 11, 3, 7]), np.array([0, 3, 1, 2, 3])

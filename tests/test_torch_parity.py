@@ -2,6 +2,9 @@
 
 The weights are converted with lstm_cli.nn.interop (TF i,j,f,o -> torch i,f,g,o, forget_bias
 folded into bias_ih); then logits, loss, every parameter gradient and dL/dx must agree.
+Bidirectional models run torch on pack_padded_sequence (its reverse direction then starts at
+each sequence's own last step, as lstm_cli's does); torch's last state of the reverse
+direction is its output at step 0.
 """
 
 import numpy as np
@@ -21,33 +24,49 @@ def _max_rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def _torch_loss_and_grads(state, x, lengths, y, head, dtype):
+def _torch_loss_and_grads(state, x, lengths, y, head, dtype, bidirectional=False):
     tdtype = torch.float64 if dtype == "float64" else torch.float32
-    lstm = torch.nn.LSTM(I, H, num_layers=LAYERS, batch_first=True).to(tdtype)
-    linear = torch.nn.Linear(H, K).to(tdtype)
+    D = 2 if bidirectional else 1
+    lstm = torch.nn.LSTM(I, H, num_layers=LAYERS, batch_first=True, bidirectional=bidirectional).to(
+        tdtype
+    )
+    linear = torch.nn.Linear(D * H, K).to(tdtype)
     with torch.no_grad():
         for name, p in lstm.named_parameters():
             p.copy_(torch.from_numpy(state[name]))
         linear.weight.copy_(torch.from_numpy(state["head.weight"]))
         linear.bias.copy_(torch.from_numpy(state["head.bias"]))
     xt = torch.tensor(x, dtype=tdtype, requires_grad=True)
-    out, _ = lstm(xt)  # (B, T, H) on the padded tensor; padding comes after the valid steps
     lengths_t = torch.from_numpy(lengths)
     y_t = torch.from_numpy(y)
+    mask = (torch.arange(T)[None, :] < lengths_t[:, None]).to(tdtype)  # (B, T)
+    if bidirectional:
+        rnn = torch.nn.utils.rnn
+        packed = rnn.pack_padded_sequence(xt, lengths_t, batch_first=True, enforce_sorted=False)
+        out, _ = rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=T)
+    else:
+        out, _ = lstm(xt)  # (B, T, H) on the padded tensor; padding comes after the valid steps
     if head == "last":
-        logits = linear(out[torch.arange(B), lengths_t - 1])
+        top = out[torch.arange(B), lengths_t - 1]
+        if bidirectional:  # the reverse direction's final state is its output at step 0
+            top = torch.cat([top[:, :H], out[:, 0, H:]], dim=1)
+        logits = linear(top)
+        loss = torch.nn.functional.cross_entropy(logits, y_t)
+    elif head == "mean":
+        mean = (out * mask[..., None]).sum(1) / lengths_t[:, None].to(tdtype)
+        logits = linear(mean)
         loss = torch.nn.functional.cross_entropy(logits, y_t)
     else:
         logits = linear(out)  # (B, T, K)
         ce = torch.nn.functional.cross_entropy(
             logits.reshape(B * T, K), y_t.repeat_interleave(T), reduction="none"
         ).reshape(B, T)
-        mask = (torch.arange(T)[None, :] < lengths_t[:, None]).to(tdtype)
         loss = ((ce * mask).sum(1) / lengths_t.to(tdtype)).mean()
     loss.backward()
     grads = {name: p.grad.numpy() for name, p in lstm.named_parameters()}
-    for k in range(LAYERS):
-        grads[f"bias_hh_l{k}"] = np.zeros_like(grads[f"bias_hh_l{k}"])  # equal to bias_ih's
+    for k in grads:
+        if k.startswith("bias_hh"):
+            grads[k] = np.zeros_like(grads[k])  # equal to bias_ih's
     grads["head.weight"] = linear.weight.grad.numpy()
     grads["head.bias"] = linear.bias.grad.numpy()
     return (
@@ -58,13 +77,24 @@ def _torch_loss_and_grads(state, x, lengths, y, head, dtype):
     )
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize(
+    "head,bidirectional",
+    [
+        ("last", False),
+        ("all", False),
+        ("mean", False),
+        ("last", True),
+        ("all", True),
+        ("mean", True),
+    ],
+)
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
-def test_matches_pytorch(head, dtype, tol):
+def test_matches_pytorch(head, bidirectional, dtype, tol):
     rng = np.random.default_rng(21)
     model = LSTMClassifier(
-        I, H, K, num_layers=LAYERS, head=head, forget_bias=FORGET_BIAS, dtype=dtype, seed=0
-    )
+        I, H, K, num_layers=LAYERS, head=head, forget_bias=FORGET_BIAS, dtype=dtype, seed=0,
+        bidirectional=bidirectional,
+    )  # fmt: skip
     for p in model.params.values():  # non-zero biases everywhere
         p[...] = rng.normal(0, 0.4, size=p.shape)
     lengths = np.array([7, 1, 4, 6, 2])
@@ -75,7 +105,7 @@ def test_matches_pytorch(head, dtype, tol):
 
     loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
     t_logits, t_loss, t_grads, t_dx = _torch_loss_and_grads(
-        to_pytorch(model.params, FORGET_BIAS), x, lengths, y, head, dtype
+        to_pytorch(model.params, FORGET_BIAS), x, lengths, y, head, dtype, bidirectional
     )
 
     logits = model.logits(x, lengths)

@@ -38,6 +38,7 @@ class _FiniteFloat(click.ParamType):
     context_settings=CONTEXT,
     epilog="Examples:\n\n  lstm-gradcheck\n\n"
     "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"
+    "  lstm-gradcheck --head mean --bidirectional --layers 2\n\n"
     "  lstm-gradcheck --config configs/japanese_vowels.yaml",
 )
 @click.option(
@@ -57,10 +58,17 @@ class _FiniteFloat(click.ParamType):
 )
 @click.option(
     "--head",
-    type=click.Choice(["last", "all", "both"]),
-    default="both",
+    type=click.Choice(["last", "all", "mean", "both", "every"]),
+    default="every",
     show_default=True,
-    help="Which head(s) to check.",
+    help="Which head(s) to check: one, both (last and all) or every (last, all and mean).",
+)
+@click.option(
+    "--bidirectional/--unidirectional",
+    "bidirectional",
+    default=None,
+    help="Check only bidirectional or only unidirectional models [default: unidirectional "
+    "for every --layers value, and bidirectional for the largest].",
 )
 @click.option(
     "--layers",
@@ -117,6 +125,7 @@ def gradcheck(
     config_path,
     overrides,
     head,
+    bidirectional,
     layers,
     hidden_size,
     input_size,
@@ -145,9 +154,17 @@ def gradcheck(
     if config_path is not None:
         from click.core import ParameterSource
 
-        arch = ("head", "layers", "hidden_size", "input_size", "classes", "forget_bias")
+        arch = (
+            "head",
+            "bidirectional",
+            "layers",
+            "hidden_size",
+            "input_size",
+            "classes",
+            "forget_bias",
+        )
         given = [
-            f"--{n.replace('_', '-')}"
+            f"--{n.replace('_', '-')}" if n != "bidirectional" else "--(uni|bi)directional"
             for n in arch
             if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT
         ]
@@ -156,45 +173,51 @@ def gradcheck(
                 f"{', '.join(given)} cannot be combined with --config (the config "
                 f"describes the architecture)"
             )
-        head, layers, hidden_size, input_size, classes, forget_bias = _architecture_from_config(
-            config_path, overrides
-        )
-        layers = (layers,)
-    elif overrides:
-        raise click.UsageError("--set needs --config")
-    heads = ["last", "all"] if head == "both" else [head]
+        arch = _architecture_from_config(config_path, overrides)
+        head, bidirectional, n_layers, hidden_size, input_size, classes, forget_bias = arch
+        cases = [(head, n_layers, bidirectional)]
+    else:
+        if overrides:
+            raise click.UsageError("--set needs --config")
+        heads = {"both": ["last", "all"], "every": ["last", "all", "mean"]}.get(head, [head])
+        cases = [
+            (h, n, bi)
+            for h in heads
+            for bi in ((False, True) if bidirectional is None else (bidirectional,))
+            for n in (layers if bidirectional is not None or not bi else (max(layers),))
+        ]
     reports = []
-    for h in heads:
-        for n_layers in layers:
-            try:
-                model, x, lengths, y = random_problem(
-                    input_size=input_size,
-                    hidden_size=hidden_size,
-                    num_classes=classes,
-                    num_layers=n_layers,
-                    head=h,
-                    batch=batch,
-                    max_len=max_len,
-                    forget_bias=forget_bias,
-                    seed=seed,
-                )
-            except LstmCliError as err:  # a model too large for this machine: not a failed gradient
-                if config_path is not None:
-                    raise ConfigError(f"{config_path}: model: {err}") from None
-                raise click.UsageError(str(err)) from None
-            reports.append(
-                check_model(
-                    model,
-                    x,
-                    lengths,
-                    y,
-                    eps=eps,
-                    order=int(order),
-                    tol=tol,
-                    max_entries=max_entries or None,
-                    seed=seed,
-                )
+    for h, n_layers, bi in cases:
+        try:
+            model, x, lengths, y = random_problem(
+                input_size=input_size,
+                hidden_size=hidden_size,
+                num_classes=classes,
+                num_layers=n_layers,
+                head=h,
+                batch=batch,
+                max_len=max_len,
+                forget_bias=forget_bias,
+                seed=seed,
+                bidirectional=bi,
             )
+        except LstmCliError as err:  # a model too large for this machine: not a failed gradient
+            if config_path is not None:
+                raise ConfigError(f"{config_path}: model: {err}") from None
+            raise click.UsageError(str(err)) from None
+        reports.append(
+            check_model(
+                model,
+                x,
+                lengths,
+                y,
+                eps=eps,
+                order=int(order),
+                tol=tol,
+                max_entries=max_entries or None,
+                seed=seed,
+            )
+        )
     passed = all(r.passed for r in reports)
     if as_json:
         click.echo(
@@ -208,7 +231,7 @@ def gradcheck(
                     continue
                 rows.append(
                     [
-                        f"{r.head}/{r.num_layers}",
+                        f"{r.head}/{r.num_layers}{' bi' if r.bidirectional else ''}",
                         p.name,
                         "x".join(map(str, p.shape)),
                         p.checked,
@@ -219,7 +242,7 @@ def gradcheck(
         if rows:
             click.echo(
                 format_table(
-                    ["head/layers", "parameter", "shape", "checked", "max rel error", "result"],
+                    ["model", "parameter", "shape", "checked", "max rel error", "result"],
                     rows,
                     "llllrl",
                 )
@@ -234,7 +257,8 @@ def gradcheck(
 
 
 def _architecture_from_config(config_path, overrides):
-    """(head, num_layers, hidden_size, input_size, num_classes, forget_bias) of a config."""
+    """(head, bidirectional, num_layers, hidden_size, input_size, num_classes, forget_bias) of
+    a config."""
     from ..config import load_config
     from ..training import _load
 
@@ -242,4 +266,12 @@ def _architecture_from_config(config_path, overrides):
     ds = _load(cfg.data.train, cfg)
     num_classes = max(2, len(set(ds.labels.tolist())))
     m = cfg.model
-    return m.head, m.num_layers, m.hidden_size, ds.num_features, num_classes, m.forget_bias
+    return (
+        m.head,
+        m.bidirectional,
+        m.num_layers,
+        m.hidden_size,
+        ds.num_features,
+        num_classes,
+        m.forget_bias,
+    )

@@ -135,6 +135,7 @@ class GradcheckReport:
         0.0  # roundoff_floor: entries are judged by |a - n| <= max(tol max(|a|, |n|), noise)
     )
     rows: list = field(default_factory=list)
+    bidirectional: bool = False
 
     @property
     def passed(self) -> bool:
@@ -159,6 +160,7 @@ def random_problem(
     forget_bias=1.0,
     seed=0,
     scale=0.5,
+    bidirectional=False,
 ):
     """A small float64 model with *every* parameter randomised (biases too), and a random
     right-padded batch with mixed lengths including 1 and max_len (padding filled with
@@ -174,6 +176,7 @@ def random_problem(
         forget_bias=forget_bias,
         dtype="float64",
         seed=rng,
+        bidirectional=bidirectional,
     )
     for p in model.params.values():
         p[...] = rng.normal(0.0, scale, size=p.shape)
@@ -221,7 +224,10 @@ def check_model(
 
     eps = DEFAULT_EPS[order] if eps is None else float(eps)
     noise = roundoff_floor(loss, eps, order)
-    report = GradcheckReport(model.head, model.num_layers, eps, order, tol, float(loss), noise)
+    report = GradcheckReport(
+        model.head, model.num_layers, eps, order, tol, float(loss), noise,
+        bidirectional=model.bidirectional,
+    )  # fmt: skip
     targets = [(k, model.params[k], grads[k]) for k in model.params] + [("input x", x, dx)]
     for name, arr, a_grad in targets:
         if max_entries and arr.size > max_entries:

@@ -1,11 +1,14 @@
-"""The two softmax heads on the top layer's hidden states (docs/design.md §3).
+"""The softmax heads on the top layer's hidden states (docs/design.md §3, §8).
 
-Both share one softmax layer V (H, K), a (K,). Hidden states come in the engine's
-packed layout (lstm.py): h (N, H), one row per valid step of every sequence.
+All share one softmax layer V (H, K), a (K,) (H is 2H of a bidirectional model). Hidden
+states come in the engine's packed layout (lstm.py): h (N, H), one row per valid step of
+every sequence.
 
-* last: logits_b = h[row of sequence b's own last step] @ V + a -> (B, K)
+* last: logits_b = h[row of sequence b's own last step] @ V + a -> (B, K); bidirectional:
+  [h-> at its last step, h<- at its step 0] (each direction's final state)
 * all:  logits_r = h[r] @ V + a for every valid step r -> (N, K); the loss averages each
   sequence's steps and the prediction averages their probabilities (model.py).
+* mean: logits_b = (mean of h over sequence b's valid steps) @ V + a -> (B, K)
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ class LastStepCache(NamedTuple):
     h_last: np.ndarray  # (B, H) each sequence's state at its own last step
     rows: np.ndarray  # (B,) the packed row of each sequence's last step
     N: int  # rows of h
+    first_rows: np.ndarray | None = None  # (B,) bidirectional: where the reverse half is read
 
 
-def last_step_forward(h, rows, V, a):
+def last_step_forward(h, rows, V, a, first_rows=None):
     """h (N, H), rows (B,) packed row of each sequence's last step, V (H, K), a (K,)
-    -> logits (B, K), cache."""
-    h_last = h[rows]  # (B, H), a gather (copy)
-    return h_last @ V + a, LastStepCache(h_last, rows, h.shape[0])
+    -> logits (B, K), cache. first_rows (B,) (bidirectional): the packed row of each
+    sequence's step 0, where the reverse half h[:, H/2:] is read instead."""
+    if first_rows is None:
+        h_last = h[rows]  # (B, H), a gather (copy)
+    else:
+        half = h.shape[1] // 2
+        h_last = np.concatenate([h[rows, :half], h[first_rows, half:]], axis=1)
+    return h_last @ V + a, LastStepCache(h_last, rows, h.shape[0], first_rows)
 
 
 def last_step_backward(dlogits, cache: LastStepCache, V, dense=True):
@@ -38,7 +47,12 @@ def last_step_backward(dlogits, cache: LastStepCache, V, dense=True):
     if not dense:
         return (dh_last, *grads)
     dh = np.zeros((cache.N, V.shape[0]), dtype=dlogits.dtype)
-    dh[cache.rows] = dh_last
+    if cache.first_rows is None:
+        dh[cache.rows] = dh_last
+    else:
+        half = V.shape[0] // 2
+        dh[cache.rows, :half] = dh_last[:, :half]
+        dh[cache.first_rows, half:] = dh_last[:, half:]
     return (dh, *grads)
 
 
@@ -56,3 +70,30 @@ def all_steps_forward(h, V, a):
 def all_steps_backward(dlogits, cache: AllStepsCache, V):
     """dlogits (N, K) -> dh (N, H), dV (H, K), da (K,)."""
     return dlogits @ V.T, cache.h.T @ dlogits, dlogits.sum(axis=0)
+
+
+class MeanCache(NamedTuple):
+    m: np.ndarray  # (B, H) each sequence's mean h over its valid steps, caller's order
+    lengths: np.ndarray  # (B,) caller's order
+    seq: np.ndarray  # (N,) the caller's sequence of each packed row
+
+
+def mean_forward(h, offsets, order, lengths, seq, V, a):
+    """h (N, H) packed (offsets (T+1,) its steps' first rows; sorted position r is the
+    caller's sequence order[r]), lengths (B,), seq (N,) -> logits (B, K), cache."""
+    bounds = offsets.tolist()
+    total = np.zeros((len(order), h.shape[1]), h.dtype)  # (B, H), sorted order
+    for t in range(len(bounds) - 1):  # step t's rows are the first n sorted sequences
+        lo, hi = bounds[t], bounds[t + 1]
+        total[: hi - lo] += h[lo:hi]
+    m = np.empty_like(total)
+    m[order] = total
+    m /= lengths[:, None].astype(h.dtype)
+    return m @ V + a, MeanCache(m, lengths, seq)
+
+
+def mean_backward(dlogits, cache: MeanCache, V):
+    """dlogits (B, K) -> dh (N, H) = dlogits_b @ V.T / length_b at each of b's rows, dV, da."""
+    dm = dlogits @ V.T  # (B, H)
+    dm /= cache.lengths[:, None].astype(dm.dtype)
+    return dm[cache.seq], cache.m.T @ dlogits, dlogits.sum(axis=0)

@@ -1,4 +1,4 @@
-"""LSTMClassifier: stacked LSTM layers + a last-step or all-steps softmax head.
+"""LSTMClassifier: stacked (optionally bidirectional) LSTM layers + a softmax head.
 
 The public, batch-first API::
 
@@ -8,7 +8,8 @@ The public, batch-first API::
 
 Parameter names are the public contract, shared with checkpoints:
 ``lstm.{k}.W`` (I_k+H, 4H), ``lstm.{k}.b`` (4H,) for layer k (0-based; I_0 is the input
-size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,).
+size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,); bidirectional adds
+``lstm.{k}.reverse.W`` / ``.b`` and doubles I_k (k > 0) and head.W's rows to 2H (params.py).
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ import numpy as np
 
 from ..errors import LstmCliError
 from ..validate import param_error
+from .bidirectional import bi_layer_backward, bi_layer_forward
 from .heads import (
     all_steps_backward,
     all_steps_forward,
     last_step_backward,
     last_step_forward,
+    mean_backward,
+    mean_forward,
 )
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward, offsets_from_batch_sizes
+from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
+from .packing import PackedBatch, first_rows, pack_batch, reversal
 from .params import init_params, param_shapes, parameter_count
 from .spec import DTYPES, HEADS, INITS, ModelConfig, check_architecture
 
@@ -46,26 +51,10 @@ __all__ = [
 ]
 
 
-class PackedBatch(NamedTuple):
-    """A padded batch in the engine's packed layout (see lstm.py): sorted longest first,
-    only valid steps stored, step after step."""
-
-    x: np.ndarray  # (N, I) valid steps, model dtype
-    lengths: np.ndarray  # (B,) the caller's order
-    order: np.ndarray  # (B,) sorted position r holds the caller's sequence order[r]
-    batch_sizes: np.ndarray  # (T,) sequences running at each step
-    offsets: np.ndarray  # (T+1,) first packed row of each step
-    seq: np.ndarray  # (N,) the caller's sequence index of each packed row
-    last_rows: np.ndarray  # (B,) packed row of each sequence's last step, caller's order
-    index: tuple  # (b, t) of each packed row in the caller's (B, T) layout
-    T: int  # the longest length (the packed batch's number of steps)
-    padded_T: int  # the caller's T (>= T): batch-first outputs (dx, logits) have this many steps
-
-
 class ForwardCache(NamedTuple):
-    layers: list  # one lstm.LayerCache per layer
-    dropout_masks: list  # (N, H) scaled keep-masks between layers, or None
-    head: tuple  # heads.LastStepCache or heads.AllStepsCache
+    layers: list  # one lstm.LayerCache (bidirectional.BiLayerCache) per layer
+    dropout_masks: list  # (N, D*H) scaled keep-masks between layers, or None
+    head: tuple  # heads.LastStepCache, AllStepsCache or MeanCache
     batch: PackedBatch
 
 
@@ -82,8 +71,9 @@ def _check_size(model) -> None:
     hidden_size: 50000 or num_layers: 100000000 would otherwise end in a MemoryError
     traceback or a long hang."""
     count = parameter_count(
-        model.input_size, model.hidden_size, model.num_classes, model.num_layers
-    )
+        model.input_size, model.hidden_size, model.num_classes, model.num_layers,
+        model.bidirectional,
+    )  # fmt: skip
     need = 3 * count * model.dtype.itemsize
     memory = _physical_memory()
     if memory is not None and need > memory:
@@ -116,14 +106,17 @@ class LSTMClassifier:
     Parameters
     ----------
     input_size, hidden_size, num_classes, num_layers : int (>= 1)
-    head : "last" | "all"
+    head : "last" | "all" | "mean"
         "last" classifies each sequence from the state at its own last step; "all" puts
         the softmax at every valid step (loss averaged per sequence, prediction from the
-        mean of the per-step probabilities).
+        mean of the per-step probabilities); "mean" classifies the mean of h over the
+        sequence's valid steps.
     forget_bias : float, added inside the forget gate's sigmoid (TF convention).
     dropout : float in [0, 1), inverted dropout between stacked layers, training only.
     dtype : "float32" (default) or "float64".
     init : "uniform" | "glorot_orthogonal" (see ``init_params``).
+    bidirectional : bool, a reverse LSTM beside each layer over each sequence's own valid
+        steps; the layer's output is [h->, h<-] (2H).
     seed : int or numpy Generator for the initialisation.
     """
 
@@ -139,6 +132,7 @@ class LSTMClassifier:
         dtype="float32",
         init="uniform",
         seed=0,
+        bidirectional=False,
     ):
         arch = check_architecture(
             {
@@ -151,6 +145,7 @@ class LSTMClassifier:
                 "dropout": dropout,
                 "dtype": _dtype_name(dtype),
                 "init": init,
+                "bidirectional": bidirectional,
             },
             "LSTMClassifier",
         )
@@ -162,6 +157,8 @@ class LSTMClassifier:
             arch["dropout"],
         )
         self.dtype, self.init = np.dtype(arch["dtype"]), arch["init"]
+        self.bidirectional = arch["bidirectional"]
+        self.directions = 2 if self.bidirectional else 1
         _check_size(self)
         self.params = init_params(
             self.input_size,
@@ -171,6 +168,7 @@ class LSTMClassifier:
             dtype=self.dtype,
             init=init,
             rng=seed,
+            bidirectional=self.bidirectional,
         )
 
     # ------------------------------------------------------------------ description
@@ -184,6 +182,7 @@ class LSTMClassifier:
             dropout=self.dropout,
             dtype=str(self.dtype),
             init=self.init,
+            bidirectional=self.bidirectional,
         )
 
     def spec(self) -> dict:
@@ -233,46 +232,10 @@ class LSTMClassifier:
 
     # ------------------------------------------------------------------ inputs
     def pack(self, x, lengths) -> PackedBatch:
-        """Validate a right-padded batch x (B, T, I), lengths (B,) and pack its valid steps.
-
-        Padding values are never read, so they cannot matter (NaN included)."""
-        x = np.asarray(x)
-        lengths = np.asarray(lengths)
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise LstmCliError(f"x must have shape (batch, time, {self.input_size}); got {x.shape}")
-        B, T, _ = x.shape
-        if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
-            raise LstmCliError(
-                f"lengths must be an int array of shape ({B},); got {lengths.dtype} {lengths.shape}"
-            )
-        if B == 0 or T == 0:
-            raise LstmCliError("a batch needs at least one sequence of at least one step")
-        lengths = lengths.astype(np.int64)
-        order = np.argsort(-lengths, kind="stable")  # (B,) longest first
-        sorted_lengths = lengths[order]
-        shortest, longest = int(sorted_lengths[-1]), int(sorted_lengths[0])
-        if shortest < 1 or longest > T:
-            raise LstmCliError(f"every length must be in [1, {T}]; got {shortest}..{longest}")
-        running = np.arange(longest)[:, None] < sorted_lengths  # (T', B) sorted batch, T' = longest
-        batch_sizes = running.sum(axis=1)  # (T',) sequences running at each step
-        offsets = offsets_from_batch_sizes(batch_sizes)  # (T'+1,)
-        # packed rows in step-major order: (t, r) for r < batch_sizes[t]
-        t_idx, r_idx = np.nonzero(running)
-        seq = order[r_idx]  # (N,) caller's sequence of each row
-        # one gather by flat row index (faster than x[seq, t_idx]), then the model dtype
-        x_packed = x.reshape(B * T, -1).take(seq * T + t_idx, axis=0).astype(self.dtype, copy=False)
-        if not np.isfinite(x_packed).all():  # padding may hold anything; valid steps may not
-            n = int(np.argwhere(~np.isfinite(x_packed))[0][0])
-            raise LstmCliError(
-                f"x has a non-finite value at a valid step: sequence {int(seq[n])}, "
-                f"step {int(t_idx[n]) + 1}"
-            )
-        rank = np.empty_like(order)
-        rank[order] = np.arange(B)
-        last_rows = offsets[lengths - 1] + rank  # (B,)
-        return PackedBatch(
-            x_packed, lengths, order, batch_sizes, offsets, seq, last_rows, (seq, t_idx), longest, T
-        )
+        """Validate a right-padded batch x (B, T, I), lengths (B,) and pack its valid steps
+        (packing.pack_batch). Padding values are never read, so they cannot matter (NaN
+        included)."""
+        return pack_batch(x, lengths, self.input_size, self.dtype)
 
     def _labels(self, y, B):
         y = np.asarray(y)
@@ -287,7 +250,8 @@ class LSTMClassifier:
     # ------------------------------------------------------------------ forward/backward
     def draw_dropout_masks(self, rng, batch, steps) -> list:
         """Inverted-dropout masks between layers in the caller's padded layout: one array
-        (batch, steps, H) of 0 or 1/(1-p) per pair of stacked layers.
+        (batch, steps, D*H) of 0 or 1/(1-p) per pair of stacked layers (D = 2 directions
+        with bidirectional, else 1).
 
         Drawn per (sequence, step, unit) before any packing, so a sequence's mask does not
         depend on which other sequences share its batch: a batch split across processes
@@ -295,7 +259,7 @@ class LSTMClassifier:
         if rng is None:
             raise LstmCliError("dropout in training mode needs an rng (numpy Generator)")
         scale = np.asarray(1.0 / (1.0 - self.dropout), self.dtype)
-        shape = (batch, steps, self.hidden_size)
+        shape = (batch, steps, self.directions * self.hidden_size)
         return [
             (rng.random(shape) >= self.dropout).astype(self.dtype) * scale
             for _ in range(self.num_layers - 1)
@@ -314,12 +278,13 @@ class LSTMClassifier:
     ):
         """x (B, T, I) right-padded, lengths (B,) -> logits and a ForwardCache.
 
-        logits: (B, K) for head="last" (caller's order); for head="all" one row per valid
-        step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives (B, T, K)).
-        training=True enables dropout: with the masks ``dropout_masks`` (as
-        ``draw_dropout_masks`` returns, at least (B, T, H) each) or masks drawn from ``rng``.
-        need_cache=False (inference) keeps only what the output needs. workspaces: one
-        lstm.Workspace per layer to reuse arrays from (the cache then lives in them).
+        logits: (B, K) for head="last" or "mean" (caller's order); for head="all" one row per
+        valid step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives
+        (B, T, K)). training=True enables dropout: with the masks ``dropout_masks`` (as
+        ``draw_dropout_masks`` returns, at least (B, T, D*H) each) or masks drawn from
+        ``rng``. need_cache=False (inference) keeps only what the output needs. workspaces:
+        one lstm.Workspace per layer and direction (layer k's direction d at k*D + d) to
+        reuse arrays from (the cache then lives in them).
         """
         pb = self.pack(x, lengths)
         p = self.params
@@ -328,16 +293,30 @@ class LSTMClassifier:
         dropping = training and self.dropout > 0.0 and self.num_layers > 1
         if dropping and dropout_masks is None:
             dropout_masks = self.draw_dropout_masks(rng, len(pb.lengths), pb.padded_T)
+        D = self.directions
+        rev = reversal(pb) if self.bidirectional else None
         for k in range(self.num_layers):
-            h, lc = lstm_layer_forward(
-                inp,
-                p[f"lstm.{k}.W"],
-                p[f"lstm.{k}.b"],
-                self.forget_bias,
-                batch_sizes=pb.batch_sizes,
-                need_cache=need_cache,
-                workspace=None if workspaces is None else workspaces[k],
-            )
+            ws = (None,) * D if workspaces is None else workspaces[k * D : (k + 1) * D]
+            if self.bidirectional:
+                h, lc = bi_layer_forward(
+                    inp,
+                    self._layer_params(k),
+                    self.forget_bias,
+                    pb.batch_sizes,
+                    rev,
+                    need_cache=need_cache,
+                    workspaces=ws,
+                )
+            else:
+                h, lc = lstm_layer_forward(
+                    inp,
+                    p[f"lstm.{k}.W"],
+                    p[f"lstm.{k}.b"],
+                    self.forget_bias,
+                    batch_sizes=pb.batch_sizes,
+                    need_cache=need_cache,
+                    workspace=ws[0],
+                )
             layer_caches.append(lc)
             keep = None
             if dropping and k < self.num_layers - 1:
@@ -345,11 +324,24 @@ class LSTMClassifier:
                 h = h * keep
             masks.append(keep)
             inp = h
+        V, a = p["head.W"], p["head.b"]
         if self.head == "last":
-            logits, hc = last_step_forward(inp, pb.last_rows, p["head.W"], p["head.b"])
+            rows_0 = first_rows(pb) if self.bidirectional else None
+            logits, hc = last_step_forward(inp, pb.last_rows, V, a, rows_0)
+        elif self.head == "mean":
+            logits, hc = mean_forward(inp, pb.offsets, pb.order, pb.lengths, pb.seq, V, a)
         else:
-            logits, hc = all_steps_forward(inp, p["head.W"], p["head.b"])
+            logits, hc = all_steps_forward(inp, V, a)
         return logits, ForwardCache(layer_caches, masks, hc, pb)
+
+    def _layer_params(self, k):
+        p = self.params
+        return (
+            p[f"lstm.{k}.W"],
+            p[f"lstm.{k}.b"],
+            p[f"lstm.{k}.reverse.W"],
+            p[f"lstm.{k}.reverse.b"],
+        )
 
     def backward(self, dlogits, cache: ForwardCache, workspaces=None, need_dx=True):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
@@ -365,20 +357,38 @@ class LSTMClassifier:
             dh_last, grads["head.W"], grads["head.b"] = last_step_backward(
                 dlogits, cache.head, p["head.W"], dense=False
             )
-            dh_last = dh_last[cache.batch.order]  # (B, H), in packed-batch order
+            dh_last = dh_last[cache.batch.order]  # (B, D*H), in packed-batch order
+        elif self.head == "mean":
+            dh, grads["head.W"], grads["head.b"] = mean_backward(dlogits, cache.head, p["head.W"])
         else:
             dh, grads["head.W"], grads["head.b"] = all_steps_backward(
                 dlogits, cache.head, p["head.W"]
             )
+        D = self.directions
         for k in range(self.num_layers - 1, -1, -1):
-            dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
-                dh,
-                cache.layers[k],
-                p[f"lstm.{k}.W"],
-                workspace=None if workspaces is None else workspaces[k],
-                need_dx=need_dx or k > 0,
-                dh_last=dh_last if k == self.num_layers - 1 else None,
-            )
+            ws = (None,) * D if workspaces is None else workspaces[k * D : (k + 1) * D]
+            top_dh_last = dh_last if k == self.num_layers - 1 else None
+            if self.bidirectional:
+                dinp, fwd, bwd = bi_layer_backward(
+                    dh,
+                    cache.layers[k],
+                    p[f"lstm.{k}.W"],
+                    p[f"lstm.{k}.reverse.W"],
+                    workspaces=ws,
+                    need_dx=need_dx or k > 0,
+                    dh_last=top_dh_last,
+                )
+                grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"] = fwd
+                grads[f"lstm.{k}.reverse.W"], grads[f"lstm.{k}.reverse.b"] = bwd
+            else:
+                dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
+                    dh,
+                    cache.layers[k],
+                    p[f"lstm.{k}.W"],
+                    workspace=ws[0],
+                    need_dx=need_dx or k > 0,
+                    dh_last=top_dh_last,
+                )
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
@@ -394,7 +404,7 @@ class LSTMClassifier:
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
         """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
-        head, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
+        and mean heads, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
         if class_weights is None:
             w_seq = np.ones(len(y))
         else:
@@ -406,7 +416,7 @@ class LSTMClassifier:
             if not w_seq.sum() > 0:
                 raise LstmCliError("class_weights give every sequence of the batch weight 0")
         w_seq = w_seq / w_seq.sum()  # (B,)
-        if self.head == "last":
+        if self.head != "all":
             return w_seq
         return (w_seq / pb.lengths)[pb.seq]  # (N,)
 
@@ -415,7 +425,7 @@ class LSTMClassifier:
         pb = cache.batch
         y = self._labels(y, len(pb.lengths))
         weights = self._row_weights(y, pb, class_weights)
-        if self.head == "last":
+        if self.head != "all":
             return softmax_cross_entropy(logits, y, weights)
         return softmax_cross_entropy(logits, y[pb.seq], weights)
 
@@ -428,8 +438,9 @@ class LSTMClassifier:
         if local is None:
             local = self._thread_buffers = threading.local()
         workspaces = getattr(local, "workspaces", None)
-        if workspaces is None or len(workspaces) != self.num_layers:
-            workspaces = local.workspaces = [Workspace() for _ in range(self.num_layers)]
+        count = self.num_layers * self.directions
+        if workspaces is None or len(workspaces) != count:
+            workspaces = local.workspaces = [Workspace() for _ in range(count)]
         return workspaces
 
     def release_buffers(self) -> None:
@@ -491,7 +502,7 @@ class LSTMClassifier:
     # ------------------------------------------------------------------ inference
     def probabilities(self, logits, cache):
         """Class probabilities (B, K) from forward's logits and cache."""
-        if self.head == "last":
+        if self.head != "all":
             return softmax(logits)  # (B, K)
         pb = cache.batch
         per_step = np.zeros((len(pb.lengths), pb.T, self.num_classes), logits.dtype)
@@ -510,9 +521,10 @@ class LSTMClassifier:
         return self.predict_proba(x, lengths).argmax(axis=1)
 
     def logits(self, x, lengths):
-        """Batch-first logits: (B, K) for head="last"; (B, T, K) for head="all" (0 at padding)."""
+        """Batch-first logits: (B, K) for head="last" or "mean"; (B, T, K) for head="all" (0 at
+        padding)."""
         logits, cache = self.forward(x, lengths, need_cache=False)
-        if self.head == "last":
+        if self.head != "all":
             return logits
         pb = cache.batch
         out = np.zeros((len(pb.lengths), pb.padded_T, self.num_classes), logits.dtype)  # x's T
@@ -529,7 +541,7 @@ class LSTMClassifier:
         B = len(pb.lengths)
         y = self._labels(y, B)
         probs = self.probabilities(logits, cache)
-        if self.head == "last":
+        if self.head != "all":
             ce = -log_softmax(logits)[np.arange(B), y]
         else:
             ce_rows = -log_softmax(logits)[np.arange(len(pb.seq)), y[pb.seq]]  # (N,)

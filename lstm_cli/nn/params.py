@@ -2,7 +2,9 @@
 
 Names are the public contract, shared with checkpoints: ``lstm.{k}.W`` (I_k+H, 4H),
 ``lstm.{k}.b`` (4H,) for layer k (0-based; I_0 is the input size, I_k = H above),
-``head.W`` (H, K), ``head.b`` (K,).
+``head.W`` (H, K), ``head.b`` (K,). A bidirectional model adds the reverse direction's
+``lstm.{k}.reverse.W`` / ``lstm.{k}.reverse.b`` (same shapes) after each layer's forward
+pair; its layers above the first read 2H inputs (I_k = 2H) and its head W is (2H, K).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from .spec import INITS
 
 
 def init_params(
-    input_size, hidden_size, num_classes, num_layers=1, *, dtype="float32", init="uniform", rng=None
+    input_size,
+    hidden_size,
+    num_classes,
+    num_layers=1,
+    *,
+    dtype="float32",
+    init="uniform",
+    rng=None,
+    bidirectional=False,
 ):
     """Fresh parameters as a dict of arrays (names and shapes: the module docstring).
 
@@ -26,9 +36,10 @@ def init_params(
     """
     rng = np.random.default_rng(rng)
     H, K = hidden_size, num_classes
+    D = 2 if bidirectional else 1  # directions
     params = {}
-    for k in range(num_layers):
-        I = input_size if k == 0 else H
+    for k, suffix in _layer_names(num_layers, bidirectional):
+        I = input_size if k == 0 else D * H
         if init == "uniform":
             bound = 1.0 / np.sqrt(H)
             W = rng.uniform(-bound, bound, size=(I + H, 4 * H))
@@ -41,17 +52,23 @@ def init_params(
             b = np.zeros(4 * H)
         else:
             raise param_error("init", Options(*INITS).description(), init, "init_params")
-        params[f"lstm.{k}.W"] = W.astype(dtype)
-        params[f"lstm.{k}.b"] = b.astype(dtype)
+        params[f"lstm.{k}{suffix}.W"] = W.astype(dtype)
+        params[f"lstm.{k}{suffix}.b"] = b.astype(dtype)
     if init == "uniform":
         bound = 1.0 / np.sqrt(H)
-        params["head.W"] = rng.uniform(-bound, bound, size=(H, K)).astype(dtype)
+        params["head.W"] = rng.uniform(-bound, bound, size=(D * H, K)).astype(dtype)
         params["head.b"] = rng.uniform(-bound, bound, size=K).astype(dtype)
     else:
-        limit = np.sqrt(6.0 / (H + K))
-        params["head.W"] = rng.uniform(-limit, limit, size=(H, K)).astype(dtype)
+        limit = np.sqrt(6.0 / (D * H + K))
+        params["head.W"] = rng.uniform(-limit, limit, size=(D * H, K)).astype(dtype)
         params["head.b"] = np.zeros(K, dtype)
     return params
+
+
+def _layer_names(num_layers, bidirectional):
+    """(k, suffix) of each direction's parameters in order: suffix "" forward, ".reverse"."""
+    suffixes = ("", ".reverse") if bidirectional else ("",)
+    return [(k, s) for k in range(num_layers) for s in suffixes]
 
 
 def _orthogonal(n, rng):
@@ -60,20 +77,24 @@ def _orthogonal(n, rng):
     return q * np.sign(np.diag(r))
 
 
-def param_shapes(input_size, hidden_size, num_classes, num_layers) -> dict:
+def param_shapes(input_size, hidden_size, num_classes, num_layers, bidirectional=False) -> dict:
     """{name: shape} of a model's parameters, in order: lstm.{k}.W (I_k+H, 4H) and
-    lstm.{k}.b (4H,) per layer (I_0 = input_size, I_k = H above), head.W (H, K), head.b (K,)."""
+    lstm.{k}.b (4H,) per layer (I_0 = input_size, I_k = D*H above), then with bidirectional
+    lstm.{k}.reverse.W / .b of the same shapes; head.W (D*H, K), head.b (K,); D = 2 with
+    bidirectional, else 1."""
     H, K = hidden_size, num_classes
+    D = 2 if bidirectional else 1
     shapes = {}
-    for k in range(num_layers):
-        shapes[f"lstm.{k}.W"] = ((input_size if k == 0 else H) + H, 4 * H)
-        shapes[f"lstm.{k}.b"] = (4 * H,)
-    shapes["head.W"], shapes["head.b"] = (H, K), (K,)
+    for k, suffix in _layer_names(num_layers, bidirectional):
+        shapes[f"lstm.{k}{suffix}.W"] = ((input_size if k == 0 else D * H) + H, 4 * H)
+        shapes[f"lstm.{k}{suffix}.b"] = (4 * H,)
+    shapes["head.W"], shapes["head.b"] = (D * H, K), (K,)
     return shapes
 
 
-def parameter_count(input_size, hidden_size, num_classes, num_layers) -> int:
+def parameter_count(input_size, hidden_size, num_classes, num_layers, bidirectional=False) -> int:
     """Number of parameters (the sizes of param_shapes, in closed form: num_layers may be a
     typo of 10**8, which must be refused without building a dict that long)."""
     I, H, K, L = input_size, hidden_size, num_classes, num_layers
-    return 4 * H * (I + H + 1) + (L - 1) * 4 * H * (2 * H + 1) + H * K + K
+    D = 2 if bidirectional else 1
+    return D * (4 * H * (I + H + 1) + (L - 1) * 4 * H * (D * H + H + 1)) + D * H * K + K

@@ -8,8 +8,10 @@ no packing, no scratch buffers, no pre-scaled weights. Slow on purpose; use
 
 Letters: B sequences, T steps (the padded length), I inputs, H hidden units.
 
-``classifier_loss_and_grads`` stacks these layers under either head (docs/design.md §3): the
-whole model's loss and gradients, the oracle of ``LSTMClassifier.loss_and_grads``.
+``classifier_loss_and_grads`` stacks these layers under any head (docs/design.md §3, §8), and
+bidirectionally (a reverse direction is this forward run on each sequence's valid steps
+reversed, ``reverse_steps``): the whole model's loss and gradients, the oracle of
+``LSTMClassifier.loss_and_grads``.
 
 Padding: the forward simply runs over the padded steps (they come after every valid step,
 so they cannot change one); the backward gives padded steps no head gradient and a zero
@@ -127,6 +129,15 @@ def last_step_dh(dh_last, lengths, T):
     return dh
 
 
+def reverse_steps(a, lengths):
+    """a (B, T, ...) with each sequence's valid steps 0..lengths[b]-1 reversed (padding left
+    where it is); its own inverse."""
+    out = a.copy()
+    for b, n in enumerate(np.asarray(lengths)):
+        out[b, :n] = a[b, n - 1 :: -1]
+    return out
+
+
 def _log_softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
@@ -135,33 +146,65 @@ def _log_softmax(z):
 def classifier_loss_and_grads(params, x, lengths, y, head="last", forget_bias=1.0):
     """Loss, gradients and dx of the whole model (no dropout, no class weights).
 
-    params: ``lstm.{k}.W``, ``lstm.{k}.b`` per layer, ``head.W`` (H, K), ``head.b`` (K,);
-    x (B, T, I) right-padded, lengths (B,), y (B,) class indices; head "last" or "all".
+    params: ``lstm.{k}.W``, ``lstm.{k}.b`` per layer (and ``lstm.{k}.reverse.W`` / ``.b``
+    for a bidirectional model), ``head.W`` (H or 2H, K), ``head.b`` (K,); x (B, T, I)
+    right-padded, lengths (B,), y (B,) class indices; head "last", "all" or "mean".
     Returns loss (float), grads (params' keys) and dx (B, T, I) (zero at padded steps).
     """
     B, T, _ = x.shape
     lengths = np.asarray(lengths)
     num_layers = sum(1 for k in params if k.endswith(".W") and k.startswith("lstm."))
+    bidirectional = "lstm.0.reverse.W" in params
+    if bidirectional:
+        num_layers //= 2
+    valid = np.arange(T)[None, :] < lengths[:, None]  # (B, T)
     h, caches = x, []
     for k in range(num_layers):
-        h, cache = forward(h, lengths, params[f"lstm.{k}.W"], params[f"lstm.{k}.b"], forget_bias)
-        caches.append(cache)  # h: (B, T, H), the next layer's x
-    V, a = params["head.W"], params["head.b"]  # (H, K), (K,)
+        h_f, cache = forward(h, lengths, params[f"lstm.{k}.W"], params[f"lstm.{k}.b"], forget_bias)
+        if bidirectional:  # [h->_t, h<-_t], h<- from the reversed valid steps
+            W_r, b_r = params[f"lstm.{k}.reverse.W"], params[f"lstm.{k}.reverse.b"]
+            h_r, cache_r = forward(reverse_steps(h, lengths), lengths, W_r, b_r, forget_bias)
+            h_f = np.concatenate([h_f, reverse_steps(h_r, lengths)], axis=2)
+            cache = (cache, cache_r)
+        h = np.where(valid[..., None], h_f, 0.0)  # (B, T, D*H), the next layer's x
+        caches.append(cache)
+    V, a = params["head.W"], params["head.b"]  # (D*H, K), (K,)
+    H = V.shape[0] // 2 if bidirectional else V.shape[0]
     onehot = np.eye(V.shape[1])[y]  # (B, K)
-    if head == "last":  # logits_b = h_{length_b - 1} @ V + a; loss = mean over b of CE
-        h_last = h[np.arange(B), lengths - 1]  # (B, H)
+    if head == "mean":  # logits_b = (mean over valid t of h_t) @ V + a
+        m = h.sum(axis=1) / lengths[:, None]  # (B, D*H); h is 0 at padded steps
+        logp = _log_softmax(m @ V + a)  # (B, K)
+        loss = -(logp * onehot).sum() / B
+        dlogits = (np.exp(logp) - onehot) / B  # (B, K)
+        grads = {"head.W": m.T @ dlogits, "head.b": dlogits.sum(axis=0)}
+        dh = (dlogits @ V.T / lengths[:, None])[:, None, :] * valid[..., None]  # (B, T, D*H)
+    elif head == "last":  # logits_b = h_{length_b - 1} @ V + a; loss = mean over b of CE
+        h_last = h[np.arange(B), lengths - 1]  # (B, D*H)
+        if bidirectional:  # the reverse direction ends at step 0
+            h_last = np.concatenate([h_last[:, :H], h[:, 0, H:]], axis=1)
         logp = _log_softmax(h_last @ V + a)  # (B, K)
         loss = -(logp * onehot).sum() / B
         dlogits = (np.exp(logp) - onehot) / B  # (B, K)
         grads = {"head.W": h_last.T @ dlogits, "head.b": dlogits.sum(axis=0)}
-        dh = last_step_dh(dlogits @ V.T, lengths, T)  # (B, T, H)
+        dh_last = dlogits @ V.T  # (B, D*H)
+        dh = last_step_dh(dh_last, lengths, T)  # (B, T, D*H)
+        if bidirectional:
+            dh[..., H:] = 0.0
+            dh[:, 0, H:] = dh_last[:, H:]
     else:  # logits at every valid step; loss = mean over b of (mean over valid t of CE)
-        w = caches[-1].valid / lengths[:, None] / B  # (B, T) each step's weight in the loss
+        w = valid / lengths[:, None] / B  # (B, T) each step's weight in the loss
         logp = _log_softmax(h @ V + a)  # (B, T, K)
         loss = -(w[..., None] * logp * onehot[:, None]).sum()
         dlogits = (np.exp(logp) - onehot[:, None]) * w[..., None]  # (B, T, K)
         grads = {"head.W": np.einsum("bth,btk->hk", h, dlogits), "head.b": dlogits.sum((0, 1))}
         dh = dlogits @ V.T  # (B, T, H)
     for k in range(num_layers - 1, -1, -1):
-        dh, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = backward(dh, caches[k])
+        if not bidirectional:
+            dh, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = backward(dh, caches[k])
+            continue
+        cache_f, cache_r = caches[k]
+        dx_f, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = backward(dh[..., :H], cache_f)
+        dx_r, gW, gb, _, _ = backward(reverse_steps(dh[..., H:], lengths), cache_r)
+        grads[f"lstm.{k}.reverse.W"], grads[f"lstm.{k}.reverse.b"] = gW, gb
+        dh = dx_f + reverse_steps(dx_r, lengths)
     return float(loss), {k: grads[k] for k in params}, dh

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..validate import Interval, Options, check
+from ..validate import Bool, Interval, Options, check
 
-HEADS = ("last", "all")
+HEADS = ("last", "all", "mean")
 DTYPES = ("float32", "float64")
 INITS = ("uniform", "glorot_orthogonal")
 
@@ -23,11 +23,12 @@ INITS = ("uniform", "glorot_orthogonal")
 class ModelConfig:
     hidden_size: int = 64  # H, units per LSTM layer
     num_layers: int = 1  # stacked LSTM layers
-    head: str = "last"  # last (own last valid step) | all
+    head: str = "last"  # last (own last valid step) | all (every valid step) | mean
     forget_bias: float = 1.0  # added to the forget gate pre-activation
     dropout: float = 0.0  # inverted dropout between layers, training only
     dtype: str = "float32"  # float32 | float64
     init: str = "uniform"  # uniform | glorot_orthogonal
+    bidirectional: bool = False  # a reverse LSTM beside each layer, outputs concatenated (2H)
 
 
 # what each ModelConfig field accepts
@@ -39,6 +40,7 @@ CONSTRAINTS = {
     "dropout": Interval(float, 0.0, 1.0, "left"),
     "dtype": Options(*DTYPES),
     "init": Options(*INITS),
+    "bidirectional": Bool(),
 }
 # the sizes the data gives (input features, classes), then the config's fields
 SIZES = {"input_size": Interval(int, 1), "num_classes": Interval(int, 1)}
