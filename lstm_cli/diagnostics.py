@@ -56,6 +56,11 @@ def layer_forward(model, x, lengths):
     layer's states (B, T, H). Steps past a sequence's length are computed on the padding
     and must be masked by the caller (right padding cannot reach a valid step).
     """
+    if model.bidirectional:
+        raise LstmCliError(
+            "by-step accuracy and gate statistics support unidirectional models only "
+            "(this checkpoint is bidirectional)"
+        )
     B, T, _ = x.shape
     H = model.hidden_size
     p = model.params
@@ -99,6 +104,11 @@ class _ByStep:
         rows = np.arange(B)
         if self.model.head == "last":
             lp = logp[rows[None, :], cut - 1]  # (P, B, K)
+            pred = lp.argmax(-1)
+            ce = -lp[:, rows, y]  # (P, B)
+        elif self.model.head == "mean":  # the head on the mean of h over the prefix
+            h_sum = np.cumsum(h_top.astype(np.float64), axis=1)  # (B, T, H) running sums
+            lp = _log_softmax(h_sum[rows[None, :], cut - 1] / cut[..., None] @ V + a)  # (P, B, K)
             pred = lp.argmax(-1)
             ce = -lp[:, rows, y]  # (P, B)
         else:  # mean over the prefix of per-step probabilities and per-step losses
@@ -236,6 +246,30 @@ class GradFlowAccumulator:
             a["frac"][row] += np.bincount(bins[valid], values[valid], FRACTION_BINS)
         a["frac"][0] += np.bincount(bins[valid], minlength=FRACTION_BINS)
 
+    def flat_sums(self, layers, T) -> np.ndarray:
+        """Every layer's sums as one float64 vector, padded to T steps (to sum over ranks)."""
+        parts = []
+        for layer in range(layers):
+            a = self._acc.get(layer, _empty_sums())
+            for key in ("n", "dh", "dc"):
+                parts.append(np.pad(a[key], (0, T - a["T"])))
+            parts.append(a["frac"].ravel())
+        return np.concatenate(parts)
+
+    def load_flat_sums(self, vec, layers, T) -> None:
+        """Replace the sums with a vector from ``flat_sums`` (summed over ranks)."""
+        size = 3 * T + 3 * FRACTION_BINS
+        self._acc = {}
+        for layer in range(layers):
+            v = vec[layer * size : (layer + 1) * size]
+            self._acc[layer] = {
+                "T": T,
+                "n": v[:T].copy(),
+                "dh": v[T : 2 * T].copy(),
+                "dc": v[2 * T : 3 * T].copy(),
+                "frac": v[3 * T :].reshape(3, FRACTION_BINS).copy(),
+            }
+
     def records(self, epoch) -> list:
         out = []
         for layer in sorted(self._acc):
@@ -333,7 +367,8 @@ def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -
     acc = GradFlowAccumulator()
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)
-        dh, dc, _ = batch_gradient_flow(tm.model, x, lengths, np.asarray(y)[idx])
-        for k in range(tm.model.num_layers):
-            acc.add(k, dh[k], dc[k], lengths)
+        flow = []  # from the model's own backward; batch_gradient_flow is its test oracle
+        tm.model.loss_and_grads(x, lengths, np.asarray(y)[idx], flow=flow)
+        for k, (dh, dc) in enumerate(flow):  # the batch mean's rows, times B: each own loss
+            acc.add(k, dh * len(idx), dc * len(idx), lengths)
     return acc.records(epoch)

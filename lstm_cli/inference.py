@@ -126,12 +126,16 @@ def _check_params(params, spec) -> None:
     Checked before the model is built, so a size edited to 10**9 fails here instead of
     allocating a model that large."""
     layers = spec.get("num_layers", 1)
+    bidirectional = spec.get("bidirectional", False)
+    count = 2 * layers * (2 if bidirectional else 1) + 2
     _expect(  # first: an edited num_layers of 10**9 builds no dict
-        len(params) == 2 * layers + 2,
+        len(params) == count,
         f"{len(params)} parameters stored, but the architecture in 'model' "
-        f"({layers} layer(s) and a head) has {2 * layers + 2}",
+        f"({layers} layer(s){' x 2 directions' if bidirectional else ''} and a head) has {count}",
     )
-    want = param_shapes(spec["input_size"], spec["hidden_size"], spec["num_classes"], layers)
+    want = param_shapes(
+        spec["input_size"], spec["hidden_size"], spec["num_classes"], layers, bidirectional
+    )
     unexpected = sorted(set(params) - set(want))
     if unexpected:
         raise _BadMeta(

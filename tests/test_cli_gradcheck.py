@@ -190,3 +190,29 @@ def test_config_architecture(write_config):
     assert shapes["lstm.0.W"] == [3 + 5, 20] and shapes["head.W"] == [5, 3]
     assert CliRunner().invoke(gradcheck, ["--config", cfg, "--head", "last"]).exit_code == 2
     assert CliRunner().invoke(gradcheck, ["--set", "model.head=all"]).exit_code == 2
+
+
+def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
+    import json
+
+    from lstm_cli.config import load_config
+    from lstm_cli.data import load_dataset
+    from lstm_cli.diagnostics import checkpoint_gradient_flow
+    from lstm_cli.inference import encode_dataset_labels, load_trained
+    from lstm_cli.training import fit
+
+    cfg = load_config(write_config(train={"epochs": 2}, model={"num_layers": 2}))
+    fit(cfg, progress=False, log=lambda *a: None)
+    ckpt, out = str(tmp_path / "run" / "best.npz"), tmp_path / "flow.jsonl"
+    r = CliRunner().invoke(
+        gradcheck, ["--flow", ckpt, "--data", cfg.data.train, "--output", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "dL/h_t" in r.stdout and "100%" in r.stdout
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    tm, ds = load_trained(ckpt), load_dataset(cfg.data.train)
+    assert got == checkpoint_gradient_flow(
+        tm, ds, encode_dataset_labels(ds, tm.classes), tm.meta["epoch"]
+    )
+    r = CliRunner().invoke(gradcheck, ["--flow", ckpt])
+    assert r.exit_code == 2 and "--data" in r.stderr

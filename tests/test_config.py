@@ -477,7 +477,8 @@ def test_empty_key_is_an_error(tmp_path, text, where):
         ),
         (
             "model: {head: first}",
-            "The 'model.head' parameter must be a str among {'last', 'all', 'mean'}. Got 'first' instead.",
+            "The 'model.head' parameter must be a str among {'last', 'all', 'mean'}."
+            " Got 'first' instead.",
         ),
     ],
 )

@@ -12,15 +12,17 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lstm_cli.data import SequenceDataset
+from lstm_cli.data import SequenceDataset, pad_batch
 from lstm_cli.diagnostics import (
     PERCENTS,
     GradFlowAccumulator,
+    batch_gradient_flow,
+    checkpoint_gradient_flow,
     diagnose,
     fraction_bins,
     prefix_lengths,
 )
-from lstm_cli.errors import DataError
+from lstm_cli.errors import DataError, LstmCliError
 from lstm_cli.inference import TrainedModel, evaluate_dataset
 from lstm_cli.nn.model import LSTMClassifier
 from lstm_cli.plot.runfiles import check_gradflow_record, read_gradflow, read_metrics, read_report
@@ -52,7 +54,7 @@ def test_prefix_lengths_are_exact_ceilings():
     assert (cut[-1] == lengths).all()
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
 def test_by_step_equals_the_model_on_truncated_sequences(head):
     tm, ds, seqs, labels = _tiny(head, seed=2)
     y = np.array([tm.classes.index(lbl) for lbl in labels])
@@ -319,3 +321,31 @@ def test_gradient_flow_norms_match_finite_differences(head):
                     minus = _loss_perturbed(tm, seqs[n], y[n], where, k, t, -e)
                     g[u] = (plus - minus) / (2 * eps)
                 assert norms[k][n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
+
+
+def test_bidirectional_models_are_refused_with_a_clear_error():
+    tm, ds, seqs, labels = _tiny("last")
+    tm.model.bidirectional = True
+    y = np.array([tm.classes.index(lbl) for lbl in labels])
+    with pytest.raises(LstmCliError, match="unidirectional models only"):
+        diagnose(tm, ds, y)
+
+
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
+def test_checkpoint_gradient_flow_is_the_reference_bptt(head):
+    """checkpoint_gradient_flow reads the model's own backward; batch_gradient_flow (a
+    plain step-by-step BPTT of each sequence's own loss) is the oracle for last/all."""
+    tm, ds, seqs, labels = _tiny(head, seed=4)
+    y = np.array([tm.classes.index(lbl) for lbl in labels])
+    records = checkpoint_gradient_flow(tm, ds, y, epoch=3, batch_size=len(seqs))
+    assert [r["layer"] for r in records] == [0, 1] and records[0]["epoch"] == 3
+    if head == "mean":
+        assert all(v is None or v > 0 for v in records[0]["dh_norm"])
+        return
+    x, lengths = pad_batch(ds, np.arange(len(seqs)), tm.model.dtype, tm.mean, tm.std)
+    dh, dc, _ = batch_gradient_flow(tm.model, x, lengths, y)
+    T = x.shape[1]
+    valid = np.arange(T)[None, :] < lengths[:, None]
+    for k, rec in enumerate(records):
+        want = np.where(valid, dh[k], 0).sum(0) / valid.sum(0)
+        np.testing.assert_allclose(rec["dh_norm"], want, rtol=1e-10)

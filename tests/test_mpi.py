@@ -117,6 +117,14 @@ def assert_same_run(one: Path, other: Path, tol):
     sb = json.loads((other / "summary.json").read_text())
     assert abs(sa["test"]["loss"] - sb["test"]["loss"]) <= tol * max(1.0, sa["test"]["loss"])
     assert sa["best_epoch"] == sb["best_epoch"]
+    if (one / "gradflow.jsonl").exists():  # gradient flow summed over the ranks
+        fa, fb = ((d / "gradflow.jsonl").read_text().splitlines() for d in (one, other))
+        assert len(fa) == len(fb) > 0
+        for la, lb in zip(fa, fb):
+            ra, rb = json.loads(la), json.loads(lb)
+            assert ra["count"] == rb["count"]
+            for x, y in zip(ra["dh_norm"] + ra["dc_norm"], rb["dh_norm"] + rb["dc_norm"]):
+                assert (x is None and y is None) or abs(x - y) <= tol * max(1.0, abs(x))
 
 
 @pytest.mark.parametrize(
@@ -124,7 +132,7 @@ def assert_same_run(one: Path, other: Path, tol):
     [("last", "float64", 1e-12), ("all", "float64", 1e-12), ("all", "float32", 1e-5)],
 )
 def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
-    cfg = write_task(tmp_path, head=head, dtype=dtype)
+    cfg = write_task(tmp_path, head=head, dtype=dtype, gradflow_every=1)
     run(1, "--config", cfg, "--output", str(tmp_path / "one"))
     for n in (2, 3):  # 3: shards of uneven size and work
         done = run(n, "--config", cfg, "--output", str(tmp_path / f"n{n}"))

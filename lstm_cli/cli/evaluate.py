@@ -10,7 +10,7 @@ from ..data import FORMATS
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
-def _load_data_for(tm, data_path, fmt, require_labels):
+def load_data_for(tm, data_path, fmt, require_labels):
     from ..data import load_dataset
 
     return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
@@ -207,7 +207,7 @@ def evaluate(
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
         by_step = gates = True
     tm = load_trained(checkpoint)
-    ds = _load_data_for(tm, data_path, fmt, require_labels=True)
+    ds = load_data_for(tm, data_path, fmt, require_labels=True)
     report, probs, y = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
     report["checkpoint"] = checkpoint
     if by_step or gates:
@@ -254,7 +254,7 @@ def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
         [("--output", output)], [("checkpoint", checkpoint), ("data file", data_path)]
     )
     tm = load_trained(checkpoint)
-    ds = _load_data_for(tm, data_path, fmt, require_labels=False)
+    ds = load_data_for(tm, data_path, fmt, require_labels=False)
     check_features(ds, tm)
     probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
     write_output(output or "-", _predictions_csv(tm.classes, probs))

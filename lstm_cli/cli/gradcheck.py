@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import ConfigError, LstmCliError
-from .common import CONTEXT, format_table, handles_errors
+from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
 class _FiniteFloat(click.ParamType):
@@ -118,6 +118,24 @@ class _FiniteFloat(click.ParamType):
     "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
 )
 @click.option("--quiet", is_flag=True, help="Print only failures and the verdict.")
+@click.option(
+    "--flow",
+    "flow_checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Instead: the gradient flow through time of this checkpoint on --data (mean norms of "
+    "dL/dh_t and dL/dc_t by fraction of sequence length, per layer); --output writes the "
+    "gradflow.jsonl records.",
+)
+@click.option(
+    "--data", "data_path", type=click.Path(exists=True), default=None, help="With --flow."
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --flow: write the records here ('-': stdout).",
+)
 @handles_errors
 @click.pass_context
 def gradcheck(
@@ -140,6 +158,9 @@ def gradcheck(
     max_entries,
     as_json,
     quiet,
+    flow_checkpoint,
+    data_path,
+    output,
 ):
     """Check the hand-written BPTT against central finite differences (float64).
 
@@ -150,6 +171,10 @@ def gradcheck(
     3 or 4 for a bad config or data file (as lstm-train).
     """
     from ..nn.gradcheck import check_model, random_problem
+
+    if flow_checkpoint is not None or data_path is not None or output is not None:
+        _gradient_flow(flow_checkpoint, data_path, output, as_json)
+        return
 
     if config_path is not None:
         from click.core import ParameterSource
@@ -275,3 +300,39 @@ def _architecture_from_config(config_path, overrides):
         num_classes,
         m.forget_bias,
     )
+
+
+def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
+    """--flow CHECKPOINT --data FILE: gradient-flow records of the checkpoint on the data."""
+    from ..diagnostics import checkpoint_gradient_flow
+    from ..inference import encode_dataset_labels, load_trained
+    from .evaluate import load_data_for
+
+    if checkpoint is None or data_path is None:
+        raise click.UsageError("--flow CHECKPOINT and --data FILE go together (--output too)")
+    refuse_output_over_input(
+        [("--output", output)], [("checkpoint", checkpoint), ("data", data_path)]
+    )
+    tm = load_trained(checkpoint)
+    ds = load_data_for(tm, data_path, "auto", require_labels=True)
+    records = checkpoint_gradient_flow(
+        tm, ds, encode_dataset_labels(ds, tm.classes), tm.meta.get("epoch") or 1
+    )
+    if output:
+        write_output(output, "".join(json.dumps(r) + "\n" for r in records))
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+        return
+    rows = []
+    for r in records:
+        for name in ("dh", "dc"):
+            values = r[f"{name}_norm_by_fraction"]
+            rows.append(
+                [r["layer"], f"dL/{name[1]}_t"] + ["-" if v is None else f"{v:.2e}" for v in values]
+            )
+    bins = [f"{int(100 * f)}%" for f in records[0]["fraction"]]
+    click.echo(
+        f"gradient flow of {checkpoint} on {data_path} (epoch {records[0]['epoch']}): mean norm "
+        "per sequence by fraction of its length"
+    )
+    click.echo(format_table(["layer", "of"] + bins, rows, "ll" + "r" * len(bins)))

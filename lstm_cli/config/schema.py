@@ -126,6 +126,7 @@ class TrainConfig:
     # None | "balanced" | ((label, weight), ...) in file order; use dict(...) to look up.
     class_weights: None | str | tuple[tuple[int | str, float], ...] = None
     checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
+    gradflow_every: int = 0  # record gradient flow every N epochs (gradflow.jsonl); 0 = off
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.early_stopping.min_delta": Interval(float, 0.0),
     "train.class_weights": ClassWeights(),
     "train.checkpoint_every_steps": Interval(int, 0),
+    "train.gradflow_every": Interval(int, 0),
     "output.dir": Str(_PATH),
 }
 

@@ -338,7 +338,9 @@ def _gate_factors(gates, tanh_c, c_prev, out_dgate, out_dc_from_h):
     out_dc_from_h *= o
 
 
-def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None):
+def lstm_layer_backward(
+    dh, cache: LayerCache, W, workspace=None, need_dx=True, dh_last=None, flow=None
+):
     """BPTT through one layer (docs/design.md §4; lstm_cli.nn.reference.backward is its oracle).
 
     dh: gradient of the loss w.r.t. the layer's outputs h (from the head or the next
@@ -352,6 +354,8 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
     workspace: scratch arrays (and dx) are taken from it; dW, db, dh0, dc0 are always new.
     need_dx=False skips the input gradient's GEMM (the first layer's input is data) and
     returns None for dx.
+    flow: optional pair of (N,) arrays, filled with the L2 norm over the units of the total
+    dL/dh_t and dL/dc_t of every packed row (gradient flow through time; None costs nothing).
     """
     alloc = _allocator(workspace, "bwd.")
     N = cache.xh.shape[0]
@@ -369,7 +373,7 @@ def lstm_layer_backward(dh, cache: LayerCache, W, workspace=None, need_dx=True, 
     else:
         total_dh = _last_step_dh(dh_last, dh_next, bounds)
     dz = alloc("dz", (N, 4 * H), dtype)  # gradient w.r.t. the pre-activations, TF order
-    _bptt(cache, W, total_dh, dz, dh_next, dc_next, alloc)
+    _bptt(cache, W, total_dh, dz, dh_next, dc_next, alloc, flow)
 
     dWb = np.matmul(cache.xh.T, dz)  # (1+I+H, 4H): the bias (ones column), x-rows, h-rows
     dW, db = dWb[1:], dWb[0]  # (I+H, 4H), (4H,)
@@ -407,10 +411,11 @@ def _last_step_dh(dh_last, dh_next, bounds):
     return total
 
 
-def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc):
+def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc, flow=None):
     """The step loop of the backward, t = T-1 down to 0: fills dz (N, 4H) (TF order) and
     leaves dh0, dc0 in dh_next, dc_next (B, H). total_dh(t, lo, hi, dh_next[:n]) gives
-    step t's (n, H) total dL/dh_t (head part + part from step t+1)."""
+    step t's (n, H) total dL/dh_t (head part + part from step t+1). flow: (dh_norm,
+    dc_norm) (N,) arrays to fill with each row's norm of dL/dh_t and dL/dc_t, or None."""
     gates, bounds = cache.gates, cache.offsets.tolist()  # gates (4, N, H), Gate order
     N, H = cache.tanh_c.shape
     B = dh_next.shape[0]
@@ -455,6 +460,9 @@ def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc):
         dh_n = total_dh(t, lo, hi, dh_next_n)  # (n, H) dL/dh_t
         np.multiply(dh_n, dcfh_buf[r : r + n], out=dc_n)
         dc_n += dc_next_n  # dc = dh * o * (1 - tanh_c^2) + dc_next
+        if flow is not None:  # before the GEMM below overwrites dh_n (last-step mode)
+            flow[0][lo:hi] = np.sqrt(np.einsum("nh,nh->n", dh_n, dh_n))
+            flow[1][lo:hi] = np.sqrt(np.einsum("nh,nh->n", dc_n, dc_n))
         np.multiply(dgate_buf[TF.IJF, r : r + n], dc_n, out=dz_ijf[:, lo:hi])
         np.multiply(dh_n, dgate_buf[TF.O, r : r + n], out=dz_o[lo:hi])
         np.matmul(dz[lo:hi], WhT, out=dh_next_n)  # dh_next = dz @ W_h^T

@@ -343,13 +343,18 @@ class LSTMClassifier:
             p[f"lstm.{k}.reverse.b"],
         )
 
-    def backward(self, dlogits, cache: ForwardCache, workspaces=None, need_dx=True):
+    def backward(self, dlogits, cache: ForwardCache, workspaces=None, need_dx=True, flow=None):
         """Gradients of the loss given dL/dlogits (shaped as forward's logits).
 
         Returns (grads, dx): grads has exactly the keys of ``params``; dx (B, T, I) is the
         gradient w.r.t. the input batch (zero at padded steps), or None with need_dx=False
         (which saves the first layer's input-gradient GEMM).
+        flow: an empty list to receive, per layer (bottom first), the norms of the batch
+        loss's dL/dh_t and dL/dc_t as two (B, T) arrays (zero past each length) from this
+        same backward pass; unidirectional models only.
         """
+        if flow is not None and self.bidirectional:
+            raise LstmCliError("gradient flow is recorded for unidirectional models only")
         p = self.params
         grads = {}
         dh = dh_last = None
@@ -381,6 +386,10 @@ class LSTMClassifier:
                 grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"] = fwd
                 grads[f"lstm.{k}.reverse.W"], grads[f"lstm.{k}.reverse.b"] = bwd
             else:
+                rows = None
+                if flow is not None:
+                    n = len(cache.batch.seq)
+                    rows = (np.zeros(n), np.zeros(n))  # (N,) each, packed rows
                 dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                     dh,
                     cache.layers[k],
@@ -388,7 +397,10 @@ class LSTMClassifier:
                     workspace=ws[0],
                     need_dx=need_dx or k > 0,
                     dh_last=top_dh_last,
+                    flow=rows,
                 )
+                if rows is not None:
+                    flow.insert(0, tuple(self._unpack_rows(r, cache.batch) for r in rows))
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
@@ -401,6 +413,13 @@ class LSTMClassifier:
         )  # (B, T, I), x's shape
         dx[pb.index] = dh
         return grads, dx
+
+    @staticmethod
+    def _unpack_rows(values, pb):
+        """(N,) values of the packed rows -> (B, T) in the caller's layout, 0 past each end."""
+        out = np.zeros((len(pb.lengths), pb.padded_T))
+        out[pb.index] = values
+        return out
 
     def _row_weights(self, y, pb: PackedBatch, class_weights):
         """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
@@ -465,6 +484,7 @@ class LSTMClassifier:
         dropout_masks=None,
         return_dx=False,
         return_probs=False,
+        flow=None,
     ):
         """Mean cross-entropy of the batch and the gradient of every parameter.
 
@@ -472,7 +492,7 @@ class LSTMClassifier:
         then the weighted mean, sum_b w_{y_b} CE_b / sum_b w_{y_b}). Returns (loss, grads),
         plus dx (B, T, I) with return_dx=True and the class probabilities (B, K) with
         return_probs=True. Large intermediate arrays are reused from call to call (the
-        returned arrays are always new).
+        returned arrays are always new). flow: see ``backward``.
         """
         logits, cache = self.forward(
             x,
@@ -485,7 +505,7 @@ class LSTMClassifier:
         loss, dlogits = self.loss_from_logits(logits, cache, y, class_weights)
         probs = self.probabilities(logits, cache) if return_probs else None
         grads, dx = self.backward(
-            dlogits, cache, workspaces=self._own_workspaces(), need_dx=return_dx
+            dlogits, cache, workspaces=self._own_workspaces(), need_dx=return_dx, flow=flow
         )
         out = (loss, grads)
         if return_dx:

@@ -14,6 +14,7 @@ import numpy as np
 from .. import __version__
 from ..config import Config, config_to_dict
 from ..data import make_batches, pad_batch, padded_fraction
+from ..diagnostics import GradFlowAccumulator
 from ..errors import ConfigError, Interrupted, LstmCliError, TrainingError
 from ..inference import loss_and_probs
 from ..nn.model import LSTMClassifier
@@ -24,6 +25,7 @@ from .env import blas_threads
 from .prepare import PreparedData
 from .resume import restore as restore_state
 from .rundir import (
+    append_gradflow,
     retire_earlier_run,
     write_config,
     write_metrics,
@@ -120,6 +122,7 @@ class Trainer:
         self.partial = None  # state of an unfinished epoch: batches, position, sums
         self.guard = None  # the SignalGuard while run() runs
         self.agreed_signal = None  # a stop signal all ranks have seen (see _train_step)
+        self.flow = None  # a GradFlowAccumulator during an epoch that records gradient flow
         # files of an earlier run in the folder (--overwrite): removed only when this run
         # writes its first checkpoint (see _retire_earlier_run)
         self.earlier_run = []
@@ -226,6 +229,9 @@ class Trainer:
         epoch = self.epoch  # 0-based index of the epoch being run
         t0 = time.perf_counter()
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
+        every = cfg.train.gradflow_every
+        recording = every and (epoch + 1) % every == 0 and not self.model.bidirectional
+        self.flow = GradFlowAccumulator() if recording else None
         if self.partial is None:
             batches = make_batches(
                 data.train.lengths,
@@ -296,6 +302,7 @@ class Trainer:
         y = data.y_train[idx]
         if self.comm.size == 1:
             x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+            flow = None if self.flow is None else []
             with np.errstate(all="ignore"):  # a non-finite loss is reported just below
                 loss, grads, probs = model.loss_and_grads(
                     x,
@@ -305,7 +312,9 @@ class Trainer:
                     training=True,
                     rng=self.rng,
                     return_probs=True,
+                    flow=flow,
                 )
+            self._add_flow(flow, lengths, y, data.class_weights)
             correct = int((probs.argmax(1) == y).sum())
             self.agreed_signal = self.guard.signum if self.guard is not None else None
         else:
@@ -348,16 +357,20 @@ class Trainer:
         loss = correct = 0.0
         if len(mine):
             x, lens = pad_batch(data.train, idx[mine], model.dtype, data.mean, data.std)
+            cw = data.class_weights if share > 0 else None
+            flow = None if self.flow is None else []
             with np.errstate(all="ignore"):  # a non-finite loss is reported by the caller
                 loss, grads, probs = model.loss_and_grads(
                     x,
                     lens,
                     y[mine],
-                    data.class_weights if share > 0 else None,
+                    cw,
                     training=True,
                     dropout_masks=None if masks is None else [m[mine, : x.shape[1]] for m in masks],
                     return_probs=True,
+                    flow=flow,
                 )
+            self._add_flow(flow, lens, y[mine], cw)
             correct = float((probs.argmax(1) == y[mine]).sum())
         flags = {
             "sigint": float(signum == signal.SIGINT),
@@ -368,6 +381,30 @@ class Trainer:
         buf[self.exchange.array_length] *= share  # the loss
         grads, sums = self.exchange.unpack(comm.allreduce_sum(buf), model.dtype)
         return sums["loss"], grads, int(round(sums["correct"])), _stop_signal(sums)
+
+    def _add_flow(self, flow, lengths, y, class_weights) -> None:
+        """Add a batch's gradient flow to this epoch's records, as the gradients of each
+        sequence's own loss: the batch loss weights sequence b by w_b / sum(w), so its rows
+        are scaled back by sum(w) / w_b (sequences of weight 0 are left out)."""
+        if flow is None:
+            return
+        w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]  # (B,)
+        keep = w > 0
+        scale = (w.sum() / w[keep])[:, None]  # (B', 1)
+        for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T)
+            self.flow.add(k, dh_norm[keep] * scale, dc_norm[keep] * scale, lengths[keep])
+
+    def _write_gradflow(self) -> None:
+        """This epoch's gradient-flow records (summed over ranks) into gradflow.jsonl."""
+        flow, self.flow = self.flow, None
+        if flow is None:
+            return
+        if self.comm.size > 1:
+            L, T = self.model.num_layers, int(self.data.train.lengths.max())
+            flow.load_flat_sums(self.comm.allreduce_sum(flow.flat_sums(L, T)), L, T)
+        records = flow.records(self.epoch)
+        if self.writer and records:
+            append_gradflow(self.run_dir, records)
 
     def _agree_on_stop(self, signum):
         """The stop signal any rank has received (all ranks learn it), or None."""
@@ -438,6 +475,7 @@ class Trainer:
         self.save_last()
         if self.writer:
             write_metrics(self.run_dir, self.history)
+        self._write_gradflow()
         self.log(
             f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "

@@ -33,7 +33,15 @@ METRIC_COLUMNS = [
     "padded_fraction",
     "sequences_per_second",
 ]
-RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "last.npz", "best.npz", "summary.json")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "metrics.csv",
+    "gradflow.jsonl",
+    "last.npz",
+    "best.npz",
+    "summary.json",
+)
 LOCK_NAME = ".lstm-train.lock"  # not a run file: an earlier run's leftover lock is no run
 
 
@@ -169,6 +177,19 @@ def write_metrics(run_dir, history) -> None:
     for row in history:
         writer.writerow(["" if row.get(c) is None else row[c] for c in METRIC_COLUMNS])
     write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
+
+
+def append_gradflow(run_dir, records) -> None:
+    """Add one epoch's gradient-flow records to gradflow.jsonl (rewritten atomically).
+    Records of that epoch or later already in the file (an epoch re-run after a resume)
+    are replaced, so the file holds each epoch once."""
+    path = os.path.join(run_dir, "gradflow.jsonl")
+    epoch = records[0]["epoch"]
+    kept = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            kept = [line for line in fh if line.strip() and json.loads(line)["epoch"] < epoch]
+    write_text(path, "".join(kept) + "".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_summary(run_dir, summary: dict) -> None:

@@ -1,0 +1,103 @@
+"""Gradient flow through time recorded during training (train.gradflow_every, issue #14).
+
+The training backward pass itself reports, per packed row, the norms of the total dL/dh_t
+and dL/dc_t (both paths: the head at t and step t+1); these are checked against
+lstm_cli.diagnostics.batch_gradient_flow, an independent step-by-step BPTT on each
+sequence's own loss.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from lstm_cli.config import load_config
+from lstm_cli.data import load_dataset
+from lstm_cli.diagnostics import batch_gradient_flow, checkpoint_gradient_flow
+from lstm_cli.errors import LstmCliError
+from lstm_cli.inference import TrainedModel, encode_dataset_labels
+from lstm_cli.nn.gradcheck import random_problem
+from lstm_cli.store.checkpoint import load_checkpoint
+from lstm_cli.training import fit
+from lstm_cli.training.rundir import append_gradflow
+
+
+def _fit(path, *overrides):
+    return fit(load_config(path, overrides), progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_training_backward_reports_each_steps_gradient_norms(head, weighted):
+    model, x, lengths, y = random_problem(num_layers=2, head=head, seed=3)
+    cw = np.array([0.5, 2.0, 1.0]) if weighted else None
+    flow = []
+    model.loss_and_grads(x, lengths, y, cw, flow=flow)
+    ref_dh, ref_dc, _ = batch_gradient_flow(model, x, lengths, y)  # per-sequence losses
+    w = np.ones(len(y)) if cw is None else cw[y]
+    scale = (w.sum() / w)[:, None]  # the batch loss weighs sequence b by w_b / sum(w)
+    assert len(flow) == 2
+    for k, (dh, dc) in enumerate(flow):
+        np.testing.assert_allclose(dh * scale, ref_dh[k], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(dc * scale, ref_dc[k], rtol=1e-10, atol=1e-14)
+        valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
+        assert (dh[~valid] == 0).all() and (dh[valid] > 0).all()
+
+
+def test_bidirectional_models_record_no_flow():
+    model, x, lengths, y = random_problem(num_layers=1, head="last", seed=1)
+    model.bidirectional = True
+    with pytest.raises(LstmCliError, match="unidirectional models only"):
+        model.backward(None, None, flow=[])
+
+
+def test_an_epochs_records_are_the_mean_over_its_sequences(write_config, tmp_path):
+    """With a learning rate too small to move the weights, one epoch's records equal the
+    per-sequence gradient flow of the initial model over the training split."""
+    cfg = write_config(
+        model={"hidden_size": 5, "num_layers": 2, "dtype": "float64"},
+        data={"valid_fraction": 0.0},
+        train={"epochs": 1, "gradflow_every": 1, "optimizer": {"name": "sgd", "lr": 1e-300}},
+    )
+    result = _fit(cfg)
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "gradflow.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["layer"]) for r in records] == [(1, 0), (1, 1)]
+    c = load_config(cfg)
+    ds = load_dataset(c.data.train)
+    tm = result.trained  # the weights moved by ~1e-300 at most
+    y = encode_dataset_labels(ds, tm.classes)
+    want = checkpoint_gradient_flow(
+        TrainedModel(tm.model, tm.classes, tm.mean, tm.std, {}), ds, y, 1
+    )
+    for got, ref in zip(records, want):
+        assert got["count"] == ref["count"] and got["step"] == ref["step"]
+        for key in ("dh_norm", "dc_norm", "dh_norm_by_fraction", "dc_norm_by_fraction"):
+            assert [v is None for v in got[key]] == [v is None for v in ref[key]]
+            g, r = (np.array([v for v in vals if v is not None]) for vals in (got[key], ref[key]))
+            np.testing.assert_allclose(g, r, rtol=1e-9)
+
+
+def test_records_only_every_n_epochs_and_off_by_default(write_config, tmp_path):
+    _fit(write_config(train={"epochs": 4, "gradflow_every": 2}))
+    lines = (tmp_path / "run" / "gradflow.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [2, 4]
+    _fit(write_config(name="off.yaml", train={"epochs": 2}, output={"dir": str(tmp_path / "off")}))
+    assert not (tmp_path / "off" / "gradflow.jsonl").exists()
+    assert load_checkpoint(str(tmp_path / "off" / "last.npz")).meta["epoch"] == 2
+
+
+def test_an_epoch_run_again_replaces_its_records(tmp_path):
+    def rec(epoch, layer):
+        return {"epoch": epoch, "layer": layer}
+
+    append_gradflow(tmp_path, [rec(1, 0), rec(1, 1)])
+    append_gradflow(tmp_path, [rec(2, 0), rec(2, 1)])
+    append_gradflow(tmp_path, [rec(2, 0), rec(2, 1)])  # epoch 2 again, after a resume
+    lines = (tmp_path / "gradflow.jsonl").read_text().splitlines()
+    assert [(json.loads(x)["epoch"], json.loads(x)["layer"]) for x in lines] == [
+        (1, 0),
+        (1, 1),
+        (2, 0),
+        (2, 1),
+    ]
