@@ -81,6 +81,7 @@ class Trainer:
             min_lr=s.min_lr,
             patience=s.patience,
             factor=s.factor,
+            warmup_epochs=s.warmup_epochs,
         )
         self.best_metric = (
             cfg.train.early_stopping.metric if data.valid is not None else "train_loss"
