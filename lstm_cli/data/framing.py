@@ -20,7 +20,6 @@ __all__ = [
     "pool_steps",
     "frame_steps",
     "transform_dataset",
-    "transformed_features",
 ]
 
 
@@ -77,11 +76,6 @@ def frame_steps(x, offsets, k):
     out = np.zeros((int(new_offsets[-1]), k, F), dtype=np.float64)
     out[frame, within % k] = np.asarray(x, dtype=np.float64)
     return out.reshape(-1, k * F), new_offsets
-
-
-def transformed_features(num_features: int, frame: int = 1) -> int:
-    """The number of features per step the model sees: F * frame (pooling keeps F)."""
-    return num_features * frame
 
 
 def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
