@@ -14,6 +14,7 @@ import numpy as np
 from .config.schema import CONSTRAINTS
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .data.csvfile import CSV_OPTION_KEYS
+from .data.framing import transform_dataset
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report
 from .nn.model import LSTMClassifier, param_shapes
@@ -42,6 +43,33 @@ class TrainedModel:
         csv = (self.meta.get("config") or {}).get("data", {}).get("csv") or {}
         given = {k: csv[k] for k in CSV_OPTION_KEYS if csv.get(k) is not None}
         return given or None
+
+    @property
+    def transforms(self) -> dict:
+        """The training config's input transforms (data.framing.transform_dataset's
+        arguments); a checkpoint written before they existed has them all off."""
+        data = (self.meta.get("config") or {}).get("data") or {}
+        return {k: data.get(f, off) for k, (f, off) in _TRANSFORM_KEYS.items()}
+
+    def prepare(self, ds):
+        """Raw data as the model was trained on it: the per-sequence z-score, pooling and
+        framing of the training config applied (eval, predict). The feature check counts
+        the file's own features, before framing."""
+        frame = self.transforms["frame"]
+        if ds.num_features * frame != self.num_features:
+            raise DataError(
+                f"{ds.source}: the data has {ds.num_features} features per step, but the "
+                f"model was trained on {self.num_features // frame}"
+            )
+        return transform_dataset(ds, **self.transforms)
+
+
+# transform_dataset's argument -> (data.* key in the stored config, value when absent)
+_TRANSFORM_KEYS = {
+    "per_sequence": ("normalize_per_sequence", False),
+    "pool": ("pool", 1),
+    "frame": ("frame", 1),
+}
 
 
 def load_trained(path) -> TrainedModel:
@@ -92,6 +120,7 @@ def _rebuild(ckpt) -> TrainedModel:
     classes = _checked_classes(meta["classes"], spec["num_classes"])
     mean, std = _checked_normalization(meta.get("normalization"), spec["input_size"])
     _check_csv_config(meta)
+    _check_transforms(meta, spec["input_size"])
     with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below
         model = LSTMClassifier.from_spec(spec, ckpt.params)
     for name, value in model.params.items():  # NaN/Inf stored, or beyond float32 once cast
@@ -242,6 +271,21 @@ def _check_csv_config(meta) -> None:
         constraint = CONSTRAINTS.get(f"data.csv.{key}")
         if constraint is not None and value is not None:
             _checked(f"'{where}.{key}'", value, constraint)
+
+
+def _check_transforms(meta, input_size) -> None:
+    """The input transforms in ``meta["config"]["data"]`` meet the config schema, and the
+    model's input size is a multiple of the frame."""
+    data = (meta.get("config") or {}).get("data") or {}
+    for key, _ in _TRANSFORM_KEYS.values():
+        if data.get(key) is not None:
+            _checked(f"'config.data.{key}'", data[key], CONSTRAINTS[f"data.{key}"])
+    frame = data.get("frame") or 1
+    _expect(
+        input_size % frame == 0,
+        f"'config.data.frame' is {frame}, but the model's input size {input_size} is not a "
+        "multiple of it",
+    )
 
 
 def encode_dataset_labels(ds: SequenceDataset, classes, allow_unknown=False):

@@ -346,8 +346,8 @@ def test_unknown_key_suggestions(tmp_path, key, suggestion):
 
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
-    msg = error_of(tmp_path, MINIMAL + "train:\n  schedule:\n    warmup: 3\n")
-    assert "unknown key 'train.schedule.warmup'" in msg
+    msg = error_of(tmp_path, MINIMAL + "train:\n  schedule:\n    swa: 3\n")
+    assert "unknown key 'train.schedule.swa'" in msg
     assert "valid keys under 'train.schedule' are: name, step_size" in msg
 
 

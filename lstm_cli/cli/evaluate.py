@@ -13,7 +13,8 @@ from .common import CONTEXT, format_table, handles_errors, refuse_output_over_in
 def load_data_for(tm, data_path, fmt, require_labels):
     from ..data import load_dataset
 
-    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
+    ds = load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
+    return tm.prepare(ds)  # the training run's per-sequence z-score, pooling and framing
 
 
 def _render_report(report) -> str:

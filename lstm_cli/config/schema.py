@@ -82,6 +82,9 @@ class DataConfig:
     test: str | None = None  # evaluated once, with best.npz, at the end
     format: str = "auto"  # auto (extension)|jsonl|npz|npy|csv|ts
     normalize: bool = True  # z-score features (training-split stats)
+    normalize_per_sequence: bool = False  # z-score each sequence on its own, first
+    pool: int = 1  # mean of each run of pool steps (after the per-sequence z-score)
+    frame: int = 1  # stack frame steps into one step of frame*F features (after pool)
     bucket: bool = True  # batch sequences of similar length together
     csv: CsvConfig = field(default_factory=CsvConfig)
 
@@ -105,6 +108,7 @@ class ScheduleConfig:
     min_lr: float = 0.0  # cosine floor / plateau floor
     patience: int = 5  # plateau: epochs without improvement
     factor: float = 0.5  # plateau: lr *= factor
+    warmup_epochs: int = 0  # linear warm-up over the first epochs, then the schedule
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,9 @@ CONSTRAINTS: dict[str, Constraint] = {
     "data.test": Str(_PATH, nullable=True),
     "data.format": Options(*FORMATS),
     "data.normalize": Bool(),
+    "data.normalize_per_sequence": Bool(),
+    "data.pool": Interval(int, 1),
+    "data.frame": Interval(int, 1),
     "data.bucket": Bool(),
     "data.csv.id_column": Str(),
     "data.csv.label_column": Str(),
@@ -223,6 +230,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.schedule.min_lr": Interval(float, 0.0),
     "train.schedule.patience": Interval(int, 0),
     "train.schedule.factor": Interval(float, 0.0, 1.0, "neither"),
+    "train.schedule.warmup_epochs": Interval(int, 0),
     "train.early_stopping.metric": Options("val_loss", "val_accuracy"),
     "train.early_stopping.patience": Interval(int, 1, nullable=True),
     "train.early_stopping.min_delta": Interval(float, 0.0),

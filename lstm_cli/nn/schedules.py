@@ -27,13 +27,28 @@ class LRSchedule:
       ``patience`` (Keras semantics; PyTorch waits for ``patience + 1``), multiplies
       the lr by ``factor`` (never below ``min_lr``) and resets the count.
     * ``constant``: always the current lr (``base_lr``).
+    * ``warmup_epochs`` W > 0 (any schedule): during epochs 0 .. W-1 the schedule's lr is
+      multiplied by ``(epoch + 1) / (W + 1)``, a linear ramp from ``lr / (W + 1)`` (never
+      0: no epoch is wasted) to the full lr at epoch W. The schedule itself is not
+      shifted: cosine still counts its ``epochs`` from epoch 0, and plateau observes
+      every epoch, the warm-up ones included. The ramp is a function of the epoch, so
+      the state to resume is the schedule's own.
 
     The trainer calls ``lr_for_epoch(epoch)`` at the start of each epoch, assigns it to
     ``optimizer.lr``, and calls ``observe(val_metric)`` at the end of the epoch.
     """
 
     def __init__(
-        self, name, base_lr, epochs, step_size=10, gamma=0.5, min_lr=0.0, patience=5, factor=0.5
+        self,
+        name,
+        base_lr,
+        epochs,
+        step_size=10,
+        gamma=0.5,
+        min_lr=0.0,
+        patience=5,
+        factor=0.5,
+        warmup_epochs=0,
     ):
         owner = "LRSchedule"
         self.name = check("name", name, Options(*SCHEDULES), owner)
@@ -49,6 +64,7 @@ class LRSchedule:
             )
         self.patience = check("patience", patience, Interval(int, 0), owner)
         self.factor = check("factor", factor, Interval(float, 0.0, 1.0, closed="neither"), owner)
+        self.warmup_epochs = check("warmup_epochs", warmup_epochs, Interval(int, 0), owner)
         self.lr = self.base_lr  # current lr of the plateau/constant schedules
         self.best: float | None = None  # best metric seen so far (plateau)
         self.mode: str | None = None  # "min" or "max", fixed by the first observe()
@@ -57,6 +73,13 @@ class LRSchedule:
     def lr_for_epoch(self, epoch) -> float:
         """Return the learning rate to use during 0-based ``epoch``."""
         epoch = check("epoch", epoch, Interval(int, 0), "LRSchedule.lr_for_epoch")
+        lr = self._scheduled(epoch)
+        if epoch < self.warmup_epochs:
+            return lr * (epoch + 1) / (self.warmup_epochs + 1)
+        return lr
+
+    def _scheduled(self, epoch) -> float:
+        """The schedule's lr for ``epoch`` before the warm-up factor."""
         if self.name == "step":
             return self.base_lr * self.gamma ** (epoch // self.step_size)
         if self.name == "cosine":
@@ -106,6 +129,7 @@ class LRSchedule:
             "min_lr": self.min_lr,
             "patience": self.patience,
             "factor": self.factor,
+            "warmup_epochs": self.warmup_epochs,
             "lr": self.lr,
             "best": self.best,
             "mode": self.mode,

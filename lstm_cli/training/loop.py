@@ -95,6 +95,7 @@ class Trainer:
             min_lr=s.min_lr,
             patience=s.patience,
             factor=s.factor,
+            warmup_epochs=s.warmup_epochs,
         )
         shapes = {k: v.shape for k, v in self.model.params.items()}
         self.exchange = FlatBuffer(shapes, ("loss", "correct", "sigint", "sigterm"))

@@ -20,6 +20,7 @@ from ..data import (
     release_pages,
     stratified_split,
 )
+from ..data.framing import transform_dataset
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
 
@@ -49,29 +50,42 @@ def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
     return load_dataset(path, cfg.data.format, require_labels=require_labels, csv_options=csv_opts)
 
 
+def input_transform(cfg: Config, ds: SequenceDataset) -> SequenceDataset:
+    """``ds`` with the config's per-sequence z-score, pooling and framing applied
+    (data.framing.transform_dataset), as eval and predict apply them from the checkpoint."""
+    d = cfg.data
+    return transform_dataset(ds, d.normalize_per_sequence, d.pool, d.frame)
+
+
 def prepare_data(cfg: Config, rng) -> PreparedData:
-    """Load train/valid/test, carve the validation split (seeded, stratified) if needed,
-    fix the label map and compute normalisation statistics on the training split only.
-    The class weights are left to fit (class_weight_vector), after the resume checks."""
-    full = load(cfg.data.train, cfg)
-    if cfg.data.valid:
-        train, valid = full, load(cfg.data.valid, cfg)
+    """Load train/valid/test, apply the input transforms (per-sequence z-score, pool,
+    frame) to whole sequences, carve the validation split (seeded, stratified) if needed,
+    fix the label map and compute normalisation statistics on the training split only, of
+    the transformed features. The class weights are left to fit (class_weight_vector),
+    after the resume checks."""
+    raw = load(cfg.data.train, cfg)
+    raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
+    raw_test = load(cfg.data.test, cfg) if cfg.data.test else None
+    for other in (raw_valid, raw_test):  # the files' own feature counts, before framing
+        if other is not None and other.num_features != raw.num_features:
+            raise DataError(
+                f"{other.source}: {other.num_features} features per step, but the "
+                f"training data {raw.source} has {raw.num_features}"
+            )
+    # whole sequences, before the split; the statistics below are of the transformed steps
+    full = input_transform(cfg, raw)
+    if raw_valid is not None:
+        train, valid = full, input_transform(cfg, raw_valid)
     elif cfg.data.valid_fraction > 0:
         tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
         # views: the split copies no rows (a memory-mapped training file stays on disk)
         train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
     else:
         train, valid = full, None
-    test = load(cfg.data.test, cfg) if cfg.data.test else None
+    test = input_transform(cfg, raw_test) if raw_test is not None else None
     classes = class_list(train.labels)
     if len(classes) < 2:
         raise DataError(f"{cfg.data.train}: training needs at least 2 classes; found {classes!r}")
-    for other in (valid, test):
-        if other is not None and other.num_features != train.num_features:
-            raise DataError(
-                f"{other.source}: {other.num_features} features per step, but the "
-                f"training data {train.source} has {train.num_features}"
-            )
     y_train = encode_dataset_labels(train, classes)
     y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
     if test is not None:
@@ -85,7 +99,7 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
         for ds in (valid, test):
             if ds is not None:
                 check_normalisable(ds, mean, std, cfg.model.dtype)
-    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(full))
+    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(raw))
 
 
 def class_weight_vector(cfg: Config, classes, y_train, origin=None):

@@ -1,0 +1,221 @@
+"""Input transforms (data.normalize_per_sequence, data.pool, data.frame): the array
+functions against a plain per-sequence loop, and the stored transform applied again by
+lstm-eval / lstm-predict."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lstm_cli.cli import evaluate, predict
+from lstm_cli.config import load_config
+from lstm_cli.data import SequenceDataset, load_dataset, write_jsonl
+from lstm_cli.data.framing import frame_steps, pool_steps, sequence_zscore, transform_dataset
+from lstm_cli.errors import CheckpointError, DataError
+from lstm_cli.inference import evaluate_dataset, load_trained, loss_and_probs
+from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
+from lstm_cli.training import fit
+
+LENGTHS = [1, 2, 5, 7, 10, 3]  # includes 1 and lengths not divisible by k
+
+
+def _ragged(lengths=LENGTHS, F=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(T, F)) for T in lengths]
+
+
+def _stacked(seqs):
+    ds = SequenceDataset.from_sequences(seqs, labels=list(range(len(seqs))))
+    return ds.x, ds.offsets
+
+
+def _pool_loop(s, k):
+    return np.stack([s[i : i + k].mean(axis=0) for i in range(0, len(s), k)])
+
+
+def _frame_loop(s, k):
+    rows = []
+    for i in range(0, len(s), k):
+        chunk = s[i : i + k]
+        pad = np.zeros((k - len(chunk), s.shape[1]))
+        rows.append(np.concatenate([chunk, pad]).reshape(-1))  # step-major: t0 f0, t0 f1, ...
+    return np.stack(rows)
+
+
+def _split(x, offsets):
+    return [x[offsets[n] : offsets[n + 1]] for n in range(len(offsets) - 1)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 11])
+def test_pool_matches_a_per_sequence_loop(k):
+    seqs = _ragged()
+    x, off = pool_steps(*_stacked(seqs), k)
+    got = _split(x, off)
+    assert [len(g) for g in got] == [-(-T // k) for T in LENGTHS]  # ceil(T/k), >= 1
+    for g, s in zip(got, seqs):
+        np.testing.assert_allclose(g, _pool_loop(s, k), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 11])
+def test_frame_matches_a_per_sequence_loop(k):
+    seqs = _ragged(F=3)
+    x, off = frame_steps(*_stacked(seqs), k)
+    assert x.shape[1] == 3 * k
+    got = _split(x, off)
+    for g, s in zip(got, seqs):
+        np.testing.assert_array_equal(g, _frame_loop(s, k))
+
+
+def test_frame_pads_the_last_partial_frame_with_zeros_and_never_mixes_sequences():
+    seqs = [np.full((3, 1), 1.0), np.full((2, 1), 2.0)]
+    x, off = frame_steps(*_stacked(seqs), 2)
+    np.testing.assert_array_equal(x, [[1, 1], [1, 0], [2, 2]])
+    np.testing.assert_array_equal(off, [0, 2, 3])
+
+
+def test_pool_last_window_is_the_mean_of_the_steps_it_has():
+    x, off = pool_steps(*_stacked([np.array([[1.0], [3.0], [8.0]])]), 2)
+    np.testing.assert_array_equal(x, [[2.0], [8.0]])
+
+
+@pytest.mark.parametrize("pool,frame", [(2, 3), (3, 2), (1, 4), (4, 1)])
+def test_transform_is_zscore_then_pool_then_frame(pool, frame):
+    seqs = [s * 5 + 3 for s in _ragged(F=2)]
+    ds = SequenceDataset.from_sequences(seqs, labels=list(range(len(seqs))), source="f")
+    out = transform_dataset(ds, per_sequence=True, pool=pool, frame=frame)
+    assert out.num_features == 2 * frame and out.source == "f"
+    np.testing.assert_array_equal(out.labels, ds.labels)
+    for n, s in enumerate(seqs):
+        sd = s.std(axis=0)
+        z = (s - s.mean(axis=0)) / np.where(sd <= 1e-7 * np.maximum(abs(s.mean(0)), 1), 1, sd)
+        want = _frame_loop(_pool_loop(z, pool), frame)
+        np.testing.assert_allclose(out.sequence(n), want, rtol=1e-12, atol=1e-12)
+
+
+def test_transform_off_returns_the_dataset_itself():
+    ds = SequenceDataset.from_sequences(_ragged())
+    assert transform_dataset(ds) is ds
+
+
+def test_sequence_zscore_by_hand_and_constant_sequences_become_zeros():
+    seqs = [np.array([[1.0, 5.0], [3.0, 5.0]]), np.array([[7.0, -2.0]])]
+    z = sequence_zscore(*_stacked(seqs))
+    # sequence 0: feature 0 mean 2, std 1 -> -1, 1; feature 1 constant -> centred: 0, 0
+    # sequence 1: one step: every feature constant -> 0
+    np.testing.assert_array_equal(z, [[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    assert np.isfinite(z).all()
+
+
+def test_sequence_zscore_uses_each_sequence_s_own_statistics():
+    a = np.array([[0.0], [2.0]])
+    z = sequence_zscore(*_stacked([a, a * 10 + 100]))
+    np.testing.assert_allclose(z, [[-1.0], [1.0], [-1.0], [1.0]])
+
+
+# ---- train -> checkpoint -> eval/predict on the raw file ---------------------------------
+
+
+@pytest.fixture
+def long_files(tmp_path):
+    """A 2-class task of 1-feature sequences of 9 to 23 steps (not multiples of 4)."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        seqs, labels = [], []
+        for i in range(n):
+            T = int(rng.integers(9, 24))
+            label = i % 2
+            t = np.arange(T)
+            base = np.sin(t * (0.3 if label else 1.1)) * 2 + rng.normal(0, 0.3, T) + 50
+            seqs.append(base[:, None])
+            labels.append(label)
+        return SequenceDataset.from_sequences(seqs, labels)
+
+    paths = {k: str(tmp_path / f"{k}.jsonl") for k in ("train", "test")}
+    write_jsonl(make(80), paths["train"])
+    write_jsonl(make(40), paths["test"])
+    return paths
+
+
+def _config(tmp_path, long_files, **data):
+    cfg = {
+        "data": {**long_files, "valid_fraction": 0.2, **data},
+        "model": {"hidden_size": 8},
+        "train": {"epochs": 3, "batch_size": 16, "optimizer": {"lr": 0.01}},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_checkpoint_round_trip_applies_the_stored_transforms(tmp_path, long_files):
+    path = _config(tmp_path, long_files, frame=4, pool=2, normalize_per_sequence=True)
+    result = fit(load_config(path), progress=False, log=lambda *a: None)
+    ckpt = str(tmp_path / "run" / "best.npz")
+    tm = load_trained(ckpt)
+    assert tm.model.input_size == 4  # frame 4 * 1 feature; pooling keeps F
+    assert tm.transforms == {"per_sequence": True, "pool": 2, "frame": 4}
+
+    r = CliRunner().invoke(evaluate, [ckpt, "--data", long_files["test"], "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["accuracy"] == result.test_report["accuracy"]
+    assert report["loss"] == pytest.approx(result.test_report["loss"], rel=1e-12)
+
+    # the model on explicitly transformed data gives the same losses and probabilities
+    raw = load_dataset(long_files["test"])
+    framed = transform_dataset(raw, per_sequence=True, pool=2, frame=4)
+    y = np.asarray(raw.labels)
+    losses, probs = loss_and_probs(tm.model, framed, y, tm.mean, tm.std)
+    assert float(losses.mean()) == pytest.approx(report["loss"], rel=1e-12)
+
+    r = CliRunner().invoke(predict, [ckpt, "--data", long_files["test"]])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    np.testing.assert_allclose([float(row["prob_1"]) for row in rows], probs[:, 1], atol=1e-6)
+
+    rep2, _, _ = evaluate_dataset(tm, tm.prepare(raw))
+    assert rep2["accuracy"] == report["accuracy"]
+
+
+def test_the_training_statistics_are_of_the_framed_features(tmp_path, long_files):
+    path = _config(tmp_path, long_files, frame=3)
+    fit(load_config(path), progress=False, log=lambda *a: None)
+    meta = load_checkpoint(str(tmp_path / "run" / "best.npz")).meta
+    assert len(meta["normalization"]["mean"]) == 3
+    assert meta["model"]["input_size"] == 3
+
+
+def test_eval_counts_the_file_s_own_features(tmp_path, long_files):
+    fit(load_config(_config(tmp_path, long_files, frame=4)), progress=False, log=lambda *a: None)
+    tm = load_trained(str(tmp_path / "run" / "best.npz"))
+    two = SequenceDataset.from_sequences([np.zeros((5, 2))], [0], source="two.jsonl")
+    with pytest.raises(
+        DataError, match="the data has 2 features per step, but the model was trained on 1"
+    ):
+        tm.prepare(two)
+
+
+def test_a_checkpoint_without_the_keys_loads_with_the_transforms_off(tmp_path, long_files):
+    fit(load_config(_config(tmp_path, long_files)), progress=False, log=lambda *a: None)
+    ckpt = load_checkpoint(str(tmp_path / "run" / "best.npz"))
+    for key in ("frame", "pool", "normalize_per_sequence"):
+        del ckpt.meta["config"]["data"][key]
+    old = str(tmp_path / "old.npz")
+    save_checkpoint(old, ckpt.params, ckpt.meta)
+    assert load_trained(old).transforms == {"per_sequence": False, "pool": 1, "frame": 1}
+
+
+def test_a_stored_frame_that_does_not_divide_the_input_size_is_refused(tmp_path, long_files):
+    fit(load_config(_config(tmp_path, long_files, frame=4)), progress=False, log=lambda *a: None)
+    ckpt = load_checkpoint(str(tmp_path / "run" / "best.npz"))
+    ckpt.meta["config"]["data"]["frame"] = 3
+    bad = str(tmp_path / "bad.npz")
+    save_checkpoint(bad, ckpt.params, ckpt.meta)
+    with pytest.raises(CheckpointError, match="config.data.frame"):
+        load_trained(bad)
