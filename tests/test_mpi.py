@@ -255,3 +255,25 @@ def test_a_rank_killed_with_sigkill_ends_the_job(tmp_path):
     out, err = proc.communicate(timeout=60)  # bounded: the launcher ends the other rank
     assert proc.returncode != 0
     load_checkpoint(str(tmp_path / "run" / "last.npz"))
+
+
+ONLY_RANK0_READS = """
+import os, sys
+import lstm_cli.training.prepare as prepare
+if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) != 0:
+    def whole_file_pass(*args, **kwargs):
+        raise RuntimeError("a rank other than 0 read the whole training file")
+    prepare.feature_summary = prepare.fingerprint = prepare.check_normalisable = whole_file_pass
+from lstm_cli.cli import train
+sys.argv[0] = "lstm-train"
+train()
+"""
+
+
+def test_statistics_are_computed_once_and_shared(tmp_path):
+    """Only rank 0 makes the passes over every training row; the others get the mean, std
+    and fingerprint from it (and train to the same result as one process)."""
+    cfg = write_task(tmp_path, epochs=1)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    run(2, "--config", cfg, "--output", str(tmp_path / "n2"), program=ONLY_RANK0_READS)
+    assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)

@@ -66,7 +66,7 @@ def fit(
         progress, log = False, _silent
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
-    data = prepare_data(cfg, rng)  # everything user-supplied is validated before any write
+    data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
     lock = RunLock(run_dir)
     try:
         resumed = None

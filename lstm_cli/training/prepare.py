@@ -57,12 +57,15 @@ def input_transform(cfg: Config, ds: SequenceDataset) -> SequenceDataset:
     return transform_dataset(ds, d.normalize_per_sequence, d.pool, d.frame)
 
 
-def prepare_data(cfg: Config, rng) -> PreparedData:
+def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     """Load train/valid/test, apply the input transforms (per-sequence z-score, pool,
     frame) to whole sequences, carve the validation split (seeded, stratified) if needed,
     fix the label map and compute normalisation statistics on the training split only, of
     the transformed features. The class weights are left to fit (class_weight_vector),
-    after the resume checks."""
+    after the resume checks. Under MPI (``comm``) the passes over every row (statistics,
+    the range checks, the fingerprint) run on rank 0 alone and their results are shared,
+    so no other rank reads a memory-mapped training file whole."""
+    writer = comm is None or comm.rank == 0
     raw = load(cfg.data.train, cfg)
     raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
     raw_test = load(cfg.data.test, cfg) if cfg.data.test else None
@@ -90,16 +93,20 @@ def prepare_data(cfg: Config, rng) -> PreparedData:
     y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
     if test is not None:
         encode_dataset_labels(test, classes)  # fail now, not after training
-    mean = std = None
-    if cfg.data.normalize:
-        mean, std, lo, hi = feature_summary(train)
-        release_pages(full)
-        # every value must survive normalisation: fail now, not at its batch
-        check_normalisable(train, mean, std, cfg.model.dtype, bounds=(lo, hi))
-        for ds in (valid, test):
-            if ds is not None:
-                check_normalisable(ds, mean, std, cfg.model.dtype)
-    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, fingerprint(raw))
+    mean = std = digest = None
+    if writer:
+        if cfg.data.normalize:
+            mean, std, lo, hi = feature_summary(train)
+            release_pages(full)
+            # every value must survive normalisation: fail now, not at its batch
+            check_normalisable(train, mean, std, cfg.model.dtype, bounds=(lo, hi))
+            for ds in (valid, test):
+                if ds is not None:
+                    check_normalisable(ds, mean, std, cfg.model.dtype)
+        digest = fingerprint(raw)
+    if comm is not None and comm.size > 1:  # a rank 0 that failed never gets here: it aborts
+        mean, std, digest = comm.bcast((mean, std, digest))
+    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, digest)
 
 
 def class_weight_vector(cfg: Config, classes, y_train, origin=None):
