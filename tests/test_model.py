@@ -426,7 +426,9 @@ def test_parameter_count_and_size_check(monkeypatch):
         assert model_mod.parameter_count(*args) == model.num_parameters()
         assert model_mod.param_shapes(*args) == {k: v.shape for k, v in model.params.items()}
         assert list(model_mod.param_shapes(*args)) == list(model.params)
-    monkeypatch.setattr(model_mod, "_physical_memory", lambda: 10_000)
+    from lstm_cli.nn import params as params_mod
+
+    monkeypatch.setattr(params_mod, "_physical_memory", lambda: 10_000)
     LSTMClassifier(3, 4, 2)  # 3 x 4 x 154 bytes fits
     with pytest.raises(LstmCliError, match="hidden_size 64,.* more than this machine's"):
         LSTMClassifier(3, 64, 2)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import LstmCliError
+from ..validate import param_error
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of (N, K) logits via log-sum-exp (max subtracted: no overflow)."""
@@ -35,3 +38,23 @@ def softmax_cross_entropy(logits, y, weights):
     dlogits[rows, y] -= 1.0
     dlogits *= weights[:, None].astype(dlogits.dtype, copy=False)
     return loss, dlogits
+
+
+def row_weights(head, y, pb, class_weights, num_classes):
+    """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
+    and mean heads, (N,) for the all head (w_b / length_b on each of sequence b's rows);
+    pb: the batch's packing.PackedBatch."""
+    if class_weights is None:
+        w_seq = np.ones(len(y))
+    else:
+        cw = np.asarray(class_weights, np.float64)
+        if cw.shape != (num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
+            expected = f"{num_classes} finite weights >= 0 (one per class)"
+            raise param_error("class_weights", expected, class_weights, "LSTMClassifier")
+        w_seq = cw[y]
+        if not w_seq.sum() > 0:
+            raise LstmCliError("class_weights give every sequence of the batch weight 0")
+    w_seq = w_seq / w_seq.sum()  # (B,)
+    if head != "all":
+        return w_seq
+    return (w_seq / pb.lengths)[pb.seq]  # (N,)

@@ -15,14 +15,12 @@ size, I_k = H above), ``head.W`` (H, K), ``head.b`` (K,); bidirectional adds
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import LstmCliError
-from ..validate import param_error
 from .bidirectional import bi_layer_backward, bi_layer_forward
 from .heads import (
     all_steps_backward,
@@ -32,10 +30,10 @@ from .heads import (
     mean_backward,
     mean_forward,
 )
-from .losses import log_softmax, softmax, softmax_cross_entropy
+from .losses import log_softmax, row_weights, softmax, softmax_cross_entropy
 from .lstm import Workspace, lstm_layer_backward, lstm_layer_forward
-from .packing import PackedBatch, first_rows, pack_batch, reversal
-from .params import init_params, param_shapes, parameter_count
+from .packing import PackedBatch, first_rows, pack_batch, reversal, unpack_rows
+from .params import check_fits_in_memory, init_params, param_shapes, parameter_count
 from .spec import DTYPES, HEADS, INITS, ModelConfig, check_architecture
 
 __all__ = [
@@ -58,46 +56,12 @@ class ForwardCache(NamedTuple):
     batch: PackedBatch
 
 
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _check_size(model) -> None:
-    """Refuse, before allocating anything, a model whose parameters alone (x3: parameters,
-    gradients and a copy) would not fit in this machine's memory; a typo such as
-    hidden_size: 50000 or num_layers: 100000000 would otherwise end in a MemoryError
-    traceback or a long hang."""
-    count = parameter_count(
-        model.input_size, model.hidden_size, model.num_classes, model.num_layers,
-        model.bidirectional,
-    )  # fmt: skip
-    need = 3 * count * model.dtype.itemsize
-    memory = _physical_memory()
-    if memory is not None and need > memory:
-        raise LstmCliError(
-            f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
-            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} "
-            f"parameters; they need {_bytes(need)} with their gradients, more than this "
-            f"machine's {_bytes(memory)}"
-        )
-
-
 def _dtype_name(dtype):
     """'float32' for float32 however it is spelled (np.float32, np.dtype, 'f4'); else dtype."""
     try:
         return str(np.dtype(dtype))
     except TypeError:
         return dtype
-
-
-def _bytes(n) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n} bytes"
 
 
 class LSTMClassifier:
@@ -159,7 +123,7 @@ class LSTMClassifier:
         self.dtype, self.init = np.dtype(arch["dtype"]), arch["init"]
         self.bidirectional = arch["bidirectional"]
         self.directions = 2 if self.bidirectional else 1
-        _check_size(self)
+        check_fits_in_memory(self)
         self.params = init_params(
             self.input_size,
             self.hidden_size,
@@ -400,7 +364,7 @@ class LSTMClassifier:
                     flow=rows,
                 )
                 if rows is not None:
-                    flow.insert(0, tuple(self._unpack_rows(r, cache.batch) for r in rows))
+                    flow.insert(0, tuple(unpack_rows(r, cache.batch) for r in rows))
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp
@@ -414,36 +378,11 @@ class LSTMClassifier:
         dx[pb.index] = dh
         return grads, dx
 
-    @staticmethod
-    def _unpack_rows(values, pb):
-        """(N,) values of the packed rows -> (B, T) in the caller's layout, 0 past each end."""
-        out = np.zeros((len(pb.lengths), pb.padded_T))
-        out[pb.index] = values
-        return out
-
-    def _row_weights(self, y, pb: PackedBatch, class_weights):
-        """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
-        and mean heads, (N,) for the all head (w_b / length_b on each of sequence b's rows)."""
-        if class_weights is None:
-            w_seq = np.ones(len(y))
-        else:
-            cw = np.asarray(class_weights, np.float64)
-            if cw.shape != (self.num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
-                expected = f"{self.num_classes} finite weights >= 0 (one per class)"
-                raise param_error("class_weights", expected, class_weights, "LSTMClassifier")
-            w_seq = cw[y]
-            if not w_seq.sum() > 0:
-                raise LstmCliError("class_weights give every sequence of the batch weight 0")
-        w_seq = w_seq / w_seq.sum()  # (B,)
-        if self.head != "all":
-            return w_seq
-        return (w_seq / pb.lengths)[pb.seq]  # (N,)
-
     def loss_from_logits(self, logits, cache, y, class_weights=None):
         """Loss (float) and dL/dlogits for forward's logits."""
         pb = cache.batch
         y = self._labels(y, len(pb.lengths))
-        weights = self._row_weights(y, pb, class_weights)
+        weights = row_weights(self.head, y, pb, class_weights, self.num_classes)
         if self.head != "all":
             return softmax_cross_entropy(logits, y, weights)
         return softmax_cross_entropy(logits, y[pb.seq], weights)

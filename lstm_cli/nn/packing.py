@@ -87,3 +87,10 @@ def reversal(pb: PackedBatch) -> np.ndarray:
     and is its own inverse."""
     r = first_rows(pb)[pb.seq]  # (N,) sorted position of each row's sequence
     return pb.offsets[pb.lengths[pb.seq] - 1 - pb.index[1]] + r
+
+
+def unpack_rows(values, pb: PackedBatch) -> np.ndarray:
+    """(N,) values of the packed rows -> (B, T) in the caller's layout, 0 past each end."""
+    out = np.zeros((len(pb.lengths), pb.padded_T))
+    out[pb.index] = values
+    return out

@@ -9,8 +9,11 @@ pair; its layers above the first read 2H inputs (I_k = 2H) and its head W is (2H
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from ..errors import LstmCliError
 from ..validate import Options, param_error
 from .spec import INITS
 
@@ -98,3 +101,37 @@ def parameter_count(input_size, hidden_size, num_classes, num_layers, bidirectio
     I, H, K, L = input_size, hidden_size, num_classes, num_layers
     D = 2 if bidirectional else 1
     return D * (4 * H * (I + H + 1) + (L - 1) * 4 * H * (D * H + H + 1)) + D * H * K + K
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(model) -> None:
+    """Refuse, before allocating anything, a model whose parameters alone (x3: parameters,
+    gradients and a copy) would not fit in this machine's memory; a typo such as
+    hidden_size: 50000 or num_layers: 100000000 would otherwise end in a MemoryError
+    traceback or a long hang."""
+    count = parameter_count(
+        model.input_size, model.hidden_size, model.num_classes, model.num_layers,
+        model.bidirectional,
+    )  # fmt: skip
+    need = 3 * count * model.dtype.itemsize
+    memory = _physical_memory()
+    if memory is not None and need > memory:
+        raise LstmCliError(
+            f"a model with input_size {model.input_size}, hidden_size {model.hidden_size}, "
+            f"num_layers {model.num_layers} and {model.num_classes} classes has {count:,} "
+            f"parameters; they need {_bytes(need)} with their gradients, more than this "
+            f"machine's {_bytes(memory)}"
+        )
+
+
+def _bytes(n) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"

@@ -177,6 +177,23 @@ class FlatBuffer:
         return arrays, scalars
 
 
+def rows_by_shard(comm, ds, y, compute, num_classes):
+    """``compute(ds, y)`` -> (losses (N,), probs (N, K)), run by each rank on its shard of
+    ``ds`` and assembled with one Allreduce (each value comes from exactly one rank, so
+    the sum adds only zeros to it); one process computes it whole."""
+    if comm.size == 1:
+        return compute(ds, y)
+    N, K = len(ds), num_classes
+    mine = split_batch(np.arange(N), ds.lengths, comm.size)[comm.rank]
+    out = np.zeros(N * (K + 1))  # losses, then probabilities row by row
+    if len(mine):
+        losses, probs = compute(ds.view(mine), y[mine])
+        out[mine] = losses
+        out[N:].reshape(N, K)[mine] = probs
+    out = comm.allreduce_sum(out)
+    return out[:N], out[N:].reshape(N, K)
+
+
 def params_digest(params: Mapping[str, np.ndarray]) -> str:
     """sha256 over the parameters' names, shapes, dtypes and bytes."""
     h = hashlib.sha256()

@@ -14,18 +14,17 @@ import numpy as np
 from .. import __version__
 from ..config import Config, config_to_dict
 from ..data import make_batches, pad_batch, padded_fraction
-from ..diagnostics import GradFlowAccumulator
 from ..errors import ConfigError, Interrupted, LstmCliError, TrainingError
 from ..inference import loss_and_probs
 from ..nn.model import LSTMClassifier
 from ..nn.optim import LRSchedule, clip_by_global_norm, make_optimizer
 from ..store.checkpoint import save_checkpoint
-from .distributed import FlatBuffer, SingleProcess, check_in_sync, split_batch
+from .distributed import FlatBuffer, SingleProcess, check_in_sync, rows_by_shard, split_batch
 from .env import blas_threads
+from .gradflow import FlowRecorder
 from .prepare import PreparedData
 from .resume import restore as restore_state
 from .rundir import (
-    append_gradflow,
     retire_earlier_run,
     write_config,
     write_metrics,
@@ -123,7 +122,7 @@ class Trainer:
         self.partial = None  # state of an unfinished epoch: batches, position, sums
         self.guard = None  # the SignalGuard while run() runs
         self.agreed_signal = None  # a stop signal all ranks have seen (see _train_step)
-        self.flow = None  # a GradFlowAccumulator during an epoch that records gradient flow
+        self.flow = None  # a FlowRecorder during an epoch that records gradient flow
         # files of an earlier run in the folder (--overwrite): removed only when this run
         # writes its first checkpoint (see _retire_earlier_run)
         self.earlier_run = []
@@ -232,7 +231,7 @@ class Trainer:
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
         every = cfg.train.gradflow_every
         recording = every and (epoch + 1) % every == 0 and not self.model.bidirectional
-        self.flow = GradFlowAccumulator() if recording else None
+        self.flow = FlowRecorder() if recording else None
         if self.partial is None:
             batches = make_batches(
                 data.train.lengths,
@@ -315,7 +314,8 @@ class Trainer:
                     return_probs=True,
                     flow=flow,
                 )
-            self._add_flow(flow, lengths, y, data.class_weights)
+            if flow is not None:
+                self.flow.add(flow, lengths, y, data.class_weights)
             correct = int((probs.argmax(1) == y).sum())
             self.agreed_signal = self.guard.signum if self.guard is not None else None
         else:
@@ -371,7 +371,8 @@ class Trainer:
                     return_probs=True,
                     flow=flow,
                 )
-            self._add_flow(flow, lens, y[mine], cw)
+            if flow is not None:
+                self.flow.add(flow, lens, y[mine], cw)
             correct = float((probs.argmax(1) == y[mine]).sum())
         flags = {
             "sigint": float(signum == signal.SIGINT),
@@ -383,30 +384,6 @@ class Trainer:
         grads, sums = self.exchange.unpack(comm.allreduce_sum(buf), model.dtype)
         return sums["loss"], grads, int(round(sums["correct"])), _stop_signal(sums)
 
-    def _add_flow(self, flow, lengths, y, class_weights) -> None:
-        """Add a batch's gradient flow to this epoch's records, as the gradients of each
-        sequence's own loss: the batch loss weights sequence b by w_b / sum(w), so its rows
-        are scaled back by sum(w) / w_b (sequences of weight 0 are left out)."""
-        if flow is None:
-            return
-        w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]  # (B,)
-        keep = w > 0
-        scale = (w.sum() / w[keep])[:, None]  # (B', 1)
-        for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T)
-            self.flow.add(k, dh_norm[keep] * scale, dc_norm[keep] * scale, lengths[keep])
-
-    def _write_gradflow(self) -> None:
-        """This epoch's gradient-flow records (summed over ranks) into gradflow.jsonl."""
-        flow, self.flow = self.flow, None
-        if flow is None:
-            return
-        if self.comm.size > 1:
-            L, T = self.model.num_layers, int(self.data.train.lengths.max())
-            flow.load_flat_sums(self.comm.allreduce_sum(flow.flat_sums(L, T)), L, T)
-        records = flow.records(self.epoch)
-        if self.writer and records:
-            append_gradflow(self.run_dir, records)
-
     def _agree_on_stop(self, signum):
         """The stop signal any rank has received (all ranks learn it), or None."""
         if self.comm.size == 1:
@@ -415,22 +392,14 @@ class Trainer:
         return _stop_signal(dict(zip(("sigint", "sigterm"), self.comm.allreduce_sum(flags))))
 
     def losses_and_probs(self, ds, y):
-        """Per-sequence losses (N,) and probabilities (N, K) of ``ds`` in its order; under MPI
-        each rank computes a shard and one Allreduce assembles them (each value comes from
-        exactly one rank, so the sum adds only zeros to it)."""
-        model, data, comm = self.model, self.data, self.comm
-        bs = self.cfg.train.batch_size
-        if comm.size == 1:
-            return loss_and_probs(model, ds, y, data.mean, data.std, batch_size=bs)
-        N, K = len(ds), model.num_classes
-        mine = split_batch(np.arange(N), ds.lengths, comm.size)[comm.rank]
-        out = np.zeros(N * (K + 1))  # losses, then probabilities row by row
-        if len(mine):
-            losses, probs = loss_and_probs(model, ds.view(mine), y[mine], data.mean, data.std, bs)
-            out[mine] = losses
-            out[N:].reshape(N, K)[mine] = probs
-        out = comm.allreduce_sum(out)
-        return out[:N], out[N:].reshape(N, K)
+        """Per-sequence losses (N,) and probabilities (N, K) of ``ds`` in its order (under
+        MPI each rank computes a shard: distributed.rows_by_shard)."""
+        model, data, bs = self.model, self.data, self.cfg.train.batch_size
+
+        def compute(part, y_part):
+            return loss_and_probs(model, part, y_part, data.mean, data.std, batch_size=bs)
+
+        return rows_by_shard(self.comm, ds, y, compute, model.num_classes)
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial
@@ -476,7 +445,10 @@ class Trainer:
         self.save_last()
         if self.writer:
             write_metrics(self.run_dir, self.history)
-        self._write_gradflow()
+        if self.flow is not None:
+            T = int(self.data.train.lengths.max())
+            self.flow.write(self.comm, self.run_dir, self.epoch, self.model.num_layers, T)
+            self.flow = None
         self.log(
             f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "

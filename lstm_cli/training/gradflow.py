@@ -1,0 +1,35 @@
+"""Gradient flow through time recorded during training (train.gradflow_every)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..diagnostics import GradFlowAccumulator
+from .rundir import append_gradflow
+
+
+class FlowRecorder:
+    """One epoch's gradient flow: the per-row norms of dL/dh_t and dL/dc_t that the
+    training backward reports (model.loss_and_grads(flow=[])), accumulated per layer."""
+
+    def __init__(self):
+        self.acc = GradFlowAccumulator()
+
+    def add(self, flow, lengths, y, class_weights) -> None:
+        """Add one batch's flow as the gradients of each sequence's own loss: the batch loss
+        weights sequence b by w_b / sum(w), so its rows are scaled back by sum(w) / w_b
+        (sequences of weight 0 are left out)."""
+        w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]  # (B,)
+        keep = w > 0
+        scale = (w.sum() / w[keep])[:, None]  # (B', 1)
+        for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T)
+            self.acc.add(k, dh_norm[keep] * scale, dc_norm[keep] * scale, lengths[keep])
+
+    def write(self, comm, run_dir, epoch, layers, T) -> None:
+        """Sum over the ranks (T: the longest training sequence), then rank 0 appends the
+        epoch's records to run_dir/gradflow.jsonl."""
+        if comm.size > 1:
+            self.acc.load_flat_sums(comm.allreduce_sum(self.acc.flat_sums(layers, T)), layers, T)
+        records = self.acc.records(epoch)
+        if comm.rank == 0 and records:
+            append_gradflow(run_dir, records)
