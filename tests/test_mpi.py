@@ -89,7 +89,7 @@ def write_task(root: Path, n=90, head="last", dtype="float64", **train):
     cfg = {
         "data": {"train": "train.jsonl", "valid_fraction": 0.2, "test": "train.jsonl"},
         "model": {"hidden_size": 6, "num_layers": 2, "dropout": 0.3, "head": head, "dtype": dtype},
-        "train": {"epochs": 2, "batch_size": 16, "seed": 3, **train},
+        "train": {"epochs": 2, "batch_size": 16, "seed": 3, "distributed": "always", **train},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     return str(root / "config.yaml")
@@ -277,3 +277,24 @@ def test_statistics_are_computed_once_and_shared(tmp_path):
     run(1, "--config", cfg, "--output", str(tmp_path / "one"))
     run(2, "--config", cfg, "--output", str(tmp_path / "n2"), program=ONLY_RANK0_READS)
     assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)
+
+
+def test_too_little_work_per_process_trains_in_one(tmp_path):
+    """train.distributed auto: a batch of 16 sequences of 6 units over 2 processes is too
+    little work to split; rank 0 trains alone, says so, and gets the one-process result."""
+    cfg = write_task(tmp_path, epochs=1, distributed="auto")
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    done = subprocess.run(
+        [MPIEXEC, *LAUNCHER, "-n", "2", sys.executable, "-c", TRAIN, "--config", cfg],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("training in one process") == 1
+    a = load_checkpoint(str(tmp_path / "one" / "last.npz"))
+    b = load_checkpoint(str(tmp_path / "runs" / "run" / "last.npz"))
+    for k in a.params:  # the very same computation: bit-identical
+        np.testing.assert_array_equal(a.params[k], b.params[k])

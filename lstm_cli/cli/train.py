@@ -82,6 +82,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         log=(lambda *_: None) if quiet else click.echo,
         source=value_origin("train.class_weights", source, overrides),
     )
+    if result is None:  # a rank left idle (training.fit: too little work to split)
+        return
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None and result.rank == 0:
         click.echo(

@@ -131,6 +131,7 @@ class TrainConfig:
     class_weights: None | str | tuple[tuple[int | str, float], ...] = None
     checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
     gradflow_every: int = 0  # record gradient flow every N epochs (gradflow.jsonl); 0 = off
+    distributed: str = "auto"  # under mpiexec: auto (split when it pays) | always
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.class_weights": ClassWeights(),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
+    "train.distributed": Options("auto", "always"),
     "output.dir": Str(_PATH),
 }
 

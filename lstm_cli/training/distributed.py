@@ -76,6 +76,19 @@ def end_job_on_error(exit_code: int, report) -> None:
         mpi.COMM_WORLD.Abort(exit_code)
 
 
+# Below this many (sequence x hidden unit) rows of work per process and step, splitting a
+# batch costs more (per-step overhead of every process, the Allreduce) than it saves.
+MIN_SHARD_WORK = 1024
+
+
+def worth_splitting(cfg, size: int) -> bool:
+    """Whether ``size`` processes should split cfg's batches (else one process trains)."""
+    if cfg.train.distributed == "always":
+        return True
+    directions = 2 if cfg.model.bidirectional else 1
+    return cfg.train.batch_size / size * cfg.model.hidden_size * directions >= MIN_SHARD_WORK
+
+
 class SingleProcess:
     """The communicator of a run in one process: every collective is the identity."""
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import Config
 from ..inference import TrainedModel, encode_dataset_labels, report_from
-from .distributed import make_comm
+from .distributed import SingleProcess, make_comm, worth_splitting
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data
 from .resume import load_resume_state
@@ -58,9 +58,20 @@ def fit(
 
     comm: the communicator (training.distributed); by default MPI's when a launcher
     started more than one process, else one process. Every rank calls fit with the same
-    config; rank 0 alone takes the lock, writes files, logs and shows progress.
+    config; rank 0 alone takes the lock, writes files, logs and shows progress. When each
+    rank's share of a batch would be too small to pay for splitting it
+    (distributed.worth_splitting), rank 0 trains alone and the others return None.
     """
     comm = make_comm() if comm is None else comm
+    if comm.size > 1 and not worth_splitting(cfg, comm.size):
+        if comm.rank != 0:
+            return None
+        log(
+            f"train.batch_size {cfg.train.batch_size} over {comm.size} processes is too little "
+            f"work per process to gain from splitting (model.hidden_size "
+            f"{cfg.model.hidden_size}); training in one process"
+        )
+        comm = SingleProcess()
     writer = comm.rank == 0
     if not writer:
         progress, log = False, _silent
