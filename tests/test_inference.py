@@ -510,3 +510,33 @@ def test_eval_reads_csv_with_the_training_configs_column_names(tmp_path):
     result = CliRunner().invoke(evaluate, [str(tmp_path / "run" / "best.npz"), "--data", str(data)])
     assert result.exit_code == 0, result.stderr
     assert "sequences 16" in result.stdout
+
+
+@pytest.mark.parametrize("model", [{"bidirectional": True, "num_layers": 2}, {"head": "mean"}])
+def test_bidirectional_and_mean_checkpoints_evaluate(trained, tmp_path, model):
+    """load_trained checks a bidirectional model's parameter count and shapes (4 per layer)."""
+    data = trained[1]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": str(data), "valid_fraction": 0.25},
+                "model": {"hidden_size": 4, **model},
+                "train": {"epochs": 1, "batch_size": 8},
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
+    result = fit(load_config(cfg), progress=False, log=lambda *_: None)
+    tm = load_trained(tmp_path / "run" / "best.npz")
+    assert tm.model.spec() == result.trained.model.spec()
+    r = CliRunner().invoke(evaluate, [str(tmp_path / "run" / "best.npz"), "--data", str(data)])
+    assert r.exit_code == 0, r.stderr
+    if model.get("bidirectional"):  # one reverse parameter missing: refused by name
+        path = resave(
+            (tmp_path / "run" / "best.npz", data),
+            tmp_path,
+            edit_params=lambda p: p.pop("lstm.1.reverse.b"),
+        )
+        with pytest.raises(CheckpointError, match="9 parameters stored.* has 10"):
+            load_trained(path)
