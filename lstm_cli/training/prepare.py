@@ -5,6 +5,7 @@ Everything user-supplied is checked here, before the run folder is touched.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +42,7 @@ class PreparedData:
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
     """One dataset file read with the config's format and CSV column options."""
-    csv_opts = {
-        "id_column": cfg.data.csv.id_column,
-        "label_column": cfg.data.csv.label_column,
-        "feature_columns": cfg.data.csv.feature_columns,
-        "label_type": cfg.data.csv.label_type,
-    }
+    csv_opts = dataclasses.asdict(cfg.data.csv)  # the schema's CsvConfig: read_csv's options
     return load_dataset(path, cfg.data.format, require_labels=require_labels, csv_options=csv_opts)
 
 
