@@ -139,6 +139,12 @@ def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
         assert done.stderr == ""  # rank 0's progress bar is off with --quiet; others silent
         assert done.stdout.count("best epoch") == 1  # only rank 0 reports
         assert_same_run(tmp_path / "one", tmp_path / f"n{n}", tol)
+    ev = subprocess.run(  # lstm-eval reads an MPI run's checkpoint as any other
+        [sys.executable, "-c", "from lstm_cli.cli import evaluate; evaluate()",
+         str(tmp_path / "n2" / "best.npz"), "--data", str(tmp_path / "train.jsonl"), "--quiet"],
+        capture_output=True, text=True, env=_env(), timeout=TIMEOUT,
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
 
 
 def test_same_process_count_is_bit_identical(tmp_path):
