@@ -24,10 +24,27 @@ LENGTHS = np.array([1, 7, 3, 7, 2, 5])  # includes 1 and the maximum
 
 
 def make_checkpoint(
-    tmp_path, head="last", layers=1, forget_bias=0.7, norm=True, name="m.npz", dtype="float32"
+    tmp_path,
+    head="last",
+    layers=1,
+    forget_bias=0.7,
+    norm=True,
+    name="m.npz",
+    dtype="float32",
+    bidirectional=False,
+    data=None,
 ):
+    """data: the training config's ``data`` section (input transforms), or None."""
     model = LSTMClassifier(
-        F, H, K, num_layers=layers, head=head, forget_bias=forget_bias, seed=3, dtype=dtype
+        F,
+        H,
+        K,
+        num_layers=layers,
+        head=head,
+        forget_bias=forget_bias,
+        seed=3,
+        dtype=dtype,
+        bidirectional=bidirectional,
     )
     rng = np.random.default_rng(1)
     for k, v in model.params.items():  # larger than the init so the gates saturate unevenly
@@ -39,6 +56,8 @@ def make_checkpoint(
             "std": rng.uniform(0.5, 2.0, size=F).tolist(),
         }
     meta = {"model": model.spec(), "classes": CLASSES, "normalization": normalization}
+    if data is not None:
+        meta["config"] = {"data": data}
     path = tmp_path / name
     save_checkpoint(path, model.params, meta)
     return path
@@ -81,20 +100,19 @@ def one_error_line(result, code, *fragments):
 # ------------------------------------------------------------------------------ ONNX
 
 
-@pytest.mark.parametrize(
-    "head, layers, dtype",
-    [
-        ("last", 1, "float32"),
-        ("last", 2, "float32"),
-        ("all", 1, "float32"),
-        ("all", 2, "float32"),
-        ("all", 2, "float64"),  # the graph is float32 whatever the model's dtype
-    ],
-)
-def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
+ARCHS = [
+    (head, layers, bi, "float32")
+    for head in ("last", "all", "mean")
+    for layers in (1, 2)
+    for bi in (False, True)
+] + [("all", 2, False, "float64")]  # the graph is float32 whatever the model's dtype
+
+
+@pytest.mark.parametrize("head, layers, bi, dtype", ARCHS)
+def test_onnx_matches_predict_proba(tmp_path, head, layers, bi, dtype):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype)
+    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype, bidirectional=bi)
     out = tmp_path / "m.onnx"
     result = run(export, [ckpt, "--to", "onnx", out])
     assert result.exit_code == 0, result.output
@@ -104,6 +122,7 @@ def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
     assert [o.op_type for o in model.graph.node].count("LSTM") == layers
     props = {p.key: p.value for p in model.metadata_props}
     assert json.loads(props["classes"]) == CLASSES and props["head"] == head
+    assert json.loads(props["bidirectional"]) is bi
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
@@ -177,6 +196,50 @@ def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
         np.testing.assert_allclose(y_h[0, bi], alone_y[n - 1, 0, 0], atol=1e-6)
         np.testing.assert_allclose(y_h[0, bi], alone_h[0, 0], atol=1e-6)
         assert not y[n:, 0, bi].any()  # padded outputs are 0
+
+
+def test_onnx_reverse_direction_starts_at_each_sequences_own_last_step():
+    """A bidirectional LSTM node with sequence_lens: the reverse direction reads each
+    sequence's valid steps from its own last one down to 0 (never the padding), and its
+    Y_h is the reverse state at step 0, as lstm_cli's bidirectional layer does."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from lstm_cli.export.onnx_graph import onnx_gates
+
+    rng = np.random.default_rng(0)
+    gates = [onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5)]
+    gates.append(onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5))
+    w, r, bias = (np.concatenate([g[i] for g in gates]) for i in range(3))
+    h = onnx.helper
+    node = h.make_node(
+        "LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H, direction="bidirectional"
+    )
+    graph = h.make_graph(
+        [node],
+        "bilstm",
+        [
+            h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["T", "B", F]),
+            h.make_tensor_value_info("L", onnx.TensorProto.INT32, ["B"]),
+        ],
+        [
+            h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None),
+            h.make_tensor_value_info("Y_h", onnx.TensorProto.FLOAT, None),
+        ],
+        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x, lengths = batch(garbage=1e6)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    y, y_h = sess.run(None, {"X": xt, "L": lengths.astype(np.int32)})
+    for bi, n in enumerate(lengths):
+        alone = np.ascontiguousarray(xt[:n, bi : bi + 1])
+        alone_y, alone_h = sess.run(None, {"X": alone, "L": np.array([n], np.int32)})
+        np.testing.assert_allclose(y[:n, :, bi], alone_y[:, :, 0], atol=1e-6)
+        np.testing.assert_allclose(y_h[1, bi], alone_y[0, 1, 0], atol=1e-6)  # h<- at step 0
+        np.testing.assert_allclose(y_h[0, bi], alone_y[n - 1, 0, 0], atol=1e-6)
+        assert not y[n:, :, bi].any()  # padded outputs are 0
 
 
 # --------------------------------------------------------------------------- PyTorch

@@ -17,6 +17,7 @@ def export_metadata(model, classes, normalization) -> dict:
         "head": model.head,
         "forget_bias": repr(float(model.forget_bias)),
         "num_layers": str(model.num_layers),
+        "bidirectional": json.dumps(bool(model.bidirectional)),
         "hidden_size": str(model.hidden_size),
         "input_size": str(model.input_size),
         "num_classes": str(model.num_classes),

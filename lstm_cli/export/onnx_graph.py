@@ -8,9 +8,13 @@ Graph (opset ``ONNX_OPSET``, all float32; docs/export.md draws it):
 * ``(x - mean) / std`` with the training statistics, when the model has them;
 * one ``LSTM`` node per layer (time-major, ``sequence_lens`` = lengths), layer k's ``Y``
   feeding layer k+1. ONNX's gate order is i, o, f, c; lstm_cli's is i, j, f, o (c = j),
-  and ``forget_bias`` is folded into the forget gate's input bias ``Wb_f``;
-* the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step),
-  ``all`` averages the per-step softmax over each sequence's valid steps;
+  and ``forget_bias`` is folded into the forget gate's input bias ``Wb_f``. A
+  bidirectional layer is one node with ``direction="bidirectional"`` (W, R, B stacked
+  [forward, reverse]); its Y (T, 2, B, H) becomes (T, B, 2H) = [h->, h<-] per step;
+* the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step;
+  bidirectional: [h-> at the last step, h<- at step 0]), ``all`` averages the per-step
+  softmax over each sequence's valid steps, ``mean`` applies the softmax layer to the
+  mean of h over each sequence's valid steps;
 * outputs ``probabilities`` (batch, classes) float32 and ``label`` (batch,) int64, the
   class index; the labels themselves are in ``metadata_props["classes"]`` (JSON).
 
@@ -81,11 +85,12 @@ class _Graph:
         return new
 
 
-def _unidirectional_layer(g, k, xs, lens32, W, b, forget_bias):
-    """LSTM node over xs (T, B, I) -> (Y (T, B, H), Y_h (B, H))."""
-    w, r, bias = onnx_gates(W, b, forget_bias)
-    H = r.shape[2]
-    y, y_h = g.op(
+def _lstm_node(g, k, xs, lens32, directions, forget_bias):
+    """One LSTM node over xs (T, B, I); directions: [(W, b)] forward, [forward, reverse]
+    bidirectional, stacked along ONNX's num_directions axis -> (Y (T, D, B, H), Y_h (D, B, H))."""
+    gates = [onnx_gates(W, b, forget_bias) for W, b in directions]
+    w, r, bias = (np.concatenate([gt[i] for gt in gates]) for i in range(3))
+    return g.op(
         "LSTM",
         [
             xs,
@@ -95,15 +100,33 @@ def _unidirectional_layer(g, k, xs, lens32, W, b, forget_bias):
             lens32,
         ],
         n_out=2,
-        hidden_size=H,
-        direction="forward",
+        hidden_size=r.shape[2],
+        direction="forward" if len(directions) == 1 else "bidirectional",
     )
+
+
+def _unidirectional_layer(g, k, xs, lens32, p, forget_bias):
+    """LSTM node over xs (T, B, I) -> (Y (T, B, H), Y_h (B, H))."""
+    y, y_h = _lstm_node(g, k, xs, lens32, [(p[f"lstm.{k}.W"], p[f"lstm.{k}.b"])], forget_bias)
     one = g.const(f"lstm.{k}.axis", np.array([1], np.int64))
     zero = g.const(f"lstm.{k}.axis0", np.array([0], np.int64))
     return g.op("Squeeze", [y, one]), g.op("Squeeze", [y_h, zero])  # drop num_directions
 
 
-_LAYERS = {"unidirectional": _unidirectional_layer}
+def _bidirectional_layer(g, k, xs, lens32, p, forget_bias):
+    """LSTM node (direction "bidirectional") over xs (T, B, I) -> (Y (T, B, 2H) with
+    [h->_t, h<-_t] at each step, Y_h (B, 2H) = [h-> at the last valid step, h<- at step 0]).
+    With sequence_lens the reverse direction starts at each sequence's own last valid step."""
+    pairs = [(p[f"lstm.{k}{s}.W"], p[f"lstm.{k}{s}.b"]) for s in ("", ".reverse")]
+    y, y_h = _lstm_node(g, k, xs, lens32, pairs, forget_bias)
+    y = g.op("Transpose", [y], perm=[0, 2, 1, 3])  # (T, B, 2, H)
+    y = g.op("Reshape", [y, g.const(f"lstm.{k}.seq_shape", np.array([0, 0, -1], np.int64))])
+    y_h = g.op("Transpose", [y_h], perm=[1, 0, 2])  # (B, 2, H)
+    y_h = g.op("Reshape", [y_h, g.const(f"lstm.{k}.last_shape", np.array([0, -1], np.int64))])
+    return y, y_h
+
+
+_LAYERS = {"unidirectional": _unidirectional_layer, "bidirectional": _bidirectional_layer}
 
 
 def _head_last(g, seq, last, valid, lens_f, V, a):
@@ -123,7 +146,17 @@ def _head_all(g, seq, last, valid, lens_f, V, a):
     return g.op("Div", [total, lens_f])
 
 
-_HEADS = {"last": _head_last, "all": _head_all}
+def _head_mean(g, seq, last, valid, lens_f, V, a):
+    """Softmax of the mean of h over each sequence's valid steps: (T, B, H) -> (B, K)."""
+    zero = g.const("head.zero", np.zeros((), np.float32))
+    masked = g.op("Where", [valid, seq, zero])  # padded steps contribute exactly 0
+    axis = g.const("head.time_axis", np.array([0], np.int64))
+    m = g.op("Div", [g.op("ReduceSum", [masked, axis], keepdims=0), lens_f])  # (B, H)
+    logits = g.op("Add", [g.op("MatMul", [m, g.const("head.W", V)]), g.const("head.b", a)])
+    return g.op("Softmax", [logits], axis=-1)
+
+
+_HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean}
 
 
 def build_onnx_model(model, classes, mean=None, std=None):
@@ -159,10 +192,9 @@ def build_onnx_model(model, classes, mean=None, std=None):
     lens32 = g.op("Cast", ["lengths"], to=TP.INT32)
     lens_f = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=TP.FLOAT), col])  # (B, 1)
     seq = last = xs
+    layer = _LAYERS["bidirectional" if model.bidirectional else "unidirectional"]
     for k in range(model.num_layers):
-        seq, last = _LAYERS["unidirectional"](
-            g, k, seq, lens32, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], model.forget_bias
-        )
+        seq, last = layer(g, k, seq, lens32, p, model.forget_bias)
     V, a = (np.asarray(p[n], np.float32) for n in ("head.W", "head.b"))
     probs = _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
     g.rename(probs, "probabilities")
