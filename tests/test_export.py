@@ -35,8 +35,9 @@ def make_checkpoint(
     data=None,
 ):
     """data: the training config's ``data`` section (input transforms), or None."""
+    features = F * (data or {}).get("frame", 1)
     model = LSTMClassifier(
-        F,
+        features,
         H,
         K,
         num_layers=layers,
@@ -52,8 +53,8 @@ def make_checkpoint(
     normalization = None
     if norm:
         normalization = {
-            "mean": rng.normal(size=F).tolist(),
-            "std": rng.uniform(0.5, 2.0, size=F).tolist(),
+            "mean": rng.normal(size=features).tolist(),
+            "std": rng.uniform(0.5, 2.0, size=features).tolist(),
         }
     meta = {"model": model.spec(), "classes": CLASSES, "normalization": normalization}
     if data is not None:
@@ -139,11 +140,64 @@ def test_onnx_matches_predict_proba(tmp_path, head, layers, bi, dtype):
     np.testing.assert_allclose(probs1, probs[:1], rtol=0, atol=1e-5)
 
 
-def test_onnx_matches_lstm_predict_csv(tmp_path):
+def transformed_reference(ckpt, x, lengths):
+    """What lstm-predict computes on raw padded x: TrainedModel.prepare (the checkpoint's
+    input transforms), then pad_batch's normalisation and predict_proba."""
+    from lstm_cli.data import SequenceDataset
+    from lstm_cli.inference import predict_dataset
+
+    tm = load_trained(ckpt)
+    stacked = np.concatenate([x[b, :n] for b, n in enumerate(lengths)]).astype(np.float64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ds = tm.prepare(SequenceDataset(stacked, offsets, None))
+    return predict_dataset(tm.model, ds, tm.mean, tm.std)
+
+
+TRANSFORMS = [
+    ("last", False, {"normalize_per_sequence": True}),
+    ("all", True, {"pool": 3}),
+    ("mean", False, {"frame": 2}),
+    ("last", True, {"normalize_per_sequence": True, "pool": 2, "frame": 3}),
+    ("all", False, {"normalize_per_sequence": True, "pool": 4, "frame": 2}),
+    ("mean", True, {"pool": 2, "frame": 2}),
+]
+
+
+@pytest.mark.parametrize("head, bi, data", TRANSFORMS)
+def test_onnx_applies_the_input_transforms(tmp_path, head, bi, data):
+    """Per-sequence z-score, pooling and framing happen inside the graph on raw input,
+    variable lengths (1 and the maximum, partial last windows and frames)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = make_checkpoint(tmp_path, head, 2, bidirectional=bi, data=data)
+    out = tmp_path / "m.onnx"
+    result = run(export, [ckpt, "--to", "onnx", out])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.input[0].type.tensor_type.shape.dim[2].dim_value == F  # raw features
+    props = {p.key: p.value for p in model.metadata_props}
+    t = json.loads(props["transforms"])
+    assert t["pool"] == data.get("pool", 1) and t["frame"] == data.get("frame", 1)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        probs, label = sess.run(None, {"x": x, "lengths": lengths})
+        ref = transformed_reference(ckpt, x, lengths)
+        np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(label, ref.argmax(1))
+
+
+@pytest.mark.parametrize(
+    "head, bi, data",
+    [("all", False, None), ("mean", True, {"normalize_per_sequence": True, "pool": 2, "frame": 2})],
+)
+def test_onnx_matches_lstm_predict_csv(tmp_path, head, bi, data):
     """End to end: the ONNX probabilities equal those lstm-predict writes."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path, "all", 2)
+    ckpt = make_checkpoint(tmp_path, head, 2, bidirectional=bi, data=data)
     x, lengths = batch()
     data = tmp_path / "d.jsonl"
     with open(data, "w") as fh:

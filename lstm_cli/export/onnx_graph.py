@@ -31,6 +31,7 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
 from .meta import export_metadata
+from .onnx_transforms import add_transforms, transforms_on
 
 ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input)
 ONNX_IR_VERSION = 8  # the lowest IR that carries opset 17: older runtimes can load it
@@ -159,10 +160,13 @@ def _head_mean(g, seq, last, valid, lens_f, V, a):
 _HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean}
 
 
-def build_onnx_model(model, classes, mean=None, std=None):
-    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised) input.
+def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
+    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised,
+    untransformed) input.
 
-    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or None.
+    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or
+    None; transforms: the training config's input transforms ({per_sequence, pool, frame},
+    inference.TrainedModel.transforms) or None, applied first (onnx_transforms).
     """
     if model.head not in _HEADS:
         raise LstmCliError(
@@ -172,25 +176,33 @@ def build_onnx_model(model, classes, mean=None, std=None):
     onnx = _onnx()
     helper, TP = onnx.helper, onnx.TensorProto
     g = _Graph(onnx)
-    F, p = model.input_size, model.params
-    # x (B, T, F) -> time-major (T, B, F); the mask (T, B, 1) of valid steps
-    xs = g.op("Transpose", ["x"], perm=[1, 0, 2])
-    if mean is not None:
-        xs = g.op("Sub", [xs, g.const("norm.mean", np.asarray(mean, np.float32))])
-    if std is not None:
-        xs = g.op("Div", [xs, g.const("norm.std", np.asarray(std, np.float32))])
-    T = g.op("Gather", [g.op("Shape", ["x"]), g.const("time_index", np.array(1, np.int64))])
+    p, lengths = model.params, "lengths"
+    transforms = dict(transforms or {}) if transforms_on(transforms) else {}
+    F = model.input_size // transforms.get("frame", 1)  # the raw input's features
+    if transforms:  # float64 like lstm_cli, then the normalisation, then float32
+        xb, lengths = add_transforms(g, TP, "x", lengths, transforms, F)
+        if mean is not None:
+            xb = g.op("Sub", [xb, g.const("norm.mean", np.asarray(mean, np.float64))])
+            xb = g.op("Div", [xb, g.const("norm.std", np.asarray(std, np.float64))])
+        xs = g.op("Transpose", [g.op("Cast", [xb], to=TP.FLOAT)], perm=[1, 0, 2])
+    else:  # x (B, T, F) -> time-major (T, B, F)
+        xs = g.op("Transpose", ["x"], perm=[1, 0, 2])
+        if mean is not None:
+            xs = g.op("Sub", [xs, g.const("norm.mean", np.asarray(mean, np.float32))])
+            xs = g.op("Div", [xs, g.const("norm.std", np.asarray(std, np.float32))])
+    # the mask (T, B, 1) of valid steps
+    T = g.op("Gather", [g.op("Shape", [xs]), g.const("time_index", np.array(0, np.int64))])
     steps = g.op(
         "Range", [g.const("t0", np.array(0, np.int64)), T, g.const("t1", np.array(1, np.int64))]
     )  # (T,)
     col = g.const("unsq_1", np.array([1], np.int64))
-    valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), "lengths"])  # (T, B)
+    valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), lengths])  # (T, B)
     valid = g.op("Unsqueeze", [valid, g.const("unsq_2", np.array([2], np.int64))])  # (T, B, 1)
     # padded steps -> 0: onnxruntime ignores them anyway, but a runtime that applies
     # sequence_lens by multiplying with a mask would turn NaN padding into NaN outputs
     xs = g.op("Where", [valid, xs, g.const("x_pad", np.zeros((), np.float32))])
-    lens32 = g.op("Cast", ["lengths"], to=TP.INT32)
-    lens_f = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=TP.FLOAT), col])  # (B, 1)
+    lens32 = g.op("Cast", [lengths], to=TP.INT32)
+    lens_f = g.op("Unsqueeze", [g.op("Cast", [lengths], to=TP.FLOAT), col])  # (B, 1)
     seq = last = xs
     layer = _LAYERS["bidirectional" if model.bidirectional else "unidirectional"]
     for k in range(model.num_layers):
@@ -225,14 +237,16 @@ def build_onnx_model(model, classes, mean=None, std=None):
     )
     onnx_model.ir_version = ONNX_IR_VERSION
     norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    helper.set_model_props(onnx_model, export_metadata(model, classes, norm))
+    helper.set_model_props(onnx_model, export_metadata(model, classes, norm, transforms))
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 
 
 def export_onnx(trained, path) -> None:
     """Write ``trained`` (an inference.TrainedModel) to ``path`` as ONNX, atomically."""
-    onnx_model = build_onnx_model(trained.model, trained.classes, trained.mean, trained.std)
+    onnx_model = build_onnx_model(
+        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
+    )
     data = onnx_model.SerializeToString()
     try:
         atomic_write(path, lambda fh: fh.write(data))
