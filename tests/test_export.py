@@ -299,10 +299,12 @@ def test_onnx_reverse_direction_starts_at_each_sequences_own_last_step():
 # --------------------------------------------------------------------------- PyTorch
 
 
-def _exported_torch(tmp_path, head, layers, norm=True):
+def _exported_torch(tmp_path, head, layers, norm=True, bidirectional=False, data=None):
     pytest.importorskip("safetensors")
     torch = pytest.importorskip("torch")
-    ckpt = make_checkpoint(tmp_path, head, layers, norm=norm)
+    ckpt = make_checkpoint(
+        tmp_path, head, layers, norm=norm, bidirectional=bidirectional, data=data
+    )
     out = tmp_path / "m.safetensors"
     result = run(export, [ckpt, "--to", "pytorch", out])
     assert result.exit_code == 0, result.output
@@ -313,27 +315,37 @@ def _exported_torch(tmp_path, head, layers, norm=True):
     return ckpt, out, model, classes, torch
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers):
-    ckpt, out, model, classes, torch = _exported_torch(tmp_path, head, layers)
+@pytest.mark.parametrize("bi", [False, True])
+def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers, bi):
+    ckpt, out, model, classes, torch = _exported_torch(tmp_path, head, layers, bidirectional=bi)
     assert classes == CLASSES
+    assert model.lstm.bidirectional is bi and model.fc.in_features == H * (1 + bi)
     x, lengths = batch(0.0)
     ref, tm = reference_probs(ckpt, x, lengths)
     xn = ((x.astype(np.float64) - tm.mean) / tm.std).astype(np.float32)
     xn[np.arange(x.shape[1]) >= lengths[:, None]] = 0.0
     want = tm.model.logits(xn, lengths)
     with torch.no_grad():
-        y, _ = model.lstm(torch.from_numpy(xn))  # padding after the valid steps: harmless
-        if head == "last":
-            got = np.stack([model.fc(y[b, n - 1]).numpy() for b, n in enumerate(lengths)])
+        lens = torch.from_numpy(lengths)
+        pack = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(xn), lens, True, enforce_sorted=False
+        )
+        y, (h_n, _) = model.lstm(pack)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # 0 past each end
+        valid = np.arange(x.shape[1]) < lengths[:, None]
+        if head == "last":  # [h-> at the last step, h<- at step 0] of the top layer
+            got = model.fc(torch.cat(list(h_n[-2:] if bi else h_n[-1:]), -1)).numpy()
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        elif head == "mean":
+            got = model.fc(y.sum(1) / lens[:, None]).numpy()
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
         else:
             got = model.fc(y).numpy()
-            valid = np.arange(x.shape[1]) < lengths[:, None]
             np.testing.assert_allclose(got[valid], want[valid], rtol=0, atol=1e-5)
         x_raw, _ = batch(np.nan)
-        probs = model(torch.from_numpy(x_raw), torch.from_numpy(lengths)).numpy()
+        probs = model(torch.from_numpy(x_raw), lens).numpy()
     np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
 
 
@@ -353,11 +365,19 @@ def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "head, dtype", [("last", "float32"), ("all", "float32"), ("last", "float64")]
+    "head, dtype, bi",
+    [
+        ("last", "float32", False),
+        ("all", "float32", False),
+        ("last", "float64", False),
+        ("last", "float32", True),
+        ("mean", "float32", True),
+        ("mean", "float64", False),
+    ],
 )
-def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype):
+def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype, bi):
     pytest.importorskip("safetensors")
-    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype)
+    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype, bidirectional=bi)
     st_file, back = tmp_path / "m.safetensors", tmp_path / "back.npz"
     assert run(export, [ckpt, "--to", "pytorch", st_file, "--quiet"]).exit_code == 0
     result = run(import_, [st_file, back])  # labels etc. from the file's own metadata
@@ -371,6 +391,7 @@ def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, hea
         assert b.meta[key] == a.meta[key]
     assert b.meta["model"]["forget_bias"] == a.meta["model"]["forget_bias"]
     assert b.meta["model"]["head"] == head
+    assert b.meta["model"].get("bidirectional", False) is bi
     x, lengths = batch()
     data = tmp_path / "d.jsonl"
     with open(data, "w") as fh:
@@ -508,6 +529,45 @@ def _state(layers=1):
         state[f"lstm.bias_hh_l{k}"] = rng.normal(size=4 * H)
     state["fc.weight"], state["fc.bias"] = rng.normal(size=(2, H)), rng.normal(size=2)
     return {k: v.astype(np.float32) for k, v in state.items()}
+
+
+def test_import_of_a_plain_bidirectional_pytorch_state_dict(tmp_path):
+    """nn.LSTM(bidirectional=True) + nn.Linear(2H, K) trained in PyTorch: the '*_reverse'
+    keys become lstm.{k}.reverse.W/b and the imported model computes what torch does; the
+    same file with --unidirectional, or with one reverse key missing, is refused."""
+    st = pytest.importorskip("safetensors.numpy")
+    torch = pytest.importorskip("torch")
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(F, H, 2, batch_first=True, bidirectional=True)
+    fc = torch.nn.Linear(2 * H, 3)
+    state = {f"lstm.{k}": v.detach().numpy() for k, v in lstm.state_dict().items()}
+    state |= {f"fc.{k}": v.detach().numpy() for k, v in fc.state_dict().items()}
+    path = tmp_path / "bi.safetensors"
+    st.save_file(state, str(path))
+    out = tmp_path / "imported.npz"
+    result = run(import_, [path, out, "--classes", "a,b,c", "--head", "mean"])
+    assert result.exit_code == 0, result.output
+    assert "bidirectional" in result.stderr
+    tm = load_trained(out)
+    assert tm.model.bidirectional and tm.model.head == "mean"
+    assert "lstm.1.reverse.W" in tm.model.params
+    x, lengths = batch(0.0)
+    with torch.no_grad():
+        lens = torch.from_numpy(lengths)
+        pack = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), lens, True, enforce_sorted=False
+        )
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(lstm(pack)[0], True)
+        want = fc(y.sum(1) / lens[:, None]).numpy()
+    np.testing.assert_allclose(tm.model.logits(x, lengths), want, rtol=0, atol=1e-5)
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b,c", "--unidirectional"])
+    one_error_line(result, 5, str(path), "unexpected ['lstm.bias_hh_l0_reverse'")
+    del state["lstm.weight_hh_l1_reverse"]
+    st.save_file(state, str(path))
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b,c"])
+    one_error_line(result, 5, "bidirectional nn.LSTM", "missing ['lstm.weight_hh_l1_reverse']")
+    assert not (tmp_path / "o.npz").exists()
 
 
 @pytest.mark.parametrize(

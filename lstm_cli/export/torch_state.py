@@ -2,11 +2,12 @@
 
 Keys are PyTorch's own names for a module with attributes ``lstm`` and ``fc``:
 ``lstm.weight_ih_l{k}`` (4H, I_k), ``lstm.weight_hh_l{k}`` (4H, H), ``lstm.bias_ih_l{k}``,
-``lstm.bias_hh_l{k}`` (4H,) in PyTorch's gate order i, f, g, o, then ``fc.weight`` (K, H)
-and ``fc.bias`` (K,). ``bias_ih`` is lstm_cli's bias b; ``forget_bias`` is folded into
-``bias_hh``'s forget block (the rest of bias_hh is 0), so PyTorch's bias_ih + bias_hh is
-exactly the forward of DESIGN §5, and ``lstm-import`` can take the two apart again
-without rounding (an exact round trip). Arrays keep the model's dtype.
+``lstm.bias_hh_l{k}`` (4H,) in PyTorch's gate order i, f, g, o (a bidirectional model adds
+the same four with the suffix ``_reverse`` per layer, I_k = 2H above the first), then
+``fc.weight`` (K, D*H) and ``fc.bias`` (K,). ``bias_ih`` is lstm_cli's bias b;
+``forget_bias`` is folded into ``bias_hh``'s forget block (the rest of bias_hh is 0), so
+PyTorch's bias_ih + bias_hh is exactly the forward of DESIGN §5, and ``lstm-import`` can
+take the two apart again without rounding (an exact round trip). Arrays keep the model's dtype.
 
 The file's metadata (str -> str) holds the labels, normalisation, head, forget_bias and
 ``module_args`` (JSON keyword arguments of ``PYTORCH_MODULE``'s class).
@@ -35,21 +36,27 @@ from safetensors.torch import load_file
 
 
 class Classifier(torch.nn.Module):
-    def __init__(self, input_size, hidden_size, num_layers, num_classes, head, mean, std):
+    def __init__(
+        self, input_size, hidden_size, num_layers, num_classes, head, mean, std, bidirectional=False
+    ):
         super().__init__()
         self.head, self.mean, self.std = head, mean, std  # lists of F floats, or None
-        self.lstm = torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
-        self.fc = torch.nn.Linear(hidden_size, num_classes)
+        self.lstm = torch.nn.LSTM(
+            input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional
+        )
+        self.fc = torch.nn.Linear(hidden_size * (1 + bidirectional), num_classes)
 
     def forward(self, x, lengths):  # x (B, T, F) raw features, lengths (B,) int64 -> probs (B, K)
         if self.mean is not None:
             x = ((x.double() - torch.tensor(self.mean)) / torch.tensor(self.std)).float()
         pack = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
         y, (h_n, _) = self.lstm(pack)
-        if self.head == "last":
-            return self.fc(h_n[-1]).softmax(-1)
-        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # (B, T', H), 0 past each end
+        if self.head == "last":  # the top layer's final state per direction, [h->, h<-]
+            return self.fc(torch.cat(list(h_n[-1 - self.lstm.bidirectional :]), -1)).softmax(-1)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # (B, T', D*H), 0 past each end
         valid = torch.arange(y.shape[1])[None, :, None] < lengths[:, None, None]
+        if self.head == "mean":
+            return self.fc((y * valid).sum(1) / lengths[:, None]).softmax(-1)
         return (self.fc(y).softmax(-1) * valid).sum(1) / lengths[:, None]
 
 
@@ -64,17 +71,14 @@ def load_classifier(path):
 
 def torch_state_dict(model) -> dict:
     """{PyTorch name: array} of an LSTMClassifier (see the module docstring), new arrays."""
-    if model.head not in ("last", "all"):
-        raise LstmCliError(
-            f"PyTorch export supports the heads 'last' and 'all'; this model's is {model.head!r}"
-        )
     H = model.hidden_size
     raw = to_pytorch(model.params, forget_bias=0.0)  # b in bias_ih, bias_hh zero
     state = {}
     for k in range(model.num_layers):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            state[f"lstm.{name}_l{k}"] = np.ascontiguousarray(raw[f"{name}_l{k}"])
-        state[f"lstm.bias_hh_l{k}"][H : 2 * H] = model.forget_bias  # PyTorch order i, f, g, o
+        for d in ("", "_reverse")[: model.directions]:
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                state[f"lstm.{name}_l{k}{d}"] = np.ascontiguousarray(raw[f"{name}_l{k}{d}"])
+            state[f"lstm.bias_hh_l{k}{d}"][H : 2 * H] = model.forget_bias  # order i, f, g, o
     state["fc.weight"] = np.ascontiguousarray(raw["head.weight"])
     state["fc.bias"] = np.ascontiguousarray(raw["head.bias"])
     return state
@@ -92,6 +96,7 @@ def torch_metadata(model, classes, mean=None, std=None) -> dict:
             "num_layers": model.num_layers,
             "num_classes": model.num_classes,
             "head": model.head,
+            "bidirectional": bool(model.bidirectional),
             "mean": None if norm is None else norm["mean"],
             "std": None if norm is None else norm["std"],
         }
