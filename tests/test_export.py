@@ -349,6 +349,19 @@ def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers, bi):
     np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("head, bi, data", TRANSFORMS)
+def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
+    """The printed module z-scores, pools and frames raw input as lstm_cli does."""
+    _, out, model, _, torch = _exported_torch(tmp_path, head, 2, bidirectional=bi, data=data)
+    ckpt = tmp_path / "m.npz"
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        with torch.no_grad():
+            probs = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+        np.testing.assert_allclose(probs, transformed_reference(ckpt, x, lengths), atol=1e-5)
+
+
 def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
     st = pytest.importorskip("safetensors")
     ckpt = make_checkpoint(tmp_path, "last", 2)
@@ -373,11 +386,15 @@ def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
         ("last", "float32", True),
         ("mean", "float32", True),
         ("mean", "float64", False),
+        ("all", "float32", "pool+frame"),  # the transforms come back as config.data
     ],
 )
 def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype, bi):
     pytest.importorskip("safetensors")
-    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype, bidirectional=bi)
+    data = None
+    if bi == "pool+frame":
+        bi, data = True, {"normalize_per_sequence": True, "pool": 2, "frame": 2}
+    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype, bidirectional=bi, data=data)
     st_file, back = tmp_path / "m.safetensors", tmp_path / "back.npz"
     assert run(export, [ckpt, "--to", "pytorch", st_file, "--quiet"]).exit_code == 0
     result = run(import_, [st_file, back])  # labels etc. from the file's own metadata
@@ -392,6 +409,7 @@ def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, hea
     assert b.meta["model"]["forget_bias"] == a.meta["model"]["forget_bias"]
     assert b.meta["model"]["head"] == head
     assert b.meta["model"].get("bidirectional", False) is bi
+    assert load_trained(back).transforms == load_trained(ckpt).transforms
     x, lengths = batch()
     data = tmp_path / "d.jsonl"
     with open(data, "w") as fh:
@@ -517,6 +535,20 @@ def test_import_refuses_a_pickle(tmp_path):
         result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b"])
         one_error_line(result, 5, str(path), "pickle", "save the state_dict with safetensors")
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_import_a_safetensors_header_length_starting_with_0x80(tmp_path):
+    """A safetensors file whose 8-byte header length starts with the byte 0x80 (pickle's
+    protocol marker) is still safetensors: its header starts with '{'."""
+    st = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "s.safetensors"
+    for pad in range(256):
+        st.save_file(_state(), str(path), metadata={"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b"])
+    assert result.exit_code == 0, result.output
 
 
 def _state(layers=1):

@@ -47,12 +47,17 @@ def read_state(path):
         raise _bad(path, f"a {os.path.splitext(path)[1]} file is a pickle; {_SAVE_HINT}")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
     except OSError as err:
         raise _bad(path, f"cannot read: {err.strerror or err}") from None
-    if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
+    # safetensors: an 8-byte little-endian header length, then the JSON header ("{"); its
+    # first byte may be 0x80 (a length of 128 + 256 n), so the pickle test comes second
+    safetensors = len(head) == 9 and head[8:] == b"{"
+    if safetensors and int.from_bytes(head[:8], "little") + 8 <= os.path.getsize(path):
+        pass
+    elif head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
         raise _bad(path, f"this is a pickle (torch.save) file, not safetensors; {_SAVE_HINT}")
-    if len(head) < 8 or int.from_bytes(head, "little") > os.path.getsize(path):
+    else:
         raise _bad(path, "not a safetensors file (no valid header)")
     st = require("safetensors", "safetensors", "lstm-import")
     try:
@@ -212,6 +217,8 @@ def file_settings(meta) -> dict:
             out["forget_bias"] = float(meta["forget_bias"])
         if "bidirectional" in meta:
             out["bidirectional"] = json.loads(meta["bidirectional"])
+        if "transforms" in meta:
+            out["transforms"] = json.loads(meta["transforms"])
     except ValueError:
         return {}
     if meta.get("head") in HEADS:
@@ -219,17 +226,28 @@ def file_settings(meta) -> dict:
     return out
 
 
-def build_import_meta(spec, classes, normalization, provenance) -> dict:
+def build_import_meta(spec, classes, normalization, provenance, transforms=None) -> dict:
     """The checkpoint meta of an imported model: what ``inference.load_trained`` reads
-    (``model``, ``classes``, ``normalization``) plus where it came from. The one place that
-    shapes an imported checkpoint's meta (the trainer builds its own in Trainer.base_meta)."""
-    return {
+    (``model``, ``classes``, ``normalization``, the input transforms as ``config.data``)
+    plus where it came from. The one place that shapes an imported checkpoint's meta (the
+    trainer builds its own in Trainer.base_meta)."""
+    meta = {
         "lstm_cli_version": __version__,
         "model": spec,
         "classes": classes,
         "normalization": normalization,
         "imported_from": provenance,
     }
+    t = transforms or {}
+    if t.get("per_sequence") or t.get("pool", 1) > 1 or t.get("frame", 1) > 1:
+        meta["config"] = {
+            "data": {
+                "normalize_per_sequence": bool(t.get("per_sequence", False)),
+                "pool": int(t.get("pool", 1)),
+                "frame": int(t.get("frame", 1)),
+            }
+        }
+    return meta
 
 
 def checkpoint_from_state(path, settings=None, sources=None):
@@ -250,6 +268,7 @@ def checkpoint_from_state(path, settings=None, sources=None):
     L, F, H, K, bi = check_state(state, path, bi)
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
     merged.pop("bidirectional", None)
+    transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
     where = {
         k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
         for k in merged
@@ -282,4 +301,4 @@ def checkpoint_from_state(path, settings=None, sources=None):
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     provenance = {"file": os.path.basename(path), "sha256": digest, "format": "safetensors"}
-    return params, build_import_meta(spec, classes, norm, provenance)
+    return params, build_import_meta(spec, classes, norm, provenance, transforms)

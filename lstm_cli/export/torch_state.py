@@ -37,18 +37,40 @@ from safetensors.torch import load_file
 
 class Classifier(torch.nn.Module):
     def __init__(
-        self, input_size, hidden_size, num_layers, num_classes, head, mean, std, bidirectional=False
-    ):
+        self, input_size, hidden_size, num_layers, num_classes, head, mean, std,
+        bidirectional=False, transforms=None,
+    ):  # fmt: skip
         super().__init__()
         self.head, self.mean, self.std = head, mean, std  # lists of F floats, or None
+        self.transforms = transforms or {}  # per_sequence, pool, frame: docs/data-formats.md
         self.lstm = torch.nn.LSTM(
             input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional
         )
         self.fc = torch.nn.Linear(hidden_size * (1 + bidirectional), num_classes)
 
+    def prepare(self, x, lengths):  # the training run's input transforms, float64, padding 0
+        valid = torch.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+        x = torch.where(valid, x.double(), 0.0)
+        if self.transforms.get("per_sequence"):  # each sequence's own z-score
+            mean = x.sum(1, keepdim=True) / lengths[:, None, None]
+            dev = torch.where(valid, x - mean, 0.0)
+            std = ((dev * dev).sum(1, keepdim=True) / lengths[:, None, None]).sqrt()
+            x = dev / torch.where(std <= 1e-7 * mean.abs().clamp(min=1), 1.0, std)
+        for name in ("pool", "frame"):  # k steps -> their mean / one step of k*F features
+            k = self.transforms.get(name, 1)
+            if k > 1:
+                x = torch.nn.functional.pad(x, (0, 0, 0, -x.shape[1] % k)).unflatten(1, (-1, k))
+                n = (lengths[:, None] - k * torch.arange(x.shape[1])).clamp(1, k)
+                x = x.sum(2) / n[..., None] if name == "pool" else x.flatten(2)
+                lengths = (lengths + k - 1) // k
+        return x, lengths
+
     def forward(self, x, lengths):  # x (B, T, F) raw features, lengths (B,) int64 -> probs (B, K)
+        if self.transforms:
+            x, lengths = self.prepare(x, lengths)
         if self.mean is not None:
             x = ((x.double() - torch.tensor(self.mean)) / torch.tensor(self.std)).float()
+        x = x.float()
         pack = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
         y, (h_n, _) = self.lstm(pack)
         if self.head == "last":  # the top layer's final state per direction, [h->, h<-]
@@ -84,10 +106,16 @@ def torch_state_dict(model) -> dict:
     return state
 
 
-def torch_metadata(model, classes, mean=None, std=None) -> dict:
+def _module_transforms(t) -> dict:
+    """The Classifier's ``transforms`` argument: only the transforms that are on."""
+    on = {"per_sequence": True} if t["per_sequence"] else {}
+    return on | {k: t[k] for k in ("pool", "frame") if t[k] > 1}
+
+
+def torch_metadata(model, classes, mean=None, std=None, transforms=None) -> dict:
     """The safetensors metadata: export_metadata plus the module's keyword arguments."""
     norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    meta = export_metadata(model, classes, norm)
+    meta = export_metadata(model, classes, norm, transforms)
     meta["format"] = PYTORCH_FORMAT
     meta["module_args"] = json.dumps(
         {
@@ -99,6 +127,7 @@ def torch_metadata(model, classes, mean=None, std=None) -> dict:
             "bidirectional": bool(model.bidirectional),
             "mean": None if norm is None else norm["mean"],
             "std": None if norm is None else norm["std"],
+            "transforms": _module_transforms(json.loads(meta["transforms"])),
         }
     )
     return meta
@@ -108,7 +137,9 @@ def export_pytorch(trained, path) -> None:
     """Write ``trained`` (an inference.TrainedModel) to ``path`` as safetensors, atomically."""
     st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
     state = torch_state_dict(trained.model)
-    meta = torch_metadata(trained.model, trained.classes, trained.mean, trained.std)
+    meta = torch_metadata(
+        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
+    )
     data = st.save(state, metadata=meta)
     try:
         atomic_write(path, lambda fh: fh.write(data))
