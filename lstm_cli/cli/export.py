@@ -23,7 +23,8 @@ _TARGETS = ("onnx", "pytorch")
     "target",
     type=click.Choice(_TARGETS),
     required=True,
-    help="onnx: an ONNX graph (opset 17) with normalisation, LSTM and head inside; "
+    help="onnx: an ONNX graph (opset 17) with input transforms, normalisation, LSTM and "
+    "head inside; "
     "pytorch: an nn.LSTM + nn.Linear state_dict as safetensors.",
 )
 @click.argument("out", type=click.Path(dir_okay=False))
