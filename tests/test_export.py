@@ -187,6 +187,10 @@ def test_onnx_applies_the_input_transforms(tmp_path, head, bi, data):
         ref = transformed_reference(ckpt, x, lengths)
         np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
         np.testing.assert_array_equal(label, ref.argmax(1))
+        # a time axis longer than every sequence: more padded windows / frames, same result
+        wide = np.concatenate([x, np.full((len(x), 4, F), garbage, np.float32)], axis=1)
+        wide_probs, _ = sess.run(None, {"x": wide, "lengths": lengths})
+        np.testing.assert_allclose(wide_probs, ref, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -357,9 +361,12 @@ def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
     for garbage in (np.nan, 1e30):
         x, lengths = batch(garbage)
         x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
-        with torch.no_grad():
-            probs = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
-        np.testing.assert_allclose(probs, transformed_reference(ckpt, x, lengths), atol=1e-5)
+        wide = np.concatenate([x, np.full((len(x), 4, F), garbage, np.float32)], axis=1)
+        ref = transformed_reference(ckpt, x, lengths)
+        for xb in (x, wide):  # a time axis longer than every sequence changes nothing
+            with torch.no_grad():
+                probs = model(torch.from_numpy(xb), torch.from_numpy(lengths)).numpy()
+            np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
 
 
 def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
@@ -672,6 +679,7 @@ def test_import_bad_meta_yaml(tmp_path):
         ("classes: [a, b]\nclasses: [c, d]\n", "duplicate key"),
         ("!!python/object:os.system {}\n", "python/object"),
         ("classes: [a]\n", "'classes' lists 1 labels"),
+        ("classes: [a, b]\nbidirectional: 2\n", "'bidirectional' must be true or false"),
     ):
         meta = tmp_path / "meta.yaml"
         meta.write_text(text)
