@@ -8,7 +8,8 @@ Each side is timed in blocks of back-to-back calls, the order rotating between r
 the table gives the median per batch, sequences per second, the ratio to lstm_cli and the
 largest probability difference from lstm_cli.
 
-    python benchmarks/bench_deploy.py [--workloads jv,medium] [--head last] [--rounds 5]
+    python benchmarks/bench_deploy.py [--workloads jv,medium] [--head last|all|mean]
+        [--bidirectional] [--rounds 5]
 """
 
 import argparse
@@ -27,7 +28,7 @@ WORKLOADS = {
 }
 
 
-def _setup(np, name, head, seed):
+def _setup(np, name, head, seed, bidirectional=False):
     from lstm_cli.nn.model import LSTMClassifier
 
     N, (t_lo, t_hi), F, H, K, L = WORKLOADS[name]
@@ -35,7 +36,9 @@ def _setup(np, name, head, seed):
     lengths = rng.integers(t_lo, t_hi + 1, size=N).astype(np.int64)
     x = rng.normal(loc=1.0, scale=2.0, size=(N, t_hi, F)).astype(np.float32)
     x[np.arange(t_hi) >= lengths[:, None]] = 0.0
-    model = LSTMClassifier(F, H, K, num_layers=L, head=head, forget_bias=1.0, seed=seed)
+    model = LSTMClassifier(
+        F, H, K, num_layers=L, head=head, forget_bias=1.0, seed=seed, bidirectional=bidirectional
+    )
     mean, std = x[x != 0].mean() * np.ones(F), x[x != 0].std() * np.ones(F)
     return model, x, lengths, mean, std
 
@@ -102,7 +105,8 @@ def _time(fns, rounds, calls):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="jv,medium")
-    ap.add_argument("--head", choices=("last", "all"), default="last")
+    ap.add_argument("--head", choices=("last", "all", "mean"), default="last")
+    ap.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
     ap.add_argument("--rounds", type=int, default=5, help="timed blocks per side (default 5)")
     ap.add_argument("--calls", type=int, default=3, help="calls per block (default 3)")
     ap.add_argument("--seed", type=int, default=0)
@@ -118,14 +122,15 @@ def main(argv=None):
     torch.set_num_interop_threads(1)
     print(
         f"numpy {np.__version__}, onnxruntime {onnxruntime.__version__}, torch "
-        f"{torch.__version__}; one thread each; head {args.head!r}; median of "
+        f"{torch.__version__}; one thread each; head {args.head!r}"
+        f"{', bidirectional' if args.bidirectional else ''}; median of "
         f"{args.rounds} blocks of {args.calls} calls"
     )
     header = f"{'workload':<34} {'runtime':<12} {'ms/batch':>9} {'seqs/s':>9} {'speed vs cli':>12}"
     print(header + f" {'max |dp|':>9}")
     print("-" * (len(header) + 10))
     for name in args.workloads.split(","):
-        model, x, lengths, mean, std = _setup(np, name, args.head, args.seed)
+        model, x, lengths, mean, std = _setup(np, name, args.head, args.seed, args.bidirectional)
         fns = _contenders(np, model, x, lengths, mean, std)
         ref = fns["lstm_cli"]()
         diffs = {n: float(np.abs(fn() - ref).max()) for n, fn in fns.items()}

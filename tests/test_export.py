@@ -24,10 +24,28 @@ LENGTHS = np.array([1, 7, 3, 7, 2, 5])  # includes 1 and the maximum
 
 
 def make_checkpoint(
-    tmp_path, head="last", layers=1, forget_bias=0.7, norm=True, name="m.npz", dtype="float32"
+    tmp_path,
+    head="last",
+    layers=1,
+    forget_bias=0.7,
+    norm=True,
+    name="m.npz",
+    dtype="float32",
+    bidirectional=False,
+    data=None,
 ):
+    """data: the training config's ``data`` section (input transforms), or None."""
+    features = F * (data or {}).get("frame", 1)
     model = LSTMClassifier(
-        F, H, K, num_layers=layers, head=head, forget_bias=forget_bias, seed=3, dtype=dtype
+        features,
+        H,
+        K,
+        num_layers=layers,
+        head=head,
+        forget_bias=forget_bias,
+        seed=3,
+        dtype=dtype,
+        bidirectional=bidirectional,
     )
     rng = np.random.default_rng(1)
     for k, v in model.params.items():  # larger than the init so the gates saturate unevenly
@@ -35,10 +53,12 @@ def make_checkpoint(
     normalization = None
     if norm:
         normalization = {
-            "mean": rng.normal(size=F).tolist(),
-            "std": rng.uniform(0.5, 2.0, size=F).tolist(),
+            "mean": rng.normal(size=features).tolist(),
+            "std": rng.uniform(0.5, 2.0, size=features).tolist(),
         }
     meta = {"model": model.spec(), "classes": CLASSES, "normalization": normalization}
+    if data is not None:
+        meta["config"] = {"data": data}
     path = tmp_path / name
     save_checkpoint(path, model.params, meta)
     return path
@@ -81,20 +101,19 @@ def one_error_line(result, code, *fragments):
 # ------------------------------------------------------------------------------ ONNX
 
 
-@pytest.mark.parametrize(
-    "head, layers, dtype",
-    [
-        ("last", 1, "float32"),
-        ("last", 2, "float32"),
-        ("all", 1, "float32"),
-        ("all", 2, "float32"),
-        ("all", 2, "float64"),  # the graph is float32 whatever the model's dtype
-    ],
-)
-def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
+ARCHS = [
+    (head, layers, bi, "float32")
+    for head in ("last", "all", "mean")
+    for layers in (1, 2)
+    for bi in (False, True)
+] + [("all", 2, False, "float64")]  # the graph is float32 whatever the model's dtype
+
+
+@pytest.mark.parametrize("head, layers, bi, dtype", ARCHS)
+def test_onnx_matches_predict_proba(tmp_path, head, layers, bi, dtype):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype)
+    ckpt = make_checkpoint(tmp_path, head, layers, dtype=dtype, bidirectional=bi)
     out = tmp_path / "m.onnx"
     result = run(export, [ckpt, "--to", "onnx", out])
     assert result.exit_code == 0, result.output
@@ -104,6 +123,7 @@ def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
     assert [o.op_type for o in model.graph.node].count("LSTM") == layers
     props = {p.key: p.value for p in model.metadata_props}
     assert json.loads(props["classes"]) == CLASSES and props["head"] == head
+    assert json.loads(props["bidirectional"]) is bi
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
@@ -120,11 +140,68 @@ def test_onnx_matches_predict_proba(tmp_path, head, layers, dtype):
     np.testing.assert_allclose(probs1, probs[:1], rtol=0, atol=1e-5)
 
 
-def test_onnx_matches_lstm_predict_csv(tmp_path):
+def transformed_reference(ckpt, x, lengths):
+    """What lstm-predict computes on raw padded x: TrainedModel.prepare (the checkpoint's
+    input transforms), then pad_batch's normalisation and predict_proba."""
+    from lstm_cli.data import SequenceDataset
+    from lstm_cli.inference import predict_dataset
+
+    tm = load_trained(ckpt)
+    stacked = np.concatenate([x[b, :n] for b, n in enumerate(lengths)]).astype(np.float64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ds = tm.prepare(SequenceDataset(stacked, offsets, None))
+    return predict_dataset(tm.model, ds, tm.mean, tm.std)
+
+
+TRANSFORMS = [
+    ("last", False, {"normalize_per_sequence": True}),
+    ("all", True, {"pool": 3}),
+    ("mean", False, {"frame": 2}),
+    ("last", True, {"normalize_per_sequence": True, "pool": 2, "frame": 3}),
+    ("all", False, {"normalize_per_sequence": True, "pool": 4, "frame": 2}),
+    ("mean", True, {"pool": 2, "frame": 2}),
+]
+
+
+@pytest.mark.parametrize("head, bi, data", TRANSFORMS)
+def test_onnx_applies_the_input_transforms(tmp_path, head, bi, data):
+    """Per-sequence z-score, pooling and framing happen inside the graph on raw input,
+    variable lengths (1 and the maximum, partial last windows and frames)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ckpt = make_checkpoint(tmp_path, head, 2, bidirectional=bi, data=data)
+    out = tmp_path / "m.onnx"
+    result = run(export, [ckpt, "--to", "onnx", out])
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.input[0].type.tensor_type.shape.dim[2].dim_value == F  # raw features
+    props = {p.key: p.value for p in model.metadata_props}
+    t = json.loads(props["transforms"])
+    assert t["pool"] == data.get("pool", 1) and t["frame"] == data.get("frame", 1)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        probs, label = sess.run(None, {"x": x, "lengths": lengths})
+        ref = transformed_reference(ckpt, x, lengths)
+        np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(label, ref.argmax(1))
+        # a time axis longer than every sequence: more padded windows / frames, same result
+        wide = np.concatenate([x, np.full((len(x), 4, F), garbage, np.float32)], axis=1)
+        wide_probs, _ = sess.run(None, {"x": wide, "lengths": lengths})
+        np.testing.assert_allclose(wide_probs, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "head, bi, data",
+    [("all", False, None), ("mean", True, {"normalize_per_sequence": True, "pool": 2, "frame": 2})],
+)
+def test_onnx_matches_lstm_predict_csv(tmp_path, head, bi, data):
     """End to end: the ONNX probabilities equal those lstm-predict writes."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path, "all", 2)
+    ckpt = make_checkpoint(tmp_path, head, 2, bidirectional=bi, data=data)
     x, lengths = batch()
     data = tmp_path / "d.jsonl"
     with open(data, "w") as fh:
@@ -179,13 +256,59 @@ def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
         assert not y[n:, 0, bi].any()  # padded outputs are 0
 
 
+def test_onnx_reverse_direction_starts_at_each_sequences_own_last_step():
+    """A bidirectional LSTM node with sequence_lens: the reverse direction reads each
+    sequence's valid steps from its own last one down to 0 (never the padding), and its
+    Y_h is the reverse state at step 0, as lstm_cli's bidirectional layer does."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from lstm_cli.export.onnx_graph import onnx_gates
+
+    rng = np.random.default_rng(0)
+    gates = [onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5)]
+    gates.append(onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5))
+    w, r, bias = (np.concatenate([g[i] for g in gates]) for i in range(3))
+    h = onnx.helper
+    node = h.make_node(
+        "LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H, direction="bidirectional"
+    )
+    graph = h.make_graph(
+        [node],
+        "bilstm",
+        [
+            h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["T", "B", F]),
+            h.make_tensor_value_info("L", onnx.TensorProto.INT32, ["B"]),
+        ],
+        [
+            h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None),
+            h.make_tensor_value_info("Y_h", onnx.TensorProto.FLOAT, None),
+        ],
+        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x, lengths = batch(garbage=1e6)
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2))
+    y, y_h = sess.run(None, {"X": xt, "L": lengths.astype(np.int32)})
+    for bi, n in enumerate(lengths):
+        alone = np.ascontiguousarray(xt[:n, bi : bi + 1])
+        alone_y, alone_h = sess.run(None, {"X": alone, "L": np.array([n], np.int32)})
+        np.testing.assert_allclose(y[:n, :, bi], alone_y[:, :, 0], atol=1e-6)
+        np.testing.assert_allclose(y_h[1, bi], alone_y[0, 1, 0], atol=1e-6)  # h<- at step 0
+        np.testing.assert_allclose(y_h[0, bi], alone_y[n - 1, 0, 0], atol=1e-6)
+        assert not y[n:, :, bi].any()  # padded outputs are 0
+
+
 # --------------------------------------------------------------------------- PyTorch
 
 
-def _exported_torch(tmp_path, head, layers, norm=True):
+def _exported_torch(tmp_path, head, layers, norm=True, bidirectional=False, data=None):
     pytest.importorskip("safetensors")
     torch = pytest.importorskip("torch")
-    ckpt = make_checkpoint(tmp_path, head, layers, norm=norm)
+    ckpt = make_checkpoint(
+        tmp_path, head, layers, norm=norm, bidirectional=bidirectional, data=data
+    )
     out = tmp_path / "m.safetensors"
     result = run(export, [ckpt, "--to", "pytorch", out])
     assert result.exit_code == 0, result.output
@@ -196,28 +319,54 @@ def _exported_torch(tmp_path, head, layers, norm=True):
     return ckpt, out, model, classes, torch
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers):
-    ckpt, out, model, classes, torch = _exported_torch(tmp_path, head, layers)
+@pytest.mark.parametrize("bi", [False, True])
+def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers, bi):
+    ckpt, out, model, classes, torch = _exported_torch(tmp_path, head, layers, bidirectional=bi)
     assert classes == CLASSES
+    assert model.lstm.bidirectional is bi and model.fc.in_features == H * (1 + bi)
     x, lengths = batch(0.0)
     ref, tm = reference_probs(ckpt, x, lengths)
     xn = ((x.astype(np.float64) - tm.mean) / tm.std).astype(np.float32)
     xn[np.arange(x.shape[1]) >= lengths[:, None]] = 0.0
     want = tm.model.logits(xn, lengths)
     with torch.no_grad():
-        y, _ = model.lstm(torch.from_numpy(xn))  # padding after the valid steps: harmless
-        if head == "last":
-            got = np.stack([model.fc(y[b, n - 1]).numpy() for b, n in enumerate(lengths)])
+        lens = torch.from_numpy(lengths)
+        pack = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(xn), lens, True, enforce_sorted=False
+        )
+        y, (h_n, _) = model.lstm(pack)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # 0 past each end
+        valid = np.arange(x.shape[1]) < lengths[:, None]
+        if head == "last":  # [h-> at the last step, h<- at step 0] of the top layer
+            got = model.fc(torch.cat(list(h_n[-2:] if bi else h_n[-1:]), -1)).numpy()
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        elif head == "mean":
+            got = model.fc(y.sum(1) / lens[:, None]).numpy()
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
         else:
             got = model.fc(y).numpy()
-            valid = np.arange(x.shape[1]) < lengths[:, None]
             np.testing.assert_allclose(got[valid], want[valid], rtol=0, atol=1e-5)
         x_raw, _ = batch(np.nan)
-        probs = model(torch.from_numpy(x_raw), torch.from_numpy(lengths)).numpy()
+        probs = model(torch.from_numpy(x_raw), lens).numpy()
     np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("head, bi, data", TRANSFORMS)
+def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
+    """The printed module z-scores, pools and frames raw input as lstm_cli does."""
+    _, out, model, _, torch = _exported_torch(tmp_path, head, 2, bidirectional=bi, data=data)
+    ckpt = tmp_path / "m.npz"
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        wide = np.concatenate([x, np.full((len(x), 4, F), garbage, np.float32)], axis=1)
+        ref = transformed_reference(ckpt, x, lengths)
+        for xb in (x, wide):  # a time axis longer than every sequence changes nothing
+            with torch.no_grad():
+                probs = model(torch.from_numpy(xb), torch.from_numpy(lengths)).numpy()
+            np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
 
 
 def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
@@ -236,11 +385,23 @@ def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "head, dtype", [("last", "float32"), ("all", "float32"), ("last", "float64")]
+    "head, dtype, bi",
+    [
+        ("last", "float32", False),
+        ("all", "float32", False),
+        ("last", "float64", False),
+        ("last", "float32", True),
+        ("mean", "float32", True),
+        ("mean", "float64", False),
+        ("all", "float32", "pool+frame"),  # the transforms come back as config.data
+    ],
 )
-def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype):
+def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, head, dtype, bi):
     pytest.importorskip("safetensors")
-    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype)
+    data = None
+    if bi == "pool+frame":
+        bi, data = True, {"normalize_per_sequence": True, "pool": 2, "frame": 2}
+    ckpt = make_checkpoint(tmp_path, head, 2, dtype=dtype, bidirectional=bi, data=data)
     st_file, back = tmp_path / "m.safetensors", tmp_path / "back.npz"
     assert run(export, [ckpt, "--to", "pytorch", st_file, "--quiet"]).exit_code == 0
     result = run(import_, [st_file, back])  # labels etc. from the file's own metadata
@@ -254,6 +415,8 @@ def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, hea
         assert b.meta[key] == a.meta[key]
     assert b.meta["model"]["forget_bias"] == a.meta["model"]["forget_bias"]
     assert b.meta["model"]["head"] == head
+    assert b.meta["model"].get("bidirectional", False) is bi
+    assert load_trained(back).transforms == load_trained(ckpt).transforms
     x, lengths = batch()
     data = tmp_path / "d.jsonl"
     with open(data, "w") as fh:
@@ -381,6 +544,20 @@ def test_import_refuses_a_pickle(tmp_path):
     assert not (tmp_path / "o.npz").exists()
 
 
+def test_import_a_safetensors_header_length_starting_with_0x80(tmp_path):
+    """A safetensors file whose 8-byte header length starts with the byte 0x80 (pickle's
+    protocol marker) is still safetensors: its header starts with '{'."""
+    st = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "s.safetensors"
+    for pad in range(256):
+        st.save_file(_state(), str(path), metadata={"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b"])
+    assert result.exit_code == 0, result.output
+
+
 def _state(layers=1):
     rng = np.random.default_rng(0)
     state = {}
@@ -391,6 +568,45 @@ def _state(layers=1):
         state[f"lstm.bias_hh_l{k}"] = rng.normal(size=4 * H)
     state["fc.weight"], state["fc.bias"] = rng.normal(size=(2, H)), rng.normal(size=2)
     return {k: v.astype(np.float32) for k, v in state.items()}
+
+
+def test_import_of_a_plain_bidirectional_pytorch_state_dict(tmp_path):
+    """nn.LSTM(bidirectional=True) + nn.Linear(2H, K) trained in PyTorch: the '*_reverse'
+    keys become lstm.{k}.reverse.W/b and the imported model computes what torch does; the
+    same file with --unidirectional, or with one reverse key missing, is refused."""
+    st = pytest.importorskip("safetensors.numpy")
+    torch = pytest.importorskip("torch")
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(F, H, 2, batch_first=True, bidirectional=True)
+    fc = torch.nn.Linear(2 * H, 3)
+    state = {f"lstm.{k}": v.detach().numpy() for k, v in lstm.state_dict().items()}
+    state |= {f"fc.{k}": v.detach().numpy() for k, v in fc.state_dict().items()}
+    path = tmp_path / "bi.safetensors"
+    st.save_file(state, str(path))
+    out = tmp_path / "imported.npz"
+    result = run(import_, [path, out, "--classes", "a,b,c", "--head", "mean"])
+    assert result.exit_code == 0, result.output
+    assert "bidirectional" in result.stderr
+    tm = load_trained(out)
+    assert tm.model.bidirectional and tm.model.head == "mean"
+    assert "lstm.1.reverse.W" in tm.model.params
+    x, lengths = batch(0.0)
+    with torch.no_grad():
+        lens = torch.from_numpy(lengths)
+        pack = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), lens, True, enforce_sorted=False
+        )
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(lstm(pack)[0], True)
+        want = fc(y.sum(1) / lens[:, None]).numpy()
+    np.testing.assert_allclose(tm.model.logits(x, lengths), want, rtol=0, atol=1e-5)
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b,c", "--unidirectional"])
+    one_error_line(result, 5, str(path), "unexpected ['lstm.bias_hh_l0_reverse'")
+    del state["lstm.weight_hh_l1_reverse"]
+    st.save_file(state, str(path))
+    result = run(import_, [path, tmp_path / "o.npz", "--classes", "a,b,c"])
+    one_error_line(result, 5, "bidirectional nn.LSTM", "missing ['lstm.weight_hh_l1_reverse']")
+    assert not (tmp_path / "o.npz").exists()
 
 
 @pytest.mark.parametrize(
@@ -463,6 +679,7 @@ def test_import_bad_meta_yaml(tmp_path):
         ("classes: [a, b]\nclasses: [c, d]\n", "duplicate key"),
         ("!!python/object:os.system {}\n", "python/object"),
         ("classes: [a]\n", "'classes' lists 1 labels"),
+        ("classes: [a, b]\nbidirectional: 2\n", "'bidirectional' must be true or false"),
     ):
         meta = tmp_path / "meta.yaml"
         meta.write_text(text)

@@ -23,7 +23,8 @@ _TARGETS = ("onnx", "pytorch")
     "target",
     type=click.Choice(_TARGETS),
     required=True,
-    help="onnx: an ONNX graph (opset 17) with normalisation, LSTM and head inside; "
+    help="onnx: an ONNX graph (opset 17) with input transforms, normalisation, LSTM and "
+    "head inside; "
     "pytorch: an nn.LSTM + nn.Linear state_dict as safetensors.",
 )
 @click.argument("out", type=click.Path(dir_okay=False))
@@ -43,7 +44,8 @@ def export(checkpoint, target, out, quiet):
         from ..export.onnx_graph import ONNX_OPSET, export_onnx
 
         export_onnx(tm, out)
-        what = f"ONNX (opset {ONNX_OPSET}; inputs x (batch, time, {tm.num_features}) float32"
+        raw = tm.num_features // tm.transforms["frame"]  # the graph frames the raw steps itself
+        what = f"ONNX (opset {ONNX_OPSET}; inputs x (batch, time, {raw}) float32"
         what += ", lengths (batch,) int64)"
     else:
         from ..export.torch_state import PYTORCH_MODULE, export_pytorch
@@ -56,7 +58,8 @@ def export(checkpoint, target, out, quiet):
     if not quiet:
         m = tm.model
         click.echo(
-            f"wrote {out}: {what}; {m.num_layers} layer(s) of {m.hidden_size}, head "
+            f"wrote {out}: {what}; {m.num_layers} "
+            f"{'bidirectional ' if m.bidirectional else ''}layer(s) of {m.hidden_size}, head "
             f"{m.head!r}, {m.num_classes} classes",
             err=True,
         )
@@ -79,7 +82,8 @@ def _split_list(text, name, number=False):
 
 def _read_meta_yaml(path) -> dict:
     """The --meta file: a YAML mapping with keys among classes, normalization, head,
-    forget_bias (read with the config's safe loader: yaml.safe_load plus duplicate-key checks)."""
+    forget_bias, bidirectional (read with the config's safe loader: yaml.safe_load plus
+    duplicate-key checks)."""
     from ..config.yaml_safe import load_yaml
     from ..errors import ConfigError
 
@@ -90,8 +94,10 @@ def _read_meta_yaml(path) -> dict:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     doc = load_yaml(text, path)
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping (classes, normalization, head, forget_bias)")
-    allowed = ("classes", "normalization", "head", "forget_bias")
+        raise ConfigError(
+            f"{path}: expected a mapping (classes, normalization, head, forget_bias, bidirectional)"
+        )
+    allowed = ("classes", "normalization", "head", "forget_bias", "bidirectional")
     unknown = sorted(map(str, set(doc) - set(allowed)))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {allowed}")
@@ -109,17 +115,23 @@ def _read_meta_yaml(path) -> dict:
 @click.option("--classes", help="Labels in class-index order, comma-separated (e.g. neg,pos).")
 @click.option("--mean", help="Per-feature normalisation mean, comma-separated.")
 @click.option("--std", help="Per-feature normalisation std, comma-separated (with --mean).")
-@click.option("--head", type=click.Choice(["last", "all"]), help="The model's head.")
+@click.option("--head", type=click.Choice(["last", "all", "mean"]), help="The model's head.")
 @click.option("--forget-bias", type=float, help="forget_bias to take out of the forget bias.")
+@click.option(
+    "--bidirectional/--unidirectional",
+    default=None,
+    help="Whether STATE is a bidirectional nn.LSTM (default: its metadata, else its keys: "
+    "'*_reverse' keys mean bidirectional).",
+)
 @click.option(
     "--meta",
     "meta_path",
     type=click.Path(exists=True, dir_okay=False),
-    help="A small YAML with classes, normalization {mean, std}, head, forget_bias.",
+    help="A small YAML with classes, normalization {mean, std}, head, forget_bias, bidirectional.",
 )
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @handles_errors
-def import_(state, out, classes, mean, std, head, forget_bias, meta_path, quiet):
+def import_(state, out, classes, mean, std, head, forget_bias, bidirectional, meta_path, quiet):
     """Turn a PyTorch nn.LSTM + nn.Linear state_dict (STATE, safetensors) into the lstm_cli
     checkpoint OUT that lstm-eval and lstm-predict accept.
 
@@ -138,6 +150,7 @@ def import_(state, out, classes, mean, std, head, forget_bias, meta_path, quiet)
         "--classes": ("classes", _split_list(classes, "--classes")),
         "--head": ("head", head),
         "--forget-bias": ("forget_bias", forget_bias),
+        "--bidirectional/--unidirectional": ("bidirectional", bidirectional),
     }
     if mean is not None:
         norm = {"mean": _split_list(mean, "--mean", True), "std": _split_list(std, "--std", True)}
@@ -150,7 +163,9 @@ def import_(state, out, classes, mean, std, head, forget_bias, meta_path, quiet)
     if not quiet:
         spec = meta["model"]
         click.echo(
-            f"wrote {out}: {spec['num_layers']} layer(s) of {spec['hidden_size']}, head "
+            f"wrote {out}: {spec['num_layers']} "
+            f"{'bidirectional ' if spec.get('bidirectional') else ''}layer(s) of "
+            f"{spec['hidden_size']}, head "
             f"{spec['head']!r}, classes {meta['classes']} (from {os.path.basename(state)})",
             err=True,
         )

@@ -47,12 +47,17 @@ def read_state(path):
         raise _bad(path, f"a {os.path.splitext(path)[1]} file is a pickle; {_SAVE_HINT}")
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
     except OSError as err:
         raise _bad(path, f"cannot read: {err.strerror or err}") from None
-    if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
+    # safetensors: an 8-byte little-endian header length, then the JSON header ("{"); its
+    # first byte may be 0x80 (a length of 128 + 256 n), so the pickle test comes second
+    safetensors = len(head) == 9 and head[8:] == b"{"
+    if safetensors and int.from_bytes(head[:8], "little") + 8 <= os.path.getsize(path):
+        pass
+    elif head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
         raise _bad(path, f"this is a pickle (torch.save) file, not safetensors; {_SAVE_HINT}")
-    if len(head) < 8 or int.from_bytes(head, "little") > os.path.getsize(path):
+    else:
         raise _bad(path, "not a safetensors file (no valid header)")
     st = require("safetensors", "safetensors", "lstm-import")
     try:
@@ -64,7 +69,7 @@ def read_state(path):
     return state, meta
 
 
-_LAYER_KEY = re.compile(r"lstm\.(?:weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)")
+_LAYER_KEY = re.compile(r"lstm\.(?:weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(?:_reverse)?")
 
 
 def _layers(state, path):
@@ -77,36 +82,44 @@ def _layers(state, path):
     return L
 
 
-def check_state(state, path):
-    """(num_layers, input_size, hidden_size, num_classes) of a state_dict, after checking
-    that its keys are exactly those of ``nn.LSTM`` + ``nn.Linear`` and its shapes agree."""
-    if any(k.endswith("_reverse") for k in state):
-        raise _bad(path, "a bidirectional nn.LSTM (keys '*_reverse') is not supported yet")
+def check_state(state, path, bidirectional=None):
+    """(num_layers, input_size, hidden_size, num_classes, bidirectional) of a state_dict,
+    after checking that its keys are exactly those of ``nn.LSTM`` (``bidirectional=True``:
+    also the ``*_reverse`` keys of every layer) + ``nn.Linear`` and its shapes agree.
+
+    bidirectional: what the caller or the file's metadata says, or None to go by the keys
+    (any ``*_reverse`` key means a bidirectional nn.LSTM)."""
     if any("weight_hr" in k for k in state):
         raise _bad(path, "an nn.LSTM with proj_size (keys 'weight_hr_l*') is not supported")
+    if bidirectional is None:
+        bidirectional = any(k.endswith("_reverse") for k in state)
     L = _layers(state, path)
-    want = [f"lstm.{n}_l{k}" for k in range(L) for n in _LAYER_KEYS]
+    suffixes = ("", "_reverse") if bidirectional else ("",)
+    want = [f"lstm.{n}_l{k}{s}" for k in range(L) for s in suffixes for n in _LAYER_KEYS]
     want += ["fc.weight", "fc.bias"]
     missing = [k for k in want if k not in state]
     extra = sorted(set(state) - set(want))
     if missing or extra:
         parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else ""]
+        kind = "a bidirectional nn.LSTM" if bidirectional else "an nn.LSTM"
         raise _bad(
             path,
-            "not the state_dict of an nn.LSTM named 'lstm' and an nn.Linear named 'fc': "
+            f"not the state_dict of {kind} named 'lstm' and an nn.Linear named 'fc': "
             + ", ".join(p for p in parts if p),
         )
     w = state["lstm.weight_hh_l0"]
     if w.ndim != 2 or w.shape[0] != 4 * w.shape[1] or w.shape[1] < 1:
         raise _bad(path, f"'lstm.weight_hh_l0' has shape {w.shape}; expected (4H, H)")
     H = w.shape[1]
+    D = len(suffixes)
     I = state["lstm.weight_ih_l0"].shape[-1] if state["lstm.weight_ih_l0"].ndim == 2 else 0
     K = state["fc.weight"].shape[0] if state["fc.weight"].ndim == 2 else 0
-    shapes = {"fc.weight": (K, H), "fc.bias": (K,)}
+    shapes = {"fc.weight": (K, D * H), "fc.bias": (K,)}
     for k in range(L):
-        shapes[f"lstm.weight_ih_l{k}"] = (4 * H, I if k == 0 else H)
-        shapes[f"lstm.weight_hh_l{k}"] = (4 * H, H)
-        shapes[f"lstm.bias_ih_l{k}"] = shapes[f"lstm.bias_hh_l{k}"] = (4 * H,)
+        for s in suffixes:
+            shapes[f"lstm.weight_ih_l{k}{s}"] = (4 * H, I if k == 0 else D * H)
+            shapes[f"lstm.weight_hh_l{k}{s}"] = (4 * H, H)
+            shapes[f"lstm.bias_ih_l{k}{s}"] = shapes[f"lstm.bias_hh_l{k}{s}"] = (4 * H,)
     for name in want:
         a = state[name]
         if a.shape != shapes[name] or 0 in a.shape:
@@ -119,16 +132,17 @@ def check_state(state, path):
             raise _bad(path, f"{name!r} has dtype {a.dtype}; expected floating point")
         if not np.isfinite(a).all():
             raise _bad(path, f"{name!r} holds NaN or Inf")
-    return L, I, H, K
+    return L, I, H, K, bidirectional
 
 
-def params_from_state(state, forget_bias, path="state_dict"):
-    """lstm_cli parameters (lstm.{k}.W, lstm.{k}.b, head.W, head.b) of a checked state_dict.
+def params_from_state(state, forget_bias, path="state_dict", bidirectional=None):
+    """lstm_cli parameters (lstm.{k}.W, lstm.{k}.b, lstm.{k}.reverse.W/b when
+    bidirectional, head.W, head.b) of a checked state_dict.
 
-    When ``bias_hh`` is exactly forget_bias on its forget block and 0 elsewhere (what
+    When every ``bias_hh`` is exactly forget_bias on its forget block and 0 elsewhere (what
     lstm-export writes), b is ``bias_ih`` itself; otherwise b = bias_ih + bias_hh with
     forget_bias taken out of the forget block."""
-    L, _, H, _ = check_state(state, path)
+    _, _, H, _, _ = check_state(state, path, bidirectional)
     dtype = np.float64 if any(a.dtype == np.float64 for a in state.values()) else np.float32
     plain = {k[len("lstm.") :]: np.asarray(v, dtype) for k, v in state.items() if k[:5] == "lstm."}
     plain["head.weight"] = np.asarray(state["fc.weight"], dtype)
@@ -136,9 +150,10 @@ def params_from_state(state, forget_bias, path="state_dict"):
     marker = np.zeros(4 * H, dtype)
     marker[H : 2 * H] = forget_bias  # PyTorch order i, f, g, o
     fold = forget_bias
-    if all(np.array_equal(plain[f"bias_hh_l{k}"], marker) for k in range(L)):
-        for k in range(L):
-            plain[f"bias_hh_l{k}"] = np.zeros(4 * H, dtype)
+    bias_hh = [k for k in plain if k.startswith("bias_hh_l")]
+    if all(np.array_equal(plain[k], marker) for k in bias_hh):
+        for k in bias_hh:
+            plain[k] = np.zeros(4 * H, dtype)
         fold = 0.0
     params = from_pytorch(plain, forget_bias=fold)
     return {k: np.ascontiguousarray(v, dtype) for k, v in params.items()}
@@ -200,6 +215,10 @@ def file_settings(meta) -> dict:
                 out[key] = json.loads(meta[key])
         if "forget_bias" in meta:
             out["forget_bias"] = float(meta["forget_bias"])
+        if "bidirectional" in meta:
+            out["bidirectional"] = json.loads(meta["bidirectional"])
+        if "transforms" in meta:
+            out["transforms"] = json.loads(meta["transforms"])
     except ValueError:
         return {}
     if meta.get("head") in HEADS:
@@ -207,17 +226,28 @@ def file_settings(meta) -> dict:
     return out
 
 
-def build_import_meta(spec, classes, normalization, provenance) -> dict:
+def build_import_meta(spec, classes, normalization, provenance, transforms=None) -> dict:
     """The checkpoint meta of an imported model: what ``inference.load_trained`` reads
-    (``model``, ``classes``, ``normalization``) plus where it came from. The one place that
-    shapes an imported checkpoint's meta (the trainer builds its own in Trainer.base_meta)."""
-    return {
+    (``model``, ``classes``, ``normalization``, the input transforms as ``config.data``)
+    plus where it came from. The one place that shapes an imported checkpoint's meta (the
+    trainer builds its own in Trainer.base_meta)."""
+    meta = {
         "lstm_cli_version": __version__,
         "model": spec,
         "classes": classes,
         "normalization": normalization,
         "imported_from": provenance,
     }
+    t = transforms or {}
+    if t.get("per_sequence") or t.get("pool", 1) > 1 or t.get("frame", 1) > 1:
+        meta["config"] = {
+            "data": {
+                "normalize_per_sequence": bool(t.get("per_sequence", False)),
+                "pool": int(t.get("pool", 1)),
+                "frame": int(t.get("frame", 1)),
+            }
+        }
+    return meta
 
 
 def checkpoint_from_state(path, settings=None, sources=None):
@@ -227,12 +257,18 @@ def checkpoint_from_state(path, settings=None, sources=None):
     they win over the file's own metadata. sources: {key: where it came from} for error
     messages (an option such as "--classes", or a YAML file's name)."""
     path = os.fspath(path)
+    sources = sources or {}
     state, file_meta = read_state(path)
-    L, F, H, K = check_state(state, path)
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     from_file = file_settings(file_meta)
+    bi = given.get("bidirectional", from_file.get("bidirectional"))
+    if bi is not None and not isinstance(bi, bool):
+        where_bi = sources.get("bidirectional", "the caller") if "bidirectional" in given else path
+        raise ConfigError(f"{_where(where_bi, 'bidirectional')} must be true or false")
+    L, F, H, K, bi = check_state(state, path, bi)
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
-    sources = sources or {}
+    merged.pop("bidirectional", None)
+    transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
     where = {
         k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
         for k in merged
@@ -251,7 +287,7 @@ def checkpoint_from_state(path, settings=None, sources=None):
     fb = merged["forget_bias"]
     if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not math.isfinite(fb):
         raise ConfigError(f"{_where(where['forget_bias'], 'forget_bias')} must be a finite number")
-    params = params_from_state(state, float(fb), path)
+    params = params_from_state(state, float(fb), path, bi)
     spec = {
         "input_size": F,
         "hidden_size": H,
@@ -260,8 +296,9 @@ def checkpoint_from_state(path, settings=None, sources=None):
         "head": merged["head"],
         "forget_bias": float(fb),
         "dtype": str(params["head.W"].dtype),
+        "bidirectional": bi,
     }
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     provenance = {"file": os.path.basename(path), "sha256": digest, "format": "safetensors"}
-    return params, build_import_meta(spec, classes, norm, provenance)
+    return params, build_import_meta(spec, classes, norm, provenance, transforms)

@@ -8,9 +8,13 @@ Graph (opset ``ONNX_OPSET``, all float32; docs/export.md draws it):
 * ``(x - mean) / std`` with the training statistics, when the model has them;
 * one ``LSTM`` node per layer (time-major, ``sequence_lens`` = lengths), layer k's ``Y``
   feeding layer k+1. ONNX's gate order is i, o, f, c; lstm_cli's is i, j, f, o (c = j),
-  and ``forget_bias`` is folded into the forget gate's input bias ``Wb_f``;
-* the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step),
-  ``all`` averages the per-step softmax over each sequence's valid steps;
+  and ``forget_bias`` is folded into the forget gate's input bias ``Wb_f``. A
+  bidirectional layer is one node with ``direction="bidirectional"`` (W, R, B stacked
+  [forward, reverse]); its Y (T, 2, B, H) becomes (T, B, 2H) = [h->, h<-] per step;
+* the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step;
+  bidirectional: [h-> at the last step, h<- at step 0]), ``all`` averages the per-step
+  softmax over each sequence's valid steps, ``mean`` applies the softmax layer to the
+  mean of h over each sequence's valid steps;
 * outputs ``probabilities`` (batch, classes) float32 and ``label`` (batch,) int64, the
   class index; the labels themselves are in ``metadata_props["classes"]`` (JSON).
 
@@ -27,6 +31,7 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
 from .meta import export_metadata
+from .onnx_transforms import add_transforms, transforms_on
 
 ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input)
 ONNX_IR_VERSION = 8  # the lowest IR that carries opset 17: older runtimes can load it
@@ -81,11 +86,12 @@ class _Graph:
         return new
 
 
-def _unidirectional_layer(g, k, xs, lens32, W, b, forget_bias):
-    """LSTM node over xs (T, B, I) -> (Y (T, B, H), Y_h (B, H))."""
-    w, r, bias = onnx_gates(W, b, forget_bias)
-    H = r.shape[2]
-    y, y_h = g.op(
+def _lstm_node(g, k, xs, lens32, directions, forget_bias):
+    """One LSTM node over xs (T, B, I); directions: [(W, b)] forward, [forward, reverse]
+    bidirectional, stacked along ONNX's num_directions axis -> (Y (T, D, B, H), Y_h (D, B, H))."""
+    gates = [onnx_gates(W, b, forget_bias) for W, b in directions]
+    w, r, bias = (np.concatenate([gt[i] for gt in gates]) for i in range(3))
+    return g.op(
         "LSTM",
         [
             xs,
@@ -95,15 +101,33 @@ def _unidirectional_layer(g, k, xs, lens32, W, b, forget_bias):
             lens32,
         ],
         n_out=2,
-        hidden_size=H,
-        direction="forward",
+        hidden_size=r.shape[2],
+        direction="forward" if len(directions) == 1 else "bidirectional",
     )
+
+
+def _unidirectional_layer(g, k, xs, lens32, p, forget_bias):
+    """LSTM node over xs (T, B, I) -> (Y (T, B, H), Y_h (B, H))."""
+    y, y_h = _lstm_node(g, k, xs, lens32, [(p[f"lstm.{k}.W"], p[f"lstm.{k}.b"])], forget_bias)
     one = g.const(f"lstm.{k}.axis", np.array([1], np.int64))
     zero = g.const(f"lstm.{k}.axis0", np.array([0], np.int64))
     return g.op("Squeeze", [y, one]), g.op("Squeeze", [y_h, zero])  # drop num_directions
 
 
-_LAYERS = {"unidirectional": _unidirectional_layer}
+def _bidirectional_layer(g, k, xs, lens32, p, forget_bias):
+    """LSTM node (direction "bidirectional") over xs (T, B, I) -> (Y (T, B, 2H) with
+    [h->_t, h<-_t] at each step, Y_h (B, 2H) = [h-> at the last valid step, h<- at step 0]).
+    With sequence_lens the reverse direction starts at each sequence's own last valid step."""
+    pairs = [(p[f"lstm.{k}{s}.W"], p[f"lstm.{k}{s}.b"]) for s in ("", ".reverse")]
+    y, y_h = _lstm_node(g, k, xs, lens32, pairs, forget_bias)
+    y = g.op("Transpose", [y], perm=[0, 2, 1, 3])  # (T, B, 2, H)
+    y = g.op("Reshape", [y, g.const(f"lstm.{k}.seq_shape", np.array([0, 0, -1], np.int64))])
+    y_h = g.op("Transpose", [y_h], perm=[1, 0, 2])  # (B, 2, H)
+    y_h = g.op("Reshape", [y_h, g.const(f"lstm.{k}.last_shape", np.array([0, -1], np.int64))])
+    return y, y_h
+
+
+_LAYERS = {"unidirectional": _unidirectional_layer, "bidirectional": _bidirectional_layer}
 
 
 def _head_last(g, seq, last, valid, lens_f, V, a):
@@ -123,13 +147,26 @@ def _head_all(g, seq, last, valid, lens_f, V, a):
     return g.op("Div", [total, lens_f])
 
 
-_HEADS = {"last": _head_last, "all": _head_all}
+def _head_mean(g, seq, last, valid, lens_f, V, a):
+    """Softmax of the mean of h over each sequence's valid steps: (T, B, H) -> (B, K)."""
+    zero = g.const("head.zero", np.zeros((), np.float32))
+    masked = g.op("Where", [valid, seq, zero])  # padded steps contribute exactly 0
+    axis = g.const("head.time_axis", np.array([0], np.int64))
+    m = g.op("Div", [g.op("ReduceSum", [masked, axis], keepdims=0), lens_f])  # (B, H)
+    logits = g.op("Add", [g.op("MatMul", [m, g.const("head.W", V)]), g.const("head.b", a)])
+    return g.op("Softmax", [logits], axis=-1)
 
 
-def build_onnx_model(model, classes, mean=None, std=None):
-    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised) input.
+_HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean}
 
-    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or None.
+
+def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
+    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised,
+    untransformed) input.
+
+    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or
+    None; transforms: the training config's input transforms ({per_sequence, pool, frame},
+    inference.TrainedModel.transforms) or None, applied first (onnx_transforms).
     """
     if model.head not in _HEADS:
         raise LstmCliError(
@@ -139,30 +176,37 @@ def build_onnx_model(model, classes, mean=None, std=None):
     onnx = _onnx()
     helper, TP = onnx.helper, onnx.TensorProto
     g = _Graph(onnx)
-    F, p = model.input_size, model.params
-    # x (B, T, F) -> time-major (T, B, F); the mask (T, B, 1) of valid steps
-    xs = g.op("Transpose", ["x"], perm=[1, 0, 2])
-    if mean is not None:
-        xs = g.op("Sub", [xs, g.const("norm.mean", np.asarray(mean, np.float32))])
-    if std is not None:
-        xs = g.op("Div", [xs, g.const("norm.std", np.asarray(std, np.float32))])
-    T = g.op("Gather", [g.op("Shape", ["x"]), g.const("time_index", np.array(1, np.int64))])
+    p, lengths = model.params, "lengths"
+    transforms = dict(transforms or {}) if transforms_on(transforms) else {}
+    F = model.input_size // transforms.get("frame", 1)  # the raw input's features
+    if transforms:  # float64 like lstm_cli, then the normalisation, then float32
+        xb, lengths = add_transforms(g, TP, "x", lengths, transforms, F)
+        if mean is not None:
+            xb = g.op("Sub", [xb, g.const("norm.mean", np.asarray(mean, np.float64))])
+            xb = g.op("Div", [xb, g.const("norm.std", np.asarray(std, np.float64))])
+        xs = g.op("Transpose", [g.op("Cast", [xb], to=TP.FLOAT)], perm=[1, 0, 2])
+    else:  # x (B, T, F) -> time-major (T, B, F)
+        xs = g.op("Transpose", ["x"], perm=[1, 0, 2])
+        if mean is not None:
+            xs = g.op("Sub", [xs, g.const("norm.mean", np.asarray(mean, np.float32))])
+            xs = g.op("Div", [xs, g.const("norm.std", np.asarray(std, np.float32))])
+    # the mask (T, B, 1) of valid steps
+    T = g.op("Gather", [g.op("Shape", [xs]), g.const("time_index", np.array(0, np.int64))])
     steps = g.op(
         "Range", [g.const("t0", np.array(0, np.int64)), T, g.const("t1", np.array(1, np.int64))]
     )  # (T,)
     col = g.const("unsq_1", np.array([1], np.int64))
-    valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), "lengths"])  # (T, B)
+    valid = g.op("Less", [g.op("Unsqueeze", [steps, col]), lengths])  # (T, B)
     valid = g.op("Unsqueeze", [valid, g.const("unsq_2", np.array([2], np.int64))])  # (T, B, 1)
     # padded steps -> 0: onnxruntime ignores them anyway, but a runtime that applies
     # sequence_lens by multiplying with a mask would turn NaN padding into NaN outputs
     xs = g.op("Where", [valid, xs, g.const("x_pad", np.zeros((), np.float32))])
-    lens32 = g.op("Cast", ["lengths"], to=TP.INT32)
-    lens_f = g.op("Unsqueeze", [g.op("Cast", ["lengths"], to=TP.FLOAT), col])  # (B, 1)
+    lens32 = g.op("Cast", [lengths], to=TP.INT32)
+    lens_f = g.op("Unsqueeze", [g.op("Cast", [lengths], to=TP.FLOAT), col])  # (B, 1)
     seq = last = xs
+    layer = _LAYERS["bidirectional" if model.bidirectional else "unidirectional"]
     for k in range(model.num_layers):
-        seq, last = _LAYERS["unidirectional"](
-            g, k, seq, lens32, p[f"lstm.{k}.W"], p[f"lstm.{k}.b"], model.forget_bias
-        )
+        seq, last = layer(g, k, seq, lens32, p, model.forget_bias)
     V, a = (np.asarray(p[n], np.float32) for n in ("head.W", "head.b"))
     probs = _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
     g.rename(probs, "probabilities")
@@ -193,14 +237,16 @@ def build_onnx_model(model, classes, mean=None, std=None):
     )
     onnx_model.ir_version = ONNX_IR_VERSION
     norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    helper.set_model_props(onnx_model, export_metadata(model, classes, norm))
+    helper.set_model_props(onnx_model, export_metadata(model, classes, norm, transforms))
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 
 
 def export_onnx(trained, path) -> None:
     """Write ``trained`` (an inference.TrainedModel) to ``path`` as ONNX, atomically."""
-    onnx_model = build_onnx_model(trained.model, trained.classes, trained.mean, trained.std)
+    onnx_model = build_onnx_model(
+        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
+    )
     data = onnx_model.SerializeToString()
     try:
         atomic_write(path, lambda fh: fh.write(data))

@@ -2,11 +2,12 @@
 
 Keys are PyTorch's own names for a module with attributes ``lstm`` and ``fc``:
 ``lstm.weight_ih_l{k}`` (4H, I_k), ``lstm.weight_hh_l{k}`` (4H, H), ``lstm.bias_ih_l{k}``,
-``lstm.bias_hh_l{k}`` (4H,) in PyTorch's gate order i, f, g, o, then ``fc.weight`` (K, H)
-and ``fc.bias`` (K,). ``bias_ih`` is lstm_cli's bias b; ``forget_bias`` is folded into
-``bias_hh``'s forget block (the rest of bias_hh is 0), so PyTorch's bias_ih + bias_hh is
-exactly the forward of DESIGN §5, and ``lstm-import`` can take the two apart again
-without rounding (an exact round trip). Arrays keep the model's dtype.
+``lstm.bias_hh_l{k}`` (4H,) in PyTorch's gate order i, f, g, o (a bidirectional model adds
+the same four with the suffix ``_reverse`` per layer, I_k = 2H above the first), then
+``fc.weight`` (K, D*H) and ``fc.bias`` (K,). ``bias_ih`` is lstm_cli's bias b;
+``forget_bias`` is folded into ``bias_hh``'s forget block (the rest of bias_hh is 0), so
+PyTorch's bias_ih + bias_hh is exactly the forward of DESIGN §5, and ``lstm-import`` can
+take the two apart again without rounding (an exact round trip). Arrays keep the model's dtype.
 
 The file's metadata (str -> str) holds the labels, normalisation, head, forget_bias and
 ``module_args`` (JSON keyword arguments of ``PYTORCH_MODULE``'s class).
@@ -35,21 +36,49 @@ from safetensors.torch import load_file
 
 
 class Classifier(torch.nn.Module):
-    def __init__(self, input_size, hidden_size, num_layers, num_classes, head, mean, std):
+    def __init__(
+        self, input_size, hidden_size, num_layers, num_classes, head, mean, std,
+        bidirectional=False, transforms=None,
+    ):  # fmt: skip
         super().__init__()
         self.head, self.mean, self.std = head, mean, std  # lists of F floats, or None
-        self.lstm = torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
-        self.fc = torch.nn.Linear(hidden_size, num_classes)
+        self.transforms = transforms or {}  # per_sequence, pool, frame: docs/data-formats.md
+        self.lstm = torch.nn.LSTM(
+            input_size, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional
+        )
+        self.fc = torch.nn.Linear(hidden_size * (1 + bidirectional), num_classes)
+
+    def prepare(self, x, lengths):  # the training run's input transforms, float64, padding 0
+        valid = torch.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+        x = torch.where(valid, x.double(), 0.0)
+        if self.transforms.get("per_sequence"):  # each sequence's own z-score
+            mean = x.sum(1, keepdim=True) / lengths[:, None, None]
+            dev = torch.where(valid, x - mean, 0.0)
+            std = ((dev * dev).sum(1, keepdim=True) / lengths[:, None, None]).sqrt()
+            x = dev / torch.where(std <= 1e-7 * mean.abs().clamp(min=1), 1.0, std)
+        for name in ("pool", "frame"):  # k steps -> their mean / one step of k*F features
+            k = self.transforms.get(name, 1)
+            if k > 1:
+                x = torch.nn.functional.pad(x, (0, 0, 0, -x.shape[1] % k)).unflatten(1, (-1, k))
+                n = (lengths[:, None] - k * torch.arange(x.shape[1])).clamp(1, k)
+                x = x.sum(2) / n[..., None] if name == "pool" else x.flatten(2)
+                lengths = (lengths + k - 1) // k
+        return x, lengths
 
     def forward(self, x, lengths):  # x (B, T, F) raw features, lengths (B,) int64 -> probs (B, K)
+        if self.transforms:
+            x, lengths = self.prepare(x, lengths)
         if self.mean is not None:
             x = ((x.double() - torch.tensor(self.mean)) / torch.tensor(self.std)).float()
+        x = x.float()
         pack = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
         y, (h_n, _) = self.lstm(pack)
-        if self.head == "last":
-            return self.fc(h_n[-1]).softmax(-1)
-        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # (B, T', H), 0 past each end
+        if self.head == "last":  # the top layer's final state per direction, [h->, h<-]
+            return self.fc(torch.cat(list(h_n[-1 - self.lstm.bidirectional :]), -1)).softmax(-1)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, True)  # (B, T', D*H), 0 past each end
         valid = torch.arange(y.shape[1])[None, :, None] < lengths[:, None, None]
+        if self.head == "mean":
+            return self.fc((y * valid).sum(1) / lengths[:, None]).softmax(-1)
         return (self.fc(y).softmax(-1) * valid).sum(1) / lengths[:, None]
 
 
@@ -64,26 +93,29 @@ def load_classifier(path):
 
 def torch_state_dict(model) -> dict:
     """{PyTorch name: array} of an LSTMClassifier (see the module docstring), new arrays."""
-    if model.head not in ("last", "all"):
-        raise LstmCliError(
-            f"PyTorch export supports the heads 'last' and 'all'; this model's is {model.head!r}"
-        )
     H = model.hidden_size
     raw = to_pytorch(model.params, forget_bias=0.0)  # b in bias_ih, bias_hh zero
     state = {}
     for k in range(model.num_layers):
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            state[f"lstm.{name}_l{k}"] = np.ascontiguousarray(raw[f"{name}_l{k}"])
-        state[f"lstm.bias_hh_l{k}"][H : 2 * H] = model.forget_bias  # PyTorch order i, f, g, o
+        for d in ("", "_reverse")[: model.directions]:
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                state[f"lstm.{name}_l{k}{d}"] = np.ascontiguousarray(raw[f"{name}_l{k}{d}"])
+            state[f"lstm.bias_hh_l{k}{d}"][H : 2 * H] = model.forget_bias  # order i, f, g, o
     state["fc.weight"] = np.ascontiguousarray(raw["head.weight"])
     state["fc.bias"] = np.ascontiguousarray(raw["head.bias"])
     return state
 
 
-def torch_metadata(model, classes, mean=None, std=None) -> dict:
+def _module_transforms(t) -> dict:
+    """The Classifier's ``transforms`` argument: only the transforms that are on."""
+    on = {"per_sequence": True} if t["per_sequence"] else {}
+    return on | {k: t[k] for k in ("pool", "frame") if t[k] > 1}
+
+
+def torch_metadata(model, classes, mean=None, std=None, transforms=None) -> dict:
     """The safetensors metadata: export_metadata plus the module's keyword arguments."""
     norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    meta = export_metadata(model, classes, norm)
+    meta = export_metadata(model, classes, norm, transforms)
     meta["format"] = PYTORCH_FORMAT
     meta["module_args"] = json.dumps(
         {
@@ -92,8 +124,10 @@ def torch_metadata(model, classes, mean=None, std=None) -> dict:
             "num_layers": model.num_layers,
             "num_classes": model.num_classes,
             "head": model.head,
+            "bidirectional": bool(model.bidirectional),
             "mean": None if norm is None else norm["mean"],
             "std": None if norm is None else norm["std"],
+            "transforms": _module_transforms(json.loads(meta["transforms"])),
         }
     )
     return meta
@@ -103,7 +137,9 @@ def export_pytorch(trained, path) -> None:
     """Write ``trained`` (an inference.TrainedModel) to ``path`` as safetensors, atomically."""
     st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
     state = torch_state_dict(trained.model)
-    meta = torch_metadata(trained.model, trained.classes, trained.mean, trained.std)
+    meta = torch_metadata(
+        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
+    )
     data = st.save(state, metadata=meta)
     try:
         atomic_write(path, lambda fh: fh.write(data))
