@@ -304,3 +304,64 @@ def test_too_little_work_per_process_trains_in_one(tmp_path):
     b = load_checkpoint(str(tmp_path / "runs" / "run" / "last.npz"))
     for k in a.params:  # the very same computation: bit-identical
         np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+SLOW_SAVE_SIGNAL_ON_RANK_1 = """
+import os, signal, sys, time
+import lstm_cli.training.loop as loop
+rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+real_step, real_save = loop.Trainer._train_step, loop.save_checkpoint
+def step(self, idx, epoch):
+    if rank == 1 and self.step == 5:
+        os.kill(os.getpid(), signal.SIGTERM)  # only rank 1 gets it: the ranks must agree
+    return real_step(self, idx, epoch)
+def slow_save(*args, **kwargs):
+    time.sleep(1.5)  # longer than the other ranks' report delays
+    return real_save(*args, **kwargs)
+loop.Trainer._train_step, loop.save_checkpoint = step, slow_save
+from lstm_cli.cli import train
+sys.argv[0] = "lstm-train"
+train()
+"""
+
+
+def test_a_signal_on_one_rank_stops_all_after_rank_0_saved(tmp_path):
+    cfg = write_task(tmp_path, n=300, epochs=5)
+    run_dir = tmp_path / "run"
+    done = run(
+        2,
+        "--config",
+        cfg,
+        "--output",
+        str(run_dir),
+        program=SLOW_SAVE_SIGNAL_ON_RANK_1,
+        check=False,
+    )
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.count("training stopped") == 1 and "[rank 1]" not in done.stderr
+    meta = load_checkpoint(str(run_dir / "last.npz")).meta
+    assert meta["step"] == 6 and meta["train_state"]["partial_epoch"] is not None
+
+
+def test_usage_and_config_errors_are_reported_once(tmp_path):
+    cfg = write_task(tmp_path)
+    usage = run(2, "--config", cfg, "--resume", str(tmp_path), "--output", "x", check=False)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert usage.stderr.count("Error:") == 1, usage.stderr
+    bad = run(2, "--config", cfg, "--set", "train.epochs=-1", check=False)
+    assert bad.returncode == 3 and bad.stderr.count("Error:") == 1, bad.stderr
+
+
+def test_sigint_while_one_rank_trains_alone_saves_and_resumes(tmp_path):
+    cfg = write_task(tmp_path, n=300, epochs=400, distributed="auto", checkpoint_every_steps=5)
+    run_dir = tmp_path / "run"
+    proc = start(2, "--config", cfg, "--output", str(run_dir))
+    deadline = time.time() + TIMEOUT
+    while not (run_dir / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, err
+    assert err.count("training stopped") == 1 and "Continue with" in err
+    load_checkpoint(str(run_dir / "last.npz"))

@@ -9,7 +9,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import LstmCliError
+from ..errors import Interrupted, LstmCliError
 
 
 def handles_errors(fn):
@@ -21,6 +21,8 @@ def handles_errors(fn):
     def wrapper(*args, debug=False, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except Interrupted as err:  # under MPI every rank stops here together
+            _fail(err.exit_code, f"Error: {err}", debug, agreed=True)
         except LstmCliError as err:
             _fail(err.exit_code, f"Error: {err}", debug)
         except MemoryError as err:  # numpy's "Unable to allocate 74.5 GiB for an array ..."
@@ -32,6 +34,12 @@ def handles_errors(fn):
             )
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
             _fail(130, "Interrupted.", debug)
+        except click.exceptions.ClickException as err:  # usage: the same on every rank
+            from ..training.distributed import launched_rank, launched_size
+
+            if launched_size() > 1 and launched_rank() != 0:
+                sys.exit(err.exit_code)
+            raise
         except Exception:
             from ..training.distributed import launched_size
 
@@ -42,7 +50,7 @@ def handles_errors(fn):
     return wrapper
 
 
-def _fail(exit_code: int, message: str, debug: bool):
+def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
     """Print ``message`` (with the traceback under --debug) and exit with ``exit_code``;
     under MPI, end the whole job with it (training.distributed.end_job_on_error)."""
     from ..training.distributed import end_job_on_error, launched_rank, launched_size
@@ -55,7 +63,7 @@ def _fail(exit_code: int, message: str, debug: bool):
         if message:
             click.echo(message, err=True)
 
-    end_job_on_error(exit_code, report)
+    end_job_on_error(exit_code, report, agreed)
     sys.exit(exit_code)
 
 

@@ -14,6 +14,7 @@ than one process; then mpi4py is required (the ``mpi`` extra).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import sys
 import time
@@ -55,25 +56,38 @@ def launched_rank(environ: Mapping[str, str] = os.environ) -> int:
     return _launcher_value(RANK_VARIABLES, environ, 0)
 
 
-def end_job_on_error(exit_code: int, report) -> None:
+def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
     """Report an error and, under MPI, end every rank of the job with ``exit_code``.
 
-    A rank blocked in a collective would otherwise wait forever for the one that failed.
-    Rank 0 reports at once; the others wait REPORT_DELAY_S first (rank 0's Abort usually
-    ends them before they print), so an error all ranks meet is reported once."""
+    agreed: every rank stops at this same point (a signal the ranks agreed on): rank 0
+    reports and nobody aborts. Otherwise a rank blocked in a collective would wait forever
+    for the one that failed, so the job is ended with MPI_Abort: rank 0 reports at once;
+    the others wait REPORT_DELAY_S first (rank 0's Abort usually ends them before they
+    print), so an error all ranks meet is reported once. Before MPI can be started (mpi4py
+    missing) only rank 0 reports: every rank fails the same way there."""
     if launched_size() <= 1:
         report()
         return
     rank = launched_rank()
+    if agreed:
+        if rank == 0:
+            report()
+        return
+    try:
+        mpi = importlib.import_module("mpi4py.MPI")
+    except ImportError:
+        mpi = None
+    if mpi is None:
+        if rank == 0:
+            report()
+        return
     if rank != 0:
         time.sleep(REPORT_DELAY_S)
     report()
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        time.sleep(FORWARD_DELAY_S)  # the launcher forwards output asynchronously
-        mpi.COMM_WORLD.Abort(exit_code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(FORWARD_DELAY_S)  # the launcher forwards output asynchronously
+    mpi.COMM_WORLD.Abort(exit_code)
 
 
 # Below this many (sequence x hidden unit) rows of work per process and step, splitting a

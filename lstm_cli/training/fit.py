@@ -7,6 +7,8 @@ run folder's lock (rundir.RunLock) for the whole run.
 
 from __future__ import annotations
 
+import signal
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +66,10 @@ def fit(
     """
     comm = make_comm() if comm is None else comm
     if comm.size > 1 and not worth_splitting(cfg, comm.size):
-        if comm.rank != 0:
+        if comm.rank != 0:  # idle: a signal to the job is rank 0's to handle
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, signal.SIG_IGN)
             return None
         log(
             f"train.batch_size {cfg.train.batch_size} over {comm.size} processes is too little "

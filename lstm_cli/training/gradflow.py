@@ -12,8 +12,9 @@ class FlowRecorder:
     """One epoch's gradient flow: the per-row norms of dL/dh_t and dL/dc_t that the
     training backward reports (model.loss_and_grads(flow=[])), accumulated per layer."""
 
-    def __init__(self):
+    def __init__(self, partial=False):
         self.acc = GradFlowAccumulator()
+        self.partial = partial  # the epoch was resumed mid-way: its records say so
 
     def add(self, flow, lengths, y, class_weights) -> None:
         """Add one batch's flow as the gradients of each sequence's own loss: the batch loss
@@ -31,5 +32,8 @@ class FlowRecorder:
         if comm.size > 1:
             self.acc.load_flat_sums(comm.allreduce_sum(self.acc.flat_sums(layers, T)), layers, T)
         records = self.acc.records(epoch)
+        if self.partial:
+            for r in records:
+                r["partial"] = True
         if comm.rank == 0 and records:
             append_gradflow(run_dir, records)

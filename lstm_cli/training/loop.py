@@ -187,11 +187,12 @@ class Trainer:
         (a mix would resume one run with the other's best weights). Until then a run that
         fails (bad data found late, a non-finite first loss, a signal before any checkpoint)
         leaves them untouched."""
-        if not self.earlier_run or not self.writer:
+        if not self.earlier_run:
             return
-        names, self.earlier_run = self.earlier_run, []
-        retire_earlier_run(self.run_dir, names)
-        write_config(self.run_dir, self.cfg)
+        names, self.earlier_run = self.earlier_run, []  # on every rank: they agree on it
+        if self.writer:
+            retire_earlier_run(self.run_dir, names)
+            write_config(self.run_dir, self.cfg)
 
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
@@ -231,7 +232,8 @@ class Trainer:
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
         every = cfg.train.gradflow_every
         recording = every and (epoch + 1) % every == 0 and not self.model.bidirectional
-        self.flow = FlowRecorder() if recording else None
+        # an epoch resumed mid-way records only its batches after the resume
+        self.flow = FlowRecorder(partial=self.partial is not None) if recording else None
         if self.partial is None:
             batches = make_batches(
                 data.train.lengths,
@@ -462,6 +464,9 @@ class Trainer:
             )
 
     def _stop_on_signal(self, signum, t0) -> None:
+        """Save last.npz (t0 None: at an epoch end, where it was just saved) and raise
+        Interrupted; under MPI every rank gets here at the same step and waits for rank 0's
+        save before raising (the others exit quietly: cli.common)."""
         name = signal_name(signum)
         if self.earlier_run:  # --overwrite, no checkpoint yet: keep the earlier run, save nothing
             raise Interrupted(
@@ -472,7 +477,9 @@ class Trainer:
             )
         if self.partial is not None and t0 is not None:
             self.partial["seconds"] += time.perf_counter() - t0
-        self.save_last()
+        if t0 is not None:
+            self.save_last()
+        self.comm.bcast(None)  # every rank waits until rank 0 has saved
         where = (
             f"in epoch {self.epoch + 1} after batch {self.partial['position']}"
             if self.partial
