@@ -632,3 +632,52 @@ def test_a_held_run_folder_is_refused_with_exit_3_naming_it(runner, write_config
         held.release()
     assert file_bytes(run) == before  # the holder's files untouched, its lock gone with it
     assert _train(runner, write_config(), "--overwrite", "--set", "train.epochs=1").exit_code == 0
+
+
+def test_fine_tuning_starts_from_train_init_from(runner, write_config, tmp_path):
+    """train.init_from: the run starts from the checkpoint's parameters (here one that
+    lstm-import wrote from a PyTorch export, when those extras are installed, else the
+    first run's own best.npz); a different architecture is exit 5 naming the file."""
+    import numpy as np
+
+    from lstm_cli.store.checkpoint import load_checkpoint
+
+    first = tmp_path / "first"
+    r = _train(runner, write_config(), "--output", str(first), "--set", "train.epochs=2")
+    assert r.exit_code == 0, r.output
+    start = first / "best.npz"
+    try:
+        import safetensors  # noqa: F401
+        import torch  # noqa: F401
+
+        from lstm_cli.cli import export, import_
+
+        st = tmp_path / "model.safetensors"
+        assert runner.invoke(export, [str(start), "--to", "pytorch", str(st)]).exit_code == 0
+        start = tmp_path / "imported.npz"
+        assert runner.invoke(import_, [str(st), str(start)]).exit_code == 0
+    except ImportError:
+        pass
+    tuned = tmp_path / "tuned"
+    r = _train(  # an SGD step of 1e-300 leaves the parameters where they started
+        runner,
+        write_config(),
+        "--output", str(tuned),
+        "--set", f"train.init_from={start}",
+        "--set", "train.epochs=1",
+        "--set", "train.optimizer.name=sgd",
+        "--set", "train.optimizer.lr=1e-300",
+        "--set", "model.dtype=float64",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    a, b = load_checkpoint(str(start)).params, load_checkpoint(str(tuned / "last.npz")).params
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)  # float32 -> float64
+    r = _train(
+        runner,
+        write_config(),
+        "--output", str(tmp_path / "other"),
+        "--set", f"train.init_from={start}",
+        "--set", "model.hidden_size=3",
+    )  # fmt: skip
+    assert r.exit_code == 5 and str(start) in r.stderr and "train.init_from" in r.stderr

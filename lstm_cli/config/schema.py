@@ -132,6 +132,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
     gradflow_every: int = 0  # record gradient flow every N epochs (gradflow.jsonl); 0 = off
     distributed: str = "auto"  # under mpiexec: auto (split when it pays) | always
+    init_from: str | None = None  # checkpoint whose parameters start the run (fine-tuning)
 
 
 @dataclass(frozen=True)
@@ -239,11 +240,12 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),
+    "train.init_from": Str(_PATH, nullable=True),
     "output.dir": Str(_PATH),
 }
 
 # Paths resolved against the config file's folder (or the cwd for overrides).
-DATA_PATH_KEYS = ("data.train", "data.valid", "data.test")
+DATA_PATH_KEYS = ("data.train", "data.valid", "data.test", "train.init_from")
 
 
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .distributed import FlatBuffer, SingleProcess, check_in_sync, rows_by_shard
 from .env import blas_threads
 from .gradflow import FlowRecorder
 from .prepare import PreparedData
+from .resume import init_from_checkpoint
 from .resume import restore as restore_state
 from .rundir import (
     retire_earlier_run,
@@ -75,6 +76,8 @@ class Trainer:
             )
         except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
             raise ConfigError(f"model: {err}") from None
+        if cfg.train.init_from:  # fine-tuning; a resume replaces these with last.npz's
+            init_from_checkpoint(self.model, cfg.train.init_from, data.classes)
         self.optimizer = make_optimizer(
             o.name,
             self.model.params,

@@ -124,3 +124,19 @@ def _flatten(d, prefix=""):
         else:
             out[key] = v
     return out
+
+
+def init_from_checkpoint(model, path, classes) -> None:
+    """train.init_from: start ``model`` from the parameters of the checkpoint ``path``
+    (fine-tuning); its architecture and classes must be this run's (CheckpointError)."""
+    ckpt = load_checkpoint(path)
+    theirs = ckpt.meta.get("classes")
+    if theirs is not None and [str(c) for c in theirs] != [str(c) for c in classes]:
+        raise CheckpointError(
+            f"{path}: its classes {theirs} are not this run's {classes}; train.init_from "
+            "needs the same labels"
+        )
+    try:
+        model.set_params(ckpt.params)
+    except LstmCliError as err:
+        raise CheckpointError(f"{path}: cannot start train.init_from from it: {err}") from None
