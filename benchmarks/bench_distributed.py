@@ -38,6 +38,7 @@ from lstm_cli.nn.params import parameter_count  # noqa: E402
 # name: (sequences, min length, max length, features, hidden units, classes, batch size)
 WORKLOADS = {
     "medium": (20000, 50, 200, 32, 128, 5, 64),
+    "small": (4000, 20, 100, 8, 32, 3, 64),  # at the auto threshold for 2 processes
     "tiny": (2000, 5, 30, 4, 8, 3, 32),
 }
 TRAIN = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
@@ -62,7 +63,7 @@ def _run(n, cfg, out, env):
     return {"seq_s": seen / seconds, "wall": wall, "cpu_per_proc": cpu / n / wall}
 
 
-def bench(name, procs, sequences, epochs, scratch):
+def bench(name, procs, sequences, epochs, scratch, distributed="auto"):
     n_seq, lo, hi, feats, hidden, classes, batch = WORKLOADS[name]
     n_seq = sequences or n_seq
     rng = np.random.default_rng(0)
@@ -75,7 +76,12 @@ def bench(name, procs, sequences, epochs, scratch):
             {
                 "data": {"train": folder, "format": "npy"},
                 "model": {"hidden_size": hidden},
-                "train": {"epochs": epochs, "batch_size": batch, "seed": 0},
+                "train": {
+                    "epochs": epochs,
+                    "batch_size": batch,
+                    "seed": 0,
+                    "distributed": distributed,
+                },
             },
             fh,
         )
@@ -89,7 +95,7 @@ def bench(name, procs, sequences, epochs, scratch):
     step_ms = 1000.0 * batch / results[procs[0]]["seq_s"]
     print(
         f"\n{name}: {n_seq} sequences, T {lo}-{hi}, I {feats}, H {hidden}, batch {batch}, "
-        f"{epochs} epochs ({steps} steps each)"
+        f"{epochs} epochs ({steps} steps each), train.distributed {distributed}"
     )
     print(f"  {'procs':>5} {'seq/s':>9} {'ratio':>6} {'wall s':>7} {'CPU/proc':>8}")
     base = results[procs[0]]["seq_s"]
@@ -111,6 +117,7 @@ def main(argv=None):
     ap.add_argument("--procs", default="1,2")
     ap.add_argument("--sequences", type=int, default=None, help="override the workload's count")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--distributed", default="auto", choices=["auto", "always"])
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if shutil.which("mpiexec") is None:
@@ -118,7 +125,8 @@ def main(argv=None):
     procs = [int(p) for p in args.procs.split(",")]
     with tempfile.TemporaryDirectory() as scratch:
         out = [
-            bench(w, procs, args.sequences, args.epochs, scratch) for w in args.workloads.split(",")
+            bench(w, procs, args.sequences, args.epochs, scratch, args.distributed)
+            for w in args.workloads.split(",")
         ]
     if args.out:
         with open(args.out, "w") as fh:
