@@ -40,20 +40,26 @@ def softmax_cross_entropy(logits, y, weights):
     return loss, dlogits
 
 
+def sequence_weights(y, class_weights) -> np.ndarray:
+    """Each sequence's weight in the batch loss before averaging (B,): its class's weight,
+    or 1 without class weights; the loss is sum_b w_b CE_b / sum_b w_b."""
+    if class_weights is None:
+        return np.ones(len(y))
+    return np.asarray(class_weights, np.float64)[y]
+
+
 def row_weights(head, y, pb, class_weights, num_classes):
     """The loss's averaging weights per logits row (docs/design.md §3): (B,) for the last
     and mean heads, (N,) for the all head (w_b / length_b on each of sequence b's rows);
     pb: the batch's packing.PackedBatch."""
-    if class_weights is None:
-        w_seq = np.ones(len(y))
-    else:
+    if class_weights is not None:
         cw = np.asarray(class_weights, np.float64)
         if cw.shape != (num_classes,) or not np.isfinite(cw).all() or (cw < 0).any():
             expected = f"{num_classes} finite weights >= 0 (one per class)"
             raise param_error("class_weights", expected, class_weights, "LSTMClassifier")
-        w_seq = cw[y]
-        if not w_seq.sum() > 0:
-            raise LstmCliError("class_weights give every sequence of the batch weight 0")
+    w_seq = sequence_weights(y, class_weights)  # (B,)
+    if not w_seq.sum() > 0:  # only class weights can zero the batch
+        raise LstmCliError("class_weights give every sequence of the batch weight 0")
     w_seq = w_seq / w_seq.sum()  # (B,)
     if head != "all":
         return w_seq

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..diagnostics import GradFlowAccumulator
+from ..nn.losses import sequence_weights
 from .rundir import append_gradflow
 
 
@@ -20,7 +19,7 @@ class FlowRecorder:
         """Add one batch's flow as the gradients of each sequence's own loss: the batch loss
         weights sequence b by w_b / sum(w), so its rows are scaled back by sum(w) / w_b
         (sequences of weight 0 are left out)."""
-        w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]  # (B,)
+        w = sequence_weights(y, class_weights)  # (B,)
         keep = w > 0
         scale = (w.sum() / w[keep])[:, None]  # (B', 1)
         for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T)

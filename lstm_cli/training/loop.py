@@ -16,6 +16,7 @@ from ..config import Config, config_to_dict
 from ..data import make_batches, pad_batch, padded_fraction
 from ..errors import ConfigError, Interrupted, LstmCliError, TrainingError
 from ..inference import loss_and_probs
+from ..nn.losses import sequence_weights
 from ..nn.model import LSTMClassifier
 from ..nn.optim import LRSchedule, clip_by_global_norm, make_optimizer
 from ..store.checkpoint import save_checkpoint
@@ -354,7 +355,7 @@ class Trainer:
         masks = None
         if model.dropout > 0.0 and model.num_layers > 1:
             masks = model.draw_dropout_masks(self.rng, len(idx), int(lengths.max()))
-        w = np.ones(len(idx)) if data.class_weights is None else data.class_weights[y]  # (B,)
+        w = sequence_weights(y, data.class_weights)  # (B,)
         if not w.sum() > 0:
             raise LstmCliError("class_weights give every sequence of the batch weight 0")
         mine = split_batch(np.arange(len(idx)), lengths, comm.size)[comm.rank]  # positions
