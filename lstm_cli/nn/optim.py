@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import CheckpointError, LstmCliError
 from ..validate import Bool, Interval, Options, check, param_error
-from .schedules import SCHEDULES, LRSchedule
+from .schedules import SCHEDULES, LRSchedule, is_saved_rate
 
 __all__ = [
     "global_norm",
@@ -237,12 +237,7 @@ class _Optimizer:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise CheckpointError(f"optimizer state: bad step count {steps!r}")
         lr = meta.get("lr", self.lr)
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, (int, float))
-            or not math.isfinite(lr)
-            or lr < 0
-        ):
+        if not is_saved_rate(lr):
             raise CheckpointError(f"optimizer state: bad lr {lr!r}")
         slots = self._expected_slots(steps)
         expected = {f"{slot}.{k}": (slot, k) for slot in slots for k in self._keys}

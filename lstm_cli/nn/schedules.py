@@ -14,6 +14,13 @@ _NON_NEGATIVE = Interval(float, 0.0, None, closed="left")  # [0, inf)
 _POSITIVE = Interval(float, 0.0, None, closed="neither")  # (0, inf)
 
 
+def is_saved_rate(lr) -> bool:
+    """A learning rate as a saved state holds it: a finite JSON number >= 0 (not a bool)."""
+    return (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr >= 0
+    )
+
+
 class LRSchedule:
     """Epoch-level learning-rate schedule: ``constant``, ``step``, ``cosine`` or ``plateau``.
 
@@ -149,12 +156,7 @@ class LRSchedule:
                 f"cannot load it into {self.name!r}"
             )
         lr, best, mode, bad = d.get("lr"), d.get("best"), d.get("mode"), d.get("num_bad_epochs")
-        if (
-            isinstance(lr, bool)
-            or not isinstance(lr, (int, float))
-            or not math.isfinite(lr)
-            or lr < 0
-        ):
+        if not is_saved_rate(lr):
             raise CheckpointError(f"schedule state: bad lr {lr!r}")
         if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
             raise CheckpointError(f"schedule state: bad best {best!r}")
