@@ -77,7 +77,7 @@ def start(n, *args, program=TRAIN):
     )
 
 
-def write_task(root: Path, n=90, head="last", dtype="float64", **train):
+def write_task(root: Path, n=90, head="last", dtype="float64", data=None, **train):
     """A small 3-class task with lengths 1..29 and a config: 2 layers, dropout on."""
     rng = np.random.default_rng(0)
     with open(root / "train.jsonl", "w") as fh:
@@ -87,7 +87,12 @@ def write_task(root: Path, n=90, head="last", dtype="float64", **train):
             x[: min(T, 3), y] += 2.0
             fh.write(json.dumps({"x": x.round(4).tolist(), "y": int(y)}) + "\n")
     cfg = {
-        "data": {"train": "train.jsonl", "valid_fraction": 0.2, "test": "train.jsonl"},
+        "data": {
+            "train": "train.jsonl",
+            "valid_fraction": 0.2,
+            "test": "train.jsonl",
+            **(data or {}),
+        },
         "model": {"hidden_size": 6, "num_layers": 2, "dropout": 0.3, "head": head, "dtype": dtype},
         "train": {"epochs": 2, "batch_size": 16, "seed": 3, "distributed": "always", **train},
     }
@@ -145,6 +150,15 @@ def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
         capture_output=True, text=True, env=_env(), timeout=TIMEOUT,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr
+
+
+def test_augmented_batches_are_sharded_as_one_process_draws_them(tmp_path):
+    """train.augment's phases and noise are drawn for the whole batch on every rank."""
+    augment = {"shift": True, "noise": 0.3}
+    cfg = write_task(tmp_path, data={"frame": 3}, augment=augment)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    run(2, "--config", cfg, "--output", str(tmp_path / "n2"))
+    assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)
 
 
 def test_same_process_count_is_bit_identical(tmp_path):

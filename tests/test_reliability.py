@@ -64,9 +64,14 @@ def test_resume_after_an_epoch_is_bit_exact(write_config, tmp_path, stop_after):
     _assert_same_run(tmp_path / "full", tmp_path / "part")
 
 
-def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch):
+AUGMENT = ("data.frame=2", "train.augment.shift=true", "train.augment.noise=0.2")
+
+
+@pytest.mark.parametrize("augment", [(), AUGMENT], ids=["plain", "augmented"])
+def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch, augment):
+    """Also with train.augment on: its draws come from the run's saved generator."""
     cfg = write_config()
-    over = ("train.epochs=3", "train.checkpoint_every_steps=5", *EXTRA)
+    over = ("train.epochs=3", "train.checkpoint_every_steps=5", *EXTRA, *augment)
     _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
 
     real_step = Trainer._train_step

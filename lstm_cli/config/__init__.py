@@ -11,6 +11,7 @@
 from .dump import config_to_dict, dump_config
 from .load import config_from_dict, load_config, parse_override, value_origin
 from .schema import (
+    AugmentConfig,
     Config,
     CsvConfig,
     DataConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "ScheduleConfig",
+    "AugmentConfig",
     "EarlyStoppingConfig",
     "TrainConfig",
     "OutputConfig",

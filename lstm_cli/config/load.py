@@ -189,6 +189,12 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
                 f"{key!r} needs validation data, but 'data.valid' is null and"
                 " 'data.valid_fraction' is 0; set one of them.",
             )
+    if cfg.train.augment.shift and cfg.data.frame < 2:
+        raise ctx.fail(
+            "train.augment.shift",
+            "'train.augment.shift' varies the framing phase, so it needs 'data.frame' >= 2"
+            f" (it is {cfg.data.frame}).",
+        )
     sched, lr = cfg.train.schedule, cfg.train.optimizer.lr
     if sched.name in ("cosine", "plateau") and sched.min_lr > lr:
         raise ctx.fail(

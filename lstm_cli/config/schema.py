@@ -42,6 +42,7 @@ __all__ = [
     "OptimizerConfig",
     "ScheduleConfig",
     "EarlyStoppingConfig",
+    "AugmentConfig",
     "TrainConfig",
     "OutputConfig",
     "Config",
@@ -119,6 +120,14 @@ class EarlyStoppingConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Training batches only (data.augment module); evaluation never augments."""
+
+    shift: bool = False  # each sequence starts at a random step < data.frame (framing phase)
+    noise: float = 0.0  # std of Gaussian noise added to each normalised input value
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
@@ -129,6 +138,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # None | "balanced" | ((label, weight), ...) in file order; use dict(...) to look up.
     class_weights: None | str | tuple[tuple[int | str, float], ...] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     checkpoint_every_steps: int = 0  # 0 = checkpoints at epoch ends only
     gradflow_every: int = 0  # record gradient flow every N epochs (gradflow.jsonl); 0 = off
     distributed: str = "auto"  # under mpiexec: auto (split when it pays) | always
@@ -237,6 +247,8 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.early_stopping.patience": Interval(int, 1, nullable=True),
     "train.early_stopping.min_delta": Interval(float, 0.0),
     "train.class_weights": ClassWeights(),
+    "train.augment.shift": Bool(),
+    "train.augment.noise": Interval(float, 0.0),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),

@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import __version__
 from ..config import Config, config_to_dict
-from ..data import make_batches, pad_batch, padded_fraction
+from ..data import make_batches, padded_fraction
+from ..data.augment import Augmenter
 from ..errors import ConfigError, Interrupted, LstmCliError, TrainingError
 from ..inference import loss_and_probs
 from ..nn.losses import sequence_weights
@@ -99,6 +100,14 @@ class Trainer:
             patience=s.patience,
             factor=s.factor,
             warmup_epochs=s.warmup_epochs,
+        )
+        aug = cfg.train.augment
+        self.augmenter = Augmenter(
+            data.train,
+            steps=data.train_steps,
+            frame=cfg.data.frame,
+            shift=aug.shift,
+            noise=aug.noise,
         )
         shapes = {k: v.shape for k, v in self.model.params.items()}
         self.exchange = FlatBuffer(shapes, ("loss", "correct", "sigint", "sigterm"))
@@ -306,8 +315,9 @@ class Trainer:
         data, model = self.data, self.model
         signum = self.guard.signum if self.guard is not None else None
         y = data.y_train[idx]
+        plan = self.augmenter.draw(self.rng, idx)  # before dropout's draws, on every rank
         if self.comm.size == 1:
-            x, lengths = pad_batch(data.train, idx, model.dtype, data.mean, data.std)
+            x, lengths = self.augmenter.batch(plan, None, model.dtype, data.mean, data.std)
             flow = None if self.flow is None else []
             with np.errstate(all="ignore"):  # a non-finite loss is reported just below
                 loss, grads, probs = model.loss_and_grads(
@@ -325,7 +335,7 @@ class Trainer:
             correct = int((probs.argmax(1) == y).sum())
             self.agreed_signal = self.guard.signum if self.guard is not None else None
         else:
-            loss, grads, correct, self.agreed_signal = self._sharded_step(idx, y, signum)
+            loss, grads, correct, self.agreed_signal = self._sharded_step(plan, y, signum)
         self.step += 1
         if not math.isfinite(loss):
             raise TrainingError(
@@ -344,14 +354,16 @@ class Trainer:
         self.partial["norm_sum"] += gnorm
         return loss, correct
 
-    def _sharded_step(self, idx, y, signum):
-        """This rank's share of the batch ``idx``'s loss and gradient, summed over all ranks.
+    def _sharded_step(self, plan, y, signum):
+        """This rank's share of the batch's (``plan``: data.augment.Plan) loss and gradient,
+        summed over all ranks.
 
-        Dropout masks are drawn for the whole batch (as one process draws them) and each
-        shard uses its rows; each shard's loss is weighted by its share of the batch's loss
-        weight, so the shares add up to the one-process loss."""
+        The augmentation plan and the dropout masks are drawn for the whole batch (as one
+        process draws them) and each shard uses its rows; each shard's loss is weighted by
+        its share of the batch's loss weight, so the shares add up to the one-process loss."""
         data, model, comm = self.data, self.model, self.comm
-        lengths = data.train.lengths[idx]  # (B,)
+        lengths = plan.lengths  # (B,)
+        idx = plan.idx
         masks = None
         if model.dropout > 0.0 and model.num_layers > 1:
             masks = model.draw_dropout_masks(self.rng, len(idx), int(lengths.max()))
@@ -363,7 +375,7 @@ class Trainer:
         grads = {k: np.zeros(v.shape) for k, v in model.params.items()}
         loss = correct = 0.0
         if len(mine):
-            x, lens = pad_batch(data.train, idx[mine], model.dtype, data.mean, data.std)
+            x, lens = self.augmenter.batch(plan, mine, model.dtype, data.mean, data.std)
             cw = data.class_weights if share > 0 else None
             flow = None if self.flow is None else []
             with np.errstate(all="ignore"):  # a non-finite loss is reported by the caller

@@ -38,6 +38,8 @@ class PreparedData:
     std: np.ndarray | None
     fingerprint: str | None = None  # of the training file (data.fingerprint), checked on resume
     class_weights: np.ndarray | None = None  # (K,) loss weights from train.class_weights
+    # the training split before framing, for train.augment.shift (data.augment); else None
+    train_steps: SequenceDataset | None = None
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -73,12 +75,20 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
             )
     # whole sequences, before the split; the statistics below are of the transformed steps
     full = input_transform(cfg, raw)
+    # a random framing phase re-frames each training batch from the unframed steps
+    d = cfg.data
+    steps = (
+        transform_dataset(raw, d.normalize_per_sequence, d.pool)
+        if cfg.train.augment.shift
+        else None
+    )
     if raw_valid is not None:
         train, valid = full, input_transform(cfg, raw_valid)
     elif cfg.data.valid_fraction > 0:
         tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
         # views: the split copies no rows (a memory-mapped training file stays on disk)
         train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
+        steps = None if steps is None else steps.view(tr_idx)
     else:
         train, valid = full, None
     test = input_transform(cfg, raw_test) if raw_test is not None else None
@@ -102,7 +112,9 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         digest = fingerprint(raw)
     if comm is not None and comm.size > 1:  # a rank 0 that failed never gets here: it aborts
         mean, std, digest = comm.bcast((mean, std, digest))
-    return PreparedData(train, valid, test, classes, y_train, y_valid, mean, std, digest)
+    return PreparedData(
+        train, valid, test, classes, y_train, y_valid, mean, std, digest, train_steps=steps
+    )
 
 
 def class_weight_vector(cfg: Config, classes, y_train, origin=None):
