@@ -125,3 +125,28 @@ def test_bench_infer_standalone_runs(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "tiny/last: lstm_cli" in r.stdout and "ratio of medians" in r.stdout
+
+
+def test_recipe_search_ranks_on_validation_and_records_every_run(tmp_path):
+    """Two candidates of configs/tiny.yaml over two seeds: one JSON line per run, and the
+    table ranked by median validation accuracy, then loss (the selection rule)."""
+    runs = tmp_path / "runs.jsonl"
+    done = _run(
+        [os.path.join(BENCH, "recipe_search.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
+         "--candidate", "base=", "--candidate", "noisy=train.augment.noise=3.0",
+         "--seeds", "0", "1", "--work", str(tmp_path / "w"), "--json", str(runs)],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert sorted((r["candidate"], r["seed"]) for r in rows) == [
+        ("base", 0), ("base", 1), ("noisy", 0), ("noisy", 1)
+    ]  # fmt: skip
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    names = [line.split("|")[1].strip() for line in table]
+
+    def key(name):
+        mine = [r for r in rows if r["candidate"] == name]
+        med = lambda k: float(np.median([r[k] for r in mine]))  # noqa: E731
+        return (-med("val_accuracy"), med("val_loss"))
+
+    assert sorted(names) == ["base", "noisy"] and names == sorted(names, key=key)

@@ -1,0 +1,110 @@
+"""Rank candidate recipes of one config on its validation split, over several seeds.
+
+    python benchmarks/recipe_search.py configs/acsf1.yaml \\
+        --candidate base= --candidate shift=train.augment.shift=true \\
+        --candidate "shift+noise=train.augment.shift=true train.augment.noise=0.1" \\
+        --seeds 0 1 2 --jobs 2 --json /tmp/acsf1.json
+
+Each candidate is NAME=OVERRIDES (space-separated ``key=value`` pairs, given to
+``lstm-train --set``). Every run trains in its own folder under ``--work``; the figures
+are read from its summary.json and metrics.jsonl. The selection rule, stated once here:
+the highest median validation accuracy over the seeds, ties broken by the lowest median
+validation loss, both at each run's kept (best) epoch. Test accuracy is printed for the
+record only: it takes no part in the rule. Prints one markdown table row per candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_one(config, name, overrides, seed, work):
+    out = os.path.join(work, f"{name}-{seed}")
+    cmd = [sys.executable, "-c", "from lstm_cli.cli import train; train()", "--config", config]
+    for kv in [f"train.seed={seed}", *overrides]:
+        cmd += ["--set", kv]
+    cmd += ["--output", out, "--overwrite", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} seed {seed} failed ({proc.returncode}):\n{proc.stderr}")
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    best = next(r for r in rows if r.get("epoch") == summary["best_epoch"])
+    return {
+        "candidate": name,
+        "overrides": overrides,
+        "seed": seed,
+        "best_epoch": summary["best_epoch"],
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+        "train_accuracy": best["train_accuracy"],
+        "test_accuracy": summary["test"]["accuracy"] if summary.get("test") else None,
+        "seconds": round(seconds, 1),
+    }
+
+
+def median(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("config")
+    ap.add_argument("--candidate", action="append", required=True, metavar="NAME=OVERRIDES")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/recipe_search")
+    ap.add_argument("--json", help="append every run's figures to this JSON-lines file")
+    args = ap.parse_args(argv)
+    candidates = []
+    for text in args.candidate:
+        name, _, overrides = text.partition("=")
+        candidates.append((name, overrides.split()))
+    jobs = [(c, o, s) for c, o in candidates for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda j: run_one(args.config, j[0], j[1], j[2], args.work), jobs))
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in runs:
+                f.write(json.dumps({"config": args.config, **r}) + "\n")
+    table = []
+    for name, overrides in candidates:
+        rows = [r for r in runs if r["candidate"] == name]
+        tests = [r["test_accuracy"] for r in rows if r["test_accuracy"] is not None]
+        test = (
+            f"{statistics.median(tests):.3f} [{min(tests):.3f}, {max(tests):.3f}]" if tests else "-"
+        )
+        table.append(
+            (
+                -median(rows, "val_accuracy"),
+                median(rows, "val_loss"),
+                f"| {name} | `{' '.join(overrides) or '(none)'}` | {median(rows, 'val_loss'):.4f}"
+                f" | {median(rows, 'val_accuracy'):.3f} | {median(rows, 'train_accuracy'):.3f}"
+                f" | {test} | {median(rows, 'seconds'):.0f} |",
+            )
+        )
+    print(
+        "| candidate | `--set` overrides | median val loss | median val acc |"
+        " median train acc at best | test median [range] | s/run |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for _, _, line in sorted(table, key=lambda t: (t[0], t[1])):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
