@@ -74,14 +74,12 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
                 f"training data {raw.source} has {raw.num_features}"
             )
     # whole sequences, before the split; the statistics below are of the transformed steps
-    full = input_transform(cfg, raw)
-    # a random framing phase re-frames each training batch from the unframed steps
-    d = cfg.data
-    steps = (
-        transform_dataset(raw, d.normalize_per_sequence, d.pool)
-        if cfg.train.augment.shift
-        else None
-    )
+    if cfg.train.augment.shift:  # it re-frames each training batch from the unframed steps
+        d = cfg.data
+        steps = transform_dataset(raw, d.normalize_per_sequence, d.pool)
+        full = transform_dataset(steps, frame=d.frame)  # = input_transform(cfg, raw)
+    else:
+        steps, full = None, input_transform(cfg, raw)
     if raw_valid is not None:
         train, valid = full, input_transform(cfg, raw_valid)
     elif cfg.data.valid_fraction > 0:
