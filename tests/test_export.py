@@ -217,18 +217,11 @@ def test_onnx_matches_lstm_predict_csv(tmp_path, head, bi, data):
     np.testing.assert_allclose(probs, predicted, rtol=0, atol=1e-5)  # CSV keeps 6 digits
 
 
-def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
-    """The runtime's own promise the graph relies on: with sequence_lens, padded steps
-    change nothing and Y_h is the state at each sequence's own last step."""
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    from lstm_cli.export.onnx_graph import onnx_gates
-
-    rng = np.random.default_rng(0)
-    W, b = rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H)
-    w, r, bias = onnx_gates(W, b, 0.5)
+def _lstm_session(onnx, ort, w, r, bias, **attributes):
+    """An onnxruntime session of one ONNX LSTM node: inputs X (T, B, F) and sequence_lens
+    L (B,), outputs Y and Y_h, weights w, r, bias in ONNX's layout."""
     h = onnx.helper
-    node = h.make_node("LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H)
+    node = h.make_node("LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H, **attributes)
     graph = h.make_graph(
         [node],
         "lstm",
@@ -244,7 +237,19 @@ def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_onnx_lstm_operator_ignores_padding_and_yh_is_each_last_step():
+    """The runtime's own promise the graph relies on: with sequence_lens, padded steps
+    change nothing and Y_h is the state at each sequence's own last step."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from lstm_cli.export.onnx_graph import onnx_gates
+
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H)
+    sess = _lstm_session(onnx, ort, *onnx_gates(W, b, 0.5))
     x, lengths = batch(garbage=1e6)  # finite garbage: the GEMM over padding stays finite
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
     y, y_h = sess.run(None, {"X": xt, "L": lengths.astype(np.int32)})
@@ -268,26 +273,7 @@ def test_onnx_reverse_direction_starts_at_each_sequences_own_last_step():
     gates = [onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5)]
     gates.append(onnx_gates(rng.normal(size=(F + H, 4 * H)), rng.normal(size=4 * H), 0.5))
     w, r, bias = (np.concatenate([g[i] for g in gates]) for i in range(3))
-    h = onnx.helper
-    node = h.make_node(
-        "LSTM", ["X", "W", "R", "B", "L"], ["Y", "Y_h"], hidden_size=H, direction="bidirectional"
-    )
-    graph = h.make_graph(
-        [node],
-        "bilstm",
-        [
-            h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["T", "B", F]),
-            h.make_tensor_value_info("L", onnx.TensorProto.INT32, ["B"]),
-        ],
-        [
-            h.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None),
-            h.make_tensor_value_info("Y_h", onnx.TensorProto.FLOAT, None),
-        ],
-        [onnx.numpy_helper.from_array(a, n) for a, n in ((w, "W"), (r, "R"), (bias, "B"))],
-    )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    model.ir_version = 8
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = _lstm_session(onnx, ort, w, r, bias, direction="bidirectional")
     x, lengths = batch(garbage=1e6)
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
     y, y_h = sess.run(None, {"X": xt, "L": lengths.astype(np.int32)})
