@@ -461,15 +461,20 @@ def test_api_arguments_are_checked():
         LSTMClassifier(3, 4, 3, forget_bias=float("nan"))
 
 
-@pytest.mark.parametrize("head", ["last", "all"])
-def test_stacked_model_equals_the_reference(head):
-    """Three packed layers plus a head give the reference's loss, every gradient and dx
-    (float64), for mixed lengths including 1 and padding past the longest sequence."""
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("head", ["last", "all", "mean"])
+def test_stacked_model_equals_the_reference(head, bidirectional):
+    """Three packed layers (one direction or both) plus a head give the reference's loss,
+    every gradient and dx (float64), for mixed lengths including 1 and padding past the
+    longest sequence."""
     rng = np.random.default_rng(7)
     lengths = np.array([4, 1, 6, 6, 2])
     x = rng.normal(size=(5, 8, 3))
     y = np.array([0, 2, 1, 1, 0])
-    model = LSTMClassifier(3, 4, 3, num_layers=3, head=head, forget_bias=0.8, dtype="float64")
+    model = LSTMClassifier(
+        3, 4, 3, num_layers=3, head=head, forget_bias=0.8, dtype="float64",
+        bidirectional=bidirectional,
+    )  # fmt: skip
     for p in model.params.values():
         p[...] = rng.normal(0.0, 0.6, size=p.shape)
     loss, grads, dx = model.loss_and_grads(x, lengths, y, return_dx=True)
