@@ -111,6 +111,11 @@ class _ByStep:
             lp = _log_softmax(h_sum[rows[None, :], cut - 1] / cut[..., None] @ V + a)  # (P, B, K)
             pred = lp.argmax(-1)
             ce = -lp[:, rows, y]  # (P, B)
+        elif self.model.head == "max":  # the head on the per-unit max of h over the prefix
+            h_max = np.maximum.accumulate(h_top.astype(np.float64), axis=1)  # (B, T, H)
+            lp = _log_softmax(h_max[rows[None, :], cut - 1] @ V + a)  # (P, B, K)
+            pred = lp.argmax(-1)
+            ce = -lp[:, rows, y]  # (P, B)
         else:  # mean over the prefix of per-step probabilities and per-step losses
             probs = np.cumsum(np.exp(logp), axis=1)  # (B, T, K) running sums
             ce_steps = np.cumsum(-logp[rows, :, y], axis=1)  # (B, T)

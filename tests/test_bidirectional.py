@@ -9,7 +9,14 @@ from lstm_cli.nn.gradcheck import check_model, random_problem
 from lstm_cli.nn.model import LSTMClassifier, param_shapes, parameter_count
 
 TOL = 1e-6
-CASES = [(True, "last"), (True, "all"), (True, "mean"), (False, "mean")]
+CASES = [
+    (True, "last"),
+    (True, "all"),
+    (True, "mean"),
+    (False, "mean"),
+    (True, "max"),
+    (False, "max"),
+]
 
 
 def _random_model(head, bidirectional, num_layers=2, seed=5, forget_bias=0.8):
@@ -114,7 +121,7 @@ def test_padding_invariance(bidirectional, head):
         assert np.all(dx[0, 3:] == 0.0) and np.all(np.isfinite(dx))
 
 
-@pytest.mark.parametrize("head", ["last", "mean"])
+@pytest.mark.parametrize("head", ["last", "mean", "max"])
 def test_bidirectional_dropout_masks_in_the_padded_layout(head):
     """Masks are (B, T, 2H), read at each packed row's (sequence, step): a hand-built
     forward with the same masks gives the same logits, and the gradients with those fixed
@@ -147,10 +154,12 @@ def test_bidirectional_dropout_masks_in_the_padded_layout(head):
         want = heads.last_step_forward(
             h, pb.last_rows, P["head.W"], P["head.b"], packing.first_rows(pb)
         )[0]
-    else:
+    elif head == "mean":
         want = heads.mean_forward(
             h, pb.offsets, pb.order, pb.lengths, pb.seq, P["head.W"], P["head.b"]
         )[0]
+    else:
+        want = heads.max_forward(h, pb.offsets, pb.order, P["head.W"], P["head.b"])[0]
     np.testing.assert_allclose(logits, want, rtol=1e-12, atol=1e-14)
 
     def analytic(model, x_, lengths_, y_):
@@ -194,7 +203,7 @@ def test_parameter_names_shapes_and_spec_round_trip():
         LSTMClassifier(3, 4, 5, bidirectional="yes")
 
 
-@pytest.mark.parametrize("head", ["last", "mean", "all"])
+@pytest.mark.parametrize("head", ["last", "mean", "all", "max"])
 def test_float32_bidirectional_agrees_with_float64(head):
     model64, x, lengths, y = random_problem(num_layers=2, head=head, seed=1, bidirectional=True)
     model32 = LSTMClassifier.from_spec({**model64.spec(), "dtype": "float32"}, model64.params)

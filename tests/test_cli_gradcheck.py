@@ -7,15 +7,14 @@ from click.testing import CliRunner
 
 from lstm_cli.cli import gradcheck
 from lstm_cli.nn.model import LSTMClassifier
+from lstm_cli.nn.spec import HEADS
 
 
 def test_default_matrix_passes():
     result = CliRunner().invoke(gradcheck, [])
     assert result.exit_code == 0, result.output
     models = {line.split("  ")[0] for line in result.output.splitlines()[2:-1]}
-    assert models == {
-        f"{head}/{layers}" for head in ("last", "all", "mean") for layers in (1, 2, "2 bi")
-    }
+    assert models == {f"{head}/{layers}" for head in HEADS for layers in (1, 2, "2 bi")}
     assert "lstm.1.reverse.W" in result.output
     assert "PASSED" in result.output
 

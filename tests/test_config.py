@@ -477,7 +477,7 @@ def test_empty_key_is_an_error(tmp_path, text, where):
         ),
         (
             "model: {head: first}",
-            "The 'model.head' parameter must be a str among {'last', 'all', 'mean'}."
+            "The 'model.head' parameter must be a str among {'last', 'all', 'mean', 'max'}."
             " Got 'first' instead.",
         ),
     ],

@@ -54,7 +54,7 @@ def test_prefix_lengths_are_exact_ceilings():
     assert (cut[-1] == lengths).all()
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", ["last", "all", "mean", "max"])
 def test_by_step_equals_the_model_on_truncated_sequences(head):
     tm, ds, seqs, labels = _tiny(head, seed=2)
     y = np.array([tm.classes.index(lbl) for lbl in labels])
@@ -331,7 +331,7 @@ def test_bidirectional_models_are_refused_with_a_clear_error():
         diagnose(tm, ds, y)
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", ["last", "all", "mean", "max"])
 def test_checkpoint_gradient_flow_is_the_reference_bptt(head):
     """checkpoint_gradient_flow reads the model's own backward; batch_gradient_flow (a
     plain step-by-step BPTT of each sequence's own loss) is the oracle for last/all."""
@@ -339,7 +339,7 @@ def test_checkpoint_gradient_flow_is_the_reference_bptt(head):
     y = np.array([tm.classes.index(lbl) for lbl in labels])
     records = checkpoint_gradient_flow(tm, ds, y, epoch=3, batch_size=len(seqs))
     assert [r["layer"] for r in records] == [0, 1] and records[0]["epoch"] == 3
-    if head == "mean":
+    if head in ("mean", "max"):
         assert all(v is None or v > 0 for v in records[0]["dh_norm"])
         return
     x, lengths = pad_batch(ds, np.arange(len(seqs)), tm.model.dtype, tm.mean, tm.std)

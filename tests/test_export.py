@@ -16,6 +16,7 @@ from lstm_cli.cli import evaluate, export, import_, predict
 from lstm_cli.errors import MissingExtraError
 from lstm_cli.inference import load_trained
 from lstm_cli.nn.model import LSTMClassifier
+from lstm_cli.nn.spec import HEADS
 from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
 
 F, H, K = 3, 5, 4
@@ -102,10 +103,7 @@ def one_error_line(result, code, *fragments):
 
 
 ARCHS = [
-    (head, layers, bi, "float32")
-    for head in ("last", "all", "mean")
-    for layers in (1, 2)
-    for bi in (False, True)
+    (head, layers, bi, "float32") for head in HEADS for layers in (1, 2) for bi in (False, True)
 ] + [("all", 2, False, "float64")]  # the graph is float32 whatever the model's dtype
 
 
@@ -305,7 +303,7 @@ def _exported_torch(tmp_path, head, layers, norm=True, bidirectional=False, data
     return ckpt, out, model, classes, torch
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bi", [False, True])
 def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers, bi):
@@ -331,6 +329,9 @@ def test_pytorch_export_gives_the_same_logits(tmp_path, head, layers, bi):
         elif head == "mean":
             got = model.fc(y.sum(1) / lens[:, None]).numpy()
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        elif head == "max":  # padding is 0 after pad_packed_sequence: mask it out first
+            got = model.fc(y.masked_fill(~torch.from_numpy(valid)[..., None], -1e30).amax(1))
+            np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-5)
         else:
             got = model.fc(y).numpy()
             np.testing.assert_allclose(got[valid], want[valid], rtol=0, atol=1e-5)

@@ -9,6 +9,8 @@ from lstm_cli.nn.heads import (
     all_steps_forward,
     last_step_backward,
     last_step_forward,
+    max_backward,
+    max_forward,
     mean_backward,
     mean_forward,
 )
@@ -110,6 +112,30 @@ def test_mean_head_forward_and_backward(rng):
     dh, dV, da = mean_backward(up, cache, V)
     for name, an in dict(h=dh, V=dV, a=da).items():
         assert rel_error(an, numeric[name]).max() < TOL, name
+
+
+def test_max_head_forward_and_backward(rng):
+    """The packed layout of the mean head's test; each unit's gradient lands on the one
+    row of its sequence that holds the unit's maximum, the first of them on a tie."""
+    H, K = 3, 4
+    offsets, order = np.array([0, 3, 5, 6]), np.array([0, 2, 1])
+    seq = np.array([0, 2, 1, 0, 2, 0])  # the caller's sequence of each packed row
+    h = rng.normal(size=(6, H))
+    V = rng.normal(size=(H, K))
+    a = rng.normal(size=K)
+    logits, cache = max_forward(h, offsets, order, V, a)
+    m = np.stack([h[seq == b].max(axis=0) for b in range(3)])
+    np.testing.assert_allclose(logits, m @ V + a, rtol=1e-14)
+    up = rng.normal(size=(3, K))
+    numeric = vjp_check(lambda h, V, a: max_forward(h, offsets, order, V, a)[0],
+                        dict(h=h, V=V, a=a), up)  # fmt: skip
+    dh, dV, da = max_backward(up, cache, V)
+    for name, an in dict(h=dh, V=dV, a=da).items():
+        assert rel_error(an, numeric[name]).max() < TOL, name
+    assert (dh != 0).sum() == 3 * H  # one row per (sequence, unit)
+    h[3] = h[0]  # sequence 0's steps 0 and 1 tie on every unit: step 0 keeps the gradient
+    dh = max_backward(up, max_forward(h, offsets, order, V, a)[1], V)[0]
+    assert not dh[3].any() and (dh[0] == (up[0] @ V.T) * (h[0] >= h[5])).all()
 
 
 def test_cross_entropy_gradient(rng):

@@ -6,6 +6,7 @@ import pytest
 from lstm_cli.errors import LstmCliError
 from lstm_cli.nn.gradcheck import check_model, random_problem
 from lstm_cli.nn.model import LSTMClassifier
+from lstm_cli.nn.spec import HEADS
 
 TOL = 1e-6
 
@@ -307,7 +308,7 @@ def test_set_params_checks_names_and_shapes():
         m.set_params(p)
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_length_5000_and_length_1_stay_finite(head, bidirectional):
     """Very long and length-1 sequences train without overflow (large inputs saturate the
@@ -371,7 +372,7 @@ def test_release_buffers_and_copies():
         np.testing.assert_array_equal(m.predict_proba(x, lengths), probs)
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_batch_padded_past_its_longest_sequence(head, bidirectional):
     # x (B, T, I) with T > max(lengths): dx and the all head's logits keep x's T (zeros
@@ -391,7 +392,7 @@ def test_batch_padded_past_its_longest_sequence(head, bidirectional):
     assert report.passed, [(r.name, r.max_rel_error) for r in report.rows]
 
 
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_evaluate_batch_losses_average_to_the_training_loss(head, bidirectional, dtype):
@@ -462,7 +463,7 @@ def test_api_arguments_are_checked():
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("head", ["last", "all", "mean"])
+@pytest.mark.parametrize("head", HEADS)
 def test_stacked_model_equals_the_reference(head, bidirectional):
     """Three packed layers (one direction or both) plus a head give the reference's loss,
     every gradient and dx (float64), for mixed lengths including 1 and padding past the

@@ -56,6 +56,10 @@ def _torch_loss_and_grads(state, x, lengths, y, head, dtype, bidirectional=False
         mean = (out * mask[..., None]).sum(1) / lengths_t[:, None].to(tdtype)
         logits = linear(mean)
         loss = torch.nn.functional.cross_entropy(logits, y_t)
+    elif head == "max":  # amax's gradient goes to the step holding each unit's max
+        top = out.masked_fill(mask[..., None] == 0, float("-inf")).amax(1)
+        logits = linear(top)
+        loss = torch.nn.functional.cross_entropy(logits, y_t)
     else:
         logits = linear(out)  # (B, T, K)
         ce = torch.nn.functional.cross_entropy(
@@ -86,6 +90,8 @@ def _torch_loss_and_grads(state, x, lengths, y, head, dtype, bidirectional=False
         ("last", True),
         ("all", True),
         ("mean", True),
+        ("max", False),
+        ("max", True),
     ],
 )
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])

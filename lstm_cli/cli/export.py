@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..nn.spec import HEADS
 from .common import CONTEXT, handles_errors, refuse_output_over_input
 
 _TARGETS = ("onnx", "pytorch")
@@ -115,7 +116,7 @@ def _read_meta_yaml(path) -> dict:
 @click.option("--classes", help="Labels in class-index order, comma-separated (e.g. neg,pos).")
 @click.option("--mean", help="Per-feature normalisation mean, comma-separated.")
 @click.option("--std", help="Per-feature normalisation std, comma-separated (with --mean).")
-@click.option("--head", type=click.Choice(["last", "all", "mean"]), help="The model's head.")
+@click.option("--head", type=click.Choice(HEADS), help="The model's head.")
 @click.option("--forget-bias", type=float, help="forget_bias to take out of the forget bias.")
 @click.option(
     "--bidirectional/--unidirectional",

@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..errors import ConfigError, LstmCliError
+from ..nn.spec import HEADS
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
@@ -58,10 +59,10 @@ class _FiniteFloat(click.ParamType):
 )
 @click.option(
     "--head",
-    type=click.Choice(["last", "all", "mean", "both", "every"]),
+    type=click.Choice([*HEADS, "both", "every"]),
     default="every",
     show_default=True,
-    help="Which head(s) to check: one, both (last and all) or every (last, all and mean).",
+    help=f"Which head(s) to check: one, both (last and all) or every ({', '.join(HEADS)}).",
 )
 @click.option(
     "--bidirectional/--unidirectional",
@@ -204,7 +205,7 @@ def gradcheck(
     else:
         if overrides:
             raise click.UsageError("--set needs --config")
-        heads = {"both": ["last", "all"], "every": ["last", "all", "mean"]}.get(head, [head])
+        heads = {"both": ["last", "all"], "every": list(HEADS)}.get(head, [head])
         cases = [
             (h, n, bi)
             for h in heads

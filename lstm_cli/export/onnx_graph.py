@@ -13,8 +13,8 @@ Graph (opset ``ONNX_OPSET``, all float32; docs/export.md draws it):
   [forward, reverse]); its Y (T, 2, B, H) becomes (T, B, 2H) = [h->, h<-] per step;
 * the head: ``last`` reads ``Y_h`` (each sequence's state at its own last step;
   bidirectional: [h-> at the last step, h<- at step 0]), ``all`` averages the per-step
-  softmax over each sequence's valid steps, ``mean`` applies the softmax layer to the
-  mean of h over each sequence's valid steps;
+  softmax over each sequence's valid steps, ``mean`` (``max``) applies the softmax layer
+  to the mean (per-unit max) of h over each sequence's valid steps;
 * outputs ``probabilities`` (batch, classes) float32 and ``label`` (batch,) int64, the
   class index; the labels themselves are in ``metadata_props["classes"]`` (JSON).
 
@@ -33,7 +33,7 @@ from ..store.atomic import atomic_write
 from .meta import export_metadata
 from .onnx_transforms import add_transforms, transforms_on
 
-ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input)
+ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input), ReduceMax-13
 ONNX_IR_VERSION = 8  # the lowest IR that carries opset 17: older runtimes can load it
 _FEATURE = "lstm-export --to onnx"
 
@@ -157,7 +157,16 @@ def _head_mean(g, seq, last, valid, lens_f, V, a):
     return g.op("Softmax", [logits], axis=-1)
 
 
-_HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean}
+def _head_max(g, seq, last, valid, lens_f, V, a):
+    """Softmax of the per-unit max of h over each sequence's valid steps: (T, B, H) -> (B, K)."""
+    low = g.const("head.lowest", np.array(np.finfo(np.float32).min, np.float32))
+    masked = g.op("Where", [valid, seq, low])  # a padded step never holds the max
+    m = g.op("ReduceMax", [masked], axes=[0], keepdims=0)  # (B, H); axes an attribute in 13
+    logits = g.op("Add", [g.op("MatMul", [m, g.const("head.W", V)]), g.const("head.b", a)])
+    return g.op("Softmax", [logits], axis=-1)
+
+
+_HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean, "max": _head_max}
 
 
 def build_onnx_model(model, classes, mean=None, std=None, transforms=None):

@@ -79,6 +79,8 @@ class Classifier(torch.nn.Module):
         valid = torch.arange(y.shape[1])[None, :, None] < lengths[:, None, None]
         if self.head == "mean":
             return self.fc((y * valid).sum(1) / lengths[:, None]).softmax(-1)
+        if self.head == "max":  # a padded step never holds the max
+            return self.fc(y.masked_fill(~valid, float("-inf")).amax(1)).softmax(-1)
         return (self.fc(y).softmax(-1) * valid).sum(1) / lengths[:, None]
 
 

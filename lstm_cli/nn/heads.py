@@ -9,6 +9,8 @@ every sequence.
 * all:  logits_r = h[r] @ V + a for every valid step r -> (N, K); the loss averages each
   sequence's steps and the prediction averages their probabilities (model.py).
 * mean: logits_b = (mean of h over sequence b's valid steps) @ V + a -> (B, K)
+* max:  logits_b = (max of h over sequence b's valid steps, per unit) @ V + a -> (B, K);
+  each unit's gradient flows to the one step that holds its maximum (the first on a tie)
 """
 
 from __future__ import annotations
@@ -97,3 +99,38 @@ def mean_backward(dlogits, cache: MeanCache, V):
     dm = dlogits @ V.T  # (B, H)
     dm /= cache.lengths[:, None].astype(dm.dtype)
     return dm[cache.seq], cache.m.T @ dlogits, dlogits.sum(axis=0)
+
+
+class MaxCache(NamedTuple):
+    m: np.ndarray  # (B, H) each sequence's per-unit max of h over its valid steps, caller's order
+    rows: np.ndarray  # (B, H) the packed row holding each of those maxima, caller's order
+    N: int  # rows of h
+
+
+def max_forward(h, offsets, order, V, a):
+    """h (N, H) packed (offsets (T+1,) its steps' first rows; sorted position r is the
+    caller's sequence order[r]) -> logits (B, K), cache."""
+    bounds = offsets.tolist()
+    B = bounds[1] - bounds[0]  # every sequence has a step 0
+    best = h[:B].copy()  # (B, H) running max, sorted order
+    rows = np.broadcast_to(np.arange(B)[:, None], best.shape).copy()  # (B, H)
+    for t in range(1, len(bounds) - 1):  # step t's rows are the first n sorted sequences
+        lo, hi = bounds[t], bounds[t + 1]
+        n = hi - lo
+        higher = h[lo:hi] > best[:n]  # (n, H) strictly: the first step wins a tie
+        np.copyto(best[:n], h[lo:hi], where=higher)
+        np.copyto(rows[:n], np.arange(lo, hi)[:, None], where=higher)
+    m = np.empty_like(best)
+    m[order] = best
+    rows_c = np.empty_like(rows)
+    rows_c[order] = rows
+    return m @ V + a, MaxCache(m, rows_c, h.shape[0])
+
+
+def max_backward(dlogits, cache: MaxCache, V):
+    """dlogits (B, K) -> dh (N, H) = (dlogits_b @ V.T)_j at the row of b's max of unit j, dV, da."""
+    dm = dlogits @ V.T  # (B, H)
+    dh = np.zeros((cache.N, V.shape[0]), dtype=dm.dtype)
+    # each (row, unit) pair appears once: different sequences own different rows
+    dh[cache.rows, np.arange(V.shape[0])[None, :]] = dm
+    return dh, cache.m.T @ dlogits, dlogits.sum(axis=0)

@@ -27,6 +27,8 @@ from .heads import (
     all_steps_forward,
     last_step_backward,
     last_step_forward,
+    max_backward,
+    max_forward,
     mean_backward,
     mean_forward,
 )
@@ -70,11 +72,11 @@ class LSTMClassifier:
     Parameters
     ----------
     input_size, hidden_size, num_classes, num_layers : int (>= 1)
-    head : "last" | "all" | "mean"
+    head : "last" | "all" | "mean" | "max"
         "last" classifies each sequence from the state at its own last step; "all" puts
         the softmax at every valid step (loss averaged per sequence, prediction from the
         mean of the per-step probabilities); "mean" classifies the mean of h over the
-        sequence's valid steps.
+        sequence's valid steps, "max" its per-unit maximum over them.
     forget_bias : float, added inside the forget gate's sigmoid (TF convention).
     dropout : float in [0, 1), inverted dropout between stacked layers, training only.
     dtype : "float32" (default) or "float64".
@@ -242,7 +244,7 @@ class LSTMClassifier:
     ):
         """x (B, T, I) right-padded, lengths (B,) -> logits and a ForwardCache.
 
-        logits: (B, K) for head="last" or "mean" (caller's order); for head="all" one row per
+        logits: (B, K) for head="last", "mean" or "max" (caller's order); for head="all" one row per
         valid step, (N, K) in the packed order of ``cache.batch`` (``logits()`` gives
         (B, T, K)). training=True enables dropout: with the masks ``dropout_masks`` (as
         ``draw_dropout_masks`` returns, at least (B, T, D*H) each) or masks drawn from
@@ -294,6 +296,8 @@ class LSTMClassifier:
             logits, hc = last_step_forward(inp, pb.last_rows, V, a, rows_0)
         elif self.head == "mean":
             logits, hc = mean_forward(inp, pb.offsets, pb.order, pb.lengths, pb.seq, V, a)
+        elif self.head == "max":
+            logits, hc = max_forward(inp, pb.offsets, pb.order, V, a)
         else:
             logits, hc = all_steps_forward(inp, V, a)
         return logits, ForwardCache(layer_caches, masks, hc, pb)
@@ -329,6 +333,8 @@ class LSTMClassifier:
             dh_last = dh_last[cache.batch.order]  # (B, D*H), in packed-batch order
         elif self.head == "mean":
             dh, grads["head.W"], grads["head.b"] = mean_backward(dlogits, cache.head, p["head.W"])
+        elif self.head == "max":
+            dh, grads["head.W"], grads["head.b"] = max_backward(dlogits, cache.head, p["head.W"])
         else:
             dh, grads["head.W"], grads["head.b"] = all_steps_backward(
                 dlogits, cache.head, p["head.W"]

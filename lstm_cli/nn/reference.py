@@ -148,7 +148,7 @@ def classifier_loss_and_grads(params, x, lengths, y, head="last", forget_bias=1.
 
     params: ``lstm.{k}.W``, ``lstm.{k}.b`` per layer (and ``lstm.{k}.reverse.W`` / ``.b``
     for a bidirectional model), ``head.W`` (H or 2H, K), ``head.b`` (K,); x (B, T, I)
-    right-padded, lengths (B,), y (B,) class indices; head "last", "all" or "mean".
+    right-padded, lengths (B,), y (B,) class indices; head "last", "all", "mean" or "max".
     Returns loss (float), grads (params' keys) and dx (B, T, I) (zero at padded steps).
     """
     B, T, _ = x.shape
@@ -178,6 +178,16 @@ def classifier_loss_and_grads(params, x, lengths, y, head="last", forget_bias=1.
         dlogits = (np.exp(logp) - onehot) / B  # (B, K)
         grads = {"head.W": m.T @ dlogits, "head.b": dlogits.sum(axis=0)}
         dh = (dlogits @ V.T / lengths[:, None])[:, None, :] * valid[..., None]  # (B, T, D*H)
+    elif head == "max":  # logits_b = (per-unit max over valid t of h_t) @ V + a
+        hv = np.where(valid[..., None], h, -np.inf)  # (B, T, D*H)
+        t_max = hv.argmax(axis=1)  # (B, D*H) the first step holding each unit's max
+        m = np.take_along_axis(h, t_max[:, None, :], axis=1)[:, 0]  # (B, D*H)
+        logp = _log_softmax(m @ V + a)  # (B, K)
+        loss = -(logp * onehot).sum() / B
+        dlogits = (np.exp(logp) - onehot) / B  # (B, K)
+        grads = {"head.W": m.T @ dlogits, "head.b": dlogits.sum(axis=0)}
+        at_max = np.arange(T)[None, :, None] == t_max[:, None, :]  # (B, T, D*H)
+        dh = (dlogits @ V.T)[:, None, :] * at_max  # (B, T, D*H)
     elif head == "last":  # logits_b = h_{length_b - 1} @ V + a; loss = mean over b of CE
         h_last = h[np.arange(B), lengths - 1]  # (B, D*H)
         if bidirectional:  # the reverse direction ends at step 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..validate import Bool, Interval, Options, check
 
-HEADS = ("last", "all", "mean")
+HEADS = ("last", "all", "mean", "max")
 DTYPES = ("float32", "float64")
 INITS = ("uniform", "glorot_orthogonal")
 
@@ -23,7 +23,7 @@ INITS = ("uniform", "glorot_orthogonal")
 class ModelConfig:
     hidden_size: int = 64  # H, units per LSTM layer
     num_layers: int = 1  # stacked LSTM layers
-    head: str = "last"  # last (own last valid step) | all (every valid step) | mean
+    head: str = "last"  # last (own last valid step) | all (every valid step) | mean | max
     forget_bias: float = 1.0  # added to the forget gate pre-activation
     dropout: float = 0.0  # inverted dropout between layers, training only
     dtype: str = "float32"  # float32 | float64
