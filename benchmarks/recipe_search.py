@@ -11,6 +11,12 @@ are read from its summary.json and metrics.jsonl. The selection rule, stated onc
 the highest median validation accuracy over the seeds, ties broken by the lowest median
 validation loss, both at each run's kept (best) epoch. Test accuracy is printed for the
 record only: it takes no part in the rule. Prints one markdown table row per candidate.
+
+The last column compares each candidate with the first one given, seed by seed (a seed
+fixes the validation split, so the two runs of one seed see the same validation series):
+the mean difference in validation loss with its standard error, and on how many seeds the
+candidate's loss is the lower. On 6-45 validation series the medians of a few seeds move
+with the draw; a difference within about two standard errors is not evidence.
 """
 
 from __future__ import annotations
@@ -61,6 +67,18 @@ def median(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
+def paired(rows, ref_rows):
+    """'mean ± SE, k/n lower' of val_loss(candidate) - val_loss(reference) over the seeds
+    both ran; '-' for the reference itself or with fewer than two common seeds."""
+    ref = {r["seed"]: r["val_loss"] for r in ref_rows}
+    diffs = [r["val_loss"] - ref[r["seed"]] for r in rows if r["seed"] in ref]
+    if rows is ref_rows or len(diffs) < 2:
+        return "-"
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    lower = sum(d < 0 for d in diffs)
+    return f"{statistics.mean(diffs):+.4f} ± {se:.4f}, {lower}/{len(diffs)} lower"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config")
@@ -82,8 +100,10 @@ def main(argv=None):
             for r in runs:
                 f.write(json.dumps({"config": args.config, **r}) + "\n")
     table = []
+    by_name = {name: [r for r in runs if r["candidate"] == name] for name, _ in candidates}
+    first = by_name[candidates[0][0]]
     for name, overrides in candidates:
-        rows = [r for r in runs if r["candidate"] == name]
+        rows = by_name[name]
         tests = [r["test_accuracy"] for r in rows if r["test_accuracy"] is not None]
         test = (
             f"{statistics.median(tests):.3f} [{min(tests):.3f}, {max(tests):.3f}]" if tests else "-"
@@ -94,14 +114,15 @@ def main(argv=None):
                 median(rows, "val_loss"),
                 f"| {name} | `{' '.join(overrides) or '(none)'}` | {median(rows, 'val_loss'):.4f}"
                 f" | {median(rows, 'val_accuracy'):.3f} | {median(rows, 'train_accuracy'):.3f}"
-                f" | {test} | {median(rows, 'seconds'):.0f} |",
+                f" | {test} | {median(rows, 'seconds'):.0f} | {paired(rows, first)} |",
             )
         )
     print(
         "| candidate | `--set` overrides | median val loss | median val acc |"
         " median train acc at best | test median [range] | s/run |"
+        f" val loss vs {candidates[0][0]}, paired |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for _, _, line in sorted(table, key=lambda t: (t[0], t[1])):
         print(line)
 

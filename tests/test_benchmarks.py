@@ -150,3 +150,10 @@ def test_recipe_search_ranks_on_validation_and_records_every_run(tmp_path):
         return (-med("val_accuracy"), med("val_loss"))
 
     assert sorted(names) == ["base", "noisy"] and names == sorted(names, key=key)
+    # the paired column: noisy minus base, seed by seed
+    val = {(r["candidate"], r["seed"]): r["val_loss"] for r in rows}
+    d = [val["noisy", s] - val["base", s] for s in (0, 1)]
+    row = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in table}
+    assert row["base"] == "-"
+    assert row["noisy"].startswith(f"{np.mean(d):+.4f} ± {np.std(d, ddof=1) / np.sqrt(2):.4f}")
+    assert row["noisy"].endswith(f"{sum(x < 0 for x in d)}/2 lower")
