@@ -12,7 +12,6 @@ import yaml
 from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, predict
-from lstm_cli.cli import train as train_cli
 from lstm_cli.config import load_config
 from lstm_cli.data import SequenceDataset, load_dataset, write_jsonl
 from lstm_cli.data.framing import frame_steps, pool_steps, sequence_zscore, transform_dataset
@@ -220,78 +219,3 @@ def test_a_stored_frame_that_does_not_divide_the_input_size_is_refused(tmp_path,
     save_checkpoint(bad, ckpt.params, ckpt.meta)
     with pytest.raises(CheckpointError, match="config.data.frame"):
         load_trained(bad)
-
-
-# ------------------------------------------------------------------ data.target_steps
-
-
-def test_frame_for_divides_the_median_pooled_length_rounding_half_up():
-    from lstm_cli.training.prepare import frame_for
-
-    assert frame_for([251] * 3, 1, 25) == 10  # 10.04
-    assert frame_for([150, 150, 9000], 1, 25) == 6  # the median, not the longest
-    assert frame_for([1460], 1, 32) == 46  # 45.6
-    assert frame_for([427], 2, 25) == 9  # ceil(427 / 2) = 214 -> 8.56
-    assert frame_for([30, 45], 1, 25) == 2  # median 37.5 -> 1.5 rounds up
-    assert frame_for([7, 29, 12], 1, 25) == 1  # short sequences: no framing
-
-
-def test_target_steps_trains_with_the_chosen_frame_and_stores_it(tmp_path, long_files):
-    """The lengths are 9-23 steps (median about 16): target 4 chooses frame 4. The run
-    records frame 4 (not target_steps), and lstm-eval applies it."""
-    lengths = load_dataset(long_files["train"]).lengths
-    assert 14 <= np.median(lengths) < 18
-    logged = []
-    result = fit(
-        load_config(_config(tmp_path, long_files, target_steps=4)), progress=False,
-        log=logged.append,
-    )  # fmt: skip
-    assert "data.target_steps 4: data.frame 4" in logged
-    ckpt = str(tmp_path / "run" / "best.npz")
-    tm = load_trained(ckpt)
-    assert tm.transforms["frame"] == 4 and tm.model.input_size == 4
-    meta = load_checkpoint(ckpt).meta
-    assert meta["config"]["data"]["frame"] == 4 and meta["config"]["data"]["target_steps"] is None
-    run_cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert run_cfg["data"]["frame"] == 4 and run_cfg["data"]["target_steps"] is None
-    r = CliRunner().invoke(evaluate, [ckpt, "--data", long_files["test"], "--json", "-"])
-    assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["accuracy"] == result.test_report["accuracy"]
-    # the same run with data.frame 4 given directly is the same run
-    twin = fit(
-        load_config(_config(tmp_path, long_files, frame=4), [f"output.dir={tmp_path / 'b'}"]),
-        progress=False, log=lambda *a: None,
-    )  # fmt: skip
-    assert twin.test_report == result.test_report
-    # and it resumes from its own folder, the config given again
-    r = CliRunner().invoke(
-        train_cli,
-        ["--config", _config(tmp_path, long_files, target_steps=4), "--resume",
-         str(tmp_path / "run"), "--set", "train.epochs=4", "--quiet"],
-    )  # fmt: skip
-    assert r.exit_code == 0, r.output
-
-
-@pytest.mark.parametrize(
-    "data, train, words",
-    [
-        ({"target_steps": 4, "frame": 2}, {}, ["'data.target_steps'", "'data.frame'", "is 2"]),
-        ({"target_steps": 0}, {}, ["'data.target_steps'", "range [1, inf)"]),
-        (
-            {"target_steps": 100},
-            {"augment": {"shift": True}},
-            ["'train.augment.shift'", "'data.target_steps' 100 chose frame 1"],
-        ),
-    ],
-)
-def test_target_steps_config_errors(tmp_path, long_files, data, train, words):
-    path = _config(tmp_path, long_files, **data)
-    if train:
-        cfg = yaml.safe_load(open(path))
-        cfg["train"].update(train)
-        open(path, "w").write(yaml.safe_dump(cfg))
-    r = CliRunner().invoke(train_cli, ["--config", path, "--quiet"])
-    assert r.exit_code == 3, r.output
-    for w in words:
-        assert w in r.stderr, r.stderr
-    assert not (tmp_path / "run").exists()

@@ -189,13 +189,7 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
                 f"{key!r} needs validation data, but 'data.valid' is null and"
                 " 'data.valid_fraction' is 0; set one of them.",
             )
-    if cfg.data.target_steps is not None and cfg.data.frame != 1:
-        raise ctx.fail(
-            "data.target_steps",
-            "'data.target_steps' chooses 'data.frame' from the training data, so 'data.frame'"
-            f" must be left at 1 (it is {cfg.data.frame}); set one of them.",
-        )
-    if cfg.train.augment.shift and cfg.data.frame < 2 and cfg.data.target_steps is None:
+    if cfg.train.augment.shift and cfg.data.frame < 2:
         raise ctx.fail(
             "train.augment.shift",
             "'train.augment.shift' varies the framing phase, so it needs 'data.frame' >= 2"

@@ -86,7 +86,6 @@ class DataConfig:
     normalize_per_sequence: bool = False  # z-score each sequence on its own, first
     pool: int = 1  # mean of each run of pool steps (after the per-sequence z-score)
     frame: int = 1  # stack frame steps into one step of frame*F features (after pool)
-    target_steps: int | None = None  # choose frame: the median training sequence -> ~this many
     bucket: bool = True  # batch sequences of similar length together
     csv: CsvConfig = field(default_factory=CsvConfig)
 
@@ -220,7 +219,6 @@ CONSTRAINTS: dict[str, Constraint] = {
     "data.normalize_per_sequence": Bool(),
     "data.pool": Interval(int, 1),
     "data.frame": Interval(int, 1),
-    "data.target_steps": Interval(int, 1, nullable=True),
     "data.bucket": Bool(),
     "data.csv.id_column": Str(),
     "data.csv.label_column": Str(),

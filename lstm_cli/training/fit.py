@@ -82,11 +82,7 @@ def fit(
         progress, log = False, _silent
     run_dir = cfg.output.dir
     rng = np.random.default_rng(cfg.train.seed)
-    target = cfg.data.target_steps
     data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
-    cfg = data.config  # data.target_steps resolved into data.frame
-    if target is not None:
-        log(f"data.target_steps {target}: data.frame {cfg.data.frame}")
     lock = RunLock(run_dir)
     try:
         resumed = None

@@ -40,8 +40,6 @@ class PreparedData:
     class_weights: np.ndarray | None = None  # (K,) loss weights from train.class_weights
     # the training split before framing, for train.augment.shift (data.augment); else None
     train_steps: SequenceDataset | None = None
-    # the run's config: the one given, with data.target_steps resolved into data.frame
-    config: Config | None = None
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -57,32 +55,6 @@ def input_transform(cfg: Config, ds: SequenceDataset) -> SequenceDataset:
     return transform_dataset(ds, d.normalize_per_sequence, d.pool, d.frame)
 
 
-def frame_for(lengths, pool: int, target_steps: int) -> int:
-    """data.frame for data.target_steps: the median of the pooled training lengths
-    (ceil(T / pool)) divided by target_steps, rounded half up, at least 1."""
-    median = float(np.median(-(-np.asarray(lengths) // pool)))
-    return max(1, int(np.floor(median / target_steps + 0.5)))
-
-
-def resolve_frame(cfg: Config, raw: SequenceDataset) -> Config:
-    """``cfg`` with data.target_steps turned into the data.frame it chooses on the training
-    file ``raw`` (the whole file, so the choice does not depend on the seeded split);
-    target_steps becomes null, so the run's config.yaml and its checkpoints hold the
-    frame that eval and predict apply. Unchanged without target_steps."""
-    d = cfg.data
-    if d.target_steps is None:
-        return cfg
-    frame = frame_for(raw.lengths, d.pool, d.target_steps)
-    if cfg.train.augment.shift and frame < 2:
-        raise ConfigError(
-            f"'train.augment.shift' varies the framing phase, so it needs 'data.frame' >= 2; "
-            f"'data.target_steps' {d.target_steps} chose frame {frame} for {d.train} "
-            f"(its median sequence has {int(np.median(raw.lengths))} steps)"
-        )
-    data = dataclasses.replace(d, frame=frame, target_steps=None)
-    return dataclasses.replace(cfg, data=data)
-
-
 def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     """Load train/valid/test, apply the input transforms (per-sequence z-score, pool,
     frame) to whole sequences, carve the validation split (seeded, stratified) if needed,
@@ -93,7 +65,6 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     so no other rank reads a memory-mapped training file whole."""
     writer = comm is None or comm.rank == 0
     raw = load(cfg.data.train, cfg)
-    cfg = resolve_frame(cfg, raw)
     raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
     raw_test = load(cfg.data.test, cfg) if cfg.data.test else None
     for other in (raw_valid, raw_test):  # the files' own feature counts, before framing
@@ -140,9 +111,8 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     if comm is not None and comm.size > 1:  # a rank 0 that failed never gets here: it aborts
         mean, std, digest = comm.bcast((mean, std, digest))
     return PreparedData(
-        train, valid, test, classes, y_train, y_valid, mean, std, digest, train_steps=steps,
-        config=cfg,
-    )  # fmt: skip
+        train, valid, test, classes, y_train, y_valid, mean, std, digest, train_steps=steps
+    )
 
 
 def class_weight_vector(cfg: Config, classes, y_train, origin=None):
