@@ -9,10 +9,12 @@ top-layer state h_t is at hand:
   prefix alone. Because the LSTM runs forward in time, the prefix's states are the full
   run's first L_p states: the ``last`` head reads h at step L_p - 1, the ``all`` head
   averages its per-step probabilities (and per-step losses) over steps 0 .. L_p - 1.
-  That is the result of running the model on the truncated sequence (tested).
-* **gates**: per layer, the distribution over valid steps (and units) of the input (i),
-  forget (f) and output (o) gate values: mean, fraction above 0.95 and below 0.05, and a
-  histogram over [0, 1].
+  That is the result of running the model on the truncated sequence (tested). A
+  bidirectional model's reverse direction starts at the prefix's own last step, so it
+  is run on each truncated batch instead (one forward of the model per percent).
+* **gates**: per layer (and direction), the distribution over valid steps (and units) of
+  the input (i), forget (f) and output (o) gate values: mean, fraction above 0.95 and
+  below 0.05, and a histogram over [0, 1].
 
 The gradient-flow file ``gradflow.jsonl`` is defined in docs/diagnostics.md; its
 per-epoch records are built by ``GradFlowAccumulator`` (fed by the training loop, or by
@@ -27,6 +29,7 @@ import numpy as np
 from .data import SequenceDataset, make_batches, pad_batch
 from .errors import LstmCliError
 from .nn.lstm import lstm_step_backward, lstm_step_forward
+from .nn.reference import reverse_steps
 
 PERCENTS = tuple(range(10, 101, 10))  # prefix lengths, in % of each sequence's own length
 GATES = ("input", "forget", "output")  # reported gates; their slices in TF order i, j, f, o
@@ -52,33 +55,41 @@ def layer_forward(model, x, lengths):
     """Run every layer step by step over a right-padded batch (inference, no dropout).
 
     x (B, T, I) in the model's dtype, lengths (B,). Returns (gates, h_top): gates is a
-    list over layers of (B, T, 4H) post-activation gate values [i|j|f|o], h_top the top
-    layer's states (B, T, H). Steps past a sequence's length are computed on the padding
-    and must be masked by the caller (right padding cannot reach a valid step).
+    list over layers and directions (layer k's direction d at k*D + d) of (B, T, 4H)
+    post-activation gate values [i|j|f|o], each in its own direction's time order (the
+    reverse direction's step 0 is the sequence's last valid step); h_top the top layer's
+    states (B, T, D*H), [h->_t, h<-_t] at step t. Steps past a sequence's length are
+    computed on the padding and must be masked by the caller (right padding cannot
+    reach a valid step, in either direction's order).
     """
-    if model.bidirectional:
-        raise LstmCliError(
-            "by-step accuracy and gate statistics support unidirectional models only "
-            "(this checkpoint is bidirectional)"
-        )
     B, T, _ = x.shape
     H = model.hidden_size
     p = model.params
     inp = x
     gates = []
     for k in range(model.num_layers):
-        W, b = p[f"lstm.{k}.W"], p[f"lstm.{k}.b"]
-        h = np.zeros((B, H), model.dtype)
-        c = np.zeros((B, H), model.dtype)
-        hs = np.empty((B, T, H), model.dtype)
-        gs = np.empty((B, T, 4 * H), model.dtype)
-        for t in range(T):
-            h, c, cache = lstm_step_forward(inp[:, t], h, c, W, b, model.forget_bias)
-            hs[:, t] = h
-            gs[:, t] = cache.gates
-        gates.append(gs)
-        inp = hs
+        outs = []
+        for d, name in enumerate(("", ".reverse")[: model.directions]):
+            W, b = p[f"lstm.{k}{name}.W"], p[f"lstm.{k}{name}.b"]
+            seq = inp if d == 0 else reverse_steps(inp, lengths)
+            h = np.zeros((B, H), model.dtype)
+            c = np.zeros((B, H), model.dtype)
+            hs = np.empty((B, T, H), model.dtype)
+            gs = np.empty((B, T, 4 * H), model.dtype)
+            for t in range(T):
+                h, c, cache = lstm_step_forward(seq[:, t], h, c, W, b, model.forget_bias)
+                hs[:, t] = h
+                gs[:, t] = cache.gates
+            gates.append(gs)
+            outs.append(hs if d == 0 else reverse_steps(hs, lengths))
+        inp = np.concatenate(outs, axis=2) if len(outs) > 1 else outs[0]
     return gates, inp
+
+
+def gate_entry_label(entry) -> str:
+    """'layer 2' or 'layer 2 reverse': how tables and figures name a gates.layers entry."""
+    reverse = " reverse" if entry.get("direction") == "reverse" else ""
+    return f"layer {entry.get('layer', 0) + 1}{reverse}"
 
 
 def _log_softmax(z):
@@ -96,12 +107,21 @@ class _ByStep:
         self.steps = np.zeros(len(self.percents))
         self.n = 0
 
-    def add(self, h_top, lengths, y):
+    def add(self, h_top, lengths, y, x=None):
+        """h_top (B, T, D*H) of the whole batch; x (B, T, I), the batch itself, is needed
+        (and used instead) for a bidirectional model."""
         B, T, _ = h_top.shape
         V, a = self.model.params["head.W"], self.model.params["head.b"]
-        logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
         cut = prefix_lengths(lengths, self.percents)  # (P, B)
         rows = np.arange(B)
+        if self.model.bidirectional:  # the model on each truncated batch
+            ce, pred = np.empty(cut.shape), np.empty(cut.shape, np.int64)
+            for n, prefix in enumerate(cut):
+                ce[n], probs = self.model.evaluate_batch(x, prefix, y)
+                pred[n] = probs.argmax(-1)
+            self._count(pred, ce, cut, y)
+            return
+        logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
         if self.model.head == "last":
             lp = logp[rows[None, :], cut - 1]  # (P, B, K)
             pred = lp.argmax(-1)
@@ -121,6 +141,11 @@ class _ByStep:
             ce_steps = np.cumsum(-logp[rows, :, y], axis=1)  # (B, T)
             pred = (probs[rows[None, :], cut - 1]).argmax(-1)  # dividing by L_p keeps argmax
             ce = ce_steps[rows[None, :], cut - 1] / cut
+        self._count(pred, ce, cut, y)
+
+    def _count(self, pred, ce, cut, y):
+        """pred, ce, cut (P, B): predictions, losses and prefix lengths per percent."""
+        B = cut.shape[1]
         self.correct += (pred == y[None, :]).sum(1)
         self.loss += ce.sum(1)
         self.steps += cut.sum(1)
@@ -140,14 +165,18 @@ class _ByStep:
 class _GateStats:
     """Sums, saturation counts and histograms of gate values over valid steps, per layer."""
 
-    def __init__(self, num_layers):
-        self.count = np.zeros(num_layers, np.int64)
-        shape = (num_layers, len(GATES))
+    def __init__(self, num_layers, directions=1):
+        self.directions = directions
+        entries = num_layers * directions  # layer k's direction d at k*D + d
+        self.count = np.zeros(entries, np.int64)
+        shape = (entries, len(GATES))
         self.sum, self.sq = np.zeros(shape), np.zeros(shape)
         self.high, self.low = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
         self.hist = np.zeros(shape + (HIST_BINS,), np.int64)
 
     def add(self, gates, lengths):
+        """gates: layer_forward's list (entry k*D + d); every direction's valid steps are
+        its first `length` steps."""
         T = gates[0].shape[1]
         valid = np.arange(T)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
         for k, g in enumerate(gates):
@@ -165,17 +194,20 @@ class _GateStats:
 
     def result(self) -> dict:
         layers = []
-        for k, count in enumerate(self.count):
+        for e, count in enumerate(self.count):
+            k, d = divmod(e, self.directions)
             entry = {"layer": k, "values": int(count)}
+            if self.directions > 1:
+                entry["direction"] = ("forward", "reverse")[d]
             for n, name in enumerate(GATES):
-                mean = self.sum[k, n] / count
-                var = max(self.sq[k, n] / count - mean * mean, 0.0)
+                mean = self.sum[e, n] / count
+                var = max(self.sq[e, n] / count - mean * mean, 0.0)
                 entry[name] = {
                     "mean": float(mean),
                     "std": float(np.sqrt(var)),
-                    "above_0.95": float(self.high[k, n] / count),
-                    "below_0.05": float(self.low[k, n] / count),
-                    "histogram": self.hist[k, n].tolist(),
+                    "above_0.95": float(self.high[e, n] / count),
+                    "below_0.05": float(self.low[e, n] / count),
+                    "histogram": self.hist[e, n].tolist(),
                 }
             layers.append(entry)
         return {"high": HIGH, "low": LOW, "bins": HIST_BINS, "layers": layers}
@@ -193,12 +225,12 @@ def diagnose(
     if by_step and y is None:
         raise LstmCliError("by-step accuracy needs labels (y)")
     acc = _ByStep(model, percents) if by_step else None
-    gst = _GateStats(model.num_layers) if gates else None
+    gst = _GateStats(model.num_layers, model.directions) if gates else None
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, model.dtype, tm.mean, tm.std)
         g, h_top = layer_forward(model, x, lengths)
         if acc is not None:
-            acc.add(h_top, lengths, np.asarray(y)[idx])
+            acc.add(h_top, lengths, np.asarray(y)[idx], x)
         if gst is not None:
             gst.add(g, lengths)
     out = {}

@@ -28,9 +28,11 @@ from lstm_cli.nn.model import LSTMClassifier
 from lstm_cli.plot.runfiles import check_gradflow_record, read_gradflow, read_metrics, read_report
 
 
-def _tiny(head, num_layers=2, seed=0, dtype="float64", n=23, F=3, K=3, H=5):
+def _tiny(head, num_layers=2, seed=0, dtype="float64", n=23, F=3, K=3, H=5, bi=False):
     rng = np.random.default_rng(seed)
-    model = LSTMClassifier(F, H, K, num_layers=num_layers, head=head, dtype=dtype, seed=seed)
+    model = LSTMClassifier(
+        F, H, K, num_layers=num_layers, head=head, dtype=dtype, seed=seed, bidirectional=bi
+    )
     model.forget_bias = 0.7
     # large random weights, so gates saturate and by-step accuracy varies with the prefix
     model.set_params({k: rng.normal(0, 1.2, v.shape) for k, v in model.params.items()})
@@ -54,9 +56,10 @@ def test_prefix_lengths_are_exact_ceilings():
     assert (cut[-1] == lengths).all()
 
 
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("head", ["last", "all", "mean", "max"])
-def test_by_step_equals_the_model_on_truncated_sequences(head):
-    tm, ds, seqs, labels = _tiny(head, seed=2)
+def test_by_step_equals_the_model_on_truncated_sequences(head, bi):
+    tm, ds, seqs, labels = _tiny(head, seed=2, bi=bi)
     y = np.array([tm.classes.index(lbl) for lbl in labels])
     got = diagnose(tm, ds, y, gates=False, batch_size=7)["by_step"]
     assert got["head"] == head and got["percent"] == list(PERCENTS) and got["n"] == len(seqs)
@@ -88,38 +91,44 @@ def _sigmoid(z):
 
 
 def _gates_by_loop(tm, seqs):
-    """Every valid step's i, f, o values per layer, one sequence and one step at a time."""
+    """Every valid step's i, f, o values per layer and direction (entry k*D + d), one
+    sequence and one step at a time; the reverse direction reads the sequence backwards."""
     m, p = tm.model, tm.model.params
-    H = m.hidden_size
-    out = [{"input": [], "forget": [], "output": []} for _ in range(m.num_layers)]
+    H, D = m.hidden_size, m.directions
+    out = [{"input": [], "forget": [], "output": []} for _ in range(m.num_layers * D)]
     for seq in seqs:
         inp = (seq - tm.mean) / tm.std
         for k in range(m.num_layers):
-            W, b = p[f"lstm.{k}.W"], p[f"lstm.{k}.b"]
-            h, c, hs = np.zeros(H), np.zeros(H), []
-            for x_t in inp:
-                z = np.concatenate([x_t, h]) @ W + b
-                i = _sigmoid(z[:H])
-                j = np.tanh(z[H : 2 * H])
-                f = _sigmoid(z[2 * H : 3 * H] + m.forget_bias)
-                o = _sigmoid(z[3 * H :])
-                c = f * c + i * j
-                h = o * np.tanh(c)
-                hs.append(h)
-                for name, v in (("input", i), ("forget", f), ("output", o)):
-                    out[k][name].extend(v)
-            inp = np.array(hs)
+            outs = []
+            for d, name in enumerate(("", ".reverse")[:D]):
+                W, b = p[f"lstm.{k}{name}.W"], p[f"lstm.{k}{name}.b"]
+                h, c, hs = np.zeros(H), np.zeros(H), []
+                for x_t in inp if d == 0 else inp[::-1]:
+                    z = np.concatenate([x_t, h]) @ W + b
+                    i = _sigmoid(z[:H])
+                    j = np.tanh(z[H : 2 * H])
+                    f = _sigmoid(z[2 * H : 3 * H] + m.forget_bias)
+                    o = _sigmoid(z[3 * H :])
+                    c = f * c + i * j
+                    h = o * np.tanh(c)
+                    hs.append(h)
+                    for gate, v in (("input", i), ("forget", f), ("output", o)):
+                        out[k * D + d][gate].extend(v)
+                outs.append(np.array(hs) if d == 0 else np.array(hs)[::-1])
+            inp = np.concatenate(outs, axis=1)
     return out
 
 
-def test_gate_statistics_match_a_plain_loop():
-    tm, ds, seqs, _ = _tiny("last", num_layers=2, seed=1)
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_gate_statistics_match_a_plain_loop(bi):
+    tm, ds, seqs, _ = _tiny("last", num_layers=2, seed=1, bi=bi)
     gates = diagnose(tm, ds, by_step=False, batch_size=5)["gates"]
     want = _gates_by_loop(tm, seqs)
     assert gates["high"] == 0.95 and gates["low"] == 0.05
-    assert len(gates["layers"]) == 2
+    assert len(gates["layers"]) == 2 * (1 + bi)
     for k, layer in enumerate(gates["layers"]):
-        assert layer["layer"] == k
+        assert layer["layer"] == k // (1 + bi)
+        assert layer.get("direction") == (("forward", "reverse")[k % 2] if bi else None)
         assert layer["values"] == sum(len(s) for s in seqs) * tm.model.hidden_size
         for name in ("input", "forget", "output"):
             v = np.array(want[k][name])
@@ -323,12 +332,11 @@ def test_gradient_flow_norms_match_finite_differences(head):
                 assert norms[k][n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
 
 
-def test_bidirectional_models_are_refused_with_a_clear_error():
-    tm, ds, seqs, labels = _tiny("last")
-    tm.model.bidirectional = True
+def test_gradient_flow_of_a_bidirectional_model_is_refused_with_a_clear_error():
+    tm, ds, seqs, labels = _tiny("last", bi=True)
     y = np.array([tm.classes.index(lbl) for lbl in labels])
     with pytest.raises(LstmCliError, match="unidirectional models only"):
-        diagnose(tm, ds, y)
+        checkpoint_gradient_flow(tm, ds, y, epoch=1)
 
 
 @pytest.mark.parametrize("head", ["last", "all", "mean", "max"])

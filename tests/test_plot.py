@@ -234,3 +234,31 @@ def test_train_eval_plot_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     for png in (tmp_path / "p").iterdir():
         _check_png(png)
+
+
+def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path):
+    """The shipped recipes JapaneseVowels and ArrowHead are bidirectional: lstm-eval's
+    by-step and gate reports name each direction, and the figure draws a row for each."""
+    runner = CliRunner()
+    run = tmp_path / "run"
+    config = str(ROOT / "configs" / "tiny.yaml")
+    args = ["--config", config, "--output", str(run), "--quiet"]
+    result = runner.invoke(train, args + ["--set", "model.bidirectional=true"])
+    assert result.exit_code == 0, result.output
+    data = str(ROOT / "data" / "synthetic" / "test.jsonl")
+    report = tmp_path / "report.json"
+    args = [str(run / "best.npz"), "--data", data, "--by-step", "--gates", "--json", str(report)]
+    result = runner.invoke(evaluate, args)
+    assert result.exit_code == 0, result.output
+    assert "1 reverse" in result.output
+    rep = json.loads(report.read_text())
+    assert [(e["layer"], e["direction"]) for e in rep["gates"]["layers"]] == [
+        (0, "forward"),
+        (0, "reverse"),
+    ]
+    assert rep["by_step"]["accuracy"][-1] == pytest.approx(rep["accuracy"])
+    assert rep["by_step"]["loss"][-1] == pytest.approx(rep["loss"], rel=1e-5)
+    pytest.importorskip("matplotlib")
+    result = runner.invoke(plot, [str(run), "--report", str(report), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    _check_png(tmp_path / "p" / "gate_saturation.png")

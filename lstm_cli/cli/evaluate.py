@@ -86,13 +86,15 @@ def _render_by_step(bs) -> str:
 
 
 def _render_gates(gates) -> str:
+    from ..diagnostics import gate_entry_label
+
     rows = []
     for layer in gates["layers"]:
         for name in ("input", "forget", "output"):
             g = layer[name]
             rows.append(
                 [
-                    layer["layer"] + 1,
+                    gate_entry_label(layer).removeprefix("layer "),
                     name,
                     f"{g['mean']:.3f}",
                     f"{g['above_0.95']:.3f}",

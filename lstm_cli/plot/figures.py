@@ -200,6 +200,13 @@ def accuracy_by_step(report, path):
     return _save(plt, fig, path)
 
 
+def _label(entry, row):
+    """'Layer 2' or 'Layer 2 reverse' (diagnostics.gate_entry_label), row-numbered if unnamed."""
+    from ..diagnostics import gate_entry_label
+
+    return gate_entry_label({"layer": row, **entry}).capitalize()
+
+
 def gate_saturation(report, path):
     """Per layer: histograms of the input/forget/output gate values and their saturation."""
     plt = pyplot("lstm-eval --plot / lstm-plot --report")
@@ -225,7 +232,7 @@ def gate_saturation(report, path):
             ax.axvline(x, color="grey", linestyle=":")
         ax.set_xlabel("gate value (dotted: saturation thresholds)")
         ax.set_ylabel("share of values")
-        ax.set_title(f"Layer {layer.get('layer', row) + 1}: distribution of gate values")
+        ax.set_title(f"{_label(layer, row)}: distribution of gate values")
         ax.legend(loc="best")
         ax = axes[row, 1]
         x = np.arange(len(names))
@@ -236,7 +243,7 @@ def gate_saturation(report, path):
         ax.set_xticks(x, [f"{n} gate" for n in names])
         ax.set_ylabel("fraction of gate values")
         ax.set_ylim(0, max(max(above + below) * 1.25, 0.05))
-        ax.set_title(f"Layer {layer.get('layer', row) + 1}: saturated gate values")
+        ax.set_title(f"{_label(layer, row)}: saturated gate values")
         ax.legend(loc="best")
     fig.suptitle("LSTM gates over all valid time steps and units")
     return _save(plt, fig, path)
