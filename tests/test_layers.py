@@ -1,7 +1,7 @@
 """The package's imports point one way, and the numerical core stays free of I/O.
 
 Layers, bottom to top: errors, validate, extras; nn (numpy only); data, config, store;
-inference, diagnostics; training, export, plot; cli. A module may import its own package
+inference, ensemble, diagnostics; training, export, plot; cli. A module may import its own package
 and the packages its row of ALLOWED lists. Optional extras (mpi4py, matplotlib, onnx,
 safetensors) are never imported by an import statement: ``lstm_cli.extras.require`` loads
 them where a feature runs.
@@ -27,12 +27,13 @@ ALLOWED = {
     "config": _BASE | {"nn", "data"},
     "store": _BASE,
     "inference": _BASE | {"nn", "data", "config", "store"},
+    "ensemble": _BASE | {"data", "inference"},
     "diagnostics": _BASE | {"nn", "data", "config", "store", "inference"},
     "training": _BASE | {"__init__", "nn", "data", "config", "store", "inference", "diagnostics"},
     "export": _BASE | {"__init__", "nn", "data", "config", "store", "inference"},
     "plot": _BASE | {"nn", "data", "config", "store", "inference", "diagnostics"},
     "cli": _BASE
-    | {"__init__", "nn", "data", "config", "store", "inference", "diagnostics"}
+    | {"__init__", "nn", "data", "config", "store", "inference", "ensemble", "diagnostics"}
     | {"training", "export", "plot"},
 }
 # third-party modules each package may import; the standard library is not listed
@@ -47,6 +48,7 @@ ALLOWED_THIRD_PARTY = {
     "store": _NUMPY,
     "config": _NUMPY | {"yaml"},
     "inference": _NUMPY,
+    "ensemble": _NUMPY,
     "diagnostics": _NUMPY,
     "training": _NUMPY | {"tqdm"},
     "export": _NUMPY,

@@ -17,6 +17,17 @@ def load_data_for(tm, data_path, fmt, require_labels):
     return tm.prepare(ds)  # the training run's per-sequence z-score, pooling and framing
 
 
+def _members(checkpoints, data_path, fmt, require_labels):
+    """(TrainedModel, the data as it reads and prepares it) per checkpoint; several must
+    share their labels (ensemble.check_members)."""
+    from ..ensemble import check_members
+    from ..inference import load_trained
+
+    tms = [load_trained(c) for c in checkpoints]
+    check_members(tms, list(checkpoints))
+    return [(tm, load_data_for(tm, data_path, fmt, require_labels)) for tm in tms]
+
+
 def _render_report(report) -> str:
     labels = [str(lbl) for lbl in report["labels"]]
     lines = [
@@ -109,7 +120,8 @@ _FORMATS = click.Choice(FORMATS)
 
 
 def _checkpoint_and_data(data_help):
-    """CHECKPOINT and the --data/--format/--batch-size options eval and predict share."""
+    """CHECKPOINT... and the --data/--format/--batch-size options eval and predict share.
+    Several checkpoints are one ensemble: the mean of their probabilities (lstm_cli.ensemble)."""
 
     def decorate(fn):
         fn = click.option(
@@ -130,7 +142,13 @@ def _checkpoint_and_data(data_help):
         fn = click.option(
             "--data", "data_path", required=True, type=click.Path(exists=True), help=data_help
         )(fn)
-        return click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))(fn)
+        return click.argument(
+            "checkpoints",
+            metavar="CHECKPOINT...",
+            nargs=-1,
+            required=True,
+            type=click.Path(exists=True, dir_okay=False),
+        )(fn)
 
     return decorate
 
@@ -185,7 +203,7 @@ def _checkpoint_and_data(data_help):
 @click.option("--quiet", is_flag=True, help="Do not print the tables.")
 @handles_errors
 def evaluate(
-    checkpoint,
+    checkpoints,
     data_path,
     fmt,
     json_out,
@@ -197,22 +215,35 @@ def evaluate(
     batch_size,
     quiet,
 ):
-    """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusions."""
-    from ..inference import evaluate_dataset, load_trained
+    """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusions.
+
+    Several checkpoints are evaluated as one ensemble (the mean of their probabilities).
+    """
+    from ..inference import evaluate_dataset
 
     refuse_output_over_input(
         [("--json", json_out), ("--predictions", predictions)],
-        [("checkpoint", checkpoint), ("data file", data_path)],
+        [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
+    if len(checkpoints) > 1 and (by_step or gates or plot_dir):
+        raise click.UsageError(
+            "--by-step, --gates and --plot describe one model; give one checkpoint"
+        )
     if plot_dir:
         from ..plot.figures import pyplot
 
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
         by_step = gates = True
-    tm = load_trained(checkpoint)
-    ds = load_data_for(tm, data_path, fmt, require_labels=True)
-    report, probs, y = evaluate_dataset(tm, ds, batch_size=batch_size, allow_unknown=allow_unknown)
-    report["checkpoint"] = checkpoint
+    members = _members(checkpoints, data_path, fmt, require_labels=True)
+    tm, ds = members[0]
+    if len(members) == 1:
+        report, probs, y = evaluate_dataset(tm, ds, batch_size, allow_unknown)
+        report["checkpoint"] = checkpoints[0]
+    else:
+        from ..ensemble import evaluate_ensemble
+
+        report, probs, y = evaluate_ensemble(members, batch_size, allow_unknown)
+        report["checkpoints"] = list(checkpoints)
     if by_step or gates:
         report.update(_diagnostics(tm, ds, y, by_step, gates, batch_size))
     if not quiet and json_out != "-":
@@ -249,17 +280,20 @@ def evaluate(
 )
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @handles_errors
-def predict(checkpoint, data_path, fmt, output, batch_size, quiet):
-    """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>..."""
-    from ..inference import check_features, load_trained, predict_dataset
+def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
+    """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>...
+
+    Several checkpoints predict as one ensemble (the mean of their probabilities).
+    """
+    from ..ensemble import ensemble_probs
 
     refuse_output_over_input(
-        [("--output", output)], [("checkpoint", checkpoint), ("data file", data_path)]
+        [("--output", output)],
+        [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
-    tm = load_trained(checkpoint)
-    ds = load_data_for(tm, data_path, fmt, require_labels=False)
-    check_features(ds, tm)
-    probs = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+    members = _members(checkpoints, data_path, fmt, require_labels=False)
+    tm, ds = members[0]
+    probs = ensemble_probs(members, batch_size)  # one member: its own probabilities
     write_output(output or "-", _predictions_csv(tm.classes, probs))
     if output and output != "-" and not quiet:
         click.echo(f"wrote {len(ds)} predictions to {output}", err=True)

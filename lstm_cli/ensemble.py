@@ -1,0 +1,84 @@
+"""Several trained models as one classifier: the mean of their class probabilities.
+
+The library side of ``lstm-eval A.npz B.npz ...`` and ``lstm-predict A.npz B.npz ...``.
+Each member reads the data through its own checkpoint (its CSV columns, per-sequence
+z-score, pooling, framing and normalisation), so members trained with different
+transforms combine; they must share their labels, in the same order. For sequence n:
+
+    P_n = (1 / M) * sum_m p_m(n)          (K,) the members' probabilities averaged
+    loss_n = -log P_n[y_n]                 the ensemble's own cross-entropy
+
+(a single model's ``lstm-eval`` loss is its training loss instead, which for the ``all``
+head is the mean per-step cross-entropy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .data import SequenceDataset
+from .errors import CheckpointError, DataError
+from .inference import (
+    TrainedModel,
+    check_features,
+    encode_dataset_labels,
+    predict_dataset,
+    report_from,
+)
+
+
+def check_members(tms: list[TrainedModel], names: list[str]) -> list:
+    """The members' shared labels; a CheckpointError naming the first member that differs."""
+    classes = tms[0].classes
+    for tm, name in zip(tms[1:], names[1:]):
+        if tm.classes != classes:
+            raise CheckpointError(
+                f"{name}: its labels {tm.classes!r} differ from {names[0]}'s {classes!r}; "
+                "the members of an ensemble must share their labels, in the same order"
+            )
+    return classes
+
+
+def ensemble_probs(members, batch_size=256) -> np.ndarray:
+    """members: (TrainedModel, its prepared SequenceDataset) pairs of the same sequences
+    -> P (N, K), the mean of the members' probabilities."""
+    total = None
+    for tm, ds in members:
+        check_features(ds, tm)
+        p = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+        total = p if total is None else total + p
+    return total / len(members)
+
+
+def evaluate_ensemble(members, batch_size=256, allow_unknown=False):
+    """The metrics report of the averaged probabilities, as inference.evaluate_dataset's.
+
+    members: (TrainedModel, SequenceDataset) pairs, each dataset the same file read and
+    prepared by that member. Returns (report, P (N, K), y (N,) with -1 for unknown labels).
+    """
+    tm0, ds0 = members[0]
+    _check_same_sequences([ds for _, ds in members])
+    y = encode_dataset_labels(ds0, tm0.classes, allow_unknown)
+    known = y >= 0
+    if not known.any():
+        raise DataError(f"{ds0.source}: no sequence has a label the model knows")
+    probs = ensemble_probs(members, batch_size)
+    p_true = probs[np.flatnonzero(known), y[known]]
+    losses = -np.log(np.maximum(p_true, np.finfo(np.float64).tiny))
+    return report_from(losses, probs, y, tm0.classes, ds0.source), probs, y
+
+
+def _check_same_sequences(datasets: list[SequenceDataset]) -> None:
+    """Members with different CSV options may read one file differently: refuse that."""
+    first = datasets[0]
+    for ds in datasets[1:]:
+        same = len(ds) == len(first) and (
+            ds.labels is None
+            or first.labels is None
+            or np.array_equal(ds.labels.astype(str), first.labels.astype(str))
+        )
+        if not same:
+            raise DataError(
+                f"{first.source}: the members read it differently ({len(first)} and "
+                f"{len(ds)} sequences, or other labels): their checkpoints' CSV options differ"
+            )

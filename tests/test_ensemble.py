@@ -1,0 +1,89 @@
+"""lstm-eval / lstm-predict with several checkpoints: one ensemble, the mean of the members'
+probabilities, each member reading the data through its own checkpoint."""
+
+import csv
+import io
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_cli.cli import evaluate, predict, train
+from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = str(ROOT / "data" / "synthetic" / "test.jsonl")
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two tiny runs that differ in seed, head and input framing."""
+    root = tmp_path_factory.mktemp("ensemble")
+    config = str(ROOT / "configs" / "tiny.yaml")
+    paths = []
+    for name, sets in (("a", ["train.seed=0"]), ("b", ["train.seed=1", "data.frame=2",
+                                                         "model.head=mean"])):  # fmt: skip
+        args = ["--config", config, "--output", str(root / name), "--quiet"]
+        result = CliRunner().invoke(train, args + [a for s in sets for a in ("--set", s)])
+        assert result.exit_code == 0, result.output
+        paths.append(str(root / name / "best.npz"))
+    return paths
+
+
+def _probs(args):
+    result = CliRunner().invoke(predict, [*args, "--data", DATA])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    labels = [k for k in rows[0] if k.startswith("prob_")]
+    return np.array([[float(r[k]) for k in labels] for r in rows]), rows
+
+
+def test_predict_averages_the_members_probabilities(members):
+    p_a, _ = _probs([members[0]])
+    p_b, _ = _probs([members[1]])
+    assert np.abs(p_a - p_b).max() > 1e-3  # the members differ
+    p_ab, rows = _probs(members)
+    np.testing.assert_allclose(p_ab, (p_a + p_b) / 2, atol=2e-6)  # the CSV rounds
+    classes = [k.removeprefix("prob_") for k in rows[0] if k.startswith("prob_")]
+    assert [r["predicted_label"] for r in rows] == [classes[i] for i in p_ab.argmax(1)]
+
+
+def test_eval_reports_the_ensemble(members):
+    result = CliRunner().invoke(evaluate, [*members, "--data", DATA, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoints"] == members and "checkpoint" not in report
+    p, _ = _probs(members)
+    y = np.array([json.loads(line)["y"] for line in open(DATA)])
+    labels = [int(lbl) for lbl in report["labels"]]
+    idx = np.array([labels.index(v) for v in y])
+    assert report["n"] == len(y)
+    assert report["accuracy"] == pytest.approx((p.argmax(1) == idx).mean())
+    want_loss = -np.log(p[np.arange(len(y)), idx]).mean()  # the averaged probabilities' CE
+    assert report["loss"] == pytest.approx(want_loss, rel=1e-4)
+    single = json.loads(
+        CliRunner().invoke(evaluate, [members[0], "--data", DATA, "--json", "-"]).stdout
+    )
+    assert single["checkpoint"] == members[0] and "checkpoints" not in single
+
+
+def test_members_with_other_labels_are_refused(members, tmp_path):
+    ckpt = load_checkpoint(members[0])
+    meta = dict(ckpt.meta, classes=list(reversed(ckpt.meta["classes"])))
+    other = str(tmp_path / "other.npz")
+    save_checkpoint(other, ckpt.params, meta)
+    for command in (evaluate, predict):
+        result = CliRunner().invoke(command, [members[0], other, "--data", DATA])
+        assert result.exit_code == 5, result.output
+        assert f"{other}: its labels" in result.stderr and "must share their labels" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flag", ["--by-step", "--gates"])
+def test_one_model_diagnostics_need_one_checkpoint(members, flag):
+    result = CliRunner().invoke(evaluate, [*members, "--data", DATA, flag])
+    assert result.exit_code == 2 and "give one checkpoint" in result.stderr
