@@ -107,20 +107,23 @@ class _ByStep:
         self.steps = np.zeros(len(self.percents))
         self.n = 0
 
-    def add(self, h_top, lengths, y, x=None):
-        """h_top (B, T, D*H) of the whole batch; x (B, T, I), the batch itself, is needed
-        (and used instead) for a bidirectional model."""
+    def add_truncated(self, x, lengths, y):
+        """x (B, T, I), the batch itself: the model run on each truncated batch (what a
+        bidirectional model needs: its reverse direction starts at the prefix's end)."""
+        cut = prefix_lengths(lengths, self.percents)  # (P, B)
+        ce, pred = np.empty(cut.shape), np.empty(cut.shape, np.int64)
+        for n, prefix in enumerate(cut):
+            ce[n], probs = self.model.evaluate_batch(x, prefix, y)
+            pred[n] = probs.argmax(-1)
+        self._count(pred, ce, cut, y)
+
+    def add(self, h_top, lengths, y):
+        """h_top (B, T, H), layer_forward's top states of the whole batch (unidirectional
+        model): every prefix's result read off the one full run."""
         B, T, _ = h_top.shape
         V, a = self.model.params["head.W"], self.model.params["head.b"]
         cut = prefix_lengths(lengths, self.percents)  # (P, B)
         rows = np.arange(B)
-        if self.model.bidirectional:  # the model on each truncated batch
-            ce, pred = np.empty(cut.shape), np.empty(cut.shape, np.int64)
-            for n, prefix in enumerate(cut):
-                ce[n], probs = self.model.evaluate_batch(x, prefix, y)
-                pred[n] = probs.argmax(-1)
-            self._count(pred, ce, cut, y)
-            return
         logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
         if self.model.head == "last":
             lp = logp[rows[None, :], cut - 1]  # (P, B, K)
@@ -226,11 +229,15 @@ def diagnose(
         raise LstmCliError("by-step accuracy needs labels (y)")
     acc = _ByStep(model, percents) if by_step else None
     gst = _GateStats(model.num_layers, model.directions) if gates else None
+    # the step-by-step run gives the gates, and a unidirectional model's by-step results
+    stepwise = gst is not None or (acc is not None and not model.bidirectional)
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, model.dtype, tm.mean, tm.std)
-        g, h_top = layer_forward(model, x, lengths)
-        if acc is not None:
-            acc.add(h_top, lengths, np.asarray(y)[idx], x)
+        g, h_top = layer_forward(model, x, lengths) if stepwise else (None, None)
+        if acc is not None and model.bidirectional:
+            acc.add_truncated(x, lengths, np.asarray(y)[idx])
+        elif acc is not None:
+            acc.add(h_top, lengths, np.asarray(y)[idx])
         if gst is not None:
             gst.add(g, lengths)
     out = {}
