@@ -21,14 +21,14 @@ from .errors import CheckpointError, DataError
 from .inference import (
     TrainedModel,
     check_features,
-    encode_dataset_labels,
+    encode_labels_to_evaluate,
     predict_dataset,
     report_from,
 )
 
 
-def check_members(tms: list[TrainedModel], names: list[str]) -> list:
-    """The members' shared labels; a CheckpointError naming the first member that differs."""
+def check_members(tms: list[TrainedModel], names: list[str]) -> None:
+    """A CheckpointError naming the first member whose labels differ from the first's."""
     classes = tms[0].classes
     for tm, name in zip(tms[1:], names[1:]):
         if tm.classes != classes:
@@ -36,7 +36,6 @@ def check_members(tms: list[TrainedModel], names: list[str]) -> list:
                 f"{name}: its labels {tm.classes!r} differ from {names[0]}'s {classes!r}; "
                 "the members of an ensemble must share their labels, in the same order"
             )
-    return classes
 
 
 def ensemble_probs(members, batch_size=256) -> np.ndarray:
@@ -58,10 +57,8 @@ def evaluate_ensemble(members, batch_size=256, allow_unknown=False):
     """
     tm0, ds0 = members[0]
     _check_same_sequences([ds for _, ds in members])
-    y = encode_dataset_labels(ds0, tm0.classes, allow_unknown)
+    y = encode_labels_to_evaluate(ds0, tm0.classes, allow_unknown)
     known = y >= 0
-    if not known.any():
-        raise DataError(f"{ds0.source}: no sequence has a label the model knows")
     probs = ensemble_probs(members, batch_size)
     p_true = probs[np.flatnonzero(known), y[known]]
     losses = -np.log(np.maximum(p_true, np.finfo(np.float64).tiny))

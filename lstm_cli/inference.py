@@ -311,6 +311,15 @@ def encode_dataset_labels(ds: SequenceDataset, classes, allow_unknown=False):
     return out
 
 
+def encode_labels_to_evaluate(ds: SequenceDataset, classes, allow_unknown=False):
+    """encode_dataset_labels, and a DataError when no label is one the model knows
+    (nothing would be left to evaluate)."""
+    y = encode_dataset_labels(ds, classes, allow_unknown)
+    if not (y >= 0).any():
+        raise DataError(f"{ds.source}: no sequence has a label the model knows")
+    return y
+
+
 def check_features(ds: SequenceDataset, tm: TrainedModel) -> None:
     if ds.num_features != tm.num_features:
         raise DataError(
@@ -350,10 +359,8 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
     metrics and counted in report["unknown_labels"].
     """
     check_features(ds, tm)
-    y = encode_dataset_labels(ds, tm.classes, allow_unknown)
+    y = encode_labels_to_evaluate(ds, tm.classes, allow_unknown)
     known = y >= 0
-    if not known.any():
-        raise DataError(f"{ds.source}: no sequence has a label the model knows")
     if known.all():
         losses, probs = loss_and_probs(tm.model, ds, y, tm.mean, tm.std, batch_size)
     else:  # one forward per sequence either way: loss where the label is known

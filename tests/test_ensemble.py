@@ -87,3 +87,16 @@ def test_members_with_other_labels_are_refused(members, tmp_path):
 def test_one_model_diagnostics_need_one_checkpoint(members, flag):
     result = CliRunner().invoke(evaluate, [*members, "--data", DATA, flag])
     assert result.exit_code == 2 and "give one checkpoint" in result.stderr
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_no_known_label_left_to_evaluate_is_one_clear_error(members, tmp_path, count):
+    """--allow-unknown on a file none of whose labels the model knows: exit 4, one sentence,
+    for one checkpoint and for an ensemble alike."""
+    unknown = tmp_path / "unknown.jsonl"
+    lines = [json.loads(line) for line in open(DATA)][:5]
+    unknown.write_text("".join(json.dumps({**r, "y": 99}) + "\n" for r in lines))
+    args = [*members[:count], "--data", str(unknown), "--allow-unknown"]
+    result = CliRunner().invoke(evaluate, args)
+    assert result.exit_code == 4, result.output
+    assert f"{unknown}: no sequence has a label the model knows" in result.stderr
