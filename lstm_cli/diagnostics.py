@@ -124,26 +124,25 @@ class _ByStep:
         V, a = self.model.params["head.W"], self.model.params["head.b"]
         cut = prefix_lengths(lengths, self.percents)  # (P, B)
         rows = np.arange(B)
-        logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
-        if self.model.head == "last":
-            lp = logp[rows[None, :], cut - 1]  # (P, B, K)
-            pred = lp.argmax(-1)
-            ce = -lp[:, rows, y]  # (P, B)
-        elif self.model.head == "mean":  # the head on the mean of h over the prefix
-            h_sum = np.cumsum(h_top.astype(np.float64), axis=1)  # (B, T, H) running sums
-            lp = _log_softmax(h_sum[rows[None, :], cut - 1] / cut[..., None] @ V + a)  # (P, B, K)
-            pred = lp.argmax(-1)
-            ce = -lp[:, rows, y]  # (P, B)
-        elif self.model.head == "max":  # the head on the per-unit max of h over the prefix
-            h_max = np.maximum.accumulate(h_top.astype(np.float64), axis=1)  # (B, T, H)
-            lp = _log_softmax(h_max[rows[None, :], cut - 1] @ V + a)  # (P, B, K)
-            pred = lp.argmax(-1)
-            ce = -lp[:, rows, y]  # (P, B)
-        else:  # mean over the prefix of per-step probabilities and per-step losses
+        head, at_cut = self.model.head, (rows[None, :], cut - 1)  # (P, B) index of L_p - 1
+        if head in ("last", "all"):  # per-step log-probabilities
+            logp = _log_softmax((h_top @ V + a).astype(np.float64))  # (B, T, K)
+        if head == "all":  # mean over the prefix of per-step probabilities and losses
             probs = np.cumsum(np.exp(logp), axis=1)  # (B, T, K) running sums
             ce_steps = np.cumsum(-logp[rows, :, y], axis=1)  # (B, T)
-            pred = (probs[rows[None, :], cut - 1]).argmax(-1)  # dividing by L_p keeps argmax
-            ce = ce_steps[rows[None, :], cut - 1] / cut
+            pred = probs[at_cut].argmax(-1)  # dividing by L_p keeps argmax
+            ce = ce_steps[at_cut] / cut
+        else:  # one softmax per prefix: of its last state, or of h pooled over the prefix
+            if head == "last":
+                lp = logp[at_cut]  # (P, B, K)
+            elif head == "mean":
+                h_sum = np.cumsum(h_top.astype(np.float64), axis=1)  # (B, T, H) running sums
+                lp = _log_softmax(h_sum[at_cut] / cut[..., None] @ V + a)  # (P, B, K)
+            else:  # max
+                h_max = np.maximum.accumulate(h_top.astype(np.float64), axis=1)  # (B, T, H)
+                lp = _log_softmax(h_max[at_cut] @ V + a)  # (P, B, K)
+            pred = lp.argmax(-1)
+            ce = -lp[:, rows, y]  # (P, B)
         self._count(pred, ce, cut, y)
 
     def _count(self, pred, ce, cut, y):
