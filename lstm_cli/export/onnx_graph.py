@@ -130,16 +130,20 @@ def _bidirectional_layer(g, k, xs, lens32, p, forget_bias):
 _LAYERS = {"unidirectional": _unidirectional_layer, "bidirectional": _bidirectional_layer}
 
 
+def _softmax_layer(g, h, V, a):
+    """softmax(h @ V + a) over the last axis: the one softmax layer every head ends in."""
+    logits = g.op("Add", [g.op("MatMul", [h, g.const("head.W", V)]), g.const("head.b", a)])
+    return g.op("Softmax", [logits], axis=-1)
+
+
 def _head_last(g, seq, last, valid, lens_f, V, a):
     """Softmax of each sequence's last valid state: (B, H) -> (B, K)."""
-    logits = g.op("Add", [g.op("MatMul", [last, g.const("head.W", V)]), g.const("head.b", a)])
-    return g.op("Softmax", [logits], axis=-1)
+    return _softmax_layer(g, last, V, a)
 
 
 def _head_all(g, seq, last, valid, lens_f, V, a):
     """Mean over valid steps of the per-step softmax: (T, B, H) -> (B, K)."""
-    logits = g.op("Add", [g.op("MatMul", [seq, g.const("head.W", V)]), g.const("head.b", a)])
-    probs = g.op("Softmax", [logits], axis=-1)  # (T, B, K)
+    probs = _softmax_layer(g, seq, V, a)  # (T, B, K)
     zero = g.const("head.zero", np.zeros((), np.float32))
     masked = g.op("Where", [valid, probs, zero])  # padded steps contribute exactly 0
     axis = g.const("head.time_axis", np.array([0], np.int64))
@@ -153,8 +157,7 @@ def _head_mean(g, seq, last, valid, lens_f, V, a):
     masked = g.op("Where", [valid, seq, zero])  # padded steps contribute exactly 0
     axis = g.const("head.time_axis", np.array([0], np.int64))
     m = g.op("Div", [g.op("ReduceSum", [masked, axis], keepdims=0), lens_f])  # (B, H)
-    logits = g.op("Add", [g.op("MatMul", [m, g.const("head.W", V)]), g.const("head.b", a)])
-    return g.op("Softmax", [logits], axis=-1)
+    return _softmax_layer(g, m, V, a)
 
 
 def _head_max(g, seq, last, valid, lens_f, V, a):
@@ -162,8 +165,7 @@ def _head_max(g, seq, last, valid, lens_f, V, a):
     low = g.const("head.lowest", np.array(np.finfo(np.float32).min, np.float32))
     masked = g.op("Where", [valid, seq, low])  # a padded step never holds the max
     m = g.op("ReduceMax", [masked], axes=[0], keepdims=0)  # (B, H); axes an attribute in 13
-    logits = g.op("Add", [g.op("MatMul", [m, g.const("head.W", V)]), g.const("head.b", a)])
-    return g.op("Softmax", [logits], axis=-1)
+    return _softmax_layer(g, m, V, a)
 
 
 _HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean, "max": _head_max}
