@@ -58,11 +58,17 @@ def evaluate_ensemble(members, batch_size=256, allow_unknown=False):
     tm0, ds0 = members[0]
     _check_same_sequences([ds for _, ds in members])
     y = encode_labels_to_evaluate(ds0, tm0.classes, allow_unknown)
-    known = y >= 0
     probs = ensemble_probs(members, batch_size)
+    return report_of_probs(probs, y, tm0.classes, ds0.source), probs, y
+
+
+def report_of_probs(probs, y, classes, source) -> dict:
+    """The metrics report of averaged probabilities P (N, K) against y (N,) (-1 for an
+    unknown label), with the ensemble's loss -log P_n[y_n] (module docstring)."""
+    known = y >= 0
     p_true = probs[np.flatnonzero(known), y[known]]
     losses = -np.log(np.maximum(p_true, np.finfo(np.float64).tiny))
-    return report_from(losses, probs, y, tm0.classes, ds0.source), probs, y
+    return report_from(losses, probs, y, classes, source)
 
 
 def _check_same_sequences(datasets: list[SequenceDataset]) -> None:

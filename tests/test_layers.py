@@ -29,7 +29,8 @@ ALLOWED = {
     "inference": _BASE | {"nn", "data", "config", "store"},
     "ensemble": _BASE | {"data", "inference"},
     "diagnostics": _BASE | {"nn", "data", "config", "store", "inference"},
-    "training": _BASE | {"__init__", "nn", "data", "config", "store", "inference", "diagnostics"},
+    "training": _BASE
+    | {"__init__", "nn", "data", "config", "store", "inference", "ensemble", "diagnostics"},
     "export": _BASE | {"__init__", "nn", "data", "config", "store", "inference"},
     "plot": _BASE | {"nn", "data", "config", "store", "inference", "diagnostics"},
     "cli": _BASE

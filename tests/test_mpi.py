@@ -161,6 +161,22 @@ def test_augmented_batches_are_sharded_as_one_process_draws_them(tmp_path):
     assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)
 
 
+def test_a_folds_ensemble_under_two_processes_equals_one(tmp_path):
+    """train.folds: every member trained by both ranks; rank 0 alone writes the summary."""
+    cfg = write_task(tmp_path, folds=3)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    done = run(2, "--config", cfg, "--output", str(tmp_path / "n2"))
+    assert done.stdout.count("ensemble of 3") == 1
+    for i in range(3):
+        assert_same_run(tmp_path / "one" / f"fold-{i}", tmp_path / "n2" / f"fold-{i}", 1e-12)
+    sa, sb = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "n2"))
+    assert sa["out_of_fold"]["n"] == 90
+    assert [m["best_epoch"] for m in sa["member_best"]] == [
+        m["best_epoch"] for m in sb["member_best"]
+    ]
+    assert abs(sa["out_of_fold"]["loss"] - sb["out_of_fold"]["loss"]) <= 1e-12
+
+
 def test_same_process_count_is_bit_identical(tmp_path):
     cfg = write_task(tmp_path, dtype="float32")
     for name in ("a", "b"):

@@ -50,12 +50,13 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     """Train an LSTM sequence classifier as a YAML config describes.
 
     Writes config.yaml, metrics.jsonl, metrics.csv, last.npz, best.npz and summary.json
-    to the run folder (output.dir, or --output).
+    to the run folder (output.dir, or --output); with train.folds K, one such folder per
+    member (fold-0 ... fold-K-1) and the ensemble's config.yaml and summary.json.
     """
     import dataclasses
 
     from ..config import OutputConfig, dump_config, load_config, value_origin
-    from ..training import config_for_resume, fit, fmt_metric
+    from ..training import config_for_resume, fit, fit_folds, fmt_metric, is_ensemble
 
     if config_path is None and resume_dir is None:
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
@@ -73,8 +74,10 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
-    source = config_path or os.path.join(resume_dir, "last.npz")
-    result = fit(
+    source = config_path or os.path.join(
+        resume_dir, "config.yaml" if is_ensemble(cfg) else "last.npz"
+    )
+    result = (fit_folds if is_ensemble(cfg) else fit)(
         cfg,
         overwrite=overwrite,
         resume=resume_dir is not None,
@@ -82,10 +85,17 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         log=(lambda *_: None) if quiet else click.echo,
         source=value_origin("train.class_weights", source, overrides),
     )
-    if result is None:  # a rank left idle (training.fit: too little work to split)
+    if result is None or result.rank != 0:  # a rank left idle (training.fit), or not 0
+        return
+    if is_ensemble(cfg):
+        oof = result.summary["out_of_fold"]
+        click.echo(
+            f"ensemble of {cfg.train.folds}: out-of-fold accuracy {oof['accuracy']:.4f} loss "
+            f"{oof['loss']:.4f}; members in {os.path.join(result.run_dir, 'fold-*', 'best.npz')}"
+        )
         return
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
-    if best is not None and result.rank == 0:
+    if best is not None:
         click.echo(
             f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
             f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}"

@@ -177,7 +177,23 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
                 "data.csv.feature_columns",
                 f"'data.csv.feature_columns' lists {show(col)}, which is the id or label column.",
             )
-    has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0
+    folds, fold = cfg.train.folds, cfg.train.fold
+    if folds == 1:
+        raise ctx.fail(
+            "train.folds", "'train.folds' is 1; give 0 for one model or >= 2 for an ensemble."
+        )
+    if fold is not None and fold >= folds:
+        raise ctx.fail(
+            "train.fold",
+            f"'train.fold' is {fold}, but it must be below 'train.folds' ({folds}).",
+        )
+    if folds and cfg.data.valid is not None:
+        raise ctx.fail(
+            "data.valid",
+            "'train.folds' carves each member's validation fold from 'data.train', so"
+            " 'data.valid' must be null.",
+        )
+    has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0 or folds >= 2
     needs_validation = {
         "train.early_stopping.patience": cfg.train.early_stopping.patience is not None,
         "train.schedule.name": cfg.train.schedule.name == "plateau",

@@ -143,6 +143,8 @@ class TrainConfig:
     gradflow_every: int = 0  # record gradient flow every N epochs (gradflow.jsonl); 0 = off
     distributed: str = "auto"  # under mpiexec: auto (split when it pays) | always
     init_from: str | None = None  # checkpoint whose parameters start the run (fine-tuning)
+    folds: int = 0  # >= 2: a cross-validated ensemble of that many models; 0 = one model
+    fold: int | None = None  # the fold a member of train.folds holds out (set per member)
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,8 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),
     "train.init_from": Str(_PATH, nullable=True),
+    "train.folds": Interval(int, 0),
+    "train.fold": Interval(int, 0, nullable=True),
     "output.dir": Str(_PATH),
 }
 

@@ -26,7 +26,13 @@ from .csvfile import read_csv, write_csv
 from .dataset import SequenceDataset, SequenceView, release_pages
 from .formats import FORMATS, load_dataset
 from .jsonl import read_jsonl, write_jsonl
-from .labels import class_list, encode_labels, label_text_problem, stratified_split
+from .labels import (
+    class_list,
+    encode_labels,
+    label_text_problem,
+    stratified_folds,
+    stratified_split,
+)
 from .normalize import check_normalisable, feature_stats, feature_summary, fingerprint
 from .npyfolder import NPY_FOLDER_ARRAYS, read_npy_dir, write_npy_dir
 from .npz import read_npz, write_npz
@@ -50,6 +56,7 @@ __all__ = [
     "encode_labels",
     "class_list",
     "label_text_problem",
+    "stratified_folds",
     "stratified_split",
     "feature_stats",
     "feature_summary",

@@ -196,3 +196,26 @@ def stratified_split(labels, fraction, rng):
     mask = np.ones(labels.shape[0], dtype=bool)
     mask[valid_idx] = False
     return np.flatnonzero(mask).astype(np.int64), valid_idx
+
+
+def stratified_folds(labels, k, rng) -> list[np.ndarray]:
+    """Seeded stratified k-fold assignment -> k sorted, disjoint int64 index arrays.
+
+    Each class (in sorted order) is shuffled and dealt round-robin, continuing from the
+    fold where the previous class stopped, so fold sizes differ by at most one and each
+    fold holds ``count // k`` or ``count // k + 1`` members of every class. A class with
+    a single member is in no fold: it stays in the training part of every fold, as
+    stratified_split keeps a singleton in training.
+    """
+    labels = np.asarray(labels)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    folds: list[list[np.ndarray]] = [[] for _ in range(k)]
+    start = 0
+    for c in range(classes.size):
+        members = rng.permutation(np.flatnonzero(inverse == c))  # (count,)
+        if members.size < 2:
+            continue
+        for j in range(k):
+            folds[(start + j) % k].append(members[j::k])
+        start = (start + members.size) % k
+    return [np.sort(np.concatenate(f or [np.zeros(0, np.int64)])).astype(np.int64) for f in folds]

@@ -11,13 +11,11 @@ import signal
 import threading
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..config import Config
 from ..inference import TrainedModel, encode_dataset_labels, report_from
 from .distributed import SingleProcess, make_comm, worth_splitting
 from .loop import Trainer
-from .prepare import class_weight_vector, prepare_data
+from .prepare import class_weight_vector, prepare_data, run_rng
 from .resume import load_resume_state
 from .rundir import RunLock, open_run_dir, resume_checkpoint_path, write_config, write_summary
 
@@ -81,7 +79,7 @@ def fit(
     if not writer:
         progress, log = False, _silent
     run_dir = cfg.output.dir
-    rng = np.random.default_rng(cfg.train.seed)
+    rng = run_rng(cfg)
     data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
     lock = RunLock(run_dir)
     try:

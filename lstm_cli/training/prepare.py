@@ -19,6 +19,7 @@ from ..data import (
     fingerprint,
     load_dataset,
     release_pages,
+    stratified_folds,
     stratified_split,
 )
 from ..data.framing import transform_dataset
@@ -40,6 +41,31 @@ class PreparedData:
     class_weights: np.ndarray | None = None  # (K,) loss weights from train.class_weights
     # the training split before framing, for train.augment.shift (data.augment); else None
     train_steps: SequenceDataset | None = None
+    # (V,) the validation sequences' indices in data.train when carved from it; else None
+    valid_index: np.ndarray | None = None
+
+
+def run_rng(cfg: Config) -> np.random.Generator:
+    """The run's generator (init, split, shuffling, dropout): train.seed's, or for member
+    ``train.fold`` of a train.folds ensemble one of its own, so members start apart."""
+    seed = cfg.train.seed
+    return np.random.default_rng(seed if cfg.train.fold is None else [seed, cfg.train.fold])
+
+
+def fold_split(cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, valid_idx) of member ``train.fold``: the folds come from train.seed
+    alone (data.labels.stratified_folds), so every member of an ensemble cuts the same."""
+    K = cfg.train.folds
+    folds = stratified_folds(labels, K, np.random.default_rng(cfg.train.seed))
+    if not all(f.size for f in folds):
+        raise DataError(
+            f"{cfg.data.train}: train.folds {K} needs at least {K} sequences in labels with "
+            f"2 or more; it has {sum(f.size for f in folds)}. Give a smaller train.folds"
+        )
+    valid_idx = folds[cfg.train.fold]
+    keep = np.ones(len(labels), dtype=bool)
+    keep[valid_idx] = False
+    return np.flatnonzero(keep).astype(np.int64), valid_idx
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -80,10 +106,14 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         full = transform_dataset(steps, frame=d.frame)  # = input_transform(cfg, raw)
     else:
         steps, full = None, input_transform(cfg, raw)
+    va_idx = None
     if raw_valid is not None:
         train, valid = full, input_transform(cfg, raw_valid)
-    elif cfg.data.valid_fraction > 0:
-        tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
+    elif cfg.train.fold is not None or cfg.data.valid_fraction > 0:
+        if cfg.train.fold is not None:
+            tr_idx, va_idx = fold_split(cfg, full.labels)
+        else:
+            tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
         # views: the split copies no rows (a memory-mapped training file stays on disk)
         train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
         steps = None if steps is None else steps.view(tr_idx)
@@ -111,7 +141,17 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     if comm is not None and comm.size > 1:  # a rank 0 that failed never gets here: it aborts
         mean, std, digest = comm.bcast((mean, std, digest))
     return PreparedData(
-        train, valid, test, classes, y_train, y_valid, mean, std, digest, train_steps=steps
+        train,
+        valid,
+        test,
+        classes,
+        y_train,
+        y_valid,
+        mean,
+        std,
+        digest,
+        train_steps=steps,
+        valid_index=None if valid is None else va_idx,
     )
 
 

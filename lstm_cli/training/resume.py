@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import Config, config_from_dict, config_to_dict
+from ..config import Config, config_from_dict, config_to_dict, load_config
 from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
 from ..store.checkpoint import load_checkpoint, read_meta
 from .prepare import PreparedData
@@ -16,7 +16,13 @@ _NOT_RESUMABLE = "not a resumable lstm_cli training checkpoint"
 
 
 def config_for_resume(run_dir, overrides=()) -> Config:
-    """The config stored in run_dir/last.npz, with --set overrides applied."""
+    """The config stored in run_dir/last.npz, with --set overrides applied; for the run
+    folder of a train.folds ensemble (no last.npz of its own), its config.yaml."""
+    ensemble = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(os.path.join(run_dir, "last.npz")) and os.path.isfile(ensemble):
+        cfg = load_config(ensemble)
+        if cfg.train.folds and cfg.train.fold is None:
+            return load_config(ensemble, overrides)
     path = resume_checkpoint_path(run_dir)
     meta = read_meta(path)  # fit() loads and verifies the whole checkpoint once, later
     if "config" not in meta:
@@ -24,15 +30,10 @@ def config_for_resume(run_dir, overrides=()) -> Config:
     return config_from_dict(meta["config"], source=path, overrides=overrides)
 
 
-def load_resume_state(cfg: Config, run_dir, data: PreparedData):
-    """Read run_dir/last.npz and check that cfg and data may continue it (same architecture,
-    data shape and classes, seed...). Returns (the checkpoint, its path)."""
-    path = resume_checkpoint_path(run_dir)
-    ckpt = load_checkpoint(path)
-    meta = ckpt.meta
-    if "train_state" not in meta or "config" not in meta or "model" not in meta:
-        raise CheckpointError(f"{path}: {_NOT_RESUMABLE}")
-    old = _flatten(meta["config"])
+def check_config_change(old_config: dict, cfg: Config, run_dir) -> None:
+    """A ConfigError when cfg differs from the run's config (a plain dict, as
+    config_to_dict writes it) in a key outside RESUMABLE_CHANGES."""
+    old = _flatten(old_config)
     new = _flatten(config_to_dict(cfg))
     changed = sorted(
         k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
@@ -43,6 +44,17 @@ def load_resume_state(cfg: Config, run_dir, data: PreparedData):
             f"cannot resume {run_dir}: the config changed in a way that breaks the "
             f"run ({details}). Only {', '.join(RESUMABLE_CHANGES)} may change."
         )
+
+
+def load_resume_state(cfg: Config, run_dir, data: PreparedData):
+    """Read run_dir/last.npz and check that cfg and data may continue it (same architecture,
+    data shape and classes, seed...). Returns (the checkpoint, its path)."""
+    path = resume_checkpoint_path(run_dir)
+    ckpt = load_checkpoint(path)
+    meta = ckpt.meta
+    if "train_state" not in meta or "config" not in meta or "model" not in meta:
+        raise CheckpointError(f"{path}: {_NOT_RESUMABLE}")
+    check_config_change(meta["config"], cfg, run_dir)
     state = meta["train_state"]
     done = state.get("epoch") if isinstance(state, dict) else None
     if isinstance(done, int) and cfg.train.epochs < done:

@@ -1,0 +1,206 @@
+"""``fit_folds``: a cross-validated ensemble (``train.folds: K``) in one run folder.
+
+data.train is cut into K stratified folds (data.labels.stratified_folds, from train.seed).
+Member i, whose config is the ensemble's with ``train.fold: i``, trains on the other K-1
+folds and early-stops on fold i (prepare.fold_split); its folder ``OUT/fold-{i}`` is an
+ordinary run folder (resumable, evaluable and exportable on its own). Every training
+sequence is validated on by exactly one member, and every one is trained on by K-1. The
+ensemble predicts the mean of its members' probabilities (lstm_cli.ensemble):
+``lstm-eval OUT/fold-*/best.npz --data FILE``. OUT holds config.yaml (the ensemble's
+config) and summary.json: each member's best epoch, the out-of-fold report (each training
+sequence predicted by the member that did not train on it; a label with one sequence is in
+no fold, so in every member's training part and not in the report) and the ensemble's
+data.test report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Config, OutputConfig, config_to_dict
+from ..ensemble import report_of_probs
+from ..errors import ConfigError, Interrupted
+from ..inference import encode_dataset_labels, load_trained, predict_dataset
+from .distributed import make_comm
+from .fit import fit
+from .prepare import prepare_data, run_rng
+from .resume import check_config_change
+from .rundir import (
+    LOCK_NAME,
+    RUN_FILES,
+    RunLock,
+    open_run_dir,
+    remove_orphaned_temporaries,
+    remove_run_file,
+    retire_earlier_run,
+    write_config,
+    write_summary,
+)
+
+MEMBER_DIR = "fold-{}"  # a member's run folder inside the ensemble's
+
+
+@dataclass
+class FoldsResult:
+    """What ``fit_folds`` returns: the run folder, its summary.json (on rank 0)."""
+
+    run_dir: str
+    members: list[str]  # the members' best.npz paths, fold 0 first
+    summary: dict = field(default_factory=dict)
+    rank: int = 0
+
+
+def is_ensemble(cfg: Config) -> bool:
+    """True for the config of a whole train.folds ensemble (not of one of its members)."""
+    return cfg.train.folds >= 2 and cfg.train.fold is None
+
+
+def member_config(cfg: Config, fold: int) -> Config:
+    """The config of member ``fold``: the ensemble's, holding that fold out, in OUT/fold-i."""
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, fold=fold),
+        output=OutputConfig(dir=os.path.join(cfg.output.dir, MEMBER_DIR.format(fold))),
+    )
+
+
+def fit_folds(
+    cfg: Config, *, overwrite=False, resume=False, progress=True, log=print, source=None, comm=None
+) -> FoldsResult:
+    """Train the K members of ``cfg`` (is_ensemble) one after the other into cfg.output.dir.
+
+    The data is checked (as member 0 reads it, which cuts every fold) before anything is
+    written. overwrite:
+    replace an earlier run in the folder; its files stay until this ensemble's summary is
+    written. resume: keep the members that finished (their summary.json), continue the one
+    with a last.npz, start the others; the config may change only as a run's may
+    (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit) and names the
+    ensemble's folder to resume. The other fit arguments are passed to each member.
+    """
+    comm = make_comm() if comm is None else comm
+    writer = comm.rank == 0
+    run_dir, K = cfg.output.dir, cfg.train.folds
+    prepare_data(member_config(cfg, 0), run_rng(member_config(cfg, 0)), comm)  # fail early
+    lock = RunLock(run_dir)
+    earlier: list = []
+    try:
+        if writer:
+            if resume:
+                lock.acquire()
+                remove_orphaned_temporaries(run_dir)
+                _check_resumable(cfg, run_dir)
+            else:
+                earlier = open_run_dir(run_dir, lock, overwrite=overwrite)
+                if not earlier:
+                    write_config(run_dir, cfg)
+        comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
+        for fold in range(K):
+            mcfg = member_config(cfg, fold)
+            mdir = mcfg.output.dir
+            if resume and os.path.isfile(os.path.join(mdir, "summary.json")):
+                log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
+                continue
+            go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
+            log(f"fold {fold + 1} of {K}: {'continuing' if go_on else 'training'} {mdir}")
+            try:
+                fit(
+                    mcfg,
+                    overwrite=not go_on and (overwrite or resume),
+                    resume=go_on,
+                    progress=progress,
+                    log=log,
+                    source=source,
+                    comm=comm,
+                )
+            except Interrupted as err:
+                raise Interrupted(
+                    f"{err} (member {fold} of the ensemble in {run_dir}: lstm-train --resume "
+                    f"{run_dir} continues the ensemble)",
+                    err.exit_code - 128,
+                ) from None
+        members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
+        result = FoldsResult(run_dir, members, rank=comm.rank)
+        if writer:
+            result.summary = _ensemble_summary(cfg, members, log)
+            write_config(run_dir, cfg)
+            write_summary(run_dir, result.summary)
+            retire_earlier_run(run_dir, [n for n in earlier if n != "summary.json"])
+            _retire_extra_members(run_dir, K)
+        return result
+    finally:
+        lock.release()
+
+
+def _check_resumable(cfg: Config, run_dir) -> None:
+    from ..config import load_config
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        raise ConfigError(f"cannot resume {run_dir}: it holds no config.yaml of an ensemble")
+    check_config_change(config_to_dict(load_config(path)), cfg, run_dir)
+
+
+def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
+    """summary.json of the ensemble: the members' best epochs, the out-of-fold report over
+    data.train and the ensemble's data.test report (one process: rank 0)."""
+    K = cfg.train.folds
+    best, oof_probs, oof_y, test_probs = [], None, None, None
+    test_y = classes = None
+    for fold, path in enumerate(members):
+        mcfg = member_config(cfg, fold)
+        with open(os.path.join(mcfg.output.dir, "summary.json"), encoding="utf-8") as fh:
+            s = json.load(fh)
+        best.append({k: s[k] for k in ("best_epoch", "best_value", "epochs_run")})
+        tm = load_trained(path)
+        data = prepare_data(mcfg, run_rng(mcfg))
+        classes = data.classes
+        if oof_probs is None:  # (N, K), (N,): -1 marks a sequence in no fold (a lone label)
+            N = len(data.train) + len(data.valid)
+            oof_probs, oof_y = np.zeros((N, len(classes))), np.full(N, -1, dtype=np.int64)
+        bs = cfg.train.batch_size
+        oof_probs[data.valid_index] = predict_dataset(tm.model, data.valid, tm.mean, tm.std, bs)
+        oof_y[data.valid_index] = data.y_valid
+        if data.test is not None:
+            p = predict_dataset(tm.model, data.test, tm.mean, tm.std, bs) / K
+            test_probs = p if test_probs is None else test_probs + p
+            test_y = encode_dataset_labels(data.test, classes)
+    folded = oof_y >= 0
+    oof = report_of_probs(oof_probs[folded], oof_y[folded], classes, cfg.data.train)
+    log(
+        f"out-of-fold ({K} folds of {cfg.data.train}): accuracy {oof['accuracy']:.4f}  "
+        f"loss {oof['loss']:.4f}  macro F1 {oof['macro_f1']:.4f}"
+    )
+    test = None
+    if test_probs is not None:
+        test = report_of_probs(test_probs, test_y, classes, cfg.data.test)
+        log(
+            f"test ({cfg.data.test}, the ensemble of {K}): accuracy {test['accuracy']:.4f}  "
+            f"loss {test['loss']:.4f}  macro F1 {test['macro_f1']:.4f}"
+        )
+    return {
+        "folds": K,
+        "members": [os.path.relpath(p, cfg.output.dir) for p in members],
+        "member_best": best,
+        "classes": classes,
+        "out_of_fold": oof,
+        "test": test,
+    }
+
+
+def _retire_extra_members(run_dir, K) -> None:
+    """Empty and remove the member folders fold-K, fold-K+1... an earlier ensemble of more
+    members left (only run files: a folder holding anything else stays)."""
+    i = K
+    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
+        for name in (*RUN_FILES, LOCK_NAME):
+            remove_run_file(os.path.join(d, name), "a member of the earlier ensemble")
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+        i += 1

@@ -1,0 +1,210 @@
+"""train.folds: a cross-validated ensemble. The fold assignment, each member's split and
+generator, the ensemble run folder (members, out-of-fold and test reports), resume,
+overwrite and the errors."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import file_bytes
+
+from lstm_cli.cli import evaluate, train
+from lstm_cli.config import load_config
+from lstm_cli.data import load_dataset, stratified_folds
+from lstm_cli.inference import load_trained, predict_dataset
+from lstm_cli.training import prepare_data
+from lstm_cli.training.folds import member_config
+from lstm_cli.training.prepare import run_rng
+
+K = 3
+
+
+def test_stratified_folds_partition_every_class_evenly():
+    y = np.array([0] * 7 + [1] * 5 + [2] * 3 + [3] * 2)
+    folds = stratified_folds(y, K, np.random.default_rng(0))
+    every = np.concatenate(folds)
+    assert sorted(every.tolist()) == list(range(len(y)))  # disjoint and covering
+    assert all((np.diff(f) > 0).all() for f in folds)  # sorted
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for c, count in enumerate(np.bincount(y)):
+        per_fold = [int((y[f] == c).sum()) for f in folds]
+        assert set(per_fold) <= {count // K, count // K + 1} and sum(per_fold) == count
+    again = stratified_folds(y, K, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(folds, again))  # seeded
+    other = stratified_folds(y, K, np.random.default_rng(1))
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, other))
+
+
+def test_a_label_with_one_sequence_is_in_no_fold():
+    y = np.array(["a", "a", "x", "b", "b", "a"])
+    folds = stratified_folds(y, K, np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == [0, 1, 3, 4, 5]  # not 2, the lone 'x'
+
+
+def test_each_member_validates_on_its_fold_and_trains_on_the_rest(write_config):
+    cfg = load_config(write_config(train={"folds": K, "seed": 4}))
+    labels = load_dataset(cfg.data.train).labels
+    folds = stratified_folds(labels, K, np.random.default_rng(4))
+    inits = []
+    for i in range(K):
+        mcfg = member_config(cfg, i)
+        assert mcfg.train.fold == i and mcfg.output.dir.endswith(f"fold-{i}")
+        data = prepare_data(mcfg, run_rng(mcfg))
+        np.testing.assert_array_equal(data.valid_index, folds[i])
+        assert len(data.train) + len(data.valid) == len(labels)
+        np.testing.assert_array_equal(data.valid.labels, labels[folds[i]])
+        inits.append(run_rng(mcfg).random())
+    assert len(set(inits)) == K  # members start from different generators
+
+
+def _run(*args):
+    return CliRunner().invoke(train, [*args, "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """A 3-member ensemble of the tiny config with a test file."""
+    root = tmp_path_factory.mktemp("folds")
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    test = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "test.jsonl")
+    out = str(root / "ens")
+    r = _run("--config", config, "--set", f"train.folds={K}", "--set", f"data.test={test}",
+             "--output", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return out, test
+
+
+def _summary(out):
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def test_the_ensemble_folder_holds_its_members_and_reports(ensemble):
+    out, test = ensemble
+    summary = _summary(out)
+    assert summary["members"] == [f"fold-{i}/best.npz" for i in range(K)]
+    assert summary["folds"] == K and len(summary["member_best"]) == K
+    assert load_config(os.path.join(out, "config.yaml")).train.fold is None
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    train_ds = load_dataset(cfg.data.train)
+    folds = stratified_folds(train_ds.labels, K, np.random.default_rng(cfg.train.seed))
+    # out of fold: each training sequence as predicted by the one member that held it out
+    correct = []
+    for i, fold in enumerate(folds):
+        assert load_config(os.path.join(out, f"fold-{i}", "config.yaml")).train.fold == i
+        tm = load_trained(os.path.join(out, f"fold-{i}", "best.npz"))
+        probs = predict_dataset(tm.model, tm.prepare(train_ds.view(fold)), tm.mean, tm.std)
+        want = [tm.classes.index(v) for v in train_ds.labels[fold].tolist()]
+        correct += list(probs.argmax(1) == np.array(want))
+    oof = summary["out_of_fold"]
+    assert oof["n"] == len(train_ds) and oof["accuracy"] == pytest.approx(np.mean(correct))
+    # the test report is lstm-eval's of the members as one ensemble
+    members = [os.path.join(out, m) for m in summary["members"]]
+    r = CliRunner().invoke(evaluate, [*members, "--data", test, "--json", "-"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert summary["test"]["accuracy"] == pytest.approx(report["accuracy"])
+    assert summary["test"]["loss"] == pytest.approx(report["loss"], rel=1e-6)
+
+
+def test_resume_trains_only_the_members_that_did_not_finish(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    before = _summary(out)
+    fold0 = file_bytes(os.path.join(out, "fold-0"))
+    shutil.rmtree(os.path.join(out, "fold-2"))  # never started
+    os.remove(os.path.join(out, "fold-1", "summary.json"))  # stopped after its last.npz
+    os.remove(os.path.join(out, "summary.json"))
+    r = _run("--resume", out)
+    assert r.exit_code == 0, r.output
+    assert file_bytes(os.path.join(out, "fold-0")) == fold0  # finished: untouched
+    assert os.path.isfile(os.path.join(out, "fold-2", "best.npz"))
+    after = _summary(out)
+    assert after["out_of_fold"] == before["out_of_fold"] and after["test"] == before["test"]
+
+
+def test_resume_refuses_a_changed_config(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    r = _run("--resume", out, "--set", "model.hidden_size=4")
+    assert r.exit_code == 3 and "cannot resume" in r.stderr and "model.hidden_size" in r.stderr
+
+
+def test_overwrite_replaces_an_earlier_run_and_its_extra_members(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    config = os.path.join(out, "config.yaml")
+    r = _run("--config", config, "--output", out, "--set", "train.folds=2")
+    assert r.exit_code == 3 and "--overwrite" in r.stderr  # not without --overwrite
+    assert _summary(out)["folds"] == K
+    r = _run("--config", config, "--output", out, "--set", "train.folds=2", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sorted(n for n in os.listdir(out) if n.startswith("fold-")) == ["fold-0", "fold-1"]
+    assert _summary(out)["folds"] == 2
+
+
+def test_an_ensemble_replaces_a_single_run_s_files_only_when_it_is_done(ensemble, tmp_path):
+    out = str(tmp_path / "run")
+    config = os.path.join(ensemble[0], "config.yaml")
+    assert _run("--config", config, "--output", out, "--set", "train.folds=0").exit_code == 0
+    assert os.path.isfile(os.path.join(out, "best.npz"))
+    r = _run("--config", config, "--output", out, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert not os.path.exists(os.path.join(out, "best.npz"))
+    assert not os.path.exists(os.path.join(out, "last.npz"))
+    assert _summary(out)["folds"] == K
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["train.folds=1"], "'train.folds' is 1"),
+        (["train.fold=3"], "must be below 'train.folds' (3)"),
+        (["data.valid=x.jsonl"], "'data.valid' must be null"),
+    ],
+)
+def test_config_errors_exit_3(write_config, tmp_path, sets, message):
+    args = ["--config", write_config(train={"folds": K})]
+    r = _run(*args, *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 3 and message in r.stderr, r.output
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_lone_label_trains_in_every_member_and_is_left_out_of_fold(
+    write_config, pattern_files, tmp_path
+):
+    rows = open(pattern_files["train"]).read().splitlines()
+    lone = json.loads(rows[0])
+    lone["y"] = 99
+    bad = tmp_path / "lone.jsonl"
+    bad.write_text("\n".join([json.dumps(lone), *rows[1:]]) + "\n")
+    cfg = write_config(data={"train": str(bad), "test": None}, train={"folds": K, "epochs": 1})
+    r = _run("--config", cfg)
+    assert r.exit_code == 0, r.output
+    summary = _summary(str(tmp_path / "run"))
+    assert summary["out_of_fold"]["n"] == len(rows) - 1
+    assert 99 in summary["classes"]
+    for i in range(K):
+        data = prepare_data(member_config(load_config(cfg), i), np.random.default_rng(0))
+        assert 0 not in data.valid_index and 99 in data.train.labels.tolist()
+
+
+def test_too_few_sequences_for_the_folds_exit_4_before_anything_is_written(
+    write_config, tmp_path, pattern_files
+):
+    rows = open(pattern_files["train"]).read().splitlines()
+    ys = [json.loads(r)["y"] for r in rows]
+    few = tmp_path / "few.jsonl"
+    keep = [next(r for r, y in zip(rows, ys) if y == c) for c in sorted(set(ys))] * 2
+    few.write_text("\n".join(keep) + "\n")  # 2 of each label
+    n = len(keep)
+    cfg = write_config(data={"train": str(few), "test": None}, train={"folds": n + 1})
+    r = _run("--config", cfg)
+    assert r.exit_code == 4 and f"train.folds {n + 1} needs at least" in r.stderr, r.output
+    assert not os.path.exists(tmp_path / "run")
+    assert yaml.safe_load(open(cfg))["train"]["folds"] == n + 1
