@@ -17,6 +17,11 @@ fixes the validation split, so the two runs of one seed see the same validation 
 the mean difference in validation loss with its standard error, and on how many seeds the
 candidate's loss is the lower. On 6-45 validation series the medians of a few seeds move
 with the draw; a difference within about two standard errors is not evidence.
+
+A candidate that is a train.folds ensemble reports its out-of-fold loss and accuracy
+(over all of TRAIN), its members' median kept epoch and mean training accuracy there;
+its paired column then compares figures over different validation series (all of TRAIN
+against the reference's split), so read it as indicative only.
 """
 
 from __future__ import annotations
@@ -47,20 +52,36 @@ def run_one(config, name, overrides, seed, work):
         raise SystemExit(f"{name} seed {seed} failed ({proc.returncode}):\n{proc.stderr}")
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    best = next(r for r in rows if r.get("epoch") == summary["best_epoch"])
+    if "out_of_fold" in summary:  # a train.folds ensemble: its members' figures
+        members = [_kept_epoch(os.path.join(out, os.path.dirname(m))) for m in summary["members"]]
+        oof = summary["out_of_fold"]
+        val_loss, val_accuracy = oof["loss"], oof["accuracy"]
+        best_epoch = statistics.median(m["epoch"] for m in members)
+        train_accuracy = statistics.mean(m["train_accuracy"] for m in members)
+    else:
+        best = _kept_epoch(out)
+        val_loss, val_accuracy = best["val_loss"], best["val_accuracy"]
+        best_epoch, train_accuracy = best["epoch"], best["train_accuracy"]
     return {
         "candidate": name,
         "overrides": overrides,
         "seed": seed,
-        "best_epoch": summary["best_epoch"],
-        "val_loss": best["val_loss"],
-        "val_accuracy": best["val_accuracy"],
-        "train_accuracy": best["train_accuracy"],
+        "best_epoch": best_epoch,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
+        "train_accuracy": train_accuracy,
         "test_accuracy": summary["test"]["accuracy"] if summary.get("test") else None,
         "seconds": round(seconds, 1),
     }
+
+
+def _kept_epoch(run):
+    """The metrics.jsonl row of the run folder's best (kept) epoch."""
+    with open(os.path.join(run, "summary.json")) as f:
+        epoch = json.load(f)["best_epoch"]
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return next(r for r in rows if r.get("epoch") == epoch)
 
 
 def median(rows, key):

@@ -157,3 +157,18 @@ def test_recipe_search_ranks_on_validation_and_records_every_run(tmp_path):
     assert row["base"] == "-"
     assert row["noisy"].startswith(f"{np.mean(d):+.4f} ± {np.std(d, ddof=1) / np.sqrt(2):.4f}")
     assert row["noisy"].endswith(f"{sum(x < 0 for x in d)}/2 lower")
+
+
+def test_recipe_search_reads_an_ensemble_s_out_of_fold_figures(tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    done = _run(
+        [os.path.join(BENCH, "recipe_search.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
+         "--candidate", "cv=train.folds=2", "--seeds", "0", "--work", str(tmp_path / "w"),
+         "--json", str(runs)],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in runs.read_text().splitlines()]
+    summary = json.loads((tmp_path / "w" / "cv-0" / "summary.json").read_text())
+    assert row["val_loss"] == summary["out_of_fold"]["loss"]
+    assert row["val_accuracy"] == summary["out_of_fold"]["accuracy"]
+    assert row["best_epoch"] == np.median([m["best_epoch"] for m in summary["member_best"]])
