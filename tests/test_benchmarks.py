@@ -172,3 +172,24 @@ def test_recipe_search_reads_an_ensemble_s_out_of_fold_figures(tmp_path):
     assert row["val_loss"] == summary["out_of_fold"]["loss"]
     assert row["val_accuracy"] == summary["out_of_fold"]["accuracy"]
     assert row["best_epoch"] == np.median([m["best_epoch"] for m in summary["member_best"]])
+
+
+def test_ensemble_check_holds_out_validation_and_pairs_the_arms(tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    done = _run(
+        [os.path.join(BENCH, "ensemble_check.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
+         "--seeds", "0", "1", "--folds", "2", "--jobs", "1", "--work", str(tmp_path / "w"),
+         "--json", str(runs)],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [0, 1] and all(len(r["folds"]) == 2 for r in rows)
+    work = tmp_path / "w" / "tiny"
+    n_train = len((work / "outer_train-0.jsonl").read_text().splitlines())
+    n_valid = len((work / "outer_valid-0.jsonl").read_text().splitlines())
+    assert n_valid == 120 and n_train == 480  # 20 % of the 600 training sequences held out
+    summary = json.loads((work / "cv-0" / "summary.json").read_text())
+    assert summary["test"]["n"] == n_valid and summary["out_of_fold"]["n"] == n_train
+    assert rows[0]["folds"] == [summary["test"]["loss"], summary["test"]["accuracy"]]
+    d = [r["folds"][0] - r["single"][0] for r in rows]
+    assert f"loss {np.mean(d):+.4f} ± {np.std(d, ddof=1) / np.sqrt(2):.4f}" in done.stdout
