@@ -208,3 +208,11 @@ def test_too_few_sequences_for_the_folds_exit_4_before_anything_is_written(
     assert r.exit_code == 4 and f"train.folds {n + 1} needs at least" in r.stderr, r.output
     assert not os.path.exists(tmp_path / "run")
     assert yaml.safe_load(open(cfg))["train"]["folds"] == n + 1
+
+
+def test_plotting_an_ensemble_folder_names_a_member(ensemble):
+    from lstm_cli.cli import plot
+
+    r = CliRunner().invoke(plot, [ensemble[0], "--out", ensemble[0] + "-plots"])
+    assert r.exit_code == 4 and "lstm-plot " + os.path.join(ensemble[0], "fold-0") in r.stderr
+    assert not os.path.exists(ensemble[0] + "-plots")

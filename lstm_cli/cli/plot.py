@@ -38,8 +38,16 @@ def plot(run_dir, out_dir, report_path, quiet):
     Needs the optional extra 'plot' (pip install 'lstm_cli[plot]'); exit 7 without it,
     exit 4 when a run file or the report is missing or malformed.
     """
+    from ..errors import DataError
     from ..plot import plot_report, plot_run, read_report
+    from ..training.folds import MEMBER_DIR, is_ensemble_folder
 
+    if is_ensemble_folder(run_dir):
+        member = os.path.join(run_dir, MEMBER_DIR.format(0))
+        raise DataError(
+            f"{run_dir} holds a train.folds ensemble, whose members are the run folders; "
+            f"plot one of them, e.g. lstm-plot {member}"
+        )
     out_dir = out_dir or os.path.join(run_dir, "plots")
     report = read_report(report_path) if report_path else None
     paths = plot_run(run_dir, out_dir)

@@ -60,6 +60,13 @@ def is_ensemble(cfg: Config) -> bool:
     return cfg.train.folds >= 2 and cfg.train.fold is None
 
 
+def is_ensemble_folder(run_dir) -> bool:
+    """True for the folder of a train.folds ensemble (members inside, no run of its own)."""
+    return os.path.isdir(os.path.join(run_dir, MEMBER_DIR.format(0))) and not os.path.exists(
+        os.path.join(run_dir, "metrics.jsonl")
+    )
+
+
 def member_config(cfg: Config, fold: int) -> Config:
     """The config of member ``fold``: the ensemble's, holding that fold out, in OUT/fold-i."""
     return dataclasses.replace(
