@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 from conftest import file_bytes
 
-from lstm_cli.cli import evaluate, train
+from lstm_cli.cli import evaluate, predict, train
 from lstm_cli.config import load_config
 from lstm_cli.data import load_dataset, stratified_folds
 from lstm_cli.inference import load_trained, predict_dataset
@@ -216,3 +216,34 @@ def test_plotting_an_ensemble_folder_names_a_member(ensemble):
     r = CliRunner().invoke(plot, [ensemble[0], "--out", ensemble[0] + "-plots"])
     assert r.exit_code == 4 and "lstm-plot " + os.path.join(ensemble[0], "fold-0") in r.stderr
     assert not os.path.exists(ensemble[0] + "-plots")
+
+
+def test_eval_and_predict_take_the_ensemble_folder_and_only_its_members(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    test = ensemble[1]
+    # an earlier run's extra member must not be mixed in (the summary lists the members)
+    shutil.copytree(os.path.join(out, "fold-1"), os.path.join(out, f"fold-{K}"))
+    members = [os.path.join(out, m) for m in _summary(out)["members"]]
+    for command, opts in ((evaluate, ["--json", "-"]), (predict, [])):
+        by_files = CliRunner().invoke(command, [*members, "--data", test, *opts])
+        by_folder = CliRunner().invoke(command, [out, "--data", test, *opts])
+        assert by_folder.exit_code == 0, by_folder.output
+        assert by_folder.stdout == by_files.stdout
+    # a member's folder is its best.npz
+    one = os.path.join(out, "fold-1")
+    r = CliRunner().invoke(evaluate, [one, "--data", test, "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["checkpoint"] == os.path.join(one, "best.npz")
+
+
+def test_eval_of_an_unfinished_ensemble_or_run_folder_exits_5(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    os.remove(os.path.join(out, "summary.json"))
+    r = CliRunner().invoke(evaluate, [out, "--data", ensemble[1]])
+    assert r.exit_code == 5 and f"lstm-train --resume {out}" in r.stderr, r.output
+    os.remove(os.path.join(out, "fold-2", "best.npz"))
+    r = CliRunner().invoke(evaluate, [os.path.join(out, "fold-2"), "--data", ensemble[1]])
+    assert r.exit_code == 5 and "holds no finished run" in r.stderr, r.output
+    assert "Traceback" not in r.output

@@ -17,6 +17,14 @@ def load_data_for(tm, data_path, fmt, require_labels):
     return tm.prepare(ds)  # the training run's per-sequence z-score, pooling and framing
 
 
+def _checkpoint_files(paths) -> list[str]:
+    """CHECKPOINT... as files: a run folder is its best.npz, an ensemble's folder its
+    members' (training.folds.run_checkpoints)."""
+    from ..training.folds import run_checkpoints
+
+    return [c for p in paths for c in run_checkpoints(p)]
+
+
 def _members(checkpoints, data_path, fmt, require_labels):
     """(TrainedModel, the data as it reads and prepares it) per checkpoint; several must
     share their labels (ensemble.check_members)."""
@@ -121,7 +129,8 @@ _FORMATS = click.Choice(FORMATS)
 
 def _checkpoint_and_data(data_help):
     """CHECKPOINT... and the --data/--format/--batch-size options eval and predict share.
-    Several checkpoints are one ensemble: the mean of their probabilities (lstm_cli.ensemble)."""
+    Several checkpoints are one ensemble: the mean of their probabilities (lstm_cli.ensemble);
+    a run folder stands for its best.npz, a train.folds ensemble's folder for its members'."""
 
     def decorate(fn):
         fn = click.option(
@@ -147,7 +156,7 @@ def _checkpoint_and_data(data_help):
             metavar="CHECKPOINT...",
             nargs=-1,
             required=True,
-            type=click.Path(exists=True, dir_okay=False),
+            type=click.Path(exists=True),
         )(fn)
 
     return decorate
@@ -156,7 +165,7 @@ def _checkpoint_and_data(data_help):
 @click.command(
     name="lstm-eval",
     context_settings=CONTEXT,
-    epilog="Example: lstm-eval runs/japanese_vowels/best.npz "
+    epilog="Example: lstm-eval runs/japanese_vowels "
     "--data data/japanese_vowels/test.jsonl --json report.json",
 )
 @_checkpoint_and_data("Labelled data in any supported format.")
@@ -218,16 +227,19 @@ def evaluate(
     """Evaluate a checkpoint on labelled data: accuracy, loss, per-class P/R/F1, confusions.
 
     Several checkpoints are evaluated as one ensemble (the mean of their probabilities).
+    A run folder stands for its best.npz; a train.folds ensemble's folder for its members'.
     """
     from ..inference import evaluate_dataset
 
+    checkpoints = _checkpoint_files(checkpoints)
     refuse_output_over_input(
         [("--json", json_out), ("--predictions", predictions)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
     if len(checkpoints) > 1 and (by_step or gates or plot_dir):
         raise click.UsageError(
-            "--by-step, --gates and --plot describe one model; give one checkpoint"
+            "--by-step, --gates and --plot describe one model; give one checkpoint "
+            "(of an ensemble: one member's)"
         )
     if plot_dir:
         from ..plot.figures import pyplot
@@ -284,9 +296,11 @@ def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
     """Predict labels and class probabilities; CSV with index, predicted_label, prob_<label>...
 
     Several checkpoints predict as one ensemble (the mean of their probabilities).
+    A run folder stands for its best.npz; a train.folds ensemble's folder for its members'.
     """
     from ..ensemble import ensemble_probs
 
+    checkpoints = _checkpoint_files(checkpoints)
     refuse_output_over_input(
         [("--output", output)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],

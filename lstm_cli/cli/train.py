@@ -91,7 +91,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
         oof = result.summary["out_of_fold"]
         click.echo(
             f"ensemble of {cfg.train.folds}: out-of-fold accuracy {oof['accuracy']:.4f} loss "
-            f"{oof['loss']:.4f}; members in {os.path.join(result.run_dir, 'fold-*', 'best.npz')}"
+            f"{oof['loss']:.4f}; evaluate it with lstm-eval {result.run_dir} --data FILE"
         )
         return
     best = result.history[result.best_epoch - 1] if result.best_epoch else None

@@ -7,7 +7,7 @@ folder, its lock and files), resume (checks and state restore), signals, env.
 """
 
 from .fit import TrainResult, fit
-from .folds import FoldsResult, fit_folds, is_ensemble
+from .folds import FoldsResult, fit_folds, is_ensemble, run_checkpoints
 from .loop import Trainer, fmt_metric
 from .loop import _metric_better as _metric_better  # tests import it from here
 from .prepare import PreparedData, class_weight_vector, load, prepare_data
@@ -35,4 +35,5 @@ __all__ = [
     "load",
     "prepare_data",
     "resume_checkpoint_path",
+    "run_checkpoints",
 ]

@@ -6,7 +6,7 @@ folds and early-stops on fold i (prepare.fold_split); its folder ``OUT/fold-{i}`
 ordinary run folder (resumable, evaluable and exportable on its own). Every training
 sequence is validated on by exactly one member, and every one is trained on by K-1. The
 ensemble predicts the mean of its members' probabilities (lstm_cli.ensemble):
-``lstm-eval OUT/fold-*/best.npz --data FILE``. OUT holds config.yaml (the ensemble's
+``lstm-eval OUT --data FILE`` (run_checkpoints). OUT holds config.yaml (the ensemble's
 config) and summary.json: each member's best epoch, the out-of-fold report (each training
 sequence predicted by the member that did not train on it; a label with one sequence is in
 no fold, so in every member's training part and not in the report) and the ensemble's
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
-from ..errors import ConfigError, Interrupted
+from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
 from .distributed import make_comm
 from .fit import fit
@@ -65,6 +65,34 @@ def is_ensemble_folder(run_dir) -> bool:
     return os.path.isdir(os.path.join(run_dir, MEMBER_DIR.format(0))) and not os.path.exists(
         os.path.join(run_dir, "metrics.jsonl")
     )
+
+
+def run_checkpoints(path) -> list[str]:
+    """The checkpoints ``path`` names for lstm-eval / lstm-predict: a checkpoint file is
+    itself; a run folder, its best.npz; a train.folds ensemble's folder, the best.npz of
+    each member its summary.json lists (so members of an earlier, larger ensemble are never
+    mixed in). CheckpointError when the folder holds no finished run."""
+    if not os.path.isdir(path):
+        return [path]
+    if is_ensemble_folder(path):
+        summary = os.path.join(path, "summary.json")
+        if not os.path.isfile(summary):
+            raise CheckpointError(
+                f"{path} holds a train.folds ensemble that has not finished (no summary.json); "
+                f"lstm-train --resume {path} finishes it"
+            )
+        try:
+            with open(summary, encoding="utf-8") as fh:
+                members = json.load(fh)["members"]
+            paths = [os.path.join(path, m) for m in members]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{summary}: not an ensemble's summary ({err})") from None
+    else:
+        paths = [os.path.join(path, "best.npz")]
+    for p in paths:
+        if not os.path.isfile(p):
+            raise CheckpointError(f"{path} holds no finished run: {p} does not exist")
+    return paths
 
 
 def member_config(cfg: Config, fold: int) -> Config:
