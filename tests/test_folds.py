@@ -247,3 +247,24 @@ def test_eval_of_an_unfinished_ensemble_or_run_folder_exits_5(ensemble, tmp_path
     r = CliRunner().invoke(evaluate, [os.path.join(out, "fold-2"), "--data", ensemble[1]])
     assert r.exit_code == 5 and "holds no finished run" in r.stderr, r.output
     assert "Traceback" not in r.output
+
+
+def test_export_takes_a_run_folder_and_names_a_member_of_an_ensemble(ensemble, tmp_path):
+    from lstm_cli.cli import export
+
+    pytest.importorskip("safetensors")
+    out = ensemble[0]
+    r = CliRunner().invoke(export, [out, "--to", "pytorch", str(tmp_path / "e.safetensors")])
+    assert r.exit_code == 5, r.output
+    assert "lstm-export " + os.path.join(out, "fold-0", "best.npz") in r.stderr
+    assert not (tmp_path / "e.safetensors").exists()
+    member = os.path.join(out, "fold-1")
+    for name, source in (("dir", member), ("file", os.path.join(member, "best.npz"))):
+        r = CliRunner().invoke(
+            export, [source, "--to", "pytorch", str(tmp_path / f"{name}.safetensors"), "--quiet"]
+        )
+        assert r.exit_code == 0, r.output
+    from safetensors.numpy import load_file
+
+    a, b = load_file(tmp_path / "dir.safetensors"), load_file(tmp_path / "file.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

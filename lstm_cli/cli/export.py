@@ -18,7 +18,7 @@ _TARGETS = ("onnx", "pytorch")
     epilog="Examples:\n\n  lstm-export runs/japanese_vowels/best.npz --to onnx model.onnx\n\n"
     "  lstm-export runs/japanese_vowels/best.npz --to pytorch model.safetensors",
 )
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("checkpoint", type=click.Path(exists=True))
 @click.option(
     "--to",
     "target",
@@ -32,8 +32,21 @@ _TARGETS = ("onnx", "pytorch")
 @click.option("--quiet", is_flag=True, help="Print nothing (no summary, no PyTorch module).")
 @handles_errors
 def export(checkpoint, target, out, quiet):
-    """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors)."""
+    """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors).
+
+    A run folder stands for its best.npz; an ensemble's members are exported one by one.
+    """
+    from ..errors import CheckpointError
     from ..inference import load_trained
+    from ..training.folds import run_checkpoints
+
+    files = run_checkpoints(checkpoint)
+    if len(files) > 1:
+        raise CheckpointError(
+            f"{checkpoint} holds a train.folds ensemble, which exports member by member, "
+            f"e.g. lstm-export {files[0]} --to {target} ..."
+        )
+    checkpoint = files[0]
 
     if target == "pytorch" and out.lower().endswith((".pt", ".pth")):
         raise click.BadParameter(
