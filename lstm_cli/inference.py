@@ -57,10 +57,7 @@ class TrainedModel:
         the file's own features, before framing."""
         frame = self.transforms["frame"]
         if ds.num_features * frame != self.num_features:
-            raise DataError(
-                f"{ds.source}: the data has {ds.num_features} features per step, but the "
-                f"model was trained on {self.num_features // frame}"
-            )
+            raise _feature_mismatch(ds, self.num_features // frame)
         return transform_dataset(ds, **self.transforms)
 
 
@@ -322,10 +319,15 @@ def encode_labels_to_evaluate(ds: SequenceDataset, classes, allow_unknown=False)
 
 def check_features(ds: SequenceDataset, tm: TrainedModel) -> None:
     if ds.num_features != tm.num_features:
-        raise DataError(
-            f"{ds.source}: the data has {ds.num_features} features per step, but the "
-            f"model was trained on {tm.num_features}"
-        )
+        raise _feature_mismatch(ds, tm.num_features)
+
+
+def _feature_mismatch(ds: SequenceDataset, trained: int) -> DataError:
+    n = ds.num_features
+    return DataError(
+        f"{ds.source}: the data has {n} feature{'' if n == 1 else 's'} per step, but the "
+        f"model was trained on {trained}"
+    )
 
 
 def predict_dataset(

@@ -645,7 +645,11 @@ def test_directory_named_like_a_data_file(tmp_path):
     expect_error(lambda: D.load_dataset(tmp_path / "plain"), tmp_path / "plain", "not found")
     (tmp_path / "plain").mkdir()
     msg = expect_error(
-        lambda: D.load_dataset(tmp_path / "plain"), tmp_path / "plain", "missing x.npy"
+        lambda: D.load_dataset(tmp_path / "plain"),
+        tmp_path / "plain",
+        "missing x.npy",
+        "read as an .npy folder",
+        "name the file",
     )
     assert "is a directory" not in msg
 

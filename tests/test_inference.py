@@ -540,3 +540,14 @@ def test_bidirectional_and_mean_checkpoints_evaluate(trained, tmp_path, model):
         )
         with pytest.raises(CheckpointError, match="9 parameters stored.* has 10"):
             load_trained(path)
+
+
+def test_a_feature_count_mismatch_names_both_counts_in_good_english():
+    from lstm_cli.inference import _feature_mismatch
+
+    one = SequenceDataset.from_sequences([np.zeros((3, 1))], labels=[0])
+    two = SequenceDataset.from_sequences([np.zeros((3, 2))], labels=[0])
+    assert "has 1 feature per step, but the model was trained on 12" in str(
+        _feature_mismatch(one, 12)
+    )
+    assert "has 2 features per step" in str(_feature_mismatch(two, 1))

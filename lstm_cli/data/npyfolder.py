@@ -62,9 +62,12 @@ def read_npy_dir(path, require_labels=True, mmap=True):
                     f"{source}: is a directory, expected a {ext} file (a directory is read as an"
                     f" .npy folder: missing {key}.npy)"
                 )
-            raise DataError(
-                f"{source}: missing {key}.npy" + (" (labels are required)" if key == "y" else "")
-            )
+            why = {
+                "x": " (a directory is read as an .npy folder of x.npy, lengths.npy and y.npy; "
+                "to read a file in it, name the file)",
+                "y": " (labels are required)",
+            }
+            raise DataError(f"{source}: missing {key}.npy" + why.get(key, ""))
     raw_x = _load_npy(names["x"], mmap, source, "x.npy")
     if not isinstance(raw_x, np.ndarray):
         raise DataError(f"{source}: x.npy is not a plain array")
