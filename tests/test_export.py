@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, export, import_, predict
 from lstm_cli.errors import MissingExtraError
+from lstm_cli.export.torch_state import torch_state_dict
 from lstm_cli.inference import load_trained
 from lstm_cli.nn.model import LSTMClassifier
 from lstm_cli.nn.spec import HEADS
@@ -369,6 +370,20 @@ def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):
     assert json.loads(meta["classes"]) == CLASSES and meta["head"] == "last"
     assert float(meta["forget_bias"]) == pytest.approx(0.7)
     assert json.loads(meta["normalization"])["mean"] == load_trained(ckpt).mean.tolist()
+
+
+def test_one_model_always_exports_to_the_same_pytorch_bytes(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    ckpt = make_checkpoint(tmp_path, "last", 2)
+    outs = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for out in outs:
+        assert run(export, [ckpt, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    assert len({out.read_bytes() for out in outs}) == 1
+    header = int.from_bytes(outs[0].read_bytes()[:8], "little")
+    assert header % 8 == 0  # the tensors stay 8-byte aligned
+    want = torch_state_dict(load_trained(ckpt).model)
+    got = st.load_file(outs[0])
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
 
 
 @pytest.mark.parametrize(

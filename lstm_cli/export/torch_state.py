@@ -135,6 +135,18 @@ def torch_metadata(model, classes, mean=None, std=None, transforms=None) -> dict
     return meta
 
 
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its JSON header's keys sorted, so that one model
+    always exports to the same bytes (the library writes them in hash order). Tensor
+    offsets count from the end of the header, so they stay valid; the header is padded
+    with spaces to a multiple of 8 bytes, as the library pads it."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
 def export_pytorch(trained, path) -> None:
     """Write ``trained`` (an inference.TrainedModel) to ``path`` as safetensors, atomically."""
     st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
@@ -142,7 +154,7 @@ def export_pytorch(trained, path) -> None:
     meta = torch_metadata(
         trained.model, trained.classes, trained.mean, trained.std, trained.transforms
     )
-    data = st.save(state, metadata=meta)
+    data = _sorted_header(st.save(state, metadata=meta))
     try:
         atomic_write(path, lambda fh: fh.write(data))
     except OSError as err:
