@@ -5,6 +5,10 @@ overwrite and the errors."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +20,7 @@ from lstm_cli.cli import evaluate, predict, train
 from lstm_cli.config import load_config
 from lstm_cli.data import load_dataset, stratified_folds
 from lstm_cli.inference import load_trained, predict_dataset
+from lstm_cli.store.checkpoint import load_checkpoint
 from lstm_cli.training import prepare_data
 from lstm_cli.training.folds import member_config
 from lstm_cli.training.prepare import run_rng
@@ -268,3 +273,72 @@ def test_export_takes_a_run_folder_and_names_a_member_of_an_ensemble(ensemble, t
 
     a, b = load_file(tmp_path / "dir.safetensors"), load_file(tmp_path / "file.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_parallel_members_give_the_same_ensemble(ensemble, tmp_path):
+    out = str(tmp_path / "par")
+    config = os.path.join(ensemble[0], "config.yaml")
+    r = CliRunner().invoke(train, ["--config", config, "--output", out, "--jobs", "2"])
+    assert r.exit_code == 0, r.output
+    assert "training fold-0, fold-1, fold-2" in r.output and "fold-2: epoch 2/2" in r.output
+    one, par = _summary(ensemble[0]), _summary(out)
+    for key in ("out_of_fold", "test", "member_best"):
+        assert par[key] == one[key], key
+    for m in one["members"]:
+        a, b = (load_trained(os.path.join(d, m)).model.params for d in (ensemble[0], out))
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_jobs_without_folds_is_a_usage_error(ensemble, tmp_path):
+    config = os.path.join(ensemble[0], "fold-0", "config.yaml")  # a member: one model
+    r = _run("--config", config, "--output", str(tmp_path / "x"), "--jobs", "2")
+    assert r.exit_code == 2 and "train.folds" in r.stderr, r.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
+    """The signal reaches lstm-train only (as from a terminal, where a Ctrl-C goes to
+    the process group it leads); the running members save last.npz, no other starts."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    run = tmp_path / "run"
+    args = ["--config", config, "--set", "train.folds=3", "--set", "train.epochs=400", "--set",
+            "model.hidden_size=32", "--output", str(run), "--jobs", "2", "--quiet"]  # fmt: skip
+    code_ = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code_, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    started = [run / f"fold-{i}" / "last.npz" for i in (0, 1)]
+    deadline = time.time() + 120
+    while not all(p.exists() for p in started) and time.time() < deadline:
+        time.sleep(0.05)
+    assert all(p.exists() for p in started), "the members did not start"
+    os.killpg(proc.pid, signum)  # the whole group, as a terminal's Ctrl-C
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert f"lstm-train --resume {run}" in err and "Traceback" not in err
+    assert "fold-0, fold-1 saved last.npz" in err
+    assert not (run / "fold-2").exists() and not (run / "summary.json").exists()
+    epochs = [load_checkpoint(str(p)).meta["epoch"] for p in started]
+    assert max(epochs) < 400
+    r = _run("--resume", str(run), "--set", f"train.epochs={max(epochs) + 1}", "--jobs", "2")
+    assert r.exit_code == 0, r.output
+    assert _summary(str(run))["folds"] == 3
+
+
+def test_a_parallel_member_s_error_is_the_run_s_error(ensemble, tmp_path):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    os.remove(os.path.join(out, "summary.json"))
+    for i in (1, 2):
+        os.remove(os.path.join(out, f"fold-{i}", "summary.json"))
+    bad = os.path.join(out, "fold-1", "last.npz")
+    with open(bad, "r+b") as fh:
+        fh.truncate(100)
+    r = _run("--resume", out, "--jobs", "2")
+    assert r.exit_code == 5 and bad in r.stderr, r.output
+    assert "Traceback" not in r.output and not os.path.exists(os.path.join(out, "summary.json"))

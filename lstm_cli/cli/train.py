@@ -43,10 +43,18 @@ from .common import CONTEXT, handles_errors
     default=None,
     help="Continue the run in this folder from its last.npz.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, None),
+    default=1,
+    show_default=True,
+    help="With train.folds: train this many members at a time, each in its own process "
+    "(same result; no progress bars, each member's lines prefixed with its fold).",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
 @handles_errors
-def train(config_path, overrides, output, overwrite, resume_dir, print_config, quiet):
+def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_config, quiet):
     """Train an LSTM sequence classifier as a YAML config describes.
 
     Writes config.yaml, metrics.jsonl, metrics.csv, last.npz, best.npz and summary.json
@@ -74,11 +82,15 @@ def train(config_path, overrides, output, overwrite, resume_dir, print_config, q
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
+    if jobs > 1 and not is_ensemble(cfg):
+        raise click.UsageError("--jobs trains the members of a train.folds ensemble in parallel")
     source = config_path or os.path.join(
         resume_dir, "config.yaml" if is_ensemble(cfg) else "last.npz"
     )
+    parallel = {"jobs": jobs} if is_ensemble(cfg) else {}
     result = (fit_folds if is_ensemble(cfg) else fit)(
         cfg,
+        **parallel,
         overwrite=overwrite,
         resume=resume_dir is not None,
         progress=not quiet,

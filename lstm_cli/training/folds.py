@@ -28,10 +28,12 @@ from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
 from .distributed import make_comm
 from .fit import fit
+from .members import MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
     LOCK_NAME,
+    MEMBER_DIR,
     RUN_FILES,
     RunLock,
     open_run_dir,
@@ -41,8 +43,6 @@ from .rundir import (
     write_config,
     write_summary,
 )
-
-MEMBER_DIR = "fold-{}"  # a member's run folder inside the ensemble's
 
 
 @dataclass
@@ -105,7 +105,15 @@ def member_config(cfg: Config, fold: int) -> Config:
 
 
 def fit_folds(
-    cfg: Config, *, overwrite=False, resume=False, progress=True, log=print, source=None, comm=None
+    cfg: Config,
+    *,
+    overwrite=False,
+    resume=False,
+    progress=True,
+    log=print,
+    source=None,
+    comm=None,
+    jobs=1,
 ) -> FoldsResult:
     """Train the K members of ``cfg`` (is_ensemble) one after the other into cfg.output.dir.
 
@@ -116,8 +124,14 @@ def fit_folds(
     with a last.npz, start the others; the config may change only as a run's may
     (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit) and names the
     ensemble's folder to resume. The other fit arguments are passed to each member.
+    jobs > 1: train that many members at a time, each in a process of its own
+    (training.members; one process only, not under MPI), with the same result.
     """
     comm = make_comm() if comm is None else comm
+    if jobs > 1 and comm.size > 1:
+        raise ConfigError(
+            f"parallel members (jobs {jobs}) and {comm.size} MPI processes cannot be combined"
+        )
     writer = comm.rank == 0
     run_dir, K = cfg.output.dir, cfg.train.folds
     prepare_data(member_config(cfg, 0), run_rng(member_config(cfg, 0)), comm)  # fail early
@@ -134,6 +148,7 @@ def fit_folds(
                 if not earlier:
                     write_config(run_dir, cfg)
         comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
+        tasks = []
         for fold in range(K):
             mcfg = member_config(cfg, fold)
             mdir = mcfg.output.dir
@@ -141,23 +156,34 @@ def fit_folds(
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
                 continue
             go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
-            log(f"fold {fold + 1} of {K}: {'continuing' if go_on else 'training'} {mdir}")
+            over = not go_on and (overwrite or resume)
+            tasks.append(MemberTask(fold, mcfg, over, go_on, source))
+        if jobs > 1 and tasks:
+            names = ", ".join(MEMBER_DIR.format(t.fold) for t in tasks)
+            log(f"training {names} in {run_dir}, {jobs} at a time")
+            try:
+                member_errors = run_members(tasks, jobs, log)
+            except Interrupted as err:
+                raise _resume_hint(err, "members", run_dir) from None
+            first_error = next((e for e in member_errors if e is not None), None)
+            if first_error is not None:
+                raise first_error
+            tasks = []
+        for t in tasks:
+            what = "continuing" if t.resume else "training"
+            log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
             try:
                 fit(
-                    mcfg,
-                    overwrite=not go_on and (overwrite or resume),
-                    resume=go_on,
+                    t.cfg,
+                    overwrite=t.overwrite,
+                    resume=t.resume,
                     progress=progress,
                     log=log,
                     source=source,
                     comm=comm,
                 )
             except Interrupted as err:
-                raise Interrupted(
-                    f"{err} (member {fold} of the ensemble in {run_dir}: lstm-train --resume "
-                    f"{run_dir} continues the ensemble)",
-                    err.exit_code - 128,
-                ) from None
+                raise _resume_hint(err, f"member {t.fold}", run_dir) from None
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
@@ -169,6 +195,14 @@ def fit_folds(
         return result
     finally:
         lock.release()
+
+
+def _resume_hint(err: Interrupted, who: str, run_dir) -> Interrupted:
+    return Interrupted(
+        f"{err} ({who} of the ensemble in {run_dir}: lstm-train --resume {run_dir} "
+        "continues the ensemble)",
+        err.exit_code - 128,
+    )
 
 
 def _check_resumable(cfg: Config, run_dir) -> None:

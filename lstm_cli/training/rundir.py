@@ -33,6 +33,7 @@ METRIC_COLUMNS = [
     "padded_fraction",
     "sequences_per_second",
 ]
+MEMBER_DIR = "fold-{}"  # a train.folds member's run folder inside the ensemble's
 RUN_FILES = (
     "config.yaml",
     "metrics.jsonl",

@@ -1,0 +1,151 @@
+"""Train the members of a train.folds ensemble in parallel processes (``lstm-train --jobs``).
+
+Each member is one ``fit`` in a process of its own (started with ``spawn``, so no BLAS
+state is forked), on its own generator and run folder, so the members come out exactly
+as they would one after another. The children run in their own process group: a Ctrl-C
+at the terminal reaches only this process, which passes each signal on once to every
+running member. A member saves its last.npz after its current batch and stops, no
+further member starts, and ``Interrupted`` names the ensemble's folder to resume. A
+member's log lines come back through a pipe and go to ``log`` prefixed with its folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+from .. import errors
+from ..config import Config
+from .env import THREAD_VARIABLES
+from .rundir import MEMBER_DIR
+from .signals import STOP_SIGNALS, SignalGuard, signal_name
+
+
+@dataclass(frozen=True)
+class MemberTask:
+    """One member to train: its config (OUT/fold-i) and how fit treats its folder."""
+
+    fold: int
+    cfg: Config
+    overwrite: bool
+    resume: bool
+    source: str | None = None
+
+
+def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | None]:
+    """Train ``tasks`` with up to ``jobs`` at a time. Returns each task's error (an
+    LstmCliError rebuilt from the child's, or RuntimeError with a bug's traceback) or
+    None, in task order. Raises Interrupted when a signal stopped the members."""
+    ctx = multiprocessing.get_context("spawn")
+    waiting, running, outcome = list(tasks), {}, {}
+    with SignalGuard() as guard, _blas_threads_each(jobs):
+        forwarded = None
+        while running or (waiting and guard.signum is None):  # after a signal: no new member
+            while waiting and len(running) < jobs and guard.signum is None:
+                task = waiting.pop(0)
+                parent_end, child_end = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(task, child_end), daemon=True)
+                proc.start()
+                child_end.close()
+                running[parent_end] = (task, proc)
+            if guard.signum is not None and forwarded != guard.signum:
+                forwarded = guard.signum
+                for _, proc in running.values():
+                    _signal(proc, guard.signum)
+            for conn in wait(list(running), timeout=0.2):
+                task, proc = running[conn]
+                try:
+                    kind, value = conn.recv()
+                except EOFError:  # the child died without a word (killed)
+                    kind, value = "bug", f"the process training fold {task.fold} died"
+                if kind == "log":
+                    log(f"{MEMBER_DIR.format(task.fold)}: {value}")
+                    continue
+                outcome[task.fold] = _error_of(kind, value)
+                del running[conn]
+                conn.close()
+                proc.join()
+        if guard.signum is not None:
+            stopped = [MEMBER_DIR.format(f) for f, e in sorted(outcome.items()) if _stopped(e)]
+            raise errors.Interrupted(
+                f"{signal_name(guard.signum)}: training stopped; "
+                f"{', '.join(stopped) or 'no member'} saved last.npz",
+                guard.signum,
+            )
+    return [outcome.get(t.fold) for t in tasks]
+
+
+@contextlib.contextmanager
+def _blas_threads_each(jobs):
+    """While the members start: unless the user set the thread variables, give each
+    child an equal share of the CPUs for its BLAS (a spawned child reads them when it
+    imports numpy). jobs BLAS pools of all CPUs each would oversubscribe them: on 2 CPUs,
+    2 members were 2x slower than 1 after the other (benchmarks/NOTES.md)."""
+    if any(v in os.environ for v in THREAD_VARIABLES):
+        yield
+        return
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    os.environ.update({v: share for v in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for v in THREAD_VARIABLES:
+            os.environ.pop(v, None)
+
+
+def _stopped(err) -> bool:
+    return isinstance(err, errors.Interrupted)
+
+
+def _signal(proc, signum) -> None:
+    try:
+        os.kill(proc.pid, signum)
+    except ProcessLookupError:  # it has just finished
+        pass
+
+
+def _error_of(kind, value):
+    """The child's report as the exception it stands for (None: the member finished)."""
+    if kind == "ok":
+        return None
+    if kind == "error":
+        name, message, exit_code = value
+        if name == "Interrupted":
+            return errors.Interrupted(message, exit_code - 128)
+        cls = getattr(errors, name, errors.LstmCliError)
+        err = cls(message)
+        err.exit_code = exit_code
+        return err
+    return RuntimeError(value)
+
+
+def _child(task: MemberTask, conn) -> None:
+    """Process entry point: fit one member, report through ``conn``."""
+    os.setpgrp()  # a terminal's Ctrl-C goes to the parent, which passes it on once
+    for sig in STOP_SIGNALS:  # until fit installs its own guard, a signal only stops it
+        signal.signal(sig, signal.SIG_DFL)
+    from .distributed import SingleProcess
+    from .fit import fit
+
+    try:
+        fit(
+            task.cfg,
+            overwrite=task.overwrite,
+            resume=task.resume,
+            progress=False,
+            log=lambda msg: conn.send(("log", str(msg))),
+            source=task.source,
+            comm=SingleProcess(),
+        )
+        conn.send(("ok", None))
+    except errors.LstmCliError as err:
+        conn.send(("error", (type(err).__name__, str(err), err.exit_code)))
+    except BaseException:  # a bug: its traceback, for the parent to raise
+        conn.send(("bug", traceback.format_exc()))
+    finally:
+        conn.close()
