@@ -27,7 +27,6 @@ from ..ensemble import report_of_probs
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
 from .distributed import make_comm
-from .fit import fit
 from .members import MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
@@ -173,15 +172,7 @@ def fit_folds(
             what = "continuing" if t.resume else "training"
             log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
             try:
-                fit(
-                    t.cfg,
-                    overwrite=t.overwrite,
-                    resume=t.resume,
-                    progress=progress,
-                    log=log,
-                    source=source,
-                    comm=comm,
-                )
+                t.fit(progress=progress, log=log, comm=comm)
             except Interrupted as err:
                 raise _resume_hint(err, f"member {t.fold}", run_dir) from None
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]

@@ -36,6 +36,20 @@ class MemberTask:
     resume: bool
     source: str | None = None
 
+    def fit(self, *, progress, log, comm):
+        """Train this member (training.fit) in this process."""
+        from .fit import fit
+
+        return fit(
+            self.cfg,
+            overwrite=self.overwrite,
+            resume=self.resume,
+            progress=progress,
+            log=log,
+            source=self.source,
+            comm=comm,
+        )
+
 
 def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | None]:
     """Train ``tasks`` with up to ``jobs`` at a time. Returns each task's error (an
@@ -130,18 +144,9 @@ def _child(task: MemberTask, conn) -> None:
     for sig in STOP_SIGNALS:  # until fit installs its own guard, a signal only stops it
         signal.signal(sig, signal.SIG_DFL)
     from .distributed import SingleProcess
-    from .fit import fit
 
     try:
-        fit(
-            task.cfg,
-            overwrite=task.overwrite,
-            resume=task.resume,
-            progress=False,
-            log=lambda msg: conn.send(("log", str(msg))),
-            source=task.source,
-            comm=SingleProcess(),
-        )
+        task.fit(progress=False, log=lambda msg: conn.send(("log", str(msg))), comm=SingleProcess())
         conn.send(("ok", None))
     except errors.LstmCliError as err:
         conn.send(("error", (type(err).__name__, str(err), err.exit_code)))
