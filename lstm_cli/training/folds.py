@@ -167,14 +167,14 @@ def fit_folds(
             first_error = next((e for e in member_errors if e is not None), None)
             if first_error is not None:
                 raise first_error
-            tasks = []
-        for t in tasks:
-            what = "continuing" if t.resume else "training"
-            log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
-            try:
-                t.fit(progress=progress, log=log, comm=comm)
-            except Interrupted as err:
-                raise _resume_hint(err, f"member {t.fold}", run_dir) from None
+        else:
+            for t in tasks:
+                what = "continuing" if t.resume else "training"
+                log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
+                try:
+                    t.fit(progress=progress, log=log, comm=comm)
+                except Interrupted as err:
+                    raise _resume_hint(err, f"member {t.fold}", run_dir) from None
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:

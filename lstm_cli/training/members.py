@@ -58,7 +58,7 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     with SignalGuard() as guard, _blas_threads_each(jobs):
-        forwarded = None
+        forwarded = False  # a second signal does not come here: SignalGuard gives up at once
         while running or (waiting and guard.signum is None):  # after a signal: no new member
             while waiting and len(running) < jobs and guard.signum is None:
                 task = waiting.pop(0)
@@ -67,8 +67,8 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
                 proc.start()
                 child_end.close()
                 running[parent_end] = (task, proc)
-            if guard.signum is not None and forwarded != guard.signum:
-                forwarded = guard.signum
+            if guard.signum is not None and not forwarded:
+                forwarded = True
                 for _, proc in running.values():
                     _signal(proc, guard.signum)
             for conn in wait(list(running), timeout=0.2):
@@ -85,7 +85,11 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
                 conn.close()
                 proc.join()
         if guard.signum is not None:
-            stopped = [MEMBER_DIR.format(f) for f, e in sorted(outcome.items()) if _stopped(e)]
+            stopped = [
+                MEMBER_DIR.format(f)
+                for f, e in sorted(outcome.items())
+                if isinstance(e, errors.Interrupted)
+            ]
             raise errors.Interrupted(
                 f"{signal_name(guard.signum)}: training stopped; "
                 f"{', '.join(stopped) or 'no member'} saved last.npz",
@@ -110,10 +114,6 @@ def _blas_threads_each(jobs):
     finally:
         for v in THREAD_VARIABLES:
             os.environ.pop(v, None)
-
-
-def _stopped(err) -> bool:
-    return isinstance(err, errors.Interrupted)
 
 
 def _signal(proc, signum) -> None:
