@@ -35,8 +35,11 @@ def make_checkpoint(
     dtype="float32",
     bidirectional=False,
     data=None,
+    seed=3,
+    classes=CLASSES,
 ):
-    """data: the training config's ``data`` section (input transforms), or None."""
+    """data: the training config's ``data`` section (input transforms), or None; seed:
+    the model's weights."""
     features = F * (data or {}).get("frame", 1)
     model = LSTMClassifier(
         features,
@@ -45,11 +48,11 @@ def make_checkpoint(
         num_layers=layers,
         head=head,
         forget_bias=forget_bias,
-        seed=3,
+        seed=seed,
         dtype=dtype,
         bidirectional=bidirectional,
     )
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed - 2)
     for k, v in model.params.items():  # larger than the init so the gates saturate unevenly
         model.params[k] = (v * 2.5 + rng.normal(scale=0.1, size=v.shape)).astype(dtype)
     normalization = None
@@ -58,7 +61,7 @@ def make_checkpoint(
             "mean": rng.normal(size=features).tolist(),
             "std": rng.uniform(0.5, 2.0, size=features).tolist(),
         }
-    meta = {"model": model.spec(), "classes": CLASSES, "normalization": normalization}
+    meta = {"model": model.spec(), "classes": list(classes), "normalization": normalization}
     if data is not None:
         meta["config"] = {"data": data}
     path = tmp_path / name
@@ -214,6 +217,110 @@ def test_onnx_matches_lstm_predict_csv(tmp_path, head, bi, data):
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     probs, _ = sess.run(None, {"x": x, "lengths": lengths})
     np.testing.assert_allclose(probs, predicted, rtol=0, atol=1e-5)  # CSV keeps 6 digits
+
+
+ENSEMBLE = [  # members unlike each other: heads, directions, transforms, normalisation
+    dict(head="last", layers=1, seed=3),
+    dict(head="mean", layers=2, bidirectional=True, seed=4, norm=False, data={"frame": 2}),
+    dict(head="all", layers=1, seed=5, data={"normalize_per_sequence": True, "pool": 3}),
+]
+
+
+def _ensemble(tmp_path):
+    return [make_checkpoint(tmp_path, name=f"e{i}.npz", **kw) for i, kw in enumerate(ENSEMBLE)]
+
+
+def test_onnx_of_several_checkpoints_is_their_mean_probability(tmp_path):
+    """One graph, each member with its own transforms and normalisation inside, computes
+    lstm_cli.ensemble's mean of the members' probabilities on raw padded input."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ckpts = _ensemble(tmp_path)
+    out = tmp_path / "e.onnx"
+    result = run(export, [*ckpts, "--to", "onnx", out])
+    assert result.exit_code == 0, result.output
+    assert "the mean of 3 members' probabilities" in result.stderr
+    model = onnx.load(str(out))
+    assert [o.op_type for o in model.graph.node].count("LSTM") == 4
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["classes"]) == CLASSES
+    members = json.loads(props["members"])
+    assert [m["head"] for m in members] == ["last", "mean", "all"]
+    assert json.loads(members[1]["transforms"])["frame"] == 2
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        probs, label = sess.run(None, {"x": x, "lengths": lengths})
+        each = [transformed_reference(c, x, lengths) for c in ckpts]
+        ref = np.mean(each, axis=0)
+        assert np.abs(each[0] - each[1]).max() > 0.05  # the members do differ
+        np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(label, ref.argmax(1))
+
+
+def test_onnx_of_an_ensemble_folder_matches_lstm_predict(tmp_path):
+    """A train.folds folder (members listed in its summary.json) exports as one graph whose
+    probabilities are those lstm-predict writes for the folder."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    run_dir = tmp_path / "run"
+    members = []
+    for i, ckpt in enumerate(_ensemble(tmp_path)):
+        (run_dir / f"fold-{i}").mkdir(parents=True)
+        os.replace(ckpt, run_dir / f"fold-{i}" / "best.npz")
+        members.append(f"fold-{i}/best.npz")
+    (run_dir / "summary.json").write_text(json.dumps({"members": members}))
+    x, lengths = batch()
+    data = tmp_path / "d.jsonl"
+    with open(data, "w") as fh:
+        for b, n in enumerate(lengths):
+            fh.write(json.dumps({"x": x[b, :n].tolist(), "y": CLASSES[b % K]}) + "\n")
+    csv_out = tmp_path / "p.csv"
+    assert run(predict, [run_dir, "--data", data, "--output", csv_out, "--quiet"]).exit_code == 0
+    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
+    predicted = np.array([[float(v) for v in r[2:]] for r in rows])
+    result = run(export, [run_dir, "--to", "onnx", tmp_path / "e.onnx", "--quiet"])
+    assert result.exit_code == 0, result.output
+    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    probs, _ = sess.run(None, {"x": x, "lengths": lengths})
+    np.testing.assert_allclose(probs, predicted, rtol=0, atol=1e-5)  # CSV keeps 6 digits
+
+
+@pytest.mark.parametrize(
+    "second, target, fragments",
+    [
+        (dict(seed=4), "pytorch", ["2 models", "member by member", "--to onnx"]),
+        (dict(seed=4, classes=["a", "b", "c", "d"]), "onnx", ["labels", "differ"]),
+        (dict(seed=4, data={"pool": 2}, norm=False), None, None),  # same raw features: fine
+    ],
+)
+def test_export_of_several_checkpoints_that_cannot_be_one_file(tmp_path, second, target, fragments):
+    pytest.importorskip("onnx")
+    first = make_checkpoint(tmp_path, name="a.npz")
+    other = make_checkpoint(tmp_path, name="b.npz", **second)
+    out = tmp_path / "out.onnx"
+    result = run(export, [first, other, "--to", target or "onnx", out])
+    if fragments is None:
+        assert result.exit_code == 0, result.output
+        return
+    one_error_line(result, 5, *fragments)
+    assert not out.exists()
+
+
+def test_onnx_ensemble_refuses_members_reading_different_features(tmp_path):
+    pytest.importorskip("onnx")
+    from lstm_cli.errors import CheckpointError
+    from lstm_cli.export.onnx_graph import build_onnx_ensemble
+
+    wide = LSTMClassifier(F + 1, H, K, seed=0)
+    framed = LSTMClassifier(2 * F, H, K, seed=0)
+    assert build_onnx_ensemble(
+        [(framed, None, None, {"frame": 2}), (LSTMClassifier(F, H, K), None, None, None)], CLASSES
+    )
+    with pytest.raises(
+        CheckpointError, match=r"different numbers of features per step \(\[3, 4\]\)"
+    ):
+        build_onnx_ensemble([(framed, None, None, {"frame": 2}), (wide, None, None, None)], CLASSES)
 
 
 def _lstm_session(onnx, ort, w, r, bias, **attributes):

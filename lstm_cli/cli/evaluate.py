@@ -17,7 +17,7 @@ def load_data_for(tm, data_path, fmt, require_labels):
     return tm.prepare(ds)  # the training run's per-sequence z-score, pooling and framing
 
 
-def _checkpoint_files(paths) -> list[str]:
+def checkpoint_files(paths) -> list[str]:
     """CHECKPOINT... as files: a run folder is its best.npz, an ensemble's folder its
     members' (training.folds.run_checkpoints)."""
     from ..training.folds import run_checkpoints
@@ -231,7 +231,7 @@ def evaluate(
     """
     from ..inference import evaluate_dataset
 
-    checkpoints = _checkpoint_files(checkpoints)
+    checkpoints = checkpoint_files(checkpoints)
     refuse_output_over_input(
         [("--json", json_out), ("--predictions", predictions)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
@@ -300,7 +300,7 @@ def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
     """
     from ..ensemble import ensemble_probs
 
-    checkpoints = _checkpoint_files(checkpoints)
+    checkpoints = checkpoint_files(checkpoints)
     refuse_output_over_input(
         [("--output", output)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],

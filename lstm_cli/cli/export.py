@@ -16,9 +16,10 @@ _TARGETS = ("onnx", "pytorch")
     name="lstm-export",
     context_settings=CONTEXT,
     epilog="Examples:\n\n  lstm-export runs/japanese_vowels/best.npz --to onnx model.onnx\n\n"
-    "  lstm-export runs/japanese_vowels/best.npz --to pytorch model.safetensors",
+    "  lstm-export runs/japanese_vowels/best.npz --to pytorch model.safetensors\n\n"
+    "  lstm-export runs/acsf1 --to onnx acsf1.onnx   (a train.folds ensemble)",
 )
-@click.argument("checkpoint", type=click.Path(exists=True))
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--to",
     "target",
@@ -31,36 +32,42 @@ _TARGETS = ("onnx", "pytorch")
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--quiet", is_flag=True, help="Print nothing (no summary, no PyTorch module).")
 @handles_errors
-def export(checkpoint, target, out, quiet):
+def export(checkpoints, target, out, quiet):
     """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors).
 
-    A run folder stands for its best.npz; an ensemble's members are exported one by one.
+    A run folder stands for its best.npz. Several checkpoints, or a train.folds
+    ensemble's folder, export to ONNX as one graph averaging the members' probabilities
+    (as lstm-eval does); to PyTorch, one member at a time.
     """
+    from ..ensemble import check_members
     from ..errors import CheckpointError
     from ..inference import load_trained
-    from ..training.folds import run_checkpoints
+    from .evaluate import checkpoint_files
 
-    files = run_checkpoints(checkpoint)
-    if len(files) > 1:
+    files = checkpoint_files(checkpoints)
+    if len(files) > 1 and target == "pytorch":
         raise CheckpointError(
-            f"{checkpoint} holds a train.folds ensemble, which exports member by member, "
-            f"e.g. lstm-export {files[0]} --to {target} ..."
+            f"{len(files)} models: PyTorch export takes one model, so an ensemble exports "
+            f"member by member, e.g. lstm-export {files[0]} --to pytorch ... "
+            "(--to onnx writes the whole ensemble as one graph)"
         )
-    checkpoint = files[0]
-
     if target == "pytorch" and out.lower().endswith((".pt", ".pth")):
         raise click.BadParameter(
             f"{out}: write a .safetensors file (a .pt/.pth name says pickle)", param_hint="OUT"
         )
-    refuse_output_over_input([("OUT", out)], [("checkpoint", checkpoint)])
-    tm = load_trained(checkpoint)
+    refuse_output_over_input([("OUT", out)], [("checkpoint", f) for f in files])
+    tms = [load_trained(f) for f in files]
+    check_members(tms, files)
+    tm = tms[0]
     if target == "onnx":
         from ..export.onnx_graph import ONNX_OPSET, export_onnx
 
-        export_onnx(tm, out)
+        export_onnx(tms if len(tms) > 1 else tm, out)
         raw = tm.num_features // tm.transforms["frame"]  # the graph frames the raw steps itself
         what = f"ONNX (opset {ONNX_OPSET}; inputs x (batch, time, {raw}) float32"
         what += ", lengths (batch,) int64)"
+        if len(tms) > 1:
+            what += f", the mean of {len(tms)} members' probabilities; the first member"
     else:
         from ..export.torch_state import PYTORCH_MODULE, export_pytorch
 
@@ -72,7 +79,7 @@ def export(checkpoint, target, out, quiet):
     if not quiet:
         m = tm.model
         click.echo(
-            f"wrote {out}: {what}; {m.num_layers} "
+            f"wrote {out}: {what}{':' if len(tms) > 1 else ';'} {m.num_layers} "
             f"{'bidirectional ' if m.bidirectional else ''}layer(s) of {m.hidden_size}, head "
             f"{m.head!r}, {m.num_classes} classes",
             err=True,

@@ -24,10 +24,12 @@ takes the builder and the names of its inputs and returns the names of its outpu
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .. import __version__
-from ..errors import LstmCliError
+from ..errors import CheckpointError, LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
 from .meta import export_metadata
@@ -62,13 +64,15 @@ def onnx_gates(W, b, forget_bias):
 
 
 class _Graph:
-    """Nodes and initializers under unique names (a thin layer over onnx.helper)."""
+    """Nodes and initializers under unique names (a thin layer over onnx.helper). Names
+    of constants start with ``prefix``, so the members of an ensemble share one graph."""
 
     def __init__(self, onnx):
         self.onnx, self.helper = onnx, onnx.helper
-        self.nodes, self.inits, self._n = [], [], 0
+        self.nodes, self.inits, self._n, self.prefix = [], [], 0, ""
 
     def const(self, name, array):
+        name = self.prefix + name
         self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
         return name
 
@@ -171,27 +175,28 @@ def _head_max(g, seq, last, valid, lens_f, V, a):
 _HEADS = {"last": _head_last, "all": _head_all, "mean": _head_mean, "max": _head_max}
 
 
-def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
-    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised,
-    untransformed) input.
-
-    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or
-    None; transforms: the training config's input transforms ({per_sequence, pool, frame},
-    inference.TrainedModel.transforms) or None, applied first (onnx_transforms).
-    """
+def _check_head(model) -> None:
     if model.head not in _HEADS:
         raise LstmCliError(
             f"ONNX export supports the heads {', '.join(map(repr, _HEADS))}; "
             f"this model's head is {model.head!r}"
         )
-    onnx = _onnx()
-    helper, TP = onnx.helper, onnx.TensorProto
-    g = _Graph(onnx)
+
+
+def raw_features(model, transforms) -> int:
+    """The features of one raw input step: the model's input size before framing."""
+    t = transforms if transforms_on(transforms) else {}
+    return model.input_size // t.get("frame", 1)
+
+
+def _member_probs(g, TP, model, mean, std, transforms):
+    """Nodes from the graph inputs x, lengths to one model's probabilities (B, K)."""
     p, lengths = model.params, "lengths"
     transforms = dict(transforms or {}) if transforms_on(transforms) else {}
-    F = model.input_size // transforms.get("frame", 1)  # the raw input's features
     if transforms:  # float64 like lstm_cli, then the normalisation, then float32
-        xb, lengths = add_transforms(g, TP, "x", lengths, transforms, F)
+        xb, lengths = add_transforms(
+            g, TP, "x", lengths, transforms, raw_features(model, transforms)
+        )
         if mean is not None:
             xb = g.op("Sub", [xb, g.const("norm.mean", np.asarray(mean, np.float64))])
             xb = g.op("Div", [xb, g.const("norm.std", np.asarray(std, np.float64))])
@@ -219,16 +224,74 @@ def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
     for k in range(model.num_layers):
         seq, last = layer(g, k, seq, lens32, p, model.forget_bias)
     V, a = (np.asarray(p[n], np.float32) for n in ("head.W", "head.b"))
-    probs = _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
-    g.rename(probs, "probabilities")
-    g.rename(g.op("ArgMax", [probs], axis=1, keepdims=0), "label")
+    return _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
 
-    K = model.num_classes
+
+def _metadata(member, classes) -> dict:
+    """export_metadata of one (model, mean, std, transforms) member."""
+    model, mean, std, transforms = member
+    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
+    t = dict(transforms or {}) if transforms_on(transforms) else {}
+    return export_metadata(model, classes, norm, t)
+
+
+def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
+    """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised,
+    untransformed) input.
+
+    model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or
+    None; transforms: the training config's input transforms ({per_sequence, pool, frame},
+    inference.TrainedModel.transforms) or None, applied first (onnx_transforms).
+    """
+    member = (model, mean, std, transforms)
+    return _build([member], classes, _metadata(member, classes))
+
+
+def build_onnx_ensemble(members, classes):
+    """An ``onnx.ModelProto`` computing the ensemble's probabilities (lstm_cli.ensemble:
+    the mean of the members' probabilities) on raw input.
+
+    members: (model, mean, std, transforms) tuples as build_onnx_model takes them, every
+    model with the labels ``classes`` and the same raw features per step. Each member
+    keeps its own transforms and normalisation inside the graph. metadata_props holds
+    ``classes`` and ``members``: a JSON list of each member's metadata as
+    build_onnx_model writes it (without format, version and classes).
+    """
+    shared = ("format", "lstm_cli_version", "classes")
+    metas = [_metadata(member, classes) for member in members]
+    meta = {k: metas[0][k] for k in shared}
+    meta["members"] = json.dumps([{k: v for k, v in m.items() if k not in shared} for m in metas])
+    return _build(members, classes, meta)
+
+
+def _build(members, classes, metadata):
+    """The graph of ``members`` (their probabilities averaged when more than one)."""
+    F = {raw_features(m, t) for m, _, _, t in members}
+    if len(F) != 1:
+        raise CheckpointError(
+            f"the members read different numbers of features per step ({sorted(F)}); "
+            "an ensemble's members must read the same input"
+        )
+    for model, *_ in members:
+        _check_head(model)
+    onnx = _onnx()
+    helper, TP = onnx.helper, onnx.TensorProto
+    g = _Graph(onnx)
+    probs = []
+    for i, (model, mean, std, transforms) in enumerate(members):
+        g.prefix = f"member{i}." if len(members) > 1 else ""
+        probs.append(_member_probs(g, TP, model, mean, std, transforms))
+    g.prefix = ""
+    mean_probs = probs[0] if len(probs) == 1 else g.op("Mean", probs)
+    g.rename(mean_probs, "probabilities")
+    g.rename(g.op("ArgMax", [mean_probs], axis=1, keepdims=0), "label")
+
+    K = len(classes)
     graph = helper.make_graph(
         g.nodes,
         "lstm_cli",
         [
-            helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "time", F]),
+            helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "time", F.pop()]),
             helper.make_tensor_value_info("lengths", TP.INT64, ["batch"]),
         ],
         [
@@ -247,17 +310,22 @@ def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
         "class index into metadata_props['classes']",
     )
     onnx_model.ir_version = ONNX_IR_VERSION
-    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    helper.set_model_props(onnx_model, export_metadata(model, classes, norm, transforms))
+    helper.set_model_props(onnx_model, metadata)
     onnx.checker.check_model(onnx_model, full_check=True)
     return onnx_model
 
 
 def export_onnx(trained, path) -> None:
-    """Write ``trained`` (an inference.TrainedModel) to ``path`` as ONNX, atomically."""
-    onnx_model = build_onnx_model(
-        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
-    )
+    """Write ``trained`` (an inference.TrainedModel, or a list of them: an ensemble) to
+    ``path`` as ONNX, atomically."""
+    members = trained if isinstance(trained, list) else [trained]
+    parts = [(tm.model, tm.mean, tm.std, tm.transforms) for tm in members]
+    classes = members[0].classes
+    if len(parts) == 1:
+        model, mean, std, transforms = parts[0]
+        onnx_model = build_onnx_model(model, classes, mean, std, transforms)
+    else:
+        onnx_model = build_onnx_ensemble(parts, classes)
     data = onnx_model.SerializeToString()
     try:
         atomic_write(path, lambda fh: fh.write(data))

@@ -34,14 +34,15 @@ def _zscore(g, x, valid, lengths, DOUBLE):
     dev = g.op("Where", [valid, g.op("Sub", [x, mean]), zero])
     var = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [dev, dev]), time], keepdims=1), lens])
     std = g.op("Sqrt", [var])
-    scale = g.op("Max", [g.op("Abs", [mean]), g.const("tf.one64", np.ones((), np.float64))])
+    one = g.const("tf.one64", np.ones((), np.float64))
+    scale = g.op("Max", [g.op("Abs", [mean]), one])
     tiny = g.op("Mul", [scale, g.const("tf.eps", np.array(1e-7, np.float64))])
-    std = g.op("Where", [g.op("LessOrEqual", [std, tiny]), "tf.one64", std])
+    std = g.op("Where", [g.op("LessOrEqual", [std, tiny]), one, std])
     return g.op("Div", [dev, std])
 
 
 def _padded_windows(g, x, T, k, tag):
-    """x (B, T, F) zero-padded on the time axis to ceil(T/k)*k steps -> (x', ceil(T/k))."""
+    """x (B, T, F) zero-padded on the time axis to ceil(T/k)*k steps -> (x', ceil(T/k), k)."""
     kk = _i64(g, f"tf.{tag}.k", k)
     Tk = g.op("Div", [g.op("Add", [T, _i64(g, f"tf.{tag}.km1", k - 1)]), kk])  # ceil(T/k)
     extra = g.op("Sub", [g.op("Mul", [Tk, kk]), T])
@@ -51,7 +52,7 @@ def _padded_windows(g, x, T, k, tag):
         [_i64(g, f"tf.{tag}.pads0", [0, 0, 0, 0]), extra, _i64(g, f"tf.{tag}.pads1", [0])],
         axis=0,
     )  # [B, T, F begin; B, T, F end]
-    return g.op("Pad", [x, pads]), Tk
+    return g.op("Pad", [x, pads]), Tk, kk
 
 
 def _ceil_lengths(g, lengths, k, tag):
@@ -60,11 +61,11 @@ def _ceil_lengths(g, lengths, k, tag):
 
 
 def _pool(g, x, T, lengths, k, F, DOUBLE):
-    xp, Tk = _padded_windows(g, x, T, k, "pool")
+    xp, Tk, kk = _padded_windows(g, x, T, k, "pool")
     windows = g.op("Reshape", [xp, _i64(g, "tf.pool.shape", [0, -1, k, F])])  # (B, T', k, F)
     sums = g.op("ReduceSum", [windows, _i64(g, "tf.pool.axis2", [2])], keepdims=0)
     window = g.op("Range", [_i64(g, "tf.pool.r0", 0), Tk, _i64(g, "tf.pool.r1", 1)])
-    starts = g.op("Mul", [window, "tf.pool.k"])  # (T',) first step of each window
+    starts = g.op("Mul", [window, kk])  # (T',) first step of each window
     left = g.op("Sub", [g.op("Unsqueeze", [lengths, _i64(g, "tf.pool.axis1", [1])]), starts])
     counts = g.op("Clip", [left, _i64(g, "tf.pool.lo", 1), _i64(g, "tf.pool.hi", k)])
     counts = g.op("Unsqueeze", [g.op("Cast", [counts], to=DOUBLE), _i64(g, "tf.pool.axis2b", [2])])
@@ -72,7 +73,7 @@ def _pool(g, x, T, lengths, k, F, DOUBLE):
 
 
 def _frame(g, x, T, lengths, k, F):
-    xp, Tk = _padded_windows(g, x, T, k, "frame")
+    xp, Tk, _ = _padded_windows(g, x, T, k, "frame")
     framed = g.op("Reshape", [xp, _i64(g, "tf.frame.shape", [0, -1, k * F])])
     return framed, Tk, _ceil_lengths(g, lengths, k, "frame")
 
