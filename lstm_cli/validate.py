@@ -85,7 +85,7 @@ class Constraint:
         raise NotImplementedError
 
     def description(self) -> str:
-        return self.describe() + (" or None" if self.nullable else "")
+        return self.describe() + (" or null (None)" if self.nullable else "")  # YAML (Python)
 
     def check(self, value: Any) -> Any:
         if value is None:

@@ -467,13 +467,13 @@ def test_empty_key_is_an_error(tmp_path, text, where):
         ),
         (
             "train: {clip_grad_norm: -1}",
-            "The 'train.clip_grad_norm' parameter must be a float in the range [0.0, inf) or None."
-            " Got -1 instead.",
+            "The 'train.clip_grad_norm' parameter must be a float in the range [0.0, inf)"
+            " or null (None). Got -1 instead.",
         ),
         (
             "train: {early_stopping: {patience: 0}}",
             "The 'train.early_stopping.patience' parameter must be an int in the range [1, inf)"
-            " or None. Got 0 instead.",
+            " or null (None). Got 0 instead.",
         ),
         (
             "model: {head: first}",
