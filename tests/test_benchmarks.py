@@ -179,11 +179,12 @@ def test_ensemble_check_holds_out_validation_and_pairs_the_arms(tmp_path):
     done = _run(
         [os.path.join(BENCH, "ensemble_check.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
          "--seeds", "0", "1", "--folds", "2", "--jobs", "1", "--work", str(tmp_path / "w"),
-         "--json", str(runs)],
+         "--json", str(runs), "--arms", "folds", "refit"],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in runs.read_text().splitlines()]
     assert [r["seed"] for r in rows] == [0, 1] and all(len(r["folds"]) == 2 for r in rows)
+    assert all(r["n_folds"] == 2 for r in rows)
     work = tmp_path / "w" / "tiny"
     n_train = len((work / "outer_train-0.jsonl").read_text().splitlines())
     n_valid = len((work / "outer_valid-0.jsonl").read_text().splitlines())
@@ -193,3 +194,12 @@ def test_ensemble_check_holds_out_validation_and_pairs_the_arms(tmp_path):
     assert rows[0]["folds"] == [summary["test"]["loss"], summary["test"]["accuracy"]]
     d = [r["folds"][0] - r["single"][0] for r in rows]
     assert f"loss {np.mean(d):+.4f} ± {np.std(d, ddof=1) / np.sqrt(2):.4f}" in done.stdout
+    # refit: all of the outer training file, no validation, the single model's best epoch
+    single = json.loads((work / "one-0" / "summary.json").read_text())
+    refit_dir = work / "refit-0"
+    epochs = [json.loads(line) for line in (refit_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["refit_epochs"] == single["best_epoch"] == len(epochs)
+    assert all(e.get("val_loss") is None for e in epochs), epochs[0]
+    refit = json.loads((refit_dir / "summary.json").read_text())
+    assert rows[0]["refit"] == [refit["test"]["loss"], refit["test"]["accuracy"]]
+    assert "refit - folds, paired by seed" in done.stdout
