@@ -5,6 +5,7 @@ lstm-eval / lstm-predict."""
 import csv
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,13 +13,20 @@ import yaml
 from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, predict
+from lstm_cli.cli import train as train_cli
 from lstm_cli.config import load_config
 from lstm_cli.data import SequenceDataset, load_dataset, write_jsonl
-from lstm_cli.data.framing import frame_steps, pool_steps, sequence_zscore, transform_dataset
+from lstm_cli.data.framing import (
+    frame_for_length,
+    frame_steps,
+    pool_steps,
+    sequence_zscore,
+    transform_dataset,
+)
 from lstm_cli.errors import CheckpointError, DataError
 from lstm_cli.inference import evaluate_dataset, load_trained, loss_and_probs
 from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
-from lstm_cli.training import fit
+from lstm_cli.training import config_for_resume, fit
 
 LENGTHS = [1, 2, 5, 7, 10, 3]  # includes 1 and lengths not divisible by k
 
@@ -219,3 +227,74 @@ def test_a_stored_frame_that_does_not_divide_the_input_size_is_refused(tmp_path,
     save_checkpoint(bad, ckpt.params, ckpt.meta)
     with pytest.raises(CheckpointError, match="config.data.frame"):
         load_trained(bad)
+
+
+@pytest.mark.parametrize(
+    "lengths, pool, steps, k",
+    [
+        ([150] * 5, 1, 25, 6),  # the shipped recipes' frames: GunPoint
+        ([251] * 3, 1, 26, 10),  # ArrowHead
+        ([427] * 4, 2, 27, 8),  # OSULeaf (pooled 214 steps)
+        ([1460] * 2, 1, 37, 40),  # ACSF1
+        ([10, 20, 30], 1, 4, 5),  # variable lengths: the median, 20
+        ([10, 20, 30, 41], 1, 5, 5),  # an even count: median 25
+        ([7, 9], 1, 100, 1),  # shorter than the target: no framing
+    ],
+)
+def test_frame_for_length_is_the_smallest_frame_that_fits_the_median(lengths, pool, steps, k):
+    got, median = frame_for_length(lengths, pool, steps)
+    assert got == k
+    assert math.ceil(median / k) <= steps
+    assert k == 1 or math.ceil(median / (k - 1)) > steps  # one less would not fit
+
+
+def test_frame_to_chooses_the_frame_and_the_run_records_it(tmp_path, long_files):
+    """data.frame_to trains exactly as data.frame k would, and the run folder and its
+    checkpoints record k (frame_to null), so eval, predict and resume apply k."""
+    lengths = np.diff(load_dataset(long_files["train"]).offsets)
+    k = math.ceil(np.median(-(-lengths // 2)) / 3)  # pool 2, at most 3 frames
+    assert k >= 2
+    path = _config(tmp_path, long_files, frame_to=3, pool=2)
+    logs = []
+    chosen = fit(load_config(path), progress=False, log=logs.append)
+    assert any(f"data.frame_to 3: frame {k} (median training length" in m for m in logs), logs
+    run = tmp_path / "run"
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert (saved["frame"], saved["frame_to"]) == (k, None)
+    tm = load_trained(str(run / "best.npz"))
+    assert tm.transforms["frame"] == k and tm.model.input_size == k
+
+    given = fit(
+        load_config(
+            _config(tmp_path, long_files, frame=k, pool=2), [f"output.dir={tmp_path / 'k'}"]
+        ),
+        progress=False,
+        log=lambda *a: None,
+    )
+    assert [h["val_loss"] for h in chosen.history] == [h["val_loss"] for h in given.history]
+    assert chosen.test_report == given.test_report
+
+    r = CliRunner().invoke(evaluate, [str(run), "--data", long_files["test"], "--json", "-"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["loss"] == pytest.approx(chosen.test_report["loss"], rel=1e-12)
+    more = fit(
+        config_for_resume(str(run), ["train.epochs=4"]), resume=True, progress=False, log=print
+    )
+    assert len(more.history) == 4 and more.trained.model.input_size == k
+
+
+def test_frame_to_with_a_frame_or_too_short_for_shift_is_a_config_error(tmp_path, long_files):
+    path = _config(tmp_path, long_files, frame_to=3)
+    for sets, fragments in (
+        (["data.frame=2"], ["'data.frame_to' (3)", "'data.frame' must stay 1 (it is 2)"]),
+        (
+            ["data.frame_to=1000", "train.augment.shift=true"],
+            ["'data.frame_to' 1000 gives frame 1", "train.augment.shift"],
+        ),
+    ):
+        args = ["--config", path, "--quiet"] + [a for kv in sets for a in ("--set", kv)]
+        result = CliRunner().invoke(train_cli, args)
+        assert result.exit_code == 3, result.output
+        assert all(f in result.output for f in fragments), result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "run").exists()

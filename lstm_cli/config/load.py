@@ -205,7 +205,13 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
                 f"{key!r} needs validation data, but 'data.valid' is null and"
                 " 'data.valid_fraction' is 0; set one of them.",
             )
-    if cfg.train.augment.shift and cfg.data.frame < 2:
+    if cfg.data.frame_to is not None and cfg.data.frame != 1:
+        raise ctx.fail(
+            "data.frame_to",
+            f"'data.frame_to' ({cfg.data.frame_to}) chooses the frame from the data, so"
+            f" 'data.frame' must stay 1 (it is {cfg.data.frame}); give one of them.",
+        )
+    if cfg.train.augment.shift and cfg.data.frame < 2 and cfg.data.frame_to is None:
         raise ctx.fail(
             "train.augment.shift",
             "'train.augment.shift' varies the framing phase, so it needs 'data.frame' >= 2"

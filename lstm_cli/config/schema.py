@@ -86,6 +86,7 @@ class DataConfig:
     normalize_per_sequence: bool = False  # z-score each sequence on its own, first
     pool: int = 1  # mean of each run of pool steps (after the per-sequence z-score)
     frame: int = 1  # stack frame steps into one step of frame*F features (after pool)
+    frame_to: int | None = None  # frame chosen: median training length <= frame_to steps
     bucket: bool = True  # batch sequences of similar length together
     csv: CsvConfig = field(default_factory=CsvConfig)
 
@@ -221,6 +222,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "data.normalize_per_sequence": Bool(),
     "data.pool": Interval(int, 1),
     "data.frame": Interval(int, 1),
+    "data.frame_to": Interval(int, 1, nullable=True),
     "data.bucket": Bool(),
     "data.csv.id_column": Str(),
     "data.csv.label_column": Str(),

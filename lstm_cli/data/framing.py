@@ -19,6 +19,7 @@ __all__ = [
     "sequence_zscore",
     "pool_steps",
     "frame_steps",
+    "frame_for_length",
     "transform_dataset",
 ]
 
@@ -76,6 +77,15 @@ def frame_steps(x, offsets, k):
     out = np.zeros((int(new_offsets[-1]), k, F), dtype=np.float64)
     out[frame, within % k] = np.asarray(x, dtype=np.float64)
     return out.reshape(-1, k * F), new_offsets
+
+
+def frame_for_length(lengths, pool, steps) -> tuple[int, float]:
+    """The frame (data.frame_to): the smallest k for which the median sequence of
+    ``lengths`` (raw steps), after ``pool``, is at most ``steps`` frames long, i.e.
+    k = max(1, ceil(median(ceil(T_n / pool)) / steps)). Returns (k, that median)."""
+    pooled = -(-np.asarray(lengths, dtype=np.int64) // pool)  # (N,) ceil(T_n / pool)
+    median = float(np.median(pooled))
+    return max(1, int(np.ceil(median / steps))), median
 
 
 def transform_dataset(ds, per_sequence=False, pool=1, frame=1):

@@ -22,7 +22,7 @@ from ..data import (
     stratified_folds,
     stratified_split,
 )
-from ..data.framing import transform_dataset
+from ..data.framing import frame_for_length, transform_dataset
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
 
@@ -43,6 +43,9 @@ class PreparedData:
     train_steps: SequenceDataset | None = None
     # (V,) the validation sequences' indices in data.train when carved from it; else None
     valid_index: np.ndarray | None = None
+    # the config as trained: data.frame_to resolved into data.frame (resolve_frame)
+    cfg: Config | None = None
+    frame_note: str | None = None  # how data.frame_to chose the frame, for the log
 
 
 def run_rng(cfg: Config) -> np.random.Generator:
@@ -81,6 +84,28 @@ def input_transform(cfg: Config, ds: SequenceDataset) -> SequenceDataset:
     return transform_dataset(ds, d.normalize_per_sequence, d.pool, d.frame)
 
 
+def resolve_frame(cfg: Config, raw: SequenceDataset) -> tuple[Config, str | None]:
+    """cfg with data.frame_to replaced by the frame it chooses on the whole training file
+    (data.framing.frame_for_length; the same for every member of an ensemble and every
+    rank), and a sentence saying so. The returned config (data.frame k, data.frame_to
+    null) is what the run folder and checkpoints record, so eval, predict, export and
+    resume apply that frame."""
+    d = cfg.data
+    if d.frame_to is None:
+        return cfg, None
+    k, median = frame_for_length(np.diff(raw.offsets), d.pool, d.frame_to)
+    if k < 2 and cfg.train.augment.shift:
+        raise ConfigError(
+            f"'data.frame_to' {d.frame_to} gives frame 1 for {d.train} (median length "
+            f"{median:g} steps after pooling), and 'train.augment.shift' needs a frame >= 2"
+        )
+    note = (
+        f"data.frame_to {d.frame_to}: frame {k} (median training length {median:g} steps"
+        f"{' after pool ' + str(d.pool) if d.pool > 1 else ''} -> {int(np.ceil(median / k))})"
+    )
+    return dataclasses.replace(cfg, data=dataclasses.replace(d, frame=k, frame_to=None)), note
+
+
 def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     """Load train/valid/test, apply the input transforms (per-sequence z-score, pool,
     frame) to whole sequences, carve the validation split (seeded, stratified) if needed,
@@ -91,6 +116,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     so no other rank reads a memory-mapped training file whole."""
     writer = comm is None or comm.rank == 0
     raw = load(cfg.data.train, cfg)
+    cfg, frame_note = resolve_frame(cfg, raw)
     raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
     raw_test = load(cfg.data.test, cfg) if cfg.data.test else None
     for other in (raw_valid, raw_test):  # the files' own feature counts, before framing
@@ -152,6 +178,8 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         digest,
         train_steps=steps,
         valid_index=None if valid is None else va_idx,
+        cfg=cfg,
+        frame_note=frame_note,
     )
 
 
