@@ -215,12 +215,32 @@ def test_too_few_sequences_for_the_folds_exit_4_before_anything_is_written(
     assert yaml.safe_load(open(cfg))["train"]["folds"] == n + 1
 
 
-def test_plotting_an_ensemble_folder_names_a_member(ensemble):
+def test_plotting_an_ensemble_folder_draws_its_members_and_out_of_fold_matrix(ensemble, tmp_path):
     from lstm_cli.cli import plot
 
-    r = CliRunner().invoke(plot, [ensemble[0], "--out", ensemble[0] + "-plots"])
-    assert r.exit_code == 4 and "lstm-plot " + os.path.join(ensemble[0], "fold-0") in r.stderr
-    assert not os.path.exists(ensemble[0] + "-plots")
+    pytest.importorskip("matplotlib")
+    figures = tmp_path / "plots"
+    r = CliRunner().invoke(plot, [ensemble[0], "--out", str(figures)])
+    assert r.exit_code == 0, r.output
+    expected = [f"fold-{i}/learning_curves.png" for i in range(K)]
+    expected += ["member_curves.png", "confusion_matrix.png"]
+    assert r.stdout.splitlines() == [f"wrote {figures / name}" for name in expected]
+    for name in expected:
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # unfinished (no summary.json): one line, exit 4, nothing drawn
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    os.remove(os.path.join(out, "summary.json"))
+    r = CliRunner().invoke(plot, [out, "--out", str(tmp_path / "none")])
+    assert r.exit_code == 4 and f"lstm-train --resume {out}" in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "none").exists()
+    # without matplotlib: exit 7 before any member is looked for
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "matplotlib", None)
+        mp.setitem(sys.modules, "matplotlib.pyplot", None)
+        r = CliRunner().invoke(plot, [out, "--out", str(tmp_path / "none")])
+    assert r.exit_code == 7 and "optional extra 'plot'" in r.stderr, r.output
 
 
 def test_eval_and_predict_take_the_ensemble_folder_and_only_its_members(ensemble, tmp_path):

@@ -35,24 +35,36 @@ from .common import CONTEXT, handles_errors
 def plot(run_dir, out_dir, report_path, quiet):
     """Draw learning curves (metrics.jsonl) and gradient flow (gradflow.jsonl) of RUN_DIR.
 
+    For a train.folds ensemble's folder: each member's figures in a subfolder, the
+    members' learning curves side by side and the out-of-fold confusion matrix.
     Needs the optional extra 'plot' (pip install 'lstm_cli[plot]'); exit 7 without it,
     exit 4 when a run file or the report is missing or malformed.
     """
-    from ..errors import DataError
-    from ..plot import plot_report, plot_run, read_report
-    from ..training.folds import MEMBER_DIR, is_ensemble_folder
+    from ..plot import plot_ensemble, plot_report, plot_run, read_report
+    from ..plot.figures import pyplot
+    from ..training.folds import is_ensemble_folder
 
-    if is_ensemble_folder(run_dir):
-        member = os.path.join(run_dir, MEMBER_DIR.format(0))
-        raise DataError(
-            f"{run_dir} holds a train.folds ensemble, whose members are the run folders; "
-            f"plot one of them, e.g. lstm-plot {member}"
-        )
     out_dir = out_dir or os.path.join(run_dir, "plots")
     report = read_report(report_path) if report_path else None
-    paths = plot_run(run_dir, out_dir)
+    if is_ensemble_folder(run_dir):
+        pyplot()  # a missing extra is exit 7 before any member is looked for
+        paths = plot_ensemble(run_dir, out_dir, _members(run_dir))
+    else:
+        paths = plot_run(run_dir, out_dir)
     if report is not None:
         paths += plot_report(report, out_dir, report_path)
     if not quiet:
         for path in paths:
             click.echo(f"wrote {path}")
+
+
+def _members(run_dir) -> list[str]:
+    """The run folders of the members RUN_DIR/summary.json lists (as lstm-eval reads them);
+    a missing or malformed summary is the plot reader's error (exit 4)."""
+    from ..errors import CheckpointError, DataError
+    from ..training.folds import run_checkpoints
+
+    try:
+        return [os.path.dirname(path) for path in run_checkpoints(run_dir)]
+    except CheckpointError as err:
+        raise DataError(str(err)) from None

@@ -1,7 +1,9 @@
 """Pictures of a run and of an evaluation (optional extra ``plot``: matplotlib, Agg backend).
 
 ``plot_run(run_dir, out_dir)`` draws what a run folder holds (learning curves from
-metrics.jsonl; gradient flow from gradflow.jsonl when present); ``plot_report(report,
+metrics.jsonl; gradient flow from gradflow.jsonl when present); ``plot_ensemble(run_dir,
+out_dir)`` a train.folds ensemble's folder (each member's figures in a subfolder, the
+members' curves side by side, the out-of-fold confusion matrix); ``plot_report(report,
 out_dir)`` the figures of one ``lstm-eval`` report (confusion matrix; accuracy by step and
 gate saturation when the report has ``by_step`` / ``gates``). Both return the written paths.
 The readers in ``runfiles`` need no matplotlib.
@@ -21,6 +23,7 @@ from .runfiles import (
     read_gradflow,
     read_metrics,
     read_report,
+    read_summary,
 )
 
 # figure file names (docs/diagnostics.md)
@@ -29,6 +32,7 @@ GRADIENT_FLOW = "gradient_flow.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 ACCURACY_BY_STEP = "accuracy_by_step.png"
 GATE_SATURATION = "gate_saturation.png"
+MEMBER_CURVES = "member_curves.png"
 
 
 def plot_run(run_dir, out_dir) -> list:
@@ -46,6 +50,31 @@ def plot_run(run_dir, out_dir) -> list:
     ]
     if flow:
         paths.append(figures.gradient_flow(flow, os.path.join(out_dir, GRADIENT_FLOW)))
+    return paths
+
+
+def plot_ensemble(run_dir, out_dir, members) -> list:
+    """PNGs of a train.folds ensemble's folder into out_dir: every member's plot_run in
+    out_dir/<member folder>, member_curves.png and the confusion matrix of the out-of-fold
+    report (RUN_DIR/summary.json). members: the members' run folders."""
+    figures.pyplot()
+    summary = read_summary(run_dir)
+    runs = []
+    for member in members:
+        rows = read_metrics(os.path.join(member, METRICS_FILE))
+        runs.append((os.path.basename(member), rows, best_epoch(member, rows)[0]))
+    check_report(summary["out_of_fold"], f"{run_dir}/summary.json 'out_of_fold'")
+    paths = []
+    for member in members:
+        paths += plot_run(member, os.path.join(out_dir, os.path.basename(member)))
+    name = os.path.basename(os.path.normpath(run_dir)) or "run"
+    paths.append(
+        figures.member_curves(runs, os.path.join(out_dir, MEMBER_CURVES), f"Ensemble {name}")
+    )
+    oof = os.path.join(out_dir, CONFUSION_MATRIX)
+    paths.append(
+        figures.confusion_matrix(summary["out_of_fold"], oof, "Out-of-fold confusion matrix")
+    )
     return paths
 
 
@@ -68,9 +97,11 @@ __all__ = [
     "GATE_SATURATION",
     "GRADIENT_FLOW",
     "LEARNING_CURVES",
+    "MEMBER_CURVES",
     "best_epoch",
     "check_gradflow_record",
     "check_report",
+    "plot_ensemble",
     "plot_report",
     "plot_run",
     "read_gradflow",

@@ -89,6 +89,35 @@ def learning_curves(rows, best, path, title="Training run"):
     return _save(plt, fig, path)
 
 
+def member_curves(members, path, title="Ensemble"):
+    """Validation and training loss per epoch of each member of an ensemble on one pair
+    of axes. members: (name, metrics.jsonl rows, best epoch or None) per member."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, rows, best) in enumerate(members):
+        color = colors[i % len(colors)]
+        for ax, key in zip(axes, ("val_loss", "train_loss")):
+            pts = [(r["epoch"], r[key]) for r in rows if _finite(r.get(key))]
+            if pts:
+                ax.plot(*zip(*pts), color=color, label=name)
+                if best is not None and ax is axes[0]:
+                    at = [v for e, v in pts if e == best]
+                    if at:
+                        ax.plot([best], at, "o", color=color, markersize=6)
+    for ax, what in zip(axes, ("validation", "training")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy loss")
+        ax.set_title(f"{what.capitalize()} loss per epoch")
+        lines = [v for line in ax.get_lines() for v in line.get_ydata()]
+        if lines and min(lines) > 0:
+            ax.set_yscale("log")
+        if ax.get_lines():
+            ax.legend(loc="best")
+    fig.suptitle(f"{title}: members' learning curves (dots: each member's best.npz epoch)")
+    return _save(plt, fig, path)
+
+
 def gradient_flow(records, path, max_epochs=5):
     """Mean |dL/dh_t| and |dL/dc_t| per step and per fraction of length, one row per layer."""
     plt = pyplot()
@@ -137,7 +166,7 @@ def gradient_flow(records, path, max_epochs=5):
     return _save(plt, fig, path)
 
 
-def confusion_matrix(report, path):
+def confusion_matrix(report, path, title="Confusion matrix"):
     """Counts and row-normalised (recall per true label) confusion matrices side by side."""
     plt = pyplot("lstm-eval --plot / lstm-plot --report")
     labels = [str(lbl) for lbl in report["labels"]]
@@ -167,7 +196,7 @@ def confusion_matrix(report, path):
                     text = format(data[i, j], fmt) if data[i, j] else "0"
                     ax.text(j, i, text, ha="center", va="center", color=colour)
     acc = np.trace(cm) / max(cm.sum(), 1)
-    fig.suptitle(f"Confusion matrix on {cm.sum()} sequences (accuracy {acc:.3f})")
+    fig.suptitle(f"{title} on {cm.sum()} sequences (accuracy {acc:.3f})")
     return _save(plt, fig, path)
 
 

@@ -1,4 +1,5 @@
-"""Readers for the files the pictures are drawn from: metrics.jsonl, gradflow.jsonl, an eval report.
+"""Readers for the files the pictures are drawn from: metrics.jsonl, gradflow.jsonl, an
+eval report, an ensemble's summary.json.
 
 Each reader checks what it returns, so a figure never meets a surprise: a missing file or
 a malformed line is one DataError naming the file (and line), exit 4 from the CLI.
@@ -83,6 +84,26 @@ def best_epoch(run_dir, rows):
         if have:
             return min(have, key=lambda r: r[key])["epoch"], key
     return None, None
+
+
+def read_summary(run_dir) -> dict:
+    """RUN_DIR/summary.json of a train.folds ensemble, with its out-of-fold report."""
+    path = os.path.join(run_dir, SUMMARY_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            summary = json.load(fh)
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: no such file (the ensemble has not finished; lstm-train --resume "
+            f"{run_dir} finishes it)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(summary, dict) or "out_of_fold" not in summary:
+        raise DataError(f"{path}: no 'out_of_fold' report (not an ensemble's summary)")
+    return summary
 
 
 def _number_list(obj, key, where, allow_null):
