@@ -195,6 +195,19 @@ def test_onnx_applies_the_input_transforms(tmp_path, head, bi, data):
         np.testing.assert_allclose(wide_probs, ref, rtol=0, atol=1e-5)
 
 
+def predict_csv_probs(tmp_path, checkpoint, x, lengths):
+    """The probabilities lstm-predict CHECKPOINT writes (6 digits) for the batch x, lengths."""
+    data = tmp_path / "d.jsonl"
+    with open(data, "w") as fh:
+        for b, n in enumerate(lengths):
+            fh.write(json.dumps({"x": x[b, :n].tolist(), "y": CLASSES[b % K]}) + "\n")
+    csv_out = tmp_path / "p.csv"
+    args = [checkpoint, "--data", data, "--output", csv_out, "--quiet"]
+    assert run(predict, args).exit_code == 0
+    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
+    return np.array([[float(v) for v in r[2:]] for r in rows])
+
+
 @pytest.mark.parametrize(
     "head, bi, data",
     [("all", False, None), ("mean", True, {"normalize_per_sequence": True, "pool": 2, "frame": 2})],
@@ -205,14 +218,7 @@ def test_onnx_matches_lstm_predict_csv(tmp_path, head, bi, data):
     ort = pytest.importorskip("onnxruntime")
     ckpt = make_checkpoint(tmp_path, head, 2, bidirectional=bi, data=data)
     x, lengths = batch()
-    data = tmp_path / "d.jsonl"
-    with open(data, "w") as fh:
-        for b, n in enumerate(lengths):
-            fh.write(json.dumps({"x": x[b, :n].tolist(), "y": CLASSES[b % K]}) + "\n")
-    csv_out = tmp_path / "p.csv"
-    assert run(predict, [ckpt, "--data", data, "--output", csv_out, "--quiet"]).exit_code == 0
-    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
-    predicted = np.array([[float(v) for v in r[2:]] for r in rows])
+    predicted = predict_csv_probs(tmp_path, ckpt, x, lengths)
     assert run(export, [ckpt, "--to", "onnx", tmp_path / "m.onnx"]).exit_code == 0
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     probs, _ = sess.run(None, {"x": x, "lengths": lengths})
@@ -271,14 +277,7 @@ def test_onnx_of_an_ensemble_folder_matches_lstm_predict(tmp_path):
         members.append(f"fold-{i}/best.npz")
     (run_dir / "summary.json").write_text(json.dumps({"members": members}))
     x, lengths = batch()
-    data = tmp_path / "d.jsonl"
-    with open(data, "w") as fh:
-        for b, n in enumerate(lengths):
-            fh.write(json.dumps({"x": x[b, :n].tolist(), "y": CLASSES[b % K]}) + "\n")
-    csv_out = tmp_path / "p.csv"
-    assert run(predict, [run_dir, "--data", data, "--output", csv_out, "--quiet"]).exit_code == 0
-    rows = [line.split(",") for line in csv_out.read_text().splitlines()[1:]]
-    predicted = np.array([[float(v) for v in r[2:]] for r in rows])
+    predicted = predict_csv_probs(tmp_path, run_dir, x, lengths)
     result = run(export, [run_dir, "--to", "onnx", tmp_path / "e.onnx", "--quiet"])
     assert result.exit_code == 0, result.output
     sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
