@@ -133,6 +133,29 @@ def test_resume_trains_only_the_members_that_did_not_finish(ensemble, tmp_path):
     assert after["out_of_fold"] == before["out_of_fold"] and after["test"] == before["test"]
 
 
+def test_resume_with_more_epochs_trains_every_member_longer(ensemble, tmp_path):
+    """As for a single run: --resume --set train.epochs=N continues finished members to N
+    epochs (and the ensemble's config.yaml and summary say so); fewer than they ran is
+    refused, changing nothing."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    epochs = load_config(os.path.join(out, "config.yaml")).train.epochs
+    r = _run("--resume", out, "--set", f"train.epochs={epochs - 1}")
+    assert r.exit_code == 3 and "train.epochs" in r.stderr, r.output
+    assert load_config(os.path.join(out, "config.yaml")).train.epochs == epochs
+    r = _run("--resume", out, "--set", f"train.epochs={epochs + 1}")
+    assert r.exit_code == 0, r.output
+    for i in range(K):
+        with open(os.path.join(out, f"fold-{i}", "metrics.jsonl"), encoding="utf-8") as fh:
+            assert len(fh.read().splitlines()) == epochs + 1
+    assert [m["epochs_run"] for m in _summary(out)["member_best"]] == [epochs + 1] * K
+    assert load_config(os.path.join(out, "config.yaml")).train.epochs == epochs + 1
+    members = [file_bytes(os.path.join(out, f"fold-{i}")) for i in range(K)]
+    r = _run("--resume", out, "--set", f"train.epochs={epochs + 1}")  # now nothing to do
+    assert r.exit_code == 0, r.output
+    assert [file_bytes(os.path.join(out, f"fold-{i}")) for i in range(K)] == members
+
+
 def test_resume_refuses_a_changed_config(ensemble, tmp_path):
     out = str(tmp_path / "ens")
     shutil.copytree(ensemble[0], out)

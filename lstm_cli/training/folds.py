@@ -119,7 +119,7 @@ def fit_folds(
     The data is checked (as member 0 reads it, which cuts every fold) before anything is
     written. overwrite:
     replace an earlier run in the folder; its files stay until this ensemble's summary is
-    written. resume: keep the members that finished (their summary.json), continue the one
+    written. resume: keep the members that finished (_member_finished), continue the ones
     with a last.npz, start the others; the config may change only as a run's may
     (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit) and names the
     ensemble's folder to resume. The other fit arguments are passed to each member.
@@ -151,7 +151,7 @@ def fit_folds(
         for fold in range(K):
             mcfg = member_config(cfg, fold)
             mdir = mcfg.output.dir
-            if resume and os.path.isfile(os.path.join(mdir, "summary.json")):
+            if resume and _member_finished(mcfg):
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
                 continue
             go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
@@ -186,6 +186,23 @@ def fit_folds(
         return result
     finally:
         lock.release()
+
+
+def _member_finished(mcfg: Config) -> bool:
+    """Whether the member in mcfg.output.dir has nothing left to train under mcfg: it wrote
+    its summary.json after exactly train.epochs epochs, or stopped early before them. Any
+    other member goes to fit(resume=True), as a single run would: a larger train.epochs
+    trains it longer, a smaller one than it ran is refused there."""
+    path = os.path.join(mcfg.output.dir, "summary.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            summary = json.load(fh)
+        done, epochs = summary["epochs_run"], mcfg.train.epochs
+        return done == epochs or (bool(summary["stopped_early"]) and done < epochs)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a finished run's summary ({err})") from None
 
 
 def _resume_hint(err: Interrupted, who: str, run_dir) -> Interrupted:
