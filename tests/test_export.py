@@ -288,7 +288,6 @@ def test_onnx_of_an_ensemble_folder_matches_lstm_predict(tmp_path):
 @pytest.mark.parametrize(
     "second, target, fragments",
     [
-        (dict(seed=4), "pytorch", ["2 models", "member by member", "--to onnx"]),
         (dict(seed=4, classes=["a", "b", "c", "d"]), "onnx", ["labels", "differ"]),
         (dict(seed=4, data={"pool": 2}, norm=False), None, None),  # same raw features: fine
     ],
@@ -303,6 +302,18 @@ def test_export_of_several_checkpoints_that_cannot_be_one_file(tmp_path, second,
         assert result.exit_code == 0, result.output
         return
     one_error_line(result, 5, *fragments)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_an_ensemble_of_members_reading_different_features_is_exit_5(tmp_path, target):
+    pytest.importorskip("onnx" if target == "onnx" else "safetensors")
+    wide = LSTMClassifier(F + 1, H, K, seed=0)
+    other = tmp_path / "wide.npz"
+    save_checkpoint(other, wide.params, {"model": wide.spec(), "classes": CLASSES})
+    out = tmp_path / "out.bin"
+    result = run(export, [make_checkpoint(tmp_path), other, "--to", target, out])
+    one_error_line(result, 5, "different numbers of features per step ([3, 4])")
     assert not out.exists()
 
 
@@ -461,6 +472,39 @@ def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
             with torch.no_grad():
                 probs = model(torch.from_numpy(xb), torch.from_numpy(lengths)).numpy()
             np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_pytorch_ensemble_is_the_mean_of_its_members(tmp_path):
+    """Several checkpoints export to one safetensors file that the printed module loads as
+    an Ensemble of Classifiers (members.{i}.* keys), each with its own transforms and
+    normalisation; lstm-import refuses the file (one model only)."""
+    pytest.importorskip("safetensors")
+    torch = pytest.importorskip("torch")
+    from safetensors import safe_open
+
+    ckpts = _ensemble(tmp_path)
+    out = tmp_path / "e.safetensors"
+    result = run(export, [*ckpts, "--to", "pytorch", out])
+    assert result.exit_code == 0, result.output
+    assert "Ensemble of 3" in result.stderr
+    namespace = {}
+    exec(result.stdout, namespace)
+    torch.set_num_threads(1)
+    model, classes = namespace["load_classifier"](str(out))
+    assert classes == CLASSES and len(model.members) == 3
+    assert [m.head for m in model.members] == ["last", "mean", "all"]
+    with safe_open(str(out), "np") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    assert {k.split(".")[1] for k in keys} == {"0", "1", "2"}
+    assert [m["head"] for m in json.loads(meta["members"])] == ["last", "mean", "all"]
+    for garbage in (np.nan, 1e30):
+        x, lengths = batch(garbage)
+        ref = np.mean([transformed_reference(c, x, lengths) for c in ckpts], axis=0)
+        with torch.no_grad():
+            probs = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+        np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+    one_error_line(run(import_, [out, tmp_path / "back.npz"]), 5, "holds an ensemble")
+    assert not (tmp_path / "back.npz").exists()
 
 
 def test_pytorch_state_dict_names_and_safetensors_metadata(tmp_path):

@@ -297,15 +297,17 @@ def test_eval_of_an_unfinished_ensemble_or_run_folder_exits_5(ensemble, tmp_path
     assert "Traceback" not in r.output
 
 
-def test_export_takes_a_run_folder_and_names_a_member_of_an_ensemble(ensemble, tmp_path):
+def test_export_takes_an_ensemble_folder_or_one_member(ensemble, tmp_path):
     from lstm_cli.cli import export
 
     pytest.importorskip("safetensors")
+    from safetensors import safe_open
+
     out = ensemble[0]
     r = CliRunner().invoke(export, [out, "--to", "pytorch", str(tmp_path / "e.safetensors")])
-    assert r.exit_code == 5, r.output
-    assert "lstm-export " + os.path.join(out, "fold-0", "best.npz") in r.stderr
-    assert not (tmp_path / "e.safetensors").exists()
+    assert r.exit_code == 0 and f"Ensemble of {K}" in r.stderr, r.output
+    with safe_open(str(tmp_path / "e.safetensors"), "np") as f:
+        assert len(json.loads(f.metadata()["module_args"])) == K
     member = os.path.join(out, "fold-1")
     for name, source in (("dir", member), ("file", os.path.join(member, "best.npz"))):
         r = CliRunner().invoke(

@@ -36,21 +36,14 @@ def export(checkpoints, target, out, quiet):
     """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors).
 
     A run folder stands for its best.npz. Several checkpoints, or a train.folds
-    ensemble's folder, export to ONNX as one graph averaging the members' probabilities
-    (as lstm-eval does); to PyTorch, one member at a time.
+    ensemble's folder, export as one file averaging the members' probabilities (as
+    lstm-eval does): one ONNX graph, or one PyTorch Ensemble module.
     """
     from ..ensemble import check_members
-    from ..errors import CheckpointError
     from ..inference import load_trained
     from .evaluate import checkpoint_files
 
     files = checkpoint_files(checkpoints)
-    if len(files) > 1 and target == "pytorch":
-        raise CheckpointError(
-            f"{len(files)} models: PyTorch export takes one model, so an ensemble exports "
-            f"member by member, e.g. lstm-export {files[0]} --to pytorch ... "
-            "(--to onnx writes the whole ensemble as one graph)"
-        )
     if target == "pytorch" and out.lower().endswith((".pt", ".pth")):
         raise click.BadParameter(
             f"{out}: write a .safetensors file (a .pt/.pth name says pickle)", param_hint="OUT"
@@ -71,8 +64,11 @@ def export(checkpoints, target, out, quiet):
     else:
         from ..export.torch_state import PYTORCH_MODULE, export_pytorch
 
-        export_pytorch(tm, out)
+        export_pytorch(tms if len(tms) > 1 else tm, out)
         what = "a PyTorch nn.LSTM + nn.Linear state_dict (safetensors)"
+        if len(tms) > 1:
+            what = f"a PyTorch Ensemble of {len(tms)} nn.LSTM + nn.Linear members (safetensors)"
+            what += ", the mean of their probabilities; the first member"
         if not quiet:
             click.echo("# Load it in PyTorch with:  model, classes = load_classifier(path)")
             click.echo(PYTORCH_MODULE, nl=False)

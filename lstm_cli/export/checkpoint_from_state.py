@@ -259,6 +259,11 @@ def checkpoint_from_state(path, settings=None, sources=None):
     path = os.fspath(path)
     sources = sources or {}
     state, file_meta = read_state(path)
+    if "members" in file_meta or any(k.startswith("members.") for k in state):
+        raise CheckpointError(
+            f"{path} holds an ensemble (lstm-export of several checkpoints); lstm-import "
+            "takes one model: export the members one by one to import them"
+        )
     given = {k: v for k, v in (settings or {}).items() if v is not None}
     from_file = file_settings(file_meta)
     bi = given.get("bidirectional", from_file.get("bidirectional"))

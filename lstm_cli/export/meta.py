@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .. import __version__
+from ..errors import CheckpointError
 
 
 def export_metadata(model, classes, normalization, transforms=None) -> dict:
@@ -31,3 +32,34 @@ def export_metadata(model, classes, normalization, transforms=None) -> dict:
             }
         ),
     }
+
+
+SHARED_KEYS = ("format", "lstm_cli_version", "classes")
+
+
+def ensemble_metadata(metas) -> dict:
+    """The metadata of an ensemble file from its members' (each as export_metadata or a
+    format's own version of it): the shared keys once, and ``members``, a JSON list of
+    each member's other keys."""
+    out = {k: metas[0][k] for k in SHARED_KEYS}
+    out["members"] = json.dumps(
+        [{k: v for k, v in m.items() if k not in SHARED_KEYS} for m in metas]
+    )
+    return out
+
+
+def raw_features(model, transforms) -> int:
+    """The features of one raw input step: the model's input size before framing."""
+    return model.input_size // (transforms or {}).get("frame", 1)
+
+
+def members_raw_features(members) -> int:
+    """The raw features per step every (model, transforms) member reads, or a
+    CheckpointError when they differ (an ensemble file has one input)."""
+    F = {raw_features(model, transforms) for model, transforms in members}
+    if len(F) != 1:
+        raise CheckpointError(
+            f"the members read different numbers of features per step ({sorted(F)}); "
+            "an ensemble's members must read the same input"
+        )
+    return F.pop()

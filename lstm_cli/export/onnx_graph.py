@@ -24,15 +24,13 @@ takes the builder and the names of its inputs and returns the names of its outpu
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .. import __version__
-from ..errors import CheckpointError, LstmCliError
+from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
-from .meta import export_metadata
+from .meta import ensemble_metadata, export_metadata, members_raw_features, raw_features
 from .onnx_transforms import add_transforms, transforms_on
 
 ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input), ReduceMax-13
@@ -183,12 +181,6 @@ def _check_head(model) -> None:
         )
 
 
-def raw_features(model, transforms) -> int:
-    """The features of one raw input step: the model's input size before framing."""
-    t = transforms if transforms_on(transforms) else {}
-    return model.input_size // t.get("frame", 1)
-
-
 def _member_probs(g, TP, model, mean, std, transforms):
     """Nodes from the graph inputs x, lengths to one model's probabilities (B, K)."""
     p, lengths = model.params, "lengths"
@@ -257,21 +249,12 @@ def build_onnx_ensemble(members, classes):
     ``classes`` and ``members``: a JSON list of each member's metadata as
     build_onnx_model writes it (without format, version and classes).
     """
-    shared = ("format", "lstm_cli_version", "classes")
-    metas = [_metadata(member, classes) for member in members]
-    meta = {k: metas[0][k] for k in shared}
-    meta["members"] = json.dumps([{k: v for k, v in m.items() if k not in shared} for m in metas])
-    return _build(members, classes, meta)
+    return _build(members, classes, ensemble_metadata([_metadata(m, classes) for m in members]))
 
 
 def _build(members, classes, metadata):
     """The graph of ``members`` (their probabilities averaged when more than one)."""
-    F = {raw_features(m, t) for m, _, _, t in members}
-    if len(F) != 1:
-        raise CheckpointError(
-            f"the members read different numbers of features per step ({sorted(F)}); "
-            "an ensemble's members must read the same input"
-        )
+    F = members_raw_features([(m, t) for m, _, _, t in members])
     for model, *_ in members:
         _check_head(model)
     onnx = _onnx()
@@ -291,7 +274,7 @@ def _build(members, classes, metadata):
         g.nodes,
         "lstm_cli",
         [
-            helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "time", F.pop()]),
+            helper.make_tensor_value_info("x", TP.FLOAT, ["batch", "time", F]),
             helper.make_tensor_value_info("lengths", TP.INT64, ["batch"]),
         ],
         [

@@ -11,6 +11,10 @@ take the two apart again without rounding (an exact round trip). Arrays keep the
 
 The file's metadata (str -> str) holds the labels, normalisation, head, forget_bias and
 ``module_args`` (JSON keyword arguments of ``PYTORCH_MODULE``'s class).
+
+An ensemble (several TrainedModels) is one file of an ``Ensemble`` module: member i's keys
+are prefixed ``members.{i}.``, ``module_args`` is the list of the members' arguments, and
+the metadata is meta.ensemble_metadata of the members' (labels once, ``members``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..nn.interop import to_pytorch
 from ..store.atomic import atomic_write
-from .meta import export_metadata
+from .meta import ensemble_metadata, export_metadata, members_raw_features
 
 PYTORCH_FORMAT = "lstm_cli.pytorch/1"
 
@@ -84,10 +88,20 @@ class Classifier(torch.nn.Module):
         return (self.fc(y).softmax(-1) * valid).sum(1) / lengths[:, None]
 
 
+class Ensemble(torch.nn.Module):  # several Classifiers: the mean of their probabilities
+    def __init__(self, members):  # a list of Classifier keyword arguments
+        super().__init__()
+        self.members = torch.nn.ModuleList(Classifier(**kwargs) for kwargs in members)
+
+    def forward(self, x, lengths):
+        return torch.stack([member(x, lengths) for member in self.members]).mean(0)
+
+
 def load_classifier(path):
     with safe_open(path, "pt") as f:
         meta = f.metadata()
-    model = Classifier(**json.loads(meta["module_args"]))
+    args = json.loads(meta["module_args"])  # a list for an ensemble
+    model = Ensemble(args) if isinstance(args, list) else Classifier(**args)
     model.load_state_dict(load_file(path))
     return model.eval(), json.loads(meta["classes"])
 """
@@ -148,12 +162,22 @@ def _sorted_header(data: bytes) -> bytes:
 
 
 def export_pytorch(trained, path) -> None:
-    """Write ``trained`` (an inference.TrainedModel) to ``path`` as safetensors, atomically."""
+    """Write ``trained`` (an inference.TrainedModel, or a list of them: an ensemble) to
+    ``path`` as safetensors, atomically."""
     st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
-    state = torch_state_dict(trained.model)
-    meta = torch_metadata(
-        trained.model, trained.classes, trained.mean, trained.std, trained.transforms
-    )
+    members = trained if isinstance(trained, list) else [trained]
+    metas = [torch_metadata(tm.model, tm.classes, tm.mean, tm.std, tm.transforms) for tm in members]
+    if len(members) == 1:
+        state, meta = torch_state_dict(trained.model), metas[0]
+    else:
+        members_raw_features([(tm.model, tm.transforms) for tm in members])
+        state = {
+            f"members.{i}.{name}": array
+            for i, tm in enumerate(members)
+            for name, array in torch_state_dict(tm.model).items()
+        }
+        meta = ensemble_metadata(metas)
+        meta["module_args"] = json.dumps([json.loads(m["module_args"]) for m in metas])
     data = _sorted_header(st.save(state, metadata=meta))
     try:
         atomic_write(path, lambda fh: fh.write(data))
