@@ -236,15 +236,21 @@ def _ensemble(tmp_path):
     return [make_checkpoint(tmp_path, name=f"e{i}.npz", **kw) for i, kw in enumerate(ENSEMBLE)]
 
 
+def _export_ensemble(tmp_path, target):
+    """The ENSEMBLE checkpoints, the file lstm-export wrote of them to ``target``, its result."""
+    ckpts = _ensemble(tmp_path)
+    out = tmp_path / ("e.onnx" if target == "onnx" else "e.safetensors")
+    result = run(export, [*ckpts, "--to", target, out])
+    assert result.exit_code == 0, result.output
+    return ckpts, out, result
+
+
 def test_onnx_of_several_checkpoints_is_their_mean_probability(tmp_path):
     """One graph, each member with its own transforms and normalisation inside, computes
     lstm_cli.ensemble's mean of the members' probabilities on raw padded input."""
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    ckpts = _ensemble(tmp_path)
-    out = tmp_path / "e.onnx"
-    result = run(export, [*ckpts, "--to", "onnx", out])
-    assert result.exit_code == 0, result.output
+    ckpts, out, result = _export_ensemble(tmp_path, "onnx")
     assert "the mean of 3 members' probabilities" in result.stderr
     model = onnx.load(str(out))
     assert [o.op_type for o in model.graph.node].count("LSTM") == 4
@@ -482,10 +488,7 @@ def test_pytorch_ensemble_is_the_mean_of_its_members(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors import safe_open
 
-    ckpts = _ensemble(tmp_path)
-    out = tmp_path / "e.safetensors"
-    result = run(export, [*ckpts, "--to", "pytorch", out])
-    assert result.exit_code == 0, result.output
+    ckpts, out, result = _export_ensemble(tmp_path, "pytorch")
     assert "Ensemble of 3" in result.stderr
     namespace = {}
     exec(result.stdout, namespace)
