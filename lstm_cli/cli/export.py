@@ -33,7 +33,7 @@ _TARGETS = ("onnx", "pytorch")
 @click.option("--quiet", is_flag=True, help="Print nothing (no summary, no PyTorch module).")
 @handles_errors
 def export(checkpoints, target, out, quiet):
-    """Export the model in CHECKPOINT to OUT (ONNX or PyTorch safetensors).
+    """Export the model in CHECKPOINTS to OUT (ONNX or PyTorch safetensors).
 
     A run folder stands for its best.npz. Several checkpoints, or a train.folds
     ensemble's folder, export as one file averaging the members' probabilities (as

@@ -18,6 +18,10 @@ Graph (opset ``ONNX_OPSET``, all float32; docs/export.md draws it):
 * outputs ``probabilities`` (batch, classes) float32 and ``label`` (batch,) int64, the
   class index; the labels themselves are in ``metadata_props["classes"]`` (JSON).
 
+An ensemble (build_onnx_ensemble) is one graph with the same inputs and outputs: every
+member's nodes as above, its constants named ``member{i}.``..., then ``probabilities`` =
+the ``Mean`` of the members' probabilities.
+
 A new layer kind or head is one more entry in ``_LAYERS`` / ``_HEADS``: each function
 takes the builder and the names of its inputs and returns the names of its outputs.
 """
