@@ -11,7 +11,9 @@ top-layer state h_t is at hand:
   averages its per-step probabilities (and per-step losses) over steps 0 .. L_p - 1.
   That is the result of running the model on the truncated sequence (tested). A
   bidirectional model's reverse direction starts at the prefix's own last step, so it
-  is run on each truncated batch instead (one forward of the model per percent).
+  is run on each truncated batch instead (one forward of the model per percent). An
+  ensemble (``ensemble_by_step``) cuts the data file's own sequences and averages its
+  members' probabilities on each prefix, every member transforming it as trained.
 * **gates**: per layer (and direction), the distribution over valid steps (and units) of
   the input (i), forget (f) and output (o) gate values: mean, fraction above 0.95 and
   below 0.05, and a histogram over [0, 1].
@@ -28,6 +30,7 @@ import numpy as np
 
 from .data import SequenceDataset, make_batches, pad_batch
 from .errors import LstmCliError
+from .inference import check_features, predict_dataset
 from .nn.lstm import lstm_step_backward, lstm_step_forward
 from .nn.reference import reverse_steps
 
@@ -37,6 +40,13 @@ _GATE_SLICE = {"input": 0, "forget": 2, "output": 3}
 HIGH, LOW = 0.95, 0.05  # saturation thresholds
 HIST_BINS = 20  # equal-width histogram bins over [0, 1]
 FRACTION_BINS = 10  # gradflow: fraction-of-length bins ((k-1)/10, k/10], k = 1..10
+
+
+def by_step_subject(by_step) -> str:
+    """What a ``by_step`` report describes, for a title: "last head" or, from
+    ensemble_by_step, "ensemble of M"."""
+    head = str(by_step.get("head", "?"))
+    return head if head.startswith("ensemble") else f"{head} head"
 
 
 def prefix_lengths(lengths, percents=PERCENTS) -> np.ndarray:
@@ -245,6 +255,47 @@ def diagnose(
     if gst is not None:
         out["gates"] = gst.result()
     return out
+
+
+def _prefixes(raw: SequenceDataset, rows, prefix) -> SequenceDataset:
+    """Sequences ``rows`` of ``raw``, each cut to its first ``prefix`` (len(rows),) steps."""
+    x = np.asarray(raw.x)
+    seqs = [x[raw.offsets[r] : raw.offsets[r] + n] for r, n in zip(rows, prefix)]
+    return SequenceDataset.from_sequences(seqs, None, raw.source, x.dtype)
+
+
+def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
+    """The report's ``by_step`` of an ensemble: accuracy and loss of the averaged
+    probabilities when each sequence is cut to its first max(1, ceil(p L / 100)) steps.
+
+    members: (TrainedModel, the data file as that member reads it, *before* its input
+    transforms) pairs; each member transforms every prefix as it was trained, so L and
+    ``mean_steps`` count the file's own steps. y (N,): class indices, -1 for an unknown
+    label (left out, as in diagnose)."""
+    known = np.flatnonzero(np.asarray(y) >= 0)
+    yk = np.asarray(y)[known]
+    raw0 = members[0][1]
+    cut = prefix_lengths(np.diff(raw0.offsets)[known], percents)  # (P, n)
+    accuracy, loss = [], []
+    for prefix in cut:
+        total = None
+        for tm, raw in members:
+            ds = tm.prepare(_prefixes(raw, known, prefix))
+            check_features(ds, tm)
+            p = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+            total = p if total is None else total + p
+        P = total / len(members)  # (n, K)
+        accuracy.append(float((P.argmax(1) == yk).mean()))
+        p_true = np.maximum(P[np.arange(yk.size), yk], np.finfo(np.float64).tiny)
+        loss.append(float(-np.log(p_true).mean()))
+    return {
+        "head": f"ensemble of {len(members)}",
+        "percent": list(percents),
+        "accuracy": accuracy,
+        "loss": loss,
+        "mean_steps": cut.mean(axis=1).tolist(),
+        "n": int(yk.size),
+    }
 
 
 # ------------------------------------------------------------------ gradient flow records

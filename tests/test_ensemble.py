@@ -83,10 +83,43 @@ def test_members_with_other_labels_are_refused(members, tmp_path):
         assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("flag", ["--by-step", "--gates"])
-def test_one_model_diagnostics_need_one_checkpoint(members, flag):
-    result = CliRunner().invoke(evaluate, [*members, "--data", DATA, flag])
+def test_gates_need_one_checkpoint(members):
+    result = CliRunner().invoke(evaluate, [*members, "--data", DATA, "--gates"])
     assert result.exit_code == 2 and "give one checkpoint" in result.stderr
+
+
+def _report(args):
+    result = CliRunner().invoke(evaluate, [*args, "--data", DATA, "--json", "-"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_by_step_of_an_ensemble_averages_the_members_on_each_prefix(members, tmp_path):
+    """--by-step takes an ensemble: each member classifies every prefix (cut on the file's
+    own steps, then transformed as it was trained) and their probabilities are averaged.
+    Two copies of one unframed model are that model: its own by_step, to rounding; at
+    100 % the figures are the ensemble's report."""
+    twin = tmp_path / "twin.npz"
+    twin.write_bytes(pathlib.Path(members[0]).read_bytes())
+    one = _report([members[0], "--by-step"])["by_step"]
+    two = _report([members[0], str(twin), "--by-step"])["by_step"]
+    assert two["head"] == "ensemble of 2" and two["percent"] == one["percent"]
+    assert two["accuracy"] == one["accuracy"] and two["mean_steps"] == one["mean_steps"]
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-6)  # float32 model
+    report = _report([*members, "--by-step"])  # members b frames 2 steps into one
+    bs = report["by_step"]
+    assert bs["accuracy"][-1] == pytest.approx(report["accuracy"])
+    assert bs["loss"][-1] == pytest.approx(report["loss"], rel=1e-9)
+    assert bs["accuracy"][0] != bs["accuracy"][-1] and bs["n"] == report["n"]
+
+
+def test_plot_of_an_ensemble_draws_its_figures_but_no_gates(members, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "figures"
+    result = CliRunner().invoke(evaluate, [*members, "--data", DATA, "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_by_step.png", "confusion_matrix.png"]
+    assert "ensemble of 2" in result.stdout
 
 
 @pytest.mark.parametrize("count", [1, 2])

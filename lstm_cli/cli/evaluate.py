@@ -10,11 +10,13 @@ from ..data import FORMATS
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
-def load_data_for(tm, data_path, fmt, require_labels):
+def load_data_for(tm, data_path, fmt, require_labels, prepare=True):
+    """The data file as ``tm`` reads it (its CSV options) and, with prepare, transforms it
+    (the training run's per-sequence z-score, pooling and framing)."""
     from ..data import load_dataset
 
     ds = load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
-    return tm.prepare(ds)  # the training run's per-sequence z-score, pooling and framing
+    return tm.prepare(ds) if prepare else ds
 
 
 def checkpoint_files(paths) -> list[str]:
@@ -100,7 +102,9 @@ def _render_by_step(bs) -> str:
         [f"{p} %", f"{s:.1f}", f"{a:.4f}", f"{v:.4f}"]
         for p, s, a, v in zip(bs["percent"], bs["mean_steps"], bs["accuracy"], bs["loss"])
     ]
-    title = f"accuracy by part of each sequence seen ({bs['head']} head, {bs['n']} sequences)"
+    from ..diagnostics import by_step_subject
+
+    title = f"accuracy by part of each sequence seen ({by_step_subject(bs)}, {bs['n']} sequences)"
     return title + "\n" + format_table(["seen", "mean steps", "accuracy", "loss"], rows, "rrrr")
 
 
@@ -199,7 +203,7 @@ def _checkpoint_and_data(data_help):
     "--gates",
     is_flag=True,
     help="Also report per-layer statistics of the input/forget/output gate values "
-    "(mean, share above 0.95 and below 0.05; key gates).",
+    "(mean, share above 0.95 and below 0.05; key gates). One checkpoint only.",
 )
 @click.option(
     "--plot",
@@ -207,7 +211,8 @@ def _checkpoint_and_data(data_help):
     type=click.Path(file_okay=False),
     default=None,
     help="Write the eval figures (confusion matrix, accuracy by step, gate saturation) as "
-    "PNGs into this folder; implies --by-step and --gates; needs the extra 'plot'.",
+    "PNGs into this folder; implies --by-step and (one checkpoint) --gates; needs the extra "
+    "'plot'.",
 )
 @click.option("--quiet", is_flag=True, help="Do not print the tables.")
 @handles_errors
@@ -236,16 +241,16 @@ def evaluate(
         [("--json", json_out), ("--predictions", predictions)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
-    if len(checkpoints) > 1 and (by_step or gates or plot_dir):
+    if len(checkpoints) > 1 and gates:
         raise click.UsageError(
-            "--by-step, --gates and --plot describe one model; give one checkpoint "
-            "(of an ensemble: one member's)"
+            "--gates describes one model; give one checkpoint (of an ensemble: one "
+            "member's). --by-step and --plot take an ensemble"
         )
     if plot_dir:
         from ..plot.figures import pyplot
 
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
-        by_step = gates = True
+        by_step, gates = True, len(checkpoints) == 1
     members = _members(checkpoints, data_path, fmt, require_labels=True)
     tm, ds = members[0]
     if len(members) == 1:
@@ -256,7 +261,12 @@ def evaluate(
 
         report, probs, y = evaluate_ensemble(members, batch_size, allow_unknown)
         report["checkpoints"] = list(checkpoints)
-    if by_step or gates:
+    if len(members) > 1 and by_step:
+        from ..diagnostics import ensemble_by_step
+
+        raws = [(t, load_data_for(t, data_path, fmt, True, prepare=False)) for t, _ in members]
+        report["by_step"] = ensemble_by_step(raws, y, batch_size)
+    elif by_step or gates:
         report.update(_diagnostics(tm, ds, y, by_step, gates, batch_size))
     if not quiet and json_out != "-":
         click.echo(_render_report(report))

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ..diagnostics import by_step_subject
 from ..errors import LstmCliError
 from ..extras import require
 
@@ -224,7 +225,7 @@ def accuracy_by_step(report, path):
     steps = bs.get("mean_steps")
     extra = f"; on average {steps[0]:.1f} to {steps[-1]:.1f} steps" if steps else ""
     fig.suptitle(
-        f"Early classification ({bs.get('head', '?')} head, {bs.get('n', '?')} sequences{extra})"
+        f"Early classification ({by_step_subject(bs)}, {bs.get('n', '?')} sequences{extra})"
     )
     return _save(plt, fig, path)
 
