@@ -334,11 +334,19 @@ def test_parallel_members_give_the_same_ensemble(ensemble, tmp_path):
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_jobs_without_folds_is_a_usage_error(ensemble, tmp_path):
+def test_jobs_with_one_model_trains_it_here_and_says_so(ensemble, tmp_path):
+    """A script may pass --jobs to every recipe: a single-model one just trains, with the
+    same result as without it."""
     config = os.path.join(ensemble[0], "fold-0", "config.yaml")  # a member: one model
-    r = _run("--config", config, "--output", str(tmp_path / "x"), "--jobs", "2")
-    assert r.exit_code == 2 and "train.folds" in r.stderr, r.output
-    assert not (tmp_path / "x").exists()
+    runs = {}
+    for jobs in ("1", "2"):
+        out = str(tmp_path / f"j{jobs}")
+        r = CliRunner().invoke(train, ["--config", config, "--output", out, "--jobs", jobs])
+        assert r.exit_code == 0, r.output
+        assert ("trained in this process" in r.stderr) is (jobs == "2"), r.stderr
+        runs[jobs] = _summary(out)
+    assert runs["1"]["test"] == runs["2"]["test"]
+    assert runs["1"]["best_value"] == runs["2"]["best_value"]
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -49,7 +49,8 @@ from .common import CONTEXT, handles_errors
     default=1,
     show_default=True,
     help="With train.folds: train this many members at a time, each in its own process "
-    "(same result; no progress bars, each member's lines prefixed with its fold).",
+    "(same result; no progress bars, each member's lines prefixed with its fold). One "
+    "model trains in this process whatever --jobs says.",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no per-epoch lines.")
@@ -82,8 +83,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
-    if jobs > 1 and not is_ensemble(cfg):
-        raise click.UsageError("--jobs trains the members of a train.folds ensemble in parallel")
+    if jobs > 1 and not is_ensemble(cfg) and not quiet:  # one model: nothing to run beside it
+        click.echo(f"--jobs {jobs}: one model (no train.folds), trained in this process", err=True)
     source = config_path or os.path.join(
         resume_dir, "config.yaml" if is_ensemble(cfg) else "last.npz"
     )
