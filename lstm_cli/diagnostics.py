@@ -275,7 +275,7 @@ def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
     known = np.flatnonzero(np.asarray(y) >= 0)
     yk = np.asarray(y)[known]
     raw0 = members[0][1]
-    cut = prefix_lengths(np.diff(raw0.offsets)[known], percents)  # (P, n)
+    cut = prefix_lengths(raw0.lengths[known], percents)  # (P, n)
     accuracy, loss = [], []
     for prefix in cut:
         total = None

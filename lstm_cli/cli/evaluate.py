@@ -10,13 +10,17 @@ from ..data import FORMATS
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
-def load_data_for(tm, data_path, fmt, require_labels, prepare=True):
-    """The data file as ``tm`` reads it (its CSV options) and, with prepare, transforms it
-    (the training run's per-sequence z-score, pooling and framing)."""
+def read_data_for(tm, data_path, fmt, require_labels):
+    """The data file as ``tm`` reads it (its CSV options), before its input transforms."""
     from ..data import load_dataset
 
-    ds = load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
-    return tm.prepare(ds) if prepare else ds
+    return load_dataset(data_path, fmt, require_labels=require_labels, csv_options=tm.csv_options)
+
+
+def load_data_for(tm, data_path, fmt, require_labels):
+    """The data file as ``tm`` reads and transforms it (the training run's per-sequence
+    z-score, pooling and framing)."""
+    return tm.prepare(read_data_for(tm, data_path, fmt, require_labels))
 
 
 def checkpoint_files(paths) -> list[str]:
@@ -27,15 +31,23 @@ def checkpoint_files(paths) -> list[str]:
     return [c for p in paths for c in run_checkpoints(p)]
 
 
-def _members(checkpoints, data_path, fmt, require_labels):
-    """(TrainedModel, the data as it reads and prepares it) per checkpoint; several must
-    share their labels (ensemble.check_members)."""
+def _members_raw(checkpoints, data_path, fmt, require_labels):
+    """(TrainedModel, the data as it reads it, before its transforms) per checkpoint;
+    several must share their labels (ensemble.check_members)."""
     from ..ensemble import check_members
     from ..inference import load_trained
 
     tms = [load_trained(c) for c in checkpoints]
     check_members(tms, list(checkpoints))
-    return [(tm, load_data_for(tm, data_path, fmt, require_labels)) for tm in tms]
+    return [(tm, read_data_for(tm, data_path, fmt, require_labels)) for tm in tms]
+
+
+def _members(checkpoints, data_path, fmt, require_labels):
+    """(TrainedModel, the data as it reads and prepares it) per checkpoint (_members_raw)."""
+    return [
+        (tm, tm.prepare(raw))
+        for tm, raw in _members_raw(checkpoints, data_path, fmt, require_labels)
+    ]
 
 
 def _render_report(report) -> str:
@@ -251,7 +263,8 @@ def evaluate(
 
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
         by_step, gates = True, len(checkpoints) == 1
-    members = _members(checkpoints, data_path, fmt, require_labels=True)
+    raws = _members_raw(checkpoints, data_path, fmt, require_labels=True)
+    members = [(t, t.prepare(raw)) for t, raw in raws]
     tm, ds = members[0]
     if len(members) == 1:
         report, probs, y = evaluate_dataset(tm, ds, batch_size, allow_unknown)
@@ -264,8 +277,7 @@ def evaluate(
     if len(members) > 1 and by_step:
         from ..diagnostics import ensemble_by_step
 
-        raws = [(t, load_data_for(t, data_path, fmt, True, prepare=False)) for t, _ in members]
-        report["by_step"] = ensemble_by_step(raws, y, batch_size)
+        report["by_step"] = ensemble_by_step(raws, y, batch_size)  # each file read once
     elif by_step or gates:
         report.update(_diagnostics(tm, ds, y, by_step, gates, batch_size))
     if not quiet and json_out != "-":

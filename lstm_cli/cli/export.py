@@ -55,7 +55,7 @@ def export(checkpoints, target, out, quiet):
     if target == "onnx":
         from ..export.onnx_graph import ONNX_OPSET, export_onnx
 
-        export_onnx(tms if len(tms) > 1 else tm, out)
+        export_onnx(tms, out)
         raw = tm.num_features // tm.transforms["frame"]  # the graph frames the raw steps itself
         what = f"ONNX (opset {ONNX_OPSET}; inputs x (batch, time, {raw}) float32"
         what += ", lengths (batch,) int64)"
@@ -64,7 +64,7 @@ def export(checkpoints, target, out, quiet):
     else:
         from ..export.torch_state import PYTORCH_MODULE, export_pytorch
 
-        export_pytorch(tms if len(tms) > 1 else tm, out)
+        export_pytorch(tms, out)
         what = "a PyTorch nn.LSTM + nn.Linear state_dict (safetensors)"
         if len(tms) > 1:
             what = f"a PyTorch Ensemble of {len(tms)} nn.LSTM + nn.Linear members (safetensors)"

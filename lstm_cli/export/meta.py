@@ -8,6 +8,11 @@ from .. import __version__
 from ..errors import CheckpointError
 
 
+def normalization_of(mean, std) -> dict | None:
+    """The training statistics as the files carry them: {"mean": [...], "std": [...]}."""
+    return None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
+
+
 def export_metadata(model, classes, normalization, transforms=None) -> dict:
     """The str -> str metadata both export formats carry (labels, normalisation, head, and
     the input transforms the file applies itself: {per_sequence, pool, frame})."""

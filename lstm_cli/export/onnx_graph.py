@@ -34,7 +34,13 @@ from .. import __version__
 from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
-from .meta import ensemble_metadata, export_metadata, members_raw_features, raw_features
+from .meta import (
+    ensemble_metadata,
+    export_metadata,
+    members_raw_features,
+    normalization_of,
+    raw_features,
+)
 from .onnx_transforms import add_transforms, transforms_on
 
 ONNX_OPSET = 17  # LSTM-14, Softmax-13, ReduceSum-13 (axes as an input), ReduceMax-13
@@ -226,9 +232,7 @@ def _member_probs(g, TP, model, mean, std, transforms):
 def _metadata(member, classes) -> dict:
     """export_metadata of one (model, mean, std, transforms) member."""
     model, mean, std, transforms = member
-    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
-    t = dict(transforms or {}) if transforms_on(transforms) else {}
-    return export_metadata(model, classes, norm, t)
+    return export_metadata(model, classes, normalization_of(mean, std), transforms)
 
 
 def build_onnx_model(model, classes, mean=None, std=None, transforms=None):

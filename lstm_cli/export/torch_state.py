@@ -27,7 +27,7 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..nn.interop import to_pytorch
 from ..store.atomic import atomic_write
-from .meta import ensemble_metadata, export_metadata, members_raw_features
+from .meta import ensemble_metadata, export_metadata, members_raw_features, normalization_of
 
 PYTORCH_FORMAT = "lstm_cli.pytorch/1"
 
@@ -130,7 +130,7 @@ def _module_transforms(t) -> dict:
 
 def torch_metadata(model, classes, mean=None, std=None, transforms=None) -> dict:
     """The safetensors metadata: export_metadata plus the module's keyword arguments."""
-    norm = None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
+    norm = normalization_of(mean, std)
     meta = export_metadata(model, classes, norm, transforms)
     meta["format"] = PYTORCH_FORMAT
     meta["module_args"] = json.dumps(
@@ -168,7 +168,7 @@ def export_pytorch(trained, path) -> None:
     members = trained if isinstance(trained, list) else [trained]
     metas = [torch_metadata(tm.model, tm.classes, tm.mean, tm.std, tm.transforms) for tm in members]
     if len(members) == 1:
-        state, meta = torch_state_dict(trained.model), metas[0]
+        state, meta = torch_state_dict(members[0].model), metas[0]
     else:
         members_raw_features([(tm.model, tm.transforms) for tm in members])
         state = {

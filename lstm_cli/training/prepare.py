@@ -93,7 +93,7 @@ def resolve_frame(cfg: Config, raw: SequenceDataset) -> tuple[Config, str | None
     d = cfg.data
     if d.frame_to is None:
         return cfg, None
-    k, median = frame_for_length(np.diff(raw.offsets), d.pool, d.frame_to)
+    k, median = frame_for_length(raw.lengths, d.pool, d.frame_to)
     if k < 2 and cfg.train.augment.shift:
         raise ConfigError(
             f"'data.frame_to' {d.frame_to} gives frame 1 for {d.train} (median length "
