@@ -1,5 +1,6 @@
-"""Training-time augmentation (data.augment, config train.augment): random framing phase
-and input noise, checked against a per-sequence loop; evaluation is never augmented."""
+"""Training-time augmentation (data.augment, config train.augment): reversal, a random
+circular start, a random framing phase and input noise, checked against a per-sequence
+loop; evaluation is never augmented."""
 
 import json
 
@@ -11,7 +12,7 @@ from lstm_cli.cli import evaluate as evaluate_cli
 from lstm_cli.cli import train as train_cli
 from lstm_cli.config import load_config
 from lstm_cli.data import SequenceDataset, pad_batch
-from lstm_cli.data.augment import Augmenter, drop_leading_steps
+from lstm_cli.data.augment import Augmenter, drop_leading_steps, reorder_steps
 from lstm_cli.data.framing import frame_steps
 from lstm_cli.training import fit
 
@@ -32,6 +33,52 @@ def test_drop_leading_steps():
     x = np.arange(10.0)[:, None]  # sequences [0 1 2], [3 4 5 6], [7 8 9]
     out = drop_leading_steps(x, np.array([3, 4, 3]), np.array([1, 0, 2]))
     assert out[:, 0].tolist() == [1, 2, 3, 4, 5, 6, 9]
+
+
+def test_reorder_steps():
+    x = np.arange(10.0)[:, None]  # sequences [0 1 2], [3 4 5 6], [7 8 9]
+    lens = np.array([3, 4, 3])
+    rolled = reorder_steps(x, lens, start=np.array([1, 3, 0]))
+    assert rolled[:, 0].tolist() == [1, 2, 0, 6, 3, 4, 5, 7, 8, 9]
+    flipped = reorder_steps(x, lens, reverse=np.array([True, False, True]))
+    assert flipped[:, 0].tolist() == [2, 1, 0, 3, 4, 5, 6, 9, 8, 7]
+    both = reorder_steps(x, lens, np.array([True, True, False]), np.array([1, 1, 2]))
+    assert both[:, 0].tolist() == [1, 0, 2, 5, 4, 3, 6, 9, 7, 8]
+
+
+def test_roll_and_reverse_reorder_each_sequence_before_framing():
+    """Oracle: each sequence reversed, rotated with np.roll and then shifted and framed on
+    its own; every draw stays within its sequence and both options move something."""
+    lengths, k = [1, 2, 5, 9, 13, 4, 7, 6], 3
+    steps = _steps(lengths)
+    aug = Augmenter(_framed(steps, k), steps=steps, frame=k, shift=True, roll=True, reverse=True)
+    assert aug.active
+    mean, std = np.array([0.1, -0.2] * k), np.array([1.5, 0.5] * k)
+    idx = np.array([5, 0, 3, 2, 4, 1, 7, 6])
+    plan = aug.draw(np.random.default_rng(3), idx)
+    x, lens = aug.batch(plan, None, np.float64, mean, std)
+    assert (plan.start >= 0).all() and (plan.start < steps.lengths[idx]).all()
+    assert plan.start.max() > 0 and plan.reverse.any() and not plan.reverse.all()
+    for b, n in enumerate(idx):
+        seq = steps.sequence(int(n))
+        seq = seq[::-1] if plan.reverse[b] else seq
+        seq = np.roll(seq, -plan.start[b], axis=0)[plan.phase[b] :]
+        framed, _ = frame_steps(seq, np.array([0, len(seq)]), k)
+        want = (framed - mean) / std
+        assert lens[b] == len(want) == plan.lengths[b]
+        np.testing.assert_allclose(x[b, : lens[b]], want, rtol=0, atol=1e-15)
+        assert not x[b, lens[b] :].any()
+
+
+def test_roll_without_framing_keeps_lengths():
+    steps = _steps([4, 9, 6])
+    aug = Augmenter(steps, steps=steps, roll=True)
+    plan = aug.draw(np.random.default_rng(5), np.arange(3))
+    x, lens = aug.batch(plan, None, np.float64)
+    np.testing.assert_array_equal(lens, steps.lengths)
+    for n in range(3):
+        want = np.roll(steps.sequence(n), -plan.start[n], axis=0)
+        np.testing.assert_array_equal(x[n, : lens[n]], want)
 
 
 def test_shift_frames_each_sequence_from_its_drawn_phase():
@@ -88,13 +135,15 @@ def test_noise_is_on_real_steps_only_with_its_std():
     assert abs(diff[real].std() - 0.25) < 0.02 and abs(diff[real].mean()) < 0.02
 
 
-@pytest.mark.parametrize("shift, noise", [(True, 0.0), (False, 0.3), (True, 0.3)])
-def test_rows_of_a_plan_are_the_rows_of_the_whole_batch(shift, noise):
+@pytest.mark.parametrize(
+    "shift, noise, roll", [(True, 0.0, False), (False, 0.3, False), (True, 0.3, True)]
+)
+def test_rows_of_a_plan_are_the_rows_of_the_whole_batch(shift, noise, roll):
     """What an MPI shard builds (its positions of the plan) equals those rows of the
     one-process batch, trimmed to the shard's longest sequence."""
     steps = _steps([3, 17, 8, 11, 1, 25])
     framed = _framed(steps, 3)
-    aug = Augmenter(framed, steps=steps, frame=3, shift=shift, noise=noise)
+    aug = Augmenter(framed, steps=steps, frame=3, shift=shift, noise=noise, roll=roll, reverse=roll)
     plan = aug.draw(np.random.default_rng(4), np.array([4, 1, 0, 5, 2, 3]))
     whole, whole_lens = aug.batch(plan)
     for rows in ([0, 2], [1, 3, 5], [4]):
@@ -103,10 +152,17 @@ def test_rows_of_a_plan_are_the_rows_of_the_whole_batch(shift, noise):
         np.testing.assert_array_equal(part, whole[rows, : part.shape[1]])
 
 
-def test_augmented_training_differs_and_evaluation_is_clean(write_config, pattern_files, tmp_path):
-    """The noise reaches the training batches (parameters differ from a run without it,
-    and a second noisy run repeats the first) and not evaluation: the run's test report
-    equals lstm-eval's of best.npz on the test file."""
+@pytest.mark.parametrize(
+    "augment",
+    [["train.augment.noise=0.5"], ["train.augment.roll=true", "train.augment.reverse=true"]],
+    ids=["noise", "roll+reverse"],
+)
+def test_augmented_training_differs_and_evaluation_is_clean(
+    write_config, pattern_files, tmp_path, augment
+):
+    """The augmentation reaches the training batches (parameters differ from a run
+    without it, and a second augmented run repeats the first) and not evaluation: the
+    run's test report equals lstm-eval's of best.npz on the test file."""
 
     def run(name, *over):
         cfg = load_config(
@@ -114,8 +170,8 @@ def test_augmented_training_differs_and_evaluation_is_clean(write_config, patter
         )
         return fit(cfg, progress=False, log=lambda *a: None)
 
-    plain, noisy = run("plain"), run("noisy", "train.augment.noise=0.5")
-    again = run("again", "train.augment.noise=0.5")
+    plain, noisy = run("plain"), run("noisy", *augment)
+    again = run("again", *augment)
     a, b = plain.trained.model.params, noisy.trained.model.params
     assert any(not np.array_equal(a[k], b[k]) for k in a)
     assert again.history[-1]["train_loss"] == noisy.history[-1]["train_loss"]

@@ -64,7 +64,13 @@ def test_resume_after_an_epoch_is_bit_exact(write_config, tmp_path, stop_after):
     _assert_same_run(tmp_path / "full", tmp_path / "part")
 
 
-AUGMENT = ("data.frame=2", "train.augment.shift=true", "train.augment.noise=0.2")
+AUGMENT = (
+    "data.frame=2",
+    "train.augment.shift=true",
+    "train.augment.noise=0.2",
+    "train.augment.roll=true",
+    "train.augment.reverse=true",
+)
 
 
 @pytest.mark.parametrize("augment", [(), AUGMENT], ids=["plain", "augmented"])

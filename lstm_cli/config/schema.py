@@ -126,6 +126,13 @@ class AugmentConfig:
 
     shift: bool = False  # each sequence starts at a random step < data.frame (framing phase)
     noise: float = 0.0  # std of Gaussian noise added to each normalised input value
+    roll: bool = False  # each sequence starts at a random step of its own, wrapping round
+    reverse: bool = False  # each sequence reversed with probability 1/2
+
+    @property
+    def reorders(self) -> bool:
+        """Whether batches are rebuilt from the unframed steps (reverse, roll, shift)."""
+        return self.shift or self.roll or self.reverse
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,8 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.class_weights": ClassWeights(),
     "train.augment.shift": Bool(),
     "train.augment.noise": Interval(float, 0.0),
+    "train.augment.roll": Bool(),
+    "train.augment.reverse": Bool(),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),

@@ -108,6 +108,8 @@ class Trainer:
             frame=cfg.data.frame,
             shift=aug.shift,
             noise=aug.noise,
+            roll=aug.roll,
+            reverse=aug.reverse,
         )
         shapes = {k: v.shape for k, v in self.model.params.items()}
         self.exchange = FlatBuffer(shapes, ("loss", "correct", "sigint", "sigterm"))

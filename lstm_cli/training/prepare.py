@@ -39,7 +39,8 @@ class PreparedData:
     std: np.ndarray | None
     fingerprint: str | None = None  # of the training file (data.fingerprint), checked on resume
     class_weights: np.ndarray | None = None  # (K,) loss weights from train.class_weights
-    # the training split before framing, for train.augment.shift (data.augment); else None
+    # the training split before framing, for train.augment's reverse, roll and shift
+    # (data.augment); else None
     train_steps: SequenceDataset | None = None
     # (V,) the validation sequences' indices in data.train when carved from it; else None
     valid_index: np.ndarray | None = None
@@ -126,7 +127,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
                 f"training data {raw.source} has {raw.num_features}"
             )
     # whole sequences, before the split; the statistics below are of the transformed steps
-    if cfg.train.augment.shift:  # it re-frames each training batch from the unframed steps
+    if cfg.train.augment.reorders:  # each training batch is re-framed from the unframed steps
         d = cfg.data
         steps = transform_dataset(raw, d.normalize_per_sequence, d.pool)
         full = transform_dataset(steps, frame=d.frame)  # = input_transform(cfg, raw)
