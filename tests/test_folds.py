@@ -349,6 +349,20 @@ def test_jobs_with_one_model_trains_it_here_and_says_so(ensemble, tmp_path):
     assert runs["1"]["best_value"] == runs["2"]["best_value"]
 
 
+def test_jobs_note_for_one_model_comes_from_rank_0_only(ensemble, tmp_path, monkeypatch):
+    """Under mpiexec every rank parses the same command line; one of them says it."""
+    import lstm_cli.training as training
+
+    monkeypatch.setattr(training, "fit", lambda *a, **k: None)  # no training here
+    config = os.path.join(ensemble[0], "fold-0", "config.yaml")
+    for rank, said in (("0", True), ("1", False)):
+        monkeypatch.setenv("PMI_RANK", rank)
+        out = str(tmp_path / f"r{rank}")
+        r = CliRunner().invoke(train, ["--config", config, "--output", out, "--jobs", "2"])
+        assert r.exit_code == 0, r.output
+        assert ("trained in this process" in r.stderr) is said, r.stderr
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
     """The signal reaches lstm-train only (as from a terminal, where a Ctrl-C goes to

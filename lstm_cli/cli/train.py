@@ -66,6 +66,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
 
     from ..config import OutputConfig, dump_config, load_config, value_origin
     from ..training import config_for_resume, fit, fit_folds, fmt_metric, is_ensemble
+    from ..training.distributed import launched_rank
 
     if config_path is None and resume_dir is None:
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
@@ -83,7 +84,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
     if print_config:
         click.echo(dump_config(cfg), nl=False)
         return
-    if jobs > 1 and not is_ensemble(cfg) and not quiet:  # one model: nothing to run beside it
+    if jobs > 1 and not is_ensemble(cfg) and not quiet and launched_rank() == 0:
+        # one model: nothing to run beside it (said once, not by every MPI rank)
         click.echo(f"--jobs {jobs}: one model (no train.folds), trained in this process", err=True)
     source = config_path or os.path.join(
         resume_dir, "config.yaml" if is_ensemble(cfg) else "last.npz"
