@@ -1,6 +1,6 @@
-"""Training-time augmentation (data.augment, config train.augment): mixing within a
-class, reversal, a random circular start, a random framing phase and input noise, checked
-against a per-sequence loop; evaluation is never augmented."""
+"""Training-time augmentation (data.augment, config train.augment): reversal, a random
+circular start, a random framing phase and input noise, checked against a per-sequence
+loop; evaluation is never augmented."""
 
 import json
 
@@ -12,16 +12,15 @@ from lstm_cli.cli import evaluate as evaluate_cli
 from lstm_cli.cli import train as train_cli
 from lstm_cli.config import load_config
 from lstm_cli.data import SequenceDataset, pad_batch
-from lstm_cli.data.augment import Augmenter, MixGroups, drop_leading_steps, reorder_steps
+from lstm_cli.data.augment import Augmenter, drop_leading_steps, reorder_steps
 from lstm_cli.data.framing import frame_steps
 from lstm_cli.training import fit
 
 
-def _steps(lengths, F=2, seed=0, labels=None):
+def _steps(lengths, F=2, seed=0):
     rng = np.random.default_rng(seed)
     return SequenceDataset.from_sequences(
-        [rng.normal(size=(T, F)) for T in lengths],
-        labels=list(range(len(lengths))) if labels is None else labels,
+        [rng.normal(size=(T, F)) for T in lengths], labels=list(range(len(lengths)))
     )
 
 
@@ -69,47 +68,6 @@ def test_roll_and_reverse_reorder_each_sequence_before_framing():
         assert lens[b] == len(want) == plan.lengths[b]
         np.testing.assert_allclose(x[b, : lens[b]], want, rtol=0, atol=1e-15)
         assert not x[b, lens[b] :].any()
-
-
-def test_mix_partners_share_label_and_length_and_are_uniform():
-    labels = np.array(["a", "b", "a", "a", "b", "c", "a", "a"])
-    lengths = np.array([3, 3, 3, 4, 3, 3, 3, 3])
-    groups = MixGroups.of(labels, lengths)
-    rng, idx = np.random.default_rng(0), np.arange(8)
-    seen = {n: [] for n in idx}
-    for _ in range(3000):
-        for n, p in zip(idx, groups.draw(rng, idx)):
-            seen[n].append(p)
-    for n in idx:
-        got = np.array(seen[n])
-        others = [m for m in idx if m != n and labels[m] == labels[n] and lengths[m] == lengths[n]]
-        if not others:  # alone in its group (label c; length 4): itself
-            assert set(got) == {n}
-            continue
-        assert set(got) == set(others)  # never itself, never another label or length
-        share = np.array([(got == m).mean() for m in others])
-        assert np.abs(share - 1 / len(others)).max() < 0.04
-
-
-def test_mix_blends_each_sequence_with_its_partner_before_reordering():
-    """Oracle: w * x + (1 - w) * partner, then reversed, rolled, shifted and framed."""
-    lengths, k = [5, 9, 5, 9, 5, 7], 2
-    steps = _steps(lengths, labels=[0, 1, 0, 1, 0, 1])
-    aug = Augmenter(
-        _framed(steps, k), steps=steps, frame=k, shift=True, roll=True, reverse=True, mix=True
-    )
-    idx = np.array([0, 1, 2, 3, 4, 5])
-    plan = aug.draw(np.random.default_rng(1), idx)
-    x, lens = aug.batch(plan, None, np.float64)
-    assert (plan.partner[5] == 5) and (plan.partner[:5] != idx[:5]).all()
-    assert (0 <= plan.weight).all() and (plan.weight < 1).all()
-    for b, n in enumerate(idx):
-        w = plan.weight[b]
-        seq = w * steps.sequence(int(n)) + (1 - w) * steps.sequence(int(plan.partner[b]))
-        seq = seq[::-1] if plan.reverse[b] else seq
-        seq = np.roll(seq, -plan.start[b], axis=0)[plan.phase[b] :]
-        framed, _ = frame_steps(seq, np.array([0, len(seq)]), k)
-        np.testing.assert_allclose(x[b, : lens[b]], framed, rtol=0, atol=1e-14)
 
 
 def test_roll_without_framing_keeps_lengths():
@@ -196,12 +154,8 @@ def test_rows_of_a_plan_are_the_rows_of_the_whole_batch(shift, noise, roll):
 
 @pytest.mark.parametrize(
     "augment",
-    [
-        ["train.augment.noise=0.5"],
-        ["train.augment.roll=true", "train.augment.reverse=true"],
-        ["train.augment.mix=true"],
-    ],
-    ids=["noise", "roll+reverse", "mix"],
+    [["train.augment.noise=0.5"], ["train.augment.roll=true", "train.augment.reverse=true"]],
+    ids=["noise", "roll+reverse"],
 )
 def test_augmented_training_differs_and_evaluation_is_clean(
     write_config, pattern_files, tmp_path, augment

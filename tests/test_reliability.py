@@ -70,7 +70,6 @@ AUGMENT = (
     "train.augment.noise=0.2",
     "train.augment.roll=true",
     "train.augment.reverse=true",
-    "train.augment.mix=true",
 )
 
 

@@ -128,12 +128,11 @@ class AugmentConfig:
     noise: float = 0.0  # std of Gaussian noise added to each normalised input value
     roll: bool = False  # each sequence starts at a random step of its own, wrapping round
     reverse: bool = False  # each sequence reversed with probability 1/2
-    mix: bool = False  # each sequence mixed with another of its class and length
 
     @property
     def reorders(self) -> bool:
-        """Whether batches are rebuilt from the unframed steps (mix, reverse, roll, shift)."""
-        return self.shift or self.roll or self.reverse or self.mix
+        """Whether batches are rebuilt from the unframed steps (reverse, roll, shift)."""
+        return self.shift or self.roll or self.reverse
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,6 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.augment.noise": Interval(float, 0.0),
     "train.augment.roll": Bool(),
     "train.augment.reverse": Bool(),
-    "train.augment.mix": Bool(),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),
