@@ -26,6 +26,8 @@ ACSF1 from ``data/ucr/`` and JapaneseVowels from ``data/japanese_vowels/``):
   used for nothing but the final figures.
 
 torch is imported only inside the LSTM baseline; it is a benchmark-only dependency.
+``--datasets`` also takes a path stem S of your own data (files S_TRAIN.ts and S_TEST.ts),
+e.g. ``--datasets /data/MyLeaves/MyLeaves --methods rot`` before choosing augmentation.
 ``--merge A.json B.json ... --out X.json --md X.md`` joins result files of separate runs
 (e.g. DTW and LSTM run in two processes) and writes the Markdown table.
 """
@@ -57,9 +59,13 @@ DATASETS = {
 WINDOW_GRID = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20)
 
 
+def _is_stem(name):
+    return all(os.path.isfile(f"{name}_{part}.ts") for part in ("TRAIN", "TEST"))
+
+
 def load_split(name):
     """-> (train list of (T, F) arrays, train int labels, test list, test labels, classes)."""
-    stem = os.path.join(ROOT, DATASETS[name])
+    stem = os.path.join(ROOT, DATASETS[name]) if name in DATASETS else name
     tr, te = load_dataset(stem + "_TRAIN.ts"), load_dataset(stem + "_TEST.ts")
     classes = class_list(tr.labels)
 
@@ -351,7 +357,7 @@ def markdown(doc):
         + (" 1-NN ED any start / or mirror |" if rot else ""),
         "|---|---|---|---|---|---|" + ("---|" if rot else ""),
     ]
-    for name in DATASETS:
+    for name in list(DATASETS) + [n for n in doc["results"] if n not in DATASETS]:
         r = doc["results"].get(name)
         if r is None:
             continue
@@ -406,9 +412,12 @@ def main(argv=None):
         doc = merge(args.merge)
     else:
         names = [n for n in args.datasets.split(",") if n]
-        unknown = [n for n in names if n not in DATASETS]
+        unknown = [n for n in names if n not in DATASETS and not _is_stem(n)]
         if unknown:
-            ap.error(f"unknown dataset(s) {', '.join(unknown)}; expected {', '.join(DATASETS)}")
+            ap.error(
+                f"unknown dataset(s) {', '.join(unknown)}; expected {', '.join(DATASETS)}"
+                " or a path stem S with files S_TRAIN.ts and S_TEST.ts"
+            )
         methods = set(args.methods.split(","))
         seeds = [int(s) for s in args.seeds.split(",")]
         command = "python benchmarks/baselines.py " + " ".join(argv or sys.argv[1:])

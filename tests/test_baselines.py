@@ -53,6 +53,27 @@ def test_rotation_distance_is_the_best_circular_shift(bl, mirror):
     assert (D[0, 4] < 1e-9) == mirror
 
 
+def test_rotation_baseline_on_a_users_files(bl, tmp_path, capsys):
+    """--datasets takes a path stem: rolled copies of two shapes are told apart only by
+    the any-start distance, on TEST and by leave-one-out on TRAIN."""
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    shapes = {"a": np.sin(t) + 0.5 * np.sin(3 * t), "b": np.sin(t) + 0.5 * np.sin(2 * t)}
+    for part, n in (("TRAIN", 6), ("TEST", 10)):
+        lines = ["@problemName toy", "@univariate true", "@classLabel true a b", "@data"]
+        for i in range(n):
+            label = "ab"[i % 2]
+            series = np.roll(shapes[label], rng.integers(40)) + 0.01 * rng.normal(size=40)
+            lines.append(",".join(f"{v:.5f}" for v in series) + f":{label}")
+        (tmp_path / f"toy_{part}.ts").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "rot.json"
+    bl.main(["--datasets", str(tmp_path / "toy"), "--methods", "rot", "--out", str(out)])
+    res = json.loads(out.read_text())["results"][str(tmp_path / "toy")]["rot"]
+    assert res["ed_rotation"] == 1.0 and res["loo_train"]["ed_rotation"] == 1.0
+    assert res["loo_train"]["ed"] < 1.0  # plain ED is misled by the starts
+    assert "1.000 / 1.000" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("features", [1, 3])
 @pytest.mark.parametrize("window", [None, 0, 1, 3])
 def test_dtw_matches_double_loop_fixed_length(bl, features, window):
