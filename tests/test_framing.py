@@ -26,7 +26,7 @@ from lstm_cli.data.framing import (
 from lstm_cli.errors import CheckpointError, DataError
 from lstm_cli.inference import evaluate_dataset, load_trained, loss_and_probs
 from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
-from lstm_cli.training import config_for_resume, fit
+from lstm_cli.training import config_for_resume, fit, fit_folds
 
 LENGTHS = [1, 2, 5, 7, 10, 3]  # includes 1 and lengths not divisible by k
 
@@ -233,7 +233,7 @@ def test_a_stored_frame_that_does_not_divide_the_input_size_is_refused(tmp_path,
     "lengths, pool, steps, k",
     [
         ([150] * 5, 1, 25, 6),  # the shipped recipes' frames: GunPoint
-        ([251] * 3, 1, 26, 10),  # ArrowHead
+        ([251] * 3, 1, 3, 84),  # ArrowHead (3 coarse frames)
         ([427] * 4, 2, 27, 8),  # OSULeaf (pooled 214 steps)
         ([1460] * 2, 1, 37, 40),  # ACSF1
         ([10, 20, 30], 1, 4, 5),  # variable lengths: the median, 20
@@ -281,6 +281,27 @@ def test_frame_to_chooses_the_frame_and_the_run_records_it(tmp_path, long_files)
         config_for_resume(str(run), ["train.epochs=4"]), resume=True, progress=False, log=print
     )
     assert len(more.history) == 4 and more.trained.model.input_size == k
+
+
+def test_an_ensemble_resolves_frame_to_once_and_says_so_once(tmp_path, long_files):
+    """Every member trains with the frame chosen on the whole training file (recorded as
+    data.frame k), and the choice is logged once, not once per member; the ensemble's
+    own config.yaml keeps frame_to as given, so a resume compares like with like."""
+    path = _config(tmp_path, long_files, frame_to=3, pool=2)
+    cfg = load_config(path, ["train.folds=3", "train.epochs=1"])
+    logs = []
+    fit_folds(cfg, progress=False, log=logs.append)
+    notes = [m for m in logs if m.startswith("data.frame_to 3: frame")]
+    assert len(notes) == 1, logs
+    k = int(notes[0].split(": frame ")[1].split(" ")[0])
+    for i in range(3):
+        saved = yaml.safe_load((tmp_path / "run" / f"fold-{i}" / "config.yaml").read_text())
+        assert (saved["data"]["frame"], saved["data"]["frame_to"]) == (k, None)
+    top = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]
+    assert (top["frame"], top["frame_to"]) == (1, 3)
+    again = load_config(path, ["train.folds=3", "train.epochs=2"])
+    fit_folds(again, resume=True, progress=False, log=logs.append)
+    assert len([m for m in logs if m.startswith("data.frame_to 3: frame")]) == 2
 
 
 def test_frame_to_with_a_frame_or_too_short_for_shift_is_a_config_error(tmp_path, long_files):

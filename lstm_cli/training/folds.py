@@ -133,7 +133,10 @@ def fit_folds(
         )
     writer = comm.rank == 0
     run_dir, K = cfg.output.dir, cfg.train.folds
-    prepare_data(member_config(cfg, 0), run_rng(member_config(cfg, 0)), comm)  # fail early
+    first = prepare_data(member_config(cfg, 0), run_rng(member_config(cfg, 0)), comm)  # fail early
+    if first.frame_note and writer:  # data.frame_to, resolved once for every member, said once
+        log(first.frame_note)
+    members_cfg = dataclasses.replace(cfg, data=first.cfg.data)
     lock = RunLock(run_dir)
     earlier: list = []
     try:
@@ -149,7 +152,7 @@ def fit_folds(
         comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
         tasks = []
         for fold in range(K):
-            mcfg = member_config(cfg, fold)
+            mcfg = member_config(members_cfg, fold)
             mdir = mcfg.output.dir
             if resume and _member_finished(mcfg):
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
