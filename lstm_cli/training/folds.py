@@ -133,7 +133,8 @@ def fit_folds(
         )
     writer = comm.rank == 0
     run_dir, K = cfg.output.dir, cfg.train.folds
-    first = prepare_data(member_config(cfg, 0), run_rng(member_config(cfg, 0)), comm)  # fail early
+    m0 = member_config(cfg, 0)
+    first = prepare_data(m0, run_rng(m0), comm)  # fail early, before anything is written
     if first.frame_note and writer:  # data.frame_to, resolved once for every member, said once
         log(first.frame_note)
     members_cfg = dataclasses.replace(cfg, data=first.cfg.data)
