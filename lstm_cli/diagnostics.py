@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from .data import SequenceDataset, make_batches, pad_batch
+from .ensemble import ensemble_probs, report_of_probs
 from .errors import LstmCliError
-from .inference import check_features, predict_dataset
 from .nn.lstm import lstm_step_backward, lstm_step_forward
 from .nn.reference import reverse_steps
 
@@ -274,20 +274,15 @@ def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
     label (left out, as in diagnose)."""
     known = np.flatnonzero(np.asarray(y) >= 0)
     yk = np.asarray(y)[known]
-    raw0 = members[0][1]
+    tm0, raw0 = members[0]
     cut = prefix_lengths(raw0.lengths[known], percents)  # (P, n)
     accuracy, loss = [], []
     for prefix in cut:
-        total = None
-        for tm, raw in members:
-            ds = tm.prepare(_prefixes(raw, known, prefix))
-            check_features(ds, tm)
-            p = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
-            total = p if total is None else total + p
-        P = total / len(members)  # (n, K)
-        accuracy.append(float((P.argmax(1) == yk).mean()))
-        p_true = np.maximum(P[np.arange(yk.size), yk], np.finfo(np.float64).tiny)
-        loss.append(float(-np.log(p_true).mean()))
+        cut_members = [(tm, tm.prepare(_prefixes(raw, known, prefix))) for tm, raw in members]
+        P = ensemble_probs(cut_members, batch_size)  # (n, K)
+        report = report_of_probs(P, yk, tm0.classes, raw0.source)
+        accuracy.append(report["accuracy"])
+        loss.append(report["loss"])
     return {
         "head": f"ensemble of {len(members)}",
         "percent": list(percents),

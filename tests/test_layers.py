@@ -28,7 +28,7 @@ ALLOWED = {
     "store": _BASE,
     "inference": _BASE | {"nn", "data", "config", "store"},
     "ensemble": _BASE | {"data", "inference"},
-    "diagnostics": _BASE | {"nn", "data", "config", "store", "inference"},
+    "diagnostics": _BASE | {"nn", "data", "config", "store", "inference", "ensemble"},
     "training": _BASE
     | {"__init__", "nn", "data", "config", "store", "inference", "ensemble", "diagnostics"},
     "export": _BASE | {"__init__", "nn", "data", "config", "store", "inference"},
