@@ -42,12 +42,10 @@ def _members_raw(checkpoints, data_path, fmt, require_labels):
     return [(tm, read_data_for(tm, data_path, fmt, require_labels)) for tm in tms]
 
 
-def _members(checkpoints, data_path, fmt, require_labels):
-    """(TrainedModel, the data as it reads and prepares it) per checkpoint (_members_raw)."""
-    return [
-        (tm, tm.prepare(raw))
-        for tm, raw in _members_raw(checkpoints, data_path, fmt, require_labels)
-    ]
+def _prepared(raws):
+    """(TrainedModel, the data as it reads and prepares it) per (TrainedModel, data as it
+    reads it) pair of _members_raw."""
+    return [(tm, tm.prepare(raw)) for tm, raw in raws]
 
 
 def _render_report(report) -> str:
@@ -264,7 +262,7 @@ def evaluate(
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
         by_step, gates = True, len(checkpoints) == 1
     raws = _members_raw(checkpoints, data_path, fmt, require_labels=True)
-    members = [(t, t.prepare(raw)) for t, raw in raws]
+    members = _prepared(raws)
     tm, ds = members[0]
     if len(members) == 1:
         report, probs, y = evaluate_dataset(tm, ds, batch_size, allow_unknown)
@@ -327,7 +325,7 @@ def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
         [("--output", output)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
-    members = _members(checkpoints, data_path, fmt, require_labels=False)
+    members = _prepared(_members_raw(checkpoints, data_path, fmt, require_labels=False))
     tm, ds = members[0]
     probs = ensemble_probs(members, batch_size)  # one member: its own probabilities
     write_output(output or "-", _predictions_csv(tm.classes, probs))
