@@ -192,11 +192,18 @@ def rotation_matrix(queries, refs, mirror=False):
     return norms - 2 * best
 
 
-def run_rotation(name, log, normalise=True):
+def _split_for_nn(name, normalise):
+    """load_split's train and test series (z-normalised each unless ``normalise`` is
+    False) and labels, and whether every series has one length."""
     xtr, ytr, xte, yte, _ = load_split(name)
     if normalise:
         xtr, xte = [znorm(s) for s in xtr], [znorm(s) for s in xte]
-    if len({len(s) for s in xtr + xte}) != 1:
+    return xtr, ytr, xte, yte, len({len(s) for s in xtr + xte}) == 1
+
+
+def run_rotation(name, log, normalise=True):
+    xtr, ytr, xte, yte, fixed = _split_for_nn(name, normalise)
+    if not fixed:
         log(f"{name}: variable lengths, no rotation baseline")
         return {}
     res, loo = {}, {}
@@ -217,10 +224,7 @@ def run_rotation(name, log, normalise=True):
 
 
 def run_nn(name, use_window, log, normalise=True):
-    xtr, ytr, xte, yte, _ = load_split(name)
-    if normalise:
-        xtr, xte = [znorm(s) for s in xtr], [znorm(s) for s in xte]
-    fixed = len({len(s) for s in xtr + xte}) == 1
+    xtr, ytr, xte, yte, fixed = _split_for_nn(name, normalise)
     res = {}
     if fixed:
         res["ed"] = nn_accuracy(euclid_matrix(xte, xtr), ytr, yte)
