@@ -16,7 +16,8 @@ ACSF1 from ``data/ucr/`` and JapaneseVowels from ``data/japanese_vowels/``):
   (the series read from another starting point, wrapping round), and with ``mirror``
   also over its reversal: the invariance that ``train.augment.roll`` / ``reverse``
   teach the LSTM, for outlines of shapes whose contour starts at an arbitrary point.
-  Also by leave-one-out on TRAIN, against plain ED: the figure a recipe choice may read.
+  Also by leave-one-out on TRAIN, against plain ED: the figure a recipe choice may read
+  (``roll`` / ``reverse: auto`` read the same counts, on the recipe's own input steps).
 * **A plain PyTorch LSTM**: one layer, 64 units, linear head on h at each sequence's last
   valid step (pack_padded_sequence), Adam lr 1e-3, batch 32, inputs z-scored with the
   training set's per-feature mean and standard deviation. A stratified 20 % validation
@@ -47,6 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lstm_cli.data import class_list, encode_labels, load_dataset, stratified_split  # noqa: E402
+from lstm_cli.data.invariance import shift_distances  # noqa: E402
 
 DATASETS = {
     "GunPoint": "data/ucr/GunPoint/GunPoint",
@@ -169,27 +171,11 @@ def nn_accuracy(D, ref_labels, query_labels):
     return float(np.mean(ref_labels[np.argmin(D, axis=1)] == query_labels))
 
 
-def euclid_matrix(queries, refs):
-    Q = np.stack([q.ravel() for q in queries])
-    R = np.stack([r.ravel() for r in refs])
-    return (Q**2).sum(1)[:, None] + (R**2).sum(1)[None, :] - 2 * Q @ R.T
-
-
-def rotation_matrix(queries, refs, mirror=False):
-    """(Q, R) squared Euclidean distance from each query to each reference at the best
-    circular shift of the reference (and of its reversal with ``mirror``); every series
-    (T, F) of one length T. Circular cross-correlation by FFT over time, summed over F."""
-    Q, R = np.stack(queries), np.stack(refs)  # (Q, T, F), (R, T, F)
-    T = Q.shape[1]
-    fq = np.fft.rfft(Q, axis=1)  # (Q, T//2+1, F)
-    norms = (Q**2).sum((1, 2))[:, None] + (R**2).sum((1, 2))[None, :]  # (Q, R)
-    best = np.full(norms.shape, -np.inf)
-    for ref in (R, R[:, ::-1]) if mirror else (R,):
-        fr = np.fft.rfft(ref, axis=1)  # (R, T//2+1, F)
-        for i in range(len(Q)):  # (R, T): <q, roll(r, s)> for every shift s
-            corr = np.fft.irfft(np.conj(fq[i])[None] * fr, n=T, axis=1).sum(2)
-            best[i] = np.maximum(best[i], corr.max(1))
-    return norms - 2 * best
+def euclid_matrix(queries, refs, any_start=False, mirror=False):
+    """(Q, R) squared Euclidean distances between equal-length series (T, F), at the best
+    circular shift / reversal with ``any_start`` / ``mirror``: the library's kernel
+    (lstm_cli.data.invariance.shift_distances, which roll / reverse "auto" read)."""
+    return shift_distances(np.stack(queries), np.stack(refs), any_start, mirror)
 
 
 def _split_for_nn(name, normalise):
@@ -211,8 +197,8 @@ def run_rotation(name, log, normalise=True):
     np.fill_diagonal(plain, np.inf)
     loo["ed"] = nn_accuracy(plain, ytr, ytr)
     for key, mirror in (("ed_rotation", False), ("ed_rotation_mirror", True)):
-        res[key] = nn_accuracy(rotation_matrix(xte, xtr, mirror), ytr, yte)
-        own = rotation_matrix(xtr, xtr, mirror)
+        res[key] = nn_accuracy(euclid_matrix(xte, xtr, True, mirror), ytr, yte)
+        own = euclid_matrix(xtr, xtr, True, mirror)
         np.fill_diagonal(own, np.inf)  # leave-one-out on TRAIN: what a choice may read
         loo[key] = nn_accuracy(own, ytr, ytr)
         log(

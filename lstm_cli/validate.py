@@ -147,10 +147,17 @@ class Options(Constraint):
 
 
 class Bool(Constraint):
+    """true or false; with ``auto``, also the string 'auto' (resolved from the data)."""
+
+    def __init__(self, auto: bool = False):
+        self.auto = auto
+
     def describe(self) -> str:
-        return "a bool (true or false)"
+        return "a bool (true or false)" + (" or 'auto'" if self.auto else "")
 
     def convert(self, value: Any) -> Any:
+        if self.auto and value == "auto":
+            return value
         if not isinstance(value, bool):
             hint = "Write true or false without quotes." if isinstance(value, str) else ""
             raise Invalid(hint)

@@ -6,15 +6,16 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate as evaluate_cli
 from lstm_cli.cli import train as train_cli
 from lstm_cli.config import load_config
-from lstm_cli.data import SequenceDataset, pad_batch
+from lstm_cli.data import SequenceDataset, pad_batch, write_jsonl
 from lstm_cli.data.augment import Augmenter, drop_leading_steps, reorder_steps
 from lstm_cli.data.framing import frame_steps
-from lstm_cli.training import fit
+from lstm_cli.training import config_for_resume, fit, fit_folds
 
 
 def _steps(lengths, F=2, seed=0):
@@ -202,3 +203,89 @@ def test_negative_noise_is_a_config_error(write_config):
     )
     assert result.exit_code == 3, result.output
     assert "train.augment.noise" in result.output
+
+
+# --- train.augment.roll / reverse: auto (data.invariance decides on the training file) ---
+
+
+def _shape_files(tmp_path, rolled):
+    """Two closed shapes as 24-step series, each started at a random step when
+    ``rolled`` (outlines: roll auto turns on), else a bump early or late (the position is
+    the class: roll auto stays off). Train 40, test 10."""
+    rng = np.random.default_rng(7)
+    T = 24
+    t = np.linspace(0, 2 * np.pi, T, endpoint=False)
+    shapes = [np.sin(t) + 0.6 * np.sin(3 * t), np.sin(t) + 0.6 * np.cos(2 * t)]
+    paths = {}
+    for part, n in (("train", 40), ("test", 10)):
+        seqs, labels = [], []
+        for i in range(n):
+            c = i % 2
+            if rolled:
+                s = np.roll(shapes[c], rng.integers(T))
+            else:
+                s = np.zeros(T)
+                s[4 + 10 * c : 8 + 10 * c] = 2.0
+            seqs.append((s + 0.05 * rng.normal(size=T))[:, None])
+            labels.append(c)
+        paths[part] = str(tmp_path / f"{'rolled' if rolled else 'bumps'}_{part}.jsonl")
+        write_jsonl(SequenceDataset.from_sequences(seqs, labels), paths[part])
+    return paths
+
+
+@pytest.mark.parametrize("rolled", [True, False], ids=["outlines", "positions"])
+def test_auto_resolves_on_the_training_file_and_the_run_records_it(write_config, tmp_path, rolled):
+    """roll / reverse auto trains exactly as the bools they resolve to would; the run
+    folder and its checkpoints record those bools, so resume compares like with like."""
+    files = _shape_files(tmp_path, rolled)
+    path = write_config(data={"train": files["train"], "test": files["test"]})
+    auto = ["train.augment.roll=auto", "train.augment.reverse=auto", "train.epochs=2"]
+    logs = []
+    chosen = fit(load_config(path, auto), progress=False, log=logs.append)
+    notes = [m for m in logs if m.startswith("train.augment.roll auto: ")]
+    assert len(notes) == 1 and "training sequences" in notes[0], logs
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["augment"]
+    assert saved["roll"] is rolled and isinstance(saved["reverse"], bool)
+    assert notes[0].startswith(f"train.augment.roll auto: {'on' if rolled else 'off'} (")
+    given = [f"train.augment.roll={str(rolled).lower()}", "train.epochs=2"]
+    given += [f"train.augment.reverse={str(saved['reverse']).lower()}"]
+    given += [f"output.dir={tmp_path / 'given'}"]
+    same = fit(load_config(path, given), progress=False, log=lambda *a: None)
+    assert [h["train_loss"] for h in chosen.history] == [h["train_loss"] for h in same.history]
+    more = fit(
+        config_for_resume(str(tmp_path / "run"), ["train.epochs=3"]),
+        resume=True,
+        progress=False,
+        log=lambda *a: None,
+    )
+    assert len(more.history) == 3
+
+
+def test_an_ensemble_resolves_auto_once_and_says_so_once(write_config, tmp_path):
+    files = _shape_files(tmp_path, rolled=True)
+    path = write_config(data={"train": files["train"], "test": files["test"]})
+    over = ["train.augment.roll=auto", "train.folds=3", "train.epochs=1"]
+    logs = []
+    fit_folds(load_config(path, over), progress=False, log=logs.append)
+    assert len([m for m in logs if m.startswith("train.augment.roll auto: on")]) == 1, logs
+    for i in range(3):
+        member = yaml.safe_load((tmp_path / "run" / f"fold-{i}" / "config.yaml").read_text())
+        assert member["train"]["augment"]["roll"] is True
+    top = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert top["train"]["augment"]["roll"] == "auto"
+    again = load_config(path, [*over[:2], "train.epochs=2"])
+    fit_folds(again, resume=True, progress=False, log=lambda *a: None)
+
+
+def test_auto_is_a_value_of_roll_and_reverse_only(write_config):
+    cfg = load_config(write_config(), ["train.augment.roll=auto", "train.augment.reverse=auto"])
+    assert (cfg.train.augment.roll, cfg.train.augment.reverse) == ("auto", "auto")
+    with pytest.raises(ValueError, match="resolve roll / reverse 'auto' first"):
+        cfg.train.augment.reorders  # noqa: B018 (the property is the test)
+    for key, value in (("roll", "Auto"), ("shift", "auto")):
+        result = CliRunner().invoke(
+            train_cli, ["--config", write_config(), "--set", f"train.augment.{key}={value}"]
+        )
+        assert result.exit_code == 3, result.output
+        assert f"'train.augment.{key}'" in result.output and "Traceback" not in result.output
+        assert ("or 'auto'" in result.output) == (key == "roll")

@@ -152,13 +152,20 @@ def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
     assert ev.returncode == 0, ev.stderr
 
 
-def test_augmented_batches_are_sharded_as_one_process_draws_them(tmp_path):
-    """train.augment's draws are made for the whole batch on every rank."""
-    augment = {"shift": True, "noise": 0.3, "roll": True, "reverse": True}
+@pytest.mark.parametrize("reorder", [True, "auto"])
+def test_augmented_batches_are_sharded_as_one_process_draws_them(tmp_path, reorder):
+    """train.augment's draws are made for the whole batch on every rank; roll / reverse
+    auto is decided by rank 0 and shared, and recorded as one process records it."""
+    augment = {"shift": True, "noise": 0.3, "roll": reorder, "reverse": reorder}
     cfg = write_task(tmp_path, data={"frame": 3}, augment=augment)
     run(1, "--config", cfg, "--output", str(tmp_path / "one"))
     run(2, "--config", cfg, "--output", str(tmp_path / "n2"))
     assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)
+    one, n2 = (
+        yaml.safe_load((tmp_path / d / "config.yaml").read_text())["train"]["augment"]
+        for d in ("one", "n2")
+    )
+    assert one == n2 and "auto" not in one.values()
 
 
 def test_a_folds_ensemble_under_two_processes_equals_one(tmp_path):

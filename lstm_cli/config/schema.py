@@ -126,12 +126,17 @@ class AugmentConfig:
 
     shift: bool = False  # each sequence starts at a random step < data.frame (framing phase)
     noise: float = 0.0  # std of Gaussian noise added to each normalised input value
-    roll: bool = False  # each sequence starts at a random step of its own, wrapping round
-    reverse: bool = False  # each sequence reversed with probability 1/2
+    # "auto" (roll, reverse): chosen on the training file (data.invariance, resolved by
+    # training.prepare.resolve_reorders), so a run folder records true or false
+    roll: bool | str = False  # each sequence starts at a random step of its own, wrapping round
+    reverse: bool | str = False  # each sequence reversed with probability 1/2
 
     @property
     def reorders(self) -> bool:
-        """Whether batches are rebuilt from the unframed steps (reverse, roll, shift)."""
+        """Whether batches are rebuilt from the unframed steps (reverse, roll, shift);
+        roll and reverse must be resolved (no "auto") before it is asked."""
+        if "auto" in (self.roll, self.reverse):
+            raise ValueError("train.augment: resolve roll / reverse 'auto' first")
         return self.shift or self.roll or self.reverse
 
 
@@ -260,8 +265,8 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.class_weights": ClassWeights(),
     "train.augment.shift": Bool(),
     "train.augment.noise": Interval(float, 0.0),
-    "train.augment.roll": Bool(),
-    "train.augment.reverse": Bool(),
+    "train.augment.roll": Bool(auto=True),
+    "train.augment.reverse": Bool(auto=True),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),

@@ -81,9 +81,9 @@ def fit(
     run_dir = cfg.output.dir
     rng = run_rng(cfg)
     data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
-    cfg = data.cfg  # data.frame_to resolved: what the run folder and checkpoints record
-    if data.frame_note:
-        log(data.frame_note)
+    cfg = data.cfg  # frame_to and "auto" resolved: what the run folder and checkpoints record
+    for note in data.notes:
+        log(note)
     lock = RunLock(run_dir)
     try:
         resumed = None

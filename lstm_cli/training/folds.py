@@ -135,9 +135,11 @@ def fit_folds(
     run_dir, K = cfg.output.dir, cfg.train.folds
     m0 = member_config(cfg, 0)
     first = prepare_data(m0, run_rng(m0), comm)  # fail early, before anything is written
-    if first.frame_note and writer:  # data.frame_to, resolved once for every member, said once
-        log(first.frame_note)
-    members_cfg = dataclasses.replace(cfg, data=first.cfg.data)
+    if writer:  # data.frame_to and "auto" keys, resolved once for every member, said once
+        for note in first.notes:
+            log(note)
+    resolved_train = dataclasses.replace(cfg.train, augment=first.cfg.train.augment)
+    members_cfg = dataclasses.replace(cfg, data=first.cfg.data, train=resolved_train)
     lock = RunLock(run_dir)
     earlier: list = []
     try:

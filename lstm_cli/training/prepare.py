@@ -23,6 +23,7 @@ from ..data import (
     stratified_split,
 )
 from ..data.framing import frame_for_length, transform_dataset
+from ..data.invariance import common_length, margin, reorder_evidence
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
 
@@ -44,9 +45,10 @@ class PreparedData:
     train_steps: SequenceDataset | None = None
     # (V,) the validation sequences' indices in data.train when carved from it; else None
     valid_index: np.ndarray | None = None
-    # the config as trained: data.frame_to resolved into data.frame (resolve_frame)
+    # the config as trained: data.frame_to resolved into data.frame (resolve_frame),
+    # train.augment.roll / reverse "auto" into true or false (resolve_reorders)
     cfg: Config | None = None
-    frame_note: str | None = None  # how data.frame_to chose the frame, for the log
+    notes: tuple[str, ...] = ()  # how those were resolved, for the log
 
 
 def run_rng(cfg: Config) -> np.random.Generator:
@@ -107,6 +109,41 @@ def resolve_frame(cfg: Config, raw: SequenceDataset) -> tuple[Config, str | None
     return dataclasses.replace(cfg, data=dataclasses.replace(d, frame=k, frame_to=None)), note
 
 
+def resolve_reorders(cfg: Config, steps: SequenceDataset, comm=None) -> tuple[Config, str | None]:
+    """cfg with train.augment.roll / reverse "auto" replaced by what the training file's
+    evidence says (data.invariance.reorder_evidence, on ``steps``: the whole file before
+    framing, as roll and reverse see it), and a sentence saying so. Like resolve_frame it
+    is decided once on the whole file, for every member and rank (rank 0 computes, under
+    MPI, and shares the result); the run folder records the resolved bools."""
+    aug = cfg.train.augment
+    if "auto" not in (aug.roll, aug.reverse):
+        return cfg, None
+    ev = None
+    if comm is None or comm.rank == 0:
+        X, y = common_length(steps.x, steps.offsets, steps.labels)
+        ev = reorder_evidence(X, y, aug.roll, aug.reverse)
+    if comm is not None and comm.size > 1:
+        ev = comm.bcast(ev)
+    parts = []
+    if aug.roll == "auto":
+        parts.append(
+            f"train.augment.roll auto: {'on' if ev.roll else 'off'} ({ev.any_start} right at "
+            f"any start against {ev.fixed} as recorded)"
+        )
+    if aug.reverse == "auto":
+        base = ev.any_start if ev.roll else ev.fixed
+        parts.append(
+            f"train.augment.reverse auto: {'on' if ev.reverse else 'off'} ({ev.mirror} right "
+            f"allowing the reversal against {base})"
+        )
+    note = (
+        "; ".join(parts) + f" -- leave-one-out 1-NN on {ev.n} training sequences, "
+        f"{margin(ev.n)} more needed to switch on"
+    )
+    augment = dataclasses.replace(aug, roll=ev.roll, reverse=ev.reverse)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, augment=augment)), note
+
+
 def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     """Load train/valid/test, apply the input transforms (per-sequence z-score, pool,
     frame) to whole sequences, carve the validation split (seeded, stratified) if needed,
@@ -127,12 +164,15 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
                 f"training data {raw.source} has {raw.num_features}"
             )
     # whole sequences, before the split; the statistics below are of the transformed steps
-    if cfg.train.augment.reorders:  # each training batch is re-framed from the unframed steps
-        d = cfg.data
+    aug, d = cfg.train.augment, cfg.data
+    if aug.shift or aug.roll or aug.reverse:  # "auto" too: resolve_reorders reads the steps
         steps = transform_dataset(raw, d.normalize_per_sequence, d.pool)
+        cfg, reorder_note = resolve_reorders(cfg, steps, comm)
         full = transform_dataset(steps, frame=d.frame)  # = input_transform(cfg, raw)
+        if not cfg.train.augment.reorders:  # "auto" resolved off
+            steps = None
     else:
-        steps, full = None, input_transform(cfg, raw)
+        steps, full, reorder_note = None, input_transform(cfg, raw), None
     va_idx = None
     if raw_valid is not None:
         train, valid = full, input_transform(cfg, raw_valid)
@@ -180,7 +220,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         train_steps=steps,
         valid_index=None if valid is None else va_idx,
         cfg=cfg,
-        frame_note=frame_note,
+        notes=tuple(n for n in (frame_note, reorder_note) if n),
     )
 
 
