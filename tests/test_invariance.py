@@ -125,3 +125,20 @@ def test_common_length_resamples_to_the_median_and_standardises(monkeypatch):
     monkeypatch.setattr(inv, "MAX_LENGTH", 6)
     X, y = inv.common_length(x, offsets, labels)
     assert X.shape == (2, 6, 2)
+
+
+def test_common_length_keeps_within_the_cell_budget(monkeypatch):
+    """Many features: fewer series first, down to MIN_SERIES, then fewer steps."""
+    x = np.random.default_rng(4).normal(size=(60, 2))
+    offsets = np.arange(0, 61, 10)
+    labels = np.arange(6) % 2
+    monkeypatch.setattr(inv, "MIN_SERIES", 3)
+    for cells, shape in (
+        (10_000, (6, 10, 2)),
+        (100, (5, 10, 2)),
+        (60, (3, 10, 2)),
+        (30, (3, 5, 2)),
+    ):
+        monkeypatch.setattr(inv, "MAX_CELLS", cells)
+        X, y = inv.common_length(x, offsets, labels)
+        assert X.shape == shape and X.size <= cells and len(y) == shape[0]

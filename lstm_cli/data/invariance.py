@@ -29,11 +29,15 @@ __all__ = [
     "margin",
 ]
 
-# The cost is about N^2 T log T: at most a few seconds at these caps. Resampling a long
+# The cost is about N^2 T F: at most a few seconds at these caps. Resampling a long
 # series to fewer steps aliases a fast cycle (and can change the verdict), so the length
-# cap is high; a larger training set is judged on a fixed random MAX_SERIES of it.
+# cap is high; a larger training set is judged on a fixed random MAX_SERIES of it. The
+# (N, T, F) array stays within MAX_CELLS values (64 MB): for many features, fewer series
+# (not below MIN_SERIES), then fewer steps.
 MAX_SERIES = 300
+MIN_SERIES = 100
 MAX_LENGTH = 2048
+MAX_CELLS = 2**23
 
 
 def shift_distances(Q, R, any_start=False, mirror=False):
@@ -54,8 +58,8 @@ def shift_distances(Q, R, any_start=False, mirror=False):
             continue
         fr = np.fft.rfft(ref, axis=1)  # (N, T//2+1, F)
         fq = np.conj(np.fft.rfft(Q, axis=1))  # (M, T//2+1, F)
-        for m in range(len(Q)):  # (N, T) inner product at every shift
-            corr = np.fft.irfft(fq[m][None] * fr, n=T, axis=1).sum(2)
+        for m in range(len(Q)):  # (N, T) inner product at every shift, features summed
+            corr = np.fft.irfft(np.einsum("kf,nkf->nk", fq[m], fr), n=T, axis=1)
             best[m] = np.maximum(best[m], corr.max(1))
     return norms - 2.0 * best
 
@@ -74,16 +78,20 @@ def common_length(x, offsets, labels, rng=None):
     labels (N',): at most MAX_SERIES of them (a random choice from ``rng``, default a fixed
     seed, when there are more), each resampled by linear interpolation to L = the median
     length capped at MAX_LENGTH (sequences of length L are kept as they are), then every
-    feature standardised over the whole array, as the dataset z-score would weigh it."""
+    feature standardised over the whole array, as the dataset z-score would weigh it.
+    N' L F stays within MAX_CELLS: fewer series first (down to MIN_SERIES), then fewer steps."""
     offsets = np.asarray(offsets, np.int64)
     lengths = np.diff(offsets)
     labels = np.asarray(labels)
+    F = x.shape[1]
+    L = int(min(max(np.median(lengths), 1), MAX_LENGTH))
+    keep = min(MAX_SERIES, max(MIN_SERIES, MAX_CELLS // (L * F)))
     pick = np.arange(lengths.size)
-    if pick.size > MAX_SERIES:
+    if pick.size > keep:
         rng = np.random.default_rng(0) if rng is None else rng
-        pick = np.sort(rng.choice(pick.size, MAX_SERIES, replace=False))
-    L = int(min(max(np.median(lengths[pick]), 1), MAX_LENGTH))
-    out = np.empty((pick.size, L, x.shape[1]))
+        pick = np.sort(rng.choice(pick.size, keep, replace=False))
+    L = max(1, min(L, MAX_CELLS // (pick.size * F)))
+    out = np.empty((pick.size, L, F))
     for row, n in enumerate(pick):
         seq = np.asarray(x[offsets[n] : offsets[n + 1]], np.float64)  # (T_n, F)
         if seq.shape[0] == L:
