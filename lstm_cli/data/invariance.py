@@ -20,7 +20,9 @@ import numpy as np
 
 __all__ = [
     "MAX_SERIES",
+    "MIN_SERIES",
     "MAX_LENGTH",
+    "MAX_CELLS",
     "shift_distances",
     "loo_correct",
     "common_length",
