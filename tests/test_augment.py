@@ -246,7 +246,11 @@ def test_auto_resolves_on_the_training_file_and_the_run_records_it(write_config,
     assert len(notes) == 1 and "training sequences" in notes[0], logs
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["augment"]
     assert saved["roll"] is rolled and isinstance(saved["reverse"], bool)
-    assert notes[0].startswith(f"train.augment.roll auto: {'on' if rolled else 'off'} (")
+    on = {True: "on", False: "off"}
+    assert notes[0].startswith(
+        f"train.augment.roll auto: {on[rolled]}, train.augment.reverse auto: "
+        f"{on[saved['reverse']]} (leave-one-out 1-NN on 40 training sequences: "
+    )
     given = [f"train.augment.roll={str(rolled).lower()}", "train.epochs=2"]
     given += [f"train.augment.reverse={str(saved['reverse']).lower()}"]
     given += [f"output.dir={tmp_path / 'given'}"]

@@ -124,21 +124,19 @@ def resolve_reorders(cfg: Config, steps: SequenceDataset, comm=None) -> tuple[Co
         ev = reorder_evidence(X, y, aug.roll, aug.reverse)
     if comm is not None and comm.size > 1:
         ev = comm.bcast(ev)
-    parts = []
-    if aug.roll == "auto":
-        parts.append(
-            f"train.augment.roll auto: {'on' if ev.roll else 'off'} ({ev.any_start} right at "
-            f"any start against {ev.fixed} as recorded)"
-        )
-    if aug.reverse == "auto":
-        base = ev.any_start if ev.roll else ev.fixed
-        parts.append(
-            f"train.augment.reverse auto: {'on' if ev.reverse else 'off'} ({ev.mirror} right "
-            f"allowing the reversal against {base})"
-        )
+    said = [
+        f"train.augment.{key} auto: {'on' if on else 'off'}"
+        for key, given, on in (("roll", aug.roll, ev.roll), ("reverse", aug.reverse, ev.reverse))
+        if given == "auto"
+    ]
+    counts = [f"{ev.fixed} right as recorded"]
+    if ev.any_start is not None:
+        counts.append(f"{ev.any_start} at any start")
+    if ev.mirror is not None:
+        counts.append(f"{ev.mirror} {'also reversed' if ev.roll else 'allowing the reversal'}")
     note = (
-        "; ".join(parts) + f" -- leave-one-out 1-NN on {ev.n} training sequences, "
-        f"{margin(ev.n)} more needed to switch on"
+        f"{', '.join(said)} (leave-one-out 1-NN on {ev.n} training sequences: "
+        f"{', '.join(counts)}; switching on needs {margin(ev.n)} more)"
     )
     augment = dataclasses.replace(aug, roll=ev.roll, reverse=ev.reverse)
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, augment=augment)), note
