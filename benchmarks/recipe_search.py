@@ -9,8 +9,12 @@ Each candidate is NAME=OVERRIDES (space-separated ``key=value`` pairs, given to
 ``lstm-train --set``). Every run trains in its own folder under ``--work``; the figures
 are read from its summary.json and metrics.jsonl. The selection rule, stated once here:
 the highest median validation accuracy over the seeds, ties broken by the lowest median
-validation loss, both at each run's kept (best) epoch. Test accuracy is printed for the
-record only: it takes no part in the rule. Prints one markdown table row per candidate.
+validation loss, both at each run's kept (best) epoch. Prints one markdown table row per
+candidate. Test accuracy takes no part in the rule, so the table leaves it out unless
+``--show-test`` is given (the JSON lines always record it): make the choice on the table,
+then print it again with the test column from the record, without training:
+
+    python benchmarks/recipe_search.py configs/acsf1.yaml --table /tmp/acsf1.json --show-test
 
 The last column compares each candidate with the first one given, seed by seed (a seed
 fixes the validation split, so the two runs of one seed see the same validation series):
@@ -103,23 +107,54 @@ def paired(rows, ref_rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("config")
-    ap.add_argument("--candidate", action="append", required=True, metavar="NAME=OVERRIDES")
+    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=OVERRIDES")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--work", default="/tmp/recipe_search")
     ap.add_argument("--json", help="append every run's figures to this JSON-lines file")
+    ap.add_argument("--show-test", action="store_true", help="add the test accuracy column")
+    ap.add_argument(
+        "--table",
+        metavar="JSONL",
+        help="train nothing: the table of this config's runs in a --json file",
+    )
     args = ap.parse_args(argv)
     candidates = []
     for text in args.candidate:
         name, _, overrides = text.partition("=")
         candidates.append((name, overrides.split()))
-    jobs = [(c, o, s) for c, o in candidates for s in args.seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda j: run_one(args.config, j[0], j[1], j[2], args.work), jobs))
-    if args.json:
-        with open(args.json, "a") as f:
+    if args.table:
+        runs = _recorded(args.table, args.config, [name for name, _ in candidates])
+        if not candidates:  # every candidate of the file, in its order
             for r in runs:
-                f.write(json.dumps({"config": args.config, **r}) + "\n")
+                if r["candidate"] not in [name for name, _ in candidates]:
+                    candidates.append((r["candidate"], r["overrides"]))
+    elif not candidates:
+        ap.error("give at least one --candidate (or --table)")
+    else:
+        jobs = [(c, o, s) for c, o in candidates for s in args.seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(lambda j: run_one(args.config, j[0], j[1], j[2], args.work), jobs))
+        if args.json:
+            with open(args.json, "a") as f:
+                for r in runs:
+                    f.write(json.dumps({"config": args.config, **r}) + "\n")
+    print_table(runs, candidates, args.show_test)
+
+
+def _recorded(path, config, names):
+    """The runs of ``config`` in a --json file (only the candidates ``names``, if any)."""
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    runs = [r for r in rows if r["config"] == config and (not names or r["candidate"] in names)]
+    missing = [n for n in names if n not in {r["candidate"] for r in runs}]
+    if not runs or missing:
+        raise SystemExit(f"{path}: no runs of {config}" + (f" for {missing}" if missing else ""))
+    return runs
+
+
+def print_table(runs, candidates, show_test):
+    """The markdown table, ranked by the rule; the test column only with ``show_test``."""
     table = []
     by_name = {name: [r for r in runs if r["candidate"] == name] for name, _ in candidates}
     first = by_name[candidates[0][0]]
@@ -135,17 +170,21 @@ def main(argv=None):
                 median(rows, "val_loss"),
                 f"| {name} | `{' '.join(overrides) or '(none)'}` | {median(rows, 'val_loss'):.4f}"
                 f" | {median(rows, 'val_accuracy'):.3f} | {median(rows, 'train_accuracy'):.3f}"
-                f" | {test} | {median(rows, 'seconds'):.0f} | {paired(rows, first)} |",
+                + (f" | {test}" if show_test else "")
+                + f" | {median(rows, 'seconds'):.0f} | {paired(rows, first)} |",
             )
         )
     print(
         "| candidate | `--set` overrides | median val loss | median val acc |"
-        " median train acc at best | test median [range] | s/run |"
-        f" val loss vs {candidates[0][0]}, paired |"
+        " median train acc at best |"
+        + (" test median [range] |" if show_test else "")
+        + f" s/run | val loss vs {candidates[0][0]}, paired |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|" + ("---|" if show_test else "") + "---|---|")
     for _, _, line in sorted(table, key=lambda t: (t[0], t[1])):
         print(line)
+    if not show_test:
+        print("(test accuracy left out: it takes no part in the rule; --show-test adds it)")
 
 
 if __name__ == "__main__":

@@ -127,13 +127,17 @@ def test_bench_infer_standalone_runs(tmp_path):
     assert "tiny/last: lstm_cli" in r.stdout and "ratio of medians" in r.stdout
 
 
+TEST = os.path.join(ROOT, "data", "synthetic", "test.jsonl")
+
+
 def test_recipe_search_ranks_on_validation_and_records_every_run(tmp_path):
     """Two candidates of configs/tiny.yaml over two seeds: one JSON line per run, and the
     table ranked by median validation accuracy, then loss (the selection rule)."""
     runs = tmp_path / "runs.jsonl"
     done = _run(
         [os.path.join(BENCH, "recipe_search.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
-         "--candidate", "base=", "--candidate", "noisy=train.augment.noise=3.0",
+         "--candidate", f"base=data.test={TEST}",
+         "--candidate", f"noisy=data.test={TEST} train.augment.noise=3.0",
          "--seeds", "0", "1", "--work", str(tmp_path / "w"), "--json", str(runs)],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -157,6 +161,22 @@ def test_recipe_search_ranks_on_validation_and_records_every_run(tmp_path):
     assert row["base"] == "-"
     assert row["noisy"].startswith(f"{np.mean(d):+.4f} ± {np.std(d, ddof=1) / np.sqrt(2):.4f}")
     assert row["noisy"].endswith(f"{sum(x < 0 for x in d)}/2 lower")
+    # the test column is left out of the table the choice is made on, and added afterwards
+    # from the record, training nothing
+    assert "test" not in done.stdout.splitlines()[0] and "--show-test adds it" in done.stdout
+    again = _run(
+        [os.path.join(BENCH, "recipe_search.py"), os.path.join(ROOT, "configs", "tiny.yaml"),
+         "--table", str(runs), "--show-test", "--work", str(tmp_path / "none")],
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "none").exists()
+    shown = [line for line in again.stdout.splitlines() if line.startswith("| ")]
+    assert "test median [range]" in shown[0]
+    for line in shown[1:]:
+        name, test = line.split("|")[1].strip(), line.split("|")[6].strip()
+        mine = sorted(r["test_accuracy"] for r in rows if r["candidate"] == name)
+        assert test == f"{np.median(mine):.3f} [{mine[0]:.3f}, {mine[-1]:.3f}]"
+    assert [line.split("|")[1] for line in shown[1:]] == [line.split("|")[1] for line in table]
 
 
 def test_recipe_search_reads_an_ensemble_s_out_of_fold_figures(tmp_path):
