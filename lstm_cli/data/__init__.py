@@ -11,7 +11,9 @@ sequence (docs: "Data formats"). One module per job:
 - ``labels``: label checks, the label -> class-index map, stratified splits;
 - ``batching``: index batches and padded arrays; ``normalize``: feature statistics, the
   normalisation check and the training data's fingerprint;
-- ``synthetic``: generated tasks.
+- ``synthetic``: generated tasks;
+- ``framing``: per-sequence z-score, pooling and framing; ``augment``: training-time
+  augmentation; ``invariance``: the 1-NN test that ``roll`` / ``reverse: auto`` read.
 
 Every problem with a file's content raises :class:`DataError` with one line naming the
 file, the 1-based line (text formats) or the array and its 0-based index (NPZ/NPY), what
