@@ -160,6 +160,8 @@ class Bool(Constraint):
             return value
         if not isinstance(value, bool):
             hint = "Write true or false without quotes." if isinstance(value, str) else ""
+            if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
+                hint = "Did you mean 'auto'?"
             raise Invalid(hint)
         return value
 

@@ -293,3 +293,4 @@ def test_auto_is_a_value_of_roll_and_reverse_only(write_config):
         assert result.exit_code == 3, result.output
         assert f"'train.augment.{key}'" in result.output and "Traceback" not in result.output
         assert ("or 'auto'" in result.output) == (key == "roll")
+        assert ("Did you mean 'auto'?" in result.output) == (key == "roll")
