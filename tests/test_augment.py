@@ -265,13 +265,20 @@ def test_auto_resolves_on_the_training_file_and_the_run_records_it(write_config,
     assert len(more.history) == 3
 
 
-def test_an_ensemble_resolves_auto_once_and_says_so_once(write_config, tmp_path):
+def test_an_ensemble_resolves_auto_once_and_says_so_once(write_config, tmp_path, monkeypatch):
+    """Once for the whole ensemble: not again per member, nor when its summary is made."""
+    import lstm_cli.training.prepare as prepare
+
+    tests = []
+    decide = prepare.reorder_evidence
+    monkeypatch.setattr(prepare, "reorder_evidence", lambda *a: tests.append(1) or decide(*a))
     files = _shape_files(tmp_path, rolled=True)
     path = write_config(data={"train": files["train"], "test": files["test"]})
     over = ["train.augment.roll=auto", "train.folds=3", "train.epochs=1"]
     logs = []
     fit_folds(load_config(path, over), progress=False, log=logs.append)
     assert len([m for m in logs if m.startswith("train.augment.roll auto: on")]) == 1, logs
+    assert len(tests) == 1
     for i in range(3):
         member = yaml.safe_load((tmp_path / "run" / f"fold-{i}" / "config.yaml").read_text())
         assert member["train"]["augment"]["roll"] is True

@@ -184,7 +184,8 @@ def fit_folds(
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
-            result.summary = _ensemble_summary(cfg, members, log)
+            # members_cfg: frame_to and "auto" already resolved, not redone per member
+            result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
             retire_earlier_run(run_dir, [n for n in earlier if n != "summary.json"])
@@ -230,7 +231,8 @@ def _check_resumable(cfg: Config, run_dir) -> None:
 
 def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
     """summary.json of the ensemble: the members' best epochs, the out-of-fold report over
-    data.train and the ensemble's data.test report (one process: rank 0)."""
+    data.train and the ensemble's data.test report (one process: rank 0). cfg: the
+    members' config, with data.frame_to and roll / reverse "auto" resolved."""
     K = cfg.train.folds
     best, oof_probs, oof_y, test_probs = [], None, None, None
     test_y = classes = None
