@@ -83,6 +83,31 @@ def test_members_with_other_labels_are_refused(members, tmp_path):
         assert "Traceback" not in result.output
 
 
+def test_the_data_file_is_read_once_per_set_of_csv_options(members, tmp_path, monkeypatch):
+    """The members of one run read the file alike: one read for all of them; a member
+    with other CSV options gets a read of its own. The reports are unchanged."""
+    import lstm_cli.data
+
+    before = _report(members)
+    reads = []
+    load = lstm_cli.data.load_dataset
+    monkeypatch.setattr(
+        lstm_cli.data,
+        "load_dataset",
+        lambda *a, **k: reads.append(k["csv_options"]) or load(*a, **k),
+    )
+    assert _report(members) == before
+    assert len(reads) == 1
+    ckpt = load_checkpoint(members[0])
+    config = json.loads(json.dumps(ckpt.meta["config"]))
+    config["data"]["csv"]["label_column"] = "y"
+    other = str(tmp_path / "other_csv.npz")
+    save_checkpoint(other, ckpt.params, dict(ckpt.meta, config=config))
+    reads.clear()
+    _report([*members, other])
+    assert len(reads) == 2 and reads[1]["label_column"] == "y"
+
+
 def test_gates_need_one_checkpoint(members):
     result = CliRunner().invoke(evaluate, [*members, "--data", DATA, "--gates"])
     assert result.exit_code == 2 and "give one checkpoint" in result.stderr

@@ -33,13 +33,21 @@ def checkpoint_files(paths) -> list[str]:
 
 def _members_raw(checkpoints, data_path, fmt, require_labels):
     """(TrainedModel, the data as it reads it, before its transforms) per checkpoint;
-    several must share their labels (ensemble.check_members)."""
+    several must share their labels (ensemble.check_members). The file is read once per
+    distinct set of CSV options (the members of one run share theirs), not per member."""
     from ..ensemble import check_members
     from ..inference import load_trained
 
     tms = [load_trained(c) for c in checkpoints]
     check_members(tms, list(checkpoints))
-    return [(tm, read_data_for(tm, data_path, fmt, require_labels)) for tm in tms]
+    read: dict[str, object] = {}  # json of the CSV options -> the file as they read it
+    out = []
+    for tm in tms:
+        key = json.dumps(tm.csv_options, sort_keys=True)
+        if key not in read:
+            read[key] = read_data_for(tm, data_path, fmt, require_labels)
+        out.append((tm, read[key]))
+    return out
 
 
 def _prepared(raws):
