@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import SequenceDataset, make_batches, pad_batch
-from .ensemble import ensemble_probs, report_of_probs
+from .ensemble import ensemble_probs, prepare_members, report_of_probs
 from .errors import LstmCliError
 from .nn.lstm import lstm_step_backward, lstm_step_forward
 from .nn.reference import reverse_steps
@@ -278,7 +278,10 @@ def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
     cut = prefix_lengths(raw0.lengths[known], percents)  # (P, n)
     accuracy, loss = [], []
     for prefix in cut:
-        cut_members = [(tm, tm.prepare(_prefixes(raw, known, prefix))) for tm, raw in members]
+        cuts: dict = {}  # id of a member's data -> its prefixes (shared by one run's members)
+        for _, raw in members:
+            cuts.setdefault(id(raw), _prefixes(raw, known, prefix))
+        cut_members = prepare_members([(tm, cuts[id(raw)]) for tm, raw in members])
         P = ensemble_probs(cut_members, batch_size)  # (n, K)
         report = report_of_probs(P, yk, tm0.classes, raw0.source)
         accuracy.append(report["accuracy"])

@@ -38,6 +38,22 @@ def check_members(tms: list[TrainedModel], names: list[str]) -> None:
             )
 
 
+def prepare_members(raws) -> list:
+    """(TrainedModel, data as it reads it) pairs -> (TrainedModel, the data as it was
+    trained on) pairs. Members given the same data object with the same input transforms
+    (the members of one run) share one transformed copy; each is still checked."""
+    done: dict = {}  # (id of the raw data, its transforms) -> the transformed data
+    out = []
+    for tm, raw in raws:
+        key = (id(raw), tuple(sorted(tm.transforms.items())))
+        if key in done:
+            tm.check_raw(raw)
+        else:
+            done[key] = tm.prepare(raw)
+        out.append((tm, done[key]))
+    return out
+
+
 def ensemble_probs(members, batch_size=256) -> np.ndarray:
     """members: (TrainedModel, its prepared SequenceDataset) pairs of the same sequences
     -> P (N, K), the mean of the members' probabilities."""

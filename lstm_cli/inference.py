@@ -53,12 +53,16 @@ class TrainedModel:
 
     def prepare(self, ds):
         """Raw data as the model was trained on it: the per-sequence z-score, pooling and
-        framing of the training config applied (eval, predict). The feature check counts
-        the file's own features, before framing."""
+        framing of the training config applied (eval, predict)."""
+        self.check_raw(ds)
+        return transform_dataset(ds, **self.transforms)
+
+    def check_raw(self, ds) -> None:
+        """A DataError unless raw data ``ds`` has the features the model was trained on,
+        counted in the file's own features (before framing)."""
         frame = self.transforms["frame"]
         if ds.num_features * frame != self.num_features:
             raise _feature_mismatch(ds, self.num_features // frame)
-        return transform_dataset(ds, **self.transforms)
 
 
 # transform_dataset's argument -> (data.* key in the stored config, value when absent)

@@ -158,3 +158,51 @@ def test_no_known_label_left_to_evaluate_is_one_clear_error(members, tmp_path, c
     result = CliRunner().invoke(evaluate, args)
     assert result.exit_code == 4, result.output
     assert f"{unknown}: no sequence has a label the model knows" in result.stderr
+
+
+def test_members_that_read_alike_share_one_transformed_copy(members, tmp_path, monkeypatch):
+    """Members with the same input transforms (one run's) transform the data once, in the
+    report and on every --by-step prefix; a member framing otherwise gets its own. The
+    report is unchanged."""
+    import lstm_cli.inference
+    from lstm_cli.diagnostics import PERCENTS
+
+    twin = tmp_path / "twin.npz"
+    twin.write_bytes(pathlib.Path(members[0]).read_bytes())
+    args = [members[0], str(twin), members[1], "--by-step"]
+    before = _report(args)
+    calls = []
+    transform = lstm_cli.inference.transform_dataset
+    monkeypatch.setattr(
+        lstm_cli.inference,
+        "transform_dataset",
+        lambda ds, **k: calls.append(k["frame"]) or transform(ds, **k),
+    )
+    assert _report(args) == before
+    per_member = 1 + len(PERCENTS)  # the report, then each prefix
+    assert calls.count(1) == calls.count(2) == per_member and len(calls) == 2 * per_member
+
+
+def test_a_shared_copy_still_checks_each_members_features():
+    from lstm_cli.ensemble import prepare_members
+
+    class Member:
+        transforms = {"per_sequence": False, "pool": 1, "frame": 1}
+
+        def __init__(self, fits):
+            self.fits = fits
+
+        def check_raw(self, ds):
+            if not self.fits:
+                raise ValueError("wrong features")
+
+        def prepare(self, ds):
+            self.check_raw(ds)
+            return ("prepared", ds)
+
+    raw = object()
+    a, b = Member(True), Member(True)
+    out = prepare_members([(a, raw), (b, raw)])
+    assert out[0][1] is out[1][1] and out[1][0] is b
+    with pytest.raises(ValueError, match="wrong features"):
+        prepare_members([(a, raw), (Member(False), raw)])

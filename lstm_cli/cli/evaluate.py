@@ -50,12 +50,6 @@ def _members_raw(checkpoints, data_path, fmt, require_labels):
     return out
 
 
-def _prepared(raws):
-    """(TrainedModel, the data as it reads and prepares it) per (TrainedModel, data as it
-    reads it) pair of _members_raw."""
-    return [(tm, tm.prepare(raw)) for tm, raw in raws]
-
-
 def _render_report(report) -> str:
     labels = [str(lbl) for lbl in report["labels"]]
     lines = [
@@ -252,6 +246,7 @@ def evaluate(
     Several checkpoints are evaluated as one ensemble (the mean of their probabilities).
     A run folder stands for its best.npz; a train.folds ensemble's folder for its members'.
     """
+    from ..ensemble import prepare_members
     from ..inference import evaluate_dataset
 
     checkpoints = checkpoint_files(checkpoints)
@@ -270,7 +265,7 @@ def evaluate(
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
         by_step, gates = True, len(checkpoints) == 1
     raws = _members_raw(checkpoints, data_path, fmt, require_labels=True)
-    members = _prepared(raws)
+    members = prepare_members(raws)
     tm, ds = members[0]
     if len(members) == 1:
         report, probs, y = evaluate_dataset(tm, ds, batch_size, allow_unknown)
@@ -326,14 +321,14 @@ def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
     Several checkpoints predict as one ensemble (the mean of their probabilities).
     A run folder stands for its best.npz; a train.folds ensemble's folder for its members'.
     """
-    from ..ensemble import ensemble_probs
+    from ..ensemble import ensemble_probs, prepare_members
 
     checkpoints = checkpoint_files(checkpoints)
     refuse_output_over_input(
         [("--output", output)],
         [*(("checkpoint", c) for c in checkpoints), ("data file", data_path)],
     )
-    members = _prepared(_members_raw(checkpoints, data_path, fmt, require_labels=False))
+    members = prepare_members(_members_raw(checkpoints, data_path, fmt, require_labels=False))
     tm, ds = members[0]
     probs = ensemble_probs(members, batch_size)  # one member: its own probabilities
     write_output(output or "-", _predictions_csv(tm.classes, probs))
