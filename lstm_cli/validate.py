@@ -181,6 +181,8 @@ class Str(Constraint):
         if not isinstance(value, str) or not value.strip():
             hint = "Put the value in quotes." if isinstance(value, numbers.Number) else ""
             raise Invalid(hint)
+        if "\0" in value:  # no file system takes one, and os calls raise on it
+            raise Invalid("It holds a NUL character.")
         return value
 
 
@@ -209,6 +211,11 @@ class StrList(Constraint):
 def is_int(x: Any) -> bool:
     """True for an int (Python or NumPy), False for a bool."""
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_number(x: Any) -> bool:
+    """True for a finite int or float (Python or NumPy), False for a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def param_error(

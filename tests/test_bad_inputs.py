@@ -256,6 +256,7 @@ CONFIG_CASES = [
         ["invalid YAML", "line 3, column 9", "cannot read '2024-02-30' as a date", "quotes"],
     ),
     ("huge_int.yaml", 3, ["invalid YAML", "line 4, column 16", "as an int (too many digits)"]),
+    ("nul_in_path.yaml", 3, ["'data.train'", "'train\\x00.jsonl'", "NUL character"]),
     ("deep_nesting.yaml", 3, ["invalid YAML", "nested too deeply"]),
     ("list_for_mapping.yaml", 3, ["section 'model' must be a mapping", "list [1, 2]"]),
     ("scalar_for_mapping.yaml", 3, ["section 'train' must be a mapping", "int 5"]),
@@ -325,6 +326,24 @@ OVERRIDE_CASES = [
         3,
         ["'train.early_stopping.patience' needs validation data"],
     ),
+    (
+        "no_validation_left",  # a class of one sequence stays in training
+        [f"data.train={BAD / 'good' / 'one_per_class.jsonl'}", "train.schedule.name=plateau"],
+        4,
+        ["one_per_class.jsonl", "0.25 of its 2 sequences leaves none", "'train.schedule.name'"],
+    ),
+    (
+        "noise_overflows",
+        ["train.augment.noise=1e39"],
+        3,
+        ["--set train.augment.noise=1e39", "too large for float32", "below 3.4e+36"],
+    ),
+    (
+        "folds_beyond_the_data",  # refused at once: no list of that many folds is built
+        ["train.folds=100000000000000000000000", "data.valid_fraction=0"],
+        4,
+        ["train.jsonl", "train.folds 100000000000000000000000 needs at least", "it has 12"],
+    ),
 ]
 
 
@@ -389,6 +408,7 @@ TEXT_DATA_CASES = [
     ("jsonl/inf.jsonl", ["line 3", "step 1, feature 2 is -inf"]),
     ("jsonl/overflow.jsonl", ["line 1", "step 2, feature 2 is inf"]),
     ("jsonl/huge_value.jsonl", ["line 2", "step 2, feature 1 is 1e+300", "float32's range"]),
+    ("jsonl/huge_digits.jsonl", ["line 1", "an integer of more than 4300 digits"]),
     ("jsonl/non_numeric.jsonl", ["line 3", "step 2, feature 2 is a string ('0.8')"]),
     ("jsonl/bool_value.jsonl", ["line 1", "step 2, feature 2 is a boolean"]),
     ("jsonl/missing_label.jsonl", ["line 3", "missing label"]),
@@ -409,6 +429,7 @@ TEXT_DATA_CASES = [
     ("csv/nan.csv", ["line 4", "column 'f2'", "nan"]),
     ("csv/inf.csv", ["line 3", "column 'f1'", "-inf"]),
     ("csv/huge_value.csv", ["line 4", "column 'f2'", "-5e+38", "float32's range"]),
+    ("csv/huge_label.csv", ["line 2", "label '999999", "...", "does not fit in a 64-bit integer"]),
     ("csv/non_numeric.csv", ["line 5", "column 'f2'", "'abc', not a number"]),
     ("csv/empty_cell.csv", ["line 3", "column 'f1'", "an empty cell"]),
     ("csv/missing_label.csv", ["line 4", "empty label in column 'label'"]),
@@ -436,6 +457,7 @@ TEXT_DATA_CASES = [
     ("ts/nan.ts", ["line 8", "dimension 1, value 2 is nan"]),
     ("ts/inf.ts", ["line 7", "dimension 2, value 2 is inf"]),
     ("ts/huge_value.ts", ["line 8", "dimension 2, value 2 is 1e+39", "float32's range"]),
+    ("ts/huge_series_length.ts", ["line 4", "@serieslength must be a positive integer"]),
     ("ts/missing_value.ts", ["line 8", "dimension 2, value 2 is '?'"]),
     ("ts/non_numeric.ts", ["line 8", "dimension 2, value 2 is 'x0.2', not a number"]),
     ("ts/missing_label.ts", ["line 8", "is the label missing?"]),
@@ -796,6 +818,7 @@ def test_every_bad_input_is_listed():
     used |= {
         "config/class_weights_unknown_label.yaml",
         "good/train.jsonl",
+        "good/one_per_class.jsonl",
         "good/good.yaml",
         "eval/unknown_label.jsonl",
         "eval/three_features.jsonl",

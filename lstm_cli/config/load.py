@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..errors import ConfigError, LstmCliError
@@ -26,6 +27,10 @@ from ..validate import NUMBER_RE, check, show
 from .keys import first_leaf, key_name_error, keys_of, unknown_key_error
 from .schema import CONSTRAINTS, DATA_PATH_KEYS, SECTIONS, Config, join_key
 from .yaml_safe import Loader, load_yaml
+
+# Gaussian noise is bounded for the overflow check at this many standard deviations (a
+# float64 draw beyond 40 never happens)
+NOISE_SIGMAS = 100.0
 
 __all__ = ["load_config", "config_from_dict", "parse_override", "value_origin"]
 
@@ -194,12 +199,8 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
             " 'data.valid' must be null.",
         )
     has_validation = cfg.data.valid is not None or cfg.data.valid_fraction > 0 or folds >= 2
-    needs_validation = {
-        "train.early_stopping.patience": cfg.train.early_stopping.patience is not None,
-        "train.schedule.name": cfg.train.schedule.name == "plateau",
-    }
-    for key, needed in needs_validation.items():
-        if needed and not has_validation:
+    for key in cfg.train.needs_validation:
+        if not has_validation:
             raise ctx.fail(
                 key,
                 f"{key!r} needs validation data, but 'data.valid' is null and"
@@ -216,6 +217,14 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
             "train.augment.shift",
             "'train.augment.shift' varies the framing phase, so it needs 'data.frame' >= 2"
             f" (it is {cfg.data.frame}).",
+        )
+    noise, dtype = cfg.train.augment.noise, np.dtype(cfg.model.dtype)
+    limit = float(np.finfo(dtype).max) / NOISE_SIGMAS  # a draw past it would overflow
+    if noise > limit:
+        raise ctx.fail(
+            "train.augment.noise",
+            f"'train.augment.noise' ({noise!r}) is too large for {dtype.name}: the noisy"
+            f" inputs would overflow (it must stay below {limit:.3g}).",
         )
     sched, lr = cfg.train.schedule, cfg.train.optimizer.lr
     if sched.name in ("cosine", "plateau") and sched.min_lr > lr:

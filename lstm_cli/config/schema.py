@@ -159,6 +159,16 @@ class TrainConfig:
     folds: int = 0  # >= 2: a cross-validated ensemble of that many models; 0 = one model
     fold: int | None = None  # the fold a member of train.folds holds out (set per member)
 
+    @property
+    def needs_validation(self) -> tuple[str, ...]:
+        """The keys set to something that reads validation data (early stopping, the
+        plateau schedule); config.load and prepare_data refuse them without any."""
+        needs = {
+            "train.early_stopping.patience": self.early_stopping.patience is not None,
+            "train.schedule.name": self.schedule.name == "plateau",
+        }
+        return tuple(key for key, needed in needs.items() if needed)
+
 
 @dataclass(frozen=True)
 class OutputConfig:

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from ..errors import DataError
-from ..validate import Options, check
+from ..validate import Options, check, show
 from .common import check_finite, read_text
 from .dataset import SequenceDataset, offsets_of
 from .labels import INT64_MAX, INT64_MIN
@@ -40,13 +40,16 @@ def _csv_labels(raw, label_type, source, label_column):
         try:
             v = int(text)
         except ValueError:
-            raise DataError(
-                f"{source} line {line}: label {text!r} in column {label_column!r} is not an"
-                " integer (label_type='int')"
-            ) from None
+            if _CANONICAL_INT.match(text):  # digits past sys.get_int_max_str_digits()
+                v = INT64_MAX + 1
+            else:
+                raise DataError(
+                    f"{source} line {line}: label {show(text)} in column {label_column!r} is not an"
+                    " integer (label_type='int')"
+                ) from None
         if not INT64_MIN <= v <= INT64_MAX:
             raise DataError(
-                f"{source} line {line}: label {text!r} does not fit in a 64-bit integer"
+                f"{source} line {line}: label {show(text)} does not fit in a 64-bit integer"
             )
         values.append(v)
     return values

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 
@@ -178,6 +179,10 @@ def read_jsonl(path, require_labels=True):
             raise DataError(f"{where}: invalid JSON: nested too deeply") from None
         except _DuplicateKey as dup:
             raise DataError(f"{where}: key {dup.args[0]!r} appears twice in one object") from None
+        except ValueError:  # an int literal past sys.get_int_max_str_digits()
+            raise DataError(
+                f"{where}: an integer of more than {sys.get_int_max_str_digits()} digits"
+            ) from None
         if not isinstance(obj, dict):
             raise DataError(
                 f"{where}: expected a JSON object with keys 'x' and 'y', got {_json_type(obj)}"

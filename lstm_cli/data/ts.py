@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ..errors import DataError
-from ..validate import param_error
+from ..validate import param_error, show
 from .common import build, check_finite, read_text
 from .labels import LabelCollector, class_list
 
@@ -46,8 +46,9 @@ def _ts_header(text_lines, source):
                 raise DataError(f"{where}: @{key} must be true or false, got {value!r}")
             headers[key] = value.lower() == "true"
         elif key in ("dimensions", "serieslength"):
-            if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
-                raise DataError(f"{where}: @{key} must be a positive integer, got {value!r}")
+            # at most 18 digits: any count a file can hold, and within int64
+            if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1:
+                raise DataError(f"{where}: @{key} must be a positive integer, got {show(value)}")
             headers[key] = int(value)
         elif key == "problemname":
             headers[key] = value

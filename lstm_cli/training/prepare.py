@@ -62,16 +62,30 @@ def fold_split(cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, valid_idx) of member ``train.fold``: the folds come from train.seed
     alone (data.labels.stratified_folds), so every member of an ensemble cuts the same."""
     K = cfg.train.folds
-    folds = stratified_folds(labels, K, np.random.default_rng(cfg.train.seed))
-    if not all(f.size for f in folds):
+    _, counts = np.unique(labels, return_counts=True)
+    foldable = int(counts[counts >= 2].sum())  # dealt round-robin: each fold gets one if K <= it
+    if foldable < K:
         raise DataError(
             f"{cfg.data.train}: train.folds {K} needs at least {K} sequences in labels with "
-            f"2 or more; it has {sum(f.size for f in folds)}. Give a smaller train.folds"
+            f"2 or more; it has {foldable}. Give a smaller train.folds"
         )
+    folds = stratified_folds(labels, K, np.random.default_rng(cfg.train.seed))
     valid_idx = folds[cfg.train.fold]
     keep = np.ones(len(labels), dtype=bool)
     keep[valid_idx] = False
     return np.flatnonzero(keep).astype(np.int64), valid_idx
+
+
+def _no_validation_left(cfg: Config, n: int) -> None:
+    """A DataError when data.valid_fraction carved no sequence from data.train and a key
+    needs validation data (config.load refuses the keys when no split is asked for)."""
+    if cfg.train.needs_validation:
+        raise DataError(
+            f"{cfg.data.train}: data.valid_fraction {cfg.data.valid_fraction} of its {n}"
+            f" sequences leaves none for validation, which"
+            f" {' and '.join(map(repr, cfg.train.needs_validation))} needs; give a larger"
+            " data.valid_fraction or a data.valid file"
+        )
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -179,6 +193,8 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
             tr_idx, va_idx = fold_split(cfg, full.labels)
         else:
             tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
+        if not va_idx.size:
+            _no_validation_left(cfg, len(full))
         # views: the split copies no rows (a memory-mapped training file stays on disk)
         train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
         steps = None if steps is None else steps.view(tr_idx)
