@@ -681,3 +681,44 @@ def test_fine_tuning_starts_from_train_init_from(runner, write_config, tmp_path)
         "--set", "model.hidden_size=3",
     )  # fmt: skip
     assert r.exit_code == 5 and str(start) in r.stderr and "train.init_from" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "where,value,needle",
+    [
+        ("history", [1, 2, 3], "its history is not one metrics row per epoch"),
+        ("history", [], "its history has 0 epochs, its state 1"),
+        (
+            "partial_epoch",
+            {"position": 9, "order": [1]},
+            "the state of its unfinished epoch is malformed",
+        ),
+        (
+            "partial_epoch",
+            {"batches": [[10**6]], "position": 0},
+            "the state of its unfinished epoch is malformed",
+        ),
+    ],
+    ids=["history_not_rows", "history_short", "partial_no_batches", "partial_bad_index"],
+)
+def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
+    runner, write_config, tmp_path, where, value, needle
+):
+    """A last.npz that verifies (its checksum re-signed) but whose history or unfinished
+    epoch the trainer cannot go on from: exit 5 naming it, before anything is written."""
+    from lstm_cli.store.checkpoint import load_checkpoint, save_checkpoint
+
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    run = tmp_path / "run"
+    ckpt = load_checkpoint(str(run / "last.npz"))
+    meta = json.loads(json.dumps(ckpt.meta))
+    if where == "history":
+        meta["history"] = value
+    else:
+        meta["train_state"]["partial_epoch"] = value
+    save_checkpoint(str(run / "last.npz"), ckpt.params, meta, ckpt.optim_arrays or None)
+    before = file_bytes(run)
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 5, r.output
+    assert f"{run / 'last.npz'}: cannot resume from it: {needle}" in r.stderr
+    assert "Traceback" not in r.output and file_bytes(run) == before

@@ -297,6 +297,29 @@ def test_eval_of_an_unfinished_ensemble_or_run_folder_exits_5(ensemble, tmp_path
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize(
+    "members,needle",
+    [
+        ([], "not an ensemble's summary ('members' is [], not a list of member paths)"),
+        ("fold-0/best.npz", "not an ensemble's summary ('members' is 'fold-0/best.npz'"),
+        ([3], "not an ensemble's summary ('members' is [3]"),
+        (["fold-0"], "holds no finished run: {out}/fold-0 is not a file"),
+    ],
+    ids=["empty", "a_string", "not_paths", "a_folder"],
+)
+def test_a_summary_listing_no_member_files_exits_5(ensemble, tmp_path, members, needle):
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    summary = _summary(out)
+    summary["members"] = members
+    with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as fh:
+        json.dump(summary, fh)
+    for command in (evaluate, predict):
+        r = CliRunner().invoke(command, [out, "--data", ensemble[1]])
+        assert r.exit_code == 5, r.output
+        assert needle.format(out=out) in r.stderr and "Traceback" not in r.output
+
+
 def test_export_takes_an_ensemble_folder_or_one_member(ensemble, tmp_path):
     from lstm_cli.cli import export
 

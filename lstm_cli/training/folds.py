@@ -26,6 +26,7 @@ from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
+from ..validate import show
 from .distributed import make_comm
 from .members import MemberTask, run_members
 from .prepare import prepare_data, run_rng
@@ -75,7 +76,7 @@ def run_checkpoints(path) -> list[str]:
         return [path]
     if is_ensemble_folder(path):
         summary = os.path.join(path, "summary.json")
-        if not os.path.isfile(summary):
+        if not os.path.exists(summary):
             raise CheckpointError(
                 f"{path} holds a train.folds ensemble that has not finished (no summary.json); "
                 f"lstm-train --resume {path} finishes it"
@@ -83,6 +84,8 @@ def run_checkpoints(path) -> list[str]:
         try:
             with open(summary, encoding="utf-8") as fh:
                 members = json.load(fh)["members"]
+            if not (isinstance(members, list) and members and all(_is_path(m) for m in members)):
+                raise ValueError(f"'members' is {show(members)}, not a list of member paths")
             paths = [os.path.join(path, m) for m in members]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{summary}: not an ensemble's summary ({err})") from None
@@ -90,8 +93,13 @@ def run_checkpoints(path) -> list[str]:
         paths = [os.path.join(path, "best.npz")]
     for p in paths:
         if not os.path.isfile(p):
-            raise CheckpointError(f"{path} holds no finished run: {p} does not exist")
+            what = "is not a file" if os.path.exists(p) else "does not exist"
+            raise CheckpointError(f"{path} holds no finished run: {p} {what}")
     return paths
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, str) and bool(value) and "\0" not in value
 
 
 def member_config(cfg: Config, fold: int) -> Config:

@@ -7,6 +7,7 @@ import os
 from ..config import Config, config_from_dict, config_to_dict, load_config
 from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
 from ..store.checkpoint import load_checkpoint, read_meta
+from ..validate import is_int, is_number
 from .prepare import PreparedData
 from .rundir import resume_checkpoint_path
 
@@ -113,6 +114,7 @@ def _restore_state(trainer, ckpt) -> None:
     trainer.schedule.load_state_dict(meta["schedule"])
     trainer.rng.bit_generator.state = meta["rng_state"]
     st = meta["train_state"]
+    _check_progress(meta["history"], st, len(trainer.data.train))
     trainer.history = meta["history"]
     trainer.epoch, trainer.step = st["epoch"], st["step"]
     trainer.best_value, trainer.best_epoch = st["best_value"], st["best_epoch"]
@@ -120,6 +122,34 @@ def _restore_state(trainer, ckpt) -> None:
     trainer.last_finite_loss = st.get("last_finite_loss")
     trainer.partial = st.get("partial_epoch")
     trainer.stopped_early = bool(st.get("stopped_early", False))  # early stopping stays decided
+
+
+# the counters of an unfinished epoch (Trainer._train_epoch's partial), besides its batches
+_PARTIAL_SUMS = ("loss_sum", "correct", "seen", "norm_sum", "seconds")
+
+
+def _check_progress(history, state, n_train) -> None:
+    """A ValueError unless ``history`` holds one metrics row per epoch done and the state
+    of an unfinished epoch, if any, is one the trainer can go on from (batches of
+    training-sequence indices, a position among them, its sums)."""
+    done = state["epoch"]
+    rows_ok = isinstance(history, list) and all(isinstance(r, dict) for r in history)
+    if not rows_ok or [r.get("epoch") for r in history] != list(range(1, len(history) + 1)):
+        raise ValueError("its history is not one metrics row per epoch")
+    if len(history) != done:
+        raise ValueError(f"its history has {len(history)} epochs, its state {done!r}")
+    p = state.get("partial_epoch")
+    if p is None:
+        return
+    ok = isinstance(p, dict) and isinstance(p.get("batches"), list)
+    ok = ok and all(
+        isinstance(b, list) and b and all(is_int(i) and 0 <= i < n_train for i in b)
+        for b in p["batches"]
+    )
+    ok = ok and is_int(p.get("position")) and 0 <= p["position"] <= len(p["batches"])
+    ok = ok and all(is_number(p.get(k)) for k in _PARTIAL_SUMS)
+    if not ok:
+        raise ValueError("the state of its unfinished epoch is malformed")
 
 
 def _short(value, limit=200):
