@@ -266,7 +266,17 @@ CONFIG_CASES = [
     ("non_utf8.yaml", 3, ["not UTF-8"]),
     # the config is fine, a file it names is not: data errors (exit 4) naming that file
     ("data_train_missing_file.yaml", 4, ["data file not found", "does_not_exist.jsonl"]),
-    ("data_test_unknown_label.yaml", 4, ["unknown_label.jsonl", "label 7", "sequence 2"]),
+    (
+        "data_test_unknown_label.yaml",
+        4,
+        [
+            "unknown_label.jsonl",
+            "label 7",
+            "sequence 2",
+            "set data.test to null",
+            "--allow-unknown",
+        ],
+    ),
     ("data_valid_wrong_features.yaml", 4, ["three_features.jsonl", "3 features per step", "has 2"]),
 ]
 
@@ -325,12 +335,6 @@ OVERRIDE_CASES = [
         ["data.valid_fraction=0", "train.early_stopping.patience=3"],
         3,
         ["'train.early_stopping.patience' needs validation data"],
-    ),
-    (
-        "no_validation_left",  # a class of one sequence stays in training
-        [f"data.train={BAD / 'good' / 'one_per_class.jsonl'}", "train.schedule.name=plateau"],
-        4,
-        ["one_per_class.jsonl", "0.25 of its 2 sequences leaves none", "'train.schedule.name'"],
     ),
     (
         "noise_overflows",
@@ -458,6 +462,7 @@ TEXT_DATA_CASES = [
     ("ts/inf.ts", ["line 7", "dimension 2, value 2 is inf"]),
     ("ts/huge_value.ts", ["line 8", "dimension 2, value 2 is 1e+39", "float32's range"]),
     ("ts/huge_series_length.ts", ["line 4", "@serieslength must be a positive integer"]),
+    ("ts/comment_after_data.ts", ["line 5", "a '#' comment after @data"]),
     ("ts/missing_value.ts", ["line 8", "dimension 2, value 2 is '?'"]),
     ("ts/non_numeric.ts", ["line 8", "dimension 2, value 2 is 'x0.2', not a number"]),
     ("ts/missing_label.ts", ["line 8", "is the label missing?"]),
@@ -818,7 +823,6 @@ def test_every_bad_input_is_listed():
     used |= {
         "config/class_weights_unknown_label.yaml",
         "good/train.jsonl",
-        "good/one_per_class.jsonl",
         "good/good.yaml",
         "eval/unknown_label.jsonl",
         "eval/three_features.jsonl",

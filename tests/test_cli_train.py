@@ -722,3 +722,19 @@ def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
     assert r.exit_code == 5, r.output
     assert f"{run / 'last.npz'}: cannot resume from it: {needle}" in r.stderr
     assert "Traceback" not in r.output and file_bytes(run) == before
+
+
+def test_a_split_that_carves_no_validation_says_so_and_trains(runner, write_config, tmp_path):
+    """One sequence per class: data.valid_fraction leaves nothing to validate on. The run
+    goes on as with valid_fraction 0 (best checkpoint on the training loss, early stopping
+    off) and the log says so, naming the file and the fraction."""
+    data = tmp_path / "one_per_class.jsonl"
+    data.write_text('{"x": [[0.1, 0.2]], "y": 0}\n{"x": [[0.3, 0.4], [0.5, 0.6]], "y": 1}\n')
+    sets = [f"data.train={data}", "data.test=null", "data.valid_fraction=0.2"]
+    sets += ["train.early_stopping.patience=1", "train.epochs=3"]
+    r = runner.invoke(train, ["--config", write_config(), *[a for s in sets for a in ("--set", s)]])
+    assert r.exit_code == 0, r.output
+    assert f"data.valid_fraction 0.2 of the 2 sequences of {data} leaves none" in r.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["valid_sequences"] == 0 and summary["best_metric"] == "train_loss"
+    assert summary["epochs_run"] == 3 and not summary["stopped_early"]

@@ -234,8 +234,12 @@ def test_too_few_sequences_for_the_folds_exit_4_before_anything_is_written(
     cfg = write_config(data={"train": str(few), "test": None}, train={"folds": n + 1})
     r = _run("--config", cfg)
     assert r.exit_code == 4 and f"train.folds {n + 1} needs at least" in r.stderr, r.output
+    assert f"it has {n}. Give a smaller train.folds" in r.stderr
     assert not os.path.exists(tmp_path / "run")
     assert yaml.safe_load(open(cfg))["train"]["folds"] == n + 1
+    few.write_text("\n".join(keep[: len(keep) // 2]) + "\n")  # one of each: no fold at all
+    r = _run("--config", write_config(data={"train": str(few), "test": None}, train={"folds": 2}))
+    assert r.exit_code == 4 and "it has 0. Give train.folds 0 (one model)" in r.stderr, r.output
 
 
 def test_plotting_an_ensemble_folder_draws_its_members_and_out_of_fold_matrix(ensemble, tmp_path):

@@ -162,7 +162,7 @@ class TrainConfig:
     @property
     def needs_validation(self) -> tuple[str, ...]:
         """The keys set to something that reads validation data (early stopping, the
-        plateau schedule); config.load and prepare_data refuse them without any."""
+        plateau schedule); config.load refuses them when no validation is asked for."""
         needs = {
             "train.early_stopping.patience": self.early_stopping.patience is not None,
             "train.schedule.name": self.schedule.name == "plateau",

@@ -149,6 +149,8 @@ def read_ts(path, require_labels=True):
             continue
         line_no = i + 1
         where = f"{source} line {line_no}"
+        if line.startswith("#"):
+            raise DataError(f"{where}: a '#' comment after @data (comments go before @data)")
         parts = line.split(":")
         if has_labels:
             if len(parts) < 2:

@@ -67,7 +67,8 @@ def fold_split(cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
     if foldable < K:
         raise DataError(
             f"{cfg.data.train}: train.folds {K} needs at least {K} sequences in labels with "
-            f"2 or more; it has {foldable}. Give a smaller train.folds"
+            f"2 or more; it has {foldable}. "
+            + ("Give a smaller train.folds" if foldable >= 2 else "Give train.folds 0 (one model)")
         )
     folds = stratified_folds(labels, K, np.random.default_rng(cfg.train.seed))
     valid_idx = folds[cfg.train.fold]
@@ -76,16 +77,15 @@ def fold_split(cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keep).astype(np.int64), valid_idx
 
 
-def _no_validation_left(cfg: Config, n: int) -> None:
-    """A DataError when data.valid_fraction carved no sequence from data.train and a key
-    needs validation data (config.load refuses the keys when no split is asked for)."""
-    if cfg.train.needs_validation:
-        raise DataError(
-            f"{cfg.data.train}: data.valid_fraction {cfg.data.valid_fraction} of its {n}"
-            f" sequences leaves none for validation, which"
-            f" {' and '.join(map(repr, cfg.train.needs_validation))} needs; give a larger"
-            " data.valid_fraction or a data.valid file"
-        )
+def _no_validation_note(cfg: Config, n: int) -> str:
+    """What the log says when data.valid_fraction carved no sequence from data.train
+    (no class holds two): the run goes on as with data.valid_fraction 0 (Trainer)."""
+    return (
+        f"data.valid_fraction {cfg.data.valid_fraction} of the {n} sequences of"
+        f" {cfg.data.train} leaves none for validation (no class has two): training without"
+        " it, so the best checkpoint (and a plateau schedule) follow the training loss and"
+        " early stopping is off"
+    )
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -185,7 +185,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
             steps = None
     else:
         steps, full, reorder_note = None, input_transform(cfg, raw), None
-    va_idx = None
+    va_idx, valid_note = None, None
     if raw_valid is not None:
         train, valid = full, input_transform(cfg, raw_valid)
     elif cfg.train.fold is not None or cfg.data.valid_fraction > 0:
@@ -194,7 +194,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         else:
             tr_idx, va_idx = stratified_split(full.labels, cfg.data.valid_fraction, rng)
         if not va_idx.size:
-            _no_validation_left(cfg, len(full))
+            valid_note = _no_validation_note(cfg, len(full))
         # views: the split copies no rows (a memory-mapped training file stays on disk)
         train, valid = full.view(tr_idx), (full.view(va_idx) if va_idx.size else None)
         steps = None if steps is None else steps.view(tr_idx)
@@ -207,7 +207,13 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     y_train = encode_dataset_labels(train, classes)
     y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
     if test is not None:
-        encode_dataset_labels(test, classes)  # fail now, not after training
+        try:  # fail now, not after training
+            encode_dataset_labels(test, classes)
+        except DataError as err:
+            raise DataError(
+                f"{err}; to train anyway, set data.test to null and evaluate that file"
+                " afterwards with lstm-eval --allow-unknown (it leaves unknown labels out)"
+            ) from None
     mean = std = digest = None
     if writer:
         if cfg.data.normalize:
@@ -234,7 +240,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         train_steps=steps,
         valid_index=None if valid is None else va_idx,
         cfg=cfg,
-        notes=tuple(n for n in (frame_note, reorder_note) if n),
+        notes=tuple(n for n in (frame_note, reorder_note, valid_note) if n),
     )
 
 
