@@ -1345,3 +1345,15 @@ def test_jsonl_duplicate_key_is_an_error(tmp_path):
     p.write_text('{"x": [[1.0]], "y": 0}\n{"x": [[2.0]], "y": 1, "y": 0}\n')
     with pytest.raises(D.DataError, match=r"dup.jsonl line 2: key 'y' appears twice"):
         D.read_jsonl(str(p))
+
+
+def test_float16_data_loads_without_numpy_warnings(tmp_path):
+    """The range check compares float16 limits as Python floats: numpy 2 warned "overflow
+    encountered in cast" on every float16 file."""
+    path = tmp_path / "half.npz"
+    x = np.arange(12, dtype=np.float16).reshape(6, 2)
+    np.savez(path, x=x, lengths=np.array([2, 4]), y=np.array([0, 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = D.load_dataset(str(path))
+    np.testing.assert_array_equal(np.asarray(ds.x, np.float64), x.astype(np.float64))

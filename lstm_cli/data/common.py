@@ -59,7 +59,7 @@ def read_text(path):
 def check_finite(arr, describe):
     """Raise DataError naming the first cell of 2-D ``arr`` that is NaN, Inf or beyond
     float32's range; ``describe(i, j, v)`` words the place."""
-    if arr.dtype.kind == "f" and np.finfo(arr.dtype).max <= FLOAT32_MAX:
+    if arr.dtype.kind == "f" and float(np.finfo(arr.dtype).max) <= FLOAT32_MAX:
         ok = np.isfinite(arr)  # float16/float32 values always fit
     else:
         ok = (arr >= -FLOAT32_MAX) & (arr <= FLOAT32_MAX)  # False for NaN as well
