@@ -463,6 +463,7 @@ TEXT_DATA_CASES = [
     ("ts/huge_value.ts", ["line 8", "dimension 2, value 2 is 1e+39", "float32's range"]),
     ("ts/huge_series_length.ts", ["line 4", "@serieslength must be a positive integer"]),
     ("ts/comment_after_data.ts", ["line 5", "a '#' comment after @data"]),
+    ("ts/classlabel_twice.ts", ["line 3", "@classLabel lists 'a' twice"]),
     ("ts/missing_value.ts", ["line 8", "dimension 2, value 2 is '?'"]),
     ("ts/non_numeric.ts", ["line 8", "dimension 2, value 2 is 'x0.2', not a number"]),
     ("ts/missing_label.ts", ["line 8", "is the label missing?"]),

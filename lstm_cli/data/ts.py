@@ -61,6 +61,9 @@ def _ts_header(text_lines, source):
             if parts[0].lower() == "true":
                 if len(parts) < 2:
                     raise DataError(f"{where}: @classLabel true lists no class labels")
+                twice = sorted({p for p in parts[1:] if parts[1:].count(p) > 1})
+                if twice:
+                    raise DataError(f"{where}: @classLabel lists {show(twice[0])} twice")
                 headers[key] = parts[1:]
             else:
                 if len(parts) > 1:
