@@ -33,6 +33,7 @@ from .ensemble import ensemble_probs, prepare_members, report_of_probs
 from .errors import LstmCliError
 from .nn.lstm import lstm_step_backward, lstm_step_forward
 from .nn.reference import reverse_steps
+from .store.jsontext import finite_or_null
 
 PERCENTS = tuple(range(10, 101, 10))  # prefix lengths, in % of each sequence's own length
 GATES = ("input", "forget", "output")  # reported gates; their slices in TF order i, j, f, o
@@ -392,8 +393,9 @@ def _empty_sums() -> dict:
 
 
 def _means(sums, counts) -> list:
-    """sums / counts as floats, None where nothing was counted."""
-    return [float(s / c) if c > 0 else None for s, c in zip(sums, counts)]
+    """sums / counts as floats; None where nothing was counted or the mean is not finite
+    (a norm that overflowed: JSON has no Infinity, docs/diagnostics.md)."""
+    return finite_or_null([float(s / c) if c > 0 else None for s, c in zip(sums, counts)])
 
 
 def batch_gradient_flow(model, x, lengths, y):

@@ -13,10 +13,15 @@ import pytest
 
 from lstm_cli.config import load_config
 from lstm_cli.data import load_dataset
-from lstm_cli.diagnostics import batch_gradient_flow, checkpoint_gradient_flow
+from lstm_cli.diagnostics import (
+    GradFlowAccumulator,
+    batch_gradient_flow,
+    checkpoint_gradient_flow,
+)
 from lstm_cli.errors import LstmCliError
 from lstm_cli.inference import TrainedModel, encode_dataset_labels
 from lstm_cli.nn.gradcheck import random_problem
+from lstm_cli.plot import check_gradflow_record
 from lstm_cli.store.checkpoint import load_checkpoint
 from lstm_cli.training import fit
 from lstm_cli.training.rundir import append_gradflow
@@ -42,6 +47,14 @@ def test_the_training_backward_reports_each_steps_gradient_norms(head, weighted)
         np.testing.assert_allclose(dc * scale, ref_dc[k], rtol=1e-10, atol=1e-14)
         valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
         assert (dh[~valid] == 0).all() and (dh[valid] > 0).all()
+
+
+def test_a_norm_that_overflowed_is_recorded_as_null():
+    """JSON has no Infinity: a non-finite mean is null, as a step with no data."""
+    acc = GradFlowAccumulator()
+    acc.add(0, np.array([[1.0, np.inf, 0.0]]), np.array([[np.nan, 2.0, 0.0]]), [2])
+    record = check_gradflow_record(acc.records(1)[0], "record")
+    assert record["dh_norm"] == [1.0, None, None] and record["dc_norm"] == [None, 2.0, None]
 
 
 def test_bidirectional_models_record_no_flow():

@@ -157,6 +157,52 @@ def test_lstm_plot_without_gradflow_draws_learning_curves_only(tmp_path):
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["learning_curves.png"]
 
 
+def _strict_json(text):
+    """json.loads refusing NaN and Infinity, which are not JSON (RFC 8259)."""
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverging_run_writes_standard_json_that_lstm_plot_draws(tmp_path):
+    """The norms overflow to inf before the loss does: gradflow.jsonl holds them as null
+    (docs/diagnostics.md), not as Infinity, which lstm-plot refused (exit 4)."""
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    overrides = [
+        "train.optimizer.lr=4e38",
+        "train.optimizer.name=sgd",
+        "train.schedule.warmup_epochs=60",
+        "train.epochs=20",
+        "train.gradflow_every=1",
+    ]
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--output", str(run), "--quiet"]
+    result = CliRunner().invoke(train, args + [a for o in overrides for a in ("--set", o)])
+    assert result.exit_code == 6, result.output  # the loss became non-finite
+    for name in ("metrics.jsonl", "gradflow.jsonl"):
+        records = [_strict_json(line) for line in (run / name).read_text().splitlines()]
+        assert records, name
+    assert any(v is None for r in records for v in r["dh_norm"])  # the inf norms, as null
+    result = CliRunner().invoke(plot, [str(run), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    _check_png(tmp_path / "o" / "gradient_flow.png")
+
+
+def test_run_files_hold_a_non_finite_value_as_null(tmp_path):
+    """A diverged val_loss (the loop keeps training past it) and a NaN best_value."""
+    from lstm_cli.training.rundir import write_metrics, write_summary
+
+    rows = [{"epoch": 1, "val_loss": float("nan")}, {"epoch": 2, "val_loss": float("inf")}]
+    write_metrics(tmp_path, rows)
+    write_summary(tmp_path, {"best_value": float("nan"), "test": {"loss": [float("-inf"), 1.5]}})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [_strict_json(line)["val_loss"] for line in lines] == [None, None]
+    summary = _strict_json((tmp_path / "summary.json").read_text())
+    assert summary == {"best_value": None, "test": {"loss": [None, 1.5]}}
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..data import FORMATS
+from ..store.jsontext import json_text
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
@@ -294,7 +295,7 @@ def evaluate(
             if not quiet and json_out != "-":
                 click.echo(f"wrote {path}")
     if json_out:
-        write_output(json_out, json.dumps(report, indent=2) + "\n")
+        write_output(json_out, json_text(report, indent=2) + "\n")
     if predictions:
         true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
         write_output(predictions, _predictions_csv(tm.classes, probs, true))

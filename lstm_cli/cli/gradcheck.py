@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -10,6 +9,7 @@ import click
 
 from ..errors import ConfigError, LstmCliError
 from ..nn.spec import HEADS
+from ..store.jsontext import json_text
 from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
 
 
@@ -247,7 +247,7 @@ def gradcheck(
     passed = all(r.passed for r in reports)
     if as_json:
         click.echo(
-            json.dumps({"passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2)
+            json_text({"passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2)
         )
     else:
         rows = []
@@ -320,9 +320,9 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
         tm, ds, encode_dataset_labels(ds, tm.classes), tm.meta.get("epoch") or 1
     )
     if output:
-        write_output(output, "".join(json.dumps(r) + "\n" for r in records))
+        write_output(output, "".join(json_text(r) + "\n" for r in records))
     if as_json:
-        click.echo(json.dumps(records, indent=2))
+        click.echo(json_text(records, indent=2))
         return
     rows = []
     for r in records:

@@ -54,7 +54,8 @@ def _jsonl(path, what):
 def read_metrics(path) -> list:
     """The epoch rows of a run's metrics.jsonl; the last row wins when an epoch repeats
     (a resumed run). Every row needs an int ``epoch`` >= 1; the other values must be
-    numbers or null (NaN and Infinity, as a diverging run logs them, are drawn as gaps)."""
+    numbers or null (lstm-train writes a non-finite value as null; NaN and Infinity, as
+    older versions wrote them, are drawn as gaps too)."""
     rows = {}
     for n, obj in _jsonl(path, "not a run folder written by lstm-train?"):
         epoch = obj.get("epoch")

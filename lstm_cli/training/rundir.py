@@ -15,6 +15,7 @@ import os
 from ..config import Config, dump_config
 from ..errors import CheckpointError, ConfigError, LstmCliError
 from ..store.atomic import is_temp_of, write_text
+from ..store.jsontext import json_text
 
 try:
     import fcntl
@@ -170,7 +171,7 @@ def write_config(run_dir, cfg: Config) -> None:
 def write_metrics(run_dir, history) -> None:
     """Rewrite metrics.jsonl and metrics.csv (small: one row per epoch) atomically."""
     write_text(
-        os.path.join(run_dir, "metrics.jsonl"), "".join(json.dumps(row) + "\n" for row in history)
+        os.path.join(run_dir, "metrics.jsonl"), "".join(json_text(row) + "\n" for row in history)
     )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -190,8 +191,8 @@ def append_gradflow(run_dir, records) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
             kept = [line for line in fh if line.strip() and json.loads(line)["epoch"] < epoch]
-    write_text(path, "".join(kept) + "".join(json.dumps(r) + "\n" for r in records))
+    write_text(path, "".join(kept) + "".join(json_text(r) + "\n" for r in records))
 
 
 def write_summary(run_dir, summary: dict) -> None:
-    write_text(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    write_text(os.path.join(run_dir, "summary.json"), json_text(summary, indent=2) + "\n")
