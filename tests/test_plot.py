@@ -146,6 +146,25 @@ def test_lstm_plot_run_folder_and_report(tmp_path):
         assert f"wrote {out / name}" in result.output
 
 
+@pytest.mark.parametrize("title", [None, "Out-of-fold confusion matrix"])
+def test_the_confusion_matrix_is_titled_by_its_caller(tmp_path, monkeypatch, title):
+    pytest.importorskip("matplotlib")
+    from lstm_cli.plot import figures
+
+    titles = []
+    real_save = figures._save
+
+    def save(plt, fig, path):
+        titles.append((fig.get_suptitle(), [ax.get_title() for ax in fig.axes[:2]]))
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(figures, "_save", save)
+    args = () if title is None else (title,)
+    figures.confusion_matrix(_report(tmp_path), tmp_path / "cm.png", *args)
+    expected = f"{title or 'Confusion matrix'} on 20 sequences (accuracy 0.800)"
+    assert titles == [(expected, ["Counts", "Row-normalised (each true label sums to 1)"])]
+
+
 def test_lstm_plot_without_gradflow_draws_learning_curves_only(tmp_path):
     pytest.importorskip("matplotlib")
     run = _run_folder(tmp_path, with_flow=False)

@@ -177,7 +177,7 @@ def confusion_matrix(report, path, title="Confusion matrix"):
     norm = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
     side = min(5.0, 2.5 + 0.4 * k)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side + 0.8), layout="constrained")
-    for ax, data, title, fmt in (
+    for ax, data, panel, fmt in (  # panel, not title: the suptitle below is the caller's
         (axes[0], cm, "Counts", "d"),
         (axes[1], norm, "Row-normalised (each true label sums to 1)", ".2f"),
     ):
@@ -187,7 +187,7 @@ def confusion_matrix(report, path, title="Confusion matrix"):
         ax.set_yticks(range(k), labels)
         ax.set_xlabel("predicted label")
         ax.set_ylabel("true label")
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.grid(False)
         if k <= 15:
             top = data.max() if data.max() > 0 else 1
