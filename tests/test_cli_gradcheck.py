@@ -191,6 +191,28 @@ def test_config_architecture(write_config):
     assert CliRunner().invoke(gradcheck, ["--set", "model.head=all"]).exit_code == 2
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [["data.frame=3"], ["data.frame_to=3"], ["data.pool=2", "data.frame_to=2"]],
+)
+def test_config_input_size_is_the_trained_models(write_config, tmp_path, overrides):
+    """Framing stacks data.frame steps into one (data.frame_to chosen on the training file,
+    after pooling): lstm.0.W is checked with the shape lstm-train's best.npz holds."""
+    from lstm_cli.config import load_config
+    from lstm_cli.store.checkpoint import load_checkpoint
+    from lstm_cli.training import fit
+
+    cfg = write_config(train={"epochs": 1}, model={"hidden_size": 4})
+    fit(load_config(cfg, overrides), progress=False, log=lambda *a: None)
+    trained = load_checkpoint(str(tmp_path / "run" / "best.npz")).params["lstm.0.W"].shape
+    sets = [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(gradcheck, ["--config", cfg, *sets, "--max-entries", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    (check,) = json.loads(result.stdout)["checks"]
+    shapes = {r["name"]: tuple(r["shape"]) for r in check["rows"]}
+    assert shapes["lstm.0.W"] == trained and trained[0] > 3 + 4  # framed: more than 3 features
+
+
 def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
     import json
 

@@ -48,7 +48,8 @@ class _FiniteFloat(click.ParamType):
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     help="Check the architecture a training config describes (input size and classes "
-    "from its training data; dropout off) instead of the default matrix.",
+    "from its training data, after data.pool and data.frame / frame_to, as lstm-train "
+    "builds it; dropout off) instead of the default matrix.",
 )
 @click.option(
     "--set",
@@ -284,12 +285,16 @@ def gradcheck(
 
 def _architecture_from_config(config_path, overrides):
     """(head, bidirectional, num_layers, hidden_size, input_size, num_classes, forget_bias) of
-    a config."""
+    a config: input_size is what lstm-train gives the model, the training file's features
+    per step times the frame (pooling keeps the features; data.frame_to resolved on that
+    file as training resolves it)."""
     from ..config import load_config
     from ..training import _load
+    from ..training.prepare import resolve_frame
 
     cfg = load_config(config_path, overrides)
     ds = _load(cfg.data.train, cfg)
+    cfg, _ = resolve_frame(cfg, ds)
     num_classes = max(2, len(set(ds.labels.tolist())))
     m = cfg.model
     return (
@@ -297,7 +302,7 @@ def _architecture_from_config(config_path, overrides):
         m.bidirectional,
         m.num_layers,
         m.hidden_size,
-        ds.num_features,
+        ds.num_features * cfg.data.frame,  # data.framing.frame_steps: k steps of F -> k*F
         num_classes,
         m.forget_bias,
     )
