@@ -48,15 +48,16 @@ def _env():
     return env
 
 
-def _command(n, *args, program=TRAIN):
-    cmd = [sys.executable, "-c", program, *args, "--quiet"]
+def _command(n, *args, program=TRAIN, quiet=True):
+    cmd = [sys.executable, "-c", program, *args, *(["--quiet"] if quiet else [])]
     return cmd if n == 1 else [MPIEXEC, *LAUNCHER, "-n", str(n), *cmd]
 
 
-def run(n, *args, program=TRAIN, check=True):
-    """lstm-train ARGS in n processes (1: no launcher); the CompletedProcess."""
+def run(n, *args, program=TRAIN, check=True, quiet=True):
+    """lstm-train ARGS (--quiet unless not quiet) in n processes (1: no launcher); the
+    CompletedProcess."""
     done = subprocess.run(
-        _command(n, *args, program=program),
+        _command(n, *args, program=program, quiet=quiet),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -182,6 +183,18 @@ def test_a_folds_ensemble_under_two_processes_equals_one(tmp_path):
         m["best_epoch"] for m in sb["member_best"]
     ]
     assert abs(sa["out_of_fold"]["loss"] - sb["out_of_fold"]["loss"]) <= 1e-12
+
+
+def test_an_ensembles_progress_is_printed_by_rank_0_alone(tmp_path):
+    """docs/distributed.md: the other ranks print nothing but errors."""
+    cfg = write_task(tmp_path, n=30, epochs=1, folds=2)
+    out = tmp_path / "n2"
+    lines = run(2, "--config", cfg, "--output", str(out), quiet=False).stdout.splitlines()
+    assert [x for x in lines if x.startswith("fold ")] == [
+        f"fold {i + 1} of 2: training {out / f'fold-{i}'}" for i in range(2)
+    ]
+    assert [x.split()[0] for x in lines].count("epoch") == 2  # one per member, one epoch
+    assert [x for x in lines if x.startswith("ensemble of 2")] == lines[-1:]
 
 
 def test_same_process_count_is_bit_identical(tmp_path):

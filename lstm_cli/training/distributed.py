@@ -145,6 +145,16 @@ class MpiComm(SingleProcess):
         self._comm.Abort(code)
 
 
+def rank_output(comm, progress, log):
+    """(progress, log) of this rank: the caller's on rank 0; off on every other rank, which
+    prints nothing but errors (docs/distributed.md)."""
+    return (progress, log) if comm.rank == 0 else (False, _silent)
+
+
+def _silent(*_args) -> None:
+    """The log of a rank other than 0."""
+
+
 def make_comm():
     """SingleProcess, or MpiComm when a launcher started more than one process."""
     if launched_size() <= 1:

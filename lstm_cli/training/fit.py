@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..inference import TrainedModel, encode_dataset_labels, report_from
-from .distributed import SingleProcess, make_comm, worth_splitting
+from .distributed import SingleProcess, make_comm, rank_output, worth_splitting
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data, run_rng
 from .resume import load_resume_state
@@ -76,8 +76,7 @@ def fit(
         )
         comm = SingleProcess()
     writer = comm.rank == 0
-    if not writer:
-        progress, log = False, _silent
+    progress, log = rank_output(comm, progress, log)
     run_dir = cfg.output.dir
     rng = run_rng(cfg)
     data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
@@ -110,10 +109,6 @@ def fit(
         return _finish(trainer, log)
     finally:
         lock.release()
-
-
-def _silent(*_args) -> None:
-    """The log of a rank other than 0: it prints nothing but errors."""
 
 
 def _finish(trainer: Trainer, log) -> TrainResult:

@@ -27,7 +27,7 @@ from ..ensemble import report_of_probs
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
 from ..validate import show
-from .distributed import make_comm
+from .distributed import make_comm, rank_output
 from .members import MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
@@ -140,12 +140,12 @@ def fit_folds(
             f"parallel members (jobs {jobs}) and {comm.size} MPI processes cannot be combined"
         )
     writer = comm.rank == 0
+    progress, log = rank_output(comm, progress, log)  # the members' fit does the same
     run_dir, K = cfg.output.dir, cfg.train.folds
     m0 = member_config(cfg, 0)
     first = prepare_data(m0, run_rng(m0), comm)  # fail early, before anything is written
-    if writer:  # data.frame_to and "auto" keys, resolved once for every member, said once
-        for note in first.notes:
-            log(note)
+    for note in first.notes:  # data.frame_to and "auto" keys, resolved once for every member
+        log(note)
     resolved_train = dataclasses.replace(cfg.train, augment=first.cfg.train.augment)
     members_cfg = dataclasses.replace(cfg, data=first.cfg.data, train=resolved_train)
     lock = RunLock(run_dir)
