@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import sys
 
 import click
@@ -75,25 +76,72 @@ def _traceback_if(debug) -> None:
         traceback.print_exc()
 
 
-def refuse_output_over_input(outputs, inputs) -> None:
-    """An output file (--json, --predictions, --output) must not be one of the inputs."""
+def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
+    """The rule for every file a command writes (docs/cli.md, "Output files"): an output
+    (--json, --predictions, --output, OUT) is not another output's file, and, when it
+    exists, not one of the inputs (nor an array of an input data folder), not a run file
+    (RUN_FILES) of a run folder, and not a .npz file (a checkpoint) unless ``overwrite``
+    is True. overwrite: None for a command that never writes checkpoints, else its
+    --overwrite flag (lstm-import). '-' is stdout. Else a click usage error (exit 2)
+    naming the option and the file, before anything is read or written."""
+    claimed = {}
+    for opt, out in outputs:
+        if not out or out == "-":
+            continue
+        key = _file_key(out)
+        if key in claimed:
+            raise click.UsageError(
+                f"{opt} {out} is also the {claimed[key]} file; one would overwrite the other"
+            )
+        if key is not None:
+            claimed[key] = opt
+        what = os.path.exists(out) and _protected(out, inputs, overwrite is True)
+        if what:
+            hint = (
+                "; pass --overwrite to replace it"
+                if what == _CHECKPOINT and overwrite is False
+                else ""
+            )
+            raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
+
+
+def _file_key(path):
+    """What makes two paths one file: device and inode when it exists, else its real path;
+    None for a device or FIFO (/dev/stdout), written to directly rather than replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+_CHECKPOINT = "an existing .npz file (a checkpoint)"
+
+
+def _protected(out, inputs, replace_checkpoint) -> str | None:
+    """What the existing file ``out`` is that no output may replace, or None."""
     from ..data import NPY_FOLDER_ARRAYS
+    from ..training.rundir import RUN_FILES, is_run_folder
 
     arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
-    for opt, out in outputs:
-        if not out or out == "-" or not os.path.exists(out):
+    for what, path in inputs:
+        try:  # a data folder: none of its arrays either (other files in it are fine)
+            same = os.path.samefile(out, path) or (
+                os.path.isdir(path)
+                and os.path.basename(out) in arrays
+                and os.path.samefile(os.path.dirname(os.path.abspath(out)), path)
+            )
+        except OSError:
             continue
-        for what, path in inputs:
-            try:  # a data folder: none of its arrays either (other files in it are fine)
-                same = os.path.samefile(out, path) or (
-                    os.path.isdir(path)
-                    and os.path.basename(out) in arrays
-                    and os.path.samefile(os.path.dirname(os.path.abspath(out)), path)
-                )
-            except OSError:
-                continue
-            if same:
-                raise click.UsageError(f"{opt} {out} is the {what}; writing it would destroy it")
+        if same:
+            return f"the {what}"
+    real = os.path.realpath(out)  # a symlink stands for its target
+    folder, name = os.path.split(real)
+    if name in RUN_FILES and is_run_folder(folder):
+        return f"a file of the run folder {folder}"
+    if name.lower().endswith(".npz") and os.path.isfile(real) and not replace_checkpoint:
+        return _CHECKPOINT
+    return None
 
 
 def format_table(headers, rows, align=None) -> str:

@@ -146,9 +146,16 @@ def _read_meta_yaml(path) -> dict:
     type=click.Path(exists=True, dir_okay=False),
     help="A small YAML with classes, normalization {mean, std}, head, forget_bias, bidirectional.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT when it is an existing .npz file (never a run folder's own file).",
+)
 @click.option("--quiet", is_flag=True, help="No summary line on stderr.")
 @handles_errors
-def import_(state, out, classes, mean, std, head, forget_bias, bidirectional, meta_path, quiet):
+def import_(
+    state, out, classes, mean, std, head, forget_bias, bidirectional, meta_path, overwrite, quiet
+):
     """Turn a PyTorch nn.LSTM + nn.Linear state_dict (STATE, safetensors) into the lstm_cli
     checkpoint OUT that lstm-eval and lstm-predict accept.
 
@@ -160,7 +167,7 @@ def import_(state, out, classes, mean, std, head, forget_bias, bidirectional, me
     if (mean is None) != (std is None):
         raise click.UsageError("--mean and --std go together")
     inputs = [("state_dict", state)] + ([("--meta file", meta_path)] if meta_path else [])
-    refuse_output_over_input([("OUT", out)], inputs)
+    refuse_output_over_input([("OUT", out)], inputs, overwrite)
     settings = _read_meta_yaml(meta_path) if meta_path else {}
     sources = dict.fromkeys(settings, meta_path)
     given = {

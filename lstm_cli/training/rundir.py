@@ -47,6 +47,12 @@ RUN_FILES = (
 LOCK_NAME = ".lstm-train.lock"  # not a run file: an earlier run's leftover lock is no run
 
 
+def is_run_folder(path) -> bool:
+    """True for a folder lstm-train writes a run (or a train.folds ensemble) into: it holds
+    the run's config.yaml or a training's lock."""
+    return any(os.path.isfile(os.path.join(path, n)) for n in ("config.yaml", LOCK_NAME))
+
+
 class RunLock:
     """An exclusive flock on ``run_dir/.lstm-train.lock`` (holding the owner's pid), so one
     training at a time uses a run folder. The kernel drops the lock when its process dies,

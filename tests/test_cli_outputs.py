@@ -1,0 +1,102 @@
+"""The files commands write (--json, --predictions, --output, OUT): one rule in
+cli.common.refuse_output_over_input keeps them off the inputs, each other, a run
+folder's own files and checkpoints (docs/cli.md, "Output files")."""
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from conftest import file_bytes
+
+from lstm_cli.cli import evaluate, export, gradcheck, import_, predict, train
+from lstm_cli.inference import load_trained
+
+
+@pytest.fixture
+def run_dir(write_config, tmp_path):
+    r = CliRunner().invoke(
+        train, ["--config", write_config(), "--quiet", "--set", "train.epochs=1"]
+    )
+    assert r.exit_code == 0, r.output
+    return tmp_path / "run"
+
+
+def _usage_error(r, *fragments):
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1, r.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_no_output_lands_on_a_file_of_a_run_folder(run_dir, pattern_files, tmp_path):
+    runner, data = CliRunner(), pattern_files["test"]
+    best, last = str(run_dir / "best.npz"), str(run_dir / "last.npz")
+    state = tmp_path / "m.safetensors"
+    assert runner.invoke(export, [best, "--to", "pytorch", str(state), "--quiet"]).exit_code == 0
+    link = tmp_path / "link.json"  # a symlink stands for its target
+    link.symlink_to(run_dir / "last.npz")
+    before = file_bytes(run_dir)
+    for cmd, args, option, target in (
+        (evaluate, [best, "--data", data, "--json", str(link)], "--json", str(link)),
+        (evaluate, [best, "--data", data, "--json", last], "--json", last),
+        (evaluate, [best, "--data", data, "--json", str(run_dir / "metrics.jsonl")], "--json", ""),
+        (predict, [best, "--data", data, "--output", last], "--output", last),
+        (predict, [best, "--data", data, "--output", str(run_dir / "config.yaml")], "--output", ""),
+        (export, [best, "--to", "onnx", last], "OUT", last),
+        (gradcheck, ["--flow", best, "--data", data, "--output", last], "--output", last),
+        (import_, [str(state), best], "OUT", best),
+        (import_, [str(state), best, "--overwrite"], "OUT", best),  # never a run's own file
+    ):
+        _usage_error(runner.invoke(cmd, args), option, target, "file of the run folder")
+    assert file_bytes(run_dir) == before
+
+
+def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
+    report, same = tmp_path / "r.json", f"{tmp_path}/./r.json"
+    for _ in range(2):  # new, then existing
+        r = CliRunner().invoke(
+            evaluate,
+            [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]
+            + ["--json", str(report), "--predictions", same],
+        )
+        _usage_error(r, f"--predictions {same} is also the --json file")
+        report.write_text("an earlier report\n")
+    assert report.read_text() == "an earlier report\n"
+
+
+def test_a_checkpoint_is_replaced_only_by_lstm_import_overwrite(run_dir, pattern_files, tmp_path):
+    runner, best = CliRunner(), str(run_dir / "best.npz")
+    kept = tmp_path / "kept.npz"
+    shutil.copy(best, kept)
+    r = runner.invoke(predict, [best, "--data", pattern_files["test"], "--output", str(kept)])
+    _usage_error(r, f"--output {kept} is an existing .npz file (a checkpoint)")
+    state = tmp_path / "m.safetensors"
+    assert runner.invoke(export, [best, "--to", "pytorch", str(state), "--quiet"]).exit_code == 0
+    r = runner.invoke(import_, [str(state), str(kept), "--quiet"])
+    _usage_error(r, f"OUT {kept} is an existing .npz file", "pass --overwrite to replace it")
+    assert kept.read_bytes() == (run_dir / "best.npz").read_bytes()
+    r = runner.invoke(import_, [str(state), str(kept), "--quiet", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert load_trained(kept).meta["imported_from"]["file"] == "m.safetensors"
+
+
+def test_ordinary_outputs_are_written_and_replaced(run_dir, pattern_files, tmp_path):
+    runner, best, data = CliRunner(), str(run_dir / "best.npz"), pattern_files["test"]
+    report, preds, onnx = tmp_path / "r.json", tmp_path / "p.csv", tmp_path / "m.onnx"
+    inside = run_dir / "report.json"  # a new file in a run folder is not one of its run files
+    elsewhere = tmp_path / "reports" / "metrics.jsonl"  # a run file's name, in no run folder
+    elsewhere.parent.mkdir()
+    for _ in range(2):  # the second time each file exists and is replaced
+        for cmd, args in (
+            (evaluate, [best, "--data", data, "--json", report, "--predictions", preds]),
+            (evaluate, [best, "--data", data, "--json", inside]),
+            (evaluate, [best, "--data", data, "--json", elsewhere]),
+            (predict, [best, "--data", data, "--output", preds]),
+            (export, [best, "--to", "onnx", onnx]),
+        ):
+            r = runner.invoke(cmd, [str(a) for a in args] + ["--quiet"])
+            assert r.exit_code == 0, r.output
+    r = runner.invoke(evaluate, [best, "--data", data, "--json", "-", "--predictions", "-"])
+    assert r.exit_code == 0 and r.stdout.startswith("{")
+    assert all(p.exists() for p in (report, preds, onnx, inside, elsewhere))
