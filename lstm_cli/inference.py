@@ -86,22 +86,22 @@ def load_trained(path) -> TrainedModel:
     """
     ckpt = load_checkpoint(path)
     try:
-        return _rebuild(ckpt)
-    except _BadMeta as bad:
+        return trained_model(ckpt.params, ckpt.meta)
+    except BadMetadata as bad:
         raise CheckpointError(f"{path}: bad checkpoint metadata: {bad}") from None
 
 
-class _BadMeta(Exception):
-    """What is wrong with a checkpoint's metadata; load_trained names the file."""
+class BadMetadata(Exception):
+    """What is wrong with a checkpoint's metadata or parameters; the caller names the file."""
 
 
 def _expect(ok: bool, what: str) -> None:
     if not ok:
-        raise _BadMeta(what)
+        raise BadMetadata(what)
 
 
 def _checked(where: str, value, constraint, expected: str | None = None):
-    """``value`` converted by ``constraint``, or _BadMeta: "<where> is <value>; expected ..."."""
+    """``value`` converted by ``constraint``, or BadMetadata: "<where> is <value>; expected ..."."""
     # metadata holds JSON numbers, never numbers written as text
     as_text = isinstance(value, str) and not isinstance(constraint, (Options, Str, StrList))
     try:
@@ -109,21 +109,23 @@ def _checked(where: str, value, constraint, expected: str | None = None):
             return constraint.check(value)
     except Invalid:
         pass
-    raise _BadMeta(f"{where} is {show(value)}; expected {expected or constraint.description()}")
+    raise BadMetadata(f"{where} is {show(value)}; expected {expected or constraint.description()}")
 
 
-def _rebuild(ckpt) -> TrainedModel:
-    meta = ckpt.meta
+def trained_model(params, meta) -> TrainedModel:
+    """The TrainedModel of a checkpoint's parameters and meta, after every check
+    load_trained promises; BadMetadata saying what is wrong otherwise. lstm-import runs it
+    on what it is about to write, so it writes only checkpoints eval and predict accept."""
     for key in ("model", "classes"):
         _expect(key in meta, f"no {key!r} entry; not a checkpoint written by lstm-train")
     spec = _checked_spec(meta["model"])
-    _check_params(ckpt.params, spec)
+    _check_params(params, spec)
     classes = _checked_classes(meta["classes"], spec["num_classes"])
     mean, std = _checked_normalization(meta.get("normalization"), spec["input_size"])
     _check_csv_config(meta)
     _check_transforms(meta, spec["input_size"])
     with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below
-        model = LSTMClassifier.from_spec(spec, ckpt.params)
+        model = LSTMClassifier.from_spec(spec, params)
     for name, value in model.params.items():  # NaN/Inf stored, or beyond float32 once cast
         _expect(
             np.isfinite(value).all(),
@@ -168,7 +170,7 @@ def _check_params(params, spec) -> None:
     )
     unexpected = sorted(set(params) - set(want))
     if unexpected:
-        raise _BadMeta(
+        raise BadMetadata(
             f"parameter {unexpected[0]!r} is not part of the architecture in 'model' "
             f"(expected {show(list(want))})"
         )
@@ -209,7 +211,7 @@ def _checked_classes(classes, num_classes) -> list:
             _expect(
                 problem is None,
                 f"{where} is {show(label)}, which holds {problem}; labels must be valid Unicode "
-                "text, as the data loaders now require: retrain on data with valid labels",
+                "text, as the data loaders now require",
             )
         else:
             _expect(False, f"{where} is {show(label)}; class labels must be strs or ints")

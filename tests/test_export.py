@@ -7,6 +7,7 @@ so a graph that read it would fail the comparison.
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -840,6 +841,59 @@ def test_import_bad_meta_yaml(tmp_path):
         meta.write_text(text)
         result = run(import_, [path, tmp_path / "o.npz", "--meta", meta])
         one_error_line(result, 3, fragment)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def _exported_with(tmp_path, **metadata):
+    """An lstm-export safetensors file of make_checkpoint, its metadata keys replaced."""
+    st = pytest.importorskip("safetensors.numpy")
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    assert (
+        run(export, [make_checkpoint(tmp_path), "--to", "pytorch", path, "--quiet"]).exit_code == 0
+    )
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() | metadata
+    st.save_file(st.load_file(str(path)), str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    "metadata, args, fragments",
+    [
+        (
+            {"transforms": "5"},
+            [],
+            ["m.safetensors metadata: 'transforms' is 5; expected a mapping"],
+        ),
+        (  # eval refuses a pool of 2.5: import no longer writes it as 2
+            {"transforms": '{"per_sequence": false, "pool": 2.5, "frame": 1}'},
+            [],
+            ["cannot import: 'config.data.pool' is 2.5", "lstm-eval would refuse it"],
+        ),
+        ({}, ["--forget-bias", "1e308"], ["--forget-bias = 1e+308 overflows the model's float"]),
+        (
+            {},
+            ["--meta", "forget_bias: 1.0e308\n"],
+            ["'forget_bias' = 1e+308 overflows", "not be finite"],
+        ),
+        ({}, ["--classes", "a,\udcff,c,d"], ["'classes'[1]", "U+DCFF, a lone surrogate"]),
+        ({}, ["--meta", 'classes: [a, "\\ud800", c, d]\n'], ["'classes'[1]", "U+D800"]),
+    ],
+)
+def test_import_writes_only_checkpoints_lstm_eval_accepts(tmp_path, metadata, args, fragments):
+    """What lstm-import writes passes lstm-eval's own checks on load (inference.trained_model);
+    anything else is one line, exit 3, no warning and nothing written."""
+    path = _exported_with(tmp_path, **metadata)
+    if args[:1] == ["--meta"]:
+        (tmp_path / "meta.yaml").write_text(args[1])
+        args = ["--meta", tmp_path / "meta.yaml"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(import_, [path, tmp_path / "o.npz", *args])
+    one_error_line(result, 3, *fragments)
+    assert not caught, [str(w.message) for w in caught]
     assert not (tmp_path / "o.npz").exists()
 
 

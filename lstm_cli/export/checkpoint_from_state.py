@@ -9,7 +9,8 @@ unread: safetensors is the pickle-free format.
 What the weights do not say (labels, normalisation, head, forget_bias) comes from, in
 order of precedence: the caller (command line / a small YAML), the file's own metadata
 when lstm-export wrote it, else defaults (no normalisation, head "last", forget_bias 0:
-PyTorch folds it into the biases).
+PyTorch folds it into the biases). What checkpoint_from_state returns has passed
+``inference.trained_model``, the checks lstm-eval applies on load.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import numpy as np
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
+from ..inference import BadMetadata, trained_model
 from ..nn.interop import from_pytorch
 from ..nn.model import HEADS
+from ..nn.spec import CONSTRAINTS
+from ..validate import check, show
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 _SAVE_HINT = (
@@ -226,11 +230,15 @@ def file_settings(meta) -> dict:
     return out
 
 
+_TRANSFORMS_OFF = {"normalize_per_sequence": False, "pool": 1, "frame": 1}
+
+
 def build_import_meta(spec, classes, normalization, provenance, transforms=None) -> dict:
     """The checkpoint meta of an imported model: what ``inference.load_trained`` reads
     (``model``, ``classes``, ``normalization``, the input transforms as ``config.data``)
     plus where it came from. The one place that shapes an imported checkpoint's meta (the
-    trainer builds its own in Trainer.base_meta)."""
+    trainer builds its own in Trainer.base_meta). The transforms' values are copied as
+    they are: ``inference.trained_model`` judges them."""
     meta = {
         "lstm_cli_version": __version__,
         "model": spec,
@@ -239,14 +247,13 @@ def build_import_meta(spec, classes, normalization, provenance, transforms=None)
         "imported_from": provenance,
     }
     t = transforms or {}
-    if t.get("per_sequence") or t.get("pool", 1) > 1 or t.get("frame", 1) > 1:
-        meta["config"] = {
-            "data": {
-                "normalize_per_sequence": bool(t.get("per_sequence", False)),
-                "pool": int(t.get("pool", 1)),
-                "frame": int(t.get("frame", 1)),
-            }
-        }
+    data = {
+        "normalize_per_sequence": t.get("per_sequence", False),
+        "pool": t.get("pool", 1),
+        "frame": t.get("frame", 1),
+    }
+    if data != _TRANSFORMS_OFF:
+        meta["config"] = {"data": data}
     return meta
 
 
@@ -274,6 +281,11 @@ def checkpoint_from_state(path, settings=None, sources=None):
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
     merged.pop("bidirectional", None)
     transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
+    if not isinstance(transforms, (dict, type(None))):
+        raise ConfigError(
+            f"{_where(f'{path} metadata', 'transforms')} is {show(transforms)}; expected a "
+            "mapping {per_sequence, pool, frame}"
+        )
     where = {
         k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
         for k in merged
@@ -289,21 +301,44 @@ def checkpoint_from_state(path, settings=None, sources=None):
             f"{_where(where['head'], 'head')} must be one of {', '.join(HEADS)}; "
             f"got {merged['head']!r}"
         )
-    fb = merged["forget_bias"]
-    if isinstance(fb, bool) or not isinstance(fb, (int, float)) or not math.isfinite(fb):
-        raise ConfigError(f"{_where(where['forget_bias'], 'forget_bias')} must be a finite number")
-    params = params_from_state(state, float(fb), path, bi)
+    fb = check(
+        "forget_bias",
+        merged["forget_bias"],
+        CONSTRAINTS["forget_bias"],
+        where["forget_bias"],
+        ConfigError,
+    )
+    params = _folded(state, fb, path, bi, where["forget_bias"])
     spec = {
         "input_size": F,
         "hidden_size": H,
         "num_classes": K,
         "num_layers": L,
         "head": merged["head"],
-        "forget_bias": float(fb),
+        "forget_bias": fb,
         "dtype": str(params["head.W"].dtype),
         "bidirectional": bi,
     }
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     provenance = {"file": os.path.basename(path), "sha256": digest, "format": "safetensors"}
-    return params, build_import_meta(spec, classes, norm, provenance, transforms)
+    meta = build_import_meta(spec, classes, norm, provenance, transforms)
+    try:  # what lstm-eval checks on load, so what is written is what it accepts
+        trained_model(params, meta)
+    except BadMetadata as bad:
+        raise ConfigError(f"{path}: cannot import: {bad} (lstm-eval would refuse it)") from None
+    return params, meta
+
+
+def _folded(state, fb, path, bi, source):
+    """params_from_state, or a ConfigError when lstm_cli's bias (bias_ih + bias_hh with
+    forget_bias taken out of the forget block) overflows the model's float type."""
+    try:
+        with np.errstate(over="raise"):
+            return params_from_state(state, fb, path, bi)
+    except FloatingPointError:
+        what = f"{_where(source, 'forget_bias')} = {fb!r}" if fb else f"{path}: bias_ih + bias_hh"
+        raise ConfigError(
+            f"{what} overflows the model's float type: lstm_cli's bias, bias_ih + bias_hh - "
+            "forget_bias on the forget block, would not be finite"
+        ) from None
