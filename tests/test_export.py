@@ -638,10 +638,22 @@ def test_export_unknown_target_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "'tflite' is not one of" in result.stderr
 
 
-def test_export_to_a_pt_name_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize(
+    "target,name,said",
+    [
+        ("pytorch", "m.pt", "a pickle"),
+        ("pytorch", "m.onnx", "ONNX"),
+        ("onnx", "m.safetensors", "safetensors"),
+        ("onnx", "out.npz", "an lstm_cli checkpoint"),
+    ],
+)
+def test_export_to_a_name_of_another_format_is_a_usage_error(tmp_path, target, name, said):
+    """An OUT whose ending names another format than --to writes: exit 2 before anything
+    is written (the bad-input audit wrote ONNX under a .safetensors name, exit 0)."""
     ckpt = make_checkpoint(tmp_path)
-    result = run(export, [ckpt, "--to", "pytorch", tmp_path / "m.pt"])
-    assert result.exit_code == 2 and ".safetensors" in result.stderr
+    result = run(export, [ckpt, "--to", target, tmp_path / name])
+    assert result.exit_code == 2 and f"(the name says {said})" in result.stderr, result.output
+    assert not (tmp_path / name).exists()
 
 
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])

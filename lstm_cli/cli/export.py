@@ -9,7 +9,16 @@ import click
 from ..nn.spec import HEADS
 from .common import CONTEXT, handles_errors, refuse_output_over_input
 
-_TARGETS = ("onnx", "pytorch")
+# each --to's file name ending, and what the endings a user may reach for say the file is
+_SUFFIX = {"onnx": ".onnx", "pytorch": ".safetensors"}
+_NAME_SAYS = {
+    ".onnx": "ONNX",
+    ".safetensors": "safetensors",
+    ".pt": "a pickle",
+    ".pth": "a pickle",
+    ".npz": "an lstm_cli checkpoint",
+}
+_TARGETS = tuple(_SUFFIX)
 
 
 @click.command(
@@ -44,11 +53,13 @@ def export(checkpoints, target, out, quiet):
     from .evaluate import checkpoint_files
 
     files = checkpoint_files(checkpoints)
-    if target == "pytorch" and out.lower().endswith((".pt", ".pth")):
-        raise click.BadParameter(
-            f"{out}: write a .safetensors file (a .pt/.pth name says pickle)", param_hint="OUT"
-        )
     refuse_output_over_input([("OUT", out)], [("checkpoint", f) for f in files])
+    said = _NAME_SAYS.get(os.path.splitext(out)[1].lower())
+    if said is not None and said != _NAME_SAYS[_SUFFIX[target]]:
+        raise click.BadParameter(
+            f"{out}: --to {target} writes a {_SUFFIX[target]} file (the name says {said})",
+            param_hint="OUT",
+        )
     tms = [load_trained(f) for f in files]
     check_members(tms, files)
     tm = tms[0]
