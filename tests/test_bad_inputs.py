@@ -552,6 +552,15 @@ def test_pickled_npz_data_is_refused_and_never_unpickled(runner, run_guard, tmp_
     assert not marker.exists(), "the pickle's payload ran"
 
 
+def test_a_line_break_in_a_file_name_stays_in_one_error_line(runner, run_guard, tmp_path):
+    """A message names the file as it is called; a line break in the name is shown as
+    \\n, so the error is still one line."""
+    path = tmp_path / "new\nline.jsonl"
+    path.write_text("not json\n")
+    result = runner.invoke(evaluate, [str(run_guard.best), "--data", str(path)])
+    assert_one_clear_error(result, 4, str(path).replace("\n", "\\n"), "invalid JSON")
+
+
 def test_huge_malformed_jsonl_line(runner, run_guard, tmp_path):
     """A ~4 MB JSONL line, malformed at its very end, between valid lines: one short message."""
     good = (BAD / "good" / "train.jsonl").read_text()

@@ -56,6 +56,8 @@ def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
     under MPI, end the whole job with it (training.distributed.end_job_on_error)."""
     from ..training.distributed import end_job_on_error, launched_rank, launched_size
 
+    # one line: a line break inside it (a file name may hold one) is shown escaped
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     if message and launched_size() > 1 and launched_rank() != 0:
         message = f"[rank {launched_rank()}] {message}"
 
