@@ -52,6 +52,24 @@ def test_no_output_lands_on_a_file_of_a_run_folder(run_dir, pattern_files, tmp_p
     assert file_bytes(run_dir) == before
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["{run}/last.npz/", "{run}/last.npz/.", "{run}/nosuch/../last.npz", "{run}/gradflow.jsonl"],
+    ids=["trailing_slash", "slash_dot", "dotdot", "not_written_yet"],
+)
+def test_every_spelling_of_a_run_file_is_refused(run_dir, pattern_files, spelling):
+    """The rule judges the path the write replaces (the real path), so no spelling of a
+    run file gets round it; a run file the run has not written yet (no gradient flow
+    here) is a run file too (the audit overwrote last.npz through 'last.npz/')."""
+    out = spelling.format(run=run_dir)
+    before = file_bytes(run_dir)
+    r = CliRunner().invoke(
+        evaluate, [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--json", out]
+    )
+    _usage_error(r, f"--json {out}", "file of the run folder")
+    assert file_bytes(run_dir) == before
+
+
 def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
     report, same = tmp_path / "r.json", f"{tmp_path}/./r.json"
     for _ in range(2):  # new, then existing

@@ -80,24 +80,27 @@ def _traceback_if(debug) -> None:
 
 def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     """The rule for every file a command writes (docs/cli.md, "Output files"): an output
-    (--json, --predictions, --output, OUT) is not another output's file, and, when it
-    exists, not one of the inputs (nor an array of an input data folder), not a run file
-    (RUN_FILES) of a run folder, and not a .npz file (a checkpoint) unless ``overwrite``
-    is True. overwrite: None for a command that never writes checkpoints, else its
-    --overwrite flag (lstm-import). '-' is stdout. Else a click usage error (exit 2)
-    naming the option and the file, before anything is read or written."""
+    (--json, --predictions, --output, OUT) is not another output's file, not a run file
+    (RUN_FILES) of a run folder, and, when it exists, not one of the inputs (nor an array
+    of an input data folder) and not a .npz file (a checkpoint) unless ``overwrite`` is
+    True. Each is judged by the path the write replaces (store.atomic: the real path, so
+    a symlink's target, with '..' and a trailing '/' resolved). overwrite: None for a
+    command that never writes checkpoints, else its --overwrite flag (lstm-import). '-'
+    is stdout. Else a click usage error (exit 2) naming the option and the file, before
+    anything is read or written."""
     claimed = {}
     for opt, out in outputs:
         if not out or out == "-":
             continue
-        key = _file_key(out)
+        real = os.path.realpath(out)
+        key = _file_key(real)
         if key in claimed:
             raise click.UsageError(
                 f"{opt} {out} is also the {claimed[key]} file; one would overwrite the other"
             )
         if key is not None:
             claimed[key] = opt
-        what = os.path.exists(out) and _protected(out, inputs, overwrite is True)
+        what = _protected(real, inputs, overwrite is True)
         if what:
             hint = (
                 "; pass --overwrite to replace it"
@@ -107,39 +110,36 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
 
 
-def _file_key(path):
-    """What makes two paths one file: device and inode when it exists, else its real path;
-    None for a device or FIFO (/dev/stdout), written to directly rather than replaced."""
+def _file_key(real):
+    """What makes two real paths one file: device and inode when it exists, else the
+    path; None for a device or FIFO (/dev/stdout), written to directly, not replaced."""
     try:
-        st = os.stat(path)
+        st = os.stat(real)
     except OSError:
-        return os.path.realpath(path)
+        return real
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 _CHECKPOINT = "an existing .npz file (a checkpoint)"
 
 
-def _protected(out, inputs, replace_checkpoint) -> str | None:
-    """What the existing file ``out`` is that no output may replace, or None."""
+def _protected(real, inputs, replace_checkpoint) -> str | None:
+    """What the file at real path ``real`` is that no output may replace, or None."""
     from ..data import NPY_FOLDER_ARRAYS
     from ..training.rundir import RUN_FILES, is_run_folder
 
     arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
+    folder, name = os.path.split(real)
     for what, path in inputs:
         try:  # a data folder: none of its arrays either (other files in it are fine)
-            same = os.path.samefile(out, path) or (
-                os.path.isdir(path)
-                and os.path.basename(out) in arrays
-                and os.path.samefile(os.path.dirname(os.path.abspath(out)), path)
+            same = os.path.samefile(real, path) or (
+                os.path.isdir(path) and name in arrays and os.path.samefile(folder, path)
             )
-        except OSError:
+        except OSError:  # real does not exist yet: no input
             continue
         if same:
             return f"the {what}"
-    real = os.path.realpath(out)  # a symlink stands for its target
-    folder, name = os.path.split(real)
-    if name in RUN_FILES and is_run_folder(folder):
+    if name in RUN_FILES and is_run_folder(folder):  # also one the run has not written yet
         return f"a file of the run folder {folder}"
     if name.lower().endswith(".npz") and os.path.isfile(real) and not replace_checkpoint:
         return _CHECKPOINT
