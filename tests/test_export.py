@@ -892,6 +892,16 @@ def _exported_with(tmp_path, **metadata):
         ),
         ({}, ["--classes", "a,\udcff,c,d"], ["'classes'[1]", "U+DCFF, a lone surrogate"]),
         ({}, ["--meta", 'classes: [a, "\\ud800", c, d]\n'], ["'classes'[1]", "U+D800"]),
+        (  # skipping a value that does not parse dropped all of the file's settings
+            {"transforms": "not json {"},
+            ["--classes", "a,b,c,d"],
+            ["m.safetensors metadata: 'transforms' is 'not json {', which does not parse"],
+        ),
+        (
+            {"forget_bias": "one"},
+            [],
+            ["m.safetensors metadata: 'forget_bias' is 'one'", "metadata is damaged"],
+        ),
     ],
 )
 def test_import_writes_only_checkpoints_lstm_eval_accepts(tmp_path, metadata, args, fragments):

@@ -208,26 +208,35 @@ def _checked_norm(norm, F, source):
     return {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
 
 
-def file_settings(meta) -> dict:
-    """Labels, normalisation, head and forget_bias from a file lstm-export wrote ({} otherwise)."""
+def file_settings(meta, source) -> dict:
+    """Labels, normalisation, head and forget_bias from a file lstm-export wrote ({} for
+    another file). A value of it that does not parse is a ConfigError naming ``source``
+    and the key: skipping it would import the model without, say, its normalisation."""
     if meta.get("format") is None or not str(meta["format"]).startswith("lstm_cli"):
         return {}
     out = {}
-    try:
-        for key in ("classes", "normalization"):
-            if key in meta:
-                out[key] = json.loads(meta[key])
-        if "forget_bias" in meta:
-            out["forget_bias"] = float(meta["forget_bias"])
-        if "bidirectional" in meta:
-            out["bidirectional"] = json.loads(meta["bidirectional"])
-        if "transforms" in meta:
-            out["transforms"] = json.loads(meta["transforms"])
-    except ValueError:
-        return {}
+    for key, parse in _FILE_KEYS.items():
+        if key in meta:
+            try:
+                out[key] = parse(meta[key])
+            except ValueError:
+                raise ConfigError(
+                    f"{_where(f'{source} metadata', key)} is {show(meta[key])}, which does not"
+                    " parse: the file's lstm_cli metadata is damaged"
+                ) from None
     if meta.get("head") in HEADS:
         out["head"] = meta["head"]
     return out
+
+
+# the metadata keys lstm-export writes as text, and how each is read back
+_FILE_KEYS = {
+    "classes": json.loads,
+    "normalization": json.loads,
+    "forget_bias": float,
+    "bidirectional": json.loads,
+    "transforms": json.loads,
+}
 
 
 _TRANSFORMS_OFF = {"normalize_per_sequence": False, "pool": 1, "frame": 1}
@@ -272,7 +281,7 @@ def checkpoint_from_state(path, settings=None, sources=None):
             "takes one model: export the members one by one to import them"
         )
     given = {k: v for k, v in (settings or {}).items() if v is not None}
-    from_file = file_settings(file_meta)
+    from_file = file_settings(file_meta, path)
     bi = given.get("bidirectional", from_file.get("bidirectional"))
     if bi is not None and not isinstance(bi, bool):
         where_bi = sources.get("bidirectional", "the caller") if "bidirectional" in given else path
