@@ -89,12 +89,8 @@ def test_the_data_file_is_read_once_per_set_of_csv_options(members, tmp_path, mo
     import lstm_cli.data
 
     before = _report(members)
-    reads = []
-    load = lstm_cli.data.load_dataset
-    monkeypatch.setattr(
-        lstm_cli.data,
-        "load_dataset",
-        lambda *a, **k: reads.append(k["csv_options"]) or load(*a, **k),
+    reads = _record_calls(
+        monkeypatch, lstm_cli.data, "load_dataset", lambda *a, **k: k["csv_options"]
     )
     assert _report(members) == before
     assert len(reads) == 1
@@ -111,6 +107,14 @@ def test_the_data_file_is_read_once_per_set_of_csv_options(members, tmp_path, mo
 def test_gates_need_one_checkpoint(members):
     result = CliRunner().invoke(evaluate, [*members, "--data", DATA, "--gates"])
     assert result.exit_code == 2 and "give one checkpoint" in result.stderr
+
+
+def _record_calls(monkeypatch, module, name, what):
+    """Wrap module.name so each call first appends what(*args, **kwargs) to the list
+    returned; the call itself is unchanged."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(what(*a, **k)) or real(*a, **k))
+    return calls
 
 
 def _report(args):
@@ -171,12 +175,8 @@ def test_members_that_read_alike_share_one_transformed_copy(members, tmp_path, m
     twin.write_bytes(pathlib.Path(members[0]).read_bytes())
     args = [members[0], str(twin), members[1], "--by-step"]
     before = _report(args)
-    calls = []
-    transform = lstm_cli.inference.transform_dataset
-    monkeypatch.setattr(
-        lstm_cli.inference,
-        "transform_dataset",
-        lambda ds, **k: calls.append(k["frame"]) or transform(ds, **k),
+    calls = _record_calls(
+        monkeypatch, lstm_cli.inference, "transform_dataset", lambda ds, **k: k["frame"]
     )
     assert _report(args) == before
     per_member = 1 + len(PERCENTS)  # the report, then each prefix
