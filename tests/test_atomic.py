@@ -97,3 +97,34 @@ def test_is_temp_of_matches_the_writer_s_own_temporaries_only(tmp_path, monkeypa
     ):
         assert not atomic_mod.is_temp_of(name, "last.npz"), name
     assert atomic_mod.is_temp_of("last.npz.tmp-0123456789ab", "last.npz")
+
+
+def test_a_stream_sent_to_a_file_is_written_to_not_replaced(tmp_path):
+    """/dev/fd/N (as /dev/stdout is, when the shell sends stdout to a file) follows to a
+    regular file; replacing it would drop what the stream held before (`>> log` lost its
+    earlier lines). It is appended to, like the stream."""
+    from lstm_cli.store.atomic import names_a_stream
+
+    path = tmp_path / "out.log"
+    with open(path, "a") as fh:
+        fh.write("earlier line\n")
+        fh.flush()
+        stream = f"/dev/fd/{fh.fileno()}"
+        assert names_a_stream(stream) and names_a_stream("/proc/self/fd/1")
+        atomic_write_text(stream, "new line\n")
+    assert path.read_text() == "earlier line\nnew line\n"
+    assert not names_a_stream(str(path)) and not names_a_stream("/dev/shm/report.json")
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_name_of_ours_is_replaced_not_written_through(tmp_path, link):
+    """follow_symlinks=False (figures): a link at the name is replaced by the new file,
+    and the file it pointed to is untouched."""
+    from lstm_cli.store.atomic import atomic_write
+
+    target, name = tmp_path / "checkpoint.npz", tmp_path / "figure.png"
+    target.write_text("keep me\n")
+    (name.symlink_to if link == "symlink" else name.hardlink_to)(target)
+    atomic_write(name, lambda fh: fh.write(b"png\n"), follow_symlinks=False)
+    assert target.read_text() == "keep me\n" and name.read_text() == "png\n"
+    assert not name.is_symlink()

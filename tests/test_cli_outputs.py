@@ -118,3 +118,45 @@ def test_ordinary_outputs_are_written_and_replaced(run_dir, pattern_files, tmp_p
     r = runner.invoke(evaluate, [best, "--data", data, "--json", "-", "--predictions", "-"])
     assert r.exit_code == 0 and r.stdout.startswith("{")
     assert all(p.exists() for p in (report, preds, onnx, inside, elsewhere))
+
+
+def test_figures_replace_a_link_in_their_folder_never_its_target(run_dir, pattern_files, tmp_path):
+    """lstm-eval --plot DIR writes its PNGs under names of its own: a symlink or hard link
+    left at such a name is replaced, and the checkpoint it led to stays intact (the sweep
+    audit turned best.npz and last.npz into PNGs this way, exit 0)."""
+    pytest.importorskip("matplotlib")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "confusion_matrix.png").symlink_to(run_dir / "best.npz")
+    (plots / "accuracy_by_step.png").hardlink_to(run_dir / "last.npz")
+    before = file_bytes(run_dir)
+    r = CliRunner().invoke(
+        evaluate,
+        [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--plot", str(plots)]
+        + ["--quiet"],
+    )
+    assert r.exit_code == 0, r.output
+    assert file_bytes(run_dir) == before
+    assert not (plots / "confusion_matrix.png").is_symlink()
+    assert (plots / "accuracy_by_step.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_lock_and_a_missing_data_array_are_outputs_no_command_takes(run_dir, tmp_path):
+    """The training lock (replacing it let a second training into a live run folder) and
+    y.npy of an .npy data folder that has none (predict wrote its CSV there) are refused
+    like the other run files and data arrays."""
+    import numpy as np
+
+    best = str(run_dir / "best.npz")
+    npd = tmp_path / "unlabelled"
+    npd.mkdir()
+    F = load_trained(best).num_features
+    np.save(npd / "x.npy", np.zeros((6, F), np.float32))
+    np.save(npd / "lengths.npy", np.array([3, 3]))
+    for out, fragment in (
+        (run_dir / ".lstm-train.lock", "file of the run folder"),
+        (npd / "y.npy", "an array of the data file"),
+    ):
+        r = CliRunner().invoke(predict, [best, "--data", str(npd), "--output", str(out)])
+        _usage_error(r, f"--output {out}", fragment)
+    assert not (npd / "y.npy").exists()

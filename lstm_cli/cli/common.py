@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted, LstmCliError
+from ..store.atomic import names_a_stream
 
 
 def handles_errors(fn):
@@ -81,16 +82,17 @@ def _traceback_if(debug) -> None:
 def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     """The rule for every file a command writes (docs/cli.md, "Output files"): an output
     (--json, --predictions, --output, OUT) is not another output's file, not a run file
-    (RUN_FILES) of a run folder, and, when it exists, not one of the inputs (nor an array
-    of an input data folder) and not a .npz file (a checkpoint) unless ``overwrite`` is
-    True. Each is judged by the path the write replaces (store.atomic: the real path, so
-    a symlink's target, with '..' and a trailing '/' resolved). overwrite: None for a
-    command that never writes checkpoints, else its --overwrite flag (lstm-import). '-'
-    is stdout. Else a click usage error (exit 2) naming the option and the file, before
-    anything is read or written."""
+    (RUN_FILES, or its lock) of a run folder, not an array name of an input data folder,
+    and, when it exists, not one of the inputs and not a .npz file (a checkpoint) unless
+    ``overwrite`` is True. Each is judged by the path the write replaces (store.atomic:
+    the real path, so a symlink's target, with '..' and a trailing '/' resolved); a
+    stream (/dev/stdout) is written to, not replaced, and is not judged. overwrite: None
+    for a command that never writes checkpoints, else its --overwrite flag (lstm-import).
+    '-' is stdout. Else a click usage error (exit 2) naming the option and the file,
+    before anything is read or written."""
     claimed = {}
     for opt, out in outputs:
-        if not out or out == "-":
+        if not out or out == "-" or names_a_stream(out):  # stdout, written to as a stream
             continue
         real = os.path.realpath(out)
         key = _file_key(real)
@@ -126,24 +128,27 @@ _CHECKPOINT = "an existing .npz file (a checkpoint)"
 def _protected(real, inputs, replace_checkpoint) -> str | None:
     """What the file at real path ``real`` is that no output may replace, or None."""
     from ..data import NPY_FOLDER_ARRAYS
-    from ..training.rundir import RUN_FILES, is_run_folder
+    from ..training.rundir import LOCK_NAME, RUN_FILES, is_run_folder
 
     arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
     folder, name = os.path.split(real)
     for what, path in inputs:
-        try:  # a data folder: none of its arrays either (other files in it are fine)
-            same = os.path.samefile(real, path) or (
-                os.path.isdir(path) and name in arrays and os.path.samefile(folder, path)
-            )
-        except OSError:  # real does not exist yet: no input
-            continue
-        if same:
+        if name in arrays and os.path.isdir(path) and _same_file(folder, path):
+            return f"an array of the {what}"  # also an optional one it lacks (y.npy)
+        if _same_file(real, path):
             return f"the {what}"
-    if name in RUN_FILES and is_run_folder(folder):  # also one the run has not written yet
+    if name in (*RUN_FILES, LOCK_NAME) and is_run_folder(folder):  # written or not yet
         return f"a file of the run folder {folder}"
     if name.lower().endswith(".npz") and os.path.isfile(real) and not replace_checkpoint:
         return _CHECKPOINT
     return None
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet)
+        return False
 
 
 def format_table(headers, rows, align=None) -> str:
@@ -161,12 +166,15 @@ def format_table(headers, rows, align=None) -> str:
 
 
 def write_output(path, text):
-    """An output option's text: '-' is stdout, anything else a file replaced atomically."""
+    """An output option's text: '-' is stdout, anything else a file replaced atomically
+    (a stream such as /dev/stdout is written to, after what was printed before it)."""
     if path == "-":
         click.echo(text, nl=False)
         return
     from ..store.atomic import write_text
 
+    sys.stdout.flush()
+    sys.stderr.flush()
     write_text(path, text)
 
 

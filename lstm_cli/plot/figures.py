@@ -14,6 +14,7 @@ import numpy as np
 from ..diagnostics import by_step_subject
 from ..errors import LstmCliError
 from ..extras import require
+from ..store.atomic import atomic_write
 
 DPI = 100
 _STYLE = {
@@ -42,8 +43,10 @@ def _finite(x) -> bool:
 
 
 def _save(plt, fig, path):
+    """The figure as a PNG at ``path``, replaced atomically; a figure's name is ours, so an
+    existing link or hard link there is replaced, never written through (store.atomic)."""
     try:
-        fig.savefig(path, dpi=DPI)
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI), follow_symlinks=False)
     except OSError as err:
         raise LstmCliError(f"{path}: cannot write the figure ({err.strerror or err})") from None
     finally:

@@ -6,9 +6,12 @@ with ``os.replace``, and the folder is fsynced. A crash or an exception at any m
 leaves either the old file or the new one under the real name, never a mixture; the temp
 file is removed on failure (also on KeyboardInterrupt).
 
-A symlink is followed (its target is replaced; the link stays a link), and a path that
-exists but is not a regular file (``/dev/stdout``, a FIFO, a terminal) is opened and
-written directly: renaming onto those would replace the device node itself.
+A symlink is followed (its target is replaced; the link stays a link), unless the caller
+owns the name (``follow_symlinks=False``: figures in a folder, where a link is replaced
+by the file). A path that exists but is not a regular file (a FIFO, a terminal), and a
+path naming one of the process's streams (``/dev/stdout`` even when the shell sent it to
+a file), is opened for appending and written directly: renaming onto those would replace
+the device node, or the file the shell redirected into, instead of writing to it.
 """
 
 from __future__ import annotations
@@ -36,25 +39,42 @@ def is_temp_of(name: str, target: str) -> bool:
     return re.fullmatch(pattern, name) is not None
 
 
-def atomic_write(path, write) -> None:
+def atomic_write(path, write, follow_symlinks=True) -> None:
     """Replace ``path`` with what ``write(fileobj)`` writes to a binary file object.
 
     OSError propagates (callers turn it into their own error type).
     """
     path = os.fspath(path)
     try:
-        mode = os.stat(path).st_mode  # follows symlinks
+        mode = (os.stat if follow_symlinks else os.lstat)(path).st_mode
     except FileNotFoundError:
         mode = None
     except OSError:  # e.g. a path through a non-folder: let open() below report it
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    if mode is not None and not stat.S_ISREG(mode):  # a device, FIFO or socket: no rename
-        with open(path, "wb") as fh:
+    if mode is not None and stat.S_ISLNK(mode):  # not followed: the link itself is replaced
+        mode = None
+    if mode is not None and (not stat.S_ISREG(mode) or names_a_stream(path)):
+        with open(path, "ab") as fh:  # a device, FIFO or stream: written to, no rename
             write(fh)
         return
-    path = os.path.realpath(path)  # a symlink's target (also a dangling link's)
+    # a symlink's target (also a dangling link's), or the name itself
+    _replace(os.path.realpath(path) if follow_symlinks else path, write)
+
+
+_STREAM = re.compile(r"/dev/(stdout|stderr|fd/[0-9]+)|/proc/(self|[0-9]+)/fd/[0-9]+")
+
+
+def names_a_stream(path) -> bool:
+    """True for a path that names one of the process's open streams as given
+    (/dev/stdout, /proc/self/fd/1): written to, never replaced, even when the shell sent
+    the stream to a regular file."""
+    return _STREAM.fullmatch(os.path.abspath(path)) is not None
+
+
+def _replace(path, write) -> None:
+    """Write to a temp file beside ``path`` and rename it onto ``path`` (never followed)."""
     directory = os.path.dirname(path)
     tmp = temp_path(path)
     fh = open(tmp, "xb")
