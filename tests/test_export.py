@@ -902,6 +902,19 @@ def _exported_with(tmp_path, **metadata):
             [],
             ["m.safetensors metadata: 'forget_bias' is 'one'", "metadata is damaged"],
         ),
+        (  # a head it does not know was imported as "last"
+            {"head": "Mean"},
+            ["--classes", "a,b,c,d"],
+            ["m.safetensors metadata: 'head' is 'Mean'; expected one of"],
+        ),
+        (  # a misspelt key was ignored: per-sequence normalisation silently off
+            {"transforms": '{"normalize_per_sequence": true, "pool": 1, "frame": 1}'},
+            [],
+            [
+                "'normalize_per_sequence': True",
+                "expected a mapping of per_sequence, pool and frame",
+            ],
+        ),
     ],
 )
 def test_import_writes_only_checkpoints_lstm_eval_accepts(tmp_path, metadata, args, fragments):

@@ -26,7 +26,7 @@ import numpy as np
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
-from ..inference import BadMetadata, trained_model
+from ..inference import _TRANSFORM_KEYS, BadMetadata, trained_model
 from ..nn.interop import from_pytorch
 from ..nn.model import HEADS
 from ..nn.spec import CONSTRAINTS
@@ -224,7 +224,12 @@ def file_settings(meta, source) -> dict:
                     f"{_where(f'{source} metadata', key)} is {show(meta[key])}, which does not"
                     " parse: the file's lstm_cli metadata is damaged"
                 ) from None
-    if meta.get("head") in HEADS:
+    if "head" in meta:
+        if meta["head"] not in HEADS:
+            raise ConfigError(
+                f"{_where(f'{source} metadata', 'head')} is {show(meta['head'])}; expected one"
+                f" of {', '.join(HEADS)}: the file's lstm_cli metadata is damaged"
+            )
         out["head"] = meta["head"]
     return out
 
@@ -290,10 +295,14 @@ def checkpoint_from_state(path, settings=None, sources=None):
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
     merged.pop("bidirectional", None)
     transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
-    if not isinstance(transforms, (dict, type(None))):
+    if not (
+        transforms is None
+        or isinstance(transforms, dict)
+        and set(transforms) <= set(_TRANSFORM_KEYS)
+    ):
         raise ConfigError(
             f"{_where(f'{path} metadata', 'transforms')} is {show(transforms)}; expected a "
-            "mapping {per_sequence, pool, frame}"
+            "mapping of per_sequence, pool and frame"
         )
     where = {
         k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
