@@ -893,6 +893,15 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch)
     assert cfg.output.dir == "runs/run"  # output.dir stays relative to the cwd
 
 
+def test_output_dir_expands_a_leading_tilde_like_the_data_paths(tmp_path, monkeypatch):
+    """'~/runs/x' made a folder literally named '~' in the cwd (a later `rm -rf ~` away
+    from disaster); it is the home folder, as in data.train. A relative dir stays so."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = write(tmp_path, "data:\n  train: t.jsonl\noutput:\n  dir: ~/runs/x\n")
+    assert load_config(path).output.dir == str(tmp_path / "home" / "runs" / "x")
+    assert load_config(path, ["output.dir=out/x"]).output.dir == "out/x"
+
+
 def test_relative_config_path(tmp_path, monkeypatch):
     sub = tmp_path / "configs"
     sub.mkdir()

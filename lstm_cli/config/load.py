@@ -164,6 +164,8 @@ def _check_value(key: str, value: Any, ctx: _Context) -> Any:
     if key in DATA_PATH_KEYS and checked is not None:
         base = os.getcwd() if key in ctx.overridden else ctx.base_dir
         checked = os.path.abspath(os.path.join(base, os.path.expanduser(checked)))
+    elif key == "output.dir":  # kept relative to the cwd, but ~ is the home folder as above
+        checked = os.path.expanduser(checked)
     return checked
 
 
