@@ -738,3 +738,22 @@ def test_a_split_that_carves_no_validation_says_so_and_trains(runner, write_conf
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["valid_sequences"] == 0 and summary["best_metric"] == "train_loss"
     assert summary["epochs_run"] == 3 and not summary["stopped_early"]
+
+
+def test_a_data_file_among_the_run_files_is_refused(runner, write_config, tmp_path):
+    """data.train named metrics.jsonl inside output.dir: --overwrite would replace the data
+    with this run's metrics (final sweep). Refused (exit 3) before anything is written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"x": [[0.1 * i, 0.2]], "y": i % 2} for i in range(12)]
+    data = run / "metrics.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = data.read_bytes()
+    r = runner.invoke(
+        train,
+        ["--config", write_config(), "--set", f"data.train={data}", "--set", "data.test=null"]
+        + ["--output", str(run), "--overwrite", "--quiet"],
+    )
+    assert r.exit_code == 3, r.output
+    assert f"'data.train' {data} is the run folder's metrics.jsonl" in r.stderr
+    assert data.read_bytes() == before and sorted(os.listdir(run)) == ["metrics.jsonl"]

@@ -6,6 +6,7 @@ Everything user-supplied is checked here, before the run folder is touched.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..data.framing import frame_for_length, transform_dataset
 from ..data.invariance import common_length, margin, reorder_evidence
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
+from .rundir import RUN_FILES
 
 
 @dataclass
@@ -86,6 +88,23 @@ def _no_validation_note(cfg: Config, n: int) -> str:
         " it, so the best checkpoint (and a plateau schedule) follow the training loss and"
         " early stopping is off"
     )
+
+
+def _refuse_data_among_run_files(cfg: Config) -> None:
+    """A ConfigError when a data file is one of the files this run writes (RUN_FILES in
+    output.dir, and in the ensemble's folder for a member): --overwrite would replace it."""
+    run_dirs = [cfg.output.dir]
+    if cfg.train.fold is not None:  # a member: OUT/fold-i, beside the ensemble's OUT
+        run_dirs.append(os.path.dirname(os.path.normpath(cfg.output.dir)))
+    written = {os.path.realpath(os.path.join(d, n)): n for d in run_dirs for n in RUN_FILES}
+    for key, path in (("data.train", cfg.data.train), ("data.valid", cfg.data.valid),
+                      ("data.test", cfg.data.test)):  # fmt: skip
+        name = written.get(os.path.realpath(path)) if path else None
+        if name is not None:
+            raise ConfigError(
+                f"'{key}' {path} is the run folder's {name}, which this run writes; move the"
+                " data or choose another output.dir"
+            )
 
 
 def load(path, cfg: Config, require_labels=True) -> SequenceDataset:
@@ -165,6 +184,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     the range checks, the fingerprint) run on rank 0 alone and their results are shared,
     so no other rank reads a memory-mapped training file whole."""
     writer = comm is None or comm.rank == 0
+    _refuse_data_among_run_files(cfg)
     raw = load(cfg.data.train, cfg)
     cfg, frame_note = resolve_frame(cfg, raw)
     raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
