@@ -320,6 +320,11 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
         [("--output", output)], [("checkpoint", checkpoint), ("data", data_path)]
     )
     tm = load_trained(checkpoint)
+    if tm.model.bidirectional:  # nn.model records the flow of one direction through time
+        raise click.UsageError(
+            f"--flow {checkpoint}: a bidirectional model; gradient flow is recorded for"
+            " unidirectional models only"
+        )
     ds = load_data_for(tm, data_path, "auto", require_labels=True)
     records = checkpoint_gradient_flow(
         tm, ds, encode_dataset_labels(ds, tm.classes), tm.meta.get("epoch") or 1
