@@ -600,7 +600,8 @@ def test_import_of_a_plain_pytorch_state_dict_with_meta_yaml(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file(state, str(path))
     meta = tmp_path / "meta.yaml"
-    meta.write_text("classes: [1, 2, 3]\nnormalization: {mean: [0, 1, 2], std: [1, 2, 4]}\n")
+    # YAML reads 1e0 as a string, as the config loader's numbers: a number all the same
+    meta.write_text("classes: [1, 2, 3]\nnormalization: {mean: [0, 1, 2], std: [1e0, 2, 4]}\n")
     out = tmp_path / "imported.npz"
     result = run(import_, [path, out, "--meta", meta])
     assert result.exit_code == 0, result.output

@@ -30,7 +30,7 @@ from ..inference import _TRANSFORM_KEYS, BadMetadata, trained_model
 from ..nn.interop import from_pytorch
 from ..nn.model import HEADS
 from ..nn.spec import CONSTRAINTS
-from ..validate import check, show
+from ..validate import Invalid, as_float, check, show
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
 _SAVE_HINT = (
@@ -193,19 +193,27 @@ def _checked_norm(norm, F, source):
         raise ConfigError(
             f"{_where(source, 'normalization')} must be null or {{mean: [...], std: [...]}}"
         )
+    out = {}
     for name in ("mean", "std"):
         values = norm[name]
-        ok = isinstance(values, list) and len(values) == F
-        ok = ok and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values
-        )
-        if not ok or (name == "std" and min(values) <= 0):
+        numbers = _numbers(values) if isinstance(values, list) and len(values) == F else None
+        if numbers is None or (name == "std" and min(numbers) <= 0):
             raise ConfigError(
                 f"{_where(source, 'normalization.' + name)} must be {F} finite numbers "
                 f"(one per input feature){', each > 0' if name == 'std' else ''}; got {values!r}"
             )
-    return {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+        out[name] = numbers
+    return out
+
+
+def _numbers(values) -> list | None:
+    """The finite numbers ``values`` holds, as floats (a YAML '1e-1' is one, as in the
+    config: validate.as_float), or None if any is not one."""
+    try:
+        floats = [as_float(v) for v in values]
+    except Invalid:
+        return None
+    return floats if all(math.isfinite(v) for v in floats) else None
 
 
 def file_settings(meta, source) -> dict:
