@@ -130,15 +130,14 @@ class AugmentConfig:
     # training.prepare.resolve_reorders), so a run folder records true or false
     roll: bool | str = False  # each sequence starts at a random step of its own, wrapping round
     reverse: bool | str = False  # each sequence reversed with probability 1/2
-    warp: float = 0.0  # std of the log local speed of a random smooth time warp; 0 = off
 
     @property
-    def rebuilds(self) -> bool:
-        """Whether batches are rebuilt from the unframed steps (reverse, roll, warp,
-        shift); roll and reverse must be resolved (no "auto") before it is asked."""
+    def reorders(self) -> bool:
+        """Whether batches are rebuilt from the unframed steps (reverse, roll, shift);
+        roll and reverse must be resolved (no "auto") before it is asked."""
         if "auto" in (self.roll, self.reverse):
             raise ValueError("train.augment: resolve roll / reverse 'auto' first")
-        return self.shift or self.roll or self.reverse or self.warp > 0.0
+        return self.shift or self.roll or self.reverse
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,6 @@ CONSTRAINTS: dict[str, Constraint] = {
     "train.augment.noise": Interval(float, 0.0),
     "train.augment.roll": Bool(auto=True),
     "train.augment.reverse": Bool(auto=True),
-    "train.augment.warp": Interval(float, 0.0, 1.0, "both"),
     "train.checkpoint_every_steps": Interval(int, 0),
     "train.gradflow_every": Interval(int, 0),
     "train.distributed": Options("auto", "always"),

@@ -1,14 +1,13 @@
 """Training-time augmentation of batches (config section ``train.augment``): each
 sequence reversed with probability 1/2 (``reverse``), started at a random step of its
 own and wrapped round (``roll``, for closed outlines whose starting point is arbitrary),
-played at a smoothly varying speed (``warp``, same length and end points), a random
-framing phase per sequence (``shift``), and Gaussian noise on the normalised inputs
-(``noise``). The first four act on the unframed steps, in that order, before framing;
-noise acts on the model's inputs. Evaluation and prediction never augment.
+a random framing phase per sequence (``shift``), and Gaussian noise on the normalised
+inputs (``noise``). The first three act on the unframed steps, in that order, before
+framing; noise acts on the model's inputs. Evaluation and prediction never augment.
 
 Every random number of a step is drawn for the whole batch by ``Augmenter.draw``, in a
-fixed order (reversals, starts, phases, noise, then warps; only what is switched on, so a
-run without a new option draws what it drew before), and ``Augmenter.batch`` builds any
+fixed order (reversals, starts, phases, then noise; only what is switched on, so a run
+without a new option draws what it drew before), and ``Augmenter.batch`` builds any
 subset of the batch's rows from that plan. Under MPI every rank draws the same plan and
 builds only its shard, so the shards together are exactly the one-process batch.
 """
@@ -23,18 +22,7 @@ from .batching import pad_batch
 from .dataset import SequenceDataset, offsets_of, steps_within
 from .framing import frame_steps
 
-__all__ = [
-    "Plan",
-    "Augmenter",
-    "drop_leading_steps",
-    "reorder_steps",
-    "warp_steps",
-    "warp_steps_reference",
-    "WARP_KNOTS",
-]
-
-# knots of a warp's log speed, evenly spaced from a sequence's first step to its last
-WARP_KNOTS = 4
+__all__ = ["Plan", "Augmenter", "drop_leading_steps", "reorder_steps"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +35,6 @@ class Plan:
     noise: np.ndarray | None  # (B, T, F) float64, T = lengths.max(); None = no noise
     reverse: np.ndarray | None = None  # (B,) bool, sequence reversed; None = no reverse
     start: np.ndarray | None = None  # (B,) step that comes first after rolling; None = no roll
-    warp: np.ndarray | None = None  # (B, WARP_KNOTS) log speed at the knots; None = no warp
 
 
 def drop_leading_steps(x, lengths, drop):
@@ -72,71 +59,6 @@ def reorder_steps(x, lengths, reverse=None, start=None):
     return x[first + j]
 
 
-def _warp_positions(lengths, log_speed):
-    """(S,) float64: the fractional step of its own sequence that each stacked step of the
-    warped sequences reads. Within sequence n (length L), step j advances by
-    exp(z(j)), z the log speed interpolated linearly between ``log_speed[n]`` (K knots at
-    steps 0, (L-1)/(K-1), ..., L-1); the positions are scaled so that step 0 reads 0 and
-    step L-1 reads L-1. A one-step sequence reads 0."""
-    lengths = np.asarray(lengths, np.int64)  # (B,)
-    log_speed = np.asarray(log_speed, np.float64)  # (B, K)
-    K = log_speed.shape[1]
-    j = steps_within(lengths).astype(np.float64)  # (S,)
-    last = np.repeat(np.maximum(lengths - 1, 1), lengths).astype(np.float64)  # (S,) L - 1
-    u = j / last * (K - 1)  # (S,) knot coordinate in [0, K-1]
-    k0 = np.minimum(u.astype(np.int64), K - 2)  # (S,) knot to the left
-    frac = u - k0
-    row = np.repeat(np.arange(lengths.size), lengths)  # (S,) sequence of each step
-    z = log_speed[row, k0] * (1.0 - frac) + log_speed[row, k0 + 1] * frac  # (S,)
-    speed = np.exp(z)  # (S,) advance from step j to j + 1 (the last step's is unused)
-    csum = np.cumsum(speed)
-    first = offsets_of(lengths)[:-1]  # (B,) row each sequence starts at
-    before = np.concatenate([[0.0], csum])[first]  # (B,) sum of earlier sequences' speeds
-    pos = csum - speed - np.repeat(before, lengths)  # (S,) exclusive sum within sequence
-    pos[first] = 0.0  # exactly, not a rounding residue of the subtraction
-    end = csum[np.maximum(first + lengths - 1, 0)] - speed[np.maximum(first + lengths - 1, 0)]
-    end = end - before  # (B,) position of each last step before scaling; 0 when L == 1
-    scale = np.where(end > 0, (lengths - 1) / np.where(end > 0, end, 1.0), 0.0)  # (B,)
-    return np.minimum(pos * np.repeat(scale, lengths), np.repeat(lengths - 1, lengths))
-
-
-def warp_steps(x, lengths, log_speed):
-    """Each sequence of the stacked ``x`` (sum(lengths), F) played at a smoothly varying
-    speed (``_warp_positions``), values linearly interpolated between neighbouring steps:
-    same shape and lengths, first and last steps unchanged, in x's dtype."""
-    lengths = np.asarray(lengths, np.int64)  # (B,)
-    if not lengths.size:
-        return x
-    pos = _warp_positions(lengths, log_speed)  # (S,)
-    L = np.repeat(lengths, lengths)  # (S,)
-    lo = np.minimum(np.floor(pos).astype(np.int64), np.maximum(L - 2, 0))  # (S,)
-    w = (pos - lo)[:, None]  # (S, 1) weight of the step after lo
-    hi = np.minimum(lo + 1, L - 1)
-    first = np.repeat(offsets_of(lengths)[:-1], lengths)  # (S,)
-    x64 = np.asarray(x, np.float64)
-    out = x64[first + lo] * (1.0 - w) + x64[first + hi] * w  # (S, F)
-    return out.astype(x.dtype)
-
-
-def warp_steps_reference(x, lengths, log_speed):
-    """``warp_steps`` one sequence and one feature at a time with np.interp: its oracle."""
-    out, start = np.empty_like(x), 0
-    K = log_speed.shape[1]
-    for n, L in enumerate(np.asarray(lengths, np.int64)):
-        seq = np.asarray(x[start : start + L], np.float64)  # (L, F)
-        if L == 1:
-            out[start] = seq[0]
-        else:
-            steps = np.arange(L, dtype=np.float64)
-            z = np.interp(steps, np.linspace(0.0, L - 1, K), log_speed[n])  # (L,)
-            pos = np.concatenate([[0.0], np.cumsum(np.exp(z[:-1]))])  # (L,)
-            pos *= (L - 1) / pos[-1]
-            for f in range(seq.shape[1]):
-                out[start : start + L, f] = np.interp(pos, steps, seq[:, f])
-        start += L
-    return out
-
-
 class Augmenter:
     """Builds training batches of ``train`` (the model's inputs, after every transform),
     augmented as ``train.augment`` says.
@@ -147,29 +69,19 @@ class Augmenter:
     """
 
     def __init__(
-        self,
-        train,
-        *,
-        steps=None,
-        frame=1,
-        shift=False,
-        noise=0.0,
-        roll=False,
-        reverse=False,
-        warp=0.0,
+        self, train, *, steps=None, frame=1, shift=False, noise=0.0, roll=False, reverse=False
     ):
         if shift and frame < 2:
             raise ValueError("Augmenter: shift needs frame > 1")
-        if (shift or roll or reverse or warp) and steps is None:
-            raise ValueError("Augmenter: reverse, roll, warp and shift need the unframed steps")
+        if (shift or roll or reverse) and steps is None:
+            raise ValueError("Augmenter: reverse, roll and shift need the unframed steps")
         self.train, self.steps, self.frame = train, steps, int(frame)
         self.shift, self.noise = bool(shift), float(noise)
         self.roll, self.reverse = bool(roll), bool(reverse)
-        self.warp = float(warp)
 
     @property
     def active(self) -> bool:
-        return self.shift or self.roll or self.reverse or self.warp > 0.0 or self.noise > 0.0
+        return self.shift or self.roll or self.reverse or self.noise > 0.0
 
     def draw(self, rng, idx) -> Plan:
         """The plan of batch ``idx``; draws from ``rng`` only what is switched on."""
@@ -190,10 +102,7 @@ class Augmenter:
         if self.noise > 0.0 and idx.size:
             shape = (idx.size, int(lengths.max()), self.train.num_features)
             noise = self.noise * rng.standard_normal(shape)
-        warp = None
-        if self.warp > 0.0:
-            warp = self.warp * rng.standard_normal((idx.size, WARP_KNOTS))  # (B, K)
-        return Plan(idx, np.asarray(lengths, np.int64), phase, noise, reverse, start, warp)
+        return Plan(idx, np.asarray(lengths, np.int64), phase, noise, reverse, start)
 
     def batch(self, plan: Plan, rows=None, dtype=np.float32, mean=None, std=None):
         """Right-padded x (b, T, F) in ``dtype`` and lengths (b,) of the plan's positions
@@ -201,7 +110,7 @@ class Augmenter:
         ``pad_batch`` does, then the noise added to the real steps."""
         rows = np.arange(plan.idx.size) if rows is None else np.asarray(rows, np.int64)
         idx = plan.idx[rows]
-        if plan.phase is None and plan.reverse is None and plan.start is None and plan.warp is None:
+        if plan.phase is None and plan.reverse is None and plan.start is None:
             x, lengths = pad_batch(self.train, idx, dtype, mean, std)
         else:
             raw_lengths = self.steps.lengths[idx]
@@ -211,8 +120,6 @@ class Augmenter:
                 None if plan.reverse is None else plan.reverse[rows],
                 None if plan.start is None else plan.start[rows],
             )
-            if plan.warp is not None:
-                kept = warp_steps(kept, raw_lengths, plan.warp[rows])
             if plan.phase is not None:
                 kept = drop_leading_steps(kept, raw_lengths, plan.phase[rows])
                 raw_lengths = raw_lengths - plan.phase[rows]

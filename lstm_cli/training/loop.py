@@ -110,7 +110,6 @@ class Trainer:
             noise=aug.noise,
             roll=aug.roll,
             reverse=aug.reverse,
-            warp=aug.warp,
         )
         shapes = {k: v.shape for k, v in self.model.params.items()}
         self.exchange = FlatBuffer(shapes, ("loss", "correct", "sigint", "sigterm"))

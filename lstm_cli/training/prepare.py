@@ -197,11 +197,11 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
             )
     # whole sequences, before the split; the statistics below are of the transformed steps
     aug, d = cfg.train.augment, cfg.data
-    if aug.shift or aug.roll or aug.reverse or aug.warp:  # "auto": resolve_reorders reads them
+    if aug.shift or aug.roll or aug.reverse:  # "auto" too: resolve_reorders reads the steps
         steps = transform_dataset(raw, d.normalize_per_sequence, d.pool)
         cfg, reorder_note = resolve_reorders(cfg, steps, comm)
         full = transform_dataset(steps, frame=d.frame)  # = input_transform(cfg, raw)
-        if not cfg.train.augment.rebuilds:  # "auto" resolved off
+        if not cfg.train.augment.reorders:  # "auto" resolved off
             steps = None
     else:
         steps, full, reorder_note = None, input_transform(cfg, raw), None
