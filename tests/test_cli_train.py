@@ -757,3 +757,26 @@ def test_a_data_file_among_the_run_files_is_refused(runner, write_config, tmp_pa
     assert r.exit_code == 3, r.output
     assert f"'data.train' {data} is the run folder's metrics.jsonl" in r.stderr
     assert data.read_bytes() == before and sorted(os.listdir(run)) == ["metrics.jsonl"]
+
+
+def test_labels_with_line_breaks_keep_the_eval_tables_one_line_per_row(runner, tmp_path):
+    """A JSONL label may hold a line break or a tab; the tables show it escaped, so each
+    class is one row of the per-class table and of the confusion matrix."""
+    data = tmp_path / "d.jsonl"
+    rows = [
+        json.dumps({"x": [[float(k % 2)], [float(k % 3)]], "y": ["two\nlines", "tab\there"][k % 2]})
+        for k in range(16)
+    ]
+    data.write_text("\n".join(rows) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"data: {{train: {data}}}\nmodel: {{hidden_size: 4}}\n"
+        f"train: {{epochs: 1, batch_size: 8}}\noutput: {{dir: {tmp_path / 'run'}}}\n"
+    )
+    assert _train(runner, str(cfg)).exit_code == 0
+    r = runner.invoke(evaluate, [str(tmp_path / "run" / "best.npz"), "--data", str(data)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    for label in ("two\\nlines", "tab\\there"):
+        assert sum(line.startswith(label) for line in lines) == 2, r.stdout  # both tables
+    assert not any(line.startswith(("lines", "here")) for line in lines)

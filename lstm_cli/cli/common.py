@@ -57,8 +57,7 @@ def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
     under MPI, end the whole job with it (training.distributed.end_job_on_error)."""
     from ..training.distributed import end_job_on_error, launched_rank, launched_size
 
-    # one line: a line break inside it (a file name may hold one) is shown escaped
-    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    message = one_line(message)  # a file name may hold a line break
     if message and launched_size() > 1 and launched_rank() != 0:
         message = f"[rank {launched_rank()}] {message}"
 
@@ -151,9 +150,15 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def one_line(text) -> str:
+    """str(text) with line breaks and tabs shown escaped, so it prints as one line (an
+    error, or a table cell: a class label or file name may hold any character)."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+
+
 def format_table(headers, rows, align=None) -> str:
-    """Aligned plain-text table; align is a string of 'l'/'r' per column."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    """Aligned plain-text table, a line per row; align is a string of 'l'/'r' per column."""
+    cells = [[one_line(h) for h in headers]] + [[one_line(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     align = align or "l" * len(headers)
     lines = []
