@@ -398,9 +398,13 @@ def test_overwrite_never_leaves_two_runs_mixed(runner, write_config, tmp_path, m
     assert r.exit_code == 5 and "last.npz" in r.stderr  # nothing to resume, said plainly
 
 
-def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path):
+@pytest.mark.parametrize(
+    "other_settings", [{"model": {"hidden_size": 12}}, {"train": {"seed": 1, "epochs": 1}}],
+    ids=["other-shapes", "same-shapes"],
+)  # fmt: skip
+def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path, other_settings):
     other = write_config(
-        name="other.yaml", output={"dir": str(tmp_path / "other")}, model={"hidden_size": 12}
+        name="other.yaml", output={"dir": str(tmp_path / "other")}, **other_settings
     )
     assert _train(runner, other, "--set", "train.epochs=1").exit_code == 0
     assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0

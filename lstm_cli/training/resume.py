@@ -97,14 +97,25 @@ def restore(trainer, ckpt, path) -> None:
         raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
     best_path = os.path.join(trainer.run_dir, "best.npz")
     if os.path.isfile(best_path):
-        best = load_checkpoint(best_path).params
+        best = load_checkpoint(best_path)
         try:
-            trainer.best_params = trainer.model.conform_params(best)
+            trainer.best_params = trainer.model.conform_params(best.params)
+            _check_best_of_run(best.meta, trainer.history, trainer.best_epoch)
         except LstmCliError as err:
             raise CheckpointError(
                 f"{best_path}: not this run's best checkpoint ({err}; the run is "
                 f"{path}); move it away to resume"
             ) from None
+
+
+def _check_best_of_run(best_meta, history, best_epoch) -> None:
+    """A run's best.npz is written at its best epoch with the metrics rows up to it: its
+    epoch is last.npz's best_epoch and its history the first rows of last.npz's."""
+    epoch = best_meta.get("epoch")
+    if epoch != best_epoch:
+        raise LstmCliError(f"it is from epoch {epoch}, the run's best epoch is {best_epoch}")
+    if best_meta.get("history") != history[:best_epoch]:
+        raise LstmCliError("its metrics up to that epoch are not the run's")
 
 
 def _restore_state(trainer, ckpt) -> None:
