@@ -677,14 +677,18 @@ def test_fine_tuning_starts_from_train_init_from(runner, write_config, tmp_path)
     a, b = load_checkpoint(str(start)).params, load_checkpoint(str(tuned / "last.npz")).params
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7)  # float32 -> float64
-    r = _train(
-        runner,
-        write_config(),
-        "--output", str(tmp_path / "other"),
-        "--set", f"train.init_from={start}",
-        "--set", "model.hidden_size=3",
-    )  # fmt: skip
-    assert r.exit_code == 5 and str(start) in r.stderr and "train.init_from" in r.stderr
+    # other shapes, and what changes the function without changing the shapes
+    for setting in ("model.hidden_size=3", "model.head=mean", "model.forget_bias=0.0"):
+        r = _train(
+            runner,
+            write_config(),
+            "--output", str(tmp_path / "other"),
+            "--set", f"train.init_from={start}",
+            "--set", setting,
+        )  # fmt: skip
+        assert r.exit_code == 5 and str(start) in r.stderr and "train.init_from" in r.stderr
+        if "hidden_size" not in setting:
+            assert f"its {setting.split('=')[0]} is" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,15 @@ def init_from_checkpoint(model, path, classes) -> None:
     """train.init_from: start ``model`` from the parameters of the checkpoint ``path``
     (fine-tuning); its architecture and classes must be this run's (CheckpointError)."""
     ckpt = load_checkpoint(path)
+    spec = ckpt.meta.get("model")
+    ours = model.spec()
+    # what changes the function the weights compute without changing their shapes
+    for key in ("head", "forget_bias"):
+        if isinstance(spec, dict) and key in spec and spec[key] != ours[key]:
+            raise CheckpointError(
+                f"{path}: its model.{key} is {spec[key]!r}, this run's is {ours[key]!r}; "
+                f"train.init_from needs the same architecture (set model.{key}: {spec[key]})"
+            )
     theirs = ckpt.meta.get("classes")
     if theirs is not None and [str(c) for c in theirs] != [str(c) for c in classes]:
         raise CheckpointError(
