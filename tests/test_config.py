@@ -563,6 +563,19 @@ def test_yaml_trap_float_strings_are_accepted(tmp_path, text, value):
     assert cfg.train.optimizer.eps == value
 
 
+@pytest.mark.parametrize(
+    "text, key",
+    [("train: {epochs: 1:30}", "train.epochs"),
+     ("train: {optimizer: {lr: 1:30.5}}", "train.optimizer.lr"),
+     ("train: {class_weights: {0: 2:0}}", "train.class_weights")],
+)  # fmt: skip
+def test_yaml_trap_base_60_numbers_are_not_numbers(tmp_path, text, key):
+    """YAML 1.1 reads 1:30 as 90: a value mistyped with ':' must be an error, not 90."""
+    assert yaml.safe_load("v: 1:30")["v"] == 90  # the PyYAML trap this test is about
+    msg = error_of(tmp_path, MINIMAL + text + "\n")
+    assert f"'{key}'" in msg and ":" in msg.split("Got ")[1]
+
+
 def test_trap_strings_inside_lists_and_mappings(tmp_path):
     cfg = load_text(
         tmp_path,

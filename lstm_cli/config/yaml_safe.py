@@ -2,7 +2,9 @@
 
 On top of ``yaml.safe_load`` a config file may not give a key twice in one mapping (the
 merge key ``<<`` included), may not make merge keys copy more than ``MAX_MERGED``
-entries, and every error is one ``ConfigError`` naming the file, line and column.
+entries, and every error is one ``ConfigError`` naming the file, line and column. A
+plain scalar holding ``:`` (``1:30``) stays a string, where YAML 1.1 reads it as a base-60
+number (90), so a number mistyped that way is an error instead of another number.
 
 Merge keys follow the YAML merge-key rules, applied here rather than by PyYAML so that
 a config means the same whatever PyYAML version is installed: the mapping's own keys
@@ -29,6 +31,19 @@ _VALUE_TAG = "tag:yaml.org,2002:value"  # a bare '=' key, which PyYAML reads as 
 _MERGE = object()  # the merge key '<<' among a mapping's keys
 
 
+class _NoBase60:
+    """An implicit resolver's pattern that never matches a value holding ':'."""
+
+    def __init__(self, regexp):
+        self.regexp = regexp
+
+    def match(self, value):
+        return None if ":" in value else self.regexp.match(value)
+
+
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
 class Loader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses duplicate keys and bounds what merge keys copy.
 
@@ -37,6 +52,11 @@ class Loader(yaml.SafeLoader):
     Both checks run in flatten_mapping, once per mapping node, before the merged entries
     are spliced in: after that, a merged key the mapping overrides looks like a duplicate.
     """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, _NoBase60(rx) if tag in _NUMBER_TAGS else rx) for tag, rx in resolvers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream):
         super().__init__(stream)
