@@ -186,6 +186,18 @@ def test_non_empty_run_folder_needs_overwrite(runner, write_config, tmp_path):
     assert _train(runner, write_config(), "--set", "train.epochs=1", "--overwrite").exit_code == 0
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["the-folder", "a-parent"])
+def test_a_dangling_symlink_as_the_run_folder_is_named(runner, write_config, tmp_path, inside):
+    """makedirs says only "File exists" for a symbolic link to something missing."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nowhere")
+    out = link / "run" if inside else link
+    r = _train(runner, write_config(), "--output", str(out), "--set", "train.epochs=1")
+    assert r.exit_code == 3, r.output
+    assert f"{str(link)!r} is a symbolic link to {str(tmp_path / 'nowhere')!r}" in r.stderr
+    assert "which does not exist" in r.stderr and not (tmp_path / "nowhere").exists()
+
+
 def test_resume_from_the_command_line(runner, write_config, tmp_path):
     assert _train(runner, write_config(), "--set", "train.epochs=2").exit_code == 0
     r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=3"])

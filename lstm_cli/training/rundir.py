@@ -120,6 +120,19 @@ def resume_checkpoint_path(run_dir) -> str:
     return path
 
 
+def _dangling_link_in(path) -> str | None:
+    """Why ``path`` cannot be created when it or a folder on the way to it is a symbolic
+    link to something missing (makedirs then says only "File exists"); else None."""
+    path = os.path.abspath(path)
+    while True:
+        if os.path.islink(path) and not os.path.exists(path):
+            return f"{path!r} is a symbolic link to {os.readlink(path)!r}, which does not exist"
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+
+
 def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     """Create the run folder if needed, take ``lock``, remove orphaned temporaries, and
     refuse a non-empty folder unless overwrite/resume. Returns the earlier run's files
@@ -132,7 +145,8 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
         try:
             os.makedirs(run_dir, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"cannot create run folder {run_dir!r}: {err.strerror}") from None
+            why = _dangling_link_in(run_dir) or err.strerror
+            raise ConfigError(f"cannot create run folder {run_dir!r}: {why}") from None
     lock.acquire()
     remove_orphaned_temporaries(run_dir)
     if resume:
