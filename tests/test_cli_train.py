@@ -800,3 +800,16 @@ def test_labels_with_line_breaks_keep_the_eval_tables_one_line_per_row(runner, t
     for label in ("two\\nlines", "tab\\there"):
         assert sum(line.startswith(label) for line in lines) == 2, r.stdout  # both tables
     assert not any(line.startswith(("lines", "here")) for line in lines)
+
+
+def test_the_last_line_gives_the_training_figures_without_validation(runner, write_config):
+    """Without validation the best epoch is chosen on the training loss: the last line
+    gives that loss and accuracy, not dashes for validation figures that do not exist."""
+    r = runner.invoke(
+        train,
+        ["--config", write_config(), "--set", "train.epochs=2", "--set", "data.valid_fraction=0"],
+    )
+    assert r.exit_code == 0, r.output
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("best epoch") and "train loss 0." in last and "train acc" in last
+    assert "val" not in last, last

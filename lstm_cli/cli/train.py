@@ -111,7 +111,10 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
         return
     best = result.history[result.best_epoch - 1] if result.best_epoch else None
     if best is not None:
+        # without validation the best epoch is the one of lowest training loss
+        split = "train" if best["val_loss"] is None else "val"
         click.echo(
-            f"best epoch {result.best_epoch}: val loss {fmt_metric(best['val_loss'])} "
-            f"val acc {fmt_metric(best['val_accuracy'], '.4f')}; checkpoints in {result.run_dir}"
+            f"best epoch {result.best_epoch}: {split} loss {fmt_metric(best[f'{split}_loss'])} "
+            f"{split} acc {fmt_metric(best[f'{split}_accuracy'], '.4f')}; checkpoints in "
+            f"{result.run_dir}"
         )
