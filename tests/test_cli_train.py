@@ -427,6 +427,30 @@ def test_resume_refuses_a_best_npz_of_another_run(runner, write_config, tmp_path
     assert str(run / "best.npz") in r.stderr and "Traceback" not in r.output
 
 
+def test_resume_after_a_crash_between_best_and_last_npz(runner, write_config, tmp_path):
+    """best.npz is saved before last.npz: a crash between the two leaves a best.npz one
+    epoch ahead of last.npz. Resuming accepts it and repeats that epoch as it ran."""
+    from lstm_cli.store.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    epoch1_last = (run / "last.npz").read_bytes()
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    best = load_checkpoint(str(run / "best.npz"))
+    assert best.meta["epoch"] == 2  # the premise: epoch 2 was the best
+    (run / "last.npz").write_bytes(epoch1_last)  # as if the crash came before last.npz
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    again = load_checkpoint(str(run / "best.npz"))
+    timing = ("seconds", "sequences_per_second")
+    rows = [[{k: v for k, v in row.items() if k not in timing} for row in c.meta["history"]]
+            for c in (best, again)]  # fmt: skip
+    assert rows[0] == rows[1] and again.meta["epoch"] == 2
+    for k in best.params:
+        assert (again.params[k] == best.params[k]).all()
+
+
 def test_outputs_beside_an_npy_data_folder_s_arrays_are_fine(
     runner, write_config, pattern_files, tmp_path
 ):

@@ -110,11 +110,18 @@ def restore(trainer, ckpt, path) -> None:
 
 def _check_best_of_run(best_meta, history, best_epoch) -> None:
     """A run's best.npz is written at its best epoch with the metrics rows up to it: its
-    epoch is last.npz's best_epoch and its history the first rows of last.npz's."""
-    epoch = best_meta.get("epoch")
+    epoch is last.npz's best_epoch and its history the first rows of last.npz's. Or it is
+    from an epoch after last.npz's, written just before a crash kept last.npz from being
+    rewritten (best.npz is saved first): then last.npz's rows are its first rows, and the
+    resumed run repeats that epoch."""
+    epoch, theirs = best_meta.get("epoch"), best_meta.get("history")
+    if is_int(epoch) and epoch > len(history) and isinstance(theirs, list):
+        if theirs[: len(history)] != history:
+            raise LstmCliError("its metrics before its epoch are not the run's")
+        return
     if epoch != best_epoch:
         raise LstmCliError(f"it is from epoch {epoch}, the run's best epoch is {best_epoch}")
-    if best_meta.get("history") != history[:best_epoch]:
+    if theirs != history[:best_epoch]:
         raise LstmCliError("its metrics up to that epoch are not the run's")
 
 
