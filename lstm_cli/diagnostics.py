@@ -394,7 +394,7 @@ def _empty_sums() -> dict:
 
 def _means(sums, counts) -> list:
     """sums / counts as floats; None where nothing was counted or the mean is not finite
-    (a norm that overflowed: JSON has no Infinity, docs/diagnostics.md)."""
+    (a gradient that overflowed: JSON has no Infinity, docs/diagnostics.md)."""
     return finite_or_null([float(s / c) if c > 0 else None for s, c in zip(sums, counts)])
 
 
@@ -445,8 +445,8 @@ def batch_gradient_flow(model, x, lengths, y):
             dh = dh_in[:, t] + dh_next  # zero past each end: padding gets no head gradient
             o = cache.gates[:, 3 * model.hidden_size :]
             dc = dh * o * (1.0 - cache.tanh_c**2) + dc_next  # total dL/dc_t
-            dh_norm[:, t] = np.linalg.norm(dh, axis=1)
-            dc_norm[:, t] = np.linalg.norm(dc, axis=1)
+            dh_norm[:, t] = np.linalg.norm(dh.astype(np.float64), axis=1)  # float32's range
+            dc_norm[:, t] = np.linalg.norm(dc.astype(np.float64), axis=1)
             dx[:, t], dh_next, dc_next, dW_t, db_t = lstm_step_backward(dh, dc_next, cache, W)
             dW += dW_t
             db += db_t

@@ -357,3 +357,37 @@ def test_checkpoint_gradient_flow_is_the_reference_bptt(head):
     for k, rec in enumerate(records):
         want = np.where(valid, dh[k], 0).sum(0) / valid.sum(0)
         np.testing.assert_allclose(rec["dh_norm"], want, rtol=1e-10)
+
+
+def test_row_norms_keep_float32s_whole_range():
+    """Squares of 1e-30 underflow and of 1e30 overflow in float32; the scaled norm keeps
+    both, and inf and 0 stay what they are."""
+    from lstm_cli.nn.lstm import row_norms
+
+    a = np.zeros((6, 16), np.float32)
+    a[0], a[1], a[2, :2], a[4, 3], a[5] = 1e-30, 1e30, (3, 4), np.inf, 1e-45
+    got = row_norms(a)
+    assert got.dtype == np.float64
+    want = np.linalg.norm(a.astype(np.float64), axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[3] == 0 and got[4] == np.inf and got[0] > 0 and np.isfinite(got[1])
+
+
+def test_a_float32_models_flow_reaches_as_far_back_as_its_gradient():
+    """On 600 steps the float32 gradient decays below 1e-30 long before it is exactly 0;
+    the recorded norms follow it there (an unscaled norm read 0 from about 1e-22 on), and
+    agree with the step-by-step BPTT whose norms are taken in float64."""
+    rng = np.random.default_rng(0)
+    model = LSTMClassifier(1, 16, 3, seed=0)  # float32
+    B, T = 4, 600
+    x = rng.standard_normal((B, T, 1)).astype(np.float32)
+    lengths, y = np.array([600, 500, 450, 600]), np.array([0, 1, 2, 0])
+    flow = []
+    model.loss_and_grads(x, lengths, y, flow=flow)
+    want_dh, want_dc, _ = batch_gradient_flow(model, x, lengths, y)
+    for k, (dh, dc) in enumerate(flow):
+        for got, want in ((dh * B, want_dh[k]), (dc * B, want_dc[k])):
+            tiny = (want > 0) & (want < 1e-30)
+            assert tiny.sum() > 100  # the regime the test is about
+            assert (got[want > 1e-40] > 0).all()
+            np.testing.assert_allclose(got[want > 1e-40], want[want > 1e-40], rtol=1e-2)

@@ -186,8 +186,9 @@ def _strict_json(text):
 
 
 def test_a_diverging_run_writes_standard_json_that_lstm_plot_draws(tmp_path):
-    """The norms overflow to inf before the loss does: gradflow.jsonl holds them as null
-    (docs/diagnostics.md), not as Infinity, which lstm-plot refused (exit 4)."""
+    """A float32 run whose gradients grow to about 1e37 before its loss overflows: the
+    norms stay finite numbers in gradflow.jsonl (an unscaled float32 norm overflowed above
+    about 2e19 and was written as Infinity, which lstm-plot refused with exit 4)."""
     pytest.importorskip("matplotlib")
     run = tmp_path / "run"
     overrides = [
@@ -203,10 +204,54 @@ def test_a_diverging_run_writes_standard_json_that_lstm_plot_draws(tmp_path):
     for name in ("metrics.jsonl", "gradflow.jsonl"):
         records = [_strict_json(line) for line in (run / name).read_text().splitlines()]
         assert records, name
-    assert any(v is None for r in records for v in r["dh_norm"])  # the inf norms, as null
+    norms = [v for r in records for v in r["dh_norm"]]
+    assert None not in norms and max(norms) > 1e20  # beyond float32's sqrt(max)
     result = CliRunner().invoke(plot, [str(run), "--out", str(tmp_path / "o"), "--quiet"])
     assert result.exit_code == 0, result.output
     _check_png(tmp_path / "o" / "gradient_flow.png")
+
+
+def test_gradient_flow_draws_zero_norms_at_the_bottom_and_nulls_as_gaps(tmp_path, monkeypatch):
+    """A log axis cannot show 0: exact zeros are triangles a decade below the smallest
+    positive norm of the panel, named in the legend; null (no data) stays a gap."""
+    pytest.importorskip("matplotlib")
+    from lstm_cli.plot import figures
+
+    dh = [None, 0.0, 0.0, 1e-3, 1e-2, 1e-1]
+    record = {
+        "epoch": 1,
+        "layer": 0,
+        "step": [1, 2, 3, 4, 5, 6],
+        "dh_norm": dh,
+        "dc_norm": [2 * v if v else v for v in dh],
+        "fraction": [0.5, 1.0],
+        "dh_norm_by_fraction": [0.0, 0.1],
+        "dc_norm_by_fraction": [0.0, 0.2],
+    }
+    drawn = []
+    real_save = figures._save
+
+    def save(plt, fig, path):
+        for ax in fig.axes[:2]:
+            lines = [(ln.get_marker(), ln.get_xdata(), ln.get_ydata()) for ln in ax.get_lines()]
+            drawn.append((ax.get_yscale(), lines))
+        drawn.append([t.get_text() for t in fig.axes[1].get_legend().get_texts()])
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(figures, "_save", save)
+    figures.gradient_flow([record], tmp_path / "gf.png")
+    _check_png(tmp_path / "gf.png")
+    (scale0, by_step), (scale1, by_fraction), legend = drawn
+    assert scale0 == scale1 == "log"
+    zeros = [(list(x), list(y)) for m, x, y in by_step if m == "v"]
+    assert zeros == [([2, 3], [1e-4, 1e-4]), ([2, 3], [1e-4, 1e-4])]  # dh, dc: floor 1e-4
+    lines = [np.asarray(y, float) for m, x, y in by_step if m == "."]
+    assert len(lines) == 2 and all(np.isnan(y[:3]).all() and (y[3:] > 0).all() for y in lines)
+    assert [(list(x), list(y)) for m, x, y in by_fraction if m == "v"] == [
+        ([50.0], [0.01]),
+        ([50.0], [0.01]),
+    ]
+    assert "exactly 0 (at the bottom)" in legend
 
 
 def test_run_files_hold_a_non_finite_value_as_null(tmp_path):

@@ -411,6 +411,25 @@ def _last_step_dh(dh_last, dh_next, bounds):
     return total
 
 
+def row_norms(a):
+    """(n, H) -> (n,) float64: the L2 norm of each row over float32's whole range and
+    float64's. The squares are summed in float64, where no float32 value's square
+    underflows or overflows (an unscaled float32 norm reads 0 below about 1e-22 per unit
+    and inf above about 2e19: gradient flow far back in a long sequence, or before a loss
+    diverges); the rare row whose sum nears float64's own limits is scaled by its largest
+    entry first."""
+    a64 = np.asarray(a, np.float64)
+    norms = np.sqrt(np.einsum("nh,nh->n", a64, a64))
+    odd = ~((norms > 1e-140) & (norms < 1e140))  # also 0, inf, nan: checked by scaling
+    if odd.any():
+        rows = a64[odd]
+        peak = np.abs(rows).max(axis=1)
+        scale = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+        unit = rows / scale[:, None]  # |values| <= 1
+        norms[odd] = scale * np.sqrt(np.einsum("nh,nh->n", unit, unit))
+    return norms
+
+
 def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc, flow=None):
     """The step loop of the backward, t = T-1 down to 0: fills dz (N, 4H) (TF order) and
     leaves dh0, dc0 in dh_next, dc_next (B, H). total_dh(t, lo, hi, dh_next[:n]) gives
@@ -461,8 +480,8 @@ def _bptt(cache: LayerCache, W, total_dh, dz, dh_next, dc_next, alloc, flow=None
         np.multiply(dh_n, dcfh_buf[r : r + n], out=dc_n)
         dc_n += dc_next_n  # dc = dh * o * (1 - tanh_c^2) + dc_next
         if flow is not None:  # before the GEMM below overwrites dh_n (last-step mode)
-            flow[0][lo:hi] = np.sqrt(np.einsum("nh,nh->n", dh_n, dh_n))
-            flow[1][lo:hi] = np.sqrt(np.einsum("nh,nh->n", dc_n, dc_n))
+            flow[0][lo:hi] = row_norms(dh_n)
+            flow[1][lo:hi] = row_norms(dc_n)
         np.multiply(dgate_buf[TF.IJF, r : r + n], dc_n, out=dz_ijf[:, lo:hi])
         np.multiply(dh_n, dgate_buf[TF.O, r : r + n], out=dz_o[lo:hi])
         np.matmul(dz[lo:hi], WhT, out=dh_next_n)  # dh_next = dz @ W_h^T

@@ -122,8 +122,19 @@ def member_curves(members, path, title="Ensemble"):
     return _save(plt, fig, path)
 
 
+def _zero_floor(values) -> float:
+    """Where exact zeros go on a log axis: a decade below the smallest positive value."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    return 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1.0
+
+
 def gradient_flow(records, path, max_epochs=5):
-    """Mean |dL/dh_t| and |dL/dc_t| per step and per fraction of length, one row per layer."""
+    """Mean |dL/dh_t| and |dL/dc_t| per step and per fraction of length, one row per layer.
+
+    The axes are logarithmic, so a norm that is exactly 0 (a float32 gradient that
+    underflowed, far back in a long sequence) is drawn as a downward triangle at the
+    bottom of its panel, a decade below the smallest positive norm, never dropped.
+    """
     plt = pyplot()
     layers = sorted({r["layer"] for r in records})
     epochs = sorted({r["epoch"] for r in records})
@@ -134,29 +145,33 @@ def gradient_flow(records, path, max_epochs=5):
     fig, axes = plt.subplots(
         len(layers), 2, figsize=(12, 1.0 + 3.6 * len(layers)), layout="constrained", squeeze=False
     )
+    panels = (
+        ("step", ("dh_norm", "dc_norm")),
+        ("fraction", ("dh_norm_by_fraction", "dc_norm_by_fraction")),
+    )
     for row, layer in enumerate(layers):
         by_epoch = {r["epoch"]: r for r in records if r["layer"] == layer}
-        for e, colour in zip(epochs, colours):
-            r = by_epoch.get(e)
-            if r is None:
-                continue
-            for col, (x, keys) in enumerate(
-                (
-                    (r["step"], ("dh_norm", "dc_norm")),
-                    (
-                        [100 * f for f in r["fraction"]],
-                        ("dh_norm_by_fraction", "dc_norm_by_fraction"),
-                    ),
-                )
-            ):
+        shown = [(e, colour, by_epoch[e]) for e, colour in zip(epochs, colours) if e in by_epoch]
+        any_zero = False
+        for col, (xkey, keys) in enumerate(panels):
+            ax = axes[row, col]
+            floor = _zero_floor(
+                [v for _, _, r in shown for key in keys for v in r[key] if v is not None]
+            )
+            for e, colour, r in shown:
+                x = np.array(r[xkey], float) * (100 if xkey == "fraction" else 1)
                 for key, style in zip(keys, ("-", "--")):
                     y = np.array([np.nan if v is None else v for v in r[key]], float)
                     label = f"epoch {e}" if key.startswith("dh") else None
-                    axes[row, col].plot(x, y, style, color=colour, marker=".", label=label)
-        for col, xlabel in enumerate(("time step t", "position in the sequence (% of its length)")):
-            ax = axes[row, col]
+                    zero = y == 0
+                    ax.plot(
+                        x, np.where(zero, np.nan, y), style, color=colour, marker=".", label=label
+                    )
+                    if zero.any():
+                        any_zero = True
+                        ax.plot(x[zero], np.full(int(zero.sum()), floor), "v", color=colour)
             ax.set_yscale("log")
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(("time step t", "position in the sequence (% of its length)")[col])
             ax.set_ylabel("mean gradient norm")
             where = "by time step" if col == 0 else "by fraction of length"
             ax.set_title(f"Layer {layer + 1}: gradient norm {where}")
@@ -165,6 +180,17 @@ def gradient_flow(records, path, max_epochs=5):
             plt.Line2D([], [], color="grey", linestyle="-", label="|dL/dh_t| (solid)"),
             plt.Line2D([], [], color="grey", linestyle="--", label="|dL/dc_t| (dashed)"),
         ]
+        if any_zero:
+            handles.append(
+                plt.Line2D(
+                    [],
+                    [],
+                    color="grey",
+                    linestyle="",
+                    marker="v",
+                    label="exactly 0 (at the bottom)",
+                )
+            )
         axes[row, 1].legend(handles=handles, loc="best")
     fig.suptitle("Gradient flow through time (a decay towards early steps = vanishing gradient)")
     return _save(plt, fig, path)
