@@ -418,11 +418,11 @@ def row_norms(a):
     and inf above about 2e19: gradient flow far back in a long sequence, or before a loss
     diverges); the rare row whose sum nears float64's own limits is scaled by its largest
     entry first."""
-    a64 = np.asarray(a, np.float64)
-    norms = np.sqrt(np.einsum("nh,nh->n", a64, a64))
+    # float64 accumulation in einsum's buffers, without a float64 copy (as optim.global_norm)
+    norms = np.sqrt(np.einsum("nh,nh->n", a, a, dtype=np.float64, casting="safe"))
     odd = ~((norms > 1e-140) & (norms < 1e140))  # also 0, inf, nan: checked by scaling
     if odd.any():
-        rows = a64[odd]
+        rows = a[odd].astype(np.float64)
         peak = np.abs(rows).max(axis=1)
         scale = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
         unit = rows / scale[:, None]  # |values| <= 1
