@@ -41,6 +41,7 @@ _GATE_SLICE = {"input": 0, "forget": 2, "output": 3}
 HIGH, LOW = 0.95, 0.05  # saturation thresholds
 HIST_BINS = 20  # equal-width histogram bins over [0, 1]
 FRACTION_BINS = 10  # gradflow: fraction-of-length bins ((k-1)/10, k/10], k = 1..10
+DIRECTIONS = ("forward", "reverse")  # "direction" of a bidirectional model's entries, by index
 
 
 def by_step_subject(by_step) -> str:
@@ -97,8 +98,9 @@ def layer_forward(model, x, lengths):
     return gates, inp
 
 
-def gate_entry_label(entry) -> str:
-    """'layer 2' or 'layer 2 reverse': how tables and figures name a gates.layers entry."""
+def layer_label(entry) -> str:
+    """'layer 2' or 'layer 2 reverse': how tables and figures name a gates.layers entry or
+    a gradflow.jsonl record (both: "layer" from 0, "direction" in a bidirectional model's)."""
     reverse = " reverse" if entry.get("direction") == "reverse" else ""
     return f"layer {entry.get('layer', 0) + 1}{reverse}"
 
@@ -211,7 +213,7 @@ class _GateStats:
             k, d = divmod(e, self.directions)
             entry = {"layer": k, "values": int(count)}
             if self.directions > 1:
-                entry["direction"] = ("forward", "reverse")[d]
+                entry["direction"] = DIRECTIONS[d]
             for n, name in enumerate(GATES):
                 mean = self.sum[e, n] / count
                 var = max(self.sq[e, n] / count - mean * mean, 0.0)
@@ -310,16 +312,19 @@ def fraction_bins(lengths, T) -> np.ndarray:
 
 
 class GradFlowAccumulator:
-    """Builds one gradflow.jsonl record per layer from per-step gradient norms.
+    """Builds one gradflow.jsonl record per layer and direction from per-step gradient norms.
 
-    ``add(layer, dh_norm, dc_norm, lengths)`` takes, for one batch, the L2 norms over the
+    ``add(track, dh_norm, dc_norm, lengths)`` takes, for one batch, the L2 norms over the
     hidden units of dL/dh_t and dL/dc_t as (B, T) arrays (batch-first, right-padded; the
-    values past each length are ignored). ``records(epoch)`` returns the means per
-    absolute step and per fraction bin (docs/diagnostics.md, "gradflow.jsonl") and resets.
+    values past each length are ignored); ``track`` is model.backward's flow index, the
+    layer for ``directions`` 1 and D * layer + direction for 2. ``records(epoch)``
+    returns the means per absolute step and per fraction bin (docs/diagnostics.md,
+    "gradflow.jsonl"), with a "direction" in a bidirectional model's, and resets.
     """
 
-    def __init__(self):
+    def __init__(self, directions=1):
         self._acc = {}
+        self.directions = directions
 
     def add(self, layer, dh_norm, dc_norm, lengths):
         dh_norm, dc_norm = np.asarray(dh_norm, np.float64), np.asarray(dc_norm, np.float64)
@@ -340,7 +345,8 @@ class GradFlowAccumulator:
         a["frac"][0] += np.bincount(bins[valid], minlength=FRACTION_BINS)
 
     def flat_sums(self, layers, T) -> np.ndarray:
-        """Every layer's sums as one float64 vector, padded to T steps (to sum over ranks)."""
+        """Every track's sums as one float64 vector, padded to T steps (to sum over ranks);
+        ``layers``: the number of tracks, layers x directions."""
         parts = []
         for layer in range(layers):
             a = self._acc.get(layer, _empty_sums())
@@ -365,13 +371,15 @@ class GradFlowAccumulator:
 
     def records(self, epoch) -> list:
         out = []
-        for layer in sorted(self._acc):
-            a = self._acc[layer]
+        D = self.directions
+        for track in sorted(self._acc):
+            a = self._acc[track]
             n, fn = a["n"], a["frac"][0]
+            where = {"layer": track // D} | ({"direction": DIRECTIONS[track % D]} if D > 1 else {})
             out.append(
                 {
                     "epoch": int(epoch),
-                    "layer": layer,
+                    **where,
                     "step": list(range(1, a["T"] + 1)),
                     "count": n.astype(np.int64).tolist(),
                     "dh_norm": _means(a["dh"], n),
@@ -457,8 +465,9 @@ def batch_gradient_flow(model, x, lengths, y):
 
 
 def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -> list:
-    """gradflow.jsonl records (one per layer) of TrainedModel ``tm`` on labelled ``ds``."""
-    acc = GradFlowAccumulator()
+    """gradflow.jsonl records (one per layer and direction) of TrainedModel ``tm`` on
+    labelled ``ds``."""
+    acc = GradFlowAccumulator(tm.model.directions)
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)
         flow = []  # from the model's own backward; batch_gradient_flow is its test oracle

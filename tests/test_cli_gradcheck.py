@@ -239,15 +239,18 @@ def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
     assert r.exit_code == 2 and "--data" in r.stderr
 
 
-def test_flow_of_a_bidirectional_checkpoint_is_a_usage_error_naming_it(write_config, tmp_path):
-    """Gradient flow through time is recorded for one direction: a bidirectional
-    checkpoint is refused (exit 2) with its name, before the data is read."""
+def test_flow_of_a_bidirectional_checkpoint_has_a_row_per_direction(write_config, tmp_path):
+    import json
+
     from lstm_cli.config import load_config
     from lstm_cli.training import fit
 
     cfg = load_config(write_config(train={"epochs": 1}, model={"bidirectional": True}))
     fit(cfg, progress=False, log=lambda *a: None)
     ckpt = str(tmp_path / "run" / "best.npz")
+    r = CliRunner().invoke(gradcheck, ["--flow", ckpt, "--data", cfg.data.train, "--json"])
+    assert r.exit_code == 0, r.output
+    records = json.loads(r.stdout)
+    assert [(x["layer"], x["direction"]) for x in records] == [(0, "forward"), (0, "reverse")]
     r = CliRunner().invoke(gradcheck, ["--flow", ckpt, "--data", cfg.data.train])
-    assert r.exit_code == 2, r.output
-    assert f"--flow {ckpt}: a bidirectional model" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 0 and "\n1 reverse  dL/h_t" in r.stdout, r.output

@@ -728,14 +728,11 @@ def test_min_lr_above_lr(tmp_path):
     assert "'train.schedule.min_lr' (0.1) must not exceed 'train.optimizer.lr' (0.001)" in msg
 
 
-def test_gradflow_is_refused_on_a_bidirectional_model(tmp_path):
-    """The loop records the flow of one direction only: it used to skip it silently."""
-    text = MINIMAL + "model: {bidirectional: true}\ntrain: {gradflow_every: 2}\n"
-    msg = error_of(tmp_path, text)
-    assert "'train.gradflow_every' records the gradient flow of unidirectional" in msg
-    assert "'model.bidirectional' is true" in msg
-    assert "\n" not in msg
-    load_text(tmp_path, MINIMAL + "model: {bidirectional: true}\ntrain: {gradflow_every: 0}\n")
+def test_gradflow_is_recorded_for_a_bidirectional_model_too(tmp_path):
+    cfg = load_text(
+        tmp_path, MINIMAL + "model: {bidirectional: true}\ntrain: {gradflow_every: 2}\n"
+    )
+    assert cfg.train.gradflow_every == 2 and cfg.model.bidirectional
 
 
 def test_csv_columns_must_differ(tmp_path):

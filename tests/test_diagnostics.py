@@ -22,7 +22,7 @@ from lstm_cli.diagnostics import (
     fraction_bins,
     prefix_lengths,
 )
-from lstm_cli.errors import DataError, LstmCliError
+from lstm_cli.errors import DataError
 from lstm_cli.inference import TrainedModel, evaluate_dataset
 from lstm_cli.nn.model import LSTMClassifier
 from lstm_cli.plot.runfiles import check_gradflow_record, read_gradflow, read_metrics, read_report
@@ -283,30 +283,41 @@ def test_checkpoint_gradient_flow_records():
         assert r["count"][0] == len(seqs) and sum(r["count_by_fraction"]) == sum(map(len, seqs))
 
 
-def _loss_perturbed(tm, seq, label, where, k, t, delta):
-    """Plain-loop loss of one sequence with ``delta`` added to layer k's h_t or c_t."""
+def _loss_perturbed(tm, seq, label, where, k, t, delta, direction=0):
+    """Plain-loop loss of one sequence with ``delta`` added to h_t or c_t of layer k's
+    direction (0 forward, 1 reverse: the reverse LSTM runs from the last step down to 0,
+    its t the sequence's own step), for every head."""
     m, p = tm.model, tm.model.params
-    H = m.hidden_size
+    H, L = m.hidden_size, len(seq)
     inp = (seq - tm.mean) / tm.std
     for layer in range(m.num_layers):
-        W, b = p[f"lstm.{layer}.W"], p[f"lstm.{layer}.b"]
-        h, c, hs = np.zeros(H), np.zeros(H), []
-        for s, x_t in enumerate(inp):
-            z = np.concatenate([x_t, h]) @ W + b
-            i, j = _sigmoid(z[:H]), np.tanh(z[H : 2 * H])
-            f, o = _sigmoid(z[2 * H : 3 * H] + m.forget_bias), _sigmoid(z[3 * H :])
-            c = f * c + i * j
-            if (layer, s, where) == (k, t, "c"):
-                c = c + delta
-            h = o * np.tanh(c)
-            if (layer, s, where) == (k, t, "h"):
-                h = h + delta
-            hs.append(h)
-        inp = np.array(hs)
-    logits = inp @ p["head.W"] + p["head.b"]
+        outs = []
+        for d, suffix in enumerate(("", ".reverse")[: m.directions]):
+            W, b = p[f"lstm.{layer}{suffix}.W"], p[f"lstm.{layer}{suffix}.b"]
+            h, c, hs = np.zeros(H), np.zeros(H), np.zeros((L, H))
+            for s in range(L) if d == 0 else range(L - 1, -1, -1):
+                z = np.concatenate([inp[s], h]) @ W + b
+                i, j = _sigmoid(z[:H]), np.tanh(z[H : 2 * H])
+                f, o = _sigmoid(z[2 * H : 3 * H] + m.forget_bias), _sigmoid(z[3 * H :])
+                c = f * c + i * j
+                if (layer, d, s, where) == (k, direction, t, "c"):
+                    c = c + delta
+                h = o * np.tanh(c)
+                if (layer, d, s, where) == (k, direction, t, "h"):
+                    h = h + delta
+                hs[s] = h
+            outs.append(hs)
+        inp = np.concatenate(outs, axis=1)  # (L, D*H)
+    if m.head == "all":
+        feats = inp
+    elif m.head == "last":  # forward's last state, the reverse direction's at step 0
+        feats = np.concatenate([inp[-1, :H], inp[0, H:]])[None]
+    else:
+        feats = (inp.mean(0) if m.head == "mean" else inp.max(0))[None]
+    logits = feats @ p["head.W"] + p["head.b"]
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-    return -logp[-1, label] if m.head == "last" else -logp[:, label].mean()
+    return -logp[:, label].mean()
 
 
 @pytest.mark.parametrize("head", ["last", "all"])
@@ -332,11 +343,52 @@ def test_gradient_flow_norms_match_finite_differences(head):
                 assert norms[k][n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
 
 
-def test_gradient_flow_of_a_bidirectional_model_is_refused_with_a_clear_error():
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("head", ["last", "all", "mean", "max"])
+def test_the_models_flow_matches_finite_differences(head, bi):
+    """model.backward's own flow, for every head and both directions of every layer: the
+    norm of each sequence's dL/dh_t and dL/dc_t against central differences of a plain
+    loop (the reverse direction's entries at the sequence's own steps)."""
+    tm, ds, seqs, labels = _tiny(head, seed=6, n=4, bi=bi)
+    y = np.array([tm.classes.index(lbl) for lbl in labels])
+    x, lengths = pad_batch(ds, np.arange(4), np.float64, tm.mean, tm.std)
+    flow = []
+    tm.model.loss_and_grads(x, lengths, y, flow=flow)
+    D, B = tm.model.directions, 4
+    assert len(flow) == 2 * D
+    n, eps, H = 1, 1e-6, tm.model.hidden_size  # sequence 1 has 10 steps
+    for k in range(2):
+        for d in range(D):
+            dh, dc = flow[D * k + d]
+            assert dh.shape == dc.shape == x.shape[:2] and (dh[n, 10:] == 0).all()
+            for t in (0, 4, 9):
+                for where, norms in (("h", dh), ("c", dc)):
+                    g = np.zeros(H)
+                    for u in range(H):
+                        e = np.zeros(H)
+                        e[u] = eps
+                        args = (tm, seqs[n], y[n], where, k, t)
+                        plus = _loss_perturbed(*args, e, direction=d)
+                        minus = _loss_perturbed(*args, -e, direction=d)
+                        g[u] = (plus - minus) / (2 * eps)
+                    assert B * norms[n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
+
+
+def test_a_bidirectional_models_records_name_their_direction():
     tm, ds, seqs, labels = _tiny("last", bi=True)
     y = np.array([tm.classes.index(lbl) for lbl in labels])
-    with pytest.raises(LstmCliError, match="unidirectional models only"):
-        checkpoint_gradient_flow(tm, ds, y, epoch=1)
+    records = checkpoint_gradient_flow(tm, ds, y, epoch=1, batch_size=5)
+    got = [(r["layer"], r["direction"]) for r in records]
+    assert got == [(0, "forward"), (0, "reverse"), (1, "forward"), (1, "reverse")]
+    for r in records:
+        check_gradflow_record(json.loads(json.dumps(r)), "rec")
+    # the last head reads the reverse direction at step 0 and the forward one at the end:
+    # the top layer's reverse gradient is largest at step 1, the forward one's is not
+    top_fwd, top_rev = records[2]["dh_norm_by_fraction"], records[3]["dh_norm_by_fraction"]
+    assert top_rev[0] == max(top_rev) and top_fwd[-1] == max(top_fwd)
+    bad = dict(records[0], direction="backward")
+    with pytest.raises(DataError, match="'direction' is 'backward'; expected one of"):
+        check_gradflow_record(bad, "rec")
 
 
 @pytest.mark.parametrize("head", ["last", "all", "mean", "max"])

@@ -18,7 +18,6 @@ from lstm_cli.diagnostics import (
     batch_gradient_flow,
     checkpoint_gradient_flow,
 )
-from lstm_cli.errors import LstmCliError
 from lstm_cli.inference import TrainedModel, encode_dataset_labels
 from lstm_cli.nn.gradcheck import random_problem
 from lstm_cli.plot import check_gradflow_record
@@ -57,25 +56,21 @@ def test_a_norm_that_overflowed_is_recorded_as_null():
     assert record["dh_norm"] == [1.0, None, None] and record["dc_norm"] == [None, 2.0, None]
 
 
-def test_bidirectional_models_record_no_flow():
-    model, x, lengths, y = random_problem(num_layers=1, head="last", seed=1)
-    model.bidirectional = True
-    with pytest.raises(LstmCliError, match="unidirectional models only"):
-        model.backward(None, None, flow=[])
-
-
-def test_an_epochs_records_are_the_mean_over_its_sequences(write_config, tmp_path):
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_an_epochs_records_are_the_mean_over_its_sequences(write_config, tmp_path, bi):
     """With a learning rate too small to move the weights, one epoch's records equal the
-    per-sequence gradient flow of the initial model over the training split."""
+    per-sequence gradient flow of the initial model over the training split; a
+    bidirectional model's name their direction."""
     cfg = write_config(
-        model={"hidden_size": 5, "num_layers": 2, "dtype": "float64"},
+        model={"hidden_size": 5, "num_layers": 2, "dtype": "float64", "bidirectional": bi},
         data={"valid_fraction": 0.0},
         train={"epochs": 1, "gradflow_every": 1, "optimizer": {"name": "sgd", "lr": 1e-300}},
     )
     result = _fit(cfg)
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "gradflow.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["layer"]) for r in records] == [(1, 0), (1, 1)]
+    tracks = [(1, k, d) for k in (0, 1) for d in (("forward", "reverse") if bi else (None,))]
+    assert [(r["epoch"], r["layer"], r.get("direction")) for r in records] == tracks
     c = load_config(cfg)
     ds = load_dataset(c.data.train)
     tm = result.trained  # the weights moved by ~1e-300 at most

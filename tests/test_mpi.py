@@ -78,7 +78,7 @@ def start(n, *args, program=TRAIN):
     )
 
 
-def write_task(root: Path, n=90, head="last", dtype="float64", data=None, **train):
+def write_task(root: Path, n=90, head="last", dtype="float64", data=None, bi=False, **train):
     """A small 3-class task with lengths 1..29 and a config: 2 layers, dropout on."""
     rng = np.random.default_rng(0)
     with open(root / "train.jsonl", "w") as fh:
@@ -94,7 +94,14 @@ def write_task(root: Path, n=90, head="last", dtype="float64", data=None, **trai
             "test": "train.jsonl",
             **(data or {}),
         },
-        "model": {"hidden_size": 6, "num_layers": 2, "dropout": 0.3, "head": head, "dtype": dtype},
+        "model": {
+            "hidden_size": 6,
+            "num_layers": 2,
+            "dropout": 0.3,
+            "head": head,
+            "dtype": dtype,
+            "bidirectional": bi,
+        },
         "train": {"epochs": 2, "batch_size": 16, "seed": 3, "distributed": "always", **train},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -128,7 +135,7 @@ def assert_same_run(one: Path, other: Path, tol):
         assert len(fa) == len(fb) > 0
         for la, lb in zip(fa, fb):
             ra, rb = json.loads(la), json.loads(lb)
-            assert ra["count"] == rb["count"]
+            assert ra["count"] == rb["count"] and ra.get("direction") == rb.get("direction")
             for x, y in zip(ra["dh_norm"] + ra["dc_norm"], rb["dh_norm"] + rb["dc_norm"]):
                 assert (x is None and y is None) or abs(x - y) <= tol * max(1.0, abs(x))
 
@@ -151,6 +158,15 @@ def test_two_and_three_processes_equal_one(tmp_path, head, dtype, tol):
         capture_output=True, text=True, env=_env(), timeout=TIMEOUT,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr
+
+
+def test_a_bidirectional_models_gradient_flow_under_two_processes_equals_one(tmp_path):
+    cfg = write_task(tmp_path, bi=True, gradflow_every=1)
+    run(1, "--config", cfg, "--output", str(tmp_path / "one"))
+    run(2, "--config", cfg, "--output", str(tmp_path / "n2"))
+    assert_same_run(tmp_path / "one", tmp_path / "n2", 1e-12)
+    lines = (tmp_path / "n2" / "gradflow.jsonl").read_text().splitlines()
+    assert [json.loads(x)["direction"] for x in lines] == ["forward", "reverse"] * 4  # 2 epochs
 
 
 @pytest.mark.parametrize("reorder", [True, "auto"])

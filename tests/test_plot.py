@@ -346,14 +346,16 @@ def test_train_eval_plot_end_to_end(tmp_path):
         _check_png(png)
 
 
-def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path):
+def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path, monkeypatch):
     """The shipped recipes JapaneseVowels and ArrowHead are bidirectional: lstm-eval's
-    by-step and gate reports name each direction, and the figure draws a row for each."""
+    by-step and gate reports and the gradient flow name each direction, and the figures
+    draw a row for each."""
     runner = CliRunner()
     run = tmp_path / "run"
     config = str(ROOT / "configs" / "tiny.yaml")
     args = ["--config", config, "--output", str(run), "--quiet"]
-    result = runner.invoke(train, args + ["--set", "model.bidirectional=true"])
+    sets = ["--set", "model.bidirectional=true", "--set", "train.gradflow_every=2"]
+    result = runner.invoke(train, args + sets)
     assert result.exit_code == 0, result.output
     data = str(ROOT / "data" / "synthetic" / "test.jsonl")
     report = tmp_path / "report.json"
@@ -369,6 +371,23 @@ def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path):
     assert rep["by_step"]["accuracy"][-1] == pytest.approx(rep["accuracy"])
     assert rep["by_step"]["loss"][-1] == pytest.approx(rep["loss"], rel=1e-5)
     pytest.importorskip("matplotlib")
+    from lstm_cli.plot import figures
+
+    titles = []
+    real_save = figures._save
+
+    def save(plt, fig, path):
+        titles.append((fig.get_suptitle(), [ax.get_title() for ax in fig.axes]))
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(figures, "_save", save)
     result = runner.invoke(plot, [str(run), "--report", str(report), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     _check_png(tmp_path / "p" / "gate_saturation.png")
+    _check_png(tmp_path / "p" / "gradient_flow.png")
+    flow = next(t for t in titles if t[0].startswith("Gradient flow"))
+    assert flow[0].endswith("; in a reverse direction, towards late ones)")
+    assert [t for t in flow[1] if t.endswith("by time step")] == [
+        "Layer 1: gradient norm by time step",
+        "Layer 1 reverse: gradient norm by time step",
+    ]

@@ -122,7 +122,7 @@ def _render_by_step(bs) -> str:
 
 
 def _render_gates(gates) -> str:
-    from ..diagnostics import gate_entry_label
+    from ..diagnostics import layer_label
 
     rows = []
     for layer in gates["layers"]:
@@ -130,7 +130,7 @@ def _render_gates(gates) -> str:
             g = layer[name]
             rows.append(
                 [
-                    gate_entry_label(layer).removeprefix("layer "),
+                    layer_label(layer).removeprefix("layer "),
                     name,
                     f"{g['mean']:.3f}",
                     f"{g['above_0.95']:.3f}",

@@ -310,7 +310,7 @@ def _architecture_from_config(config_path, overrides):
 
 def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
     """--flow CHECKPOINT --data FILE: gradient-flow records of the checkpoint on the data."""
-    from ..diagnostics import checkpoint_gradient_flow
+    from ..diagnostics import checkpoint_gradient_flow, layer_label
     from ..inference import encode_dataset_labels, load_trained
     from .evaluate import load_data_for
 
@@ -320,11 +320,6 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
         [("--output", output)], [("checkpoint", checkpoint), ("data", data_path)]
     )
     tm = load_trained(checkpoint)
-    if tm.model.bidirectional:  # nn.model records the flow of one direction through time
-        raise click.UsageError(
-            f"--flow {checkpoint}: a bidirectional model; gradient flow is recorded for"
-            " unidirectional models only"
-        )
     ds = load_data_for(tm, data_path, "auto", require_labels=True)
     records = checkpoint_gradient_flow(
         tm, ds, encode_dataset_labels(ds, tm.classes), tm.meta.get("epoch") or 1
@@ -339,7 +334,8 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
         for name in ("dh", "dc"):
             values = r[f"{name}_norm_by_fraction"]
             rows.append(
-                [r["layer"], f"dL/{name[1]}_t"] + ["-" if v is None else f"{v:.2e}" for v in values]
+                [layer_label(r).removeprefix("layer "), f"dL/{name[1]}_t"]
+                + ["-" if v is None else f"{v:.2e}" for v in values]
             )
     bins = [f"{int(100 * f)}%" for f in records[0]["fraction"]]
     click.echo(

@@ -228,12 +228,6 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
             f"'train.augment.noise' ({noise!r}) is too large for {dtype.name}: the noisy"
             f" inputs would overflow (it must stay below {limit:.3g}).",
         )
-    if cfg.train.gradflow_every and cfg.model.bidirectional:
-        raise ctx.fail(
-            "train.gradflow_every",
-            "'train.gradflow_every' records the gradient flow of unidirectional models only,"
-            " but 'model.bidirectional' is true; set one of them off.",
-        )
     sched, lr = cfg.train.schedule, cfg.train.optimizer.lr
     if sched.name in ("cosine", "plateau") and sched.min_lr > lr:
         raise ctx.fail(

@@ -51,10 +51,13 @@ def bi_layer_forward(
 
 
 def bi_layer_backward(dh, cache: BiLayerCache, W, Wr, workspaces=(None, None), need_dx=True,
-                      dh_last=None):  # fmt: skip
+                      dh_last=None, flow=None):  # fmt: skip
     """BPTT of bi_layer_forward. dh (N, 2H) packed, or dh=None and dh_last (B, 2H): the
     gradient w.r.t. [h-> at each sequence's last step, h<- at its step 0] (what the last-step
     head gives; both are their direction's final state), rows in packed-batch order.
+    flow: None, or ((dh_norm, dc_norm) forward, (dh_norm, dc_norm) reverse), four (N,)
+    arrays to fill with each packed row's norm of its direction's total dL/dh_t and
+    dL/dc_t (lstm_layer_backward's flow), the reverse ones at each row's own step too.
     Returns dx (N, I) or None, (dW, db), (dW_reverse, db_reverse)."""
     H = W.shape[1] // 4
     rev = cache.rev
@@ -64,11 +67,17 @@ def bi_layer_backward(dh, cache: BiLayerCache, W, Wr, workspaces=(None, None), n
     else:
         args_f = dict(dh=dh[:, :H], dh_last=None)
         args_r = dict(dh=dh[rev, H:], dh_last=None)
+    flow_f, flow_r = (None, None) if flow is None else flow
+    rows_r = None if flow is None else (np.zeros(len(rev)), np.zeros(len(rev)))  # reversed rows
     dx_f, dW, db, _, _ = lstm_layer_backward(
-        cache=cache.forward, W=W, workspace=workspaces[0], need_dx=need_dx, **args_f
+        cache=cache.forward, W=W, workspace=workspaces[0], need_dx=need_dx, flow=flow_f, **args_f
     )
     dx_r, dWr, dbr, _, _ = lstm_layer_backward(
-        cache=cache.reverse, W=Wr, workspace=workspaces[1], need_dx=need_dx, **args_r
-    )
+        cache=cache.reverse, W=Wr, workspace=workspaces[1], need_dx=need_dx, flow=rows_r,
+        **args_r,
+    )  # fmt: skip
+    if flow is not None:
+        for out, rows in zip(flow_r, rows_r):
+            out[:] = rows[rev]  # back to each row's own step
     dx = dx_f + dx_r[rev] if need_dx else None
     return dx, (dW, db), (dWr, dbr)

@@ -317,12 +317,12 @@ class LSTMClassifier:
         Returns (grads, dx): grads has exactly the keys of ``params``; dx (B, T, I) is the
         gradient w.r.t. the input batch (zero at padded steps), or None with need_dx=False
         (which saves the first layer's input-gradient GEMM).
-        flow: an empty list to receive, per layer (bottom first), the norms of the batch
-        loss's dL/dh_t and dL/dc_t as two (B, T) arrays (zero past each length) from this
-        same backward pass; unidirectional models only.
+        flow: an empty list to receive, per layer (bottom first) and, in a bidirectional
+        model, per direction (forward, then reverse: entry D * layer + direction), the norms
+        of the batch loss's dL/dh_t and dL/dc_t as two (B, T) arrays (zero past each
+        length) from this same backward pass. The reverse direction's step t is the
+        sequence's own step t, which that direction reaches last.
         """
-        if flow is not None and self.bidirectional:
-            raise LstmCliError("gradient flow is recorded for unidirectional models only")
         p = self.params
         grads = {}
         dh = dh_last = None
@@ -343,6 +343,10 @@ class LSTMClassifier:
         for k in range(self.num_layers - 1, -1, -1):
             ws = (None,) * D if workspaces is None else workspaces[k * D : (k + 1) * D]
             top_dh_last = dh_last if k == self.num_layers - 1 else None
+            rows = None
+            if flow is not None:  # (N,) arrays of packed rows: dh, dc norms per direction
+                n = len(cache.batch.seq)
+                rows = tuple((np.zeros(n), np.zeros(n)) for _ in range(D))
             if self.bidirectional:
                 dinp, fwd, bwd = bi_layer_backward(
                     dh,
@@ -352,14 +356,11 @@ class LSTMClassifier:
                     workspaces=ws,
                     need_dx=need_dx or k > 0,
                     dh_last=top_dh_last,
+                    flow=rows,
                 )
                 grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"] = fwd
                 grads[f"lstm.{k}.reverse.W"], grads[f"lstm.{k}.reverse.b"] = bwd
             else:
-                rows = None
-                if flow is not None:
-                    n = len(cache.batch.seq)
-                    rows = (np.zeros(n), np.zeros(n))  # (N,) each, packed rows
                 dinp, grads[f"lstm.{k}.W"], grads[f"lstm.{k}.b"], _, _ = lstm_layer_backward(
                     dh,
                     cache.layers[k],
@@ -367,10 +368,10 @@ class LSTMClassifier:
                     workspace=ws[0],
                     need_dx=need_dx or k > 0,
                     dh_last=top_dh_last,
-                    flow=rows,
+                    flow=None if rows is None else rows[0],
                 )
-                if rows is not None:
-                    flow.insert(0, tuple(unpack_rows(r, cache.batch) for r in rows))
+            if rows is not None:  # this layer's entries before the layers above it
+                flow[:0] = [tuple(unpack_rows(r, cache.batch) for r in pair) for pair in rows]
             if k > 0 and cache.dropout_masks[k - 1] is not None:
                 dinp *= cache.dropout_masks[k - 1]
             dh = dinp

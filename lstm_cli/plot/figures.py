@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..diagnostics import by_step_subject
+from ..diagnostics import by_step_subject, layer_label
 from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
@@ -128,29 +128,36 @@ def _zero_floor(values) -> float:
     return 10.0 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1.0
 
 
+def _track(record):
+    """(layer, direction or ""): a bidirectional model's records name their direction."""
+    return record["layer"], record.get("direction", "")
+
+
 def gradient_flow(records, path, max_epochs=5):
-    """Mean |dL/dh_t| and |dL/dc_t| per step and per fraction of length, one row per layer.
+    """Mean |dL/dh_t| and |dL/dc_t| per step and per fraction of length, one row per layer
+    (and direction, for a bidirectional model's records).
 
     The axes are logarithmic, so a norm that is exactly 0 (a float32 gradient that
     underflowed, far back in a long sequence) is drawn as a downward triangle at the
     bottom of its panel, a decade below the smallest positive norm, never dropped.
     """
     plt = pyplot()
-    layers = sorted({r["layer"] for r in records})
+    tracks = sorted({_track(r) for r in records})  # (layer, direction): a row each
     epochs = sorted({r["epoch"] for r in records})
     if len(epochs) > max_epochs:  # evenly spaced, always the first and the last
         pick = np.linspace(0, len(epochs) - 1, max_epochs).round().astype(int)
         epochs = [epochs[i] for i in sorted(set(pick))]
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(epochs)))
     fig, axes = plt.subplots(
-        len(layers), 2, figsize=(12, 1.0 + 3.6 * len(layers)), layout="constrained", squeeze=False
+        len(tracks), 2, figsize=(12, 1.0 + 3.6 * len(tracks)), layout="constrained", squeeze=False
     )
     panels = (
         ("step", ("dh_norm", "dc_norm")),
         ("fraction", ("dh_norm_by_fraction", "dc_norm_by_fraction")),
     )
-    for row, layer in enumerate(layers):
-        by_epoch = {r["epoch"]: r for r in records if r["layer"] == layer}
+    for row, track in enumerate(tracks):
+        by_epoch = {r["epoch"]: r for r in records if _track(r) == track}
+        layer = track[0]
         shown = [(e, colour, by_epoch[e]) for e, colour in zip(epochs, colours) if e in by_epoch]
         any_zero = False
         for col, (xkey, keys) in enumerate(panels):
@@ -174,7 +181,7 @@ def gradient_flow(records, path, max_epochs=5):
             ax.set_xlabel(("time step t", "position in the sequence (% of its length)")[col])
             ax.set_ylabel("mean gradient norm")
             where = "by time step" if col == 0 else "by fraction of length"
-            ax.set_title(f"Layer {layer + 1}: gradient norm {where}")
+            ax.set_title(f"{_label(by_epoch[max(by_epoch)], layer)}: gradient norm {where}")
         handles, labels = axes[row, 0].get_legend_handles_labels()
         handles += [
             plt.Line2D([], [], color="grey", linestyle="-", label="|dL/dh_t| (solid)"),
@@ -192,7 +199,10 @@ def gradient_flow(records, path, max_epochs=5):
                 )
             )
         axes[row, 1].legend(handles=handles, loc="best")
-    fig.suptitle("Gradient flow through time (a decay towards early steps = vanishing gradient)")
+    late = "; in a reverse direction, towards late ones" if any(d for _, d in tracks) else ""
+    fig.suptitle(
+        f"Gradient flow through time (vanishing gradient = a decay towards early steps{late})"
+    )
     return _save(plt, fig, path)
 
 
@@ -260,10 +270,8 @@ def accuracy_by_step(report, path):
 
 
 def _label(entry, row):
-    """'Layer 2' or 'Layer 2 reverse' (diagnostics.gate_entry_label), row-numbered if unnamed."""
-    from ..diagnostics import gate_entry_label
-
-    return gate_entry_label({"layer": row, **entry}).capitalize()
+    """'Layer 2' or 'Layer 2 reverse' (diagnostics.layer_label), row-numbered if unnamed."""
+    return layer_label({"layer": row, **entry}).capitalize()
 
 
 def gate_saturation(report, path):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 
+from ..diagnostics import DIRECTIONS
 from ..errors import DataError
 from ..validate import is_int
 
@@ -124,6 +125,10 @@ def check_gradflow_record(obj, where) -> dict:
         if not (is_int(obj.get(key)) and obj[key] >= (1 if key == "epoch" else 0)):
             low = 1 if key == "epoch" else 0
             raise DataError(f"{where}: {key!r} is {obj.get(key)!r}; expected an int >= {low}")
+    if "direction" in obj and obj["direction"] not in DIRECTIONS:
+        raise DataError(
+            f"{where}: 'direction' is {obj['direction']!r}; expected one of {list(DIRECTIONS)}"
+        )
     step = obj.get("step")
     if not (isinstance(step, list) and step and all(is_int(s) and s >= 1 for s in step)):
         raise DataError(f"{where}: 'step' must be a non-empty list of ints >= 1")

@@ -9,10 +9,11 @@ from .rundir import append_gradflow
 
 class FlowRecorder:
     """One epoch's gradient flow: the per-row norms of dL/dh_t and dL/dc_t that the
-    training backward reports (model.loss_and_grads(flow=[])), accumulated per layer."""
+    training backward reports (model.loss_and_grads(flow=[])), accumulated per layer and
+    direction (``directions``: the model's, 1 or 2)."""
 
-    def __init__(self, partial=False):
-        self.acc = GradFlowAccumulator()
+    def __init__(self, partial=False, directions=1):
+        self.acc = GradFlowAccumulator(directions)
         self.partial = partial  # the epoch was resumed mid-way: its records say so
 
     def add(self, flow, lengths, y, class_weights) -> None:
@@ -22,14 +23,15 @@ class FlowRecorder:
         w = sequence_weights(y, class_weights)  # (B,)
         keep = w > 0
         scale = (w.sum() / w[keep])[:, None]  # (B', 1)
-        for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T)
+        for k, (dh_norm, dc_norm) in enumerate(flow):  # each (B, T); k: layer, direction
             self.acc.add(k, dh_norm[keep] * scale, dc_norm[keep] * scale, lengths[keep])
 
     def write(self, comm, run_dir, epoch, layers, T) -> None:
         """Sum over the ranks (T: the longest training sequence), then rank 0 appends the
-        epoch's records to run_dir/gradflow.jsonl."""
+        epoch's records to run_dir/gradflow.jsonl. layers: the model's number of layers."""
+        tracks = layers * self.acc.directions
         if comm.size > 1:
-            self.acc.load_flat_sums(comm.allreduce_sum(self.acc.flat_sums(layers, T)), layers, T)
+            self.acc.load_flat_sums(comm.allreduce_sum(self.acc.flat_sums(tracks, T)), tracks, T)
         records = self.acc.records(epoch)
         if self.partial:
             for r in records:

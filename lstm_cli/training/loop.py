@@ -246,9 +246,11 @@ class Trainer:
         t0 = time.perf_counter()
         self.optimizer.lr = self.schedule.lr_for_epoch(epoch)
         every = cfg.train.gradflow_every
-        recording = every and (epoch + 1) % every == 0 and not self.model.bidirectional
+        recording = every and (epoch + 1) % every == 0
         # an epoch resumed mid-way records only its batches after the resume
-        self.flow = FlowRecorder(partial=self.partial is not None) if recording else None
+        self.flow = (
+            FlowRecorder(self.partial is not None, self.model.directions) if recording else None
+        )
         if self.partial is None:
             batches = make_batches(
                 data.train.lengths,
