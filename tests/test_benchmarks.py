@@ -223,3 +223,41 @@ def test_ensemble_check_holds_out_validation_and_pairs_the_arms(tmp_path):
     refit = json.loads((refit_dir / "summary.json").read_text())
     assert rows[0]["refit"] == [refit["test"]["loss"], refit["test"]["accuracy"]]
     assert "refit - folds, paired by seed" in done.stdout
+
+
+def test_val_vs_test_pairs_candidates_with_their_files_base(tmp_path):
+    sys.path.insert(0, BENCH)
+    try:
+        import val_vs_test
+    finally:
+        sys.path.remove(BENCH)
+    assert val_vs_test.spearman([1, 2, 3, 4], [8, 6, 4, 2]) == pytest.approx(-1.0)
+    assert val_vs_test.spearman([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)  # ties
+    rows = []
+    for seed in range(4):  # "good" lowers the loss and raises TEST; "bad" the reverse
+        for cand, dv, dt in (("base", 0, 0), ("good", -0.1, 0.05), ("bad", 0.2, -0.1)):
+            wobble = 0.001 * seed if cand != "base" else 0.0  # paired SE 0.00065
+            rows.append({"config": "configs/x.yaml", "candidate": cand, "seed": seed,
+                         "val_loss": 0.5 + dv + wobble, "test_accuracy": 0.7 + dt})  # fmt: skip
+    rows += [{"config": "configs/x.yaml", "candidate": "shipped", "seed": s,
+              "val_loss": 0.4 + s / 10, "test_accuracy": 0.8} for s in (0, 1)]  # fmt: skip
+    rows.append(
+        {
+            "config": "configs/y.yaml",
+            "candidate": "good",
+            "seed": 0,
+            "val_loss": 0.1,
+            "test_accuracy": 0.9,
+        }
+    )  # no base in this file: skipped
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"other": 1}\n')
+    changes = val_vs_test.paired_changes(val_vs_test.read_runs([str(path)]))
+    assert list(changes) == ["x"]
+    got = {c[1]: (c[2], round(c[3], 6), round(c[5], 6)) for c in changes["x"]}
+    assert got == {"good": (4, -0.0985, 0.05), "bad": (4, 0.2015, -0.1)}
+    rho, clear, agree = val_vs_test.summary(changes["x"])
+    assert rho == pytest.approx(-1.0) and (clear, agree) == (2, 2)
+    assert val_vs_test.summary(changes["x"], bar=400.0)[1:] == (0, 0)
+    r = _run([os.path.join(BENCH, "val_vs_test.py"), str(path)])
+    assert r.returncode == 0 and "| x | 2 | -1.00 |" in r.stdout, r.stderr
