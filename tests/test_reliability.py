@@ -97,6 +97,46 @@ def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch, augm
     _assert_same_run(tmp_path / "full", tmp_path / "part")
 
 
+def test_an_epoch_resumed_mid_way_records_the_flow_of_its_later_batches(
+    write_config, tmp_path, monkeypatch
+):
+    """gradflow.jsonl after a crash at step 17 (epoch 2, 9 steps an epoch) and a resume:
+    epochs 1 and 3 as in an uninterrupted run; epoch 2 marked partial, one record per
+    layer and direction, counting only the batches after the resume."""
+    import json
+
+    cfg = write_config()
+    over = ("train.epochs=3", "train.checkpoint_every_steps=5", "train.gradflow_every=1",
+            "model.bidirectional=true", *EXTRA)  # fmt: skip
+    _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
+    real_step = Trainer._train_step
+
+    def crash_at_step_17(self, idx, epoch):
+        if self.step == 16:
+            raise RuntimeError("simulated crash")
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_17)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(cfg, *over, f"output.dir={tmp_path / 'part'}")
+    monkeypatch.undo()
+    _fit(cfg, *over, f"output.dir={tmp_path / 'part'}", resume=True)
+    _assert_same_run(tmp_path / "full", tmp_path / "part")
+    full, part = (
+        [json.loads(x) for x in (tmp_path / d / "gradflow.jsonl").read_text().splitlines()]
+        for d in ("full", "part")
+    )
+    tracks = [(k, d) for k in (0, 1) for d in ("forward", "reverse")]
+    for records in (full, part):
+        assert [(r["epoch"], r["layer"], r["direction"]) for r in records] == [
+            (e, k, d) for e in (1, 2, 3) for k, d in tracks
+        ]
+    assert part[:4] + part[8:] == full[:4] + full[8:] and not any("partial" in r for r in full)
+    for whole, later in zip(full[4:8], part[4:8]):
+        assert later["partial"] is True
+        assert 0 < sum(later["count_by_fraction"]) < sum(whole["count_by_fraction"])
+
+
 def test_training_longer_on_resume_is_allowed(write_config, tmp_path):
     cfg = write_config()
     _fit(cfg, "train.epochs=2")
