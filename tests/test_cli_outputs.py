@@ -160,3 +160,34 @@ def test_the_lock_and_a_missing_data_array_are_outputs_no_command_takes(run_dir,
         r = CliRunner().invoke(predict, [best, "--data", str(npd), "--output", str(out)])
         _usage_error(r, f"--output {out}", fragment)
     assert not (npd / "y.npy").exists()
+
+
+def test_a_checkpoint_by_another_name_is_refused_as_one(run_dir, pattern_files, tmp_path):
+    """lstm-eval reads a checkpoint whatever its name, so the rule knows one by its form
+    (a zip holding the meta entry), not by the .npz ending alone; other zips are files."""
+    import zipfile
+
+    runner, best = CliRunner(), str(run_dir / "best.npz")
+    kept = tmp_path / "model.ckpt"
+    shutil.copy(best, kept)
+    assert runner.invoke(evaluate, [str(kept), "--data", pattern_files["test"]]).exit_code == 0
+    for command, args in (
+        (evaluate, [best, "--data", pattern_files["test"], "--json", str(kept)]),
+        (predict, [best, "--data", pattern_files["test"], "--output", str(kept)]),
+        (export, [best, "--to", "onnx", str(kept)]),
+    ):
+        r = runner.invoke(command, args)
+        _usage_error(r, f"{kept} is an lstm_cli checkpoint (by its content)")
+    state = tmp_path / "m.safetensors"
+    assert runner.invoke(export, [best, "--to", "pytorch", str(state), "--quiet"]).exit_code == 0
+    r = runner.invoke(import_, [str(state), str(kept), "--quiet"])
+    _usage_error(r, "is an lstm_cli checkpoint (by its content)", "pass --overwrite")
+    assert kept.read_bytes() == (run_dir / "best.npz").read_bytes()
+    other = tmp_path / "other.zip"  # a zip without the meta entry, and a plain file
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("x.npy", b"")
+    plain = tmp_path / "plain.ckpt"
+    plain.write_bytes(b"PK\x03\x04 not really a zip")
+    for out in (other, plain):
+        r = runner.invoke(evaluate, [best, "--data", pattern_files["test"], "--json", str(out)])
+        assert r.exit_code == 0, r.output

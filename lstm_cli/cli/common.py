@@ -82,13 +82,13 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     """The rule for every file a command writes (docs/cli.md, "Output files"): an output
     (--json, --predictions, --output, OUT) is not another output's file, not a run file
     (RUN_FILES, or its lock) of a run folder, not an array name of an input data folder,
-    and, when it exists, not one of the inputs and not a .npz file (a checkpoint) unless
-    ``overwrite`` is True. Each is judged by the path the write replaces (store.atomic:
-    the real path, so a symlink's target, with '..' and a trailing '/' resolved); a
-    stream (/dev/stdout) is written to, not replaced, and is not judged. overwrite: None
-    for a command that never writes checkpoints, else its --overwrite flag (lstm-import).
-    '-' is stdout. Else a click usage error (exit 2) naming the option and the file,
-    before anything is read or written."""
+    and, when it exists, not one of the inputs and not a .npz file or, by any name, an
+    lstm_cli checkpoint unless ``overwrite`` is True. Each is judged by the path the write
+    replaces (store.atomic: the real path, so a symlink's target, with '..' and a trailing
+    '/' resolved); a stream (/dev/stdout) is written to, not replaced, and is not
+    judged. overwrite: None for a command that never writes checkpoints, else its
+    --overwrite flag (lstm-import). '-' is stdout. Else a click usage error (exit 2)
+    naming the option and the file, before anything is read or written."""
     claimed = {}
     for opt, out in outputs:
         if not out or out == "-" or names_a_stream(out):  # stdout, written to as a stream
@@ -105,7 +105,7 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
         if what:
             hint = (
                 "; pass --overwrite to replace it"
-                if what == _CHECKPOINT and overwrite is False
+                if what in _CHECKPOINTS and overwrite is False
                 else ""
             )
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
@@ -121,12 +121,14 @@ def _file_key(real):
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
-_CHECKPOINT = "an existing .npz file (a checkpoint)"
+# what an existing checkpoint is called: by its name, or by its form under another name
+_CHECKPOINTS = ("an existing .npz file (a checkpoint)", "an lstm_cli checkpoint (by its content)")
 
 
 def _protected(real, inputs, replace_checkpoint) -> str | None:
     """What the file at real path ``real`` is that no output may replace, or None."""
     from ..data import NPY_FOLDER_ARRAYS
+    from ..store.checkpoint import looks_like_checkpoint
     from ..training.rundir import LOCK_NAME, RUN_FILES, is_run_folder
 
     arrays = [f"{k}.npy" for k in NPY_FOLDER_ARRAYS]
@@ -138,8 +140,11 @@ def _protected(real, inputs, replace_checkpoint) -> str | None:
             return f"the {what}"
     if name in (*RUN_FILES, LOCK_NAME) and is_run_folder(folder):  # written or not yet
         return f"a file of the run folder {folder}"
-    if name.lower().endswith(".npz") and os.path.isfile(real) and not replace_checkpoint:
-        return _CHECKPOINT
+    if not replace_checkpoint and os.path.isfile(real):
+        if name.lower().endswith(".npz"):
+            return _CHECKPOINTS[0]
+        if looks_like_checkpoint(real):  # lstm-eval reads a checkpoint by any name
+            return _CHECKPOINTS[1]
     return None
 
 

@@ -32,6 +32,7 @@ import hashlib
 import inspect
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -328,6 +329,20 @@ def _read_doc(npz, headers: dict, path: str) -> dict:
     if not doc["params"]:
         raise CheckpointError(f"{path}: meta is malformed (no parameters recorded)")
     return doc
+
+
+def looks_like_checkpoint(path) -> bool:
+    """Whether the file at ``path``, whatever its name, is an lstm_cli checkpoint by its
+    form: a zip archive (an .npz) holding the meta entry. Reads the zip's directory only;
+    load_checkpoint is what checks one."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
+        with zipfile.ZipFile(path) as zf:
+            return f"{_META}.npy" in zf.namelist()  # the member np.savez writes for it
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_checkpoint(path) -> Checkpoint:
