@@ -319,3 +319,35 @@ def test_frame_to_with_a_frame_or_too_short_for_shift_is_a_config_error(tmp_path
         assert all(f in result.output for f in fragments), result.output
         assert "Traceback" not in result.output
         assert not (tmp_path / "run").exists()
+
+
+def test_the_log_suggests_framing_once_when_the_model_steps_are_many(tmp_path):
+    """Over LONG_STEPS model steps (after pool and frame) the log names data.frame_to,
+    once for one model and once for an ensemble (not per member); framed, it says nothing."""
+    from lstm_cli.training.prepare import LONG_STEPS
+
+    rng = np.random.default_rng(0)
+    lengths = [LONG_STEPS + 1 + int(rng.integers(0, 30)) for _ in range(12)]
+    seqs = [rng.normal(size=(T, 1)) + (i % 2) for i, T in enumerate(lengths)]
+    data = SequenceDataset.from_sequences(seqs, [i % 2 for i in range(12)])
+    write_jsonl(data, str(tmp_path / "long.jsonl"))
+    cfg = {
+        "data": {"train": str(tmp_path / "long.jsonl"), "valid_fraction": 0.0},
+        "model": {"hidden_size": 4},
+        "train": {"epochs": 1, "batch_size": 12},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    median = float(np.median(lengths))
+
+    def notes(*overrides, folds=False):
+        logs = []
+        c = load_config(str(path), list(overrides))
+        (fit_folds if folds else fit)(c, progress=False, log=logs.append, overwrite=True)
+        return [m for m in logs if m.startswith("the median training sequence is")]
+
+    (note,) = notes()
+    assert f"is {median:g} model steps long" in note and "data.frame_to (e.g. 40)" in note
+    assert notes("data.frame=2") == []
+    assert len(notes("train.folds=2", "data.valid_fraction=0", folds=True)) == 1

@@ -81,8 +81,9 @@ def fit(
     rng = run_rng(cfg)
     data = prepare_data(cfg, rng, comm)  # everything user-supplied is checked before any write
     cfg = data.cfg  # frame_to and "auto" resolved: what the run folder and checkpoints record
-    for note in data.notes:
-        log(note)
+    if cfg.train.fold is None:  # a member's notes are its ensemble's, logged by fit_folds
+        for note in data.notes:
+            log(note)
     lock = RunLock(run_dir)
     try:
         resumed = None

@@ -79,6 +79,22 @@ def fold_split(cfg: Config, labels) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keep).astype(np.int64), valid_idx
 
 
+LONG_STEPS = 300  # a model-step count past which the log suggests framing
+
+
+def _long_sequence_note(full: SequenceDataset) -> str | None:
+    """What the log says when the median training sequence, as the model reads it (after
+    pool and frame), is longer than LONG_STEPS: the gradient fades over that many steps."""
+    median = float(np.median(full.lengths))
+    if median <= LONG_STEPS:
+        return None
+    return (
+        f"the median training sequence is {median:g} model steps long; an LSTM's gradient"
+        ' fades before it reaches the start of so many (docs/results.md, "Framing and the'
+        ' gradient"): data.frame_to (e.g. 40) stacks consecutive steps into fewer'
+    )
+
+
 def _no_validation_note(cfg: Config, n: int) -> str:
     """What the log says when data.valid_fraction carved no sequence from data.train
     (no class holds two): the run goes on as with data.valid_fraction 0 (Trainer)."""
@@ -260,7 +276,9 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
         train_steps=steps,
         valid_index=None if valid is None else va_idx,
         cfg=cfg,
-        notes=tuple(n for n in (frame_note, reorder_note, valid_note) if n),
+        notes=tuple(
+            n for n in (frame_note, reorder_note, _long_sequence_note(full), valid_note) if n
+        ),
     )
 
 
