@@ -320,6 +320,19 @@ def _loss_perturbed(tm, seq, label, where, k, t, delta, direction=0):
     return -logp[:, label].mean()
 
 
+def _fd_norm(tm, seq, label, where, k, t, direction=0, eps=1e-6):
+    """|dL/dh_t| or |dL/dc_t| of layer k's direction at step t, by central differences."""
+    H = tm.model.hidden_size
+    g = np.zeros(H)
+    for u in range(H):
+        e = np.zeros(H)
+        e[u] = eps
+        plus = _loss_perturbed(tm, seq, label, where, k, t, e, direction)
+        minus = _loss_perturbed(tm, seq, label, where, k, t, -e, direction)
+        g[u] = (plus - minus) / (2 * eps)
+    return np.linalg.norm(g)
+
+
 @pytest.mark.parametrize("head", ["last", "all"])
 def test_gradient_flow_norms_match_finite_differences(head):
     from lstm_cli.data import pad_batch
@@ -329,18 +342,12 @@ def test_gradient_flow_norms_match_finite_differences(head):
     y = np.array([tm.classes.index(lbl) for lbl in labels])
     x, lengths = pad_batch(ds, np.arange(4), np.float64, tm.mean, tm.std)
     dh, dc, _ = batch_gradient_flow(tm.model, x, lengths, y)
-    n, eps, H = 1, 1e-6, tm.model.hidden_size  # sequence 1 has 10 steps
+    n = 1  # sequence 1 has 10 steps
     for k in range(2):
         for t in (0, 4, 9):
             for where, norms in (("h", dh), ("c", dc)):
-                g = np.zeros(H)
-                for u in range(H):
-                    e = np.zeros(H)
-                    e[u] = eps
-                    plus = _loss_perturbed(tm, seqs[n], y[n], where, k, t, e)
-                    minus = _loss_perturbed(tm, seqs[n], y[n], where, k, t, -e)
-                    g[u] = (plus - minus) / (2 * eps)
-                assert norms[k][n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
+                want = _fd_norm(tm, seqs[n], y[n], where, k, t)
+                assert norms[k][n, t] == pytest.approx(want, rel=1e-5, abs=1e-9)
 
 
 @pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
@@ -356,22 +363,15 @@ def test_the_models_flow_matches_finite_differences(head, bi):
     tm.model.loss_and_grads(x, lengths, y, flow=flow)
     D, B = tm.model.directions, 4
     assert len(flow) == 2 * D
-    n, eps, H = 1, 1e-6, tm.model.hidden_size  # sequence 1 has 10 steps
+    n = 1  # sequence 1 has 10 steps
     for k in range(2):
         for d in range(D):
             dh, dc = flow[D * k + d]
             assert dh.shape == dc.shape == x.shape[:2] and (dh[n, 10:] == 0).all()
             for t in (0, 4, 9):
                 for where, norms in (("h", dh), ("c", dc)):
-                    g = np.zeros(H)
-                    for u in range(H):
-                        e = np.zeros(H)
-                        e[u] = eps
-                        args = (tm, seqs[n], y[n], where, k, t)
-                        plus = _loss_perturbed(*args, e, direction=d)
-                        minus = _loss_perturbed(*args, -e, direction=d)
-                        g[u] = (plus - minus) / (2 * eps)
-                    assert B * norms[n, t] == pytest.approx(np.linalg.norm(g), rel=1e-5, abs=1e-9)
+                    want = _fd_norm(tm, seqs[n], y[n], where, k, t, direction=d)
+                    assert B * norms[n, t] == pytest.approx(want, rel=1e-5, abs=1e-9)
 
 
 def test_a_bidirectional_models_records_name_their_direction():

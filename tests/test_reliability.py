@@ -73,13 +73,8 @@ AUGMENT = (
 )
 
 
-@pytest.mark.parametrize("augment", [(), AUGMENT], ids=["plain", "augmented"])
-def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch, augment):
-    """Also with train.augment on: its draws come from the run's saved generator."""
-    cfg = write_config()
-    over = ("train.epochs=3", "train.checkpoint_every_steps=5", *EXTRA, *augment)
-    _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
-
+def _crash_at_step_17(monkeypatch, cfg, over, run):
+    """Train cfg with overrides ``over`` into ``run`` until a simulated crash in step 17."""
     real_step = Trainer._train_step
 
     def crash_at_step_17(self, idx, epoch):
@@ -89,8 +84,18 @@ def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch, augm
 
     monkeypatch.setattr(Trainer, "_train_step", crash_at_step_17)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(cfg, *over, f"output.dir={tmp_path / 'part'}")
+        _fit(cfg, *over, f"output.dir={run}")
     monkeypatch.undo()
+
+
+@pytest.mark.parametrize("augment", [(), AUGMENT], ids=["plain", "augmented"])
+def test_resume_mid_epoch_is_bit_exact(write_config, tmp_path, monkeypatch, augment):
+    """Also with train.augment on: its draws come from the run's saved generator."""
+    cfg = write_config()
+    over = ("train.epochs=3", "train.checkpoint_every_steps=5", *EXTRA, *augment)
+    _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
+
+    _crash_at_step_17(monkeypatch, cfg, over, tmp_path / "part")
     last = load_checkpoint(str(tmp_path / "part" / "last.npz"))
     assert last.meta["step"] == 15 and last.meta["train_state"]["partial_epoch"]["position"] == 3
     _fit(cfg, *over, f"output.dir={tmp_path / 'part'}", resume=True)
@@ -109,17 +114,7 @@ def test_an_epoch_resumed_mid_way_records_the_flow_of_its_later_batches(
     over = ("train.epochs=3", "train.checkpoint_every_steps=5", "train.gradflow_every=1",
             "model.bidirectional=true", *EXTRA)  # fmt: skip
     _fit(cfg, *over, f"output.dir={tmp_path / 'full'}")
-    real_step = Trainer._train_step
-
-    def crash_at_step_17(self, idx, epoch):
-        if self.step == 16:
-            raise RuntimeError("simulated crash")
-        return real_step(self, idx, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_step", crash_at_step_17)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(cfg, *over, f"output.dir={tmp_path / 'part'}")
-    monkeypatch.undo()
+    _crash_at_step_17(monkeypatch, cfg, over, tmp_path / "part")
     _fit(cfg, *over, f"output.dir={tmp_path / 'part'}", resume=True)
     _assert_same_run(tmp_path / "full", tmp_path / "part")
     full, part = (
