@@ -326,13 +326,13 @@ class GradFlowAccumulator:
         self._acc = {}
         self.directions = directions
 
-    def add(self, layer, dh_norm, dc_norm, lengths):
+    def add(self, track, dh_norm, dc_norm, lengths):
         dh_norm, dc_norm = np.asarray(dh_norm, np.float64), np.asarray(dc_norm, np.float64)
         B, T = dh_norm.shape
         lengths = np.asarray(lengths, np.int64)
         valid = np.arange(T)[None, :] < lengths[:, None]
         bins = fraction_bins(lengths, T)
-        a = self._acc.setdefault(int(layer), _empty_sums())
+        a = self._acc.setdefault(int(track), _empty_sums())
         if T > a["T"]:  # grow the per-step sums to the longest sequence seen
             for key in ("n", "dh", "dc"):
                 a[key] = np.concatenate([a[key], np.zeros(T - a["T"])])
@@ -344,24 +344,24 @@ class GradFlowAccumulator:
             a["frac"][row] += np.bincount(bins[valid], values[valid], FRACTION_BINS)
         a["frac"][0] += np.bincount(bins[valid], minlength=FRACTION_BINS)
 
-    def flat_sums(self, layers, T) -> np.ndarray:
+    def flat_sums(self, tracks, T) -> np.ndarray:
         """Every track's sums as one float64 vector, padded to T steps (to sum over ranks);
-        ``layers``: the number of tracks, layers x directions."""
+        ``tracks``: their number, layers x directions."""
         parts = []
-        for layer in range(layers):
-            a = self._acc.get(layer, _empty_sums())
+        for track in range(tracks):
+            a = self._acc.get(track, _empty_sums())
             for key in ("n", "dh", "dc"):
                 parts.append(np.pad(a[key], (0, T - a["T"])))
             parts.append(a["frac"].ravel())
         return np.concatenate(parts)
 
-    def load_flat_sums(self, vec, layers, T) -> None:
+    def load_flat_sums(self, vec, tracks, T) -> None:
         """Replace the sums with a vector from ``flat_sums`` (summed over ranks)."""
         size = 3 * T + 3 * FRACTION_BINS
         self._acc = {}
-        for layer in range(layers):
-            v = vec[layer * size : (layer + 1) * size]
-            self._acc[layer] = {
+        for track in range(tracks):
+            v = vec[track * size : (track + 1) * size]
+            self._acc[track] = {
                 "T": T,
                 "n": v[:T].copy(),
                 "dh": v[T : 2 * T].copy(),
