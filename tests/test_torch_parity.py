@@ -123,3 +123,58 @@ def test_matches_pytorch(head, bidirectional, dtype, tol):
         assert _max_rel(grads[k], t_grads[k]) <= tol, k
     assert _max_rel(dx[~pad], t_dx[~pad]) <= tol
     assert np.all(dx[pad] == 0.0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("head", ["last", "all", "mean", "max"])
+def test_gradient_flow_matches_torch_autograd(head, bidirectional):
+    """model.backward's flow (the norms of each sequence's total dL/dh_t and dL/dc_t, per
+    layer and direction) against torch autograd of the same cell unrolled step by step
+    (docs/design.md §1, TF gate order and forget_bias), whose h_t.grad and c_t.grad sum
+    every path: the head, step t+1 and the layer above."""
+    rng = np.random.default_rng(11)
+    model = LSTMClassifier(I, H, K, num_layers=LAYERS, head=head, dtype="float64", seed=3,
+                           forget_bias=FORGET_BIAS, bidirectional=bidirectional)  # fmt: skip
+    model.set_params({k: rng.normal(0, 0.8, v.shape) for k, v in model.params.items()})
+    lengths = np.array([7, 3, 1, 5, 6])
+    x = rng.normal(size=(B, T, I))
+    y = rng.integers(0, K, B)
+    flow = []
+    model.loss_and_grads(x, lengths, y, flow=flow)
+    D = model.directions
+    p = {k: torch.from_numpy(v).requires_grad_() for k, v in model.params.items()}
+    for b, L in enumerate(lengths):
+        inp = torch.from_numpy(x[b, :L])
+        states = []  # (layer, direction) -> (hs, cs): the step tensors autograd keeps
+        for k in range(LAYERS):
+            outs = []
+            for d, suffix in enumerate(("", ".reverse")[:D]):
+                W, bias = p[f"lstm.{k}{suffix}.W"], p[f"lstm.{k}{suffix}.b"]
+                h = c = torch.zeros(H, dtype=torch.float64)
+                hs, cs = [None] * L, [None] * L
+                for t in range(L) if d == 0 else range(L - 1, -1, -1):
+                    z = torch.cat([inp[t], h]) @ W + bias
+                    i, j = torch.sigmoid(z[:H]), torch.tanh(z[H : 2 * H])
+                    f, o = torch.sigmoid(z[2 * H : 3 * H] + FORGET_BIAS), torch.sigmoid(z[3 * H :])
+                    c = f * c + i * j
+                    c.retain_grad()
+                    h = o * torch.tanh(c)
+                    h.retain_grad()
+                    hs[t], cs[t] = h, c
+                states.append((hs, cs))
+                outs.append(torch.stack(hs))
+            inp = torch.cat(outs, dim=1)  # (L, D*H)
+        if head == "all":
+            feats = inp
+        elif head == "last":  # the forward direction's last state, the reverse one's at step 0
+            feats = torch.cat([inp[-1, :H], inp[0, H:]])[None]
+        else:
+            feats = (inp.mean(0) if head == "mean" else inp.max(0).values)[None]
+        logp = torch.log_softmax(feats @ p["head.W"] + p["head.b"], dim=1)
+        (-logp[:, int(y[b])].mean()).backward()
+        for track, (hs, cs) in enumerate(states):
+            dh, dc = flow[track]  # the batch mean's: times B is sequence b's own loss
+            want_h = [float(v.grad.norm()) for v in hs]
+            want_c = [float(v.grad.norm()) for v in cs]
+            np.testing.assert_allclose(B * dh[b, :L], want_h, rtol=1e-10, atol=1e-14)
+            np.testing.assert_allclose(B * dc[b, :L], want_c, rtol=1e-10, atol=1e-14)
