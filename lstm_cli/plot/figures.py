@@ -151,22 +151,23 @@ def gradient_flow(records, path, max_epochs=5):
     fig, axes = plt.subplots(
         len(tracks), 2, figsize=(12, 1.0 + 3.6 * len(tracks)), layout="constrained", squeeze=False
     )
-    panels = (
-        ("step", ("dh_norm", "dc_norm")),
-        ("fraction", ("dh_norm_by_fraction", "dc_norm_by_fraction")),
-    )
+    panels = (  # x key, its scale, the two norms, x label, title
+        ("step", 1, ("dh_norm", "dc_norm"), "time step t", "by time step"),
+        ("fraction", 100, ("dh_norm_by_fraction", "dc_norm_by_fraction"),
+         "position in the sequence (% of its length)", "by fraction of length"),
+    )  # fmt: skip
     for row, track in enumerate(tracks):
         by_epoch = {r["epoch"]: r for r in records if _track(r) == track}
         layer = track[0]
         shown = [(e, colour, by_epoch[e]) for e, colour in zip(epochs, colours) if e in by_epoch]
         any_zero = False
-        for col, (xkey, keys) in enumerate(panels):
+        for col, (xkey, scale, keys, xlabel, where) in enumerate(panels):
             ax = axes[row, col]
             floor = _zero_floor(
                 [v for _, _, r in shown for key in keys for v in r[key] if v is not None]
             )
             for e, colour, r in shown:
-                x = np.array(r[xkey], float) * (100 if xkey == "fraction" else 1)
+                x = np.array(r[xkey], float) * scale
                 for key, style in zip(keys, ("-", "--")):
                     y = np.array([np.nan if v is None else v for v in r[key]], float)
                     label = f"epoch {e}" if key.startswith("dh") else None
@@ -178,9 +179,8 @@ def gradient_flow(records, path, max_epochs=5):
                         any_zero = True
                         ax.plot(x[zero], np.full(int(zero.sum()), floor), "v", color=colour)
             ax.set_yscale("log")
-            ax.set_xlabel(("time step t", "position in the sequence (% of its length)")[col])
+            ax.set_xlabel(xlabel)
             ax.set_ylabel("mean gradient norm")
-            where = "by time step" if col == 0 else "by fraction of length"
             ax.set_title(f"{_label(by_epoch[max(by_epoch)], layer)}: gradient norm {where}")
         handles, labels = axes[row, 0].get_legend_handles_labels()
         handles += [
