@@ -92,6 +92,11 @@ def median(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
+def mean_se(diffs) -> tuple[float, float]:
+    """Mean and standard error of paired differences (two or more)."""
+    return statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+
+
 def paired(rows, ref_rows):
     """'mean ± SE, k/n lower' of val_loss(candidate) - val_loss(reference) over the seeds
     both ran; '-' for the reference itself or with fewer than two common seeds."""
@@ -99,9 +104,9 @@ def paired(rows, ref_rows):
     diffs = [r["val_loss"] - ref[r["seed"]] for r in rows if r["seed"] in ref]
     if rows is ref_rows or len(diffs) < 2:
         return "-"
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    mean, se = mean_se(diffs)
     lower = sum(d < 0 for d in diffs)
-    return f"{statistics.mean(diffs):+.4f} ± {se:.4f}, {lower}/{len(diffs)} lower"
+    return f"{mean:+.4f} ± {se:.4f}, {lower}/{len(diffs)} lower"
 
 
 def main(argv=None):

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 from collections import defaultdict
 
 import numpy as np
+from recipe_search import mean_se  # benchmarks/, this script's folder, is on sys.path
 
 KEYS = ("config", "candidate", "seed", "val_loss", "test_accuracy")
 
@@ -60,9 +60,8 @@ def paired_changes(runs):
             continue
         dval = [by_seed[s][0] - base[s][0] for s in seeds]
         dtest = [by_seed[s][1] - base[s][1] for s in seeds]
-        se = statistics.stdev(dval) / math.sqrt(len(seeds))
-        out[dataset].append((file, candidate, len(seeds), statistics.mean(dval), se,
-                             statistics.mean(dtest)))  # fmt: skip
+        mean, se = mean_se(dval)  # recipe_search's paired column
+        out[dataset].append((file, candidate, len(seeds), mean, se, statistics.mean(dtest)))
     return out
 
 
