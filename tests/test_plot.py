@@ -28,6 +28,19 @@ def _check_png(path):
     assert float(np.var(img[..., :3])) > 1e-3, path  # not blank
 
 
+def _look_before_saving(monkeypatch, look):
+    """Call look(fig) on every figure just before figures._save writes it."""
+    from lstm_cli.plot import figures
+
+    real_save = figures._save
+
+    def save(plt, fig, path):
+        look(fig)
+        return real_save(plt, fig, path)
+
+    monkeypatch.setattr(figures, "_save", save)
+
+
 def _run_folder(tmp_path, with_flow=True):
     """A run folder as lstm-train writes it (metrics.jsonl keys of a real run) plus gradflow."""
     run = tmp_path / "run"
@@ -152,13 +165,10 @@ def test_the_confusion_matrix_is_titled_by_its_caller(tmp_path, monkeypatch, tit
     from lstm_cli.plot import figures
 
     titles = []
-    real_save = figures._save
-
-    def save(plt, fig, path):
-        titles.append((fig.get_suptitle(), [ax.get_title() for ax in fig.axes[:2]]))
-        return real_save(plt, fig, path)
-
-    monkeypatch.setattr(figures, "_save", save)
+    _look_before_saving(
+        monkeypatch,
+        lambda fig: titles.append((fig.get_suptitle(), [a.get_title() for a in fig.axes[:2]])),
+    )
     args = () if title is None else (title,)
     figures.confusion_matrix(_report(tmp_path), tmp_path / "cm.png", *args)
     expected = f"{title or 'Confusion matrix'} on 20 sequences (accuracy 0.800)"
@@ -229,16 +239,14 @@ def test_gradient_flow_draws_zero_norms_at_the_bottom_and_nulls_as_gaps(tmp_path
         "dc_norm_by_fraction": [0.0, 0.2],
     }
     drawn = []
-    real_save = figures._save
 
-    def save(plt, fig, path):
+    def look(fig):
         for ax in fig.axes[:2]:
             lines = [(ln.get_marker(), ln.get_xdata(), ln.get_ydata()) for ln in ax.get_lines()]
             drawn.append((ax.get_yscale(), lines))
         drawn.append([t.get_text() for t in fig.axes[1].get_legend().get_texts()])
-        return real_save(plt, fig, path)
 
-    monkeypatch.setattr(figures, "_save", save)
+    _look_before_saving(monkeypatch, look)
     figures.gradient_flow([record], tmp_path / "gf.png")
     _check_png(tmp_path / "gf.png")
     (scale0, by_step), (scale1, by_fraction), legend = drawn
@@ -371,16 +379,11 @@ def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path, monkeypatch):
     assert rep["by_step"]["accuracy"][-1] == pytest.approx(rep["accuracy"])
     assert rep["by_step"]["loss"][-1] == pytest.approx(rep["loss"], rel=1e-5)
     pytest.importorskip("matplotlib")
-    from lstm_cli.plot import figures
-
     titles = []
-    real_save = figures._save
-
-    def save(plt, fig, path):
-        titles.append((fig.get_suptitle(), [ax.get_title() for ax in fig.axes]))
-        return real_save(plt, fig, path)
-
-    monkeypatch.setattr(figures, "_save", save)
+    _look_before_saving(
+        monkeypatch,
+        lambda fig: titles.append((fig.get_suptitle(), [a.get_title() for a in fig.axes])),
+    )
     result = runner.invoke(plot, [str(run), "--report", str(report), "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     _check_png(tmp_path / "p" / "gate_saturation.png")
