@@ -688,6 +688,9 @@ CSV_OK = "id,label,a,b\ns1,x,1,2\ns1,x,3,4\ns2,y,5,6\n"
         ("id,label,a,b\ns1,x,1,2\ns1,x,3,abc\n", ["line 3, column 'b'", "'abc', not a number"]),
         ("id,label,a,b\ns1,x,1,2\ns1,x,,4\n", ["line 3, column 'a'", "empty cell"]),
         ("id,label,a,b\ns1,x,1,2\ns1,x,true,4\n", ["line 3, column 'a'", "'true'"]),
+        # float() and numpy read these as 1000 and 12: a typo or another locale's digits
+        ("id,label,a,b\ns1,x,1,2\ns1,x,3,1_000\n", ["line 3, column 'b'", "'1_000', not a"]),
+        ("id,label,a,b\ns1,x,1,2\ns1,x,\u0661\u0662,4\n", ["line 3, column 'a'", "not a number"]),
         ("id,label,a,b\ns1,x,1,2\ns1,x,3\n", ["line 3", "3 cells, expected 4"]),
         ("id,label,a,b\ns1,x,1,2\ns1,x,3,4,5\n", ["line 3", "5 cells, expected 4"]),
         ("id,label,a,b\ns1,x,1,nan\n", ["line 2, column 'b'", "value is nan"]),
@@ -762,9 +765,10 @@ def test_csv_label_typing(tmp_path, cells, label_type, expected):
     assert ds.labels.tolist() == expected
 
 
-def test_csv_label_type_int_rejects_text(tmp_path):
-    path = write(tmp_path, "l.csv", "id,label,f\ns1,a,1\n")
-    expect_error(lambda: D.read_csv(path, label_type="int"), path, "line 2", "not an integer")
+@pytest.mark.parametrize("label", ["a", "1_0", "\u0661"])
+def test_csv_label_type_int_rejects_text(tmp_path, label):
+    path = write(tmp_path, "l.csv", f"id,label,f\ns0,1,1\ns1,{label},1\n")
+    expect_error(lambda: D.read_csv(path, label_type="int"), path, "line 3", "not an integer")
 
 
 def test_csv_without_labels(tmp_path):
@@ -822,6 +826,8 @@ TS_HEAD = (
         ),
         (TS_HEAD + "1,2:3,4,5:a\n", ["line 11", "dimension 2 has 3 values, dimension 1 has 2"]),
         (TS_HEAD + "1,2:3,x:a\n", ["line 11", "dimension 2, value 2 is 'x', not a number"]),
+        (TS_HEAD + "1,2:3,4_0:a\n", ["line 11", "dimension 2, value 2 is '4_0', not a number"]),
+        (TS_HEAD + "1,2:\uff13,4:a\n", ["line 11", "dimension 2, value 1 is", "not a number"]),
         (TS_HEAD + "1,:3,4:a\n", ["line 11", "dimension 1, value 2 is empty"]),
         (TS_HEAD + ":3:a\n", ["line 11", "no values"]),
         (TS_HEAD + "1,2:3,nan:a\n", ["line 11", "dimension 2, value 2 is nan"]),

@@ -56,6 +56,24 @@ def read_text(path):
         ) from None
 
 
+def plain_text(text) -> bool:
+    """Whether ``text`` is ASCII without '_': numpy and ``float`` also read digit-group
+    underscores ('1_000') and non-ASCII digits as numbers, which in a data file's cell are
+    a typo or another locale's number, not the value they would parse to."""
+    return text.isascii() and "_" not in text
+
+
+def is_number(cell) -> bool:
+    """Whether the text ``cell`` is a number as a data file writes one (see plain_text)."""
+    if not plain_text(cell):
+        return False
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def check_finite(arr, describe):
     """Raise DataError naming the first cell of 2-D ``arr`` that is NaN, Inf or beyond
     float32's range; ``describe(i, j, v)`` words the place."""

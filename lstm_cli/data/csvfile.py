@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..validate import Options, check, show
-from .common import check_finite, read_text
+from .common import check_finite, is_number, plain_text, read_text
 from .dataset import SequenceDataset, offsets_of
 from .labels import INT64_MAX, INT64_MIN
 
@@ -38,6 +38,8 @@ def _csv_labels(raw, label_type, source, label_column):
     values = []
     for text, line in raw:
         try:
+            if not plain_text(text):
+                raise ValueError(text)
             v = int(text)
         except ValueError:
             if _CANONICAL_INT.match(text):  # digits past sys.get_int_max_str_digits()
@@ -193,16 +195,15 @@ def read_csv(
         x = np.array(rows, dtype=np.float64)  # (total_steps, F)
     except (ValueError, TypeError, OverflowError):
         x = None
-    if x is None:
+    # the cells are looked at only when the file has a character that may hide in one
+    if x is None or (not plain_text(text) and not plain_text("".join(map("".join, rows)))):
         for r, cells in enumerate(rows):
             for j, cell in enumerate(cells):
-                try:
-                    float(cell)
-                except ValueError:
+                if not is_number(cell):
                     what = "an empty cell" if cell.strip() == "" else f"{cell!r}, not a number"
                     raise DataError(
                         f"{source} line {row_lines[r]}, column {feature_columns[j]!r}: {what}"
-                    ) from None
+                    )
         raise DataError(f"{source}: feature cells could not be read as numbers")
     check_finite(
         x,

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..validate import param_error, show
-from .common import build, check_finite, read_text
+from .common import build, check_finite, is_number, plain_text, read_text
 from .labels import LabelCollector, class_list
 
 _TS_BOOL_HEADERS = ("timestamps", "missing", "univariate", "equallength")
@@ -88,9 +88,7 @@ def _ts_bad_value(dims, where):
     """Explain the first value of a case that is not a number."""
     for d, dim in enumerate(dims, start=1):
         for k, cell in enumerate(dim.split(","), start=1):
-            try:
-                float(cell)
-            except ValueError:
+            if not is_number(cell):
                 c = cell.strip()
                 if c == "?":
                     return (
@@ -196,8 +194,11 @@ def read_ts(path, require_labels=True):
             raise DataError(
                 f"{where}: {steps} steps, but @equalLength true with @seriesLength {series_len}"
             )
+        values = ",".join(dims)
         try:
-            flat = np.array(",".join(dims).split(","), dtype=np.float64)  # (D * T,)
+            if not plain_text(values):
+                raise ValueError(values)
+            flat = np.array(values.split(","), dtype=np.float64)  # (D * T,)
         except (ValueError, OverflowError):
             raise DataError(_ts_bad_value(dims, where)) from None
         arr = flat.reshape(len(dims), steps).T  # (T, D)
