@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, export, import_, predict
 from lstm_cli.errors import MissingExtraError
-from lstm_cli.export.torch_state import torch_state_dict
+from lstm_cli.export.torch_state import PYTORCH_MODULE, torch_state_dict
 from lstm_cli.inference import load_trained
 from lstm_cli.nn.model import LSTMClassifier
 from lstm_cli.nn.spec import HEADS
@@ -479,6 +479,46 @@ def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
             with torch.no_grad():
                 probs = model(torch.from_numpy(xb), torch.from_numpy(lengths)).numpy()
             np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_pytorch_module_normalises_with_float64_statistics(tmp_path):
+    """Data far from 0 with a small spread: the training mean rounded to float32 (an error
+    of about 4e-4 here) would move each normalised input by about 0.4."""
+    _, out, model, _, torch = _exported_torch(tmp_path, "last", 1)
+    ckpt = tmp_path / "m.npz"
+    c = load_checkpoint(ckpt)
+    c.meta["normalization"] = {"mean": [12345.678, -9876.543, 3.0], "std": [1e-3, 2e-3, 1.0]}
+    save_checkpoint(ckpt, c.params, c.meta)
+    assert run(export, [ckpt, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    x, lengths = batch(0.0)
+    x = np.asarray(c.meta["normalization"]["mean"]) + 1e-3 * x  # float64 raw input
+    ns = {}
+    exec(PYTORCH_MODULE, ns)
+    model, _ = ns["load_classifier"](str(out))
+    ref, _ = reference_probs(ckpt, x, lengths)
+    with torch.no_grad():
+        probs = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_pytorch_module_runs_a_float64_model_in_float64(tmp_path):
+    pytest.importorskip("safetensors")
+    torch = pytest.importorskip("torch")
+    data = {"normalize_per_sequence": True, "pool": 2, "frame": 2}
+    ckpt = make_checkpoint(tmp_path, "max", 2, dtype="float64", bidirectional=True, data=data)
+    out = tmp_path / "m.safetensors"
+    assert run(export, [ckpt, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    ns = {}
+    exec(PYTORCH_MODULE, ns)
+    torch.set_num_threads(1)
+    model, _ = ns["load_classifier"](str(out))
+    assert model.fc.weight.dtype == torch.float64
+    x, lengths = batch(np.nan)
+    x = x.astype(np.float64)
+    with torch.no_grad():
+        probs = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    assert probs.dtype == np.float64
+    np.testing.assert_allclose(probs, transformed_reference(ckpt, x, lengths), rtol=1e-10, atol=0)
 
 
 def test_pytorch_ensemble_is_the_mean_of_its_members(tmp_path):

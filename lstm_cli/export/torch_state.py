@@ -72,9 +72,10 @@ class Classifier(torch.nn.Module):
     def forward(self, x, lengths):  # x (B, T, F) raw features, lengths (B,) int64 -> probs (B, K)
         if self.transforms:
             x, lengths = self.prepare(x, lengths)
-        if self.mean is not None:
-            x = ((x.double() - torch.tensor(self.mean)) / torch.tensor(self.std)).float()
-        x = x.float()
+        if self.mean is not None:  # the training statistics in float64, as lstm_cli
+            mean, std = (torch.tensor(s, dtype=torch.float64) for s in (self.mean, self.std))
+            x = (x.double() - mean) / std
+        x = x.to(self.fc.weight.dtype)
         pack = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
         y, (h_n, _) = self.lstm(pack)
         if self.head == "last":  # the top layer's final state per direction, [h->, h<-]
@@ -102,7 +103,9 @@ def load_classifier(path):
         meta = f.metadata()
     args = json.loads(meta["module_args"])  # a list for an ensemble
     model = Ensemble(args) if isinstance(args, list) else Classifier(**args)
-    model.load_state_dict(load_file(path))
+    state = load_file(path)
+    model.to(state["fc.weight" if "fc.weight" in state else "members.0.fc.weight"].dtype)
+    model.load_state_dict(state)  # a float64 model runs in float64
     return model.eval(), json.loads(meta["classes"])
 """
 
