@@ -626,6 +626,57 @@ def test_import_round_trips_to_identical_arrays_and_lstm_eval_runs(tmp_path, hea
     assert reports[0]["loss"] == reports[1]["loss"]
 
 
+CSV_READING = {"id_column": "seq", "feature_columns": ["c", "b", "a"]}
+
+
+def _write_csv(path, x, lengths):
+    """x, lengths as a long-form CSV of columns seq, label, a, b, c, extra (not a feature)."""
+    with open(path, "w") as fh:
+        fh.write("seq,label,a,b,c,extra\n")
+        for i, n in enumerate(lengths):
+            for row in x[i, :n]:
+                fh.write(f"s{i},{CLASSES[i % K]},{','.join(map(repr, row.tolist()))},9\n")
+
+
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_export_carries_the_csv_options_and_import_restores_them(tmp_path, target):
+    """A model trained on CSV columns c, b, a (data.csv) says so in the exported file, and
+    the imported checkpoint reads the same columns: without them lstm-predict read a, b, c
+    and gave other probabilities, or refused the 'extra' column."""
+    pytest.importorskip("onnx" if target == "onnx" else "safetensors")
+    ckpt = make_checkpoint(tmp_path, "mean", 2, data={"pool": 2, "csv": CSV_READING})
+    out = tmp_path / ("m.onnx" if target == "onnx" else "m.safetensors")
+    assert run(export, [ckpt, "--to", target, out, "--quiet"]).exit_code == 0
+    if target == "onnx":
+        onnx = pytest.importorskip("onnx")
+        meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+        assert json.loads(meta["csv"]) == CSV_READING
+        return
+    back = tmp_path / "back.npz"
+    assert run(import_, [out, back]).exit_code == 0
+    assert load_trained(back).csv_options == CSV_READING
+    x, lengths = batch()
+    _write_csv(tmp_path / "d.csv", x, lengths)
+    written = []
+    for path in (ckpt, back):
+        pred = tmp_path / f"{path.stem}.csv"
+        args = [path, "--data", tmp_path / "d.csv", "--output", pred, "--quiet"]
+        assert run(predict, args).exit_code == 0
+        written.append(pred.read_text())
+    assert written[0] == written[1]
+
+
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_an_ensemble_of_members_reading_other_csv_columns_is_exit_5(tmp_path, target):
+    pytest.importorskip("onnx" if target == "onnx" else "safetensors")
+    a = make_checkpoint(tmp_path, name="a.npz", data={"csv": CSV_READING})
+    b = make_checkpoint(tmp_path, name="b.npz", data={"csv": {"feature_columns": ["a", "b", "c"]}})
+    out = tmp_path / "out.bin"
+    result = run(export, [a, b, "--to", target, out])
+    one_error_line(result, 5, "different data.csv options", '"feature_columns": ["a", "b", "c"]')
+    assert not out.exists()
+
+
 def test_import_of_a_plain_pytorch_state_dict_with_meta_yaml(tmp_path):
     """A state_dict trained in PyTorch (both biases non-zero, no metadata): labels and
     normalisation from --meta, forget_bias 0; the imported model computes what torch does."""
@@ -955,6 +1006,16 @@ def _exported_with(tmp_path, **metadata):
                 "'normalize_per_sequence': True",
                 "expected a mapping of per_sequence, pool and frame",
             ],
+        ),
+        (  # a misspelt CSV option would read other columns
+            {"csv": '{"feature_column": ["a"]}'},
+            [],
+            ["'csv' is {'feature_column': ['a']}; expected a mapping of id_column"],
+        ),
+        (  # lstm-eval checks the options as it checks a config's data.csv
+            {"csv": '{"label_type": "float"}'},
+            [],
+            ["cannot import: 'config.data.csv.label_type'", "lstm-eval would refuse it"],
         ),
     ],
 )

@@ -24,6 +24,7 @@ import re
 import numpy as np
 
 from .. import __version__
+from ..data.csvfile import CSV_OPTION_KEYS
 from ..errors import CheckpointError, ConfigError
 from ..extras import require
 from ..inference import _TRANSFORM_KEYS, BadMetadata, trained_model
@@ -249,18 +250,19 @@ _FILE_KEYS = {
     "forget_bias": float,
     "bidirectional": json.loads,
     "transforms": json.loads,
+    "csv": json.loads,
 }
 
 
 _TRANSFORMS_OFF = {"normalize_per_sequence": False, "pool": 1, "frame": 1}
 
 
-def build_import_meta(spec, classes, normalization, provenance, transforms=None) -> dict:
+def build_import_meta(spec, classes, normalization, provenance, transforms=None, csv=None) -> dict:
     """The checkpoint meta of an imported model: what ``inference.load_trained`` reads
-    (``model``, ``classes``, ``normalization``, the input transforms as ``config.data``)
-    plus where it came from. The one place that shapes an imported checkpoint's meta (the
-    trainer builds its own in Trainer.base_meta). The transforms' values are copied as
-    they are: ``inference.trained_model`` judges them."""
+    (``model``, ``classes``, ``normalization``, the input transforms and the CSV options
+    ``csv`` as ``config.data``) plus where it came from. The one place that shapes an
+    imported checkpoint's meta (the trainer builds its own in Trainer.base_meta). The
+    values are copied as they are: ``inference.trained_model`` judges them."""
     meta = {
         "lstm_cli_version": __version__,
         "model": spec,
@@ -274,6 +276,8 @@ def build_import_meta(spec, classes, normalization, provenance, transforms=None)
         "pool": t.get("pool", 1),
         "frame": t.get("frame", 1),
     }
+    if csv:
+        data["csv"] = csv
     if data != _TRANSFORMS_OFF:
         meta["config"] = {"data": data}
     return meta
@@ -303,6 +307,12 @@ def checkpoint_from_state(path, settings=None, sources=None):
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
     merged.pop("bidirectional", None)
     transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
+    csv = merged.pop("csv", None)  # likewise
+    if not (csv is None or isinstance(csv, dict) and set(csv) <= set(CSV_OPTION_KEYS)):
+        raise ConfigError(
+            f"{_where(f'{path} metadata', 'csv')} is {show(csv)}; expected a mapping of "
+            f"{', '.join(CSV_OPTION_KEYS)}"
+        )
     if not (
         transforms is None
         or isinstance(transforms, dict)
@@ -348,7 +358,7 @@ def checkpoint_from_state(path, settings=None, sources=None):
     with open(path, "rb") as fh:
         digest = hashlib.sha256(fh.read()).hexdigest()
     provenance = {"file": os.path.basename(path), "sha256": digest, "format": "safetensors"}
-    meta = build_import_meta(spec, classes, norm, provenance, transforms)
+    meta = build_import_meta(spec, classes, norm, provenance, transforms, csv)
     try:  # what lstm-eval checks on load, so what is written is what it accepts
         trained_model(params, meta)
     except BadMetadata as bad:

@@ -13,14 +13,17 @@ def normalization_of(mean, std) -> dict | None:
     return None if mean is None else {"mean": list(map(float, mean)), "std": list(map(float, std))}
 
 
-def export_metadata(model, classes, normalization, transforms=None) -> dict:
-    """The str -> str metadata both export formats carry (labels, normalisation, head, and
-    the input transforms the file applies itself: {per_sequence, pool, frame})."""
+def export_metadata(model, classes, normalization, transforms=None, csv=None) -> dict:
+    """The str -> str metadata both export formats carry (labels, normalisation, head, the
+    input transforms the file applies itself: {per_sequence, pool, frame}, and ``csv``: the
+    training config's data.csv options that were set, which say which CSV columns, in
+    which order, are the input's features; {} when none was)."""
     t = transforms or {}
     return {
         "format": "lstm_cli",
         "lstm_cli_version": __version__,
         "classes": json.dumps(list(classes)),
+        "csv": json.dumps(csv or {}),
         "normalization": json.dumps(normalization),
         "head": model.head,
         "forget_bias": repr(float(model.forget_bias)),
@@ -39,7 +42,7 @@ def export_metadata(model, classes, normalization, transforms=None) -> dict:
     }
 
 
-SHARED_KEYS = ("format", "lstm_cli_version", "classes")
+SHARED_KEYS = ("format", "lstm_cli_version", "classes", "csv")
 
 
 def ensemble_metadata(metas) -> dict:
@@ -51,6 +54,20 @@ def ensemble_metadata(metas) -> dict:
         [{k: v for k, v in m.items() if k not in SHARED_KEYS} for m in metas]
     )
     return out
+
+
+def shared_csv(tms) -> dict | None:
+    """The CSV options (TrainedModel.csv_options) every member of ``tms`` reads its data
+    with, or a CheckpointError when they differ: an exported file has one input, whose
+    features must mean the same columns to every member."""
+    options = [tm.csv_options for tm in tms]
+    if any(o != options[0] for o in options[1:]):
+        raise CheckpointError(
+            "the members read CSV data with different data.csv options "
+            f"({', '.join(sorted({json.dumps(o) for o in options}))}); the members of an "
+            "exported ensemble must read the same columns"
+        )
+    return options[0]
 
 
 def raw_features(model, transforms) -> int:

@@ -40,6 +40,7 @@ from .meta import (
     members_raw_features,
     normalization_of,
     raw_features,
+    shared_csv,
 )
 from .onnx_transforms import add_transforms, transforms_on
 
@@ -229,25 +230,26 @@ def _member_probs(g, TP, model, mean, std, transforms):
     return _HEADS[model.head](g, seq, last, valid, lens_f, V, a)
 
 
-def _metadata(member, classes) -> dict:
+def _metadata(member, classes, csv) -> dict:
     """export_metadata of one (model, mean, std, transforms) member."""
     model, mean, std, transforms = member
-    return export_metadata(model, classes, normalization_of(mean, std), transforms)
+    return export_metadata(model, classes, normalization_of(mean, std), transforms, csv)
 
 
-def build_onnx_model(model, classes, mean=None, std=None, transforms=None):
+def build_onnx_model(model, classes, mean=None, std=None, transforms=None, csv=None):
     """An ``onnx.ModelProto`` computing ``model.predict_proba`` on raw (unnormalised,
     untransformed) input.
 
     model: an LSTMClassifier; classes: its labels (class index order); mean, std: (F,) or
     None; transforms: the training config's input transforms ({per_sequence, pool, frame},
-    inference.TrainedModel.transforms) or None, applied first (onnx_transforms).
+    inference.TrainedModel.transforms) or None, applied first (onnx_transforms); csv: the
+    CSV options it was trained with (TrainedModel.csv_options), for the metadata.
     """
     member = (model, mean, std, transforms)
-    return _build([member], classes, _metadata(member, classes))
+    return _build([member], classes, _metadata(member, classes, csv))
 
 
-def build_onnx_ensemble(members, classes):
+def build_onnx_ensemble(members, classes, csv=None):
     """An ``onnx.ModelProto`` computing the ensemble's probabilities (lstm_cli.ensemble:
     the mean of the members' probabilities) on raw input.
 
@@ -255,9 +257,11 @@ def build_onnx_ensemble(members, classes):
     model with the labels ``classes`` and the same raw features per step. Each member
     keeps its own transforms and normalisation inside the graph. metadata_props holds
     ``classes`` and ``members``: a JSON list of each member's metadata as
-    build_onnx_model writes it (without format, version and classes).
+    build_onnx_model writes it (without format, version, classes and csv, the members'
+    shared CSV options).
     """
-    return _build(members, classes, ensemble_metadata([_metadata(m, classes) for m in members]))
+    metas = [_metadata(m, classes, csv) for m in members]
+    return _build(members, classes, ensemble_metadata(metas))
 
 
 def _build(members, classes, metadata):
@@ -311,12 +315,12 @@ def export_onnx(trained, path) -> None:
     ``path`` as ONNX, atomically."""
     members = trained if isinstance(trained, list) else [trained]
     parts = [(tm.model, tm.mean, tm.std, tm.transforms) for tm in members]
-    classes = members[0].classes
+    classes, csv = members[0].classes, shared_csv(members)
     if len(parts) == 1:
         model, mean, std, transforms = parts[0]
-        onnx_model = build_onnx_model(model, classes, mean, std, transforms)
+        onnx_model = build_onnx_model(model, classes, mean, std, transforms, csv)
     else:
-        onnx_model = build_onnx_ensemble(parts, classes)
+        onnx_model = build_onnx_ensemble(parts, classes, csv)
     data = onnx_model.SerializeToString()
     try:
         atomic_write(path, lambda fh: fh.write(data))

@@ -27,7 +27,13 @@ from ..errors import LstmCliError
 from ..extras import require
 from ..nn.interop import to_pytorch
 from ..store.atomic import atomic_write
-from .meta import ensemble_metadata, export_metadata, members_raw_features, normalization_of
+from .meta import (
+    ensemble_metadata,
+    export_metadata,
+    members_raw_features,
+    normalization_of,
+    shared_csv,
+)
 
 PYTORCH_FORMAT = "lstm_cli.pytorch/1"
 
@@ -131,10 +137,10 @@ def _module_transforms(t) -> dict:
     return on | {k: t[k] for k in ("pool", "frame") if t[k] > 1}
 
 
-def torch_metadata(model, classes, mean=None, std=None, transforms=None) -> dict:
+def torch_metadata(model, classes, mean=None, std=None, transforms=None, csv=None) -> dict:
     """The safetensors metadata: export_metadata plus the module's keyword arguments."""
     norm = normalization_of(mean, std)
-    meta = export_metadata(model, classes, norm, transforms)
+    meta = export_metadata(model, classes, norm, transforms, csv)
     meta["format"] = PYTORCH_FORMAT
     meta["module_args"] = json.dumps(
         {
@@ -169,7 +175,10 @@ def export_pytorch(trained, path) -> None:
     ``path`` as safetensors, atomically."""
     st = require("safetensors.numpy", "safetensors", "lstm-export --to pytorch")
     members = trained if isinstance(trained, list) else [trained]
-    metas = [torch_metadata(tm.model, tm.classes, tm.mean, tm.std, tm.transforms) for tm in members]
+    csv = shared_csv(members)
+    metas = [
+        torch_metadata(tm.model, tm.classes, tm.mean, tm.std, tm.transforms, csv) for tm in members
+    ]
     if len(members) == 1:
         state, meta = torch_state_dict(members[0].model), metas[0]
     else:
