@@ -506,10 +506,93 @@ def test_eval_reads_csv_with_the_training_configs_column_names(tmp_path):
     )
     fit(load_config(cfg), progress=False, log=lambda *_: None)
     tm = load_trained(tmp_path / "run" / "best.npz")
-    assert tm.csv_options == {"id_column": "seq", "label_column": "cls", "label_type": "auto"}
+    assert tm.csv_options == {
+        "id_column": "seq",
+        "label_column": "cls",
+        "feature_columns": ["f1"],
+        "label_type": "auto",
+    }
     result = CliRunner().invoke(evaluate, [str(tmp_path / "run" / "best.npz"), "--data", str(data)])
     assert result.exit_code == 0, result.stderr
     assert "sequences 16" in result.stdout
+
+
+def _columns_csv(path, order, n=24, seed=0):
+    """A CSV whose feature columns f0, f1, f2 are written in ``order``; class k's
+    sequences are high in feature k, so a model reads which column is which."""
+    rng = np.random.default_rng(seed)
+    lines = ["id,label," + ",".join(f"f{j}" for j in order)]
+    for i in range(n):
+        x = rng.normal(size=(3 + i % 4, 3)) * 0.3
+        x[:, i % 3] += 1.5
+        lines += [f"s{i},{'abc'[i % 3]}," + ",".join(f"{row[j]:.4f}" for j in order) for row in x]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _csv_run(tmp_path, **train):
+    train_csv = _columns_csv(tmp_path / "train.csv", [0, 1, 2])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"train": "train.csv", "valid_fraction": 0.0},
+                "model": {"hidden_size": 8},
+                "train": {"epochs": 12, "batch_size": 8, "optimizer": {"lr": 0.03}, **train},
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
+    return cfg, train_csv
+
+
+def _eval_json(tmp_path, data, name):
+    out = tmp_path / f"{name}.json"
+    args = [str(tmp_path / "run" / "best.npz"), "--data", str(data), "--json", str(out)]
+    result = CliRunner().invoke(evaluate, [*args, "--quiet"])
+    return result, (json.loads(out.read_text()) if result.exit_code == 0 else None)
+
+
+def test_csv_features_are_read_by_the_training_files_column_names(tmp_path):
+    """With data.csv.feature_columns left null the run records the training file's feature
+    columns, so a test file with its columns in another order is read by name (it was read
+    by position: accuracy 1.0 fell to 0.0, exit 0) and one that renames them is refused."""
+    cfg, train_csv = _csv_run(tmp_path)
+    fit(load_config(cfg), progress=False, log=lambda *_: None)
+    assert load_trained(tmp_path / "run" / "best.npz").csv_options["feature_columns"] == [
+        "f0",
+        "f1",
+        "f2",
+    ]
+    _, same = _eval_json(tmp_path, _columns_csv(tmp_path / "t.csv", [0, 1, 2], seed=1), "t")
+    _, moved = _eval_json(tmp_path, _columns_csv(tmp_path / "m.csv", [2, 0, 1], seed=1), "m")
+    assert same["accuracy"] > 0.9
+    assert moved["loss"] == same["loss"] and moved["accuracy"] == same["accuracy"]
+    renamed = tmp_path / "r.csv"
+    renamed.write_text(train_csv.read_text().replace("f0,f1,f2", "a,b,c", 1))
+    result, _ = _eval_json(tmp_path, renamed, "r")
+    assert result.exit_code == 4
+    assert "missing feature column 'f0'" in result.stderr
+
+
+def test_a_csv_run_that_recorded_null_feature_columns_still_resumes(tmp_path):
+    """A run written before the columns were recorded holds feature_columns null; the same
+    file's columns filled in now are not a config change."""
+    cfg, _ = _csv_run(tmp_path, epochs=2)
+    fit(load_config(cfg), progress=False, log=lambda *_: None)
+    last = tmp_path / "run" / "last.npz"
+    ckpt = load_checkpoint(last)
+    ckpt.meta["config"]["data"]["csv"]["feature_columns"] = None
+    save_checkpoint(last, ckpt.params, ckpt.meta, ckpt.optim_arrays)
+    from lstm_cli.training.resume import config_for_resume
+
+    resumed = fit(
+        config_for_resume(tmp_path / "run", ["train.epochs=3"]),
+        resume=True,
+        progress=False,
+        log=lambda *_: None,
+    )
+    assert resumed.summary["epochs_run"] == 3
 
 
 @pytest.mark.parametrize("model", [{"bidirectional": True, "num_layers": 2}, {"head": "mean"}])

@@ -221,7 +221,7 @@ def read_csv(
         else:
             values = _csv_labels(label_cells, label_type, source, label_column)
             labels = np.array(values, dtype=np.int64 if isinstance(values[0], int) else str)
-    return SequenceDataset(x, offsets_of(lengths), labels, source)
+    return SequenceDataset(x, offsets_of(lengths), labels, source, tuple(feature_columns))
 
 
 def write_csv(ds, path, id_column="id", label_column="label", feature_names=None):

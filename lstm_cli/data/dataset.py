@@ -50,12 +50,15 @@ class SequenceDataset:
     offsets : ndarray of shape (N + 1,), int64; sequence n is ``x[offsets[n]:offsets[n+1]]``
     labels : ndarray of shape (N,), int64 or unicode, or None when the file had none
     source : str, the file the data came from (used in messages)
+    feature_names : tuple of str, the CSV columns the features were read from, in order;
+        None for the other formats (their features have no names)
     """
 
     x: np.ndarray
     offsets: np.ndarray
     labels: np.ndarray | None
     source: str = "<memory>"
+    feature_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
         where = self.source

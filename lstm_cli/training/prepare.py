@@ -48,7 +48,8 @@ class PreparedData:
     # (V,) the validation sequences' indices in data.train when carved from it; else None
     valid_index: np.ndarray | None = None
     # the config as trained: data.frame_to resolved into data.frame (resolve_frame),
-    # train.augment.roll / reverse "auto" into true or false (resolve_reorders)
+    # train.augment.roll / reverse "auto" into true or false (resolve_reorders), the CSV
+    # feature columns named (resolve_csv_columns)
     cfg: Config | None = None
     notes: tuple[str, ...] = ()  # how those were resolved, for the log
 
@@ -136,6 +137,18 @@ def input_transform(cfg: Config, ds: SequenceDataset) -> SequenceDataset:
     return transform_dataset(ds, d.normalize_per_sequence, d.pool, d.frame)
 
 
+def resolve_csv_columns(cfg: Config, raw: SequenceDataset) -> Config:
+    """cfg with data.csv.feature_columns set to the CSV columns the training file's
+    features were read from, when it named none. The run and its checkpoints record them,
+    so every later file (validation, test, lstm-eval, lstm-predict, an export's metadata)
+    reads the features by name: one with its columns in another order is read as trained,
+    one without them is refused, where reading by position gave other inputs silently."""
+    if raw.feature_names is None or cfg.data.csv.feature_columns is not None:
+        return cfg
+    csv = dataclasses.replace(cfg.data.csv, feature_columns=raw.feature_names)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, csv=csv))
+
+
 def resolve_frame(cfg: Config, raw: SequenceDataset) -> tuple[Config, str | None]:
     """cfg with data.frame_to replaced by the frame it chooses on the whole training file
     (data.framing.frame_for_length; the same for every member of an ensemble and every
@@ -202,6 +215,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     writer = comm is None or comm.rank == 0
     _refuse_data_among_run_files(cfg)
     raw = load(cfg.data.train, cfg)
+    cfg = resolve_csv_columns(cfg, raw)
     cfg, frame_note = resolve_frame(cfg, raw)
     raw_valid = load(cfg.data.valid, cfg) if cfg.data.valid else None
     raw_test = load(cfg.data.test, cfg) if cfg.data.test else None

@@ -13,6 +13,10 @@ from .rundir import resume_checkpoint_path
 
 # Config keys that may change when a run is resumed (everything else must match).
 RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test")
+# Keys a run fills in from its training file when the config leaves them null (prepare:
+# resolve_csv_columns); a run written before they were filled in recorded null, which
+# meant the same columns of the same (fingerprinted) file.
+_FILLED_FROM_DATA = ("data.csv.feature_columns",)
 _NOT_RESUMABLE = "not a resumable lstm_cli training checkpoint"
 
 
@@ -37,7 +41,11 @@ def check_config_change(old_config: dict, cfg: Config, run_dir) -> None:
     old = _flatten(old_config)
     new = _flatten(config_to_dict(cfg))
     changed = sorted(
-        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+        k
+        for k in set(old) | set(new)
+        if old.get(k) != new.get(k)
+        and k not in RESUMABLE_CHANGES
+        and not (k in _FILLED_FROM_DATA and old.get(k) is None)
     )
     if changed:
         details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
