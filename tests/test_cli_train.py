@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -725,6 +726,27 @@ def test_fine_tuning_starts_from_train_init_from(runner, write_config, tmp_path)
         assert r.exit_code == 5 and str(start) in r.stderr and "train.init_from" in r.stderr
         if "hidden_size" not in setting:
             assert f"its {setting.split('=')[0]} is" in r.stderr, r.stderr
+
+
+def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(
+    runner, write_config, tmp_path
+):
+    """last.npz holds all a resume needs: the checkpoint the run started from may be gone
+    (the resume read it again, exit 5 when it was deleted)."""
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    assert _train(runner, write_config(), "--output", str(first)).exit_code == 0
+    r = _train(
+        runner,
+        write_config(),
+        "--output", str(tuned),
+        "--set", f"train.init_from={first / 'best.npz'}",
+        "--set", "train.epochs=1",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(first)
+    r = runner.invoke(train, ["--resume", str(tuned), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tuned / "summary.json").read_text())["epochs_run"] == 2
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,9 @@ def fit(
             comm.bcast(None)  # the others read last.npz once rank 0 holds the lock
             resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
         data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
-        trainer = Trainer(cfg, data, rng, progress=progress, log=log, comm=comm)
+        trainer = Trainer(
+            cfg, data, rng, progress=progress, log=log, comm=comm, resuming=resumed is not None
+        )
         # --overwrite of a folder holding an earlier run: its files stay until this run
         # writes its first checkpoint (Trainer._retire_earlier_run), so a run that fails
         # early loses nothing.

@@ -65,7 +65,15 @@ class Trainer:
     """
 
     def __init__(
-        self, cfg: Config, data: PreparedData, rng, *, progress=True, log=print, comm=None
+        self,
+        cfg: Config,
+        data: PreparedData,
+        rng,
+        *,
+        progress=True,
+        log=print,
+        comm=None,
+        resuming=False,
     ):
         self.cfg, self.data, self.rng, self.progress, self.log = cfg, data, rng, progress, log
         self.comm = comm or SingleProcess()
@@ -78,7 +86,9 @@ class Trainer:
             )
         except LstmCliError as err:  # too large for this machine (model.hidden_size / num_layers)
             raise ConfigError(f"model: {err}") from None
-        if cfg.train.init_from:  # fine-tuning; a resume replaces these with last.npz's
+        # fine-tuning; a resume takes the weights from last.npz, so init_from is not read
+        # (the run may outlive the checkpoint it started from)
+        if cfg.train.init_from and not resuming:
             init_from_checkpoint(self.model, cfg.train.init_from, data.classes)
         self.optimizer = make_optimizer(
             o.name,
