@@ -346,6 +346,33 @@ def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(
     assert "inside epoch 1" in r.stderr
 
 
+def test_epoch_seconds_leave_out_mid_epoch_checkpoint_writes(
+    runner, write_config, tmp_path, monkeypatch
+):
+    """metrics' seconds (and so sequences_per_second) cover the training steps only: on a
+    clock that moves only while a checkpoint is written they are 0, where they counted
+    each train.checkpoint_every_steps write of the epoch."""
+    import types
+
+    from lstm_cli.training import loop
+
+    clock = [0.0]
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])  # loop's only use
+    real_save = loop.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        clock[0] += 1000.0
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "time", fake_time)
+    monkeypatch.setattr(loop, "save_checkpoint", slow_save)
+    every_step = ["--set", "train.checkpoint_every_steps=1", "--set", "train.epochs=2"]
+    r = _train(runner, write_config(), *every_step)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [row["seconds"] for row in rows] == [0.0, 0.0]
+
+
 def test_a_folder_in_the_way_of_an_earlier_run_file_is_one_line(runner, write_config, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -728,9 +755,7 @@ def test_fine_tuning_starts_from_train_init_from(runner, write_config, tmp_path)
             assert f"its {setting.split('=')[0]} is" in r.stderr, r.stderr
 
 
-def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(
-    runner, write_config, tmp_path
-):
+def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(runner, write_config, tmp_path):
     """last.npz holds all a resume needs: the checkpoint the run started from may be gone
     (the resume read it again, exit 5 when it was deleted)."""
     first, tuned = tmp_path / "first", tmp_path / "tuned"

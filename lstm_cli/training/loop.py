@@ -314,8 +314,8 @@ class Trainer:
                         self._stop_on_signal(stop, t0)
                     if every and self.step % every == 0 and p["position"] < len(batches):
                         p["seconds"] += time.perf_counter() - t0
+                        self.save_last()  # not training time: the clock restarts after it
                         t0 = time.perf_counter()
-                        self.save_last()
             finally:
                 bar.close()
         self._finish_epoch(batches, time.perf_counter() - t0 + p["seconds"])
