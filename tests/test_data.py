@@ -825,6 +825,10 @@ TS_HEAD = (
             ["line 11", "dimension 2, value 2 is '?'", "missing values are not supported"],
         ),
         (TS_HEAD + "1,2:3,4,5:a\n", ["line 11", "dimension 2 has 3 values, dimension 1 has 2"]),
+        (  # without @seriesLength the header still says every case has one length
+            TS_HEAD.replace("@equalLength false", "@equalLength true") + "1,2:3,4:a\n\n1:2:b\n",
+            ["line 13", "1 steps, but @equalLength true and the case on line 11 has 2"],
+        ),
         (TS_HEAD + "1,2:3,x:a\n", ["line 11", "dimension 2, value 2 is 'x', not a number"]),
         (TS_HEAD + "1,2:3,4_0:a\n", ["line 11", "dimension 2, value 2 is '4_0', not a number"]),
         (TS_HEAD + "1,2:\uff13,4:a\n", ["line 11", "dimension 2, value 1 is", "not a number"]),

@@ -140,6 +140,7 @@ def read_ts(path, require_labels=True):
         dims_expected = 1
     declared_set = set(declared) if has_labels else set()
     series_len = headers.get("serieslength") if headers.get("equallength") else None
+    first_case = None  # (steps, line) of the first case: @equalLength true holds all to it
 
     chunks = []
     labels = LabelCollector(source, require_labels)
@@ -193,6 +194,13 @@ def read_ts(path, require_labels=True):
         if series_len is not None and steps != series_len:
             raise DataError(
                 f"{where}: {steps} steps, but @equalLength true with @seriesLength {series_len}"
+            )
+        if first_case is None:
+            first_case = (steps, line_no)
+        elif headers.get("equallength") and steps != first_case[0]:
+            raise DataError(
+                f"{where}: {steps} steps, but @equalLength true and the case on line "
+                f"{first_case[1]} has {first_case[0]}"
             )
         values = ",".join(dims)
         try:
