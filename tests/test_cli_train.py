@@ -311,6 +311,20 @@ def test_overwrite_run_that_fails_before_a_checkpoint_leaves_the_earlier_run_alo
     assert file_bytes(run) == before
 
 
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_its_folder_empty(
+    runner, write_config, tmp_path
+):
+    """It wrote config.yaml at once, so the same command, mended, was refused as a
+    non-empty folder (and --resume found nothing to resume): it now needed --overwrite
+    for a run that never happened."""
+    diverge = ["train.optimizer.weight_decay=1e300", "train.optimizer.name=sgd"]
+    r = _train(runner, write_config(), *(a for s in diverge for a in ("--set", s)))
+    assert r.exit_code == 6 and "wrote no checkpoint" in r.stderr, r.output
+    assert list((tmp_path / "run").iterdir()) == []
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
 def test_overwrite_replaces_the_earlier_run_once_it_has_a_checkpoint(
     runner, write_config, tmp_path, monkeypatch
 ):

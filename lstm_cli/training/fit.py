@@ -106,8 +106,10 @@ def fit(
         trainer.earlier_run = comm.bcast(earlier)
         if resumed is not None:
             trainer.restore(*resumed)
-        if writer and not trainer.earlier_run:  # resumed: the run as continued
-            write_config(run_dir, cfg)
+            if writer:  # the run as continued
+                write_config(run_dir, cfg)
+        else:  # with the first checkpoint, as an earlier run's files are retired
+            trainer.config_pending = True
         trainer.run()
         return _finish(trainer, log)
     finally:

@@ -148,9 +148,11 @@ class Trainer:
         self.guard = None  # the SignalGuard while run() runs
         self.agreed_signal = None  # a stop signal all ranks have seen (see _train_step)
         self.flow = None  # a FlowRecorder during an epoch that records gradient flow
-        # files of an earlier run in the folder (--overwrite): removed only when this run
-        # writes its first checkpoint (see _retire_earlier_run)
+        # files of an earlier run in the folder (--overwrite): removed, and a new run's
+        # config.yaml written (config_pending), only when this run writes its first
+        # checkpoint (see _retire_earlier_run)
         self.earlier_run = []
+        self.config_pending = False
 
     # ------------------------------------------------------------------ state
     def _copy_params(self):
@@ -211,10 +213,11 @@ class Trainer:
         files and write this run's config.yaml, so the folder never holds files of two runs
         (a mix would resume one run with the other's best weights). Until then a run that
         fails (bad data found late, a non-finite first loss, a signal before any checkpoint)
-        leaves them untouched."""
-        if not self.earlier_run:
+        leaves them untouched, and a new folder empty, so the same command can run again."""
+        if not (self.earlier_run or self.config_pending):
             return
         names, self.earlier_run = self.earlier_run, []  # on every rank: they agree on it
+        self.config_pending = False
         if self.writer:
             retire_earlier_run(self.run_dir, names)
             write_config(self.run_dir, self.cfg)
