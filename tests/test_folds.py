@@ -176,7 +176,7 @@ def test_overwrite_replaces_an_earlier_run_and_its_extra_members(ensemble, tmp_p
     assert _summary(out)["folds"] == 2
 
 
-def test_an_ensemble_replaces_a_single_run_s_files_only_when_it_is_done(ensemble, tmp_path):
+def test_an_ensemble_replaces_a_single_run_s_files_when_its_members_start(ensemble, tmp_path):
     out = str(tmp_path / "run")
     config = os.path.join(ensemble[0], "config.yaml")
     assert _run("--config", config, "--output", out, "--set", "train.folds=0").exit_code == 0
@@ -186,6 +186,55 @@ def test_an_ensemble_replaces_a_single_run_s_files_only_when_it_is_done(ensemble
     assert not os.path.exists(os.path.join(out, "best.npz"))
     assert not os.path.exists(os.path.join(out, "last.npz"))
     assert _summary(out)["folds"] == K
+
+
+def _stopped_at_member(monkeypatch, fold):
+    """Make member ``fold`` stop as a Ctrl-C before its first checkpoint stops it."""
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training import folds
+
+    real_fit = folds.MemberTask.fit
+
+    def fit(self, **kwargs):
+        if self.fold == fold:
+            raise Interrupted("SIGINT: training stopped in epoch 1", 2)
+        return real_fit(self, **kwargs)
+
+    monkeypatch.setattr(folds.MemberTask, "fit", fit)
+
+
+@pytest.mark.parametrize("earlier", ["ensemble", "single run"])
+def test_resume_after_a_stopped_overwrite_continues_the_new_ensemble(
+    ensemble, tmp_path, monkeypatch, earlier
+):
+    """--overwrite stopped in its second member, over a 3-member ensemble or a single run,
+    then --resume: the new 2-member ensemble (seed 7) is finished, its second member
+    trained over the earlier run's fold-1. It used to read the earlier config.yaml and
+    finish a 3-member ensemble with the new fold-0 in it (leaky out-of-fold figures),
+    refuse the new members as a config change, or resume the single run (exit 0)."""
+    out = str(tmp_path / "ens")
+    config = os.path.join(ensemble[0], "config.yaml")
+    if earlier == "ensemble":
+        shutil.copytree(ensemble[0], out)
+    else:
+        assert _run("--config", config, "--output", out, "--set", "train.folds=0").exit_code == 0
+    new = ["--set", "train.folds=2", "--set", "train.seed=7"]
+    with monkeypatch.context() as mp:
+        _stopped_at_member(mp, 1)
+        r = _run("--config", config, "--output", out, "--overwrite", *new)
+    assert r.exit_code == 130, r.output
+    assert f"Continue with: lstm-train --resume {out}" in r.stderr
+    r = CliRunner().invoke(train, ["--resume", out])
+    assert r.exit_code == 0, r.output
+    if earlier == "ensemble":
+        assert "fold 2 of 2: " in r.output and "holds a member of another run" in r.output
+    summary = _summary(out)
+    assert summary["folds"] == 2 and summary["members"] == ["fold-0/best.npz", "fold-1/best.npz"]
+    for i in (0, 1):
+        member = load_trained(os.path.join(out, f"fold-{i}", "best.npz")).meta["config"]["train"]
+        assert (member["folds"], member["fold"], member["seed"]) == (2, i, 7)
+    assert not os.path.exists(os.path.join(out, "fold-2"))
+    assert not os.path.exists(os.path.join(out, "last.npz"))
 
 
 @pytest.mark.parametrize(

@@ -125,12 +125,13 @@ def fit_folds(
     """Train the K members of ``cfg`` (is_ensemble) one after the other into cfg.output.dir.
 
     The data is checked (as member 0 reads it, which cuts every fold) before anything is
-    written. overwrite:
-    replace an earlier run in the folder; its files stay until this ensemble's summary is
-    written. resume: keep the members that finished (_member_finished), continue the ones
-    with a last.npz, start the others; the config may change only as a run's may
-    (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit) and names the
-    ensemble's folder to resume. The other fit arguments are passed to each member.
+    written. overwrite: replace an earlier run in the folder: its files in the folder itself
+    go, and this config.yaml is written, once the data is checked; each member folder's go
+    with that member's first checkpoint. resume: keep the members of this run that
+    finished (_member_finished), continue the ones with a last.npz, start the others (and
+    those holding another run's member: _another_runs_member); the config may change only
+    as a run's may (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit)
+    and names the ensemble's folder to resume. The other fit arguments are passed to each member.
     jobs > 1: train that many members at a time, each in a process of its own
     (training.members; one process only, not under MPI), with the same result.
     """
@@ -149,7 +150,6 @@ def fit_folds(
     resolved_train = dataclasses.replace(cfg.train, augment=first.cfg.train.augment)
     members_cfg = dataclasses.replace(cfg, data=first.cfg.data, train=resolved_train)
     lock = RunLock(run_dir)
-    earlier: list = []
     try:
         if writer:
             if resume:
@@ -158,17 +158,28 @@ def fit_folds(
                 _check_resumable(cfg, run_dir)
             else:
                 earlier = open_run_dir(run_dir, lock, overwrite=overwrite)
-                if not earlier:
-                    write_config(run_dir, cfg)
+                # every input is checked: the folder is this run's from here. --resume must
+                # find this config (not an earlier run's), and an earlier run's files in
+                # OUT (its summary.json, a single run's last.npz) must not be read as this
+                # run's. Its member folders keep their files until each member writes its
+                # first checkpoint (a resume trains them again: _another_runs_member).
+                retire_earlier_run(run_dir, earlier)
+                write_config(run_dir, cfg)
         comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
         tasks = []
         for fold in range(K):
             mcfg = member_config(members_cfg, fold)
             mdir = mcfg.output.dir
-            if resume and _member_finished(mcfg):
+            other = resume and _another_runs_member(mcfg)
+            if other:
+                log(
+                    f"fold {fold + 1} of {K}: {mdir} holds a member of another run (an "
+                    "--overwrite stopped before it reached this fold); training it again"
+                )
+            elif resume and _member_finished(mcfg):
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
                 continue
-            go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
+            go_on = resume and not other and os.path.isfile(os.path.join(mdir, "last.npz"))
             over = not go_on and (overwrite or resume)
             tasks.append(MemberTask(fold, mcfg, over, go_on, source))
         if jobs > 1 and tasks:
@@ -188,7 +199,7 @@ def fit_folds(
                 try:
                     t.fit(progress=progress, log=log, comm=comm)
                 except Interrupted as err:
-                    raise _resume_hint(err, f"member {t.fold}", run_dir) from None
+                    raise _resume_hint(err, f"fold {t.fold + 1} of {K}", run_dir) from None
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
@@ -196,11 +207,27 @@ def fit_folds(
             result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
-            retire_earlier_run(run_dir, [n for n in earlier if n != "summary.json"])
             _retire_extra_members(run_dir, K)
         return result
     finally:
         lock.release()
+
+
+def _another_runs_member(mcfg: Config) -> bool:
+    """Whether mcfg.output.dir holds a member of another run: its config.yaml (written with
+    its first checkpoint) differs from mcfg beyond what a resume may change. An --overwrite
+    of an ensemble folder that was stopped leaves the earlier run's members in the folders
+    it had not reached."""
+    path = os.path.join(mcfg.output.dir, "config.yaml")
+    if not os.path.isfile(path):
+        return False
+    from ..config import load_config
+
+    try:
+        check_config_change(config_to_dict(load_config(path)), mcfg, mcfg.output.dir)
+    except ConfigError:
+        return True
+    return False
 
 
 def _member_finished(mcfg: Config) -> bool:
@@ -221,9 +248,12 @@ def _member_finished(mcfg: Config) -> bool:
 
 
 def _resume_hint(err: Interrupted, who: str, run_dir) -> Interrupted:
+    """The member's Interrupted, with the command that continues the ensemble in place of
+    the member's own (which would resume that member alone)."""
+    said = str(err).split(" Continue with:")[0].rstrip(". ")
     return Interrupted(
-        f"{err} ({who} of the ensemble in {run_dir}: lstm-train --resume {run_dir} "
-        "continues the ensemble)",
+        f"{said} ({who} of the ensemble in {run_dir}). Continue with: lstm-train --resume "
+        f"{run_dir}",
         err.exit_code - 128,
     )
 
