@@ -234,8 +234,10 @@ def diagnose(
     """``{"by_step": ..., "gates": ...}`` of TrainedModel ``tm`` on ``ds`` (see the module doc).
 
     y (N,) class indices; required for by_step (accuracy needs labels). Batches are formed
-    by length as in inference, so little padding is computed.
+    by length as in inference, so little padding is computed. ``ds``: the data as read, or
+    as ``tm.prepare`` returns it.
     """
+    ds = tm.as_trained(ds)
     model = tm.model
     if by_step and y is None:
         raise LstmCliError("by-step accuracy needs labels (y)")
@@ -466,7 +468,8 @@ def batch_gradient_flow(model, x, lengths, y):
 
 def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -> list:
     """gradflow.jsonl records (one per layer and direction) of TrainedModel ``tm`` on
-    labelled ``ds``."""
+    labelled ``ds`` (as read, or as ``tm.prepare`` returns it)."""
+    ds = tm.as_trained(ds)
     acc = GradFlowAccumulator(tm.model.directions)
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)

@@ -59,6 +59,7 @@ def ensemble_probs(members, batch_size=256) -> np.ndarray:
     -> P (N, K), the mean of the members' probabilities."""
     total = None
     for tm, ds in members:
+        ds = tm.as_trained(ds)
         check_features(ds, tm)
         p = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
         total = p if total is None else total + p

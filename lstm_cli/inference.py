@@ -7,6 +7,7 @@ spent on padding, and results are returned in the dataset's order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,30 @@ class TrainedModel:
 
     def prepare(self, ds):
         """Raw data as the model was trained on it: the per-sequence z-score, pooling and
-        framing of the training config applied (eval, predict)."""
+        framing of the training config applied (eval, predict), and marked with them
+        (SequenceDataset.transforms), so they are neither missed nor applied twice."""
+        if ds.transforms is not None:
+            raise DataError(
+                f"{ds.source}: the data has been through input transforms already "
+                f"({ds.transforms}); prepare the data as read"
+            )
         self.check_raw(ds)
-        return transform_dataset(ds, **self.transforms)
+        out = transform_dataset(ds, **self.transforms)
+        if out is ds:  # every transform off: the data as read is the data as trained
+            return ds
+        return dataclasses.replace(out, transforms=self.transforms)
+
+    def as_trained(self, ds):
+        """``ds`` as the model reads it: prepared (self.prepare) when it is data as read,
+        else checked to have been through this model's input transforms."""
+        if ds.transforms is None:  # as read; with every transform off, also as trained
+            return ds if self.transforms == _TRANSFORMS_OFF else self.prepare(ds)
+        if ds.transforms != self.transforms:
+            raise DataError(
+                f"{ds.source}: the data has been through the input transforms {ds.transforms}, "
+                f"but the model reads it through {self.transforms}"
+            )
+        return ds
 
     def check_raw(self, ds) -> None:
         """A DataError unless raw data ``ds`` has the features the model was trained on,
@@ -71,6 +93,7 @@ _TRANSFORM_KEYS = {
     "pool": ("pool", 1),
     "frame": ("frame", 1),
 }
+_TRANSFORMS_OFF = {k: off for k, (_, off) in _TRANSFORM_KEYS.items()}
 
 
 def load_trained(path) -> TrainedModel:
@@ -364,8 +387,10 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
 
     Returns (report, probs (N, K), y (N,) with -1 for unknown labels). With
     allow_unknown, sequences whose label the model never saw are left out of the
-    metrics and counted in report["unknown_labels"].
+    metrics and counted in report["unknown_labels"]. ``ds``: the data as read, or as
+    ``tm.prepare`` returns it.
     """
+    ds = tm.as_trained(ds)
     check_features(ds, tm)
     y = encode_labels_to_evaluate(ds, tm.classes, allow_unknown)
     known = y >= 0

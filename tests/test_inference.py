@@ -634,3 +634,41 @@ def test_a_feature_count_mismatch_names_both_counts_in_good_english():
         _feature_mismatch(one, 12)
     )
     assert "has 2 features per step" in str(_feature_mismatch(two, 1))
+
+
+def _transforming_model(data, features=2, seed=0):
+    """A TrainedModel reading ``features`` raw features through the transforms ``data``."""
+    from lstm_cli.inference import TrainedModel
+    from lstm_cli.nn.model import LSTMClassifier
+
+    model = LSTMClassifier(features * data.get("frame", 1), 4, 2, seed=seed, dtype="float64")
+    return TrainedModel(model, ["a", "b"], None, None, {"config": {"data": data}})
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"normalize_per_sequence": True}, {"normalize_per_sequence": True, "pool": 2, "frame": 3}],
+)
+def test_the_python_api_applies_the_models_input_transforms_to_data_as_read(data):
+    """evaluate_dataset and diagnose take the data as read (as docs/python-api.md shows) or
+    prepared: the same report. Before, data as read was evaluated without the per-sequence
+    z-score (no error, other probabilities) or refused for its feature count."""
+    from lstm_cli.diagnostics import diagnose
+    from lstm_cli.inference import evaluate_dataset
+
+    rng = np.random.default_rng(0)
+    raw = SequenceDataset.from_sequences(
+        [rng.normal(3.0, 2.0, size=(n, 2)) for n in (1, 4, 7, 9, 12)], labels=list("ababa")
+    )
+    tm = _transforming_model(data)
+    prepared = tm.prepare(raw)
+    assert prepared.transforms == tm.transforms and raw.transforms is None
+    as_read, _, _ = evaluate_dataset(tm, raw)
+    assert as_read == evaluate_dataset(tm, prepared)[0]
+    y = np.array([0, 1, 0, 1, 0])
+    assert diagnose(tm, raw, y) == diagnose(tm, prepared, y)
+    with pytest.raises(DataError, match="through input transforms already"):
+        tm.prepare(prepared)  # the transforms twice
+    other = _transforming_model({"pool": 2, "frame": 3})
+    with pytest.raises(DataError, match="but the model reads it through"):
+        evaluate_dataset(other, prepared)

@@ -52,6 +52,8 @@ class SequenceDataset:
     source : str, the file the data came from (used in messages)
     feature_names : tuple of str, the CSV columns the features were read from, in order;
         None for the other formats (their features have no names)
+    transforms : dict, the input transforms it has been through (TrainedModel.prepare:
+        {per_sequence, pool, frame}); None for data as read
     """
 
     x: np.ndarray
@@ -59,6 +61,7 @@ class SequenceDataset:
     labels: np.ndarray | None
     source: str = "<memory>"
     feature_names: tuple[str, ...] | None = None
+    transforms: dict | None = None
 
     def __post_init__(self):
         where = self.source
@@ -157,6 +160,7 @@ class SequenceView:
 
     x = property(lambda self: self.base.x)
     source = property(lambda self: self.base.source)
+    transforms = property(lambda self: self.base.transforms)
     num_features = property(lambda self: self.base.num_features)
     starts = property(lambda self: self.base.starts[self.indices])
     lengths = property(lambda self: self.base.lengths[self.indices])
