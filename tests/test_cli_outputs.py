@@ -191,3 +191,28 @@ def test_a_checkpoint_by_another_name_is_refused_as_one(run_dir, pattern_files, 
     for out in (other, plain):
         r = runner.invoke(evaluate, [best, "--data", pattern_files["test"], "--json", str(out)])
         assert r.exit_code == 0, r.output
+
+
+def test_an_output_in_a_folder_that_is_not_there_is_refused_first(
+    run_dir, pattern_files, tmp_path, monkeypatch
+):
+    """Every output's folder is checked with the rest of the rule, before the work: lstm-eval
+    computed and printed its whole report and only then failed (exit 1) on --json
+    nodir/r.json; lstm-import said exit 5 naming its temporary file."""
+    import lstm_cli.inference
+
+    runner, data, best = CliRunner(), pattern_files["test"], str(run_dir / "best.npz")
+    state = tmp_path / "m.safetensors"
+    assert runner.invoke(export, [best, "--to", "pytorch", str(state), "--quiet"]).exit_code == 0
+    out = str(tmp_path / "nodir" / "r.out")
+    monkeypatch.setattr(lstm_cli.inference, "load_trained", None)  # no work may start
+    for cmd, args, option in (
+        (evaluate, [best, "--data", data, "--json", out], "--json"),
+        (evaluate, [best, "--data", data, "--predictions", out], "--predictions"),
+        (predict, [best, "--data", data, "--output", out], "--output"),
+        (gradcheck, ["--flow", best, "--data", data, "--output", out], "--output"),
+        (export, [best, "--to", "onnx", out], "OUT"),
+        (import_, [str(state), out], "OUT"),
+    ):
+        _usage_error(runner.invoke(cmd, args), f"{option} {out}: no folder", "create it first")
+    assert not (tmp_path / "nodir").exists()

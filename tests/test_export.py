@@ -749,12 +749,14 @@ def test_export_to_a_name_of_another_format_is_a_usage_error(tmp_path, target, n
 
 
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])
-def test_export_unwritable_output(tmp_path, target):
+def test_export_to_a_folder_that_is_not_there_is_a_usage_error(tmp_path, target):
+    """Refused before the export is built (it was exit 1 once the file was written)."""
     pytest.importorskip("onnx" if target == "onnx" else "safetensors")
     ckpt = make_checkpoint(tmp_path)
     (tmp_path / "file").write_text("in the way")
-    out = tmp_path / "file" / "m.out"  # a regular file where a folder should be
-    one_error_line(run(export, [ckpt, "--to", target, out]), 1, f"cannot write {out}")
+    for out in (tmp_path / "file" / "m.out", tmp_path / "nosuch" / "m.out"):
+        result = run(export, [ckpt, "--to", target, out])
+        assert result.exit_code == 2 and f"OUT {out}: no folder" in result.stderr, result.output
 
 
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])

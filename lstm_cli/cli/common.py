@@ -83,17 +83,23 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     (--json, --predictions, --output, OUT) is not another output's file, not a run file
     (RUN_FILES, or its lock) of a run folder, not an array name of an input data folder,
     and, when it exists, not one of the inputs and not a .npz file or, by any name, an
-    lstm_cli checkpoint unless ``overwrite`` is True. Each is judged by the path the write
-    replaces (store.atomic: the real path, so a symlink's target, with '..' and a trailing
-    '/' resolved); a stream (/dev/stdout) is written to, not replaced, and is not
-    judged. overwrite: None for a command that never writes checkpoints, else its
-    --overwrite flag (lstm-import). '-' is stdout. Else a click usage error (exit 2)
-    naming the option and the file, before anything is read or written."""
+    lstm_cli checkpoint unless ``overwrite`` is True; its folder must exist. Each is
+    judged by the path the write replaces (store.atomic: the real path, so a symlink's
+    target, with '..' and a trailing '/' resolved); a stream (/dev/stdout) is written to,
+    not replaced, and is not judged. overwrite: None for a command that never writes
+    checkpoints, else its --overwrite flag (lstm-import). '-' is stdout. Else a click
+    usage error (exit 2) naming the option and the file, before anything is read or
+    written."""
     claimed = {}
     for opt, out in outputs:
         if not out or out == "-" or names_a_stream(out):  # stdout, written to as a stream
             continue
         real = os.path.realpath(out)
+        folder = os.path.dirname(real)
+        if not os.path.isdir(folder):  # found now, not when the work is done and written
+            raise click.UsageError(
+                f"{opt} {out}: no folder {folder} to write it in; create it first"
+            )
         key = _file_key(real)
         if key in claimed:
             raise click.UsageError(
