@@ -485,3 +485,18 @@ def test_a_parallel_member_s_error_is_the_run_s_error(ensemble, tmp_path):
     r = _run("--resume", out, "--jobs", "2")
     assert r.exit_code == 5 and bad in r.stderr, r.output
     assert "Traceback" not in r.output and not os.path.exists(os.path.join(out, "summary.json"))
+
+
+def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty(tmp_path):
+    """As a single run does: it left config.yaml and an empty fold-0, so the same command,
+    mended, was refused as a non-empty folder (exit 3)."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = tmp_path / "ens"
+    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
+    args = ["--config", config, "--set", f"train.folds={K}", "--output", str(out)]
+    r = _run(*args, *diverge)
+    assert r.exit_code == 6, r.output
+    assert list(out.iterdir()) == []
+    r = _run(*args, "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    assert _summary(str(out))["folds"] == K

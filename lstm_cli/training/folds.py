@@ -150,6 +150,7 @@ def fit_folds(
     resolved_train = dataclasses.replace(cfg.train, augment=first.cfg.train.augment)
     members_cfg = dataclasses.replace(cfg, data=first.cfg.data, train=resolved_train)
     lock = RunLock(run_dir)
+    fresh = False  # a new ensemble in a folder that held no run: an early failure empties it
     try:
         if writer:
             if resume:
@@ -165,7 +166,7 @@ def fit_folds(
                 # first checkpoint (a resume trains them again: _another_runs_member).
                 retire_earlier_run(run_dir, earlier)
                 write_config(run_dir, cfg)
-        comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
+                fresh = not earlier  # the members start once rank 0 holds the ensemble's folder
         tasks = []
         for fold in range(K):
             mcfg = member_config(members_cfg, fold)
@@ -209,8 +210,25 @@ def fit_folds(
             write_summary(run_dir, result.summary)
             _retire_extra_members(run_dir, K)
         return result
+    except BaseException:
+        if fresh:
+            _forget_if_unstarted(run_dir, K)
+        raise
     finally:
         lock.release()
+
+
+def _forget_if_unstarted(run_dir, K) -> None:
+    """After a new ensemble failed: when no member wrote a file (a member writes nothing
+    before its first checkpoint), remove its config.yaml and empty member folders, so the
+    folder is as it was and the same command can run again (as for a single run)."""
+    dirs = [os.path.join(run_dir, MEMBER_DIR.format(i)) for i in range(K)]
+    if any(os.path.isdir(d) and os.listdir(d) for d in dirs):
+        return  # something to resume
+    for d in dirs:
+        if os.path.isdir(d):
+            os.rmdir(d)
+    remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
 
 
 def _another_runs_member(mcfg: Config) -> bool:
