@@ -95,6 +95,32 @@ def test_records_only_every_n_epochs_and_off_by_default(write_config, tmp_path):
     assert load_checkpoint(str(tmp_path / "off" / "last.npz")).meta["epoch"] == 2
 
 
+def test_a_crash_while_an_epochs_records_are_written_loses_no_epoch(
+    write_config, tmp_path, monkeypatch
+):
+    """gradflow.jsonl is not in last.npz, so it is written first: a crash as epoch 2's records
+    are written leaves last.npz at epoch 1 and the resume records epoch 2 again. Written after
+    last.npz, the resume started at epoch 3 and the file held epochs [1, 3]."""
+    import lstm_cli.training.gradflow as gradflow
+    from lstm_cli.training.resume import config_for_resume
+
+    real = gradflow.append_gradflow
+
+    def crash_at_epoch_2(run_dir, records):
+        if records[0]["epoch"] == 2:
+            raise RuntimeError("killed")
+        real(run_dir, records)
+
+    monkeypatch.setattr(gradflow, "append_gradflow", crash_at_epoch_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(write_config(train={"epochs": 3, "gradflow_every": 1}))
+    monkeypatch.setattr(gradflow, "append_gradflow", real)
+    run = tmp_path / "run"
+    fit(config_for_resume(run), resume=True, progress=False, log=lambda *a: None)
+    lines = (run / "gradflow.jsonl").read_text().splitlines()
+    assert sorted({json.loads(line)["epoch"] for line in lines}) == [1, 2, 3]
+
+
 def test_an_epoch_run_again_replaces_its_records(tmp_path):
     def rec(epoch, layer):
         return {"epoch": epoch, "layer": layer}

@@ -473,17 +473,20 @@ class Trainer:
         self.schedule.observe(value, mode="max" if self.best_metric == "val_accuracy" else "min")
         if es.patience is not None and data.valid is not None and self.bad_epochs >= es.patience:
             self.stopped_early = True
-        # Crash-safe order: best.npz, then last.npz (which records best_epoch), then metrics.
+        # Crash-safe order: gradflow.jsonl (not in last.npz: written before it, so a crash
+        # between the two re-runs the epoch, whose records then replace these), best.npz,
+        # then last.npz (which records best_epoch), then metrics (rebuilt from last.npz).
+        if self.flow is not None:
+            self._retire_earlier_run()  # an earlier run's gradflow.jsonl goes first
+            T = int(self.data.train.lengths.max())
+            self.flow.write(self.comm, self.run_dir, self.epoch, self.model.num_layers, T)
+            self.flow = None
         if improved and self.writer:
             self._retire_earlier_run()
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
         self.save_last()
         if self.writer:
             write_metrics(self.run_dir, self.history)
-        if self.flow is not None:
-            T = int(self.data.train.lengths.max())
-            self.flow.write(self.comm, self.run_dir, self.epoch, self.model.num_layers, T)
-            self.flow = None
         self.log(
             f"epoch {self.epoch}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.3f}  val loss {fmt_metric(row['val_loss'])} "
