@@ -898,3 +898,12 @@ def test_the_last_line_gives_the_training_figures_without_validation(runner, wri
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("best epoch") and "train loss 0." in last and "train acc" in last
     assert "val" not in last, last
+
+
+def test_a_config_given_without_config_is_a_usage_error_that_says_so(runner, write_config):
+    r = runner.invoke(train, [write_config()])
+    assert r.exit_code == 2
+    assert f"a config is given as --config {write_config()}" in r.stderr, r.stderr
+    r = runner.invoke(train, ["--config", write_config(), "extra.txt"])
+    assert r.exit_code == 2 and "unexpected extra argument (extra.txt)" in r.stderr
+    assert "--config extra.txt" not in r.stderr

@@ -9,7 +9,26 @@ import click
 from .common import CONTEXT, handles_errors
 
 
+class _TrainCommand(click.Command):
+    """click's command, whose "unexpected extra argument" names --config when the stray
+    argument is a YAML file (``lstm-train configs/x.yaml`` is an easy slip)."""
+
+    def parse_args(self, ctx, args):
+        given = list(args)  # the parser consumes args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            yaml_file = next(
+                (a for a in given if a.lower().endswith((".yaml", ".yml")) and a in err.message),
+                None,
+            )
+            if "unexpected extra argument" in err.message and yaml_file is not None:
+                err.message += f"; a config is given as --config {yaml_file}"
+            raise
+
+
 @click.command(
+    cls=_TrainCommand,
     context_settings=CONTEXT,
     epilog="Examples:\n\n  lstm-train --config configs/japanese_vowels.yaml\n\n"
     "  lstm-train --config configs/synthetic.yaml --set model.head=all "
