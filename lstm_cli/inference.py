@@ -7,7 +7,6 @@ spent on padding, and results are returned in the dataset's order.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,17 +54,15 @@ class TrainedModel:
     def prepare(self, ds):
         """Raw data as the model was trained on it: the per-sequence z-score, pooling and
         framing of the training config applied (eval, predict), and marked with them
-        (SequenceDataset.transforms), so they are neither missed nor applied twice."""
+        (SequenceDataset.transforms, by transform_dataset), so they are neither missed nor
+        applied twice."""
         if ds.transforms is not None:
             raise DataError(
                 f"{ds.source}: the data has been through input transforms already "
                 f"({ds.transforms}); prepare the data as read"
             )
         self.check_raw(ds)
-        out = transform_dataset(ds, **self.transforms)
-        if out is ds:  # every transform off: the data as read is the data as trained
-            return ds
-        return dataclasses.replace(out, transforms=self.transforms)
+        return transform_dataset(ds, **self.transforms)
 
     def as_trained(self, ds):
         """``ds`` as the model reads it: prepared (self.prepare) when it is data as read,

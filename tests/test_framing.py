@@ -351,3 +351,23 @@ def test_the_log_suggests_framing_once_when_the_model_steps_are_many(tmp_path):
     assert f"is {median:g} model steps long" in note and "data.frame_to (e.g. 40)" in note
     assert notes("data.frame=2") == []
     assert len(notes("train.folds=2", "data.valid_fraction=0", folds=True)) == 1
+
+
+def test_transforms_in_two_steps_compose_and_never_repeat():
+    """The trainer applies per-sequence z-score and pool, then frame (for the reorders in
+    between): the result and its mark equal one call's; a transform already applied, or one
+    that comes before an applied one in the fixed order, is a DataError."""
+    from lstm_cli.data import SequenceDataset
+    from lstm_cli.data.framing import transform_dataset
+    from lstm_cli.errors import DataError
+
+    rng = np.random.default_rng(0)
+    raw = SequenceDataset.from_sequences([rng.normal(size=(n, 2)) for n in (3, 8, 13)])
+    once = transform_dataset(raw, True, 2, 3)
+    twice = transform_dataset(transform_dataset(raw, True, 2), frame=3)
+    assert once.transforms == twice.transforms == {"per_sequence": True, "pool": 2, "frame": 3}
+    np.testing.assert_array_equal(once.x, twice.x)
+    for first, then in (({"pool": 2}, {"pool": 2}), ({"frame": 3}, {"pool": 2}),
+                        ({"pool": 2}, {"per_sequence": True})):  # fmt: skip
+        with pytest.raises(DataError, match="already"):
+            transform_dataset(transform_dataset(raw, **first), **then)

@@ -672,3 +672,11 @@ def test_the_python_api_applies_the_models_input_transforms_to_data_as_read(data
     other = _transforming_model({"pool": 2, "frame": 3})
     with pytest.raises(DataError, match="but the model reads it through"):
         evaluate_dataset(other, prepared)
+    # the mark survives a subset, and transform_dataset itself marks what it returns, so
+    # data prepared either way is never transformed again (pool twice: another loss)
+    assert evaluate_dataset(tm, prepared.subset(range(5)))[0] == as_read
+    from lstm_cli.data.framing import transform_dataset
+
+    assert evaluate_dataset(tm, transform_dataset(raw, **tm.transforms))[0] == as_read
+    with pytest.raises(DataError, match="through the input transforms .* already"):
+        transform_dataset(prepared, **tm.transforms)

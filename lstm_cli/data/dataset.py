@@ -142,7 +142,7 @@ class SequenceDataset:
         offsets = offsets_of(lens)
         x = np.asarray(self.x[rows])  # fancy index: a copy of just these rows, also for a memmap
         labels = None if self.labels is None else self.labels[idx]
-        return SequenceDataset(x, offsets, labels, self.source)
+        return SequenceDataset(x, offsets, labels, self.source, self.feature_names, self.transforms)
 
 
 class SequenceView:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from .dataset import SequenceDataset, offsets_of, steps_within
 
 __all__ = [
@@ -88,15 +89,40 @@ def frame_for_length(lengths, pool, steps) -> tuple[int, float]:
     return max(1, int(np.ceil(median / steps))), median
 
 
+def _applied(ds, per_sequence, pool, frame) -> dict:
+    """What ``ds`` has been through once these transforms follow what it went through
+    already (SequenceDataset.transforms), or a DataError when they do not continue it in
+    the fixed order (each transform at most once): a second pass would transform twice."""
+    done = ds.transforms or {"per_sequence": False, "pool": 1, "frame": 1}
+    later = {"per_sequence": done["pool"] > 1 or done["frame"] > 1, "pool": done["frame"] > 1}
+    if (
+        (per_sequence and (done["per_sequence"] or later["per_sequence"]))
+        or (pool > 1 and (done["pool"] > 1 or later["pool"]))
+        or (frame > 1 and done["frame"] > 1)
+    ):
+        raise DataError(
+            f"{ds.source}: the data has been through the input transforms {done} already; "
+            f"transform the data as read"
+        )
+    return {
+        "per_sequence": bool(done["per_sequence"] or per_sequence),
+        "pool": done["pool"] * pool,
+        "frame": done["frame"] * frame,
+    }
+
+
 def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
     """``ds`` (a SequenceDataset) with the input transforms applied, in this order: each
     sequence z-scored on its own (``per_sequence``), then ``pool``, then ``frame``.
 
     With every transform off, ``ds`` itself is returned (a memory map stays on disk);
-    otherwise a new in-memory SequenceDataset in ``ds.x``'s dtype, same labels and source.
+    otherwise a new in-memory SequenceDataset in ``ds.x``'s dtype, same labels and source,
+    marked with every transform it has been through (``transforms``), so a transform is
+    never applied twice.
     """
     if not per_sequence and pool == 1 and frame == 1:
         return ds
+    applied = _applied(ds, per_sequence, pool, frame)
     x, offsets = np.asarray(ds.x), ds.offsets
     if per_sequence:
         x = sequence_zscore(x, offsets)
@@ -105,4 +131,4 @@ def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
     if frame > 1:
         x, offsets = frame_steps(x, offsets, frame)
     x = np.asarray(x, dtype=ds.x.dtype)
-    return SequenceDataset(x, offsets, ds.labels, ds.source)
+    return SequenceDataset(x, offsets, ds.labels, ds.source, transforms=applied)
