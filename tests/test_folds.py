@@ -487,6 +487,59 @@ def test_a_parallel_member_s_error_is_the_run_s_error(ensemble, tmp_path):
     assert "Traceback" not in r.output and not os.path.exists(os.path.join(out, "summary.json"))
 
 
+def test_an_overwrite_that_stops_before_any_checkpoint_leaves_the_earlier_ensemble(
+    ensemble, tmp_path, monkeypatch
+):
+    """A non-finite first loss, or a Ctrl-C, before the first member's first checkpoint:
+    the earlier ensemble is byte-identical and lstm-eval still reads it (its summary.json
+    and config.yaml were gone, and the message said to resume a run that wrote nothing)."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+
+    def tree():
+        return {d: file_bytes(os.path.join(out, d)) for d in ["", *(f"fold-{i}" for i in range(K))]}
+
+    before = tree()
+    config = os.path.join(ensemble[0], "config.yaml")
+    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
+    r = _run("--config", config, "--output", out, "--overwrite", *diverge)
+    assert r.exit_code == 6, r.output
+    assert tree() == before
+    with monkeypatch.context() as mp:
+        _stopped_at_member(mp, 0)
+        r = _run("--config", config, "--output", out, "--overwrite")
+    assert r.exit_code == 130, r.output
+    assert "the earlier run there is untouched, nothing to resume" in r.stderr
+    assert "Continue with" not in r.stderr
+    assert tree() == before
+    assert CliRunner().invoke(evaluate, [out, "--data", ensemble[1]]).exit_code == 0
+
+
+def test_resume_after_a_stopped_overwrite_on_other_data_retrains_the_old_members(
+    tmp_path, monkeypatch
+):
+    """Same config, other training data: the members the stopped --overwrite had not
+    reached were kept as finished, so the ensemble mixed members of two data sets."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
+    data = tmp_path / "d.jsonl"
+    lines = open(full, encoding="utf-8").read().splitlines()
+    data.write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "ens")
+    args = ["--config", config, "--set", f"data.train={data}", "--set", f"train.folds={K}"]
+    assert _run(*args, "--output", out).exit_code == 0
+    data.write_text("\n".join(lines[: len(lines) * 2 // 3]) + "\n")
+    with monkeypatch.context() as mp:
+        _stopped_at_member(mp, 1)
+        assert _run(*args, "--output", out, "--overwrite").exit_code == 130
+    r = CliRunner().invoke(train, ["--resume", out])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("holds a member of another run") == 2  # folds 2 and 3
+    prints = {load_trained(os.path.join(out, f"fold-{i}", "best.npz")).meta["data_fingerprint"]
+              for i in range(K)}  # fmt: skip
+    assert len(prints) == 1
+
+
 def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty(tmp_path):
     """As a single run does: it left config.yaml and an empty fold-0, so the same command,
     mended, was refused as a non-empty folder (exit 3)."""

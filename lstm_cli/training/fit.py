@@ -43,6 +43,7 @@ def fit(
     log=print,
     source=None,
     comm=None,
+    before_first_checkpoint=None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; write the run folder; return the best model.
 
@@ -53,6 +54,8 @@ def fit(
     the per-epoch summary lines go. source: where train.class_weights came from, the
     config file or the --set that gave it (config.value_origin); named in its error.
     SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
+    before_first_checkpoint: a callable run (on rank 0) just before this run writes its
+    first file (a new run; fit_folds makes its folder the ensemble's then).
     The run folder is locked for the whole run (rundir.RunLock): a second training into
     it is refused.
 
@@ -110,6 +113,7 @@ def fit(
                 write_config(run_dir, cfg)
         else:  # with the first checkpoint, as an earlier run's files are retired
             trainer.config_pending = True
+            trainer.before_first_checkpoint = before_first_checkpoint
         trainer.run()
         return _finish(trainer, log)
     finally:

@@ -26,6 +26,7 @@ from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
+from ..store.checkpoint import read_meta
 from ..validate import show
 from .distributed import make_comm, rank_output
 from .members import MemberTask, run_members
@@ -126,8 +127,9 @@ def fit_folds(
 
     The data is checked (as member 0 reads it, which cuts every fold) before anything is
     written. overwrite: replace an earlier run in the folder: its files in the folder itself
-    go, and this config.yaml is written, once the data is checked; each member folder's go
-    with that member's first checkpoint. resume: keep the members of this run that
+    go, and this config.yaml is written, just before the first member's first checkpoint
+    (_TakeOver; with jobs > 1, as the members start); each member folder's go with that
+    member's first checkpoint. resume: keep the members of this run that
     finished (_member_finished), continue the ones with a last.npz, start the others (and
     those holding another run's member: _another_runs_member); the config may change only
     as a run's may (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit)
@@ -151,6 +153,7 @@ def fit_folds(
     members_cfg = dataclasses.replace(cfg, data=first.cfg.data, train=resolved_train)
     lock = RunLock(run_dir)
     fresh = False  # a new ensemble in a folder that held no run: an early failure empties it
+    take = None  # makes a folder that holds an earlier run this run's (_TakeOver)
     try:
         if writer:
             if resume:
@@ -159,19 +162,17 @@ def fit_folds(
                 _check_resumable(cfg, run_dir)
             else:
                 earlier = open_run_dir(run_dir, lock, overwrite=overwrite)
-                # every input is checked: the folder is this run's from here. --resume must
-                # find this config (not an earlier run's), and an earlier run's files in
-                # OUT (its summary.json, a single run's last.npz) must not be read as this
-                # run's. Its member folders keep their files until each member writes its
-                # first checkpoint (a resume trains them again: _another_runs_member).
-                retire_earlier_run(run_dir, earlier)
-                write_config(run_dir, cfg)
-                fresh = not earlier  # the members start once rank 0 holds the ensemble's folder
+                if earlier:
+                    take = _TakeOver(run_dir, earlier, cfg)
+                else:
+                    write_config(run_dir, cfg)
+                    fresh = True
+        comm.bcast(None)  # the members start once rank 0 holds the ensemble's folder
         tasks = []
         for fold in range(K):
             mcfg = member_config(members_cfg, fold)
             mdir = mcfg.output.dir
-            other = resume and _another_runs_member(mcfg)
+            other = resume and _another_runs_member(mcfg, first.fingerprint)
             if other:
                 log(
                     f"fold {fold + 1} of {K}: {mdir} holds a member of another run (an "
@@ -184,6 +185,8 @@ def fit_folds(
             over = not go_on and (overwrite or resume)
             tasks.append(MemberTask(fold, mcfg, over, go_on, source))
         if jobs > 1 and tasks:
+            if take is not None:  # the members start at once, in processes of their own
+                take()
             names = ", ".join(MEMBER_DIR.format(t.fold) for t in tasks)
             log(f"training {names} in {run_dir}, {jobs} at a time")
             try:
@@ -197,13 +200,18 @@ def fit_folds(
             for t in tasks:
                 what = "continuing" if t.resume else "training"
                 log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
+                hook = take if take is not None and not take.done else None
                 try:
-                    t.fit(progress=progress, log=log, comm=comm)
+                    t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
                 except Interrupted as err:
-                    raise _resume_hint(err, f"fold {t.fold + 1} of {K}", run_dir) from None
+                    untouched = take is not None and not take.done
+                    who = f"fold {t.fold + 1} of {K}"
+                    raise _resume_hint(err, who, run_dir, untouched) from None
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
+            if take is not None:
+                take()  # done already, unless no member had anything to train
             # members_cfg: frame_to and "auto" already resolved, not redone per member
             result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
@@ -231,11 +239,29 @@ def _forget_if_unstarted(run_dir, K) -> None:
     remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
 
 
-def _another_runs_member(mcfg: Config) -> bool:
+class _TakeOver:
+    """Makes a folder holding an earlier run this ensemble's, once: the earlier run's files
+    in it removed and this run's config.yaml written (so --resume continues this run, and
+    nothing of the earlier one is read as this run's). Called just before the first
+    member's first checkpoint, so a run stopped before that leaves the earlier run whole;
+    each member folder's earlier files go with that member's first checkpoint."""
+
+    def __init__(self, run_dir, earlier, cfg):
+        self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
+
+    def __call__(self):
+        if not self.done:
+            retire_earlier_run(self.run_dir, self.earlier)
+            write_config(self.run_dir, self.cfg)
+            self.done = True
+
+
+def _another_runs_member(mcfg: Config, fingerprint) -> bool:
     """Whether mcfg.output.dir holds a member of another run: its config.yaml (written with
-    its first checkpoint) differs from mcfg beyond what a resume may change. An --overwrite
-    of an ensemble folder that was stopped leaves the earlier run's members in the folders
-    it had not reached."""
+    its first checkpoint) differs from mcfg beyond what a resume may change, or its
+    checkpoint was trained on other data (its data_fingerprint, when both are known). An
+    --overwrite that was stopped leaves the earlier run's members in the folders it had
+    not reached."""
     path = os.path.join(mcfg.output.dir, "config.yaml")
     if not os.path.isfile(path):
         return False
@@ -245,6 +271,14 @@ def _another_runs_member(mcfg: Config) -> bool:
         check_config_change(config_to_dict(load_config(path)), mcfg, mcfg.output.dir)
     except ConfigError:
         return True
+    for name in ("last.npz", "best.npz"):
+        ckpt = os.path.join(mcfg.output.dir, name)
+        if fingerprint is not None and os.path.isfile(ckpt):
+            try:
+                seen = read_meta(ckpt).get("data_fingerprint")
+            except CheckpointError:
+                return False  # the member's own resume names the damaged file
+            return seen is not None and seen != fingerprint
     return False
 
 
@@ -265,10 +299,18 @@ def _member_finished(mcfg: Config) -> bool:
         raise CheckpointError(f"{path}: not a finished run's summary ({err})") from None
 
 
-def _resume_hint(err: Interrupted, who: str, run_dir) -> Interrupted:
+def _resume_hint(err: Interrupted, who: str, run_dir, untouched=False) -> Interrupted:
     """The member's Interrupted, with the command that continues the ensemble in place of
-    the member's own (which would resume that member alone)."""
-    said = str(err).split(" Continue with:")[0].rstrip(". ")
+    the member's own (which would resume that member alone); untouched: an --overwrite
+    stopped before this run wrote anything, so the earlier run in run_dir is whole."""
+    said = str(err).split(" Continue with:")[0].replace(" (nothing to resume)", "")
+    said = said.rstrip(". ")
+    if untouched:
+        return Interrupted(
+            f"{said} ({who} of the ensemble in {run_dir}, which wrote nothing: the earlier "
+            f"run there is untouched, nothing to resume)",
+            err.exit_code - 128,
+        )
     return Interrupted(
         f"{said} ({who} of the ensemble in {run_dir}). Continue with: lstm-train --resume "
         f"{run_dir}",

@@ -153,6 +153,7 @@ class Trainer:
         # checkpoint (see _retire_earlier_run)
         self.earlier_run = []
         self.config_pending = False
+        self.before_first_checkpoint = None  # a callable run then (an ensemble's take-over)
 
     # ------------------------------------------------------------------ state
     def _copy_params(self):
@@ -214,11 +215,14 @@ class Trainer:
         (a mix would resume one run with the other's best weights). Until then a run that
         fails (bad data found late, a non-finite first loss, a signal before any checkpoint)
         leaves them untouched, and a new folder empty, so the same command can run again."""
-        if not (self.earlier_run or self.config_pending):
+        if not (self.earlier_run or self.config_pending or self.before_first_checkpoint):
             return
         names, self.earlier_run = self.earlier_run, []  # on every rank: they agree on it
+        hook, self.before_first_checkpoint = self.before_first_checkpoint, None
         self.config_pending = False
         if self.writer:
+            if hook is not None:
+                hook()
             retire_earlier_run(self.run_dir, names)
             write_config(self.run_dir, self.cfg)
 

@@ -36,7 +36,7 @@ class MemberTask:
     resume: bool
     source: str | None = None
 
-    def fit(self, *, progress, log, comm):
+    def fit(self, *, progress, log, comm, before_first_checkpoint=None):
         """Train this member (training.fit) in this process."""
         from .fit import fit
 
@@ -48,6 +48,7 @@ class MemberTask:
             log=log,
             source=self.source,
             comm=comm,
+            before_first_checkpoint=before_first_checkpoint,
         )
 
 
