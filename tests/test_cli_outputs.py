@@ -214,5 +214,5 @@ def test_an_output_in_a_folder_that_is_not_there_is_refused_first(
         (export, [best, "--to", "onnx", out], "OUT"),
         (import_, [str(state), out], "OUT"),
     ):
-        _usage_error(runner.invoke(cmd, args), f"{option} {out}: no folder", "create it first")
+        _usage_error(runner.invoke(cmd, args), f"{option} {out}: its folder", "does not exist")
     assert not (tmp_path / "nodir").exists()

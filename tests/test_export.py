@@ -754,9 +754,12 @@ def test_export_to_a_folder_that_is_not_there_is_a_usage_error(tmp_path, target)
     pytest.importorskip("onnx" if target == "onnx" else "safetensors")
     ckpt = make_checkpoint(tmp_path)
     (tmp_path / "file").write_text("in the way")
-    for out in (tmp_path / "file" / "m.out", tmp_path / "nosuch" / "m.out"):
+    for out, what in (
+        (tmp_path / "file" / "m.out", f"its folder {tmp_path / 'file'} is not a folder"),
+        (tmp_path / "nosuch" / "m.out", f"its folder {tmp_path / 'nosuch'} does not exist"),
+    ):
         result = run(export, [ckpt, "--to", target, out])
-        assert result.exit_code == 2 and f"OUT {out}: no folder" in result.stderr, result.output
+        assert result.exit_code == 2 and f"OUT {out}: {what}" in result.stderr, result.output
 
 
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])

@@ -97,9 +97,8 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
         real = os.path.realpath(out)
         folder = os.path.dirname(real)
         if not os.path.isdir(folder):  # found now, not when the work is done and written
-            raise click.UsageError(
-                f"{opt} {out}: no folder {folder} to write it in; create it first"
-            )
+            what = "is not a folder" if os.path.exists(folder) else "does not exist; create it"
+            raise click.UsageError(f"{opt} {out}: its folder {folder} {what}")
         key = _file_key(real)
         if key in claimed:
             raise click.UsageError(
