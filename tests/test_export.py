@@ -521,6 +521,27 @@ def test_pytorch_module_runs_a_float64_model_in_float64(tmp_path):
     np.testing.assert_allclose(probs, transformed_reference(ckpt, x, lengths), rtol=1e-10, atol=0)
 
 
+def test_pytorch_ensemble_runs_each_member_in_its_own_dtype(tmp_path):
+    """All members ran in member 0's dtype: a float64 member in float32."""
+    pytest.importorskip("safetensors")
+    torch = pytest.importorskip("torch")
+    ckpts = [
+        make_checkpoint(tmp_path, name="f32.npz"),
+        make_checkpoint(tmp_path, "mean", name="f64.npz", dtype="float64", seed=4),
+    ]
+    out = tmp_path / "e.safetensors"
+    assert run(export, [*ckpts, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    ns = {}
+    exec(PYTORCH_MODULE, ns)
+    model, _ = ns["load_classifier"](str(out))
+    assert [m.fc.weight.dtype for m in model.members] == [torch.float32, torch.float64]
+    x, lengths = batch(np.nan)
+    ref = np.mean([transformed_reference(c, x, lengths) for c in ckpts], axis=0)
+    with torch.no_grad():
+        probs = model(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(lengths))
+    np.testing.assert_allclose(probs.numpy(), ref, rtol=0, atol=1e-5)
+
+
 def test_pytorch_ensemble_is_the_mean_of_its_members(tmp_path):
     """Several checkpoints export to one safetensors file that the printed module loads as
     an Ensemble of Classifiers (members.{i}.* keys), each with its own transforms and

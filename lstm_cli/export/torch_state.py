@@ -110,8 +110,10 @@ def load_classifier(path):
     args = json.loads(meta["module_args"])  # a list for an ensemble
     model = Ensemble(args) if isinstance(args, list) else Classifier(**args)
     state = load_file(path)
-    model.to(state["fc.weight" if "fc.weight" in state else "members.0.fc.weight"].dtype)
-    model.load_state_dict(state)  # a float64 model runs in float64
+    for name, module in model.named_modules():  # a float64 model runs in float64
+        if isinstance(module, Classifier):
+            module.to(state[f"{name}.fc.weight" if name else "fc.weight"].dtype)
+    model.load_state_dict(state)
     return model.eval(), json.loads(meta["classes"])
 """
 
