@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config.schema import CONSTRAINTS
+from .config.schema import CONSTRAINTS, CsvConfig
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
-from .data.csvfile import CSV_OPTION_KEYS
+from .data.csvfile import CSV_OPTION_KEYS, csv_columns_problem
 from .data.framing import transform_dataset
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report
@@ -294,6 +294,13 @@ def _check_csv_config(meta) -> None:
         constraint = CONSTRAINTS.get(f"data.csv.{key}")
         if constraint is not None and value is not None:
             _checked(f"'{where}.{key}'", value, constraint)
+    defaults = CsvConfig()
+    problem = csv_columns_problem(
+        node.get("id_column") or defaults.id_column,
+        node.get("label_column") or defaults.label_column,
+        node.get("feature_columns"),
+    )
+    _expect(problem is None, problem and problem[1].replace("data.csv", where))
 
 
 def _check_transforms(meta, input_size) -> None:

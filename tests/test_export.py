@@ -671,11 +671,16 @@ def test_export_carries_the_csv_options_and_import_restores_them(tmp_path, targe
     if target == "onnx":
         onnx = pytest.importorskip("onnx")
         meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-        assert json.loads(meta["csv"]) == CSV_READING
+        # with the schema's defaults for the options the config left alone
+        assert json.loads(meta["csv"]) == {"label_column": "label", "label_type": "auto"} | (
+            CSV_READING
+        )
         return
     back = tmp_path / "back.npz"
     assert run(import_, [out, back]).exit_code == 0
-    assert load_trained(back).csv_options == CSV_READING
+    assert load_trained(back).csv_options == {"label_column": "label", "label_type": "auto"} | (
+        CSV_READING
+    )
     x, lengths = batch()
     _write_csv(tmp_path / "d.csv", x, lengths)
     written = []
@@ -691,11 +696,37 @@ def test_export_carries_the_csv_options_and_import_restores_them(tmp_path, targe
 def test_an_ensemble_of_members_reading_other_csv_columns_is_exit_5(tmp_path, target):
     pytest.importorskip("onnx" if target == "onnx" else "safetensors")
     a = make_checkpoint(tmp_path, name="a.npz", data={"csv": CSV_READING})
-    b = make_checkpoint(tmp_path, name="b.npz", data={"csv": {"feature_columns": ["a", "b", "c"]}})
+    other = {"id_column": "seq", "feature_columns": ["a", "b", "c"]}
+    b = make_checkpoint(tmp_path, name="b.npz", data={"csv": other})
     out = tmp_path / "out.bin"
     result = run(export, [a, b, "--to", target, out])
-    one_error_line(result, 5, "different data.csv options", '"feature_columns": ["a", "b", "c"]')
+    one_error_line(
+        result, 5, 'different data.csv.feature_columns (["c", "b", "a"], ["a", "b", "c"])'
+    )
     assert not out.exists()
+
+
+def test_an_ensemble_of_members_whose_csv_options_agree_exports(tmp_path):
+    """A checkpoint without CSV options (imported from an older export), one of a JSONL run
+    (the defaults) and one naming its columns read the same input: lstm-eval takes them as
+    one ensemble, and so does lstm-export (exit 5 before)."""
+    pytest.importorskip("onnx")
+    onnx = pytest.importorskip("onnx")
+    named = {"csv": {"feature_columns": ["a", "b", "c"], "label_type": "auto"}}
+    ckpts = [
+        make_checkpoint(tmp_path, name="none.npz"),
+        make_checkpoint(tmp_path, name="defaults.npz", data={"csv": {"id_column": "id"}}),
+        make_checkpoint(tmp_path, name="named.npz", data=named),
+    ]
+    out = tmp_path / "e.onnx"
+    assert run(export, [*ckpts, "--to", "onnx", out, "--quiet"]).exit_code == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["csv"]) == {
+        "id_column": "id",
+        "label_column": "label",
+        "label_type": "auto",
+        "feature_columns": ["a", "b", "c"],
+    }
 
 
 def test_import_of_a_plain_pytorch_state_dict_with_meta_yaml(tmp_path):
@@ -1042,6 +1073,16 @@ def _exported_with(tmp_path, **metadata):
             {"csv": '{"label_type": "float"}'},
             [],
             ["cannot import: 'config.data.csv.label_type'", "lstm-eval would refuse it"],
+        ),
+        (  # ... the columns together too: it read 5 features, not the model's 4
+            {"csv": '{"label_column": "id"}'},
+            [],
+            ["cannot import: 'config.data.csv.id_column' and", "both 'id'"],
+        ),
+        (
+            {"csv": '{"feature_columns": ["id", "a", "b"]}'},
+            [],
+            ["'config.data.csv.feature_columns' lists 'id', which is the id or label"],
         ),
     ],
 )

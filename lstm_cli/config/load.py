@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..data.csvfile import csv_columns_problem
 from ..errors import ConfigError, LstmCliError
 from ..validate import NUMBER_RE, check, show
 from .keys import first_leaf, key_name_error, keys_of, unknown_key_error
@@ -172,18 +173,9 @@ def _check_value(key: str, value: Any, ctx: _Context) -> Any:
 def _check_combinations(cfg: Config, ctx: _Context) -> None:
     """Checks that involve more than one key."""
     csv = cfg.data.csv
-    if csv.id_column == csv.label_column:
-        raise ctx.fail(
-            "data.csv.label_column",
-            f"'data.csv.id_column' and 'data.csv.label_column' are both {show(csv.id_column)};"
-            " they must name different columns.",
-        )
-    for col in csv.feature_columns or ():
-        if col in (csv.id_column, csv.label_column):
-            raise ctx.fail(
-                "data.csv.feature_columns",
-                f"'data.csv.feature_columns' lists {show(col)}, which is the id or label column.",
-            )
+    problem = csv_columns_problem(csv.id_column, csv.label_column, csv.feature_columns)
+    if problem is not None:
+        raise ctx.fail(f"data.csv.{problem[0]}", problem[1])
     folds, fold = cfg.train.folds, cfg.train.fold
     if folds == 1:
         raise ctx.fail(

@@ -26,6 +26,24 @@ LABEL_TYPES = ("auto", "str", "int")  # how label cells are read
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 
 
+def csv_columns_problem(id_column, label_column, feature_columns) -> tuple[str, str] | None:
+    """(key, sentence) of the rule the CSV column options break together, or None: the id
+    and label columns differ, and no feature column is either of them."""
+    if id_column == label_column:
+        return (
+            "label_column",
+            f"'data.csv.id_column' and 'data.csv.label_column' are both {show(id_column)};"
+            " they must name different columns.",
+        )
+    for col in feature_columns or ():
+        if col in (id_column, label_column):
+            return (
+                "feature_columns",
+                f"'data.csv.feature_columns' lists {show(col)}, which is the id or label column.",
+            )
+    return None
+
+
 def _csv_labels(raw, label_type, source, label_column):
     """Per-sequence label cells [(text, line)] -> list of int or str, per ``label_type``."""
     label_type = check(

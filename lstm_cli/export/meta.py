@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from .. import __version__
+from ..config.schema import CsvConfig
 from ..errors import CheckpointError
 
 
@@ -16,8 +18,8 @@ def normalization_of(mean, std) -> dict | None:
 def export_metadata(model, classes, normalization, transforms=None, csv=None) -> dict:
     """The str -> str metadata both export formats carry (labels, normalisation, head, the
     input transforms the file applies itself: {per_sequence, pool, frame}, and ``csv``: the
-    training config's data.csv options that were set, which say which CSV columns, in
-    which order, are the input's features; {} when none was)."""
+    data.csv options the model reads data with (shared_csv), which say which CSV columns,
+    in which order, are the input's features)."""
     t = transforms or {}
     return {
         "format": "lstm_cli",
@@ -56,18 +58,24 @@ def ensemble_metadata(metas) -> dict:
     return out
 
 
-def shared_csv(tms) -> dict | None:
-    """The CSV options (TrainedModel.csv_options) every member of ``tms`` reads its data
-    with, or a CheckpointError when they differ: an exported file has one input, whose
-    features must mean the same columns to every member."""
-    options = [tm.csv_options for tm in tms]
-    if any(o != options[0] for o in options[1:]):
-        raise CheckpointError(
-            "the members read CSV data with different data.csv options "
-            f"({', '.join(sorted({json.dumps(o) for o in options}))}); the members of an "
-            "exported ensemble must read the same columns"
-        )
-    return options[0]
+def shared_csv(tms) -> dict:
+    """The CSV options the members of ``tms`` read their data with (TrainedModel.
+    csv_options, the schema's defaults where a checkpoint has none, feature_columns where
+    one names them), or a CheckpointError when two members give one option different
+    values: an exported file has one input, whose features must mean the same columns to
+    every member. A member without feature_columns (all other columns, in file order; a
+    checkpoint from before they were recorded) agrees with any."""
+    defaults = {k: v for k, v in dataclasses.asdict(CsvConfig()).items() if v is not None}
+    shared: dict = {}
+    for tm in tms:
+        for key, value in {**defaults, **(tm.csv_options or {})}.items():
+            if shared.setdefault(key, value) != value:
+                raise CheckpointError(
+                    f"the members read CSV data with different data.csv.{key} "
+                    f"({json.dumps(shared[key])}, {json.dumps(value)}); the members of an "
+                    "exported ensemble must read the same columns"
+                )
+    return shared
 
 
 def raw_features(model, transforms) -> int:
