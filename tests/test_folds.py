@@ -227,7 +227,7 @@ def test_resume_after_a_stopped_overwrite_continues_the_new_ensemble(
     r = CliRunner().invoke(train, ["--resume", out])
     assert r.exit_code == 0, r.output
     if earlier == "ensemble":
-        assert "fold 2 of 2: " in r.output and "holds a member of another run" in r.output
+        assert "fold 2 of 2: training" in r.output  # the earlier fold-1 went at the take-over
     summary = _summary(out)
     assert summary["folds"] == 2 and summary["members"] == ["fold-0/best.npz", "fold-1/best.npz"]
     for i in (0, 1):
@@ -519,7 +519,8 @@ def test_resume_after_a_stopped_overwrite_on_other_data_retrains_the_old_members
     tmp_path, monkeypatch
 ):
     """Same config, other training data: the members the stopped --overwrite had not
-    reached were kept as finished, so the ensemble mixed members of two data sets."""
+    reached were kept as finished, so the ensemble mixed members of two data sets; the
+    take-over now retires the earlier members' files with the rest."""
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
     full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
     data = tmp_path / "d.jsonl"
@@ -534,10 +535,51 @@ def test_resume_after_a_stopped_overwrite_on_other_data_retrains_the_old_members
         assert _run(*args, "--output", out, "--overwrite").exit_code == 130
     r = CliRunner().invoke(train, ["--resume", out])
     assert r.exit_code == 0, r.output
-    assert r.output.count("holds a member of another run") == 2  # folds 2 and 3
+    assert "fold 2 of 3: training" in r.output and "fold 3 of 3: training" in r.output
     prints = {load_trained(os.path.join(out, f"fold-{i}", "best.npz")).meta["data_fingerprint"]
               for i in range(K)}  # fmt: skip
     assert len(prints) == 1
+
+
+def test_a_signal_in_the_first_members_first_epoch_leaves_an_earlier_single_run(
+    ensemble, tmp_path, monkeypatch
+):
+    """The signal's own save of last.npz used to run the take-over: the earlier run's
+    best.npz, metrics and summary were gone and the message said to resume."""
+    import time
+
+    from lstm_cli.training import Trainer
+
+    out = str(tmp_path / "run")
+    config = os.path.join(ensemble[0], "config.yaml")
+    assert _run("--config", config, "--output", out, "--set", "train.folds=0").exit_code == 0
+    before = file_bytes(out)
+    real_step = Trainer._train_step
+
+    def signal_at_step_2(self, idx, epoch):
+        if self.step == 1:
+            self._stop_on_signal(signal.SIGINT, time.perf_counter())
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", signal_at_step_2)
+    r = _run("--config", config, "--output", out, "--overwrite")
+    assert r.exit_code == 130, r.output
+    assert "the earlier run there is untouched, nothing to resume" in r.stderr, r.stderr
+    assert file_bytes(out) == before and not os.path.exists(os.path.join(out, "fold-0"))
+
+
+def test_resume_of_an_ensemble_whose_training_data_changed_is_refused(tmp_path):
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
+    data = tmp_path / "d.jsonl"
+    lines = open(full, encoding="utf-8").read().splitlines()
+    data.write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "ens")
+    args = ["--config", config, "--set", f"data.train={data}", "--set", "train.folds=2"]
+    assert _run(*args, "--output", out, "--set", "train.epochs=2").exit_code == 0
+    data.write_text("\n".join(lines[:400]) + "\n")
+    r = _run("--resume", out, "--set", "train.epochs=3")
+    assert r.exit_code == 4 and "changed since the run started" in r.stderr, r.output
 
 
 def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty(tmp_path):

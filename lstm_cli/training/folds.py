@@ -26,7 +26,6 @@ from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
 from ..errors import CheckpointError, ConfigError, Interrupted
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
-from ..store.checkpoint import read_meta
 from ..validate import show
 from .distributed import make_comm, rank_output
 from .members import MemberTask, run_members
@@ -126,14 +125,13 @@ def fit_folds(
     """Train the K members of ``cfg`` (is_ensemble) one after the other into cfg.output.dir.
 
     The data is checked (as member 0 reads it, which cuts every fold) before anything is
-    written. overwrite: replace an earlier run in the folder: its files in the folder itself
-    go, and this config.yaml is written, just before the first member's first checkpoint
-    (_TakeOver; with jobs > 1, as the members start); each member folder's go with that
-    member's first checkpoint. resume: keep the members of this run that
-    finished (_member_finished), continue the ones with a last.npz, start the others (and
-    those holding another run's member: _another_runs_member); the config may change only
-    as a run's may (resume.RESUMABLE_CHANGES). A signal stops the member in training (fit)
-    and names the ensemble's folder to resume. The other fit arguments are passed to each member.
+    written. overwrite: replace an earlier run in the folder: its files, in the folder and
+    its member folders, go and this config.yaml is written just before the first member's
+    first checkpoint (_TakeOver; with jobs > 1, as the members start). resume: keep the
+    members that finished (_member_finished), continue the ones with a last.npz, start the
+    others; the config may change only as a run's may (resume.RESUMABLE_CHANGES). A signal
+    stops the member in training (fit) and names the ensemble's folder to resume. The
+    other fit arguments are passed to each member.
     jobs > 1: train that many members at a time, each in a process of its own
     (training.members; one process only, not under MPI), with the same result.
     """
@@ -172,16 +170,10 @@ def fit_folds(
         for fold in range(K):
             mcfg = member_config(members_cfg, fold)
             mdir = mcfg.output.dir
-            other = resume and _another_runs_member(mcfg, first.fingerprint)
-            if other:
-                log(
-                    f"fold {fold + 1} of {K}: {mdir} holds a member of another run (an "
-                    "--overwrite stopped before it reached this fold); training it again"
-                )
-            elif resume and _member_finished(mcfg):
+            if resume and _member_finished(mcfg):
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
                 continue
-            go_on = resume and not other and os.path.isfile(os.path.join(mdir, "last.npz"))
+            go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
             over = not go_on and (overwrite or resume)
             tasks.append(MemberTask(fold, mcfg, over, go_on, source))
         if jobs > 1 and tasks:
@@ -221,6 +213,8 @@ def fit_folds(
     except BaseException:
         if fresh:
             _forget_if_unstarted(run_dir, K)
+        elif take is not None and not take.done:  # the earlier run whole: leave no trace
+            _remove_empty_members(run_dir, K)
         raise
     finally:
         lock.release()
@@ -233,18 +227,24 @@ def _forget_if_unstarted(run_dir, K) -> None:
     dirs = [os.path.join(run_dir, MEMBER_DIR.format(i)) for i in range(K)]
     if any(os.path.isdir(d) and os.listdir(d) for d in dirs):
         return  # something to resume
-    for d in dirs:
-        if os.path.isdir(d):
-            os.rmdir(d)
+    _remove_empty_members(run_dir, K)
     remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
+
+
+def _remove_empty_members(run_dir, K) -> None:
+    """Remove the member folders fold-0 .. fold-(K-1) that are empty (this run made them)."""
+    for i in range(K):
+        d = os.path.join(run_dir, MEMBER_DIR.format(i))
+        if os.path.isdir(d) and not os.listdir(d):
+            os.rmdir(d)
 
 
 class _TakeOver:
     """Makes a folder holding an earlier run this ensemble's, once: the earlier run's files
-    in it removed and this run's config.yaml written (so --resume continues this run, and
-    nothing of the earlier one is read as this run's). Called just before the first
-    member's first checkpoint, so a run stopped before that leaves the earlier run whole;
-    each member folder's earlier files go with that member's first checkpoint."""
+    in it and in its member folders removed, and this run's config.yaml written, so
+    --resume continues this run and nothing of the earlier one is read as this run's.
+    Called just before the first member's first checkpoint, so a run stopped before that
+    leaves the earlier run whole."""
 
     def __init__(self, run_dir, earlier, cfg):
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
@@ -252,34 +252,13 @@ class _TakeOver:
     def __call__(self):
         if not self.done:
             retire_earlier_run(self.run_dir, self.earlier)
+            i = 0  # the member folders stay (the first member's is in use): only run files go
+            while os.path.isdir(d := os.path.join(self.run_dir, MEMBER_DIR.format(i))):
+                for name in RUN_FILES:
+                    remove_run_file(os.path.join(d, name), "a member of the earlier run")
+                i += 1
             write_config(self.run_dir, self.cfg)
             self.done = True
-
-
-def _another_runs_member(mcfg: Config, fingerprint) -> bool:
-    """Whether mcfg.output.dir holds a member of another run: its config.yaml (written with
-    its first checkpoint) differs from mcfg beyond what a resume may change, or its
-    checkpoint was trained on other data (its data_fingerprint, when both are known). An
-    --overwrite that was stopped leaves the earlier run's members in the folders it had
-    not reached."""
-    path = os.path.join(mcfg.output.dir, "config.yaml")
-    if not os.path.isfile(path):
-        return False
-    from ..config import load_config
-
-    try:
-        check_config_change(config_to_dict(load_config(path)), mcfg, mcfg.output.dir)
-    except ConfigError:
-        return True
-    for name in ("last.npz", "best.npz"):
-        ckpt = os.path.join(mcfg.output.dir, name)
-        if fingerprint is not None and os.path.isfile(ckpt):
-            try:
-                seen = read_meta(ckpt).get("data_fingerprint")
-            except CheckpointError:
-                return False  # the member's own resume names the damaged file
-            return seen is not None and seen != fingerprint
-    return False
 
 
 def _member_finished(mcfg: Config) -> bool:

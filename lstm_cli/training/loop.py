@@ -508,11 +508,13 @@ class Trainer:
         Interrupted; under MPI every rank gets here at the same step and waits for rank 0's
         save before raising (the others exit quietly: cli.common)."""
         name = signal_name(signum)
-        if self.earlier_run:  # --overwrite, no checkpoint yet: keep the earlier run, save nothing
+        # --overwrite, no checkpoint yet (here or, for an ensemble's first member, in its
+        # folder: the take-over pending): keep the earlier run, save nothing
+        if self.earlier_run or self.before_first_checkpoint is not None:
+            where = "" if self.before_first_checkpoint is not None else f" in {self.run_dir}"
             raise Interrupted(
                 f"{name}: training stopped in epoch {self.epoch + 1} before this run's first "
-                f"checkpoint; the earlier run's files in {self.run_dir} are untouched "
-                f"(nothing to resume)",
+                f"checkpoint; the earlier run's files{where} are untouched (nothing to resume)",
                 signum,
             )
         if self.partial is not None and t0 is not None:
