@@ -60,12 +60,12 @@ def ensemble_metadata(metas) -> dict:
 
 def shared_csv(tms) -> dict:
     """The CSV options the members of ``tms`` read their data with (TrainedModel.
-    csv_options, the schema's defaults where a checkpoint has none, feature_columns where
-    one names them), or a CheckpointError when two members give one option different
-    values: an exported file has one input, whose features must mean the same columns to
-    every member. A member without feature_columns (all other columns, in file order; a
-    checkpoint from before they were recorded) agrees with any."""
-    defaults = {k: v for k, v in dataclasses.asdict(CsvConfig()).items() if v is not None}
+    csv_options, with the schema's defaults where a checkpoint has none), or a
+    CheckpointError when two members give one option different values: an exported file
+    has one input, whose features must mean the same columns to every member. No
+    feature_columns (a model not trained on CSV, or from before runs recorded them) is a
+    value of its own: which columns such a member read is not known."""
+    defaults = dataclasses.asdict(CsvConfig())
     shared: dict = {}
     for tm in tms:
         for key, value in {**defaults, **(tm.csv_options or {})}.items():
