@@ -900,10 +900,16 @@ def test_the_last_line_gives_the_training_figures_without_validation(runner, wri
     assert "val" not in last, last
 
 
-def test_a_config_given_without_config_is_a_usage_error_that_says_so(runner, write_config):
+def test_a_config_given_without_config_is_a_usage_error_that_says_so(
+    runner, write_config, monkeypatch
+):
     r = runner.invoke(train, [write_config()])
     assert r.exit_code == 2
     assert f"a config is given as --config {write_config()}" in r.stderr, r.stderr
     r = runner.invoke(train, ["--config", write_config(), "extra.txt"])
     assert r.exit_code == 2 and "unexpected extra argument (extra.txt)" in r.stderr
     assert "--config extra.txt" not in r.stderr
+    # the stray one is named, not the --config given (its name is part of the stray's)
+    monkeypatch.chdir(os.path.dirname(write_config()))
+    r = runner.invoke(train, ["--config", "config.yaml", "sub/config.yaml"])
+    assert r.exit_code == 2 and "a config is given as --config sub/config.yaml" in r.stderr

@@ -810,6 +810,10 @@ def test_export_to_a_folder_that_is_not_there_is_a_usage_error(tmp_path, target)
     for out, what in (
         (tmp_path / "file" / "m.out", f"its folder {tmp_path / 'file'} is not a folder"),
         (tmp_path / "nosuch" / "m.out", f"its folder {tmp_path / 'nosuch'} does not exist"),
+        (
+            tmp_path / "file" / "sub" / "m.out",
+            f"its folder {tmp_path / 'file' / 'sub'} cannot be: {tmp_path / 'file'} is a file",
+        ),
     ):
         result = run(export, [ckpt, "--to", target, out])
         assert result.exit_code == 2 and f"OUT {out}: {what}" in result.stderr, result.output

@@ -97,7 +97,13 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
         real = os.path.realpath(out)
         folder = os.path.dirname(real)
         if not os.path.isdir(folder):  # found now, not when the work is done and written
-            what = "is not a folder" if os.path.exists(folder) else "does not exist; create it"
+            there = folder  # the nearest part of the path that exists
+            while not os.path.exists(there):
+                there = os.path.dirname(there)
+            if os.path.isdir(there):
+                what = "does not exist; create it"
+            else:
+                what = "is not a folder" if there == folder else f"cannot be: {there} is a file"
             raise click.UsageError(f"{opt} {out}: its folder {folder} {what}")
         key = _file_key(real)
         if key in claimed:

@@ -14,14 +14,12 @@ class _TrainCommand(click.Command):
     argument is a YAML file (``lstm-train configs/x.yaml`` is an easy slip)."""
 
     def parse_args(self, ctx, args):
-        given = list(args)  # the parser consumes args
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as err:
-            yaml_file = next(
-                (a for a in given if a.lower().endswith((".yaml", ".yml")) and a in err.message),
-                None,
-            )
+            # click: "Got unexpected extra argument(s) (a b)": the strays in the parentheses
+            strays = err.message.rpartition("(")[2].rstrip(")").split()
+            yaml_file = next((a for a in strays if a.lower().endswith((".yaml", ".yml"))), None)
             if "unexpected extra argument" in err.message and yaml_file is not None:
                 err.message += f"; a config is given as --config {yaml_file}"
             raise
