@@ -515,20 +515,27 @@ def test_an_overwrite_that_stops_before_any_checkpoint_leaves_the_earlier_ensemb
     assert CliRunner().invoke(evaluate, [out, "--data", ensemble[1]]).exit_code == 0
 
 
-def test_resume_after_a_stopped_overwrite_on_other_data_retrains_the_old_members(
-    tmp_path, monkeypatch
-):
-    """Same config, other training data: the members the stopped --overwrite had not
-    reached were kept as finished, so the ensemble mixed members of two data sets; the
-    take-over now retires the earlier members' files with the rest."""
+def _ensemble_on_a_copy_of_the_data(tmp_path, folds, *sets):
+    """An ensemble of tiny.yaml trained on a copy of the synthetic training file: (the
+    copy, its original lines, the folder, the train arguments that made it)."""
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
     full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
     data = tmp_path / "d.jsonl"
     lines = open(full, encoding="utf-8").read().splitlines()
     data.write_text("\n".join(lines) + "\n")
     out = str(tmp_path / "ens")
-    args = ["--config", config, "--set", f"data.train={data}", "--set", f"train.folds={K}"]
-    assert _run(*args, "--output", out).exit_code == 0
+    args = ["--config", config, "--set", f"data.train={data}", "--set", f"train.folds={folds}"]
+    assert _run(*args, "--output", out, *sets).exit_code == 0
+    return data, lines, out, args
+
+
+def test_resume_after_a_stopped_overwrite_on_other_data_retrains_the_old_members(
+    tmp_path, monkeypatch
+):
+    """Same config, other training data: the members the stopped --overwrite had not
+    reached were kept as finished, so the ensemble mixed members of two data sets; the
+    take-over now retires the earlier members' files with the rest."""
+    data, lines, out, args = _ensemble_on_a_copy_of_the_data(tmp_path, K)
     data.write_text("\n".join(lines[: len(lines) * 2 // 3]) + "\n")
     with monkeypatch.context() as mp:
         _stopped_at_member(mp, 1)
@@ -569,14 +576,7 @@ def test_a_signal_in_the_first_members_first_epoch_leaves_an_earlier_single_run(
 
 
 def test_resume_of_an_ensemble_whose_training_data_changed_is_refused(tmp_path):
-    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
-    full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
-    data = tmp_path / "d.jsonl"
-    lines = open(full, encoding="utf-8").read().splitlines()
-    data.write_text("\n".join(lines) + "\n")
-    out = str(tmp_path / "ens")
-    args = ["--config", config, "--set", f"data.train={data}", "--set", "train.folds=2"]
-    assert _run(*args, "--output", out, "--set", "train.epochs=2").exit_code == 0
+    data, lines, out, _ = _ensemble_on_a_copy_of_the_data(tmp_path, 2, "--set", "train.epochs=2")
     data.write_text("\n".join(lines[:400]) + "\n")
     r = _run("--resume", out, "--set", "train.epochs=3")
     assert r.exit_code == 4 and "changed since the run started" in r.stderr, r.output
