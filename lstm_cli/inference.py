@@ -14,7 +14,7 @@ import numpy as np
 from .config.schema import CONSTRAINTS, CsvConfig
 from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
 from .data.csvfile import CSV_OPTION_KEYS, csv_columns_problem
-from .data.framing import transform_dataset
+from .data.framing import TRANSFORMS_OFF, transform_dataset
 from .errors import CheckpointError, DataError
 from .nn.metrics import classification_report
 from .nn.model import LSTMClassifier, param_shapes
@@ -68,7 +68,7 @@ class TrainedModel:
         """``ds`` as the model reads it: prepared (self.prepare) when it is data as read,
         else checked to have been through this model's input transforms."""
         if ds.transforms is None:  # as read; with every transform off, also as trained
-            return ds if self.transforms == _TRANSFORMS_OFF else self.prepare(ds)
+            return ds if self.transforms == TRANSFORMS_OFF else self.prepare(ds)
         if ds.transforms != self.transforms:
             raise DataError(
                 f"{ds.source}: the data has been through the input transforms {ds.transforms}, "
@@ -86,11 +86,9 @@ class TrainedModel:
 
 # transform_dataset's argument -> (data.* key in the stored config, value when absent)
 _TRANSFORM_KEYS = {
-    "per_sequence": ("normalize_per_sequence", False),
-    "pool": ("pool", 1),
-    "frame": ("frame", 1),
+    k: (key, TRANSFORMS_OFF[k])
+    for k, key in (("per_sequence", "normalize_per_sequence"), ("pool", "pool"), ("frame", "frame"))
 }
-_TRANSFORMS_OFF = {k: off for k, (_, off) in _TRANSFORM_KEYS.items()}
 
 
 def load_trained(path) -> TrainedModel:

@@ -22,7 +22,11 @@ __all__ = [
     "frame_steps",
     "frame_for_length",
     "transform_dataset",
+    "TRANSFORMS_OFF",
 ]
+
+# transform_dataset's arguments with every transform off (its defaults)
+TRANSFORMS_OFF = {"per_sequence": False, "pool": 1, "frame": 1}
 
 
 def _seq_index(offsets):
@@ -93,7 +97,7 @@ def _applied(ds, per_sequence, pool, frame) -> dict:
     """What ``ds`` has been through once these transforms follow what it went through
     already (SequenceDataset.transforms), or a DataError when they do not continue it in
     the fixed order (each transform at most once): a second pass would transform twice."""
-    done = ds.transforms or {"per_sequence": False, "pool": 1, "frame": 1}
+    done = ds.transforms or TRANSFORMS_OFF
     later = {"per_sequence": done["pool"] > 1 or done["frame"] > 1, "pool": done["frame"] > 1}
     if (
         (per_sequence and (done["per_sequence"] or later["per_sequence"]))

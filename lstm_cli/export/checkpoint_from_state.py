@@ -254,7 +254,7 @@ _FILE_KEYS = {
 }
 
 
-_TRANSFORMS_OFF = {"normalize_per_sequence": False, "pool": 1, "frame": 1}
+_TRANSFORMS_OFF = {key: off for key, off in _TRANSFORM_KEYS.values()}  # as config.data keys
 
 
 def build_import_meta(spec, classes, normalization, provenance, transforms=None, csv=None) -> dict:
@@ -271,11 +271,7 @@ def build_import_meta(spec, classes, normalization, provenance, transforms=None,
         "imported_from": provenance,
     }
     t = transforms or {}
-    data = {
-        "normalize_per_sequence": t.get("per_sequence", False),
-        "pool": t.get("pool", 1),
-        "frame": t.get("frame", 1),
-    }
+    data = {key: t.get(k, off) for k, (key, off) in _TRANSFORM_KEYS.items()}
     if csv:
         data["csv"] = csv
     if data != _TRANSFORMS_OFF:
