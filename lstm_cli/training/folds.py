@@ -252,11 +252,10 @@ class _TakeOver:
     def __call__(self):
         if not self.done:
             retire_earlier_run(self.run_dir, self.earlier)
-            i = 0  # the member folders stay (the first member's is in use): only run files go
-            while os.path.isdir(d := os.path.join(self.run_dir, MEMBER_DIR.format(i))):
+            # the member folders stay (the first member's is in use): only run files go
+            for d in _member_dirs(self.run_dir):
                 for name in RUN_FILES:
                     remove_run_file(os.path.join(d, name), "a member of the earlier run")
-                i += 1
             write_config(self.run_dir, self.cfg)
             self.done = True
 
@@ -354,15 +353,22 @@ def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
     }
 
 
+def _member_dirs(run_dir, first=0):
+    """The member folders fold-first, fold-first+1, ... that exist, up to the first gap
+    (an ensemble's are numbered without one)."""
+    i = first
+    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
+        yield d
+        i += 1
+
+
 def _retire_extra_members(run_dir, K) -> None:
     """Empty and remove the member folders fold-K, fold-K+1... an earlier ensemble of more
     members left (only run files: a folder holding anything else stays)."""
-    i = K
-    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
+    for d in _member_dirs(run_dir, K):
         for name in (*RUN_FILES, LOCK_NAME):
             remove_run_file(os.path.join(d, name), "a member of the earlier ensemble")
         try:
             os.rmdir(d)
         except OSError:
             pass
-        i += 1
