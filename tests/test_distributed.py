@@ -120,3 +120,23 @@ def test_make_comm_without_mpi4py_names_the_extra(monkeypatch):
     monkeypatch.setattr(dist, "require", missing)
     with pytest.raises(MissingExtraError, match="'mpi'"):
         make_comm()
+
+
+def test_every_rank_forgets_the_earlier_run_with_the_first_checkpoint(write_config, tmp_path):
+    """Only rank 0 writes, but every rank must agree that an --overwrite's earlier run is
+    gone once the first checkpoint is written: a rank that still held it would, on a later
+    signal, stop at once ("earlier run untouched") without waiting for rank 0's save."""
+    from lstm_cli.config import load_config
+    from lstm_cli.training import Trainer, prepare_data
+    from lstm_cli.training.prepare import run_rng
+
+    class Rank1(SingleProcess):
+        rank, size = 1, 2
+
+    cfg = load_config(write_config())
+    rng = run_rng(cfg)
+    trainer = Trainer(cfg, prepare_data(cfg, rng), rng, comm=Rank1())
+    trainer.earlier_run, trainer.config_pending = ["best.npz"], True
+    trainer.save_last()  # rank 1's part of a checkpoint: writes nothing
+    assert trainer.earlier_run == [] and not trainer.config_pending
+    assert not (tmp_path / "run").exists()

@@ -199,9 +199,9 @@ class Trainer:
             )
 
     def save_last(self) -> None:
+        self._retire_earlier_run()  # every rank: they agree the earlier run is gone
         if not self.writer:
             return
-        self._retire_earlier_run()
         save_checkpoint(
             os.path.join(self.run_dir, "last.npz"),
             self.model.params,
@@ -480,13 +480,12 @@ class Trainer:
         # Crash-safe order: gradflow.jsonl (not in last.npz: written before it, so a crash
         # between the two re-runs the epoch, whose records then replace these), best.npz,
         # then last.npz (which records best_epoch), then metrics (rebuilt from last.npz).
+        self._retire_earlier_run()  # before the epoch's first file, on every rank
         if self.flow is not None:
-            self._retire_earlier_run()  # an earlier run's gradflow.jsonl goes first
             T = int(self.data.train.lengths.max())
             self.flow.write(self.comm, self.run_dir, self.epoch, self.model.num_layers, T)
             self.flow = None
         if improved and self.writer:
-            self._retire_earlier_run()
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
         self.save_last()
         if self.writer:
