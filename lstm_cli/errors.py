@@ -39,10 +39,14 @@ class TrainingError(LstmCliError):
 
 
 class Interrupted(LstmCliError):
-    """Training was stopped by SIGINT (exit 130) or SIGTERM (exit 143) after saving last.npz."""
+    """Training was stopped by SIGINT (exit 130) or SIGTERM (exit 143). ``stopped`` says
+    where, and what was saved; ``resume`` is the folder whose ``lstm-train --resume``
+    continues the run, or None: there is nothing to resume. The message ends with that."""
 
-    def __init__(self, message, signum=2):
-        super().__init__(message)
+    def __init__(self, stopped, signum=2, resume=None):
+        then = f"Continue with: lstm-train --resume {resume}" if resume else "Nothing to resume."
+        super().__init__(f"{stopped}. {then}")
+        self.stopped, self.signum, self.resume = stopped, int(signum), resume
         self.exit_code = 128 + int(signum)
 
 

@@ -473,6 +473,46 @@ def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
     assert _summary(str(run))["folds"] == 3
 
 
+def test_a_signal_says_which_parallel_members_saved_something():
+    """It said "fold-0, fold-1 saved last.npz" of every member the signal stopped, also of
+    one stopped before its first checkpoint over an earlier run's files (which saves
+    nothing) and of one killed before it could catch the signal."""
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training.members import _stopped
+
+    outcomes = {
+        0: Interrupted("SIGINT: training stopped in epoch 2", 2, resume="r/fold-0"),
+        1: Interrupted("SIGINT: training stopped before this run's first checkpoint", 2),
+        2: RuntimeError("the process training fold 2 died"),
+        3: None,  # it finished as the signal came
+    }
+    err = _stopped(signal.SIGTERM, outcomes)
+    assert (
+        err.stopped
+        == "SIGTERM: training stopped; fold-0 saved last.npz, fold-1, fold-2 saved nothing"
+    )
+    assert err.exit_code == 143 and err.resume is None
+    assert _stopped(signal.SIGINT, {3: None}).stopped.endswith("no member was training")
+
+
+def test_parallel_members_stopped_before_writing_leave_nothing_to_resume(tmp_path, monkeypatch):
+    """A new ensemble whose members were all stopped before they wrote a file is forgotten
+    (its folder emptied), so the message must not say to resume it, as it did."""
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training import folds
+
+    def stopped_at_once(tasks, jobs, log):
+        raise Interrupted("SIGINT: training stopped; fold-0, fold-1 saved nothing", 2)
+
+    monkeypatch.setattr(folds, "run_members", stopped_at_once)
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = tmp_path / "ens"
+    r = _run("--config", config, "--set", f"train.folds={K}", "--output", str(out), "--jobs", "2")
+    assert r.exit_code == 130, r.output
+    assert list(out.iterdir()) == []
+    assert r.stderr.rstrip().endswith(f"(members of the ensemble in {out}). Nothing to resume.")
+
+
 def test_a_parallel_member_s_error_is_the_run_s_error(ensemble, tmp_path):
     out = str(tmp_path / "ens")
     shutil.copytree(ensemble[0], out)
@@ -509,7 +549,7 @@ def test_an_overwrite_that_stops_before_any_checkpoint_leaves_the_earlier_ensemb
         _stopped_at_member(mp, 0)
         r = _run("--config", config, "--output", out, "--overwrite")
     assert r.exit_code == 130, r.output
-    assert "the earlier run there is untouched, nothing to resume" in r.stderr
+    assert "(fold 1 of 3 of the ensemble in" in r.stderr and "Nothing to resume." in r.stderr
     assert "Continue with" not in r.stderr
     assert tree() == before
     assert CliRunner().invoke(evaluate, [out, "--data", ensemble[1]]).exit_code == 0
@@ -571,7 +611,8 @@ def test_a_signal_in_the_first_members_first_epoch_leaves_an_earlier_single_run(
     monkeypatch.setattr(Trainer, "_train_step", signal_at_step_2)
     r = _run("--config", config, "--output", out, "--overwrite")
     assert r.exit_code == 130, r.output
-    assert "the earlier run there is untouched, nothing to resume" in r.stderr, r.stderr
+    assert "the earlier run's files are untouched (fold 1 of 3" in r.stderr, r.stderr
+    assert r.stderr.rstrip().endswith("Nothing to resume."), r.stderr
     assert file_bytes(out) == before and not os.path.exists(os.path.join(out, "fold-0"))
 
 

@@ -152,6 +152,7 @@ def fit_folds(
     lock = RunLock(run_dir)
     fresh = False  # a new ensemble in a folder that held no run: an early failure empties it
     take = None  # makes a folder that holds an earlier run this run's (_TakeOver)
+    who = "members"  # of the ensemble in training, for the message of a signal
     try:
         if writer:
             if resume:
@@ -181,10 +182,7 @@ def fit_folds(
                 take()
             names = ", ".join(MEMBER_DIR.format(t.fold) for t in tasks)
             log(f"training {names} in {run_dir}, {jobs} at a time")
-            try:
-                member_errors = run_members(tasks, jobs, log)
-            except Interrupted as err:
-                raise _resume_hint(err, "members", run_dir) from None
+            member_errors = run_members(tasks, jobs, log)
             first_error = next((e for e in member_errors if e is not None), None)
             if first_error is not None:
                 raise first_error
@@ -193,12 +191,8 @@ def fit_folds(
                 what = "continuing" if t.resume else "training"
                 log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
                 hook = take if take is not None and not take.done else None
-                try:
-                    t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
-                except Interrupted as err:
-                    untouched = take is not None and not take.done
-                    who = f"fold {t.fold + 1} of {K}"
-                    raise _resume_hint(err, who, run_dir, untouched) from None
+                who = f"fold {t.fold + 1} of {K}"
+                t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
@@ -210,11 +204,19 @@ def fit_folds(
             write_summary(run_dir, result.summary)
             _retire_extra_members(run_dir, K)
         return result
-    except BaseException:
+    except BaseException as err:
         if fresh:
             _forget_if_unstarted(run_dir, K)
         elif take is not None and not take.done:  # the earlier run whole: leave no trace
             _remove_empty_members(run_dir, K)
+        if isinstance(err, Interrupted):
+            # what continues is the ensemble (a member's own --resume would train it alone),
+            # if this run is in the folder now: not before a take-over, nor once forgotten
+            ours = (take is None or take.done) and os.path.isfile(
+                os.path.join(run_dir, "config.yaml")
+            )
+            stopped = f"{err.stopped} ({who} of the ensemble in {run_dir})"
+            raise Interrupted(stopped, err.signum, resume=run_dir if ours else None) from None
         raise
     finally:
         lock.release()
@@ -275,25 +277,6 @@ def _member_finished(mcfg: Config) -> bool:
         return False
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: not a finished run's summary ({err})") from None
-
-
-def _resume_hint(err: Interrupted, who: str, run_dir, untouched=False) -> Interrupted:
-    """The member's Interrupted, with the command that continues the ensemble in place of
-    the member's own (which would resume that member alone); untouched: an --overwrite
-    stopped before this run wrote anything, so the earlier run in run_dir is whole."""
-    said = str(err).split(" Continue with:")[0].replace(" (nothing to resume)", "")
-    said = said.rstrip(". ")
-    if untouched:
-        return Interrupted(
-            f"{said} ({who} of the ensemble in {run_dir}, which wrote nothing: the earlier "
-            f"run there is untouched, nothing to resume)",
-            err.exit_code - 128,
-        )
-    return Interrupted(
-        f"{said} ({who} of the ensemble in {run_dir}). Continue with: lstm-train --resume "
-        f"{run_dir}",
-        err.exit_code - 128,
-    )
 
 
 def _check_resumable(cfg: Config, run_dir) -> None:

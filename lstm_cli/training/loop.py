@@ -513,7 +513,7 @@ class Trainer:
             where = "" if self.before_first_checkpoint is not None else f" in {self.run_dir}"
             raise Interrupted(
                 f"{name}: training stopped in epoch {self.epoch + 1} before this run's first "
-                f"checkpoint; the earlier run's files{where} are untouched (nothing to resume)",
+                f"checkpoint; the earlier run's files{where} are untouched",
                 signum,
             )
         if self.partial is not None and t0 is not None:
@@ -527,9 +527,9 @@ class Trainer:
             else f"after epoch {self.epoch}"
         )
         raise Interrupted(
-            f"{name}: training stopped {where}; saved {self.run_dir}/last.npz. "
-            f"Continue with: lstm-train --resume {self.run_dir}",
+            f"{name}: training stopped {where}; saved {self.run_dir}/last.npz",
             signum,
+            resume=self.run_dir,
         )
 
 

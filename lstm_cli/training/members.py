@@ -5,7 +5,7 @@ state is forked), on its own generator and run folder, so the members come out e
 as they would one after another. The children run in their own process group: a Ctrl-C
 at the terminal reaches only this process, which passes each signal on once to every
 running member. A member saves its last.npz after its current batch and stops, no
-further member starts, and ``Interrupted`` names the ensemble's folder to resume. A
+further member starts, and ``Interrupted`` says which members saved one. A
 member's log lines come back through a pipe and go to ``log`` prefixed with its folder.
 """
 
@@ -60,6 +60,7 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
     waiting, running, outcome = list(tasks), {}, {}
     with SignalGuard() as guard, _blas_threads_each(jobs):
         forwarded = False  # a second signal does not come here: SignalGuard gives up at once
+        signalled = []  # the folds of the members running when the signal came
         while running or (waiting and guard.signum is None):  # after a signal: no new member
             while waiting and len(running) < jobs and guard.signum is None:
                 task = waiting.pop(0)
@@ -70,6 +71,7 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
                 running[parent_end] = (task, proc)
             if guard.signum is not None and not forwarded:
                 forwarded = True
+                signalled = sorted(task.fold for task, _ in running.values())
                 for _, proc in running.values():
                     _signal(proc, guard.signum)
             for conn in wait(list(running), timeout=0.2):
@@ -86,17 +88,22 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
                 conn.close()
                 proc.join()
         if guard.signum is not None:
-            stopped = [
-                MEMBER_DIR.format(f)
-                for f, e in sorted(outcome.items())
-                if isinstance(e, errors.Interrupted)
-            ]
-            raise errors.Interrupted(
-                f"{signal_name(guard.signum)}: training stopped; "
-                f"{', '.join(stopped) or 'no member'} saved last.npz",
-                guard.signum,
-            )
+            raise _stopped(guard.signum, {f: outcome[f] for f in signalled})
     return [outcome.get(t.fold) for t in tasks]
+
+
+def _stopped(signum, members) -> errors.Interrupted:
+    """The Interrupted of a signal that stopped ``members`` ({fold: its outcome}): which
+    of them saved a last.npz to resume from. A member stopped before its first checkpoint
+    over an earlier run, or before it could catch the signal, saved nothing; one that
+    finished meanwhile (None) is not among them."""
+    stopped = {f: e for f, e in members.items() if e is not None}
+    saved = [f for f, e in stopped.items() if isinstance(e, errors.Interrupted) and e.resume]
+    unsaved = [f for f in stopped if f not in saved]
+    said = [f"{', '.join(MEMBER_DIR.format(f) for f in folds)} saved {what}"
+            for folds, what in ((saved, "last.npz"), (unsaved, "nothing")) if folds]  # fmt: skip
+    said = ", ".join(said) or "no member was training"
+    return errors.Interrupted(f"{signal_name(signum)}: training stopped; {said}", signum)
 
 
 @contextlib.contextmanager
@@ -128,10 +135,10 @@ def _error_of(kind, value):
     """The child's report as the exception it stands for (None: the member finished)."""
     if kind == "ok":
         return None
+    if kind == "stopped":
+        return errors.Interrupted(*value)
     if kind == "error":
         name, message, exit_code = value
-        if name == "Interrupted":
-            return errors.Interrupted(message, exit_code - 128)
         cls = getattr(errors, name, errors.LstmCliError)
         err = cls(message)
         err.exit_code = exit_code
@@ -149,6 +156,8 @@ def _child(task: MemberTask, conn) -> None:
     try:
         task.fit(progress=False, log=lambda msg: conn.send(("log", str(msg))), comm=SingleProcess())
         conn.send(("ok", None))
+    except errors.Interrupted as err:
+        conn.send(("stopped", (err.stopped, err.signum, err.resume)))
     except errors.LstmCliError as err:
         conn.send(("error", (type(err).__name__, str(err), err.exit_code)))
     except BaseException:  # a bug: its traceback, for the parent to raise
