@@ -176,6 +176,35 @@ def test_overwrite_replaces_an_earlier_run_and_its_extra_members(ensemble, tmp_p
     assert _summary(out)["folds"] == 2
 
 
+def test_a_parallel_overwrite_takes_the_folder_over_at_a_member_s_first_checkpoint(
+    ensemble, tmp_path
+):
+    """With --jobs the take-over ran as the members started, so a run failing in epoch 1
+    lost the earlier ensemble; now the first member about to write asks for it."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+
+    def tree():
+        return {d: file_bytes(os.path.join(out, d)) for d in ["", *(f"fold-{i}" for i in range(K))]}
+
+    before = tree()
+    config = os.path.join(ensemble[0], "config.yaml")
+    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
+    r = _run("--config", config, "--output", out, "--overwrite", "--jobs", "2", *diverge)
+    assert r.exit_code == 6, r.output
+    assert tree() == before
+    new = ["--set", "train.folds=2", "--set", "train.epochs=1"]
+    r = _run("--config", config, "--output", out, "--overwrite", "--jobs", "2", *new)
+    assert r.exit_code == 0, r.output
+    assert sorted(n for n in os.listdir(out) if n.startswith("fold-")) == ["fold-0", "fold-1"]
+    assert (
+        _summary(out)["folds"] == 2
+        and load_config(os.path.join(out, "config.yaml")).train.epochs == 1
+    )
+    for i in range(2):
+        assert _summary(os.path.join(out, f"fold-{i}"))["epochs_run"] == 1
+
+
 def test_an_ensemble_replaces_a_single_run_s_files_when_its_members_start(ensemble, tmp_path):
     out = str(tmp_path / "run")
     config = os.path.join(ensemble[0], "config.yaml")
@@ -501,7 +530,7 @@ def test_parallel_members_stopped_before_writing_leave_nothing_to_resume(tmp_pat
     from lstm_cli.errors import Interrupted
     from lstm_cli.training import folds
 
-    def stopped_at_once(tasks, jobs, log):
+    def stopped_at_once(tasks, jobs, log, **_):
         raise Interrupted("SIGINT: training stopped; fold-0, fold-1 saved nothing", 2)
 
     monkeypatch.setattr(folds, "run_members", stopped_at_once)

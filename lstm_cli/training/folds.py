@@ -127,7 +127,7 @@ def fit_folds(
     The data is checked (as member 0 reads it, which cuts every fold) before anything is
     written. overwrite: replace an earlier run in the folder: its files, in the folder and
     its member folders, go and this config.yaml is written just before the first member's
-    first checkpoint (_TakeOver; with jobs > 1, as the members start). resume: keep the
+    first checkpoint (_TakeOver; with jobs > 1, asked by the member). resume: keep the
     members that finished (_member_finished), continue the ones with a last.npz, start the
     others; the config may change only as a run's may (resume.RESUMABLE_CHANGES). A signal
     stops the member in training (fit) and names the ensemble's folder to resume. The
@@ -178,11 +178,9 @@ def fit_folds(
             over = not go_on and (overwrite or resume)
             tasks.append(MemberTask(fold, mcfg, over, go_on, source))
         if jobs > 1 and tasks:
-            if take is not None:  # the members start at once, in processes of their own
-                take()
             names = ", ".join(MEMBER_DIR.format(t.fold) for t in tasks)
             log(f"training {names} in {run_dir}, {jobs} at a time")
-            member_errors = run_members(tasks, jobs, log)
+            member_errors = run_members(tasks, jobs, log, before_first_checkpoint=take)
             first_error = next((e for e in member_errors if e is not None), None)
             if first_error is not None:
                 raise first_error

@@ -6,7 +6,9 @@ as they would one after another. The children run in their own process group: a 
 at the terminal reaches only this process, which passes each signal on once to every
 running member. A member saves its last.npz after its current batch and stops, no
 further member starts, and ``Interrupted`` says which members saved one. A
-member's log lines come back through a pipe and go to ``log`` prefixed with its folder.
+member's log lines come back through a pipe and go to ``log`` prefixed with its folder;
+a member about to write its first checkpoint asks through it for the caller's hook (an
+--overwrite's take-over, run once, here) and waits until it has run.
 """
 
 from __future__ import annotations
@@ -52,10 +54,14 @@ class MemberTask:
         )
 
 
-def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | None]:
+def run_members(
+    tasks: list[MemberTask], jobs: int, log, before_first_checkpoint=None
+) -> list[Exception | None]:
     """Train ``tasks`` with up to ``jobs`` at a time. Returns each task's error (an
     LstmCliError rebuilt from the child's, or RuntimeError with a bug's traceback) or
-    None, in task order. Raises Interrupted when a signal stopped the members."""
+    None, in task order. Raises Interrupted when a signal stopped the members.
+    before_first_checkpoint: run here when a member is about to write its first
+    checkpoint (each asks, and waits for it: once run, it must do nothing)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     with SignalGuard() as guard, _blas_threads_each(jobs):
@@ -64,8 +70,9 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
         while running or (waiting and guard.signum is None):  # after a signal: no new member
             while waiting and len(running) < jobs and guard.signum is None:
                 task = waiting.pop(0)
-                parent_end, child_end = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(task, child_end), daemon=True)
+                parent_end, child_end = ctx.Pipe()  # duplex: a member asks, then waits
+                asks = before_first_checkpoint is not None
+                proc = ctx.Process(target=_child, args=(task, child_end, asks), daemon=True)
                 proc.start()
                 child_end.close()
                 running[parent_end] = (task, proc)
@@ -82,6 +89,9 @@ def run_members(tasks: list[MemberTask], jobs: int, log) -> list[Exception | Non
                     kind, value = "bug", f"the process training fold {task.fold} died"
                 if kind == "log":
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
+                    continue
+                if kind == "first checkpoint":
+                    conn.send(_reply_to(before_first_checkpoint))
                     continue
                 outcome[task.fold] = _error_of(kind, value)
                 del running[conn]
@@ -131,6 +141,15 @@ def _signal(proc, signum) -> None:
         pass
 
 
+def _reply_to(hook):
+    """Run ``hook`` for a member: None, or its error as the member will raise it."""
+    try:
+        hook()
+    except errors.LstmCliError as err:
+        return "error", (type(err).__name__, str(err), err.exit_code)
+    return None
+
+
 def _error_of(kind, value):
     """The child's report as the exception it stands for (None: the member finished)."""
     if kind == "ok":
@@ -146,15 +165,27 @@ def _error_of(kind, value):
     return RuntimeError(value)
 
 
-def _child(task: MemberTask, conn) -> None:
-    """Process entry point: fit one member, report through ``conn``."""
+def _child(task: MemberTask, conn, asks: bool) -> None:
+    """Process entry point: fit one member, report through ``conn``; asks: before its
+    first checkpoint, ask the parent to run its hook and wait until it has."""
     os.setpgrp()  # a terminal's Ctrl-C goes to the parent, which passes it on once
     for sig in STOP_SIGNALS:  # until fit installs its own guard, a signal only stops it
         signal.signal(sig, signal.SIG_DFL)
     from .distributed import SingleProcess
 
+    def ask_parent():
+        conn.send(("first checkpoint", None))
+        failed = conn.recv()
+        if failed is not None:
+            raise _error_of(*failed)
+
     try:
-        task.fit(progress=False, log=lambda msg: conn.send(("log", str(msg))), comm=SingleProcess())
+        task.fit(
+            progress=False,
+            log=lambda msg: conn.send(("log", str(msg))),
+            comm=SingleProcess(),
+            before_first_checkpoint=ask_parent if asks else None,
+        )
         conn.send(("ok", None))
     except errors.Interrupted as err:
         conn.send(("stopped", (err.stopped, err.signum, err.resume)))
