@@ -416,6 +416,13 @@ def test_usage_and_config_errors_are_reported_once(tmp_path):
     assert usage.stderr.count("Error:") == 1, usage.stderr
     bad = run(2, "--config", cfg, "--set", "train.epochs=-1", check=False)
     assert bad.returncode == 3 and bad.stderr.count("Error:") == 1, bad.stderr
+    # found by click as it parses the command line, before the command runs: every rank
+    # printed its usage error
+    for args in (["--config", str(tmp_path / "nope.yaml")], ["--config", cfg, "--bogus"]):
+        parse = run(3, *args, check=False)
+        assert parse.returncode == 2 and parse.stderr.count("Error:") == 1, parse.stderr
+    shown = run(2, "--config", cfg, "--print-config", check=False)
+    assert shown.returncode == 0 and shown.stdout.count("model:") == 1, shown.stdout
 
 
 def test_sigint_while_one_rank_trains_alone_saves_and_resumes(tmp_path):

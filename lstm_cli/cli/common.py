@@ -36,11 +36,8 @@ def handles_errors(fn):
             )
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
             _fail(130, "Interrupted.", debug)
-        except click.exceptions.ClickException as err:  # usage: the same on every rank
-            from ..training.distributed import launched_rank, launched_size
-
-            if launched_size() > 1 and launched_rank() != 0:
-                sys.exit(err.exit_code)
+        except click.exceptions.ClickException as err:
+            exit_off_rank_0(err)
             raise
         except Exception:
             from ..training.distributed import launched_size
@@ -68,6 +65,27 @@ def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
 
     end_job_on_error(exit_code, report, agreed)
     sys.exit(exit_code)
+
+
+def exit_off_rank_0(err: click.ClickException) -> None:
+    """Under mpiexec a usage error is the same on every rank: rank 0 reports it, every
+    other rank exits with its code and says nothing."""
+    from ..training.distributed import launched_rank, launched_size
+
+    if launched_size() > 1 and launched_rank() != 0:
+        sys.exit(err.exit_code)
+
+
+class Command(click.Command):
+    """click's command, whose errors in parsing the command line (before handles_errors
+    runs) rank 0 alone reports under mpiexec."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as err:
+            exit_off_rank_0(err)
+            raise
 
 
 def _traceback_if(debug) -> None:

@@ -8,7 +8,14 @@ import click
 
 from ..data import FORMATS
 from ..store.jsontext import json_text
-from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
+from .common import (
+    CONTEXT,
+    Command,
+    format_table,
+    handles_errors,
+    refuse_output_over_input,
+    write_output,
+)
 
 
 def read_data_for(tm, data_path, fmt, require_labels):
@@ -181,6 +188,7 @@ def _checkpoint_and_data(data_help):
 
 @click.command(
     name="lstm-eval",
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Example: lstm-eval runs/japanese_vowels "
     "--data data/japanese_vowels/test.jsonl --json report.json",
@@ -303,6 +311,7 @@ def evaluate(
 
 @click.command(
     name="lstm-predict",
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Example: lstm-predict runs/japanese_vowels/best.npz "
     "--data data/japanese_vowels/test.jsonl --output predictions.csv",

@@ -7,7 +7,7 @@ import os
 import click
 
 from ..nn.spec import HEADS
-from .common import CONTEXT, handles_errors, refuse_output_over_input
+from .common import CONTEXT, Command, handles_errors, refuse_output_over_input
 
 # each --to's file name ending, and what the endings a user may reach for say the file is
 _SUFFIX = {"onnx": ".onnx", "pytorch": ".safetensors"}
@@ -23,6 +23,7 @@ _TARGETS = tuple(_SUFFIX)
 
 @click.command(
     name="lstm-export",
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Examples:\n\n  lstm-export runs/japanese_vowels/best.npz --to onnx model.onnx\n\n"
     "  lstm-export runs/japanese_vowels/best.npz --to pytorch model.safetensors\n\n"
@@ -134,6 +135,7 @@ def _read_meta_yaml(path) -> dict:
 
 @click.command(
     name="lstm-import",
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Example: lstm-import model.safetensors --classes neg,pos --mean 0.1,2 --std 1,0.5 "
     "imported.npz",

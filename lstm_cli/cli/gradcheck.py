@@ -10,7 +10,14 @@ import click
 from ..errors import ConfigError, LstmCliError
 from ..nn.spec import HEADS
 from ..store.jsontext import json_text
-from .common import CONTEXT, format_table, handles_errors, refuse_output_over_input, write_output
+from .common import (
+    CONTEXT,
+    Command,
+    format_table,
+    handles_errors,
+    refuse_output_over_input,
+    write_output,
+)
 
 
 class _FiniteFloat(click.ParamType):
@@ -36,6 +43,7 @@ class _FiniteFloat(click.ParamType):
 
 
 @click.command(
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Examples:\n\n  lstm-gradcheck\n\n"
     "  lstm-gradcheck --head all --layers 3 --hidden-size 5 --json\n\n"

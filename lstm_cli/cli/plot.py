@@ -6,11 +6,12 @@ import os
 
 import click
 
-from .common import CONTEXT, handles_errors
+from .common import CONTEXT, Command, handles_errors
 
 
 @click.command(
     name="lstm-plot",
+    cls=Command,
     context_settings=CONTEXT,
     epilog="Example: lstm-plot runs/japanese_vowels --report report.json --out figures/",
 )

@@ -6,10 +6,10 @@ import os
 
 import click
 
-from .common import CONTEXT, handles_errors
+from .common import CONTEXT, Command, handles_errors
 
 
-class _TrainCommand(click.Command):
+class _TrainCommand(Command):
     """click's command, whose "unexpected extra argument" names --config when the stray
     argument is a YAML file (``lstm-train configs/x.yaml`` is an easy slip)."""
 
@@ -99,7 +99,8 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
     if out_dir is not None:
         cfg = dataclasses.replace(cfg, output=OutputConfig(dir=out_dir))
     if print_config:
-        click.echo(dump_config(cfg), nl=False)
+        if launched_rank() == 0:  # under mpiexec: once
+            click.echo(dump_config(cfg), nl=False)
         return
     if jobs > 1 and not is_ensemble(cfg) and not quiet and launched_rank() == 0:
         # one model: nothing to run beside it (said once, not by every MPI rank)
