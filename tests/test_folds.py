@@ -328,10 +328,20 @@ def test_plotting_an_ensemble_folder_draws_its_members_and_out_of_fold_matrix(en
     r = CliRunner().invoke(plot, [ensemble[0], "--out", str(figures)])
     assert r.exit_code == 0, r.output
     expected = [f"fold-{i}/learning_curves.png" for i in range(K)]
-    expected += ["member_curves.png", "confusion_matrix.png"]
+    expected += ["member_curves.png", "out_of_fold_confusion_matrix.png"]
     assert r.stdout.splitlines() == [f"wrote {figures / name}" for name in expected]
     for name in expected:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # with a report: its confusion matrix beside the out-of-fold one (it was drawn over it)
+    report = tmp_path / "report.json"
+    r = CliRunner().invoke(evaluate, [ensemble[0], "--data", ensemble[1], "--json", str(report)])
+    assert r.exit_code == 0, r.output
+    oof = (figures / "out_of_fold_confusion_matrix.png").read_bytes()
+    r = CliRunner().invoke(plot, [ensemble[0], "--out", str(figures), "--report", str(report)])
+    assert r.exit_code == 0, r.output
+    wrote = r.stdout.splitlines()
+    assert len(set(wrote)) == len(wrote) and f"wrote {figures / 'confusion_matrix.png'}" in wrote
+    assert (figures / "out_of_fold_confusion_matrix.png").read_bytes() == oof
     # unfinished (no summary.json): one line, exit 4, nothing drawn
     out = str(tmp_path / "ens")
     shutil.copytree(ensemble[0], out)

@@ -121,6 +121,12 @@ def test_lstm_plot_without_matplotlib_exits_7(tmp_path, monkeypatch):
     assert len(lines) == 1 and "Traceback" not in result.output
     assert "optional extra 'plot'" in lines[0] and "pip install 'lstm_cli[plot]'" in lines[0]
     assert not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text("{bad")  # was read first: exit 4 for a file that would not be drawn
+    result = CliRunner().invoke(
+        plot, [str(run), "--out", str(tmp_path / "out"), "--report", str(bad)]
+    )
+    assert result.exit_code == 7, result.output
     # lstm-eval --plot fails the same way, before evaluating anything
     result = CliRunner().invoke(
         evaluate, ["no-such.npz", "--data", str(run / "metrics.jsonl"), "--plot", str(tmp_path)]
@@ -307,6 +313,40 @@ def test_lstm_plot_bad_report_exit_4(tmp_path):
     report.write_text("{not json")
     result = CliRunner().invoke(plot, [str(run), "--report", str(report)])
     assert result.exit_code == 4 and f"{report}: not valid JSON" in result.stderr
+
+
+def test_a_figure_folder_that_cannot_be_made_is_one_line_and_loses_no_report(tmp_path, monkeypatch):
+    """A part of the path that is a file: exit 2 before any work. A folder the system
+    refuses: one line naming it (it was a traceback), after lstm-eval wrote --json."""
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path)
+    sub = run / "metrics.jsonl" / "figs"
+    result = CliRunner().invoke(plot, [str(run), "--out", str(sub)])
+    assert result.exit_code == 2 and f"{run / 'metrics.jsonl'} is a file" in result.stderr
+    result = CliRunner().invoke(
+        evaluate, ["no-such.npz", "--data", str(run / "metrics.jsonl"), "--plot", str(sub)]
+    )
+    assert result.exit_code == 2
+    config = str(ROOT / "configs" / "tiny.yaml")
+    args = ["--config", config, "--output", str(tmp_path / "r"), "--set", "train.epochs=1"]
+    assert CliRunner().invoke(train, [*args, "--quiet"]).exit_code == 0
+    data = str(ROOT / "data" / "synthetic" / "test.jsonl")
+    report = tmp_path / "report.json"
+    args = [str(tmp_path / "r" / "best.npz"), "--data", data, "--json", str(report)]
+    result = CliRunner().invoke(evaluate, [*args, "--plot", str(sub)])
+    assert result.exit_code == 2 and not report.exists(), result.output  # before evaluating
+
+    def refused(path, exist_ok=False):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("lstm_cli.plot.os.makedirs", refused)
+    figs = tmp_path / "figs"
+    result = CliRunner().invoke(evaluate, [*args, "--plot", str(figs), "--quiet"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr == f"Error: cannot create the folder {figs}: Permission denied\n"
+    assert json.loads(report.read_text())["accuracy"] >= 0
+    result = CliRunner().invoke(plot, [str(run), "--out", str(figs)])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: cannot create the folder")
 
 
 def test_train_eval_plot_end_to_end(tmp_path):

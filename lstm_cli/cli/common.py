@@ -115,9 +115,7 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
         real = os.path.realpath(out)
         folder = os.path.dirname(real)
         if not os.path.isdir(folder):  # found now, not when the work is done and written
-            there = folder  # the nearest part of the path that exists
-            while not os.path.exists(there):
-                there = os.path.dirname(there)
+            there = _nearest_existing(folder)
             if os.path.isdir(there):
                 what = "does not exist; create it"
             else:
@@ -138,6 +136,21 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
                 else ""
             )
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
+
+
+def refuse_output_folder(opt, path) -> None:
+    """A folder a command creates for its files (--plot, --out): a usage error (exit 2)
+    before any work when the nearest part of its path that exists is a file."""
+    there = _nearest_existing(os.path.realpath(path))
+    if not os.path.isdir(there):
+        raise click.UsageError(f"{opt} {path}: the folder cannot be created: {there} is a file")
+
+
+def _nearest_existing(path):
+    """The nearest part of ``path`` (a real path) that exists: itself or a parent."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def _file_key(real):

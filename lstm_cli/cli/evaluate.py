@@ -13,6 +13,7 @@ from .common import (
     Command,
     format_table,
     handles_errors,
+    refuse_output_folder,
     refuse_output_over_input,
     write_output,
 )
@@ -272,6 +273,7 @@ def evaluate(
         from ..plot.figures import pyplot
 
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
+        refuse_output_folder("--plot", plot_dir)
         by_step, gates = True, len(checkpoints) == 1
     raws = _members_raw(checkpoints, data_path, fmt, require_labels=True)
     members = prepare_members(raws)
@@ -296,17 +298,17 @@ def evaluate(
             click.echo("\n" + _render_by_step(report["by_step"]))
         if report.get("gates"):
             click.echo("\n" + _render_gates(report["gates"]))
-    if plot_dir:
-        from ..plot import plot_report
-
-        for path in plot_report(report, plot_dir):
-            if not quiet and json_out != "-":
-                click.echo(f"wrote {path}")
     if json_out:
         write_output(json_out, json_text(report, indent=2) + "\n")
     if predictions:
         true = [lbl.item() if hasattr(lbl, "item") else lbl for lbl in ds.labels]
         write_output(predictions, _predictions_csv(tm.classes, probs, true))
+    if plot_dir:  # last: a folder that cannot be made costs the figures only
+        from ..plot import plot_report
+
+        for path in plot_report(report, plot_dir):
+            if not quiet and json_out != "-":
+                click.echo(f"wrote {path}")
 
 
 @click.command(

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .common import CONTEXT, Command, handles_errors
+from .common import CONTEXT, Command, handles_errors, refuse_output_folder
 
 
 @click.command(
@@ -45,10 +45,11 @@ def plot(run_dir, out_dir, report_path, quiet):
     from ..plot.figures import pyplot
     from ..training.folds import is_ensemble_folder
 
+    pyplot()  # a missing extra is exit 7 before any file is read
     out_dir = out_dir or os.path.join(run_dir, "plots")
+    refuse_output_folder("--out", out_dir)
     report = read_report(report_path) if report_path else None
     if is_ensemble_folder(run_dir):
-        pyplot()  # a missing extra is exit 7 before any member is looked for
         paths = plot_ensemble(run_dir, out_dir, _members(run_dir))
     else:
         paths = plot_run(run_dir, out_dir)

@@ -3,9 +3,10 @@
 ``plot_run(run_dir, out_dir)`` draws what a run folder holds (learning curves from
 metrics.jsonl; gradient flow from gradflow.jsonl when present); ``plot_ensemble(run_dir,
 out_dir)`` a train.folds ensemble's folder (each member's figures in a subfolder, the
-members' curves side by side, the out-of-fold confusion matrix); ``plot_report(report,
-out_dir)`` the figures of one ``lstm-eval`` report (confusion matrix; accuracy by step and
-gate saturation when the report has ``by_step`` / ``gates``). Both return the written paths.
+members' curves side by side, the out-of-fold confusion matrix under a name of its own);
+``plot_report(report, out_dir)`` the figures of one ``lstm-eval`` report (confusion
+matrix; accuracy by step and gate saturation when the report has ``by_step`` /
+``gates``). Each returns the written paths.
 The readers in ``runfiles`` need no matplotlib.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import LstmCliError
 from . import figures
 from .runfiles import (
     GRADFLOW_FILE,
@@ -30,6 +32,7 @@ from .runfiles import (
 LEARNING_CURVES = "learning_curves.png"
 GRADIENT_FLOW = "gradient_flow.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
+OUT_OF_FOLD_MATRIX = "out_of_fold_confusion_matrix.png"  # beside a report's, not over it
 ACCURACY_BY_STEP = "accuracy_by_step.png"
 GATE_SATURATION = "gate_saturation.png"
 MEMBER_CURVES = "member_curves.png"
@@ -41,7 +44,7 @@ def plot_run(run_dir, out_dir) -> list:
     rows = read_metrics(os.path.join(run_dir, METRICS_FILE))
     flow_path = os.path.join(run_dir, GRADFLOW_FILE)
     flow = read_gradflow(flow_path) if os.path.exists(flow_path) else None
-    os.makedirs(out_dir, exist_ok=True)
+    _make_folder(out_dir)
     name = os.path.basename(os.path.normpath(run_dir)) or "run"
     paths = [
         figures.learning_curves(
@@ -71,18 +74,26 @@ def plot_ensemble(run_dir, out_dir, members) -> list:
     paths.append(
         figures.member_curves(runs, os.path.join(out_dir, MEMBER_CURVES), f"Ensemble {name}")
     )
-    oof = os.path.join(out_dir, CONFUSION_MATRIX)
+    oof = os.path.join(out_dir, OUT_OF_FOLD_MATRIX)
     paths.append(
         figures.confusion_matrix(summary["out_of_fold"], oof, "Out-of-fold confusion matrix")
     )
     return paths
 
 
+def _make_folder(path) -> None:
+    """The folder for the figures, created with its parents; LstmCliError naming it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise LstmCliError(f"cannot create the folder {path}: {err.strerror or err}") from None
+
+
 def plot_report(report, out_dir, where="report") -> list:
     """PNGs of one eval report (a dict as ``lstm-eval --json`` writes) into out_dir."""
     figures.pyplot("lstm-eval --plot / lstm-plot --report")
     check_report(report, where)
-    os.makedirs(out_dir, exist_ok=True)
+    _make_folder(out_dir)
     paths = [figures.confusion_matrix(report, os.path.join(out_dir, CONFUSION_MATRIX))]
     if report.get("by_step"):
         paths.append(figures.accuracy_by_step(report, os.path.join(out_dir, ACCURACY_BY_STEP)))
@@ -98,6 +109,7 @@ __all__ = [
     "GRADIENT_FLOW",
     "LEARNING_CURVES",
     "MEMBER_CURVES",
+    "OUT_OF_FOLD_MATRIX",
     "best_epoch",
     "check_gradflow_record",
     "check_report",
