@@ -186,6 +186,7 @@ def test_onnx_applies_the_input_transforms(tmp_path, head, bi, data):
     for garbage in (np.nan, 1e30):
         x, lengths = batch(garbage)
         x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        x[1, :, 0] *= 1e-9  # one in small units: z-scored like any other (it was centred)
         probs, label = sess.run(None, {"x": x, "lengths": lengths})
         ref = transformed_reference(ckpt, x, lengths)
         np.testing.assert_allclose(probs, ref, rtol=0, atol=1e-5)
@@ -473,6 +474,7 @@ def test_pytorch_module_applies_the_input_transforms(tmp_path, head, bi, data):
     for garbage in (np.nan, 1e30):
         x, lengths = batch(garbage)
         x[2, :, 1] = 4.25  # a feature constant within a sequence: only centred
+        x[1, :, 0] *= 1e-9  # one in small units: z-scored like any other (it was centred)
         wide = np.concatenate([x, np.full((len(x), 4, F), garbage, np.float32)], axis=1)
         ref = transformed_reference(ckpt, x, lengths)
         for xb in (x, wide):  # a time axis longer than every sequence changes nothing

@@ -98,8 +98,8 @@ def test_transform_is_zscore_then_pool_then_frame(pool, frame):
     assert out.num_features == 2 * frame and out.source == "f"
     np.testing.assert_array_equal(out.labels, ds.labels)
     for n, s in enumerate(seqs):
-        sd = s.std(axis=0)
-        z = (s - s.mean(axis=0)) / np.where(sd <= 1e-7 * np.maximum(abs(s.mean(0)), 1), 1, sd)
+        sd = s.std(axis=0)  # 0 only for a one-step sequence, which gives 0
+        z = np.divide(s - s.mean(axis=0), sd, out=np.zeros_like(s), where=sd > 0)
         want = _frame_loop(_pool_loop(z, pool), frame)
         np.testing.assert_allclose(out.sequence(n), want, rtol=1e-12, atol=1e-12)
 
@@ -107,6 +107,30 @@ def test_transform_is_zscore_then_pool_then_frame(pool, frame):
 def test_transform_off_returns_the_dataset_itself():
     ds = SequenceDataset.from_sequences(_ragged())
     assert transform_dataset(ds) is ds
+
+
+def test_per_sequence_zscore_scales_small_units_and_zeroes_constants_of_any_size():
+    """The rule was std <= 1e-7 max(|mean|, 1): data with a std below 1e-7 was never
+    scaled (a 1e-9 signal stayed at 1e-9), and a constant 3e38 came out as 7e22."""
+    rng = np.random.default_rng(0)
+    tiny = rng.normal(size=(50, 2)) * 1e-9 + 5e-9
+    big = np.full((7, 2), 3.3e38)
+    near = 1e6 + rng.normal(size=(40, 2)) * 0.07  # not constant: 0.07 is far above rounding
+    z = sequence_zscore(*_stacked([tiny, big, near]))
+    for got, s in ((z[:50], tiny), (z[57:], near)):
+        np.testing.assert_allclose(got, (s - s.mean(0)) / s.std(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(z[50:57], 0.0)
+
+
+def test_dataset_statistics_scale_small_units_and_centre_constants_exactly():
+    from lstm_cli.data import feature_summary
+
+    rng = np.random.default_rng(1)
+    seqs = [np.c_[rng.normal(size=(30, 1)) * 1e-9, np.full((30, 1), 1e20)] for _ in range(9)]
+    mean, std, lo, hi = feature_summary(SequenceDataset.from_sequences(seqs), chunk_rows=7)
+    x = np.concatenate(seqs)
+    np.testing.assert_allclose(std[0], x[:, 0].std(), rtol=1e-9)  # was 1: never scaled
+    assert mean[1] == 1e20 and std[1] == 1.0  # so (x - mean) / std is exactly 0
 
 
 def test_sequence_zscore_by_hand_and_constant_sequences_become_zeros():

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import SequenceDataset, offsets_of, steps_within
+from .normalize import constant_up_to_rounding
 
 __all__ = [
     "sequence_zscore",
@@ -39,9 +40,8 @@ def sequence_zscore(x, offsets):
     """Each sequence z-scored by its own per-feature mean and population std: (total, F)
     float64.
 
-    A feature constant within a sequence (std <= 1e-7 * max(|mean|, 1), zero up to
-    rounding) is only centred, giving zeros: its std counts as 1, as in the dataset-level
-    statistics (``feature_summary``), so nothing is divided by zero.
+    A feature constant within a sequence (``normalize.constant_up_to_rounding``, as for
+    the dataset-level statistics) gives zeros, whatever its value.
     """
     x = np.asarray(x, dtype=np.float64)  # (total, F)
     lens = np.diff(offsets).astype(np.float64)  # (N,)
@@ -49,9 +49,10 @@ def sequence_zscore(x, offsets):
     starts = np.asarray(offsets[:-1], dtype=np.int64)
     mean = np.add.reduceat(x, starts, axis=0) / lens[:, None]  # (N, F)
     dev = x - mean[seq]  # (total, F)
-    std = np.sqrt(np.add.reduceat(dev * dev, starts, axis=0) / lens[:, None])  # (N, F)
-    std = np.where(std <= 1e-7 * np.maximum(np.abs(mean), 1.0), 1.0, std)
-    return dev / std[seq]
+    var = np.add.reduceat(dev * dev, starts, axis=0) / lens[:, None]  # (N, F)
+    constant = constant_up_to_rounding(var, mean, lens[:, None])  # (N, F)
+    std = np.where(constant, 1.0, np.sqrt(var))
+    return np.where(constant[seq], 0.0, dev / std[seq])
 
 
 def pool_steps(x, offsets, k):

@@ -29,10 +29,10 @@ def feature_summary(ds, chunk_rows=None):
 
     Reads the rows in chunks of about ``chunk_rows`` rows (memory-map friendly: each
     chunk's pages are released after use) and merges chunk statistics with Chan et al.'s
-    pairwise formula. The std is the population std, except that a feature (nearly)
-    constant in the data gets std 1, so it is only centred, as scikit-learn's
-    StandardScaler does: a floor such as 1e-8 would multiply any variation it shows at
-    test time by 1e8.
+    pairwise formula. The std is the population std, except that a feature constant in
+    the data (``constant_up_to_rounding``) gets std 1, so it is only centred, as
+    scikit-learn's StandardScaler does: a floor such as 1e-8 would multiply any variation
+    it shows at test time by 1e8. An exactly constant feature's mean is its value.
     """
     chunk_rows = rows_per_chunk(ds.x) if chunk_rows is None else chunk_rows
     check("chunk_rows", chunk_rows, Interval(int, 1), owner="feature_summary")
@@ -58,9 +58,22 @@ def feature_summary(ds, chunk_rows=None):
         m2 = m2 + block_m2 + delta**2 * (count * c / total)
         count = total
         release_pages(ds)
-    std = np.sqrt(m2 / count)
-    constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)  # zero up to rounding
-    return mean, np.where(constant, 1.0, std), lo, hi
+    var = m2 / count
+    constant = (lo == hi) | constant_up_to_rounding(var, mean, count)
+    mean = np.where(lo == hi, lo, mean)  # exactly: such a feature then normalises to 0
+    return mean, np.where(constant, 1.0, np.sqrt(var)), lo, hi
+
+
+def constant_up_to_rounding(var, mean, n):
+    """Whether a feature with population variance ``var`` and mean ``mean`` over ``n``
+    values (float64 arrays that broadcast) is constant as far as float64 can tell: its
+    variance within the error of computing it, n eps var + (n eps |mean|)^2 (the bound of
+    the two-pass algorithm). Relative to the data's own scale, so a feature in small
+    units (a std of 1e-21) is not constant. The one statement of the rule that the
+    dataset-level and per-sequence z-scores share (the ONNX and PyTorch exports repeat
+    it in their own operations)."""
+    eps = np.finfo(np.float64).eps
+    return var <= n * eps * var + (n * eps * mean) ** 2
 
 
 def fingerprint(ds, blocks=64, block_rows=64) -> str:

@@ -3,8 +3,9 @@ transforms"; lstm_cli.data.framing computes the same on stacked sequences).
 
 On a right-padded batch x (B, T, F) with lengths (B,), in float64 and in the fixed order:
 
-1. per-sequence z-score: each sequence's own per-feature mean and population std over its
-   valid steps; a std <= 1e-7 * max(|mean|, 1) counts as 1 (the feature is only centred);
+1. per-sequence z-score: each sequence's own per-feature mean m and population variance
+   v over its valid steps (n of them); a feature with v <= n eps v + (n eps |m|)^2 is
+   constant (data.normalize.constant_up_to_rounding) and gives 0;
 2. pool k: the time axis padded with zeros to a multiple of k and reshaped (B, T/k, k, F);
    window j's sum divided by its count of valid steps clip(length - j*k, 1, k), so the
    last, partial window is the mean of the steps it has (a window past the end is 0);
@@ -33,12 +34,13 @@ def _zscore(g, x, valid, lengths, DOUBLE):
     mean = g.op("Div", [g.op("ReduceSum", [x, time], keepdims=1), lens])  # (B, 1, F)
     dev = g.op("Where", [valid, g.op("Sub", [x, mean]), zero])
     var = g.op("Div", [g.op("ReduceSum", [g.op("Mul", [dev, dev]), time], keepdims=1), lens])
-    std = g.op("Sqrt", [var])
+    n_eps = g.op("Mul", [lens, g.const("tf.eps", np.array(np.finfo(np.float64).eps))])
+    rounding = g.op("Mul", [n_eps, g.op("Abs", [mean])])
+    bound = g.op("Add", [g.op("Mul", [n_eps, var]), g.op("Mul", [rounding, rounding])])
+    constant = g.op("LessOrEqual", [var, bound])  # (B, 1, F)
     one = g.const("tf.one64", np.ones((), np.float64))
-    scale = g.op("Max", [g.op("Abs", [mean]), one])
-    tiny = g.op("Mul", [scale, g.const("tf.eps", np.array(1e-7, np.float64))])
-    std = g.op("Where", [g.op("LessOrEqual", [std, tiny]), one, std])
-    return g.op("Div", [dev, std])
+    std = g.op("Where", [constant, one, g.op("Sqrt", [var])])
+    return g.op("Where", [constant, zero, g.op("Div", [dev, std])])
 
 
 def _padded_windows(g, x, T, k, tag):

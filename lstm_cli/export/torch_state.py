@@ -64,8 +64,11 @@ class Classifier(torch.nn.Module):
         if self.transforms.get("per_sequence"):  # each sequence's own z-score
             mean = x.sum(1, keepdim=True) / lengths[:, None, None]
             dev = torch.where(valid, x - mean, 0.0)
-            std = ((dev * dev).sum(1, keepdim=True) / lengths[:, None, None]).sqrt()
-            x = dev / torch.where(std <= 1e-7 * mean.abs().clamp(min=1), 1.0, std)
+            n = lengths[:, None, None].double()
+            var = (dev * dev).sum(1, keepdim=True) / n
+            n_eps = n * torch.finfo(torch.float64).eps  # constant up to rounding: 0
+            constant = var <= n_eps * var + (n_eps * mean.abs()) ** 2
+            x = torch.where(constant, 0.0, dev / torch.where(constant, 1.0, var.sqrt()))
         for name in ("pool", "frame"):  # k steps -> their mean / one step of k*F features
             k = self.transforms.get(name, 1)
             if k > 1:
