@@ -166,3 +166,19 @@ def test_huge_logits_stay_finite(scale):
         lp = log_softmax(logits)
     assert np.isfinite(loss) and np.all(np.isfinite(dlogits)) and np.all(np.isfinite(lp))
     assert loss == pytest.approx(0.5 * 2 * scale, rel=1e-6)  # first row is wrong by 2*scale
+
+
+def test_piecewise_gradient_redoes_a_stencil_across_a_kink():
+    """f = max(x0, x1) near a tie: a step of 1e-3 crosses it, 1e-4 does not; at the tie
+    itself every step crosses, and that entry is left out (NaN)."""
+    from lstm_cli.nn.gradcheck import piecewise_gradient
+
+    x = np.array([1.0, 1.0005])
+    numeric, steps = piecewise_gradient(lambda: x.max(), lambda: x.argmax(), x, [0, 1], 1e-3)
+    np.testing.assert_allclose(numeric, [0.0, 1.0], atol=1e-10)
+    np.testing.assert_array_equal(steps, [1e-4, 1e-4])  # both cross at 1e-3 (and 2e-3)
+    assert numerical_gradient(lambda: x.max(), x, [1], 1e-3)[0] != pytest.approx(1.0)
+    x[:] = 1.0
+    numeric, steps = piecewise_gradient(lambda: x.max(), lambda: x.argmax(), x, [0], 1e-3)
+    assert np.isnan(numeric[0]) and np.isnan(steps[0])
+    np.testing.assert_array_equal(x, [1.0, 1.0])  # restored

@@ -180,7 +180,7 @@ def gradcheck(
     Exits 0 when every parameter passes, 1 when any fails, 2 on bad usage; with --config,
     3 or 4 for a bad config or data file (as lstm-train).
     """
-    from ..nn.gradcheck import check_model, random_problem
+    from ..nn.gradcheck import DEFAULT_EPS, check_model, random_problem
 
     if flow_checkpoint is not None or data_path is not None or output is not None:
         _gradient_flow(flow_checkpoint, data_path, output, as_json)
@@ -283,10 +283,20 @@ def gradcheck(
                 )
             )
         r0 = reports[0]
+        for r in reports:
+            if not r.resolved:
+                click.echo(
+                    f"UNRESOLVED {r.head}/{r.num_layers}{' bi' if r.bidirectional else ''}: "
+                    f"the round-off floor {r.noise:.1e} is above tol x the largest gradient "
+                    f"entry ({r.largest:.1e}), so a wrong gradient would pass; use a larger "
+                    f"--eps (default {DEFAULT_EPS[r.order]:g} for order {r.order})"
+                )
+        at_kink = sum(p.at_kink for r in reports for p in r.rows)
         click.echo(
             f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
             f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
             f"round-off floor {max(r.noise for r in reports):.1e}"
+            + (f"; {at_kink} entries at a kink of the max head left out" if at_kink else "")
         )
     sys.exit(0 if passed else 1)
 
