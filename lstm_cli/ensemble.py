@@ -21,6 +21,7 @@ from .errors import CheckpointError, DataError
 from .inference import (
     TrainedModel,
     check_features,
+    check_finite_probabilities,
     encode_labels_to_evaluate,
     predict_dataset,
     report_from,
@@ -62,6 +63,7 @@ def ensemble_probs(members, batch_size=256) -> np.ndarray:
         ds = tm.as_trained(ds)
         check_features(ds, tm)
         p = predict_dataset(tm.model, ds, tm.mean, tm.std, batch_size)
+        check_finite_probabilities(p, ds)
         total = p if total is None else total + p
     return total / len(members)
 

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config.schema import CONSTRAINTS, CsvConfig
-from .data import SequenceDataset, encode_labels, label_text_problem, make_batches, pad_batch
+from .data import (
+    SequenceDataset,
+    SequenceView,
+    encode_labels,
+    label_text_problem,
+    make_batches,
+    pad_batch,
+)
 from .data.csvfile import CSV_OPTION_KEYS, csv_columns_problem
 from .data.framing import TRANSFORMS_OFF, transform_dataset
 from .errors import CheckpointError, DataError
@@ -364,12 +371,28 @@ def _feature_mismatch(ds: SequenceDataset, trained: int) -> DataError:
 def predict_dataset(
     model: LSTMClassifier, ds: SequenceDataset, mean=None, std=None, batch_size=256
 ):
-    """Probabilities (N, K) for every sequence of ds, in ds order."""
+    """Probabilities (N, K) for every sequence of ds, in ds order (not finite where the
+    model overflows: check_finite_probabilities)."""
     probs = np.empty((len(ds), model.num_classes))
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, model.dtype, mean, std)
-        probs[idx] = model.predict_proba(x, lengths)
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs[idx] = model.predict_proba(x, lengths)
     return probs
+
+
+def check_finite_probabilities(probs, ds) -> None:
+    """CheckpointError naming the first sequence of ``ds`` whose probabilities (a row of
+    ``probs``) are not finite: the model's outputs overflow on it, as a diverged model's
+    do, and argmax would silently count it as the first class."""
+    bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+    if bad.size:
+        n = int(ds.indices[bad[0]]) if isinstance(ds, SequenceView) else int(bad[0])
+        raise CheckpointError(
+            f"{ds.source}: sequence {n}: the model's probabilities are not finite (for "
+            f"{bad.size} of {len(ds)} sequences): its outputs overflow on this data, as a "
+            f"diverged model's do"
+        )
 
 
 def loss_and_probs(
@@ -380,7 +403,8 @@ def loss_and_probs(
     probs = np.empty((len(ds), model.num_classes))
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, model.dtype, mean, std)
-        losses[idx], probs[idx] = model.evaluate_batch(x, lengths, y[idx])
+        with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the result
+            losses[idx], probs[idx] = model.evaluate_batch(x, lengths, y[idx])
     return losses, probs
 
 
@@ -406,6 +430,7 @@ def evaluate_dataset(tm: TrainedModel, ds: SequenceDataset, batch_size=256, allo
             tm.model, ds.view(k_idx), y[k_idx], tm.mean, tm.std, batch_size
         )
         probs[u_idx] = predict_dataset(tm.model, ds.view(u_idx), tm.mean, tm.std, batch_size)
+    check_finite_probabilities(probs, ds)
     return report_from(losses, probs, y, tm.classes, ds.source), probs, y
 
 

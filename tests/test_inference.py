@@ -451,6 +451,28 @@ def test_eval_and_predict_name_the_data_file_and_sequence_that_overflows(
     ), lines[0]
 
 
+@pytest.mark.parametrize("command", ["eval", "predict", "ensemble"])
+def test_probabilities_that_are_not_finite_are_refused(trained, tmp_path, command):
+    """A model whose outputs overflow on the data (as a diverged one's do): lstm-predict
+    wrote rows of nan and label 0, lstm-eval counted them as the first class (exit 0)."""
+
+    def huge(params):
+        params["lstm.0.b"][:] = 1e3  # every gate saturated: h = tanh(c) = 1
+        params["head.W"][:] = 3e38  # finite, but h @ V is inf for both classes: NaN
+
+    path = resave(trained, tmp_path, edit_params=huge)
+    args = [str(path), "--data", str(trained[1])]
+    if command == "ensemble":
+        args = [str(trained[0]), *args]  # the mean of a sound member and the overflowing one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no RuntimeWarning on the way
+        result = CliRunner().invoke(predict if command == "predict" else evaluate, args)
+    assert result.exit_code == 5, result.output
+    assert result.stderr.startswith(f"Error: {trained[1]}: sequence ")
+    assert "the model's probabilities are not finite (for" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
 def test_validation_value_that_overflows_once_normalised_stops_training_with_a_data_error(tmp_path):
     """Validation batches are normalised with the training statistics too (a nearly constant
     training feature has a tiny std): the error names the validation file and sequence."""

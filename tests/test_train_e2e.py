@@ -164,6 +164,9 @@ def test_a_non_finite_first_metric_does_not_block_later_improvements():
     assert _metric_better("val_loss", 0.5, float("nan"), 0.0)
     assert _metric_better("val_accuracy", 0.5, float("nan"), 0.0)
     assert not _metric_better("val_loss", float("nan"), 0.5, 0.0)
+    # a first epoch whose validation loss is not finite is no best: its best.npz predicted NaN
+    assert not _metric_better("val_loss", float("inf"), None, 0.0)
+    assert not _metric_better("val_accuracy", float("nan"), None, 0.0)
     assert _metric_better("val_loss", 0.4, 0.5, 0.0) and not _metric_better(
         "val_loss", 0.49, 0.5, 0.02
     )

@@ -36,7 +36,9 @@ from .signals import SignalGuard, signal_name
 
 
 def _metric_better(metric, value, best, min_delta):
-    if best is None or not math.isfinite(best):  # a NaN first epoch must not block every later one
+    if not math.isfinite(value):  # never the best: best.npz would predict NaN
+        return False
+    if best is None or not math.isfinite(best):  # (a run resumed from before that rule)
         return True
     if metric == "val_accuracy":
         return value > best + min_delta
