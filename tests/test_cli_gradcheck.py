@@ -235,6 +235,16 @@ def test_config_architecture(write_config):
     assert CliRunner().invoke(gradcheck, ["--set", "model.head=all"]).exit_code == 2
 
 
+def test_config_with_one_class_is_a_data_error_as_for_lstm_train(write_config, tmp_path):
+    """It checked a 2-class model (PASSED, exit 0) for a file lstm-train refuses."""
+    one = tmp_path / "one.jsonl"
+    one.write_text("".join('{"x": [[0.5, 1.0, 2.0]], "y": "a"}\n' for _ in range(5)))
+    cfg = write_config(data={"train": str(one), "test": None})
+    result = CliRunner().invoke(gradcheck, ["--config", cfg])
+    assert result.exit_code == 4, result.output
+    assert result.stderr == f"Error: {one}: training needs at least 2 classes; found ['a']\n"
+
+
 @pytest.mark.parametrize(
     "overrides",
     [["data.frame=3"], ["data.frame_to=3"], ["data.pool=2", "data.frame_to=2"]],

@@ -308,12 +308,12 @@ def _architecture_from_config(config_path, overrides):
     file as training resolves it)."""
     from ..config import load_config
     from ..training import _load
-    from ..training.prepare import resolve_frame
+    from ..training.prepare import resolve_frame, training_classes
 
     cfg = load_config(config_path, overrides)
     ds = _load(cfg.data.train, cfg)
     cfg, _ = resolve_frame(cfg, ds)
-    num_classes = max(2, len(set(ds.labels.tolist())))
+    num_classes = len(training_classes(ds.labels, cfg.data.train))  # as lstm-train: >= 2
     m = cfg.model
     return (
         m.head,

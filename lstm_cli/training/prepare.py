@@ -251,9 +251,7 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
     else:
         train, valid = full, None
     test = input_transform(cfg, raw_test) if raw_test is not None else None
-    classes = class_list(train.labels)
-    if len(classes) < 2:
-        raise DataError(f"{cfg.data.train}: training needs at least 2 classes; found {classes!r}")
+    classes = training_classes(train.labels, cfg.data.train)
     y_train = encode_dataset_labels(train, classes)
     y_valid = encode_dataset_labels(valid, classes) if valid is not None else None
     if test is not None:
@@ -294,6 +292,15 @@ def prepare_data(cfg: Config, rng, comm=None) -> PreparedData:
             n for n in (frame_note, reorder_note, _long_sequence_note(full), valid_note) if n
         ),
     )
+
+
+def training_classes(labels, source) -> list:
+    """The classes of training labels (class_list); DataError naming ``source`` when
+    there are fewer than 2."""
+    classes = class_list(labels)
+    if len(classes) < 2:
+        raise DataError(f"{source}: training needs at least 2 classes; found {classes!r}")
+    return classes
 
 
 def class_weight_vector(cfg: Config, classes, y_train, origin=None):
