@@ -241,25 +241,27 @@ def check_model(
     seed=0,
     class_weights=None,
     analytic=None,
+    dropout_masks=None,
 ) -> GradcheckReport:
     """Compare ``model.loss_and_grads`` (or ``analytic``) with central differences.
 
     Checks every entry of every parameter (or a seeded random sample of ``max_entries``
     per parameter when it has more) and of the input x. ``analytic`` is an optional
     callable (model, x, lengths, y) -> (loss, grads, dx), so a test can substitute a
-    deliberately broken backward and see the check fail.
+    deliberately broken backward and see the check fail. dropout_masks: check training
+    mode with these fixed masks (as ``model.draw_dropout_masks`` gives them).
     """
     x = np.array(x, dtype=np.float64)  # our own copy, perturbed in place
+    mode = {} if dropout_masks is None else {"training": True, "dropout_masks": dropout_masks}
     if analytic is None:
-        loss, grads, dx = model.loss_and_grads(x, lengths, y, class_weights, return_dx=True)
+        loss, grads, dx = model.loss_and_grads(x, lengths, y, class_weights, return_dx=True, **mode)
     else:
         loss, grads, dx = analytic(model, x, lengths, y)
     rng = np.random.default_rng(seed)
-
     chosen = []  # the max head's piece: the step holding each unit's maximum
 
     def f():
-        logits, cache = model.forward(x, lengths)
+        logits, cache = model.forward(x, lengths, **mode)
         if model.head == "max":
             chosen[:] = [cache.head.rows]
         return model.loss_from_logits(logits, cache, y, class_weights)[0]
