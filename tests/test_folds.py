@@ -205,6 +205,23 @@ def test_a_parallel_overwrite_takes_the_folder_over_at_a_member_s_first_checkpoi
         assert _summary(os.path.join(out, f"fold-{i}"))["epochs_run"] == 1
 
 
+def test_a_single_run_over_an_ensemble_retires_its_members(ensemble, tmp_path):
+    """The member folders stayed beside the new run's files, each a whole earlier run
+    (lstm-eval OUT/fold-0/best.npz read the earlier ensemble's model)."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    before = {d: file_bytes(os.path.join(out, d)) for d in ["", "fold-0", "fold-1", "fold-2"]}
+    config = os.path.join(ensemble[0], "config.yaml")
+    single = ["--config", config, "--output", out, "--overwrite", "--set", "train.folds=0"]
+    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
+    assert _run(*single, *diverge).exit_code == 6  # before its first checkpoint: all kept
+    assert {d: file_bytes(os.path.join(out, d)) for d in before} == before
+    r = _run(*single, "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    assert not [n for n in os.listdir(out) if n.startswith("fold-")]
+    assert os.path.isfile(os.path.join(out, "best.npz"))
+
+
 def test_an_ensemble_replaces_a_single_run_s_files_when_its_members_start(ensemble, tmp_path):
     out = str(tmp_path / "run")
     config = os.path.join(ensemble[0], "config.yaml")

@@ -32,14 +32,16 @@ from .members import MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
-    LOCK_NAME,
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
+    is_member_dir_name,
+    member_dirs,
     open_run_dir,
     remove_orphaned_temporaries,
     remove_run_file,
     retire_earlier_run,
+    retire_member,
     write_config,
     write_summary,
 )
@@ -200,7 +202,8 @@ def fit_folds(
             result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
-            _retire_extra_members(run_dir, K)
+            for d in list(member_dirs(run_dir, K)):  # an earlier ensemble had more members
+                retire_member(d)
         return result
     except BaseException as err:
         if fresh:
@@ -251,9 +254,9 @@ class _TakeOver:
 
     def __call__(self):
         if not self.done:
-            retire_earlier_run(self.run_dir, self.earlier)
             # the member folders stay (the first member's is in use): only run files go
-            for d in _member_dirs(self.run_dir):
+            retire_earlier_run(self.run_dir, [n for n in self.earlier if not is_member_dir_name(n)])
+            for d in member_dirs(self.run_dir):
                 for name in RUN_FILES:
                     remove_run_file(os.path.join(d, name), "a member of the earlier run")
             write_config(self.run_dir, self.cfg)
@@ -332,24 +335,3 @@ def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
         "out_of_fold": oof,
         "test": test,
     }
-
-
-def _member_dirs(run_dir, first=0):
-    """The member folders fold-first, fold-first+1, ... that exist, up to the first gap
-    (an ensemble's are numbered without one)."""
-    i = first
-    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
-        yield d
-        i += 1
-
-
-def _retire_extra_members(run_dir, K) -> None:
-    """Empty and remove the member folders fold-K, fold-K+1... an earlier ensemble of more
-    members left (only run files: a folder holding anything else stays)."""
-    for d in _member_dirs(run_dir, K):
-        for name in (*RUN_FILES, LOCK_NAME):
-            remove_run_file(os.path.join(d, name), "a member of the earlier ensemble")
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass

@@ -136,7 +136,8 @@ def _dangling_link_in(path) -> str | None:
 def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     """Create the run folder if needed, take ``lock``, remove orphaned temporaries, and
     refuse a non-empty folder unless overwrite/resume. Returns the earlier run's files
-    (names in RUN_FILES) when a new run starts in a folder that holds them (--overwrite)."""
+    (names in RUN_FILES, then the member folders fold-i of an earlier ensemble) when a new
+    run starts in a folder that holds them (--overwrite)."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"output.dir {run_dir!r} exists and is not a folder")
     if resume:
@@ -156,7 +157,8 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
             f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
             f"files, --resume to continue it, or choose another --output"
         )
-    return [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
+    files = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
+    return files + [os.path.basename(d) for d in member_dirs(run_dir)]
 
 
 def remove_orphaned_temporaries(run_dir) -> None:
@@ -177,10 +179,39 @@ def remove_run_file(path, what="a file of the earlier run") -> None:
 
 
 def retire_earlier_run(run_dir, names) -> None:
-    """Remove the earlier run's files, all but config.yaml (rewritten by the caller)."""
+    """Remove the earlier run's files (``names``, as open_run_dir gives them), all but
+    config.yaml (rewritten by the caller); its member folders go with their run files."""
     for name in names:
-        if name != "config.yaml":
+        if is_member_dir_name(name):
+            retire_member(os.path.join(run_dir, name))
+        elif name != "config.yaml":
             remove_run_file(os.path.join(run_dir, name))
+
+
+def is_member_dir_name(name) -> bool:
+    """Whether ``name`` is a member folder's (MEMBER_DIR: fold-0, fold-1, ...)."""
+    prefix = MEMBER_DIR.format("")
+    return name.startswith(prefix) and name[len(prefix) :].isdigit()
+
+
+def member_dirs(run_dir, first=0):
+    """The member folders fold-first, fold-first+1, ... that exist, up to the first gap
+    (an ensemble's are numbered without one)."""
+    i = first
+    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
+        yield d
+        i += 1
+
+
+def retire_member(member_dir) -> None:
+    """Empty and remove an earlier ensemble's member folder (only its run files and lock
+    go: a folder holding anything else stays)."""
+    for name in (*RUN_FILES, LOCK_NAME):
+        remove_run_file(os.path.join(member_dir, name), "a member of the earlier ensemble")
+    try:
+        os.rmdir(member_dir)
+    except OSError:
+        pass
 
 
 def write_config(run_dir, cfg: Config) -> None:
