@@ -81,6 +81,13 @@ def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
         _usage_error(r, f"--predictions {same} is also the --json file")
         report.write_text("an earlier report\n")
     assert report.read_text() == "an earlier report\n"
+    # nor both stdout: the JSON report then ran into the CSV (exit 0), neither readable
+    r = CliRunner().invoke(
+        evaluate,
+        [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]
+        + ["--json", "-", "--predictions", "-"],
+    )
+    _usage_error(r, "--json - and --predictions - would both write to stdout; give one a file")
 
 
 def test_a_checkpoint_is_replaced_only_by_lstm_import_overwrite(run_dir, pattern_files, tmp_path):
@@ -115,7 +122,7 @@ def test_ordinary_outputs_are_written_and_replaced(run_dir, pattern_files, tmp_p
         ):
             r = runner.invoke(cmd, [str(a) for a in args] + ["--quiet"])
             assert r.exit_code == 0, r.output
-    r = runner.invoke(evaluate, [best, "--data", data, "--json", "-", "--predictions", "-"])
+    r = runner.invoke(evaluate, [best, "--data", data, "--json", "-", "--predictions", preds])
     assert r.exit_code == 0 and r.stdout.startswith("{")
     assert all(p.exists() for p in (report, preds, onnx, inside, elsewhere))
 

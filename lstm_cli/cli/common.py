@@ -110,6 +110,12 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     written."""
     claimed = {}
     for opt, out in outputs:
+        if out == "-":  # stdout: one output only, or they would run into one another
+            if "-" in claimed:
+                raise click.UsageError(
+                    f"{claimed['-']} - and {opt} - would both write to stdout; give one a file"
+                )
+            claimed["-"] = opt
         if not out or out == "-" or names_a_stream(out):  # stdout, written to as a stream
             continue
         real = os.path.realpath(out)
