@@ -84,6 +84,22 @@ def ensemble(tmp_path_factory):
     return out, test
 
 
+# a non-finite first loss: a run that fails before its first checkpoint
+DIVERGE = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
+
+
+def _copy_of(ensemble, tmp_path):
+    """A copy of the ensemble in tmp_path/ens: (its folder, a function giving the bytes of
+    every file in it and in its member folders)."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+
+    def tree():
+        return {d: file_bytes(os.path.join(out, d)) for d in ["", *(f"fold-{i}" for i in range(K))]}
+
+    return out, tree
+
+
 def _summary(out):
     with open(os.path.join(out, "summary.json"), encoding="utf-8") as fh:
         return json.load(fh)
@@ -181,16 +197,10 @@ def test_a_parallel_overwrite_takes_the_folder_over_at_a_member_s_first_checkpoi
 ):
     """With --jobs the take-over ran as the members started, so a run failing in epoch 1
     lost the earlier ensemble; now the first member about to write asks for it."""
-    out = str(tmp_path / "ens")
-    shutil.copytree(ensemble[0], out)
-
-    def tree():
-        return {d: file_bytes(os.path.join(out, d)) for d in ["", *(f"fold-{i}" for i in range(K))]}
-
+    out, tree = _copy_of(ensemble, tmp_path)
     before = tree()
     config = os.path.join(ensemble[0], "config.yaml")
-    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
-    r = _run("--config", config, "--output", out, "--overwrite", "--jobs", "2", *diverge)
+    r = _run("--config", config, "--output", out, "--overwrite", "--jobs", "2", *DIVERGE)
     assert r.exit_code == 6, r.output
     assert tree() == before
     new = ["--set", "train.folds=2", "--set", "train.epochs=1"]
@@ -213,8 +223,7 @@ def test_a_single_run_over_an_ensemble_retires_its_members(ensemble, tmp_path):
     before = {d: file_bytes(os.path.join(out, d)) for d in ["", "fold-0", "fold-1", "fold-2"]}
     config = os.path.join(ensemble[0], "config.yaml")
     single = ["--config", config, "--output", out, "--overwrite", "--set", "train.folds=0"]
-    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
-    assert _run(*single, *diverge).exit_code == 6  # before its first checkpoint: all kept
+    assert _run(*single, *DIVERGE).exit_code == 6  # before its first checkpoint: all kept
     assert {d: file_bytes(os.path.join(out, d)) for d in before} == before
     r = _run(*single, "--set", "train.epochs=1")
     assert r.exit_code == 0, r.output
@@ -589,16 +598,10 @@ def test_an_overwrite_that_stops_before_any_checkpoint_leaves_the_earlier_ensemb
     """A non-finite first loss, or a Ctrl-C, before the first member's first checkpoint:
     the earlier ensemble is byte-identical and lstm-eval still reads it (its summary.json
     and config.yaml were gone, and the message said to resume a run that wrote nothing)."""
-    out = str(tmp_path / "ens")
-    shutil.copytree(ensemble[0], out)
-
-    def tree():
-        return {d: file_bytes(os.path.join(out, d)) for d in ["", *(f"fold-{i}" for i in range(K))]}
-
+    out, tree = _copy_of(ensemble, tmp_path)
     before = tree()
     config = os.path.join(ensemble[0], "config.yaml")
-    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
-    r = _run("--config", config, "--output", out, "--overwrite", *diverge)
+    r = _run("--config", config, "--output", out, "--overwrite", *DIVERGE)
     assert r.exit_code == 6, r.output
     assert tree() == before
     with monkeypatch.context() as mp:
@@ -684,9 +687,8 @@ def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty
     mended, was refused as a non-empty folder (exit 3)."""
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
     out = tmp_path / "ens"
-    diverge = ["--set", "train.optimizer.weight_decay=1e300", "--set", "train.optimizer.name=sgd"]
     args = ["--config", config, "--set", f"train.folds={K}", "--output", str(out)]
-    r = _run(*args, *diverge)
+    r = _run(*args, *DIVERGE)
     assert r.exit_code == 6, r.output
     assert list(out.iterdir()) == []
     r = _run(*args, "--set", "train.epochs=1")
