@@ -981,6 +981,7 @@ def test_import_refuses_a_bad_state_dict(tmp_path, edit, fragments):
         (["--classes", "a,b", "--mean", "0,0", "--std", "1,1"], 3, ["3 finite numbers"]),
         (["--classes", "a,b", "--mean", "0,0,0", "--std", "1,0,1"], 3, ["each > 0"]),
         (["--classes", "a,b", "--mean", "0,x,0", "--std", "1,1,1"], 2, ["not a list of numbers"]),
+        (["--classes", "a,b", "--forget-bias", "inf"], 2, ["'inf' is not a finite number"]),
     ],
 )
 def test_import_bad_settings(tmp_path, args, code, fragments):

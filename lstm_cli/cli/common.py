@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import stat
 import sys
@@ -65,6 +66,28 @@ def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
 
     end_job_on_error(exit_code, report, agreed)
     sys.exit(exit_code)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float, optionally > 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "float"
+
+    def __init__(self, positive=False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(v) or (self.positive and v <= 0):
+            self.fail(
+                f"{value!r} is not a {'positive ' if self.positive else ''}finite number.",
+                param,
+                ctx,
+            )
+        return v
 
 
 def exit_off_rank_0(err: click.ClickException) -> None:

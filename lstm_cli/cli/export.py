@@ -7,7 +7,7 @@ import os
 import click
 
 from ..nn.spec import HEADS
-from .common import CONTEXT, Command, handles_errors, refuse_output_over_input
+from .common import CONTEXT, Command, FiniteFloat, handles_errors, refuse_output_over_input
 
 # each --to's file name ending, and what the endings a user may reach for say the file is
 _SUFFIX = {"onnx": ".onnx", "pytorch": ".safetensors"}
@@ -146,7 +146,9 @@ def _read_meta_yaml(path) -> dict:
 @click.option("--mean", help="Per-feature normalisation mean, comma-separated.")
 @click.option("--std", help="Per-feature normalisation std, comma-separated (with --mean).")
 @click.option("--head", type=click.Choice(HEADS), help="The model's head.")
-@click.option("--forget-bias", type=float, help="forget_bias to take out of the forget bias.")
+@click.option(
+    "--forget-bias", type=FiniteFloat(), help="forget_bias to take out of the forget bias."
+)
 @click.option(
     "--bidirectional/--unidirectional",
     default=None,

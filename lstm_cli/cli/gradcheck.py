@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
 import click
@@ -13,33 +12,12 @@ from ..store.jsontext import json_text
 from .common import (
     CONTEXT,
     Command,
+    FiniteFloat,
     format_table,
     handles_errors,
     refuse_output_over_input,
     write_output,
 )
-
-
-class _FiniteFloat(click.ParamType):
-    """A finite float, optionally > 0 (click's FloatRange lets nan and inf through)."""
-
-    name = "float"
-
-    def __init__(self, positive=False):
-        self.positive = positive
-
-    def convert(self, value, param, ctx):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number.", param, ctx)
-        if not math.isfinite(v) or (self.positive and v <= 0):
-            self.fail(
-                f"{value!r} is not a {'positive ' if self.positive else ''}finite number.",
-                param,
-                ctx,
-            )
-        return v
 
 
 @click.command(
@@ -94,7 +72,7 @@ class _FiniteFloat(click.ParamType):
 @click.option("--classes", type=click.IntRange(2, None), default=3, show_default=True)
 @click.option("--batch", type=click.IntRange(1, None), default=4, show_default=True)
 @click.option("--max-len", type=click.IntRange(1, None), default=5, show_default=True)
-@click.option("--forget-bias", type=_FiniteFloat(), default=1.0, show_default=True)
+@click.option("--forget-bias", type=FiniteFloat(), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True)
 @click.option(
     "--order",
@@ -105,13 +83,13 @@ class _FiniteFloat(click.ParamType):
 )
 @click.option(
     "--eps",
-    type=_FiniteFloat(positive=True),
+    type=FiniteFloat(positive=True),
     default=None,
     help="Finite-difference step [default: 1e-3 for order 4, 1e-5 for order 2].",
 )
 @click.option(
     "--tol",
-    type=_FiniteFloat(positive=True),
+    type=FiniteFloat(positive=True),
     default=1e-6,
     show_default=True,
     help="Largest relative error that passes (entries below the finite differences' "
