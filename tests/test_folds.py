@@ -24,6 +24,7 @@ from lstm_cli.store.checkpoint import load_checkpoint
 from lstm_cli.training import prepare_data
 from lstm_cli.training.folds import member_config
 from lstm_cli.training.prepare import run_rng
+from lstm_cli.training.rundir import RunLock
 
 K = 3
 
@@ -225,10 +226,33 @@ def test_a_single_run_over_an_ensemble_retires_its_members(ensemble, tmp_path):
     single = ["--config", config, "--output", out, "--overwrite", "--set", "train.folds=0"]
     assert _run(*single, *DIVERGE).exit_code == 6  # before its first checkpoint: all kept
     assert {d: file_bytes(os.path.join(out, d)) for d in before} == before
+    shutil.rmtree(os.path.join(out, "fold-1"))  # a gap: fold-2 is still a member
+    held = RunLock(os.path.join(out, "fold-2"))  # a training running in a member folder
+    held.acquire()
+    try:
+        r = _run(*single, "--set", "train.epochs=1")
+        assert r.exit_code == 3 and "fold-2' is in use by another training" in r.stderr
+        kept = file_bytes(os.path.join(out, "fold-2"))
+        assert {n: b for n, b in kept.items() if n != ".lstm-train.lock"} == before["fold-2"]
+    finally:
+        held.release()
     r = _run(*single, "--set", "train.epochs=1")
     assert r.exit_code == 0, r.output
     assert not [n for n in os.listdir(out) if n.startswith("fold-")]
     assert os.path.isfile(os.path.join(out, "best.npz"))
+
+
+def test_a_single_run_s_overwrite_leaves_other_runs_in_folders_named_like_members(tmp_path):
+    """Beside a single run, OUT/fold-0 is no member of it: a first version of the fix
+    above emptied any fold-i, another run's included."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = tmp_path / "run"
+    args = ["--config", config, "--set", "train.epochs=1"]
+    assert _run(*args, "--output", str(out)).exit_code == 0
+    assert _run(*args, "--output", str(out / "fold-0")).exit_code == 0
+    nested = file_bytes(str(out / "fold-0"))
+    assert _run(*args, "--output", str(out), "--overwrite").exit_code == 0
+    assert file_bytes(str(out / "fold-0")) == nested
 
 
 def test_an_ensemble_replaces_a_single_run_s_files_when_its_members_start(ensemble, tmp_path):

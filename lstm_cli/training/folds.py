@@ -203,7 +203,12 @@ def fit_folds(
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
             for d in list(member_dirs(run_dir, K)):  # an earlier ensemble had more members
-                retire_member(d)
+                lock = RunLock(d)
+                try:
+                    lock.acquire()
+                except ConfigError:  # another training's folder now: not ours to empty
+                    continue
+                retire_member(d, lock)
         return result
     except BaseException as err:
         if fresh:

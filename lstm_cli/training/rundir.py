@@ -136,8 +136,9 @@ def _dangling_link_in(path) -> str | None:
 def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     """Create the run folder if needed, take ``lock``, remove orphaned temporaries, and
     refuse a non-empty folder unless overwrite/resume. Returns the earlier run's files
-    (names in RUN_FILES, then the member folders fold-i of an earlier ensemble) when a new
-    run starts in a folder that holds them (--overwrite)."""
+    (names in RUN_FILES, then the member folders of an earlier ensemble: earlier_members)
+    when a new run starts in a folder that holds them (--overwrite); a member folder
+    another training holds is a ConfigError."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"output.dir {run_dir!r} exists and is not a folder")
     if resume:
@@ -158,7 +159,12 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
             f"files, --resume to continue it, or choose another --output"
         )
     files = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
-    return files + [os.path.basename(d) for d in member_dirs(run_dir)]
+    members = earlier_members(run_dir)
+    for name in members:  # in use: refused now, before any training
+        probe = RunLock(os.path.join(run_dir, name))
+        probe.acquire()
+        probe.release()
+    return files + members
 
 
 def remove_orphaned_temporaries(run_dir) -> None:
@@ -180,12 +186,23 @@ def remove_run_file(path, what="a file of the earlier run") -> None:
 
 def retire_earlier_run(run_dir, names) -> None:
     """Remove the earlier run's files (``names``, as open_run_dir gives them), all but
-    config.yaml (rewritten by the caller); its member folders go with their run files."""
-    for name in names:
-        if is_member_dir_name(name):
-            retire_member(os.path.join(run_dir, name))
-        elif name != "config.yaml":
-            remove_run_file(os.path.join(run_dir, name))
+    config.yaml (rewritten by the caller); its member folders go with their run files,
+    once each is locked (a ConfigError, before anything is removed, when another
+    training holds one)."""
+    members = [os.path.join(run_dir, n) for n in names if is_member_dir_name(n)]
+    locks = []
+    try:
+        for d in members:
+            locks.append(RunLock(d))
+            locks[-1].acquire()
+        for name in names:
+            if not is_member_dir_name(name) and name != "config.yaml":
+                remove_run_file(os.path.join(run_dir, name))
+        for d, lock in zip(members, locks):
+            retire_member(d, lock)
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def is_member_dir_name(name) -> bool:
@@ -203,11 +220,33 @@ def member_dirs(run_dir, first=0):
         i += 1
 
 
-def retire_member(member_dir) -> None:
-    """Empty and remove an earlier ensemble's member folder (only its run files and lock
-    go: a folder holding anything else stays)."""
-    for name in (*RUN_FILES, LOCK_NAME):
+def earlier_members(run_dir) -> list:
+    """The member folders (names) of the train.folds ensemble whose folder run_dir is, by
+    its config.yaml: fold-0 .. fold-(K-1) that exist. [] when run_dir holds no ensemble
+    (a single run's folder, or a config that does not read as one): folders named fold-i
+    beside a single run are not its own, and stay."""
+    import yaml
+
+    if os.path.lexists(os.path.join(run_dir, "metrics.jsonl")):  # a single run's folder
+        return []
+    try:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
+            folds = (yaml.safe_load(fh) or {}).get("train", {}).get("folds", 0)
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        return []
+    names = [MEMBER_DIR.format(i) for i in range(folds)]
+    return [n for n in names if os.path.isdir(os.path.join(run_dir, n))]
+
+
+def retire_member(member_dir, lock=None) -> None:
+    """Empty and remove an earlier ensemble's member folder (only its run files and, with
+    its ``lock`` held, the lock file go: a folder holding anything else stays)."""
+    for name in RUN_FILES if lock is not None else (*RUN_FILES, LOCK_NAME):
         remove_run_file(os.path.join(member_dir, name), "a member of the earlier ensemble")
+    if lock is not None:
+        lock.release()
     try:
         os.rmdir(member_dir)
     except OSError:
