@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import file_bytes
@@ -309,6 +310,43 @@ def test_overwrite_run_that_fails_before_a_checkpoint_leaves_the_earlier_run_alo
     assert r.exit_code == 6, r.output
     assert "earlier run's files" in r.stderr and "untouched" in r.stderr
     assert file_bytes(run) == before
+
+
+def test_an_epoch_whose_last_step_overflows_the_parameters_is_exit_6(
+    runner, write_config, tmp_path
+):
+    """With lr 3e38 and one batch per epoch, the losses stayed finite but the first update
+    made the weights inf: the run exited 0, its best.npz held inf (lstm-eval refused it),
+    or with val_loss it ended with no best.npz at all."""
+    huge = ["--set", "train.optimizer.lr=3e38", "--set", "train.batch_size=100000"]
+    for metric in ("val_loss", "val_accuracy"):
+        out = tmp_path / metric
+        args = ["--set", "train.epochs=1", "--set", f"train.early_stopping.metric={metric}"]
+        r = _train(runner, write_config(), "--output", str(out), *huge, *args)
+        assert r.exit_code == 6, r.output
+        assert "epoch 1: the parameters are not finite after its last step" in r.stderr
+        assert list(out.iterdir()) == []
+
+
+def test_a_run_whose_every_validation_loss_overflows_is_exit_6(
+    runner, write_config, tmp_path, monkeypatch
+):
+    """It exited 0 with no best.npz (summary best_epoch 0), and logged a test accuracy of
+    the untrained weights; an error stopping later said best.npz was kept."""
+    from lstm_cli.training import Trainer
+
+    real = Trainer.losses_and_probs
+
+    def overflowing(self, ds, y):
+        losses, probs = real(self, ds, y)
+        return np.full_like(losses, np.inf) if ds is self.data.valid else losses, probs
+
+    monkeypatch.setattr(Trainer, "losses_and_probs", overflowing)
+    r = _train(runner, write_config(), "--set", "train.epochs=2")
+    assert r.exit_code == 6, r.output
+    assert "no epoch had a finite val_loss" in r.stderr
+    assert "last.npz in" in r.stderr and "is from epoch 2, untouched; no epoch had a " in r.stderr
+    assert not (tmp_path / "run" / "best.npz").exists()
 
 
 def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_its_folder_empty(

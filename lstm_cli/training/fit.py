@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..config import Config
+from ..errors import TrainingError
 from ..inference import TrainedModel, encode_dataset_labels, report_from
 from .distributed import SingleProcess, make_comm, rank_output, worth_splitting
 from .loop import Trainer
@@ -123,6 +124,11 @@ def fit(
 def _finish(trainer: Trainer, log) -> TrainResult:
     """Restore the best parameters, evaluate data.test, write summary.json."""
     data, model = trainer.data, trainer.model
+    if trainer.history and not trainer.best_epoch:  # every validation loss overflowed
+        raise TrainingError(
+            f"no epoch had a finite {trainer.best_metric}: the model's outputs overflow on "
+            f"the validation data. {trainer.kept()} Try a lower train.optimizer.lr."
+        )
     model.set_params(trainer.best_params)
     trained = TrainedModel(model, data.classes, data.mean, data.std, trainer.base_meta)
     test_report = None

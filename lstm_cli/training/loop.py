@@ -241,6 +241,12 @@ class Trainer:
                     f"No epoch finished; {self.run_dir}/last.npz is from inside epoch 1, untouched."
                 )
             return "No epoch finished, so this run wrote no checkpoint."
+        if not os.path.isfile(os.path.join(self.run_dir, "best.npz")):
+            return (
+                f"Training stopped; last.npz in {self.run_dir} is from epoch "
+                f"{self.history[-1]['epoch']}, untouched; no epoch had a finite "
+                f"{self.best_metric}, so there is no best.npz."
+            )
         return (
             f"Training stopped; last.npz and best.npz in {self.run_dir} are from epoch "
             f"{self.history[-1]['epoch']} and earlier, untouched."
@@ -444,6 +450,13 @@ class Trainer:
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial
+        if not all(np.isfinite(v).all() for v in self.model.params.values()):
+            # the last step's update overflowed: no checkpoint of this epoch (every rank)
+            raise TrainingError(
+                f"epoch {self.epoch + 1}: the parameters are not finite after its last step; "
+                f"last finite loss {fmt_metric(self.last_finite_loss)}. {self.kept()} "
+                f"Try a lower train.optimizer.lr or set train.clip_grad_norm."
+            )
         row = {
             "epoch": self.epoch + 1,
             "train_loss": p["loss_sum"] / p["seen"],
