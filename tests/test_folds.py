@@ -562,6 +562,42 @@ def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
     assert _summary(str(run))["folds"] == 3
 
 
+def test_a_parallel_member_killed_is_one_error_line_and_resumable(tmp_path):
+    """A member killed (kill -9, the out-of-memory killer) was reported as a bug: a
+    RuntimeError traceback, exit 1."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    run = tmp_path / "run"
+    args = ["--config", config, "--set", "train.folds=2", "--set", "train.epochs=150", "--set",
+            "model.hidden_size=32", "--output", str(run), "--jobs", "2", "--quiet"]  # fmt: skip
+    code_ = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
+    proc = subprocess.Popen([sys.executable, "-c", code_, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "fold-0" / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    children = [int(pid) for pid in os.listdir("/proc") if _is_member_of(pid, proc.pid)]
+    assert children, "the members did not start"
+    os.kill(children[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "the process training it died (killed by signal 9)" in err
+    assert err.count("Error:") == 1
+    r = _run("--resume", str(run))
+    assert r.exit_code == 0, r.output
+
+
+def _is_member_of(pid, parent):
+    """Whether /proc/PID is a member process lstm-train ``parent`` spawned (not its
+    multiprocessing resource tracker)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            command = fh.read()
+    except (OSError, ValueError, IndexError):
+        return False
+    return ppid == parent and b"spawn_main" in command and b"resource_tracker" not in command
+
+
 def test_a_signal_says_which_parallel_members_saved_something():
     """It said "fold-0, fold-1 saved last.npz" of every member the signal stopped, also of
     one stopped before its first checkpoint over an earlier run's files (which saves

@@ -86,12 +86,16 @@ def run_members(
                 try:
                     kind, value = conn.recv()
                 except EOFError:  # the child died without a word (killed)
-                    kind, value = "bug", f"the process training fold {task.fold} died"
+                    kind, value = "died", _death(task, proc)
                 if kind == "log":
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
                 if kind == "first checkpoint":
-                    conn.send(_reply_to(before_first_checkpoint))
+                    reply = _reply_to(before_first_checkpoint)
+                    try:
+                        conn.send(reply)
+                    except OSError:  # it died waiting: its EOF comes next, as for any death
+                        pass
                     continue
                 outcome[task.fold] = _error_of(kind, value)
                 del running[conn]
@@ -141,6 +145,17 @@ def _signal(proc, signum) -> None:
         pass
 
 
+def _death(task, proc) -> str:
+    """Why the process training ``task`` ended without a word (a kill, out of memory)."""
+    proc.join()
+    code = proc.exitcode
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    return (
+        f"{task.cfg.output.dir}: the process training it died ({how}); "
+        f"lstm-train --resume continues the ensemble"
+    )
+
+
 def _reply_to(hook):
     """Run ``hook`` for a member: None, or its error as the member will raise it."""
     try:
@@ -156,6 +171,8 @@ def _error_of(kind, value):
         return None
     if kind == "stopped":
         return errors.Interrupted(*value)
+    if kind == "died":  # not a bug here: the system (or a user) ended it
+        return errors.LstmCliError(value)
     if kind == "error":
         name, message, exit_code = value
         cls = getattr(errors, name, errors.LstmCliError)
