@@ -81,13 +81,14 @@ def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
         _usage_error(r, f"--predictions {same} is also the --json file")
         report.write_text("an earlier report\n")
     assert report.read_text() == "an earlier report\n"
-    # nor both stdout: the JSON report then ran into the CSV (exit 0), neither readable
-    r = CliRunner().invoke(
-        evaluate,
-        [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]
-        + ["--json", "-", "--predictions", "-"],
-    )
-    _usage_error(r, "--json - and --predictions - would both write to stdout; give one a file")
+    # nor both stdout, by any name: the JSON report then ran into the CSV (exit 0)
+    for other in ("-", "/dev/stdout", "/proc/self/fd/1"):
+        r = CliRunner().invoke(
+            evaluate,
+            [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]
+            + ["--json", "-", "--predictions", other],
+        )
+        _usage_error(r, f"--json - and --predictions {other} would both write to stdout")
 
 
 def test_a_checkpoint_is_replaced_only_by_lstm_import_overwrite(run_dir, pattern_files, tmp_path):

@@ -133,12 +133,13 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     written."""
     claimed = {}
     for opt, out in outputs:
-        if out == "-":  # stdout: one output only, or they would run into one another
+        if _is_stdout(out):  # one output only, or they would run into one another
             if "-" in claimed:
                 raise click.UsageError(
-                    f"{claimed['-']} - and {opt} - would both write to stdout; give one a file"
+                    f"{claimed['-'][0]} {claimed['-'][1]} and {opt} {out} would both write "
+                    f"to stdout; give one a file"
                 )
-            claimed["-"] = opt
+            claimed["-"] = (opt, out)
         if not out or out == "-" or names_a_stream(out):  # stdout, written to as a stream
             continue
         real = os.path.realpath(out)
@@ -165,6 +166,17 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
                 else ""
             )
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
+
+
+def _is_stdout(out) -> bool:
+    """'-', or a path that is this process's stdout (/dev/stdout, /proc/self/fd/1)."""
+    if out == "-":
+        return True
+    return (
+        bool(out)
+        and names_a_stream(out)
+        and (os.path.realpath(out) == os.path.realpath("/dev/stdout"))
+    )
 
 
 def refuse_output_folder(opt, path) -> None:
