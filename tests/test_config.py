@@ -728,6 +728,14 @@ def test_min_lr_above_lr(tmp_path):
     assert "'train.schedule.min_lr' (0.1) must not exceed 'train.optimizer.lr' (0.001)" in msg
 
 
+def test_nesterov_without_momentum(tmp_path):
+    """It passed the config checks and failed as the optimizer was built: exit 1, naming
+    no key."""
+    text = MINIMAL + "train: {optimizer: {name: sgd, momentum: 0, nesterov: true}}\n"
+    msg = error_of(tmp_path, text)
+    assert "'train.optimizer.nesterov' is true, which needs 'train.optimizer.momentum' > 0" in msg
+
+
 def test_gradflow_is_recorded_for_a_bidirectional_model_too(tmp_path):
     cfg = load_text(
         tmp_path, MINIMAL + "model: {bidirectional: true}\ntrain: {gradflow_every: 2}\n"

@@ -1105,6 +1105,17 @@ def test_stratified_split_edges():
             D.stratified_split(labels, bad, np.random.default_rng(0))
 
 
+@pytest.mark.parametrize(
+    "fraction, count, take", [(0.35, 90, 32), (0.7, 45, 32), (0.29, 50, 15), (0.15, 30, 5)]
+)
+def test_stratified_split_rounds_the_decimal_s_halves_up(fraction, count, take):
+    """0.35 * 90 is 31.499999999999996 in binary: the half of the decimal given rounded
+    down (31, where the docs promise 32)."""
+    labels = np.repeat([0, 1], count)
+    _, va = D.stratified_split(labels, fraction, np.random.default_rng(0))
+    assert va.size == 2 * take
+
+
 # ---------------------------------------------------------------------------
 # feature stats, padding, batching
 

@@ -172,6 +172,18 @@ def test_a_non_finite_first_metric_does_not_block_later_improvements():
     )
 
 
+def test_a_gain_of_exactly_min_delta_counts():
+    """min_delta 0.1 on 10 validation sequences (one more right): 0.7 -> 0.8 counted, but
+    0.3 -> 0.4 and 0.6 -> 0.7 did not, as their subtractions round below 0.1."""
+    from lstm_cli.training import _metric_better
+
+    for a, b in ((0.1, 0.2), (0.3, 0.4), (0.6, 0.7), (0.7, 0.8)):
+        assert _metric_better("val_accuracy", b, a, 0.1), (a, b)
+        assert _metric_better("val_loss", a, b, 0.1), (a, b)
+    assert not _metric_better("val_accuracy", 0.79, 0.7, 0.1)
+    assert not _metric_better("val_loss", 0.71, 0.8, 0.1)
+
+
 @pytest.mark.parametrize("metric", ["val_loss", "val_accuracy"])
 def test_a_tie_is_not_an_improvement(metric):
     from lstm_cli.training import _metric_better

@@ -220,6 +220,13 @@ def _check_combinations(cfg: Config, ctx: _Context) -> None:
             f"'train.augment.noise' ({noise!r}) is too large for {dtype.name}: the noisy"
             f" inputs would overflow (it must stay below {limit:.3g}).",
         )
+    opt = cfg.train.optimizer
+    if opt.name == "sgd" and opt.nesterov and opt.momentum == 0:
+        raise ctx.fail(
+            "train.optimizer.nesterov",
+            "'train.optimizer.nesterov' is true, which needs 'train.optimizer.momentum' > 0"
+            " (it is 0).",
+        )
     sched, lr = cfg.train.schedule, cfg.train.optimizer.lr
     if sched.name in ("cosine", "plateau") and sched.min_lr > lr:
         raise ctx.fail(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from fractions import Fraction
 
 import numpy as np
 
@@ -184,7 +185,7 @@ def stratified_split(labels, fraction, rng):
     for k in range(classes.size):
         members = np.flatnonzero(inverse == k)  # (count,) ascending
         count = members.size
-        take = int(math.floor(fraction * count + 0.5))
+        take = math.floor(Fraction(str(fraction)) * count + Fraction(1, 2))  # the decimal given
         if fraction > 0 and count >= 2:
             take = max(take, 1)
         take = min(take, count - 1)

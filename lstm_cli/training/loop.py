@@ -40,9 +40,11 @@ def _metric_better(metric, value, best, min_delta):
         return False
     if best is None or not math.isfinite(best):  # (a run resumed from before that rule)
         return True
-    if metric == "val_accuracy":
-        return value > best + min_delta
-    return value < best - min_delta
+    gain = value - best if metric == "val_accuracy" else best - value
+    if min_delta == 0:
+        return gain > 0
+    # a gain of min_delta counts, however its subtraction rounds (0.3 - 0.2 < 0.1)
+    return gain >= min_delta * (1 - 1e-9)
 
 
 def fmt_metric(v, spec=".4f"):
