@@ -12,7 +12,7 @@ import io
 import json
 import os
 
-from ..config import Config, dump_config
+from ..config import Config, dump_config, load_config
 from ..errors import CheckpointError, ConfigError, LstmCliError
 from ..store.atomic import is_temp_of, write_text
 from ..store.jsontext import json_text
@@ -225,16 +225,11 @@ def earlier_members(run_dir) -> list:
     its config.yaml: fold-0 .. fold-(K-1) that exist. [] when run_dir holds no ensemble
     (a single run's folder, or a config that does not read as one): folders named fold-i
     beside a single run are not its own, and stay."""
-    import yaml
-
     if os.path.lexists(os.path.join(run_dir, "metrics.jsonl")):  # a single run's folder
         return []
     try:
-        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-            folds = (yaml.safe_load(fh) or {}).get("train", {}).get("folds", 0)
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return []
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        folds = load_config(os.path.join(run_dir, "config.yaml")).train.folds
+    except LstmCliError:  # none, or not one this version reads: no members of ours
         return []
     names = [MEMBER_DIR.format(i) for i in range(folds)]
     return [n for n in names if os.path.isdir(os.path.join(run_dir, n))]
