@@ -324,8 +324,14 @@ def test_an_epoch_whose_last_step_overflows_the_parameters_is_exit_6(
         args = ["--set", "train.epochs=1", "--set", f"train.early_stopping.metric={metric}"]
         r = _train(runner, write_config(), "--output", str(out), *huge, *args)
         assert r.exit_code == 6, r.output
-        assert "epoch 1: the parameters are not finite after its last step" in r.stderr
+        assert "the parameters are not finite after the update" in r.stderr
         assert list(out.iterdir()) == []
+    # mid-epoch (a checkpoint every step): the overflowing update was saved as last.npz
+    out = tmp_path / "every"
+    args = ["--set", "train.checkpoint_every_steps=1", "--set", "train.batch_size=8"]
+    r = _train(runner, write_config(), "--output", str(out), *huge[:2], *args)
+    assert r.exit_code == 6 and "step 1: the parameters are not finite" in r.stderr, r.output
+    assert list(out.iterdir()) == []
 
 
 def test_a_run_whose_every_validation_loss_overflows_is_exit_6(

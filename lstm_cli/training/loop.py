@@ -202,7 +202,18 @@ class Trainer:
                 f"nothing left to train"
             )
 
+    def _check_parameters(self) -> None:
+        """TrainingError (on every rank: they hold the same parameters) when the last
+        update overflowed a parameter, the loss still finite: no checkpoint may hold it."""
+        if not all(np.isfinite(v).all() for v in self.model.params.values()):
+            raise TrainingError(
+                f"epoch {self.epoch + 1} step {self.step}: the parameters are not finite "
+                f"after the update; last finite loss {fmt_metric(self.last_finite_loss)}. "
+                f"{self.kept()} Try a lower train.optimizer.lr or set train.clip_grad_norm."
+            )
+
     def save_last(self) -> None:
+        self._check_parameters()  # also mid-epoch (checkpoint_every_steps, a signal)
         self._retire_earlier_run()  # every rank: they agree the earlier run is gone
         if not self.writer:
             return
@@ -452,13 +463,7 @@ class Trainer:
 
     def _finish_epoch(self, batches, seconds) -> None:
         data, p = self.data, self.partial
-        if not all(np.isfinite(v).all() for v in self.model.params.values()):
-            # the last step's update overflowed: no checkpoint of this epoch (every rank)
-            raise TrainingError(
-                f"epoch {self.epoch + 1}: the parameters are not finite after its last step; "
-                f"last finite loss {fmt_metric(self.last_finite_loss)}. {self.kept()} "
-                f"Try a lower train.optimizer.lr or set train.clip_grad_norm."
-            )
+        self._check_parameters()  # before this epoch's validation and checkpoints
         row = {
             "epoch": self.epoch + 1,
             "train_loss": p["loss_sum"] / p["seen"],
