@@ -89,6 +89,12 @@ def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
             + ["--json", "-", "--predictions", other],
         )
         _usage_error(r, f"--json - and --predictions {other} would both write to stdout")
+    r = CliRunner().invoke(  # another stream, even one that goes where stdout goes
+        evaluate,
+        [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]
+        + ["--json", "-", "--predictions", "/dev/stderr"],
+    )
+    assert r.exit_code == 0, r.output
 
 
 def test_a_checkpoint_is_replaced_only_by_lstm_import_overwrite(run_dir, pattern_files, tmp_path):

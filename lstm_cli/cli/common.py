@@ -169,14 +169,12 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
 
 
 def _is_stdout(out) -> bool:
-    """'-', or a path that is this process's stdout (/dev/stdout, /proc/self/fd/1)."""
+    """'-', or a name of this process's file descriptor 1 (/dev/stdout, /proc/self/fd/1);
+    not /dev/stderr, even where both streams go to one terminal."""
     if out == "-":
         return True
-    return (
-        bool(out)
-        and names_a_stream(out)
-        and (os.path.realpath(out) == os.path.realpath("/dev/stdout"))
-    )
+    names = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", f"/proc/{os.getpid()}/fd/1")
+    return bool(out) and os.path.abspath(out) in names
 
 
 def refuse_output_folder(opt, path) -> None:
