@@ -191,6 +191,8 @@ def test_overwrite_replaces_an_earlier_run_and_its_extra_members(ensemble, tmp_p
     assert r.exit_code == 0, r.output
     assert sorted(n for n in os.listdir(out) if n.startswith("fold-")) == ["fold-0", "fold-1"]
     assert _summary(out)["folds"] == 2
+    # the clean-up of members beyond K released their locks, not this ensemble's own
+    assert not os.path.exists(os.path.join(out, ".lstm-train.lock"))
 
 
 def test_a_parallel_overwrite_takes_the_folder_over_at_a_member_s_first_checkpoint(

@@ -203,12 +203,12 @@ def fit_folds(
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
             for d in list(member_dirs(run_dir, K)):  # an earlier ensemble had more members
-                lock = RunLock(d)
+                held = RunLock(d)  # not `lock`: that is this ensemble's, released below
                 try:
-                    lock.acquire()
+                    held.acquire()
                 except ConfigError:  # another training's folder now: not ours to empty
                     continue
-                retire_member(d, lock)
+                retire_member(d, held)
         return result
     except BaseException as err:
         if fresh:

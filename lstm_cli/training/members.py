@@ -85,7 +85,7 @@ def run_members(
                 task, proc = running[conn]
                 try:
                     kind, value = conn.recv()
-                except EOFError:  # the child died without a word (killed)
+                except (EOFError, OSError):  # it died without a word (killed; a reset)
                     kind, value = "died", _death(task, proc)
                 if kind == "log":
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
