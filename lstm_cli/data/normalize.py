@@ -59,8 +59,9 @@ def feature_summary(ds, chunk_rows=None):
         count = total
         release_pages(ds)
     var = m2 / count
-    constant = (lo == hi) | constant_up_to_rounding(var, mean, count)
-    mean = np.where(lo == hi, lo, mean)  # exactly: such a feature then normalises to 0
+    exact = lo == hi  # (F,)
+    constant = exact | constant_up_to_rounding(var, mean, count)
+    mean = np.where(exact, lo, mean)  # exactly: such a feature then normalises to 0
     return mean, np.where(constant, 1.0, np.sqrt(var)), lo, hi
 
 

@@ -102,22 +102,25 @@ def piecewise_gradient(f, piece, array, flat_indices, eps=None, order=4):
     flat = array.reshape(-1)  # a view: array must be contiguous
     if not np.shares_memory(flat, array):
         raise ValueError("numerical_gradient needs a contiguous array")
-    if piece is not None:
+    if piece is None:
+        tries, left = 1, lambda: False
+    else:
         f()
         here = np.array(piece(), copy=True)
+        tries, left = KINK_RETRIES + 1, lambda: not np.array_equal(piece(), here)
     out = np.full(len(flat_indices), np.nan)
     steps = np.full(len(flat_indices), np.nan)
     for n, idx in enumerate(flat_indices):
         saved = flat[idx]
-        for h in eps / 10.0 ** np.arange(KINK_RETRIES + 1 if piece is not None else 1):
+        for h in eps / 10.0 ** np.arange(tries):
             total, crossed = 0.0, False
             for k, w in pairs:
                 flat[idx] = saved + k * h
                 f_plus = f()
-                crossed = crossed or (piece is not None and not np.array_equal(piece(), here))
+                crossed = crossed or left()  # right after the call of f it describes
                 flat[idx] = saved - k * h
                 total += w * (f_plus - f())
-                crossed = crossed or (piece is not None and not np.array_equal(piece(), here))
+                crossed = crossed or left()
             flat[idx] = saved
             if not crossed:
                 out[n], steps[n] = total / (denom * h), h

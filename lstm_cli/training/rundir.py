@@ -235,13 +235,13 @@ def earlier_members(run_dir) -> list:
     return [n for n in names if os.path.isdir(os.path.join(run_dir, n))]
 
 
-def retire_member(member_dir, lock=None) -> None:
-    """Empty and remove an earlier ensemble's member folder (only its run files and, with
-    its ``lock`` held, the lock file go: a folder holding anything else stays)."""
-    for name in RUN_FILES if lock is not None else (*RUN_FILES, LOCK_NAME):
+def retire_member(member_dir, lock: RunLock) -> None:
+    """Empty and remove an earlier ensemble's member folder, its ``lock`` held (only its
+    run files and, as the lock is released, the lock file go: a folder holding anything
+    else stays)."""
+    for name in RUN_FILES:
         remove_run_file(os.path.join(member_dir, name), "a member of the earlier ensemble")
-    if lock is not None:
-        lock.release()
+    lock.release()
     try:
         os.rmdir(member_dir)
     except OSError:
