@@ -269,6 +269,62 @@ def test_an_ensemble_replaces_a_single_run_s_files_when_its_members_start(ensemb
     assert _summary(out)["folds"] == K
 
 
+def test_an_ensemble_s_overwrite_leaves_other_runs_in_folders_named_like_members(tmp_path):
+    """The take-over emptied every fold-i up to the first gap, beside a single run too: a
+    run of its own in OUT/fold-2, even one in training, lost its files."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = tmp_path / "run"
+    args = ["--config", config, "--set", "train.epochs=1"]
+    assert _run(*args, "--output", str(out)).exit_code == 0
+    for i in range(3):
+        assert _run(*args, "--output", str(out / f"fold-{i}")).exit_code == 0
+    nested = {i: file_bytes(str(out / f"fold-{i}")) for i in range(3)}
+    ensemble = [*args, "--output", str(out), "--overwrite"]
+    r = _run(*ensemble, "--set", "train.folds=2")  # fold-0 and fold-1 are not its members
+    assert r.exit_code == 3 and "fold-0 holds a run that is not a member" in r.stderr, r.output
+    assert {i: file_bytes(str(out / f"fold-{i}")) for i in range(3)} == nested
+    for i in range(2):  # empty now: fold-2 is the next after them
+        shutil.rmtree(out / f"fold-{i}")
+        os.mkdir(out / f"fold-{i}")
+    held = RunLock(str(out / "fold-2"))  # a training running in it
+    held.acquire()
+    try:
+        r = _run(*ensemble, "--set", "train.folds=2")
+        assert r.exit_code == 0, r.output
+    finally:
+        held.release()
+    assert file_bytes(str(out / "fold-2")) == nested[2]
+    assert _summary(str(out))["folds"] == 2
+
+
+def test_the_take_over_refuses_an_earlier_member_another_training_took_meanwhile(
+    ensemble, tmp_path, monkeypatch
+):
+    """Locked as the run starts, each earlier member is locked again when its files go:
+    one another training started in since is left whole, and so is the rest."""
+    from lstm_cli.training import folds
+
+    out, tree = _copy_of(ensemble, tmp_path)
+    before = tree()
+    held = RunLock(os.path.join(out, "fold-1"))
+    real = folds._TakeOver.__call__
+
+    def took_meanwhile(self, training=()):
+        held.acquire()
+        return real(self, training)
+
+    monkeypatch.setattr(folds._TakeOver, "__call__", took_meanwhile)
+    config = os.path.join(ensemble[0], "config.yaml")
+    try:
+        r = _run("--config", config, "--output", out, "--overwrite")
+        assert r.exit_code == 3 and "fold-1' is in use by another training" in r.stderr
+        after = tree()
+        after["fold-1"].pop(".lstm-train.lock")
+        assert after == before
+    finally:
+        held.release()
+
+
 def _stopped_at_member(monkeypatch, fold):
     """Make member ``fold`` stop as a Ctrl-C before its first checkpoint stops it."""
     from lstm_cli.errors import Interrupted

@@ -16,6 +16,7 @@ data.test report.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -33,9 +34,8 @@ from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
     MEMBER_DIR,
-    RUN_FILES,
     RunLock,
-    is_member_dir_name,
+    is_run_folder,
     member_dirs,
     open_run_dir,
     remove_orphaned_temporaries,
@@ -163,6 +163,7 @@ def fit_folds(
                 _check_resumable(cfg, run_dir)
             else:
                 earlier = open_run_dir(run_dir, lock, overwrite=overwrite)
+                _refuse_foreign_members(run_dir, K, earlier)
                 if earlier:
                     take = _TakeOver(run_dir, earlier, cfg)
                 else:
@@ -190,7 +191,9 @@ def fit_folds(
             for t in tasks:
                 what = "continuing" if t.resume else "training"
                 log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
-                hook = take if take is not None and not take.done else None
+                hook = None
+                if take is not None and not take.done:
+                    hook = functools.partial(take, training=[t.fold])
                 who = f"fold {t.fold + 1} of {K}"
                 t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
@@ -228,6 +231,21 @@ def fit_folds(
         lock.release()
 
 
+def _refuse_foreign_members(run_dir, K, earlier) -> None:
+    """A ConfigError when a member folder fold-i (i < K) holds a run that is not a member
+    of the earlier run in run_dir (``earlier``, as open_run_dir gives it): a run of its
+    own, or another training's, that the member trained there would replace."""
+    for i in range(K):
+        name = MEMBER_DIR.format(i)
+        d = os.path.join(run_dir, name)
+        if name not in earlier and os.path.isdir(d) and is_run_folder(d):
+            raise ConfigError(
+                f"{d} holds a run that is not a member of the run in {run_dir}, and this "
+                f"ensemble's member {name} would replace it; move it away or choose another "
+                f"--output"
+            )
+
+
 def _forget_if_unstarted(run_dir, K) -> None:
     """After a new ensemble failed: when no member wrote a file (a member writes nothing
     before its first checkpoint), remove its config.yaml and empty member folders, so the
@@ -257,13 +275,13 @@ class _TakeOver:
     def __init__(self, run_dir, earlier, cfg):
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
 
-    def __call__(self):
+    def __call__(self, training=()):
+        """training: the folds of this ensemble's members in training now; each one's own
+        fit retires the earlier files in its folder. The earlier ensemble's other member
+        folders go, each once locked (a ConfigError when another training holds one)."""
         if not self.done:
-            # the member folders stay (the first member's is in use): only run files go
-            retire_earlier_run(self.run_dir, [n for n in self.earlier if not is_member_dir_name(n)])
-            for d in member_dirs(self.run_dir):
-                for name in RUN_FILES:
-                    remove_run_file(os.path.join(d, name), "a member of the earlier run")
+            busy = {MEMBER_DIR.format(fold) for fold in training}
+            retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
             write_config(self.run_dir, self.cfg)
             self.done = True
 

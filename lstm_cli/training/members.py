@@ -60,8 +60,9 @@ def run_members(
     """Train ``tasks`` with up to ``jobs`` at a time. Returns each task's error (an
     LstmCliError rebuilt from the child's, or RuntimeError with a bug's traceback) or
     None, in task order. Raises Interrupted when a signal stopped the members.
-    before_first_checkpoint: run here when a member is about to write its first
-    checkpoint (each asks, and waits for it: once run, it must do nothing)."""
+    before_first_checkpoint: run here, with the folds of the members running, when a
+    member is about to write its first checkpoint (each asks, and waits for it: once run,
+    it must do nothing)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     with SignalGuard() as guard, _blas_threads_each(jobs):
@@ -91,7 +92,8 @@ def run_members(
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
                 if kind == "first checkpoint":
-                    reply = _reply_to(before_first_checkpoint)
+                    training = sorted(t.fold for t, _ in running.values())
+                    reply = _reply_to(before_first_checkpoint, training)
                     try:
                         conn.send(reply)
                     except OSError:  # it died waiting: its EOF comes next, as for any death
@@ -156,10 +158,10 @@ def _death(task, proc) -> str:
     )
 
 
-def _reply_to(hook):
-    """Run ``hook`` for a member: None, or its error as the member will raise it."""
+def _reply_to(hook, training):
+    """Run ``hook(training)`` for a member: None, or its error as the member will raise it."""
     try:
-        hook()
+        hook(training)
     except errors.LstmCliError as err:
         return "error", (type(err).__name__, str(err), err.exit_code)
     return None
