@@ -44,10 +44,15 @@ class Interrupted(LstmCliError):
     continues the run, or None: there is nothing to resume. The message ends with that."""
 
     def __init__(self, stopped, signum=2, resume=None):
-        then = f"Continue with: lstm-train --resume {resume}" if resume else "Nothing to resume."
-        super().__init__(f"{stopped}. {then}")
+        super().__init__(f"{stopped}. {resume_hint(resume)}")
         self.stopped, self.signum, self.resume = stopped, int(signum), resume
         self.exit_code = 128 + int(signum)
+
+
+def resume_hint(resume) -> str:
+    """The sentence ending a message about a training that ended before its end: the folder
+    whose ``lstm-train --resume`` continues it, or that there is nothing to resume."""
+    return f"Continue with: lstm-train --resume {resume}" if resume else "Nothing to resume."
 
 
 class MissingExtraError(LstmCliError):

@@ -638,9 +638,39 @@ def test_a_parallel_member_killed_is_one_error_line_and_resumable(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err
     assert "the process training it died (killed by signal 9)" in err
-    assert err.count("Error:") == 1
+    assert err.count("Error:") == 1 and len(err.splitlines()) == 1, err  # no warnings
+    assert err.rstrip().endswith(f"Continue with: lstm-train --resume {run}"), err
     r = _run("--resume", str(run))
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("took_over", [False, True])
+def test_a_dead_member_s_message_says_what_a_resume_would_continue(
+    ensemble, tmp_path, monkeypatch, took_over
+):
+    """It said "lstm-train --resume continues the ensemble" when the member died before
+    the take-over too, when the folder still held the earlier ensemble (which a resume
+    would have finished instead)."""
+    from lstm_cli.training import folds
+    from lstm_cli.training.members import MemberDied
+
+    def a_member_dies(tasks, jobs, log, before_first_checkpoint=None):
+        if took_over:
+            before_first_checkpoint([0])
+        return [MemberDied("fold-1: the process training it died (killed by signal 9)")]
+
+    monkeypatch.setattr(folds, "run_members", a_member_dies)
+    out, tree = _copy_of(ensemble, tmp_path)
+    before = tree()
+    config = os.path.join(ensemble[0], "config.yaml")
+    r = _run("--config", config, "--output", out, "--overwrite", "--jobs", "2")
+    assert r.exit_code == 1 and r.stderr.count("Error:") == 1, r.output
+    end = f"Continue with: lstm-train --resume {out}" if took_over else "Nothing to resume."
+    assert r.stderr.rstrip().endswith("(killed by signal 9). " + end), r.stderr
+    if took_over:  # the earlier members not in training went
+        assert not os.path.exists(os.path.join(out, "fold-1"))
+    else:
+        assert tree() == before
 
 
 def _is_member_of(pid, parent):

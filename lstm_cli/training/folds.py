@@ -25,11 +25,11 @@ import numpy as np
 
 from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
-from ..errors import CheckpointError, ConfigError, Interrupted
+from ..errors import CheckpointError, ConfigError, Interrupted, LstmCliError, resume_hint
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
 from ..validate import show
 from .distributed import make_comm, rank_output
-from .members import MemberTask, run_members
+from .members import MemberDied, MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
@@ -218,14 +218,15 @@ def fit_folds(
             _forget_if_unstarted(run_dir, K)
         elif take is not None and not take.done:  # the earlier run whole: leave no trace
             _remove_empty_members(run_dir, K)
+        # what continues is the ensemble (a member's own --resume would train it alone),
+        # if this run is in the folder now: not before a take-over, nor once forgotten
+        ours = (take is None or take.done) and os.path.isfile(os.path.join(run_dir, "config.yaml"))
+        resume_dir = run_dir if ours else None
         if isinstance(err, Interrupted):
-            # what continues is the ensemble (a member's own --resume would train it alone),
-            # if this run is in the folder now: not before a take-over, nor once forgotten
-            ours = (take is None or take.done) and os.path.isfile(
-                os.path.join(run_dir, "config.yaml")
-            )
             stopped = f"{err.stopped} ({who} of the ensemble in {run_dir})"
-            raise Interrupted(stopped, err.signum, resume=run_dir if ours else None) from None
+            raise Interrupted(stopped, err.signum, resume=resume_dir) from None
+        if isinstance(err, MemberDied):
+            raise LstmCliError(f"{err}. {resume_hint(resume_dir)}") from None
         raise
     finally:
         lock.release()

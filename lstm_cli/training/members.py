@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -147,15 +148,18 @@ def _signal(proc, signum) -> None:
         pass
 
 
+class MemberDied(errors.LstmCliError):
+    """The process training a member ended without a word (a kill, out of memory). Its
+    message says what ended; the caller, which knows what a resume would continue, ends
+    it (errors.resume_hint)."""
+
+
 def _death(task, proc) -> str:
-    """Why the process training ``task`` ended without a word (a kill, out of memory)."""
+    """Why the process training ``task`` ended without a word."""
     proc.join()
     code = proc.exitcode
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    return (
-        f"{task.cfg.output.dir}: the process training it died ({how}); "
-        f"lstm-train --resume continues the ensemble"
-    )
+    return f"{task.cfg.output.dir}: the process training it died ({how})"
 
 
 def _reply_to(hook, training):
@@ -174,7 +178,7 @@ def _error_of(kind, value):
     if kind == "stopped":
         return errors.Interrupted(*value)
     if kind == "died":  # not a bug here: the system (or a user) ended it
-        return errors.LstmCliError(value)
+        return MemberDied(value)
     if kind == "error":
         name, message, exit_code = value
         cls = getattr(errors, name, errors.LstmCliError)
@@ -190,7 +194,13 @@ def _child(task: MemberTask, conn, asks: bool) -> None:
     os.setpgrp()  # a terminal's Ctrl-C goes to the parent, which passes it on once
     for sig in STOP_SIGNALS:  # until fit installs its own guard, a signal only stops it
         signal.signal(sig, signal.SIG_DFL)
+    from tqdm import tqdm
+
     from .distributed import SingleProcess
+
+    # a member shows no bar; tqdm's default lock between processes is a semaphore, which
+    # the parent's resource tracker reports as leaked after the Error: line of a kill
+    tqdm.set_lock(threading.RLock())
 
     def ask_parent():
         conn.send(("first checkpoint", None))
