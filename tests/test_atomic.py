@@ -116,6 +116,24 @@ def test_a_stream_sent_to_a_file_is_written_to_not_replaced(tmp_path):
     assert not names_a_stream(str(path)) and not names_a_stream("/dev/shm/report.json")
 
 
+def test_stdout_is_known_by_each_of_its_names():
+    """//dev/stdout (POSIX keeps the two slashes) was not a stream: replaced, not written."""
+    from lstm_cli.store.atomic import names_a_stream, names_stdout
+
+    pid = os.getpid()
+    for name in (
+        "/dev/stdout",
+        "//dev/stdout",
+        "/dev/fd/1",
+        "/proc/self/fd/1",
+        f"/proc/{pid}/fd/1",
+    ):
+        assert names_stdout(name) and names_a_stream(name), name
+    for name in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/12", f"/proc/{pid + 1}/fd/1", "out"):
+        assert not names_stdout(name), name
+    assert names_a_stream("//dev/stderr") and not names_a_stream("/dev/stdout2")
+
+
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
 def test_a_name_of_ours_is_replaced_not_written_through(tmp_path, link):
     """follow_symlinks=False (figures): a link at the name is replaced by the new file,

@@ -82,7 +82,7 @@ def test_two_outputs_are_never_one_file(run_dir, pattern_files, tmp_path):
         report.write_text("an earlier report\n")
     assert report.read_text() == "an earlier report\n"
     # nor both stdout, by any name: the JSON report then ran into the CSV (exit 0)
-    for other in ("-", "/dev/stdout", "/proc/self/fd/1"):
+    for other in ("-", "/dev/stdout", "//dev/stdout", "/proc/self/fd/1", "/dev/fd/1"):
         r = CliRunner().invoke(
             evaluate,
             [str(run_dir / "best.npz"), "--data", pattern_files["test"], "--quiet"]

@@ -12,7 +12,7 @@ import click
 
 from .. import __version__
 from ..errors import Interrupted, LstmCliError
-from ..store.atomic import names_a_stream
+from ..store.atomic import names_a_stream, names_stdout
 
 
 def handles_errors(fn):
@@ -133,7 +133,8 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     written."""
     claimed = {}
     for opt, out in outputs:
-        if _is_stdout(out):  # one output only, or they would run into one another
+        # one output to stdout only, or they would run into one another
+        if out == "-" or (out and names_stdout(out)):
             if "-" in claimed:
                 raise click.UsageError(
                     f"{claimed['-'][0]} {claimed['-'][1]} and {opt} {out} would both write "
@@ -166,15 +167,6 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
                 else ""
             )
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
-
-
-def _is_stdout(out) -> bool:
-    """'-', or a name of this process's file descriptor 1 (/dev/stdout, /proc/self/fd/1);
-    not /dev/stderr, even where both streams go to one terminal."""
-    if out == "-":
-        return True
-    names = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", f"/proc/{os.getpid()}/fd/1")
-    return bool(out) and os.path.abspath(out) in names
 
 
 def refuse_output_folder(opt, path) -> None:

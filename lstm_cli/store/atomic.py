@@ -63,14 +63,33 @@ def atomic_write(path, write, follow_symlinks=True) -> None:
     _replace(os.path.realpath(path) if follow_symlinks else path, write)
 
 
-_STREAM = re.compile(r"/dev/(stdout|stderr|fd/[0-9]+)|/proc/(self|[0-9]+)/fd/[0-9]+")
+# groups: stdout, stderr, N of /dev/fd/N, the pid (or self) and N of /proc/PID/fd/N
+_STREAM = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/([0-9]+))|/proc/(self|[0-9]+)/fd/([0-9]+)")
+
+
+def _stream_match(path):
+    # absolute, with one leading slash: POSIX abspath keeps the two of //dev/stdout
+    return _STREAM.fullmatch("/" + os.path.abspath(path).lstrip("/"))
 
 
 def names_a_stream(path) -> bool:
     """True for a path that names one of the process's open streams as given
     (/dev/stdout, /proc/self/fd/1): written to, never replaced, even when the shell sent
     the stream to a regular file."""
-    return _STREAM.fullmatch(os.path.abspath(path)) is not None
+    return _stream_match(path) is not None
+
+
+def names_stdout(path) -> bool:
+    """True for a name of this process's file descriptor 1 (/dev/stdout, /dev/fd/1,
+    /proc/self/fd/1, /proc/PID/fd/1 with our pid); not /dev/stderr, even where both
+    streams go to one terminal."""
+    m = _stream_match(path)
+    if m is None:
+        return False
+    stdout, _, fd, pid, proc_fd = m.groups()
+    if pid is not None:
+        return pid in ("self", str(os.getpid())) and int(proc_fd) == 1
+    return stdout is not None or (fd is not None and int(fd) == 1)
 
 
 def _replace(path, write) -> None:
