@@ -708,6 +708,42 @@ def test_resume_refuses_training_data_that_was_reordered(runner, write_config, t
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.parametrize("recorded", [True, False])
+@pytest.mark.parametrize("change", ["swap", "grow"])
+def test_resume_refuses_a_split_drawn_otherwise(
+    runner, write_config, tmp_path, monkeypatch, recorded, change
+):
+    """Same data and config, a split drawn otherwise (a new rounding rule, another numpy):
+    the resumed run trained on sequences it had validated on, silently. recorded=False: a
+    checkpoint from before the split was recorded, known by its normalisation."""
+    from lstm_cli.training import prepare
+
+    with monkeypatch.context() as mp:
+        if not recorded:
+            mp.setattr(prepare.PreparedData, "split", lambda self: None)
+        assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    real = prepare.stratified_split
+
+    def drawn_otherwise(labels, fraction, rng):
+        tr, va = real(labels, fraction, rng)
+        if change == "grow":  # one more validates
+            return tr[1:], np.sort(np.append(va, tr[0]))
+        return np.sort(np.append(tr[1:], va[0])), np.sort(np.append(va[1:], tr[0]))
+
+    resume = ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2", "--quiet"]
+    with monkeypatch.context() as mp:
+        mp.setattr(prepare, "stratified_split", drawn_otherwise)
+        r = runner.invoke(train, resume)
+    assert r.exit_code == 4 and "splits the training data" in r.stderr, r.output
+    if recorded:
+        how = "other sequences validate" if change == "swap" else "sequences train and"
+    else:
+        how = "its normalisation statistics differ"
+    assert how in r.stderr, r.stderr
+    r = runner.invoke(train, resume)  # split as it was: resumes
+    assert r.exit_code == 0, r.output
+
+
 def test_the_run_folder_lock_is_released_on_every_exit_path(
     runner, write_config, tmp_path, monkeypatch
 ):

@@ -139,6 +139,7 @@ class Trainer:
             "config": config_to_dict(cfg),
             "blas_threads": blas_threads(),
             "data_fingerprint": data.fingerprint,
+            "split": data.split(),
         }
         # progress of the run
         self.epoch = 0  # completed epochs

@@ -6,6 +6,7 @@ Everything user-supplied is checked here, before the run folder is touched.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,17 @@ class PreparedData:
     # feature columns named (resolve_csv_columns)
     cfg: Config | None = None
     notes: tuple[str, ...] = ()  # how those were resolved, for the log
+
+    def split(self) -> dict:
+        """Which sequences train and which validate, as a checkpoint records it, so a
+        resume can refuse a split drawn otherwise (by another version of lstm_cli or of
+        numpy's generators): the two sizes and a digest of valid_index."""
+        index = self.valid_index
+        digest = None
+        if index is not None:
+            digest = hashlib.sha256(np.asarray(index, "<i8").tobytes()).hexdigest()[:16]
+        valid = 0 if self.valid is None else len(self.valid)
+        return {"train": len(self.train), "valid": valid, "valid_index": digest}
 
 
 def run_rng(cfg: Config) -> np.random.Generator:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..config import Config, config_from_dict, config_to_dict, load_config
 from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
 from ..store.checkpoint import load_checkpoint, read_meta
@@ -91,7 +93,43 @@ def load_resume_state(cfg: Config, run_dir, data: PreparedData):
             f"the run started (its sequences, their order, labels or values differ), so "
             f"the validation split and normalisation would not be the run's"
         )
+    _check_same_split(meta, data, run_dir)
     return ckpt, path
+
+
+def _check_same_split(meta, data: PreparedData, run_dir) -> None:
+    """A DataError when the same data and config now split otherwise than the run did
+    (another version of lstm_cli or numpy): by the checkpoint's "split", or, in one
+    written before it was recorded, by the training split's normalisation statistics."""
+    then, now = meta.get("split"), data.split()
+    if then is None:
+        norm = meta.get("normalization")
+        if not isinstance(norm, dict) or data.mean is None:
+            return
+        try:
+            same = all(
+                np.allclose(norm[k], v, rtol=1e-9, atol=0)
+                for k, v in (("mean", data.mean), ("std", data.std))
+            )
+        except (KeyError, TypeError, ValueError):
+            same = False
+        if same:
+            return
+        how = "its normalisation statistics differ from the run's"
+    elif then == now:
+        return
+    elif (then.get("train"), then.get("valid")) == (now["train"], now["valid"]):
+        how = f"{now['valid']} other sequences validate"
+    else:
+        how = (
+            f"{now['train']} sequences train and {now['valid']} validate; in the run "
+            f"{then.get('train')} and {then.get('valid')}"
+        )
+    raise DataError(
+        f"cannot resume {run_dir}: this version of lstm_cli (or numpy) splits the training "
+        f"data {data.train.source} otherwise than the run did ({how}); resume with the "
+        f"version that started it, or start a new run"
+    )
 
 
 def restore(trainer, ckpt, path) -> None:
