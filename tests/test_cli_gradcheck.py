@@ -291,6 +291,18 @@ def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
     )
     r = CliRunner().invoke(gradcheck, ["--flow", ckpt])
     assert r.exit_code == 2 and "--data" in r.stderr
+    # stdout holds the records alone: the table came after them, even with --quiet
+    flow = ["--flow", ckpt, "--data", cfg.data.train]
+    for quiet in ([], ["--quiet"]):
+        r = CliRunner().invoke(gradcheck, flow + ["--output", "-"] + quiet)
+        assert r.exit_code == 0, r.output
+        assert [json.loads(line) for line in r.stdout.splitlines()] == got
+    # no table: to the file, quiet; to stdout by another name (the process's own fd 1)
+    for args in (["--output", str(out), "--quiet"], ["--output", "/dev/stdout"]):
+        r = CliRunner().invoke(gradcheck, flow + args)
+        assert r.exit_code == 0 and r.stdout == "", r.output
+    r = CliRunner().invoke(gradcheck, flow + ["--output", "-", "--json"])
+    assert r.exit_code == 2 and "would both write to stdout" in r.stderr, r.output
 
 
 def test_flow_of_a_bidirectional_checkpoint_has_a_row_per_direction(write_config, tmp_path):

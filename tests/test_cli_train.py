@@ -80,6 +80,11 @@ def test_train_eval_predict_round_trip(runner, write_config, pattern_files, tmp_
 
     result = runner.invoke(evaluate, [ckpt, "--data", pattern_files["test"], "--json", "-"])
     assert json.loads(result.stdout)["accuracy"] == report["accuracy"]
+    # JSON to stdout by another name (the process's fd 1): no table runs into it
+    result = runner.invoke(
+        evaluate, [ckpt, "--data", pattern_files["test"], "--json", "/dev/stdout"]
+    )
+    assert result.exit_code == 0 and result.stdout == "", result.output
 
 
 def test_help_and_version(runner):

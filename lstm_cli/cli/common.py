@@ -133,8 +133,7 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
     written."""
     claimed = {}
     for opt, out in outputs:
-        # one output to stdout only, or they would run into one another
-        if out == "-" or (out and names_stdout(out)):
+        if writes_to_stdout(out):  # one output only, or they would run into one another
             if "-" in claimed:
                 raise click.UsageError(
                     f"{claimed['-'][0]} {claimed['-'][1]} and {opt} {out} would both write "
@@ -167,6 +166,12 @@ def refuse_output_over_input(outputs, inputs, overwrite=None) -> None:
                 else ""
             )
             raise click.UsageError(f"{opt} {out} is {what}; writing it would destroy it{hint}")
+
+
+def writes_to_stdout(out) -> bool:
+    """Whether an output option's value is stdout: '-', or a name of file descriptor 1
+    (store.atomic.names_stdout: /dev/stdout, /proc/self/fd/1, ...)."""
+    return out == "-" or (bool(out) and names_stdout(out))
 
 
 def refuse_output_folder(opt, path) -> None:

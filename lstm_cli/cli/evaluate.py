@@ -16,6 +16,7 @@ from .common import (
     refuse_output_folder,
     refuse_output_over_input,
     write_output,
+    writes_to_stdout,
 )
 
 
@@ -292,7 +293,8 @@ def evaluate(
         report["by_step"] = ensemble_by_step(raws, y, batch_size)  # each file read once
     elif by_step or gates:
         report.update(_diagnostics(tm, ds, y, by_step, gates, batch_size))
-    if not quiet and json_out != "-":
+    tables = not quiet and not writes_to_stdout(json_out)  # stdout holds the JSON only
+    if tables:
         click.echo(_render_report(report))
         if report.get("by_step"):
             click.echo("\n" + _render_by_step(report["by_step"]))
@@ -307,7 +309,7 @@ def evaluate(
         from ..plot import plot_report
 
         for path in plot_report(report, plot_dir):
-            if not quiet and json_out != "-":
+            if tables:
                 click.echo(f"wrote {path}")
 
 

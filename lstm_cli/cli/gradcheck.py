@@ -17,6 +17,7 @@ from .common import (
     handles_errors,
     refuse_output_over_input,
     write_output,
+    writes_to_stdout,
 )
 
 
@@ -105,7 +106,9 @@ from .common import (
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
 )
-@click.option("--quiet", is_flag=True, help="Print only failures and the verdict.")
+@click.option(
+    "--quiet", is_flag=True, help="Print only failures and the verdict (with --flow: nothing)."
+)
 @click.option(
     "--flow",
     "flow_checkpoint",
@@ -161,7 +164,7 @@ def gradcheck(
     from ..nn.gradcheck import DEFAULT_EPS, check_model, random_problem
 
     if flow_checkpoint is not None or data_path is not None or output is not None:
-        _gradient_flow(flow_checkpoint, data_path, output, as_json)
+        _gradient_flow(flow_checkpoint, data_path, output, as_json, quiet)
         return
 
     if config_path is not None:
@@ -304,8 +307,9 @@ def _architecture_from_config(config_path, overrides):
     )
 
 
-def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
-    """--flow CHECKPOINT --data FILE: gradient-flow records of the checkpoint on the data."""
+def _gradient_flow(checkpoint, data_path, output, as_json, quiet) -> None:
+    """--flow CHECKPOINT --data FILE: gradient-flow records of the checkpoint on the data,
+    to --output; then, unless --quiet or --output is stdout, the table (or --json)."""
     from ..diagnostics import checkpoint_gradient_flow, layer_label
     from ..inference import encode_dataset_labels, load_trained
     from .evaluate import load_data_for
@@ -315,6 +319,10 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
     refuse_output_over_input(
         [("--output", output)], [("checkpoint", checkpoint), ("data", data_path)]
     )
+    if as_json and writes_to_stdout(output):
+        raise click.UsageError(
+            f"--json and --output {output} would both write to stdout; give one a file"
+        )
     tm = load_trained(checkpoint)
     ds = load_data_for(tm, data_path, "auto", require_labels=True)
     records = checkpoint_gradient_flow(
@@ -322,6 +330,8 @@ def _gradient_flow(checkpoint, data_path, output, as_json) -> None:
     )
     if output:
         write_output(output, "".join(json_text(r) + "\n" for r in records))
+    if quiet or writes_to_stdout(output):
+        return
     if as_json:
         click.echo(json_text(records, indent=2))
         return
