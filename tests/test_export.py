@@ -694,6 +694,60 @@ def test_export_carries_the_csv_options_and_import_restores_them(tmp_path, targe
     assert written[0] == written[1]
 
 
+def test_a_state_dict_without_lstm_export_s_metadata_takes_it_from_meta_yaml(tmp_path):
+    """Saved again from load_classifier's module (save_file(model.state_dict())), the file
+    loses lstm-export's metadata; --meta took no transforms or csv, so the model imported
+    without them and predicted otherwise (exit 0)."""
+    st = pytest.importorskip("safetensors.numpy")
+    ckpt = make_checkpoint(tmp_path, "mean", 2, data={"pool": 2, "csv": CSV_READING})
+    out = tmp_path / "m.safetensors"
+    assert run(export, [ckpt, "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    st.save_file(st.load_file(str(out)), str(out))  # the weights alone
+    tm = load_trained(ckpt)
+    norm = {"mean": tm.mean.tolist(), "std": tm.std.tolist()}
+    meta = tmp_path / "meta.yaml"
+    base = {"classes": CLASSES, "head": "mean", "forget_bias": 0.7, "normalization": norm}
+    meta.write_text(json.dumps(base | {"transforms": {"pool": 2}, "csv": CSV_READING}))
+    assert run(import_, [out, tmp_path / "back.npz", "--meta", meta]).exit_code == 0
+    x, lengths = batch()
+    _write_csv(tmp_path / "d.csv", x, lengths)
+    written = []
+    for path in (ckpt, tmp_path / "back.npz"):
+        pred = tmp_path / f"{path.stem}.csv"
+        args = [path, "--data", tmp_path / "d.csv", "--output", pred, "--quiet"]
+        assert run(predict, args).exit_code == 0
+        written.append(pred.read_text())
+    assert written[0] == written[1]
+    meta.write_text(json.dumps(base | {"transforms": {"pool": 2.5}}))
+    r = run(import_, [out, tmp_path / "o.npz", "--meta", meta])
+    one_error_line(r, 3, "'config.data.pool'")
+    meta.write_text(json.dumps(base | {"csv": {"columns": ["a"]}}))
+    one_error_line(run(import_, [out, tmp_path / "o.npz", "--meta", meta]), 3, f"{meta}: 'csv'")
+
+
+def test_meta_yaml_s_null_normalisation_wins_over_the_file_s(tmp_path):
+    """--meta's `normalization: null` was dropped as not given: the file's statistics won."""
+    pytest.importorskip("safetensors")
+    out = tmp_path / "m.safetensors"
+    assert (
+        run(export, [make_checkpoint(tmp_path), "--to", "pytorch", out, "--quiet"]).exit_code == 0
+    )
+    meta = tmp_path / "meta.yaml"
+    meta.write_text("normalization: null\n")
+    assert run(import_, [out, tmp_path / "o.npz", "--meta", meta]).exit_code == 0
+    assert load_trained(tmp_path / "o.npz").mean is None
+    assert load_trained(make_checkpoint(tmp_path)).mean is not None
+
+
+def test_import_of_an_lstm_cli_checkpoint_says_it_is_one(tmp_path):
+    """It said "this is a pickle (torch.save) file": an .npz is a zip, like torch.save's."""
+    pytest.importorskip("safetensors")
+    ckpt = make_checkpoint(tmp_path)
+    r = run(import_, [ckpt, tmp_path / "o.npz", "--classes", ",".join(CLASSES)])
+    one_error_line(r, 5, str(ckpt), "an lstm_cli checkpoint already")
+    assert not (tmp_path / "o.npz").exists()
+
+
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])
 def test_an_ensemble_of_members_reading_other_csv_columns_is_exit_5(tmp_path, target):
     pytest.importorskip("onnx" if target == "onnx" else "safetensors")
@@ -1069,7 +1123,7 @@ def _exported_with(tmp_path, **metadata):
             [],
             [
                 "'normalize_per_sequence': True",
-                "expected a mapping of per_sequence, pool and frame",
+                "expected a mapping of per_sequence, pool, frame",
             ],
         ),
         (  # a misspelt CSV option would read other columns

@@ -109,10 +109,20 @@ def _split_list(text, name, number=False):
         raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=name) from None
 
 
+_META_KEYS = (
+    "classes",
+    "normalization",
+    "head",
+    "forget_bias",
+    "bidirectional",
+    "transforms",
+    "csv",
+)
+
+
 def _read_meta_yaml(path) -> dict:
-    """The --meta file: a YAML mapping with keys among classes, normalization, head,
-    forget_bias, bidirectional (read with the config's safe loader: yaml.safe_load plus
-    duplicate-key checks)."""
+    """The --meta file: a YAML mapping with keys among _META_KEYS (read with the config's
+    safe loader: yaml.safe_load plus duplicate-key checks)."""
     from ..config.yaml_safe import load_yaml
     from ..errors import ConfigError
 
@@ -123,13 +133,10 @@ def _read_meta_yaml(path) -> dict:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     doc = load_yaml(text, path)
     if not isinstance(doc, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping (classes, normalization, head, forget_bias, bidirectional)"
-        )
-    allowed = ("classes", "normalization", "head", "forget_bias", "bidirectional")
-    unknown = sorted(map(str, set(doc) - set(allowed)))
+        raise ConfigError(f"{path}: expected a mapping ({', '.join(_META_KEYS)})")
+    unknown = sorted(map(str, set(doc) - set(_META_KEYS)))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {allowed}")
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {_META_KEYS}")
     return doc
 
 
@@ -159,7 +166,8 @@ def _read_meta_yaml(path) -> dict:
     "--meta",
     "meta_path",
     type=click.Path(exists=True, dir_okay=False),
-    help="A small YAML with classes, normalization {mean, std}, head, forget_bias, bidirectional.",
+    help="A small YAML with classes, normalization {mean, std}, head, forget_bias, "
+    "bidirectional, transforms {per_sequence, pool, frame}, csv (data.csv options).",
 )
 @click.option(
     "--overwrite",

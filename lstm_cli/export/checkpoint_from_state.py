@@ -31,6 +31,7 @@ from ..inference import _TRANSFORM_KEYS, BadMetadata, trained_model
 from ..nn.interop import from_pytorch
 from ..nn.model import HEADS
 from ..nn.spec import CONSTRAINTS
+from ..store.checkpoint import looks_like_checkpoint
 from ..validate import Invalid, as_float, check, show
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
@@ -60,6 +61,12 @@ def read_state(path):
     safetensors = len(head) == 9 and head[8:] == b"{"
     if safetensors and int.from_bytes(head[:8], "little") + 8 <= os.path.getsize(path):
         pass
+    elif looks_like_checkpoint(path):
+        raise _bad(
+            path,
+            "this is an lstm_cli checkpoint already: lstm-eval, lstm-predict and "
+            "train.init_from take it as it is (lstm-import reads a PyTorch state_dict)",
+        )
     elif head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+, torch.save's zip
         raise _bad(path, f"this is a pickle (torch.save) file, not safetensors; {_SAVE_HINT}")
     else:
@@ -282,9 +289,10 @@ def build_import_meta(spec, classes, normalization, provenance, transforms=None,
 def checkpoint_from_state(path, settings=None, sources=None):
     """(params, meta) of an lstm_cli checkpoint from the safetensors file ``path``.
 
-    settings: {classes, normalization, head, forget_bias} from the caller, each optional;
-    they win over the file's own metadata. sources: {key: where it came from} for error
-    messages (an option such as "--classes", or a YAML file's name)."""
+    settings: {classes, normalization, head, forget_bias, bidirectional, transforms, csv}
+    from the caller, each optional; they win over the file's own metadata, a None too
+    (normalization None: none; bidirectional None: by the keys). sources: {key: where it
+    came from} for error messages (an option such as "--classes", or a YAML file's name)."""
     path = os.fspath(path)
     sources = sources or {}
     state, file_meta = read_state(path)
@@ -293,7 +301,7 @@ def checkpoint_from_state(path, settings=None, sources=None):
             f"{path} holds an ensemble (lstm-export of several checkpoints); lstm-import "
             "takes one model: export the members one by one to import them"
         )
-    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    given = dict(settings or {})
     from_file = file_settings(file_meta, path)
     bi = given.get("bidirectional", from_file.get("bidirectional"))
     if bi is not None and not isinstance(bi, bool):
@@ -302,11 +310,15 @@ def checkpoint_from_state(path, settings=None, sources=None):
     L, F, H, K, bi = check_state(state, path, bi)
     merged = {"normalization": None, "head": "last", "forget_bias": 0.0, **from_file, **given}
     merged.pop("bidirectional", None)
-    transforms = merged.pop("transforms", None)  # only from a file lstm-export wrote
-    csv = merged.pop("csv", None)  # likewise
+    where = {
+        k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
+        for k in merged
+    }
+    transforms = merged.pop("transforms", None)
+    csv = merged.pop("csv", None)
     if not (csv is None or isinstance(csv, dict) and set(csv) <= set(CSV_OPTION_KEYS)):
         raise ConfigError(
-            f"{_where(f'{path} metadata', 'csv')} is {show(csv)}; expected a mapping of "
+            f"{_where(where['csv'], 'csv')} is {show(csv)}; expected a mapping of "
             f"{', '.join(CSV_OPTION_KEYS)}"
         )
     if not (
@@ -315,13 +327,9 @@ def checkpoint_from_state(path, settings=None, sources=None):
         and set(transforms) <= set(_TRANSFORM_KEYS)
     ):
         raise ConfigError(
-            f"{_where(f'{path} metadata', 'transforms')} is {show(transforms)}; expected a "
-            "mapping of per_sequence, pool and frame"
+            f"{_where(where['transforms'], 'transforms')} is {show(transforms)}; expected a "
+            f"mapping of {', '.join(_TRANSFORM_KEYS)}"
         )
-    where = {
-        k: (sources.get(k, "the caller's settings") if k in given else f"{path} metadata")
-        for k in merged
-    }
     if "classes" not in merged:
         raise ConfigError(
             f"{path} does not name its classes: give them with --classes a,b,c or in --meta"
