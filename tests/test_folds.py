@@ -24,7 +24,7 @@ from lstm_cli.store.checkpoint import load_checkpoint
 from lstm_cli.training import prepare_data
 from lstm_cli.training.folds import member_config
 from lstm_cli.training.prepare import run_rng
-from lstm_cli.training.rundir import RunLock
+from lstm_cli.training.rundir import LOCK_NAME, RunLock
 
 K = 3
 
@@ -286,6 +286,7 @@ def test_an_ensemble_s_overwrite_leaves_other_runs_in_folders_named_like_members
     for i in range(2):  # empty now: fold-2 is the next after them
         shutil.rmtree(out / f"fold-{i}")
         os.mkdir(out / f"fold-{i}")
+    (out / "fold-0" / LOCK_NAME).write_text("12345\n")  # a killed run's: no run
     held = RunLock(str(out / "fold-2"))  # a training running in it
     held.acquire()
     try:
@@ -295,6 +296,10 @@ def test_an_ensemble_s_overwrite_leaves_other_runs_in_folders_named_like_members
         held.release()
     assert file_bytes(str(out / "fold-2")) == nested[2]
     assert _summary(str(out))["folds"] == 2
+    # unheld too: the end of an ensemble used to empty every fold-i with i >= K
+    r = _run(*ensemble, "--set", "train.folds=2", "--set", "train.seed=5")
+    assert r.exit_code == 0, r.output
+    assert file_bytes(str(out / "fold-2")) == nested[2]
 
 
 def test_the_take_over_refuses_an_earlier_member_another_training_took_meanwhile(
@@ -656,7 +661,7 @@ def test_a_dead_member_s_message_says_what_a_resume_would_continue(
 
     def a_member_dies(tasks, jobs, log, before_first_checkpoint=None):
         if took_over:
-            before_first_checkpoint([0])
+            before_first_checkpoint([0, 1])  # fold-1 dies before its first checkpoint
         return [MemberDied("fold-1: the process training it died (killed by signal 9)")]
 
     monkeypatch.setattr(folds, "run_members", a_member_dies)
@@ -667,8 +672,10 @@ def test_a_dead_member_s_message_says_what_a_resume_would_continue(
     assert r.exit_code == 1 and r.stderr.count("Error:") == 1, r.output
     end = f"Continue with: lstm-train --resume {out}" if took_over else "Nothing to resume."
     assert r.stderr.rstrip().endswith("(killed by signal 9). " + end), r.stderr
-    if took_over:  # the earlier members not in training went
-        assert not os.path.exists(os.path.join(out, "fold-1"))
+    if took_over:  # the earlier members went: the running ones' files, the others whole
+        assert not os.path.exists(os.path.join(out, "fold-2"))
+        for i in range(2):  # or --resume kept the earlier fold-1 as a finished member
+            assert file_bytes(os.path.join(out, f"fold-{i}")) == {}
     else:
         assert tree() == before
 

@@ -34,14 +34,12 @@ from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
     MEMBER_DIR,
+    RUN_FILES,
     RunLock,
-    is_run_folder,
-    member_dirs,
     open_run_dir,
     remove_orphaned_temporaries,
     remove_run_file,
     retire_earlier_run,
-    retire_member,
     write_config,
     write_summary,
 )
@@ -193,25 +191,18 @@ def fit_folds(
                 log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
                 hook = None
                 if take is not None and not take.done:
-                    hook = functools.partial(take, training=[t.fold])
+                    hook = functools.partial(take, [t.fold])
                 who = f"fold {t.fold + 1} of {K}"
                 t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
             if take is not None:
-                take()  # done already, unless no member had anything to train
+                take(())  # done already, unless no member had anything to train
             # members_cfg: frame_to and "auto" already resolved, not redone per member
             result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
-            for d in list(member_dirs(run_dir, K)):  # an earlier ensemble had more members
-                held = RunLock(d)  # not `lock`: that is this ensemble's, released below
-                try:
-                    held.acquire()
-                except ConfigError:  # another training's folder now: not ours to empty
-                    continue
-                retire_member(d, held)
         return result
     except BaseException as err:
         if fresh:
@@ -235,11 +226,17 @@ def fit_folds(
 def _refuse_foreign_members(run_dir, K, earlier) -> None:
     """A ConfigError when a member folder fold-i (i < K) holds a run that is not a member
     of the earlier run in run_dir (``earlier``, as open_run_dir gives it): a run of its
-    own, or another training's, that the member trained there would replace."""
+    own that the member trained there would replace, or one another training holds (a
+    lock left by a killed run is none)."""
     for i in range(K):
         name = MEMBER_DIR.format(i)
         d = os.path.join(run_dir, name)
-        if name not in earlier and os.path.isdir(d) and is_run_folder(d):
+        if name in earlier or not os.path.isdir(d):
+            continue
+        probe = RunLock(d)
+        probe.acquire()
+        probe.release()
+        if any(os.path.lexists(os.path.join(d, n)) for n in RUN_FILES):
             raise ConfigError(
                 f"{d} holds a run that is not a member of the run in {run_dir}, and this "
                 f"ensemble's member {name} would replace it; move it away or choose another "
@@ -276,13 +273,19 @@ class _TakeOver:
     def __init__(self, run_dir, earlier, cfg):
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
 
-    def __call__(self, training=()):
-        """training: the folds of this ensemble's members in training now; each one's own
-        fit retires the earlier files in its folder. The earlier ensemble's other member
-        folders go, each once locked (a ConfigError when another training holds one)."""
+    def __call__(self, training):
+        """training: the folds of this ensemble's members in training now. The earlier
+        ensemble's other member folders go, each once locked (a ConfigError, before
+        anything is removed, when another training holds one). In those of the members in
+        training (they hold the locks) only the earlier run files go: a member writes
+        nothing before its first checkpoint, which waits for this."""
         if not self.done:
-            busy = {MEMBER_DIR.format(fold) for fold in training}
+            busy = [n for n in map(MEMBER_DIR.format, training) if n in self.earlier]
             retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
+            for name in busy:  # else a stop before its first checkpoint leaves it whole
+                for run_file in RUN_FILES:
+                    path = os.path.join(self.run_dir, name, run_file)
+                    remove_run_file(path, "a member of the earlier ensemble")
             write_config(self.run_dir, self.cfg)
             self.done = True
 

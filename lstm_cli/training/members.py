@@ -80,7 +80,7 @@ def run_members(
                 running[parent_end] = (task, proc)
             if guard.signum is not None and not forwarded:
                 forwarded = True
-                signalled = sorted(task.fold for task, _ in running.values())
+                signalled = _folds(running)
                 for _, proc in running.values():
                     _signal(proc, guard.signum)
             for conn in wait(list(running), timeout=0.2):
@@ -93,8 +93,7 @@ def run_members(
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
                 if kind == "first checkpoint":
-                    training = sorted(t.fold for t, _ in running.values())
-                    reply = _reply_to(before_first_checkpoint, training)
+                    reply = _reply_to(before_first_checkpoint, _folds(running))
                     try:
                         conn.send(reply)
                     except OSError:  # it died waiting: its EOF comes next, as for any death
@@ -107,6 +106,10 @@ def run_members(
         if guard.signum is not None:
             raise _stopped(guard.signum, {f: outcome[f] for f in signalled})
     return [outcome.get(t.fold) for t in tasks]
+
+
+def _folds(running) -> list:
+    return sorted(task.fold for task, _ in running.values())
 
 
 def _stopped(signum, members) -> errors.Interrupted:

@@ -211,15 +211,6 @@ def is_member_dir_name(name) -> bool:
     return name.startswith(prefix) and name[len(prefix) :].isdigit()
 
 
-def member_dirs(run_dir, first=0):
-    """The member folders fold-first, fold-first+1, ... that exist, up to the first gap
-    (an ensemble's are numbered without one)."""
-    i = first
-    while os.path.isdir(d := os.path.join(run_dir, MEMBER_DIR.format(i))):
-        yield d
-        i += 1
-
-
 def earlier_members(run_dir) -> list:
     """The member folders (names) of the train.folds ensemble whose folder run_dir is, by
     its config.yaml: fold-0 .. fold-(K-1) that exist. [] when run_dir holds no ensemble
