@@ -54,9 +54,12 @@ class TrainedModel:
     @property
     def transforms(self) -> dict:
         """The training config's input transforms (data.framing.transform_dataset's
-        arguments); a checkpoint written before they existed has them all off."""
+        arguments); one missing or null is off (a checkpoint written before they existed
+        has them all off)."""
         data = (self.meta.get("config") or {}).get("data") or {}
-        return {k: data.get(f, off) for k, (f, off) in _TRANSFORM_KEYS.items()}
+        return {
+            k: off if data.get(f) is None else data[f] for k, (f, off) in _TRANSFORM_KEYS.items()
+        }
 
     def prepare(self, ds):
         """Raw data as the model was trained on it: the per-sequence z-score, pooling and

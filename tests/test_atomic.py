@@ -127,6 +127,7 @@ def test_stdout_is_known_by_each_of_its_names():
         "/dev/fd/1",
         "/proc/self/fd/1",
         f"/proc/{pid}/fd/1",
+        "/proc/thread-self/fd/1",
     ):
         assert names_stdout(name) and names_a_stream(name), name
     for name in ("/dev/stderr", "/dev/fd/2", "/proc/self/fd/12", f"/proc/{pid + 1}/fd/1", "out"):

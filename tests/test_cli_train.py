@@ -749,6 +749,21 @@ def test_resume_refuses_a_split_drawn_otherwise(
     assert r.exit_code == 0, r.output
 
 
+def test_resume_with_a_validation_file_that_grew_goes_on(
+    runner, write_config, pattern_files, tmp_path
+):
+    """Nothing is drawn from a data.valid file: its new size was refused as a split "this
+    version of lstm_cli (or numpy)" draws otherwise (exit 4)."""
+    valid = tmp_path / "valid.jsonl"
+    lines = Path(pattern_files["test"]).read_text().splitlines(keepends=True)
+    valid.write_text("".join(lines[:40]))
+    config = write_config(data={"valid": str(valid)})
+    assert _train(runner, config, "--set", "train.epochs=1").exit_code == 0
+    valid.write_text("".join(lines[:60]))
+    r = runner.invoke(train, ["--resume", str(tmp_path / "run"), "--set", "train.epochs=2"])
+    assert r.exit_code == 0, r.output
+
+
 def test_the_run_folder_lock_is_released_on_every_exit_path(
     runner, write_config, tmp_path, monkeypatch
 ):

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_cli.cli import evaluate, export, import_, predict
+from lstm_cli.data.framing import TRANSFORMS_OFF
 from lstm_cli.errors import MissingExtraError
 from lstm_cli.export.torch_state import PYTORCH_MODULE, torch_state_dict
 from lstm_cli.inference import load_trained
@@ -718,6 +719,14 @@ def test_a_state_dict_without_lstm_export_s_metadata_takes_it_from_meta_yaml(tmp
         assert run(predict, args).exit_code == 0
         written.append(pred.read_text())
     assert written[0] == written[1]
+    # null: off (lstm-eval crashed on the null it copied: a TypeError traceback)
+    meta.write_text(json.dumps(base | {"transforms": {"pool": None, "frame": None}}))
+    assert run(import_, [out, tmp_path / "off.npz", "--meta", meta]).exit_code == 0
+    assert load_trained(tmp_path / "off.npz").transforms == TRANSFORMS_OFF
+    x_file = tmp_path / "d.jsonl"
+    x_file.write_text("".join(json.dumps({"x": r[:n].tolist()}) + "\n" for r, n in zip(x, lengths)))
+    args = [tmp_path / "off.npz", "--data", x_file, "--output", tmp_path / "p.csv", "--quiet"]
+    assert run(predict, args).exit_code == 0
     meta.write_text(json.dumps(base | {"transforms": {"pool": 2.5}}))
     r = run(import_, [out, tmp_path / "o.npz", "--meta", meta])
     one_error_line(r, 3, "'config.data.pool'")

@@ -109,22 +109,12 @@ def _split_list(text, name, number=False):
         raise click.BadParameter(f"{text!r} is not a list of numbers", param_hint=name) from None
 
 
-_META_KEYS = (
-    "classes",
-    "normalization",
-    "head",
-    "forget_bias",
-    "bidirectional",
-    "transforms",
-    "csv",
-)
-
-
 def _read_meta_yaml(path) -> dict:
-    """The --meta file: a YAML mapping with keys among _META_KEYS (read with the config's
+    """The --meta file: a YAML mapping with keys among SETTING_KEYS (read with the config's
     safe loader: yaml.safe_load plus duplicate-key checks)."""
     from ..config.yaml_safe import load_yaml
     from ..errors import ConfigError
+    from ..export.checkpoint_from_state import SETTING_KEYS
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -133,10 +123,10 @@ def _read_meta_yaml(path) -> dict:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     doc = load_yaml(text, path)
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping ({', '.join(_META_KEYS)})")
-    unknown = sorted(map(str, set(doc) - set(_META_KEYS)))
+        raise ConfigError(f"{path}: expected a mapping ({', '.join(SETTING_KEYS)})")
+    unknown = sorted(map(str, set(doc) - set(SETTING_KEYS)))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {_META_KEYS}")
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected keys among {SETTING_KEYS}")
     return doc
 
 

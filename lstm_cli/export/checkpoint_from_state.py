@@ -259,6 +259,8 @@ _FILE_KEYS = {
     "transforms": json.loads,
     "csv": json.loads,
 }
+# what the weights do not say: the settings a caller (lstm-import --meta) may give
+SETTING_KEYS = (*_FILE_KEYS, "head")
 
 
 _TRANSFORMS_OFF = {key: off for key, off in _TRANSFORM_KEYS.values()}  # as config.data keys

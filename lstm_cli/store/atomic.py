@@ -64,7 +64,9 @@ def atomic_write(path, write, follow_symlinks=True) -> None:
 
 
 # groups: stdout, stderr, N of /dev/fd/N, the pid (or self) and N of /proc/PID/fd/N
-_STREAM = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/([0-9]+))|/proc/(self|[0-9]+)/fd/([0-9]+)")
+_STREAM = re.compile(
+    r"/dev/(?:(stdout)|(stderr)|fd/([0-9]+))|/proc/(self|thread-self|[0-9]+)/fd/([0-9]+)"
+)
 
 
 def _stream_match(path):
@@ -81,14 +83,14 @@ def names_a_stream(path) -> bool:
 
 def names_stdout(path) -> bool:
     """True for a name of this process's file descriptor 1 (/dev/stdout, /dev/fd/1,
-    /proc/self/fd/1, /proc/PID/fd/1 with our pid); not /dev/stderr, even where both
-    streams go to one terminal."""
+    /proc/self/fd/1, /proc/thread-self/fd/1, /proc/PID/fd/1 with our pid); not
+    /dev/stderr, even where both streams go to one terminal."""
     m = _stream_match(path)
     if m is None:
         return False
     stdout, _, fd, pid, proc_fd = m.groups()
     if pid is not None:
-        return pid in ("self", str(os.getpid())) and int(proc_fd) == 1
+        return pid in ("self", "thread-self", str(os.getpid())) and int(proc_fd) == 1
     return stdout is not None or (fd is not None and int(fd) == 1)
 
 

@@ -57,13 +57,13 @@ class PreparedData:
     def split(self) -> dict:
         """Which sequences train and which validate, as a checkpoint records it, so a
         resume can refuse a split drawn otherwise (by another version of lstm_cli or of
-        numpy's generators): the two sizes and a digest of valid_index."""
+        numpy's generators): the two sizes and a digest of valid_index. Nothing is drawn
+        from a data.valid file: then "valid" and "valid_index" are None."""
         index = self.valid_index
-        digest = None
-        if index is not None:
-            digest = hashlib.sha256(np.asarray(index, "<i8").tobytes()).hexdigest()[:16]
-        valid = 0 if self.valid is None else len(self.valid)
-        return {"train": len(self.train), "valid": valid, "valid_index": digest}
+        if index is None:
+            return {"train": len(self.train), "valid": None, "valid_index": None}
+        digest = hashlib.sha256(np.asarray(index, "<i8").tobytes()).hexdigest()[:16]
+        return {"train": len(self.train), "valid": len(index), "valid_index": digest}
 
 
 def run_rng(cfg: Config) -> np.random.Generator:
