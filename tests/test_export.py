@@ -729,7 +729,10 @@ def test_a_state_dict_without_lstm_export_s_metadata_takes_it_from_meta_yaml(tmp
     assert run(predict, args).exit_code == 0
     meta.write_text(json.dumps(base | {"transforms": {"pool": 2.5}}))
     r = run(import_, [out, tmp_path / "o.npz", "--meta", meta])
-    one_error_line(r, 3, "'config.data.pool'")
+    one_error_line(r, 3, f"{meta}: cannot import: 'config.data.pool' is 2.5")  # not the state's
+    meta.write_text(json.dumps(base | {"csv": {"label_type": "float"}}))
+    r = run(import_, [out, tmp_path / "o.npz", "--meta", meta])
+    one_error_line(r, 3, f"{meta}: cannot import: 'config.data.csv.label_type'")
     meta.write_text(json.dumps(base | {"csv": {"columns": ["a"]}}))
     one_error_line(run(import_, [out, tmp_path / "o.npz", "--meta", meta]), 3, f"{meta}: 'csv'")
 
