@@ -576,6 +576,24 @@ def test_yaml_trap_base_60_numbers_are_not_numbers(tmp_path, text, key):
     assert f"'{key}'" in msg and ":" in msg.split("Got ")[1]
 
 
+@pytest.mark.parametrize("text", ["train: {seed: 0123}", "model: {hidden_size: 010}",
+                                  "train: {epochs: 0x2}", "train: {batch_size: 0b1000}",
+                                  "train: {optimizer: {lr: 007}}"])  # fmt: skip
+def test_yaml_trap_zero_padded_ints_are_not_numbers(tmp_path, text):
+    """YAML 1.1 reads 0123 as 83 (octal), 0x2 and 0b1000 as hex and binary: a seed of
+    0123 trained with seed 83, silently."""
+    assert yaml.safe_load("v: 0123")["v"] == 83  # the PyYAML trap this test is about
+    msg = error_of(tmp_path, MINIMAL + text + "\n")
+    assert "line" in msg and "octal, hexadecimal or binary" in msg, msg
+    assert yaml_safe_ok("v: 0") == {"v": 0} and yaml_safe_ok("v: 1_000") == {"v": 1000}
+
+
+def yaml_safe_ok(text):
+    from lstm_cli.config.yaml_safe import load_yaml
+
+    return load_yaml(text, "t.yaml")
+
+
 def test_trap_strings_inside_lists_and_mappings(tmp_path):
     cfg = load_text(
         tmp_path,
@@ -1157,4 +1175,4 @@ def test_a_mapping_merging_itself_adds_nothing():
 
 def test_an_int_yaml_cannot_make_says_why(tmp_path):
     msg = error_of(tmp_path, MINIMAL + "model: {hidden_size: 0x_}\n")
-    assert "cannot read '0x_' as an int" in msg and "too many digits" not in msg
+    assert "'0x_' is an octal, hexadecimal or binary number" in msg, msg

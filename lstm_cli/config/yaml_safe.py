@@ -4,7 +4,8 @@ On top of ``yaml.safe_load`` a config file may not give a key twice in one mappi
 merge key ``<<`` included), may not make merge keys copy more than ``MAX_MERGED``
 entries, and every error is one ``ConfigError`` naming the file, line and column. A
 plain scalar holding ``:`` (``1:30``) stays a string, where YAML 1.1 reads it as a base-60
-number (90), so a number mistyped that way is an error instead of another number.
+number (90), and an int padded with zeros (0123, 0x1F, 0b101: YAML 1.1 reads 0123 as
+83) is refused: a number mistyped that way is an error instead of another number.
 
 Merge keys follow the YAML merge-key rules, applied here rather than by PyYAML so that
 a config means the same whatever PyYAML version is installed: the mapping's own keys
@@ -138,6 +139,22 @@ class Loader(yaml.SafeLoader):
                 node.start_mark,
             ) from None
 
+    def construct_yaml_int(self, node):
+        """YAML 1.1's int, but for its octal (0123), hexadecimal (0x1F) and binary (0b101)
+        forms: a value padded with zeros is one of those to YAML 1.1 (0123 is 83), so a
+        config holding one is an error instead of another number."""
+        digits = str(node.value).replace("_", "").lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0":
+            raise ConstructorError(
+                None,
+                None,
+                f"{show(node.value)} is an octal, hexadecimal or binary number in YAML 1.1"
+                f" (0123 reads as 83); write it in decimal without leading zeros, or in"
+                " quotes if it is meant as text",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
     def get_single_data(self):
         try:
             return super().get_single_data()
@@ -172,6 +189,9 @@ def yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:
     if "'\\t'" in problem:
         msg += " (YAML does not allow tabs for indentation; use spaces)"
     return ConfigError(msg)
+
+
+Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
 
 
 def load_yaml(text: str, where: str) -> Any:
