@@ -964,6 +964,26 @@ def test_a_data_file_among_the_run_files_is_refused(runner, write_config, tmp_pa
     assert data.read_bytes() == before and sorted(os.listdir(run)) == ["metrics.jsonl"]
 
 
+@pytest.mark.parametrize("where", ["best.npz", "fold-1/best.npz"])
+def test_an_init_from_among_the_run_files_is_refused(runner, write_config, tmp_path, where):
+    """train.init_from OUT/best.npz with --overwrite: the take-over removed it, so member 1
+    of an ensemble could not read it (exit 5, the earlier run gone, no resume possible),
+    and a single run replaced its own starting point."""
+    config = write_config(train={"epochs": 1})
+    run = tmp_path / "run"
+    earlier = "0" if where == "best.npz" else "2"  # a single run, or an ensemble
+    assert _train(runner, config, "--set", f"train.folds={earlier}").exit_code == 0
+    before = {d: file_bytes(str(d)) for d in (run, run / "fold-0", run / "fold-1") if d.exists()}
+    init = run / where
+    assert init.is_file()
+    for folds in ("0", "2"):
+        r = _train(runner, config, "--set", f"train.init_from={init}", "--overwrite",
+                   "--set", f"train.folds={folds}")  # fmt: skip
+        assert r.exit_code == 3, r.output
+        assert f"'train.init_from' {init} is the run folder's best.npz" in r.stderr, r.stderr
+    assert {d: file_bytes(str(d)) for d in before} == before
+
+
 def test_labels_with_line_breaks_keep_the_eval_tables_one_line_per_row(runner, tmp_path):
     """A JSONL label may hold a line break or a tab; the tables show it escaped, so each
     class is one row of the per-class table and of the confusion matrix."""

@@ -28,7 +28,7 @@ from ..data.framing import frame_for_length, transform_dataset
 from ..data.invariance import common_length, margin, reorder_evidence
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
-from .rundir import RUN_FILES
+from .rundir import MEMBER_DIR, RUN_FILES, earlier_members
 
 
 @dataclass
@@ -120,19 +120,25 @@ def _no_validation_note(cfg: Config, n: int) -> str:
 
 
 def _refuse_data_among_run_files(cfg: Config) -> None:
-    """A ConfigError when a data file is one of the files this run writes (RUN_FILES in
-    output.dir, and in the ensemble's folder for a member): --overwrite would replace it."""
-    run_dirs = [cfg.output.dir]
-    if cfg.train.fold is not None:  # a member: OUT/fold-i, beside the ensemble's OUT
-        run_dirs.append(os.path.dirname(os.path.normpath(cfg.output.dir)))
+    """A ConfigError when a file the run reads (data, train.init_from) is one of the files
+    it writes or, with --overwrite, removes: RUN_FILES in output.dir, in the folders of
+    the earlier ensemble there (rundir.earlier_members) and, for a member, in the
+    ensemble's folder and its members' folders."""
+    member = cfg.train.fold is not None  # in OUT/fold-i, beside the ensemble's OUT
+    ensemble = os.path.dirname(os.path.normpath(cfg.output.dir)) if member else cfg.output.dir
+    members = earlier_members(ensemble) + (
+        [MEMBER_DIR.format(i) for i in range(cfg.train.folds)] if member else []
+    )
+    run_dirs = [cfg.output.dir, ensemble] + [os.path.join(ensemble, n) for n in members]
     written = {os.path.realpath(os.path.join(d, n)): n for d in run_dirs for n in RUN_FILES}
     for key, path in (("data.train", cfg.data.train), ("data.valid", cfg.data.valid),
-                      ("data.test", cfg.data.test)):  # fmt: skip
+                      ("data.test", cfg.data.test),
+                      ("train.init_from", cfg.train.init_from)):  # fmt: skip
         name = written.get(os.path.realpath(path)) if path else None
         if name is not None:
             raise ConfigError(
-                f"'{key}' {path} is the run folder's {name}, which this run writes; move the"
-                " data or choose another output.dir"
+                f"'{key}' {path} is the run folder's {name}, which this run writes; move "
+                "(or copy) it, or choose another output.dir"
             )
 
 
