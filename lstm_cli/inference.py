@@ -47,7 +47,7 @@ class TrainedModel:
     @property
     def csv_options(self) -> dict | None:
         """The training config's CSV reading options that were set, or None."""
-        csv = (self.meta.get("config") or {}).get("data", {}).get("csv") or {}
+        csv = ((self.meta.get("config") or {}).get("data") or {}).get("csv") or {}
         given = {k: csv[k] for k in CSV_OPTION_KEYS if csv.get(k) is not None}
         return given or None
 

@@ -837,6 +837,23 @@ def test_import_of_a_plain_pytorch_state_dict_with_meta_yaml(tmp_path):
 # -------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("data", [None, {"pool": None, "frame": None, "csv": None}])
+def test_a_checkpoint_with_null_data_settings_predicts(tmp_path, data):
+    """config.data null crashed lstm-predict in csv_options (AttributeError traceback), and
+    a null pool or frame in check_raw (TypeError): null is "not set", as on load."""
+    ckpt = make_checkpoint(tmp_path)
+    c = load_checkpoint(ckpt)
+    c.meta["config"] = {"data": data}
+    save_checkpoint(ckpt, c.params, c.meta)
+    x, lengths = batch()
+    data_file = tmp_path / "d.jsonl"
+    data_file.write_text(
+        "".join(json.dumps({"x": r[:n].tolist()}) + "\n" for r, n in zip(x, lengths))
+    )
+    r = run(predict, [ckpt, "--data", data_file, "--output", tmp_path / "p.csv", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+
 def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     bad = tmp_path / "notes.npz"
     bad.write_text("hello")
