@@ -106,6 +106,10 @@ def test_usage_errors_exit_2(runner, tmp_path):
     assert runner.invoke(train, []).exit_code == 2
     assert runner.invoke(train, ["--config", str(tmp_path / "missing.yaml")]).exit_code == 2
     assert runner.invoke(evaluate, [str(tmp_path / "missing.npz"), "--data", "x"]).exit_code == 2
+    # --resume names the folder: another given by --set was ignored (exit 0, nothing there)
+    for other in (["--output", "b"], ["--set", "output.dir=b"], ["--set", " output.dir =b"]):
+        r = runner.invoke(train, ["--resume", str(tmp_path), *other])
+        assert r.exit_code == 2 and "already names the run folder" in r.stderr, r.output
 
 
 def test_bad_config_exits_3_without_traceback(runner, write_config):

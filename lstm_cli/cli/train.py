@@ -89,6 +89,12 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
     if resume_dir is not None and output is not None:
         raise click.UsageError("--resume RUN_DIR already names the run folder; drop --output")
+    if resume_dir is not None and any(
+        o.partition("=")[0].strip() == "output.dir" for o in overrides
+    ):
+        raise click.UsageError(
+            "--resume RUN_DIR already names the run folder; drop --set output.dir"
+        )
     if resume_dir is not None and overwrite:
         raise click.UsageError("--resume and --overwrite cannot be used together")
     if config_path is not None:
