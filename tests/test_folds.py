@@ -2,6 +2,7 @@
 generator, the ensemble run folder (members, out-of-fold and test reports), resume,
 overwrite and the errors."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from conftest import file_bytes
 
 from lstm_cli.cli import evaluate, predict, train
-from lstm_cli.config import load_config
+from lstm_cli.config import dump_config, load_config
 from lstm_cli.data import load_dataset, stratified_folds
 from lstm_cli.inference import load_trained, predict_dataset
 from lstm_cli.store.checkpoint import load_checkpoint
@@ -343,6 +344,63 @@ def _stopped_at_member(monkeypatch, fold):
         return real_fit(self, **kwargs)
 
     monkeypatch.setattr(folds.MemberTask, "fit", fit)
+
+
+def test_a_stopped_resume_to_more_epochs_resumes_to_them(ensemble, tmp_path, monkeypatch):
+    """The ensemble's config.yaml took the larger train.epochs only at the end: after a
+    stop, --resume read the old one and refused fold-0, which had run more epochs than it
+    (exit 3), or kept members "finished" at the old count."""
+    out, _ = _copy_of(ensemble, tmp_path)
+    epochs = load_config(os.path.join(out, "config.yaml")).train.epochs
+    with monkeypatch.context() as mp:
+        _stopped_at_member(mp, 1)
+        r = _run("--resume", out, "--set", f"train.epochs={epochs + 1}")
+        assert r.exit_code == 130, r.output
+    assert load_config(os.path.join(out, "config.yaml")).train.epochs == epochs + 1
+    r = _run("--resume", out)
+    assert r.exit_code == 0, r.output
+    assert [m["epochs_run"] for m in _summary(out)["member_best"]] == [epochs + 1] * K
+
+
+def test_resume_refuses_a_finished_member_of_other_data(tmp_path, monkeypatch):
+    """fold-0 finished, fold-1 stopped before its first checkpoint, then the training file
+    changed: --resume kept fold-0 and trained fold-1 on the new data (exit 0)."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    full = os.path.join(os.path.dirname(__file__), "..", "data", "synthetic", "train.jsonl")
+    data, out = tmp_path / "d.jsonl", str(tmp_path / "ens")
+    lines = open(full, encoding="utf-8").read().splitlines(keepends=True)
+    data.write_text("".join(lines))
+    args = ["--config", config, "--set", f"data.train={data}", "--set", "train.folds=2"]
+    with monkeypatch.context() as mp:
+        _stopped_at_member(mp, 1)
+        assert _run(*args, "--output", out).exit_code == 130
+    data.write_text("".join(lines[: len(lines) * 2 // 3]))
+    r = _run("--resume", out)
+    assert r.exit_code == 4 and "fold-0 was trained on other data" in r.stderr, r.output
+    assert not os.path.exists(os.path.join(out, "fold-1", "best.npz"))
+    # the data back, but the ensemble's config another run's (a take-over in between)
+    data.write_text("".join(lines))
+    path = os.path.join(out, "config.yaml")
+    cfg = load_config(path)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(dump_config(other))
+    r = _run("--resume", out)
+    assert r.exit_code == 3 and "fold-0: the config changed" in r.stderr, r.output
+
+
+def test_a_new_ensemble_killed_before_any_checkpoint_leaves_no_folder_behind(tmp_path):
+    """Its killed members left their lock files: the folder was kept as something to
+    resume, and the same command was refused as a non-empty folder (exit 3)."""
+    from lstm_cli.training.folds import _forget_if_unstarted
+
+    out = tmp_path / "ens"
+    for i in range(2):
+        (out / f"fold-{i}").mkdir(parents=True)
+        (out / f"fold-{i}" / LOCK_NAME).write_text("12345\n")  # no process holds them
+    (out / "config.yaml").write_text("data: {train: x.jsonl}\n")
+    _forget_if_unstarted(str(out), 2)
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("earlier", ["ensemble", "single run"])

@@ -56,7 +56,8 @@ def fit(
     config file or the --set that gave it (config.value_origin); named in its error.
     SIGINT/SIGTERM save last.npz after the current batch and raise Interrupted.
     before_first_checkpoint: a callable run (on rank 0) just before this run writes its
-    first file (a new run; fit_folds makes its folder the ensemble's then).
+    first file (a new run; fit_folds makes its folder the ensemble's then), or once a
+    resumed run has passed its checks (fit_folds writes the continued config.yaml).
     The run folder is locked for the whole run (rundir.RunLock): a second training into
     it is refused.
 
@@ -110,8 +111,10 @@ def fit(
         trainer.earlier_run = comm.bcast(earlier)
         if resumed is not None:
             trainer.restore(*resumed)
-            if writer:  # the run as continued
+            if writer:  # the run as continued (and an ensemble's, by its hook)
                 write_config(run_dir, cfg)
+                if before_first_checkpoint is not None:
+                    before_first_checkpoint()
         else:  # with the first checkpoint, as an earlier run's files are retired
             trainer.config_pending = True
             trainer.before_first_checkpoint = before_first_checkpoint

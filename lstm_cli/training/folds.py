@@ -25,14 +25,23 @@ import numpy as np
 
 from ..config import Config, OutputConfig, config_to_dict
 from ..ensemble import report_of_probs
-from ..errors import CheckpointError, ConfigError, Interrupted, LstmCliError, resume_hint
+from ..errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    Interrupted,
+    LstmCliError,
+    resume_hint,
+)
 from ..inference import encode_dataset_labels, load_trained, predict_dataset
+from ..store.checkpoint import read_meta
 from ..validate import show
 from .distributed import make_comm, rank_output
 from .members import MemberDied, MemberTask, run_members
 from .prepare import prepare_data, run_rng
 from .resume import check_config_change
 from .rundir import (
+    LOCK_NAME,
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
@@ -159,6 +168,10 @@ def fit_folds(
                 lock.acquire()
                 remove_orphaned_temporaries(run_dir)
                 _check_resumable(cfg, run_dir)
+                # this config.yaml (a larger train.epochs) once a member is about to write:
+                # a resume refused before that changes nothing; one stopped after, and
+                # resumed again, goes on with it (not with members "finished" before)
+                take = _TakeOver(run_dir, [], cfg)
             else:
                 earlier = open_run_dir(run_dir, lock, overwrite=overwrite)
                 _refuse_foreign_members(run_dir, K, earlier)
@@ -172,7 +185,7 @@ def fit_folds(
         for fold in range(K):
             mcfg = member_config(members_cfg, fold)
             mdir = mcfg.output.dir
-            if resume and _member_finished(mcfg):
+            if resume and _member_finished(mcfg, first.fingerprint):
                 log(f"fold {fold + 1} of {K}: finished earlier ({mdir})")
                 continue
             go_on = resume and os.path.isfile(os.path.join(mdir, "last.npz"))
@@ -211,7 +224,9 @@ def fit_folds(
             _remove_empty_members(run_dir, K)
         # what continues is the ensemble (a member's own --resume would train it alone),
         # if this run is in the folder now: not before a take-over, nor once forgotten
-        ours = (take is None or take.done) and os.path.isfile(os.path.join(run_dir, "config.yaml"))
+        ours = resume or (
+            (take is None or take.done) and os.path.isfile(os.path.join(run_dir, "config.yaml"))
+        )
         resume_dir = run_dir if ours else None
         if isinstance(err, Interrupted):
             stopped = f"{err.stopped} ({who} of the ensemble in {run_dir})"
@@ -249,18 +264,27 @@ def _forget_if_unstarted(run_dir, K) -> None:
     before its first checkpoint), remove its config.yaml and empty member folders, so the
     folder is as it was and the same command can run again (as for a single run)."""
     dirs = [os.path.join(run_dir, MEMBER_DIR.format(i)) for i in range(K)]
-    if any(os.path.isdir(d) and os.listdir(d) for d in dirs):
-        return  # something to resume
+    if any(os.path.isdir(d) and set(os.listdir(d)) - {LOCK_NAME} for d in dirs):
+        return  # something to resume (a lock a killed member left is nothing)
     _remove_empty_members(run_dir, K)
     remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
 
 
 def _remove_empty_members(run_dir, K) -> None:
-    """Remove the member folders fold-0 .. fold-(K-1) that are empty (this run made them)."""
+    """Remove the member folders fold-0 .. fold-(K-1) that are empty (this run made them),
+    but for the lock a killed member left (taken, then released: that removes it)."""
     for i in range(K):
         d = os.path.join(run_dir, MEMBER_DIR.format(i))
-        if os.path.isdir(d) and not os.listdir(d):
-            os.rmdir(d)
+        if not os.path.isdir(d) or set(os.listdir(d)) - {LOCK_NAME}:
+            continue
+        if os.listdir(d):
+            left = RunLock(d)
+            try:
+                left.acquire()
+            except ConfigError:  # held: another training's now
+                continue
+            left.release()
+        os.rmdir(d)
 
 
 class _TakeOver:
@@ -290,21 +314,34 @@ class _TakeOver:
             self.done = True
 
 
-def _member_finished(mcfg: Config) -> bool:
+def _member_finished(mcfg: Config, fingerprint) -> bool:
     """Whether the member in mcfg.output.dir has nothing left to train under mcfg: it wrote
     its summary.json after exactly train.epochs epochs, or stopped early before them. Any
     other member goes to fit(resume=True), as a single run would: a larger train.epochs
-    trains it longer, a smaller one than it ran is refused there."""
+    trains it longer, a smaller one than it ran is refused there. A finished member is
+    checked as fit checks a resumed one: its best.npz must be of this member's config
+    (ConfigError) and of the training data with ``fingerprint`` (DataError), so the
+    ensemble never joins members of two runs."""
     path = os.path.join(mcfg.output.dir, "summary.json")
     try:
         with open(path, encoding="utf-8") as fh:
             summary = json.load(fh)
         done, epochs = summary["epochs_run"], mcfg.train.epochs
-        return done == epochs or (bool(summary["stopped_early"]) and done < epochs)
+        finished = done == epochs or (bool(summary["stopped_early"]) and done < epochs)
     except FileNotFoundError:
         return False
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: not a finished run's summary ({err})") from None
+    if finished:
+        meta = read_meta(os.path.join(mcfg.output.dir, "best.npz"))
+        check_config_change(meta.get("config") or {}, mcfg, mcfg.output.dir)
+        printed = meta.get("data_fingerprint")
+        if printed is not None and fingerprint is not None and printed != fingerprint:
+            raise DataError(
+                f"cannot resume: {mcfg.output.dir} was trained on other data than "
+                f"{mcfg.data.train} holds now; train the ensemble anew with --overwrite"
+            )
+    return finished
 
 
 def _check_resumable(cfg: Config, run_dir) -> None:
