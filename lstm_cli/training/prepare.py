@@ -28,7 +28,7 @@ from ..data.framing import frame_for_length, transform_dataset
 from ..data.invariance import common_length, margin, reorder_evidence
 from ..errors import ConfigError, DataError
 from ..inference import encode_dataset_labels
-from .rundir import MEMBER_DIR, RUN_FILES, earlier_members
+from .rundir import RUN_FILES, earlier_members, member_index
 
 
 @dataclass
@@ -123,18 +123,27 @@ def _refuse_data_among_run_files(cfg: Config) -> None:
     """A ConfigError when a file the run reads (data, train.init_from) is one of the files
     it writes or, with --overwrite, removes: RUN_FILES in output.dir, in the folders of
     the earlier ensemble there (rundir.earlier_members) and, for a member, in the
-    ensemble's folder and its members' folders."""
+    ensemble's folder and its K members' folders."""
     member = cfg.train.fold is not None  # in OUT/fold-i, beside the ensemble's OUT
     ensemble = os.path.dirname(os.path.normpath(cfg.output.dir)) if member else cfg.output.dir
-    members = earlier_members(ensemble) + (
-        [MEMBER_DIR.format(i) for i in range(cfg.train.folds)] if member else []
-    )
-    run_dirs = [cfg.output.dir, ensemble] + [os.path.join(ensemble, n) for n in members]
+    run_dirs = [cfg.output.dir, ensemble]
+    run_dirs += [os.path.join(ensemble, n) for n in earlier_members(ensemble)]
     written = {os.path.realpath(os.path.join(d, n)): n for d in run_dirs for n in RUN_FILES}
+
+    def run_file(path) -> str | None:
+        real = os.path.realpath(path)
+        folder, name = os.path.split(real)
+        # the K members' folders are matched, not listed: train.folds may be huge here
+        index = member_index(os.path.basename(folder))
+        if member and name in RUN_FILES and index is not None and index < cfg.train.folds:
+            if os.path.dirname(folder) == os.path.realpath(ensemble):
+                return name
+        return written.get(real)
+
     for key, path in (("data.train", cfg.data.train), ("data.valid", cfg.data.valid),
                       ("data.test", cfg.data.test),
                       ("train.init_from", cfg.train.init_from)):  # fmt: skip
-        name = written.get(os.path.realpath(path)) if path else None
+        name = run_file(path) if path else None
         if name is not None:
             raise ConfigError(
                 f"'{key}' {path} is the run folder's {name}, which this run writes; move "

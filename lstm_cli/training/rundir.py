@@ -205,10 +205,16 @@ def retire_earlier_run(run_dir, names) -> None:
             lock.release()
 
 
+def member_index(name) -> int | None:
+    """i for a member folder's name (MEMBER_DIR: fold-0, fold-1, ...), else None."""
+    prefix = MEMBER_DIR.format("")
+    digits = name[len(prefix) :]
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+
+
 def is_member_dir_name(name) -> bool:
     """Whether ``name`` is a member folder's (MEMBER_DIR: fold-0, fold-1, ...)."""
-    prefix = MEMBER_DIR.format("")
-    return name.startswith(prefix) and name[len(prefix) :].isdigit()
+    return member_index(name) is not None
 
 
 def earlier_members(run_dir) -> list:
@@ -222,8 +228,12 @@ def earlier_members(run_dir) -> list:
         folds = load_config(os.path.join(run_dir, "config.yaml")).train.folds
     except LstmCliError:  # none, or not one this version reads: no members of ours
         return []
-    names = [MEMBER_DIR.format(i) for i in range(folds)]
-    return [n for n in names if os.path.isdir(os.path.join(run_dir, n))]
+    found = {member_index(n): n for n in os.listdir(run_dir)}  # not range(folds): any size
+    return [
+        found[i]
+        for i in sorted(i for i in found if i is not None and i < folds)
+        if os.path.isdir(os.path.join(run_dir, found[i]))
+    ]
 
 
 def retire_member(member_dir, lock: RunLock) -> None:
