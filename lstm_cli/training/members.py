@@ -63,7 +63,7 @@ def run_members(
     None, in task order. Raises Interrupted when a signal stopped the members.
     before_first_checkpoint: run here, with the folds of the members running, when a
     member is about to write its first checkpoint (each asks, and waits for it: once run,
-    it must do nothing)."""
+    it must do nothing; a member started once its ``done`` is true does not ask)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     with SignalGuard() as guard, _blas_threads_each(jobs):
@@ -73,7 +73,10 @@ def run_members(
             while waiting and len(running) < jobs and guard.signum is None:
                 task = waiting.pop(0)
                 parent_end, child_end = ctx.Pipe()  # duplex: a member asks, then waits
-                asks = before_first_checkpoint is not None
+                # once the hook has run (its `done`), a member starting has nothing to ask,
+                # and saves on a signal as a run of its own would
+                hook = before_first_checkpoint
+                asks = hook is not None and not getattr(hook, "done", False)
                 proc = ctx.Process(target=_child, args=(task, child_end, asks), daemon=True)
                 proc.start()
                 child_end.close()
@@ -205,6 +208,12 @@ def _child(task: MemberTask, conn, asks: bool) -> None:
     # the parent's resource tracker reports as leaked after the Error: line of a kill
     tqdm.set_lock(threading.RLock())
 
+    def tell(message):
+        try:
+            conn.send(message)
+        except OSError:  # the parent is gone (a second Ctrl-C gives up at once): no one to tell
+            pass
+
     def ask_parent():
         conn.send(("first checkpoint", None))
         failed = conn.recv()
@@ -214,16 +223,16 @@ def _child(task: MemberTask, conn, asks: bool) -> None:
     try:
         task.fit(
             progress=False,
-            log=lambda msg: conn.send(("log", str(msg))),
+            log=lambda msg: tell(("log", str(msg))),
             comm=SingleProcess(),
             before_first_checkpoint=ask_parent if asks else None,
         )
-        conn.send(("ok", None))
+        tell(("ok", None))
     except errors.Interrupted as err:
-        conn.send(("stopped", (err.stopped, err.signum, err.resume)))
+        tell(("stopped", (err.stopped, err.signum, err.resume)))
     except errors.LstmCliError as err:
-        conn.send(("error", (type(err).__name__, str(err), err.exit_code)))
+        tell(("error", (type(err).__name__, str(err), err.exit_code)))
     except BaseException:  # a bug: its traceback, for the parent to raise
-        conn.send(("bug", traceback.format_exc()))
+        tell(("bug", traceback.format_exc()))
     finally:
         conn.close()
