@@ -292,7 +292,9 @@ class _TakeOver:
     in it and in its member folders removed, and this run's config.yaml written, so
     --resume continues this run and nothing of the earlier one is read as this run's.
     Called just before the first member's first checkpoint, so a run stopped before that
-    leaves the earlier run whole."""
+    leaves the earlier run whole. On --resume (``earlier`` empty) it only writes the
+    continued config.yaml: as soon as a continued member has passed its checks (fit), or
+    a member started anew is about to write its first checkpoint."""
 
     def __init__(self, run_dir, earlier, cfg):
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
