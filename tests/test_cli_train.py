@@ -907,8 +907,19 @@ def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(runner, write
             {"batches": [[10**6]], "position": 0},
             "the state of its unfinished epoch is malformed",
         ),
+        ("step", None, "its train_state step is None, not a count"),
+        ("best_value", "zz", "its train_state best_value is 'zz', not a number"),
+        ("rng_state", -1, ""),  # numpy's OverflowError: was a traceback
     ],
-    ids=["history_not_rows", "history_short", "partial_no_batches", "partial_bad_index"],
+    ids=[
+        "history_not_rows",
+        "history_short",
+        "partial_no_batches",
+        "partial_bad_index",
+        "step_null",
+        "best_value_text",
+        "rng_negative",
+    ],
 )
 def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
     runner, write_config, tmp_path, where, value, needle
@@ -923,8 +934,12 @@ def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
     meta = json.loads(json.dumps(ckpt.meta))
     if where == "history":
         meta["history"] = value
-    else:
+    elif where == "rng_state":
+        meta["rng_state"]["state"]["inc"] = value
+    elif where == "partial_epoch":
         meta["train_state"]["partial_epoch"] = value
+    else:
+        meta["train_state"][where] = value
     save_checkpoint(str(run / "last.npz"), ckpt.params, meta, ckpt.optim_arrays or None)
     before = file_bytes(run)
     r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])

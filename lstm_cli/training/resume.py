@@ -9,7 +9,7 @@ import numpy as np
 from ..config import Config, config_from_dict, config_to_dict, load_config
 from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
 from ..store.checkpoint import load_checkpoint, read_meta
-from ..validate import is_int, is_number
+from ..validate import is_int, is_number, show
 from .prepare import PreparedData
 from .rundir import resume_checkpoint_path
 
@@ -138,7 +138,16 @@ def restore(trainer, ckpt, path) -> None:
     another run one naming best.npz."""
     try:
         _restore_state(trainer, ckpt)
-    except (LstmCliError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+    # OverflowError: a negative or too large rng_state counter
+    except (
+        LstmCliError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        OverflowError,
+    ) as err:
         detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
         raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
     best_path = os.path.join(trainer.run_dir, "best.npz")
@@ -179,6 +188,7 @@ def _restore_state(trainer, ckpt) -> None:
     trainer.rng.bit_generator.state = meta["rng_state"]
     st = meta["train_state"]
     _check_progress(meta["history"], st, len(trainer.data.train))
+    _check_counters(st)
     trainer.history = meta["history"]
     trainer.epoch, trainer.step = st["epoch"], st["step"]
     trainer.best_value, trainer.best_epoch = st["best_value"], st["best_epoch"]
@@ -186,6 +196,18 @@ def _restore_state(trainer, ckpt) -> None:
     trainer.last_finite_loss = st.get("last_finite_loss")
     trainer.partial = st.get("partial_epoch")
     trainer.stopped_early = bool(st.get("stopped_early", False))  # early stopping stays decided
+
+
+def _check_counters(state) -> None:
+    """A ValueError unless the early-stopping state and the step count are of the types
+    the trainer reads (a number or null best value; ints)."""
+    for key in ("step", "best_epoch", "bad_epochs"):
+        if not (is_int(state[key]) and state[key] >= 0):
+            raise ValueError(f"its train_state {key} is {show(state[key])}, not a count")
+    for key in ("best_value", "last_finite_loss"):
+        value = state.get(key)
+        if value is not None and not is_number(value):
+            raise ValueError(f"its train_state {key} is {show(value)}, not a number")
 
 
 # the counters of an unfinished epoch (Trainer._train_epoch's partial), besides its batches
