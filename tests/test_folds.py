@@ -303,6 +303,21 @@ def test_an_ensemble_s_overwrite_leaves_other_runs_in_folders_named_like_members
     assert file_bytes(str(out / "fold-2")) == nested[2]
 
 
+def test_only_canonically_named_folders_are_an_ensemble_s_members(tmp_path):
+    """fold-01 beside fold-0 is no member folder (earlier_members once listed names by
+    range(folds); reading the folder must not take in fold-01 as member 1)."""
+    from lstm_cli.training.rundir import earlier_members, member_index
+
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    cfg = load_config(config, ["train.folds=2"])
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    for name in ("fold-0", "fold-01", "fold-1x", "fold-2"):
+        (tmp_path / name).mkdir()
+    assert earlier_members(str(tmp_path)) == ["fold-0"]
+    assert [member_index(n) for n in ("fold-0", "fold-12", "fold-01", "fold-", "fold-+1")] == [
+        0, 12, None, None, None]  # fmt: skip
+
+
 def test_the_take_over_refuses_an_earlier_member_another_training_took_meanwhile(
     ensemble, tmp_path, monkeypatch
 ):

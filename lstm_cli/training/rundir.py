@@ -206,10 +206,13 @@ def retire_earlier_run(run_dir, names) -> None:
 
 
 def member_index(name) -> int | None:
-    """i for a member folder's name (MEMBER_DIR: fold-0, fold-1, ...), else None."""
+    """i for a member folder's name (MEMBER_DIR: fold-0, fold-1, ...; not fold-01), else
+    None."""
     prefix = MEMBER_DIR.format("")
     digits = name[len(prefix) :]
-    return int(digits) if name.startswith(prefix) and digits.isdigit() else None
+    if not (name.startswith(prefix) and digits.isdigit()):
+        return None
+    return int(digits) if MEMBER_DIR.format(int(digits)) == name else None
 
 
 def is_member_dir_name(name) -> bool:
