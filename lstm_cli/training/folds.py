@@ -46,6 +46,7 @@ from .rundir import (
     RUN_FILES,
     RunLock,
     open_run_dir,
+    refuse_if_in_use,
     remove_orphaned_temporaries,
     remove_run_file,
     retire_earlier_run,
@@ -248,9 +249,7 @@ def _refuse_foreign_members(run_dir, K, earlier) -> None:
         d = os.path.join(run_dir, name)
         if name in earlier or not os.path.isdir(d):
             continue
-        probe = RunLock(d)
-        probe.acquire()
-        probe.release()
+        refuse_if_in_use(d)
         if any(os.path.lexists(os.path.join(d, n)) for n in RUN_FILES):
             raise ConfigError(
                 f"{d} holds a run that is not a member of the run in {run_dir}, and this "
@@ -264,7 +263,7 @@ def _forget_if_unstarted(run_dir, K) -> None:
     before its first checkpoint), remove its config.yaml and empty member folders, so the
     folder is as it was and the same command can run again (as for a single run)."""
     dirs = [os.path.join(run_dir, MEMBER_DIR.format(i)) for i in range(K)]
-    if any(os.path.isdir(d) and set(os.listdir(d)) - {LOCK_NAME} for d in dirs):
+    if any(os.path.isdir(d) and _files_beside_a_lock(d) for d in dirs):
         return  # something to resume (a lock a killed member left is nothing)
     _remove_empty_members(run_dir, K)
     remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
@@ -275,16 +274,19 @@ def _remove_empty_members(run_dir, K) -> None:
     but for the lock a killed member left (taken, then released: that removes it)."""
     for i in range(K):
         d = os.path.join(run_dir, MEMBER_DIR.format(i))
-        if not os.path.isdir(d) or set(os.listdir(d)) - {LOCK_NAME}:
+        if not os.path.isdir(d) or _files_beside_a_lock(d):
             continue
-        if os.listdir(d):
-            left = RunLock(d)
+        if os.path.lexists(os.path.join(d, LOCK_NAME)):
             try:
-                left.acquire()
+                refuse_if_in_use(d)  # a lock a killed member left: removed
             except ConfigError:  # held: another training's now
                 continue
-            left.release()
         os.rmdir(d)
+
+
+def _files_beside_a_lock(d) -> bool:
+    """Whether folder d holds anything but a run lock's file."""
+    return any(name != LOCK_NAME for name in os.listdir(d))
 
 
 class _TakeOver:

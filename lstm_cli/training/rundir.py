@@ -161,10 +161,16 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     files = [n for n in RUN_FILES if os.path.lexists(os.path.join(run_dir, n))]
     members = earlier_members(run_dir)
     for name in members:  # in use: refused now, before any training
-        probe = RunLock(os.path.join(run_dir, name))
-        probe.acquire()
-        probe.release()
+        refuse_if_in_use(os.path.join(run_dir, name))
     return files + members
+
+
+def refuse_if_in_use(run_dir) -> None:
+    """RunLock's ConfigError when another training holds run_dir; else nothing (a lock
+    file a killed run left is taken and, released, removed)."""
+    probe = RunLock(run_dir)
+    probe.acquire()
+    probe.release()
 
 
 def remove_orphaned_temporaries(run_dir) -> None:
