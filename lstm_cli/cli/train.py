@@ -81,7 +81,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
     """
     import dataclasses
 
-    from ..config import OutputConfig, dump_config, load_config, value_origin
+    from ..config import OutputConfig, dump_config, load_config, override_key, value_origin
     from ..training import config_for_resume, fit, fit_folds, fmt_metric, is_ensemble
     from ..training.distributed import launched_rank
 
@@ -89,9 +89,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
     if resume_dir is not None and output is not None:
         raise click.UsageError("--resume RUN_DIR already names the run folder; drop --output")
-    if resume_dir is not None and any(
-        o.partition("=")[0].strip() == "output.dir" for o in overrides
-    ):
+    if resume_dir is not None and any(override_key(o) == "output.dir" for o in overrides):
         raise click.UsageError(
             "--resume RUN_DIR already names the run folder; drop --set output.dir"
         )

@@ -9,7 +9,7 @@
 """
 
 from .dump import config_to_dict, dump_config
-from .load import config_from_dict, load_config, parse_override, value_origin
+from .load import config_from_dict, load_config, override_key, parse_override, value_origin
 from .schema import (
     AugmentConfig,
     Config,
@@ -38,6 +38,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "dump_config",
+    "override_key",
     "parse_override",
     "value_origin",
 ]

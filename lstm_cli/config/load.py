@@ -33,12 +33,18 @@ from .yaml_safe import Loader, load_yaml
 # float64 draw beyond 40 never happens)
 NOISE_SIGMAS = 100.0
 
-__all__ = ["load_config", "config_from_dict", "parse_override", "value_origin"]
+__all__ = ["load_config", "config_from_dict", "override_key", "parse_override", "value_origin"]
 
 
 # --------------------------------------------------------------------------------------
 # Overrides
 # --------------------------------------------------------------------------------------
+
+
+def override_key(text: str) -> str:
+    """The key a ``KEY=VALUE`` override sets, as parse_override reads it (spaces around
+    it dropped); unchecked."""
+    return text.split("=", 1)[0].strip()
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -52,8 +58,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(
             f"invalid override {text!r}: expected KEY=VALUE, e.g. --set train.optimizer.lr=0.01"
         )
-    key, raw_value = text.split("=", 1)
-    key = key.strip()
+    key, raw_value = override_key(text), text.split("=", 1)[1]
     if key in SECTIONS:
         example = first_leaf(key) if key else "train.optimizer.lr"
         what = f"{key!r} is a section" if key else "the key is empty"
