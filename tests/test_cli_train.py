@@ -910,6 +910,7 @@ def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(runner, write
         ("step", None, "its train_state step is None, not a count"),
         ("best_value", "zz", "its train_state best_value is 'zz', not a number"),
         ("rng_state", -1, ""),  # numpy's OverflowError: was a traceback
+        ("split", [3, 1], "its split is [3, 1], not a mapping"),
     ],
     ids=[
         "history_not_rows",
@@ -919,6 +920,7 @@ def test_a_fine_tuned_run_resumes_without_its_init_from_checkpoint(runner, write
         "step_null",
         "best_value_text",
         "rng_negative",
+        "split_not_mapping",
     ],
 )
 def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
@@ -938,6 +940,8 @@ def test_resume_refuses_a_last_npz_whose_progress_is_malformed(
         meta["rng_state"]["state"]["inc"] = value
     elif where == "partial_epoch":
         meta["train_state"]["partial_epoch"] = value
+    elif where == "split":
+        meta["split"] = value
     else:
         meta["train_state"][where] = value
     save_checkpoint(str(run / "last.npz"), ckpt.params, meta, ckpt.optim_arrays or None)

@@ -20,6 +20,7 @@ RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test")
 # meant the same columns of the same (fingerprinted) file.
 _FILLED_FROM_DATA = ("data.csv.feature_columns",)
 _NOT_RESUMABLE = "not a resumable lstm_cli training checkpoint"
+_CANNOT = "cannot resume from it"  # a resumable checkpoint whose state is malformed
 
 
 def config_for_resume(run_dir, overrides=()) -> Config:
@@ -93,15 +94,18 @@ def load_resume_state(cfg: Config, run_dir, data: PreparedData):
             f"the run started (its sequences, their order, labels or values differ), so "
             f"the validation split and normalisation would not be the run's"
         )
-    _check_same_split(meta, data, run_dir)
+    _check_same_split(meta, data, run_dir, path)
     return ckpt, path
 
 
-def _check_same_split(meta, data: PreparedData, run_dir) -> None:
+def _check_same_split(meta, data: PreparedData, run_dir, path) -> None:
     """A DataError when the same data and config now split otherwise than the run did
     (another version of lstm_cli or numpy): by the checkpoint's "split", or, in one
-    written before it was recorded, by the training split's normalisation statistics."""
+    written before it was recorded, by the training split's normalisation statistics.
+    A "split" that is not a mapping is a CheckpointError naming ``path``."""
     then, now = meta.get("split"), data.split()
+    if then is not None and not isinstance(then, dict):
+        raise CheckpointError(f"{path}: {_CANNOT}: its split is {show(then)}, not a mapping")
     if then is None:
         norm = meta.get("normalization")
         if not isinstance(norm, dict) or data.mean is None:
@@ -149,7 +153,7 @@ def restore(trainer, ckpt, path) -> None:
         OverflowError,
     ) as err:
         detail = f"missing {err}" if isinstance(err, KeyError) else str(err)
-        raise CheckpointError(f"{path}: cannot resume from it: {detail}") from None
+        raise CheckpointError(f"{path}: {_CANNOT}: {detail}") from None
     best_path = os.path.join(trainer.run_dir, "best.npz")
     if os.path.isfile(best_path):
         best = load_checkpoint(best_path)
