@@ -664,10 +664,19 @@ def test_jobs_note_for_one_model_comes_from_rank_0_only(ensemble, tmp_path, monk
         assert ("trained in this process" in r.stderr) is said, r.stderr
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
+@pytest.mark.parametrize(
+    "signum, code, to",
+    [
+        (signal.SIGINT, 130, "group"),
+        (signal.SIGTERM, 143, "group"),
+        (signal.SIGTERM, 143, "every process"),
+    ],  # fmt: skip
+)
+def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code, to):
     """The signal reaches lstm-train only (as from a terminal, where a Ctrl-C goes to
-    the process group it leads); the running members save last.npz, no other starts."""
+    the process group it leads), or every process (scancel, systemd: each member gets
+    it twice, as it comes and forwarded, which it took as a second signal and saved
+    nothing); the running members save last.npz, no other starts."""
     config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
     run = tmp_path / "run"
     args = ["--config", config, "--set", "train.folds=3", "--set", "train.epochs=400", "--set",
@@ -685,7 +694,12 @@ def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code):
     while not all(p.exists() for p in started) and time.time() < deadline:
         time.sleep(0.05)
     assert all(p.exists() for p in started), "the members did not start"
-    os.killpg(proc.pid, signum)  # the whole group, as a terminal's Ctrl-C
+    if to == "group":
+        os.killpg(proc.pid, signum)  # the whole group, as a terminal's Ctrl-C
+    else:
+        children = [int(pid) for pid in os.listdir("/proc") if _is_member_of(pid, proc.pid)]
+        for pid in [proc.pid, *children]:
+            os.kill(pid, signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert f"lstm-train --resume {run}" in err and "Traceback" not in err

@@ -337,3 +337,41 @@ def test_start_and_resume_remove_only_their_own_orphaned_temporaries(write_confi
     plant()
     _fit(cfg, "train.epochs=1", overwrite=True)
     assert sorted(set(os.listdir(run)) - set(RUN_FILES)) == sorted(others)
+
+
+@pytest.mark.parametrize("repeat_gives_up", [True, False])
+def test_a_repeat_of_the_first_signal_gives_up_unless_told_otherwise(monkeypatch, repeat_gives_up):
+    """A --jobs member gets a signal sent to every process twice (as sent and forwarded
+    by lstm-train), which it took as a second signal: it stopped at once, saving
+    nothing. There a repeat is ignored; another signal still gives up."""
+    from lstm_cli.training.signals import SignalGuard
+
+    monkeypatch.setattr(SignalGuard, "repeat_gives_up", repeat_gives_up)
+    with SignalGuard() as guard:
+        os.kill(os.getpid(), signal.SIGTERM)
+        if repeat_gives_up:
+            with pytest.raises(SystemExit):
+                os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert guard.signum == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_members_signal_after_its_training_is_ignored():
+    """Once fit's guard has been and gone, a --jobs member only reports how it ended;
+    the forwarded repeat of the signal that stopped it killed it in that report. Before
+    fit's guard a signal still ends it, as by default."""
+    code = (
+        "import os, signal, sys\n"
+        "from lstm_cli.training import members\n"
+        "from lstm_cli.training.signals import SignalGuard\n"
+        "SignalGuard.used = sys.argv[1] == 'after'\n"
+        "signal.signal(signal.SIGTERM, members._outside_fit)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('went on')\n"
+    )
+    for when, code_, out in (("after", 0, "went on\n"), ("before", -signal.SIGTERM, "")):
+        r = subprocess.run([sys.executable, "-c", code, when], capture_output=True, text=True)
+        assert (r.returncode, r.stdout) == (code_, out), r.stderr

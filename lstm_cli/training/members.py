@@ -106,8 +106,9 @@ def run_members(
                 del running[conn]
                 conn.close()
                 proc.join()
-        if guard.signum is not None:
-            raise _stopped(guard.signum, {f: outcome[f] for f in signalled})
+        if guard.signum is not None:  # and the members a signal of their own stopped first
+            stopped = [f for f, e in outcome.items() if isinstance(e, errors.Interrupted)]
+            raise _stopped(guard.signum, {f: outcome[f] for f in sorted({*signalled, *stopped})})
     return [outcome.get(t.fold) for t in tasks]
 
 
@@ -194,12 +195,23 @@ def _error_of(kind, value):
     return RuntimeError(value)
 
 
+def _outside_fit(signum, frame) -> None:
+    """A member's stop signal outside fit's SignalGuard. Before it, the default: the
+    process ends (there is nothing to save yet). After it the member only reports how it
+    ended, which the forwarded repeat of the signal that stopped it must not cut short."""
+    if not SignalGuard.used:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
 def _child(task: MemberTask, conn, asks: bool) -> None:
     """Process entry point: fit one member, report through ``conn``; asks: before its
     first checkpoint, ask the parent to run its hook and wait until it has."""
     os.setpgrp()  # a terminal's Ctrl-C goes to the parent, which passes it on once
-    for sig in STOP_SIGNALS:  # until fit installs its own guard, a signal only stops it
-        signal.signal(sig, signal.SIG_DFL)
+    # a signal sent to every process (scancel, systemd) comes twice: as sent and forwarded
+    SignalGuard.repeat_gives_up = False
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _outside_fit)
     from tqdm import tqdm
 
     from .distributed import SingleProcess

@@ -13,17 +13,23 @@ class SignalGuard:
     current batch); a second signal restores the default behaviour and interrupts at once.
     Only installed in the main thread (signal handlers cannot be set elsewhere)."""
 
+    repeat_gives_up = True  # process-wide; False: the first signal again is not a second
+    used = False  # process-wide: whether a guard has been entered in this process
+
     def __init__(self):
         self.signum = None
         self._old = {}
 
     def __enter__(self):
+        SignalGuard.used = True
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
+        if self.signum == signum and not self.repeat_gives_up:
+            return
         if self.signum is not None:  # second signal: give up at once
             self.__exit__()
             if signum == signal.SIGINT:
