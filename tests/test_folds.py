@@ -936,3 +936,113 @@ def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty
     r = _run(*args, "--set", "train.epochs=1")
     assert r.exit_code == 0, r.output
     assert _summary(str(out))["folds"] == K
+
+
+def test_a_member_stopped_after_another_s_take_over_saves_as_a_run_of_its_own(
+    write_config, tmp_path, monkeypatch
+):
+    """--jobs: the take-over (at another member's first checkpoint) removed the earlier
+    run's files in this member's folder, yet a signal before its own first checkpoint
+    saved nothing, saying the earlier run's files were untouched. Now it saves last.npz
+    (asking for the hook first, which has nothing left to do) and names it; a failure's
+    message no longer says they are untouched either."""
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training import RUN_FILES, Trainer, fit
+
+    cfg = load_config(write_config(train={"epochs": 1}))
+    fit(cfg, progress=False, log=lambda m: None)  # the earlier run in the folder
+    run = cfg.output.dir
+
+    class Hook:  # as members._AskParent: the parent's take-over already done
+        done, calls = False, 0
+
+        def __call__(self):
+            self.calls += 1
+
+    hook, real_step, said = Hook(), Trainer._train_step, []
+
+    def taken_over_then_signalled(self, idx, epoch):
+        if self.step == 2:  # another member's take-over, then a signal
+            for name in RUN_FILES:
+                if os.path.exists(os.path.join(run, name)):
+                    os.unlink(os.path.join(run, name))
+            hook.done = True
+            said.append(self.kept())  # what a failure now would say is left
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, idx, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_step", taken_over_then_signalled)
+    with pytest.raises(Interrupted) as stop:
+        fit(
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2)),
+            overwrite=True,
+            progress=False,
+            log=lambda m: None,
+            before_first_checkpoint=hook,
+        )
+    assert stop.value.resume == run and "untouched" not in stop.value.stopped
+    assert hook.calls == 1
+    assert said == ["No epoch finished, so this run wrote no checkpoint."]
+    assert load_checkpoint(os.path.join(run, "last.npz")).meta["train_state"]["step"] == 3
+    assert "epochs: 2" in open(os.path.join(run, "config.yaml")).read()
+
+
+def test_parallel_members_learn_of_the_take_over_another_member_ran(
+    write_config, pattern_files, tmp_path
+):
+    """run_members tells the members waiting to ask that the hook has run: a slow member
+    (fold-1) stopped in its first epoch after the fast one's take-over removed its
+    earlier files saves last.npz, where it saved nothing and said they were untouched."""
+    import threading
+
+    from lstm_cli.data import write_jsonl
+    from lstm_cli.data.synthetic import make_pattern_task
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training import RUN_FILES, fit
+    from lstm_cli.training.members import MemberTask, run_members
+
+    pattern = pattern_files["train"]
+    long = str(tmp_path / "long.jsonl")  # fold-1's first epoch: seconds, not milliseconds
+    write_jsonl(make_pattern_task(200, 200, 200, 3, 3, np.random.default_rng(0)), long)
+    fast = {"model": {"hidden_size": 8}}
+    slow = {"model": {"hidden_size": 256}, "data": {"train": long, "test": None}}
+    cfgs = []
+    for fold, sections in ((0, fast), (1, slow)):
+        path = write_config(
+            f"c{fold}.yaml", train={"epochs": 2, "batch_size": 4},
+            output={"dir": str(tmp_path / f"fold-{fold}")}, **sections,
+        )  # fmt: skip
+        cfgs.append(load_config(path))
+        earlier = ["model.hidden_size=4", "train.epochs=1", f"data.train={pattern}"]
+        fit(load_config(path, earlier), progress=False, log=lambda m: None)  # the earlier run
+
+    class TakeOver:  # as folds._TakeOver: the earlier files of every member go, once
+        done = False
+
+        def __call__(self, training):
+            if not self.done:
+                for c in cfgs:
+                    for name in RUN_FILES:
+                        if os.path.exists(os.path.join(c.output.dir, name)):
+                            os.unlink(os.path.join(c.output.dir, name))
+                self.done = True
+
+    def signal_once_fold_0_saved():
+        first = os.path.join(cfgs[0].output.dir, "best.npz")
+        training = os.path.join(cfgs[1].output.dir, LOCK_NAME)  # fold-1 past its data
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            take.done and os.path.exists(first) and os.path.exists(training)
+        ):
+            time.sleep(0.05)
+        time.sleep(0.3)  # into its first epoch, which takes seconds
+        os.kill(os.getpid(), signal.SIGINT)
+
+    tasks = [MemberTask(f, c, overwrite=True, resume=False) for f, c in enumerate(cfgs)]
+    take = TakeOver()
+    threading.Thread(target=signal_once_fold_0_saved, daemon=True).start()
+    with pytest.raises(Interrupted) as stop:
+        run_members(tasks, 2, lambda m: None, before_first_checkpoint=take)
+    assert "fold-1 saved last.npz" in stop.value.stopped, stop.value.stopped
+    last = load_checkpoint(os.path.join(cfgs[1].output.dir, "last.npz"))
+    assert last.meta["train_state"]["epoch"] == 0  # from inside its first epoch

@@ -242,9 +242,14 @@ class Trainer:
             retire_earlier_run(self.run_dir, names)
             write_config(self.run_dir, self.cfg)
 
+    def _taken_over(self) -> bool:
+        """Whether the earlier run's files are gone before this run's first checkpoint:
+        its ensemble's take-over has run for another member (--jobs: the hook's done)."""
+        return bool(getattr(self.before_first_checkpoint, "done", False))
+
     def kept(self) -> str:
         """What a failed run leaves behind, for its error message."""
-        if self.earlier_run:
+        if self.earlier_run and not self._taken_over():
             return (
                 f"This run wrote no checkpoint; the earlier run's files in {self.run_dir} "
                 f"are untouched."
@@ -530,6 +535,8 @@ class Trainer:
         Interrupted; under MPI every rank gets here at the same step and waits for rank 0's
         save before raising (the others exit quietly: cli.common)."""
         name = signal_name(signum)
+        if self._taken_over():  # nothing earlier left to keep: save as a run of its own
+            self._retire_earlier_run()
         # --overwrite, no checkpoint yet (here or, for an ensemble's first member, in its
         # folder: the take-over pending): keep the earlier run, save nothing
         if self.earlier_run or self.before_first_checkpoint is not None:

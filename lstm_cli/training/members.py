@@ -66,6 +66,7 @@ def run_members(
     it must do nothing; a member started once its ``done`` is true does not ask)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
+    taken = ctx.RawValue("b", 0)  # the hook's done, for the members waiting to ask
     with SignalGuard() as guard, _blas_threads_each(jobs):
         forwarded = False  # a second signal does not come here: SignalGuard gives up at once
         signalled = []  # the folds of the members running when the signal came
@@ -77,7 +78,8 @@ def run_members(
                 # and saves on a signal as a run of its own would
                 hook = before_first_checkpoint
                 asks = hook is not None and not getattr(hook, "done", False)
-                proc = ctx.Process(target=_child, args=(task, child_end, asks), daemon=True)
+                args = (task, child_end, taken if asks else None)
+                proc = ctx.Process(target=_child, args=args, daemon=True)
                 proc.start()
                 child_end.close()
                 running[parent_end] = (task, proc)
@@ -97,6 +99,7 @@ def run_members(
                     continue
                 if kind == "first checkpoint":
                     reply = _reply_to(before_first_checkpoint, _folds(running))
+                    taken.value = bool(getattr(before_first_checkpoint, "done", False))
                     try:
                         conn.send(reply)
                     except OSError:  # it died waiting: its EOF comes next, as for any death
@@ -204,9 +207,29 @@ def _outside_fit(signum, frame) -> None:
         os.kill(os.getpid(), signum)
 
 
-def _child(task: MemberTask, conn, asks: bool) -> None:
-    """Process entry point: fit one member, report through ``conn``; asks: before its
-    first checkpoint, ask the parent to run its hook and wait until it has."""
+class _AskParent:
+    """A member's before_first_checkpoint: asks the parent to run its hook (the take-over)
+    and waits until it has. ``done``: the hook has run, maybe for another member, so the
+    earlier run's files in this member's folder are gone."""
+
+    def __init__(self, conn, taken):
+        self.conn, self.taken = conn, taken
+
+    @property
+    def done(self) -> bool:
+        return bool(self.taken.value)
+
+    def __call__(self):
+        self.conn.send(("first checkpoint", None))
+        failed = self.conn.recv()
+        if failed is not None:
+            raise _error_of(*failed)
+
+
+def _child(task: MemberTask, conn, taken) -> None:
+    """Process entry point: fit one member, report through ``conn``; taken (the parent's
+    flag of its hook's done, or None: nothing to ask): before its first checkpoint, ask
+    the parent to run its hook and wait until it has."""
     os.setpgrp()  # a terminal's Ctrl-C goes to the parent, which passes it on once
     # a signal sent to every process (scancel, systemd) comes twice: as sent and forwarded
     SignalGuard.repeat_gives_up = False
@@ -226,18 +249,12 @@ def _child(task: MemberTask, conn, asks: bool) -> None:
         except OSError:  # the parent is gone (a second Ctrl-C gives up at once): no one to tell
             pass
 
-    def ask_parent():
-        conn.send(("first checkpoint", None))
-        failed = conn.recv()
-        if failed is not None:
-            raise _error_of(*failed)
-
     try:
         task.fit(
             progress=False,
             log=lambda msg: tell(("log", str(msg))),
             comm=SingleProcess(),
-            before_first_checkpoint=ask_parent if asks else None,
+            before_first_checkpoint=None if taken is None else _AskParent(conn, taken),
         )
         tell(("ok", None))
     except errors.Interrupted as err:
