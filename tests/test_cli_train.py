@@ -684,6 +684,17 @@ def test_resume_checks_the_config_first_and_refuses_fewer_epochs(runner, write_c
     assert r.exit_code == 3 and "model.hidden_size" in r.stderr, r.output
 
 
+def test_resume_may_change_how_mpi_processes_share_the_work(runner, write_config, tmp_path):
+    """train.distributed chooses only that, as the process count does (which may change
+    on resume); changing it was refused as a change "that breaks the run"."""
+    assert _train(runner, write_config(), "--set", "train.epochs=1").exit_code == 0
+    run = tmp_path / "run"
+    sets = ["--set", "train.epochs=2", "--set", "train.distributed=always"]
+    r = runner.invoke(train, ["--resume", str(run), *sets, "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "distributed: always" in (run / "config.yaml").read_text()
+
+
 def test_dash_means_stdout_for_every_output(
     runner, write_config, pattern_files, tmp_path, monkeypatch
 ):

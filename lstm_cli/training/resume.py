@@ -13,8 +13,9 @@ from ..validate import is_int, is_number, show
 from .prepare import PreparedData
 from .rundir import resume_checkpoint_path
 
-# Config keys that may change when a run is resumed (everything else must match).
-RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test")
+# Config keys that may change when a run is resumed (everything else must match);
+# train.distributed only chooses how processes share the work, as their number does.
+RESUMABLE_CHANGES = ("train.epochs", "output.dir", "data.test", "train.distributed")
 # Keys a run fills in from its training file when the config leaves them null (prepare:
 # resolve_csv_columns); a run written before they were filled in recorded null, which
 # meant the same columns of the same (fingerprinted) file.
