@@ -213,6 +213,15 @@ def test_an_ensembles_progress_is_printed_by_rank_0_alone(tmp_path):
     assert [x for x in lines if x.startswith("ensemble of 2")] == lines[-1:]
 
 
+@pytest.mark.parametrize("option", ["--version", "--help"])
+def test_help_and_version_are_printed_once(option):
+    """click prints them while it parses the command line, which every rank does: three
+    ranks printed three copies."""
+    done = run(3, option, quiet=False)
+    first = done.stdout.splitlines()[0]
+    assert done.stdout.count(first) == 1, done.stdout
+
+
 def test_same_process_count_is_bit_identical(tmp_path):
     cfg = write_task(tmp_path, dtype="float32")
     for name in ("a", "b"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
 import os
 import stat
@@ -101,11 +103,19 @@ def exit_off_rank_0(err: click.ClickException) -> None:
 
 class Command(click.Command):
     """click's command, whose errors in parsing the command line (before handles_errors
-    runs) rank 0 alone reports under mpiexec."""
+    runs) rank 0 alone reports under mpiexec, as it alone prints --help and --version
+    (which print while the command line is parsed)."""
 
     def parse_args(self, ctx, args):
+        from ..training.distributed import launched_rank, launched_size
+
+        off_rank_0 = launched_size() > 1 and launched_rank() != 0
+        quiet = (
+            contextlib.redirect_stdout(io.StringIO()) if off_rank_0 else contextlib.nullcontext()
+        )
         try:
-            return super().parse_args(ctx, args)
+            with quiet:
+                return super().parse_args(ctx, args)
         except click.ClickException as err:
             exit_off_rank_0(err)
             raise
