@@ -358,16 +358,22 @@ class GradFlowAccumulator:
         return np.concatenate(parts)
 
     def load_flat_sums(self, vec, tracks, T) -> None:
-        """Replace the sums with a vector from ``flat_sums`` (summed over ranks)."""
+        """Replace the sums with a vector from ``flat_sums`` (summed over ranks), as one
+        process holding every rank's rows would: each track to the last step any row
+        reached, and no track that no row reached."""
         size = 3 * T + 3 * FRACTION_BINS
         self._acc = {}
         for track in range(tracks):
             v = vec[track * size : (track + 1) * size]
+            reached = np.flatnonzero(v[:T])
+            if not reached.size:
+                continue
+            t = int(reached[-1]) + 1
             self._acc[track] = {
-                "T": T,
-                "n": v[:T].copy(),
-                "dh": v[T : 2 * T].copy(),
-                "dc": v[2 * T : 3 * T].copy(),
+                "T": t,
+                "n": v[:t].copy(),
+                "dh": v[T : T + t].copy(),
+                "dc": v[2 * T : 2 * T + t].copy(),
                 "frac": v[3 * T :].reshape(3, FRACTION_BINS).copy(),
             }
 

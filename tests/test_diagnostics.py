@@ -153,6 +153,30 @@ def test_fraction_bins():
     assert bins[2].tolist() == [9] + [-1] * 9
 
 
+def test_gradflow_sums_over_ranks_give_one_process_s_records():
+    """Two ranks' sums, padded to the longest training sequence (12) to be summed, gave
+    records 12 steps long where one process seeing the same rows (9 steps at most, an
+    epoch resumed mid-way) gave 9, and a record of a track no row reached."""
+    rng = np.random.default_rng(1)
+    one, ranks = GradFlowAccumulator(), [GradFlowAccumulator(), GradFlowAccumulator()]
+    for r, T in ((0, 4), (1, 9), (0, 6)):
+        lengths = rng.integers(1, T + 1, 3)
+        lengths[0] = T
+        dh, dc = rng.random((3, T)), rng.random((3, T))
+        for acc in (one, ranks[r]):
+            acc.add(0, dh, dc, lengths)
+    summed = ranks[0].flat_sums(2, 12) + ranks[1].flat_sums(2, 12)  # 2 tracks, 1 reached
+    ranks[0].load_flat_sums(summed, 2, 12)
+    got, want = ranks[0].records(5), one.records(5)
+    assert len(got) == len(want) == 1 and got[0].keys() == want[0].keys()
+    for key, value in want[0].items():
+        if key.startswith(("dh_norm", "dc_norm")):  # sums in another order
+            as_float = [np.array(r[key], dtype=float) for r in (got[0], want[0])]
+            np.testing.assert_allclose(*as_float, rtol=1e-12, err_msg=key)
+        else:
+            assert got[0][key] == value, key
+
+
 def test_gradflow_accumulator_means_and_file_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     acc = GradFlowAccumulator()
