@@ -213,6 +213,17 @@ def test_an_ensembles_progress_is_printed_by_rank_0_alone(tmp_path):
     assert [x for x in lines if x.startswith("ensemble of 2")] == lines[-1:]
 
 
+def test_sigterm_while_loading_data_ends_the_job_with_143(tmp_path):
+    """Before the training loop SIGTERM had its default action: rank 0 died by it and
+    mpiexec said exit 15 with its "BAD TERMINATION" banner, where one process gives 143."""
+    from test_reliability import _TERMINATED_IN_FIT
+
+    cfg = write_task(tmp_path)
+    done = run(2, "--config", cfg, program=_TERMINATED_IN_FIT, check=False)
+    assert done.returncode == 143, done.stderr
+    assert "Terminated." in done.stderr and "BAD TERMINATION" not in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("option", ["--version", "--help"])
 def test_help_and_version_are_printed_once(option):
     """click prints them while it parses the command line, which every rank does: three

@@ -375,3 +375,32 @@ def test_a_members_signal_after_its_training_is_ignored():
     for when, code_, out in (("after", 0, "went on\n"), ("before", -signal.SIGTERM, "")):
         r = subprocess.run([sys.executable, "-c", code, when], capture_output=True, text=True)
         assert (r.returncode, r.stdout) == (code_, out), r.stderr
+
+
+# lstm-train whose training, once started (MPI too), gets SIGTERM (as while it loads data)
+_TERMINATED_IN_FIT = """
+import os, signal, sys, time
+import lstm_cli.training as training
+from lstm_cli.training.distributed import make_comm
+def fit(*args, **kwargs):
+    comm = make_comm()
+    if comm.rank == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+    comm.bcast(None)  # the other ranks wait for rank 0, as in a collective of training
+training.fit = fit
+from lstm_cli.cli import train
+sys.argv[0] = "lstm-train"
+train()
+"""
+
+
+def test_sigterm_outside_training_is_exit_143_with_one_line(write_config):
+    """Outside the training loop's guard SIGTERM had its default action: no message
+    (fine in one process, where the shell says 143) and, under mpiexec, exit 15 with the
+    launcher's banner (test_mpi). It now ends the command as SIGINT does."""
+    args = ["--config", write_config(), "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-c", _TERMINATED_IN_FIT, *args], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (143, "Terminated.\n")

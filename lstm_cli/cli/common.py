@@ -7,8 +7,10 @@ import functools
 import io
 import math
 import os
+import signal
 import stat
 import sys
+import threading
 
 import click
 
@@ -25,7 +27,8 @@ def handles_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, debug=False, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_raises():
+                return fn(*args, **kwargs)
         except Interrupted as err:  # under MPI every rank stops here together
             _fail(err.exit_code, f"Error: {err}", debug, agreed=True)
         except LstmCliError as err:
@@ -39,6 +42,8 @@ def handles_errors(fn):
             )
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
             _fail(130, "Interrupted.", debug)
+        except _Terminated:  # SIGTERM outside training's guard (loading data, testing)
+            _fail(128 + signal.SIGTERM, "Terminated.", debug)
         except click.exceptions.ClickException as err:
             exit_off_rank_0(err)
             raise
@@ -50,6 +55,29 @@ def handles_errors(fn):
             raise
 
     return wrapper
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised as Python raises KeyboardInterrupt for SIGINT: so that it ends a
+    command as SIGINT does (under mpiexec, the whole job with exit 143, not the default's
+    death by the signal, which the launcher reports as exit 15 with a banner)."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # as whoever started us said
+    if ignored or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise _Terminated
+
+    old = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
