@@ -747,8 +747,13 @@ def test_a_dead_member_s_message_says_what_a_resume_would_continue(
     from lstm_cli.training.members import MemberDied
 
     def a_member_dies(tasks, jobs, log, before_first_checkpoint=None):
-        if took_over:
-            before_first_checkpoint([0, 1])  # fold-1 dies before its first checkpoint
+        if took_over:  # fold-1 dies before its first checkpoint
+            locks = [RunLock(os.path.join(out, f"fold-{i}")) for i in range(2)]
+            for lock in locks:  # as the two members hold them, here
+                lock.acquire()
+            before_first_checkpoint({0: os.getpid(), 1: os.getpid()})
+            for lock in locks:
+                lock.release()
         return [MemberDied("fold-1: the process training it died (killed by signal 9)")]
 
     monkeypatch.setattr(folds, "run_members", a_member_dies)
@@ -1046,3 +1051,27 @@ def test_parallel_members_learn_of_the_take_over_another_member_ran(
     assert "fold-1 saved last.npz" in stop.value.stopped, stop.value.stopped
     last = load_checkpoint(os.path.join(cfgs[1].output.dir, "last.npz"))
     assert last.meta["train_state"]["epoch"] == 0  # from inside its first epoch
+
+
+def test_the_take_over_leaves_a_running_member_s_folder_it_does_not_hold_yet(ensemble, tmp_path):
+    """--jobs: a member still reading its data has not locked its folder. The take-over
+    emptied it of its run files all the same, also when a standalone `lstm-train
+    --resume OUT/fold-1` held it in that window (its run files removed under it). Now
+    the member's folder is emptied only when the lock names the member's pid; otherwise
+    it is left to the member (which removes the earlier files under its own lock)."""
+    from lstm_cli.training import folds
+
+    out, tree = _copy_of(ensemble, tmp_path)
+    before = tree()
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    take = folds._TakeOver(out, sorted(n for n in os.listdir(out) if n.startswith("fold-")), cfg)
+    held = RunLock(os.path.join(out, "fold-1"))  # another training holds fold-1
+    held.acquire()
+    try:
+        take({0: os.getpid() + 10**6, 1: os.getpid() + 10**6})  # neither lock the members'
+        after = {d: file_bytes(os.path.join(out, d)) for d in ("fold-0", "fold-1")}
+    finally:
+        held.release()
+    assert take.done and not os.path.exists(os.path.join(out, "fold-2"))  # not running
+    after["fold-1"].pop(LOCK_NAME)
+    assert after == {d: before[d] for d in ("fold-0", "fold-1")}

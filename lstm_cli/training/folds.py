@@ -45,6 +45,7 @@ from .rundir import (
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
+    lock_owner,
     open_run_dir,
     refuse_if_in_use,
     remove_orphaned_temporaries,
@@ -205,14 +206,14 @@ def fit_folds(
                 log(f"fold {t.fold + 1} of {K}: {what} {t.cfg.output.dir}")
                 hook = None
                 if take is not None and not take.done:
-                    hook = functools.partial(take, [t.fold])
+                    hook = functools.partial(take, {t.fold: os.getpid()})
                 who = f"fold {t.fold + 1} of {K}"
                 t.fit(progress=progress, log=log, comm=comm, before_first_checkpoint=hook)
         members = [os.path.join(run_dir, MEMBER_DIR.format(i), "best.npz") for i in range(K)]
         result = FoldsResult(run_dir, members, rank=comm.rank)
         if writer:
             if take is not None:
-                take(())  # done already, unless no member had anything to train
+                take({})  # done already, unless no member had anything to train
             # members_cfg: frame_to and "auto" already resolved, not redone per member
             result.summary = _ensemble_summary(members_cfg, members, log)
             write_config(run_dir, cfg)
@@ -302,16 +303,21 @@ class _TakeOver:
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
 
     def __call__(self, training):
-        """training: the folds of this ensemble's members in training now. The earlier
+        """training: {fold: pid} of this ensemble's members in training now. The earlier
         ensemble's other member folders go, each once locked (a ConfigError, before
         anything is removed, when another training holds one). In those of the members in
-        training (they hold the locks) only the earlier run files go: a member writes
-        nothing before its first checkpoint, which waits for this."""
+        training only the earlier run files go, once the member holds the folder's lock (a
+        member writes nothing before its first checkpoint, which waits for this); one
+        still reading its data (its lock not yet taken: maybe held by another training)
+        is left to the member, which removes them under its lock before its first
+        checkpoint."""
         if not self.done:
-            busy = [n for n in map(MEMBER_DIR.format, training) if n in self.earlier]
+            busy = {MEMBER_DIR.format(f): pid for f, pid in training.items()}
             retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
-            for name in busy:  # else a stop before its first checkpoint leaves it whole
-                for run_file in RUN_FILES:
+            for name in (n for n in self.earlier if n in busy):
+                if lock_owner(os.path.join(self.run_dir, name)) != busy[name]:
+                    continue  # not the member's yet
+                for run_file in RUN_FILES:  # else a stop before its first checkpoint leaves it
                     path = os.path.join(self.run_dir, name, run_file)
                     remove_run_file(path, "a member of the earlier ensemble")
             write_config(self.run_dir, self.cfg)

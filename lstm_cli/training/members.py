@@ -61,7 +61,7 @@ def run_members(
     """Train ``tasks`` with up to ``jobs`` at a time. Returns each task's error (an
     LstmCliError rebuilt from the child's, or RuntimeError with a bug's traceback) or
     None, in task order. Raises Interrupted when a signal stopped the members.
-    before_first_checkpoint: run here, with the folds of the members running, when a
+    before_first_checkpoint: run here, with {fold: pid} of the members running, when a
     member is about to write its first checkpoint (each asks, and waits for it: once run,
     it must do nothing; a member started once its ``done`` is true does not ask)."""
     ctx = multiprocessing.get_context("spawn")
@@ -98,7 +98,8 @@ def run_members(
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
                 if kind == "first checkpoint":
-                    reply = _reply_to(before_first_checkpoint, _folds(running))
+                    pids = {t.fold: p.pid for t, p in running.values()}
+                    reply = _reply_to(before_first_checkpoint, pids)
                     taken.value = bool(getattr(before_first_checkpoint, "done", False))
                     try:
                         conn.send(reply)

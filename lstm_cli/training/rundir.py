@@ -165,6 +165,19 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     return files + members
 
 
+def lock_owner(run_dir) -> int | None:
+    """The pid in run_dir's lock file, as RunLock.acquire writes it once it holds the
+    lock; None when there is none. Read without locking, so reading never makes another
+    training's acquire fail; the file a killed run left names a dead process, so compare
+    the pid with one known alive."""
+    try:
+        with open(os.path.join(run_dir, LOCK_NAME), "rb") as fh:
+            text = fh.read(32).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 def refuse_if_in_use(run_dir) -> None:
     """RunLock's ConfigError when another training holds run_dir; else nothing (a lock
     file a killed run left is taken and, released, removed)."""
