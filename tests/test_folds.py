@@ -391,7 +391,7 @@ def test_resume_refuses_a_finished_member_of_other_data(tmp_path, monkeypatch):
         assert _run(*args, "--output", out).exit_code == 130
     data.write_text("".join(lines[: len(lines) * 2 // 3]))
     r = _run("--resume", out)
-    assert r.exit_code == 4 and "fold-0 was trained on other data" in r.stderr, r.output
+    assert r.exit_code == 4 and "fold-0: the training data" in r.stderr, r.output
     assert not os.path.exists(os.path.join(out, "fold-1", "best.npz"))
     # the data back, but the ensemble's config another run's (a take-over in between)
     data.write_text("".join(lines))

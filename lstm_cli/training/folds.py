@@ -28,7 +28,6 @@ from ..ensemble import report_of_probs
 from ..errors import (
     CheckpointError,
     ConfigError,
-    DataError,
     Interrupted,
     LstmCliError,
     resume_hint,
@@ -39,7 +38,7 @@ from ..validate import show
 from .distributed import make_comm, rank_output
 from .members import MemberDied, MemberTask, run_members
 from .prepare import prepare_data, run_rng
-from .resume import check_config_change
+from .resume import check_config_change, check_same_training_data
 from .rundir import (
     LOCK_NAME,
     MEMBER_DIR,
@@ -345,12 +344,7 @@ def _member_finished(mcfg: Config, fingerprint) -> bool:
     if finished:
         meta = read_meta(os.path.join(mcfg.output.dir, "best.npz"))
         check_config_change(meta.get("config") or {}, mcfg, mcfg.output.dir)
-        printed = meta.get("data_fingerprint")
-        if printed is not None and fingerprint is not None and printed != fingerprint:
-            raise DataError(
-                f"cannot resume: {mcfg.output.dir} was trained on other data than "
-                f"{mcfg.data.train} holds now; train the ensemble anew with --overwrite"
-            )
+        check_same_training_data(meta, fingerprint, mcfg.output.dir, mcfg.data.train)
     return finished
 
 

@@ -88,15 +88,22 @@ def load_resume_state(cfg: Config, run_dir, data: PreparedData):
             f"are now {_short(data.classes)}; the run was trained on "
             f"{_short(meta.get('classes'))}"
         )
-    old_print = meta.get("data_fingerprint")
-    if old_print is not None and data.fingerprint is not None and old_print != data.fingerprint:
-        raise DataError(
-            f"cannot resume {run_dir}: the training data {data.train.source} changed since "
-            f"the run started (its sequences, their order, labels or values differ), so "
-            f"the validation split and normalisation would not be the run's"
-        )
+    check_same_training_data(meta, data.fingerprint, run_dir, data.train.source)
     _check_same_split(meta, data, run_dir, path)
     return ckpt, path
+
+
+def check_same_training_data(meta, fingerprint, run_dir, source) -> None:
+    """A DataError when a checkpoint of run_dir (its ``meta``) was trained on other data
+    than the training file ``source`` with ``fingerprint`` holds now (either unknown:
+    nothing to compare)."""
+    then = meta.get("data_fingerprint")
+    if then is not None and fingerprint is not None and then != fingerprint:
+        raise DataError(
+            f"cannot resume {run_dir}: the training data {source} changed since the run "
+            f"started (its sequences, their order, labels or values differ), so the "
+            f"validation split and normalisation would not be the run's"
+        )
 
 
 def _check_same_split(meta, data: PreparedData, run_dir, path) -> None:
