@@ -78,6 +78,46 @@ def test_a_slightly_wrong_gradient_exits_1_and_names_it(monkeypatch, scale):
     assert failed == [["lstm.0.b", "16"], ["bi", "lstm.0.b"]]  # the uni and the bi model
 
 
+@pytest.mark.parametrize("scale, code", [(1 + 3e-6, 1), (1 + 3e-7, 0)])
+def test_a_parameter_passes_up_to_tol_and_no_further(monkeypatch, scale, code):
+    """docs/cli.md: a parameter passes when its error is <= --tol (1e-6). An error of
+    3 x tol fails and 0.3 x tol passes, so the threshold is pinned within a factor 3 (a
+    pass at 10 x tol went unseen: the 1 + 1e-5 case sits just above it)."""
+    real = LSTMClassifier.loss_and_grads
+
+    def off(self, *args, **kwargs):
+        loss, grads, *rest = real(self, *args, **kwargs)
+        grads["lstm.0.b"] = grads["lstm.0.b"] * scale
+        return (loss, grads, *rest)
+
+    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", off)
+    args = ["--layers", "1", "--head", "last", "--unidirectional", "--quiet"]
+    result = CliRunner().invoke(gradcheck, args)
+    assert result.exit_code == code, result.output
+
+
+def test_the_round_off_floor_is_1e_11_and_catches_an_absolute_error_above_it(monkeypatch):
+    """docs/cli.md: the floor is ~1e-11 absolute at the defaults, so a gradient off by
+    1e-10 in every entry (far below tol x most entries) fails; a floor 100x larger
+    (ROUNDOFF_MARGIN 1600 instead of 16) passed every test."""
+    from lstm_cli.nn.gradcheck import check_model, random_problem
+
+    model, x, lengths, y = random_problem(num_layers=2, head="last")
+    floor = check_model(model, x, lengths, y).noise
+    assert 1e-12 < floor < 1e-10, floor
+    real = LSTMClassifier.loss_and_grads
+
+    def off(self, *args, **kwargs):
+        loss, grads, *rest = real(self, *args, **kwargs)
+        grads["lstm.0.W"] = grads["lstm.0.W"] + 1e-10
+        return (loss, grads, *rest)
+
+    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", off)
+    args = ["--layers", "2", "--head", "last", "--unidirectional", "--quiet"]
+    result = CliRunner().invoke(gradcheck, args)
+    assert result.exit_code == 1 and "lstm.0.W" in result.output, result.output
+
+
 def test_default_problems_pass_with_the_round_off_floor():
     # These failed correct gradients under the pure relative measure (|a| ~ 1e-8..1e-9 entries
     # deep in a 3-layer stack, resolved by the finite differences only to ~4e-14 absolute).

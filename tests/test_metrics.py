@@ -32,3 +32,10 @@ def test_absent_class_does_not_divide_by_zero():
         "support": 0,
     }
     assert r["macro_f1"] == 1.0
+
+
+def test_macro_f1_counts_a_class_that_is_only_predicted():
+    """docs/cli.md: macro F1 averages over the classes in the labels or the predictions;
+    a class predicted but absent from the labels (F1 0) lowers it."""
+    r = classification_report([0, 0, 1], [0, 2, 1], ["a", "b", "c"])
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 1.0 + 0.0) / 3)
