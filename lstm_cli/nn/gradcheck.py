@@ -203,9 +203,11 @@ def random_problem(
     bidirectional=False,
 ):
     """A small float64 model with *every* parameter randomised (biases too), and a random
-    right-padded batch with mixed lengths including 1 and max_len (padding filled with
-    large garbage, which must not matter). Returns (model, x (B,T,I), lengths (B,), y (B,)).
-    """
+    right-padded batch (padding filled with large garbage, which must not matter) of
+    lengths spread from max_len down to 1, placed so that their longest-first order is
+    one cycle (no involution, so a mix-up of a permutation with its inverse shows), and
+    padded one step past the longest. Returns (model, x (B, max_len + 1, I), lengths
+    (B,), y (B,))."""
     rng = np.random.default_rng(seed)
     model = LSTMClassifier(
         input_size,
@@ -220,12 +222,12 @@ def random_problem(
     )
     for p in model.params.values():
         p[...] = rng.normal(0.0, scale, size=p.shape)
-    lengths = rng.integers(1, max_len + 1, size=batch)
-    lengths[0] = max_len
-    if batch > 1:
-        lengths[1] = 1
-    x = rng.normal(size=(batch, max_len, input_size))
-    pad = np.arange(max_len)[None, :] >= lengths[:, None]
+    k = np.arange(batch)
+    longest_first = max_len - ((max_len - 1) * k) // max(batch - 1, 1)  # max_len .. 1
+    lengths = np.empty(batch, dtype=np.int64)
+    lengths[(k + 1) % batch] = longest_first
+    x = rng.normal(size=(batch, max_len + 1, input_size))
+    pad = np.arange(max_len + 1)[None, :] >= lengths[:, None]
     x[pad] = rng.normal(0.0, 100.0, size=(int(pad.sum()), input_size))
     y = rng.integers(0, num_classes, size=batch)
     return model, x, lengths, y
