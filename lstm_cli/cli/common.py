@@ -76,8 +76,9 @@ def _sigterm_raises():
     old = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    finally:  # unless the command set its own (an idle MPI rank ignores it to the end)
+        if signal.getsignal(signal.SIGTERM) is terminated:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _fail(exit_code: int, message: str, debug: bool, agreed: bool = False):
