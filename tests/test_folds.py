@@ -1053,25 +1053,55 @@ def test_parallel_members_learn_of_the_take_over_another_member_ran(
     assert last.meta["train_state"]["epoch"] == 0  # from inside its first epoch
 
 
-def test_the_take_over_leaves_a_running_member_s_folder_it_does_not_hold_yet(ensemble, tmp_path):
+def test_the_take_over_refuses_a_running_member_s_folder_another_training_holds(ensemble, tmp_path):
     """--jobs: a member still reading its data has not locked its folder. The take-over
     emptied it of its run files all the same, also when a standalone `lstm-train
-    --resume OUT/fold-1` held it in that window (its run files removed under it). Now
-    the member's folder is emptied only when the lock names the member's pid; otherwise
-    it is left to the member (which removes the earlier files under its own lock)."""
+    --resume OUT/fold-1` held it in that window (its files removed under it). Now that
+    is exit 3 before anything is removed; a folder no training holds yet is emptied as
+    before, so the new ensemble never keeps an earlier member's files."""
+    from lstm_cli.errors import ConfigError
     from lstm_cli.training import folds
 
     out, tree = _copy_of(ensemble, tmp_path)
     before = tree()
     cfg = load_config(os.path.join(out, "config.yaml"))
-    take = folds._TakeOver(out, sorted(n for n in os.listdir(out) if n.startswith("fold-")), cfg)
+    earlier = sorted(n for n in os.listdir(out) if n.startswith("fold-"))
+    members = {0: os.getpid() + 10**6, 1: os.getpid() + 10**6}  # neither locked yet
+    take = folds._TakeOver(out, earlier, cfg)
     held = RunLock(os.path.join(out, "fold-1"))  # another training holds fold-1
     held.acquire()
     try:
-        take({0: os.getpid() + 10**6, 1: os.getpid() + 10**6})  # neither lock the members'
-        after = {d: file_bytes(os.path.join(out, d)) for d in ("fold-0", "fold-1")}
+        with pytest.raises(ConfigError, match="fold-1' is in use by another training"):
+            take(members)
+        after = tree()
     finally:
         held.release()
-    assert take.done and not os.path.exists(os.path.join(out, "fold-2"))  # not running
     after["fold-1"].pop(LOCK_NAME)
-    assert after == {d: before[d] for d in ("fold-0", "fold-1")}
+    assert after == before and not take.done
+    take(members)  # no other training now: both running members' folders emptied
+    assert take.done and not os.path.exists(os.path.join(out, "fold-2"))
+    assert all(file_bytes(os.path.join(out, f"fold-{i}")) == {} for i in (0, 1))
+
+
+def test_a_lock_file_names_another_holder_only_if_it_is_alive_and_locked(tmp_path):
+    """refuse_if_held_by_other: the member's own pid, a dead process's file (a killed
+    run's) and a live process that does not hold the lock (its pid reused) are no other
+    training; a held lock is, named with its pid."""
+    from lstm_cli.errors import ConfigError
+    from lstm_cli.training.rundir import refuse_if_held_by_other
+
+    folder = tmp_path / "fold-1"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid in (os.getpid(), dead.pid, os.getppid()):  # own, dead, alive but not holding
+        (folder / LOCK_NAME).write_text(f"{pid}\n")
+        refuse_if_held_by_other(str(folder), os.getpid())
+    held = RunLock(str(folder))
+    held.acquire()  # writes this process's pid: another process's view of it is "held"
+    try:
+        refuse_if_held_by_other(str(folder), os.getpid())  # the holder itself
+        with pytest.raises(ConfigError, match=rf"in use by another training \(pid {os.getpid()}\)"):
+            refuse_if_held_by_other(str(folder), os.getpid() + 10**6)
+    finally:
+        held.release()

@@ -44,8 +44,8 @@ from .rundir import (
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
-    lock_owner,
     open_run_dir,
+    refuse_if_held_by_other,
     refuse_if_in_use,
     remove_orphaned_temporaries,
     remove_run_file,
@@ -303,19 +303,17 @@ class _TakeOver:
 
     def __call__(self, training):
         """training: {fold: pid} of this ensemble's members in training now. The earlier
-        ensemble's other member folders go, each once locked (a ConfigError, before
-        anything is removed, when another training holds one). In those of the members in
-        training only the earlier run files go, once the member holds the folder's lock (a
-        member writes nothing before its first checkpoint, which waits for this); one
-        still reading its data (its lock not yet taken: maybe held by another training)
-        is left to the member, which removes them under its lock before its first
-        checkpoint."""
+        ensemble's other member folders go, each once locked; in those of the members in
+        training only the earlier run files go (a member writes nothing before its first
+        checkpoint, which waits for this; one still reading its data has not locked its
+        folder yet). A ConfigError, before anything is removed, when another training
+        holds one of them."""
         if not self.done:
             busy = {MEMBER_DIR.format(f): pid for f, pid in training.items()}
+            for name in (n for n in self.earlier if n in busy):
+                refuse_if_held_by_other(os.path.join(self.run_dir, name), busy[name])
             retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
             for name in (n for n in self.earlier if n in busy):
-                if lock_owner(os.path.join(self.run_dir, name)) != busy[name]:
-                    continue  # not the member's yet
                 for run_file in RUN_FILES:  # else a stop before its first checkpoint leaves it
                     path = os.path.join(self.run_dir, name, run_file)
                     remove_run_file(path, "a member of the earlier ensemble")

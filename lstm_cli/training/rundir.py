@@ -80,11 +80,7 @@ class RunLock:
             except BlockingIOError:
                 owner = os.read(fd, 32).decode("ascii", "replace").strip()
                 os.close(fd)
-                raise ConfigError(
-                    f"run folder {self.run_dir!r} is in use by another training"
-                    f"{f' (pid {owner})' if owner.isdigit() else ''}; wait for it to end "
-                    f"or choose another folder"
-                ) from None
+                raise in_use(self.run_dir, owner) from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # released and removed between our open and flock: try again
@@ -165,17 +161,44 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     return files + members
 
 
-def lock_owner(run_dir) -> int | None:
-    """The pid in run_dir's lock file, as RunLock.acquire writes it once it holds the
-    lock; None when there is none. Read without locking, so reading never makes another
-    training's acquire fail; the file a killed run left names a dead process, so compare
-    the pid with one known alive."""
+def in_use(run_dir, owner="") -> ConfigError:
+    """The error of a run folder another training holds (``owner``: its pid, if known)."""
+    pid = f" (pid {owner})" if str(owner).isdigit() else ""
+    return ConfigError(
+        f"run folder {run_dir!r} is in use by another training{pid}; wait for it to end "
+        f"or choose another folder"
+    )
+
+
+def refuse_if_held_by_other(run_dir, pid) -> None:
+    """in_use() when a training other than process ``pid`` holds run_dir's lock. The pid
+    its lock file names is read first: ``pid``'s own, none, or that of a process no longer
+    alive (the file a killed run left) mean no other holds it, with no lock probe that
+    could make ``pid``'s own acquire fail; only a live other pid is probed."""
+    path = os.path.join(run_dir, LOCK_NAME)
     try:
-        with open(os.path.join(run_dir, LOCK_NAME), "rb") as fh:
+        with open(path, "rb") as fh:
             text = fh.read(32).decode("ascii", "replace").strip()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return
+    if not text.isdigit() or int(text) == pid or fcntl is None:
+        return
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:  # alive, another user's
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise in_use(run_dir, text) from None
+    finally:
+        os.close(fd)  # drops a probe's shared lock too
 
 
 def refuse_if_in_use(run_dir) -> None:
