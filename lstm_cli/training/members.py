@@ -200,10 +200,10 @@ def _error_of(kind, value):
 
 
 def _outside_fit(signum, frame) -> None:
-    """A member's stop signal outside fit's SignalGuard. Before it, the default: the
-    process ends (there is nothing to save yet). After it the member only reports how it
-    ended, which the forwarded repeat of the signal that stopped it must not cut short."""
-    if not SignalGuard.used:
+    """A member's stop signal outside fit's SignalGuard: the default (the process ends),
+    except for a repeat of the signal that stopped it, which reached it twice (as sent and
+    forwarded) and must not cut short its report of how it stopped."""
+    if signum != SignalGuard.caught:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 

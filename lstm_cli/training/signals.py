@@ -14,14 +14,13 @@ class SignalGuard:
     Only installed in the main thread (signal handlers cannot be set elsewhere)."""
 
     repeat_gives_up = True  # process-wide; False: the first signal again is not a second
-    used = False  # process-wide: whether a guard has been entered in this process
+    caught = None  # process-wide: the first signal a guard took in this process
 
     def __init__(self):
         self.signum = None
         self._old = {}
 
     def __enter__(self):
-        SignalGuard.used = True
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -35,7 +34,7 @@ class SignalGuard:
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise SystemExit(128 + signum)
-        self.signum = signum
+        self.signum = SignalGuard.caught = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
