@@ -347,34 +347,36 @@ class GradFlowAccumulator:
         a["frac"][0] += np.bincount(bins[valid], minlength=FRACTION_BINS)
 
     def flat_sums(self, tracks, T) -> np.ndarray:
-        """Every track's sums as one float64 vector, padded to T steps (to sum over ranks);
-        ``tracks``: their number, layers x directions."""
+        """Every track's sums as one float64 vector, padded to T steps (to sum over ranks),
+        with a 1 for each step its batches spanned; ``tracks``: their number, layers x
+        directions."""
         parts = []
         for track in range(tracks):
             a = self._acc.get(track, _empty_sums())
             for key in ("n", "dh", "dc"):
                 parts.append(np.pad(a[key], (0, T - a["T"])))
+            parts.append((np.arange(T) < a["T"]).astype(np.float64))
             parts.append(a["frac"].ravel())
         return np.concatenate(parts)
 
     def load_flat_sums(self, vec, tracks, T) -> None:
         """Replace the sums with a vector from ``flat_sums`` (summed over ranks), as one
-        process holding every rank's rows would: each track to the last step any row
-        reached, and no track that no row reached."""
-        size = 3 * T + 3 * FRACTION_BINS
+        process holding every rank's batches would: each track as long as the longest
+        batch any rank added to it, and no track no rank added to."""
+        size = 4 * T + 3 * FRACTION_BINS
         self._acc = {}
         for track in range(tracks):
             v = vec[track * size : (track + 1) * size]
-            reached = np.flatnonzero(v[:T])
-            if not reached.size:
+            spanned = np.flatnonzero(v[3 * T : 4 * T])
+            if not spanned.size:
                 continue
-            t = int(reached[-1]) + 1
+            t = int(spanned[-1]) + 1
             self._acc[track] = {
                 "T": t,
                 "n": v[:t].copy(),
                 "dh": v[T : T + t].copy(),
                 "dc": v[2 * T : 2 * T + t].copy(),
-                "frac": v[3 * T :].reshape(3, FRACTION_BINS).copy(),
+                "frac": v[4 * T :].reshape(3, FRACTION_BINS).copy(),
             }
 
     def records(self, epoch) -> list:

@@ -155,14 +155,18 @@ def test_fraction_bins():
 
 def test_gradflow_sums_over_ranks_give_one_process_s_records():
     """Two ranks' sums, padded to the longest training sequence (12) to be summed, gave
-    records 12 steps long where one process seeing the same rows (9 steps at most, an
-    epoch resumed mid-way) gave 9, and a record of a track no row reached."""
+    records 12 steps long where one process seeing the same batches (9 steps at most, an
+    epoch resumed mid-way) gave 9, and a record of a track no row reached. A batch whose
+    longest rows are left out (class weight 0: FlowRecorder.add) still spans its width
+    in one process, with count 0 there."""
     rng = np.random.default_rng(1)
     one, ranks = GradFlowAccumulator(), [GradFlowAccumulator(), GradFlowAccumulator()]
-    for r, T in ((0, 4), (1, 9), (0, 6)):
+    for r, T in ((0, 4), (1, 9), (0, 6), (1, 10)):
         lengths = rng.integers(1, T + 1, 3)
         lengths[0] = T
         dh, dc = rng.random((3, T)), rng.random((3, T))
+        if T == 10:  # its longest row left out: the batch spans 10 steps, rows reach 9
+            lengths, dh, dc = np.minimum(lengths[1:], 9), dh[1:], dc[1:]
         for acc in (one, ranks[r]):
             acc.add(0, dh, dc, lengths)
     summed = ranks[0].flat_sums(2, 12) + ranks[1].flat_sums(2, 12)  # 2 tracks, 1 reached
