@@ -11,7 +11,9 @@ top-layer state h_t is at hand:
   averages its per-step probabilities (and per-step losses) over steps 0 .. L_p - 1.
   That is the result of running the model on the truncated sequence (tested). A
   bidirectional model's reverse direction starts at the prefix's own last step, so it
-  is run on each truncated batch instead (one forward of the model per percent). An
+  is run on each truncated batch instead (one forward of the model per percent); a
+  model that z-scores each sequence (data.normalize_per_sequence) on each prefix of the
+  data as read, transformed on its own (the whole sequence's mean would leak into it). An
   ensemble (``ensemble_by_step``) cuts the data file's own sequences and averages its
   members' probabilities on each prefix, every member transforming it as trained.
 * **gates**: per layer (and direction), the distribution over valid steps (and units) of
@@ -235,12 +237,22 @@ def diagnose(
 
     y (N,) class indices; required for by_step (accuracy needs labels). Batches are formed
     by length as in inference, so little padding is computed. ``ds``: the data as read, or
-    as ``tm.prepare`` returns it.
+    as ``tm.prepare`` returns it (not for the by_step of a model that z-scores each
+    sequence, which transforms each prefix of the data as read).
     """
-    ds = tm.as_trained(ds)
+    raw, ds = ds, tm.as_trained(ds)
     model = tm.model
     if by_step and y is None:
         raise LstmCliError("by-step accuracy needs labels (y)")
+    out = {}
+    if by_step and tm.transforms["per_sequence"]:
+        if raw.transforms is not None:
+            raise LstmCliError(
+                f"{raw.source}: the by-step accuracy of a model that z-scores each sequence "
+                f"needs the data as read (each prefix is z-scored on its own)"
+            )
+        out["by_step"] = _by_step_of_raw_prefixes(tm, raw, ds.lengths, y, batch_size, percents)
+        by_step = False
     acc = _ByStep(model, percents) if by_step else None
     gst = _GateStats(model.num_layers, model.directions) if gates else None
     # the step-by-step run gives the gates, and a unidirectional model's by-step results
@@ -254,7 +266,6 @@ def diagnose(
             acc.add(h_top, lengths, np.asarray(y)[idx])
         if gst is not None:
             gst.add(g, lengths)
-    out = {}
     if acc is not None:
         out["by_step"] = acc.result()
     if gst is not None:
@@ -262,11 +273,32 @@ def diagnose(
     return out
 
 
+def _by_step_of_raw_prefixes(tm, raw, lengths, y, batch_size, percents) -> dict:
+    """diagnose's by_step for a model that z-scores each sequence: each prefix of L_p of
+    the model's steps (``lengths``: each sequence's) is the data as read cut to the raw
+    steps they hold (pool x frame each, the last ones partial) and transformed on its
+    own, then classified as evaluation would (model.evaluate_batch)."""
+    cut = prefix_lengths(lengths, percents)  # (P, N) in the model's steps
+    per_step = tm.transforms["pool"] * tm.transforms["frame"]  # raw steps per model step
+    y = np.asarray(y)
+    pred, ce = np.empty(cut.shape, np.int64), np.empty(cut.shape)
+    for n, prefix in enumerate(cut):
+        part = tm.prepare(
+            _prefixes(raw, range(len(raw)), np.minimum(raw.lengths, prefix * per_step))
+        )
+        for idx in make_batches(part.lengths, batch_size, shuffle=False, bucket=True):
+            x, lens = pad_batch(part, idx, tm.model.dtype, tm.mean, tm.std)
+            ce[n, idx], probs = tm.model.evaluate_batch(x, lens, y[idx])
+            pred[n, idx] = probs.argmax(-1)
+    acc = _ByStep(tm.model, percents)
+    acc._count(pred, ce, cut, y)
+    return acc.result()
+
+
 def _prefixes(raw: SequenceDataset, rows, prefix) -> SequenceDataset:
     """Sequences ``rows`` of ``raw``, each cut to its first ``prefix`` (len(rows),) steps."""
-    x = np.asarray(raw.x)
-    seqs = [x[raw.offsets[r] : raw.offsets[r] + n] for r, n in zip(rows, prefix)]
-    return SequenceDataset.from_sequences(seqs, None, raw.source, x.dtype)
+    seqs = [raw.sequence(int(r))[:n] for r, n in zip(rows, prefix)]
+    return SequenceDataset.from_sequences(seqs, None, raw.source, raw.x.dtype)
 
 
 def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
