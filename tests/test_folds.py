@@ -1105,3 +1105,22 @@ def test_a_lock_file_names_another_holder_only_if_it_is_alive_and_locked(tmp_pat
             refuse_if_held_by_other(str(folder), os.getpid() + 10**6)
     finally:
         held.release()
+
+
+def test_out_of_fold_loss_of_an_all_head_ensemble_is_its_members_loss(tmp_path):
+    """The out-of-fold loss was the cross-entropy of each sequence's mean probabilities,
+    where lstm-eval of its member, and the member's own val_loss, average the per-step
+    losses (the all head): 1.30089 against 1.30590 in the audit's run. Each member's
+    best_value is its validation loss on its fold at the epoch best.npz holds."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = str(tmp_path / "ens")
+    r = _run("--config", config, "--set", f"train.folds={K}", "--set", "model.head=all",
+             "--output", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    summary = _summary(out)
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    sizes = [len(prepare_data(member_config(cfg, i), run_rng(member_config(cfg, i))).valid)
+             for i in range(K)]  # fmt: skip
+    members = [m["best_value"] for m in summary["member_best"]]
+    want = float(np.dot(sizes, members) / sum(sizes))
+    assert summary["out_of_fold"]["loss"] == pytest.approx(want, rel=1e-9)

@@ -32,7 +32,13 @@ from ..errors import (
     LstmCliError,
     resume_hint,
 )
-from ..inference import encode_dataset_labels, load_trained, predict_dataset
+from ..inference import (
+    encode_dataset_labels,
+    load_trained,
+    loss_and_probs,
+    predict_dataset,
+    report_from,
+)
 from ..store.checkpoint import read_meta
 from ..validate import show
 from .distributed import make_comm, rank_output
@@ -360,7 +366,7 @@ def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
     data.train and the ensemble's data.test report (one process: rank 0). cfg: the
     members' config, with data.frame_to and roll / reverse "auto" resolved."""
     K = cfg.train.folds
-    best, oof_probs, oof_y, test_probs = [], None, None, None
+    best, oof_probs, oof_y, oof_loss, test_probs = [], None, None, None, None
     test_y = classes = None
     for fold, path in enumerate(members):
         mcfg = member_config(cfg, fold)
@@ -373,15 +379,19 @@ def _ensemble_summary(cfg: Config, members: list[str], log) -> dict:
         if oof_probs is None:  # (N, K), (N,): -1 marks a sequence in no fold (a lone label)
             N = len(data.train) + len(data.valid)
             oof_probs, oof_y = np.zeros((N, len(classes))), np.full(N, -1, dtype=np.int64)
+            oof_loss = np.zeros(N)
         bs = cfg.train.batch_size
-        oof_probs[data.valid_index] = predict_dataset(tm.model, data.valid, tm.mean, tm.std, bs)
+        # each sequence's loss as lstm-eval of its member gives it (the all head: the mean
+        # of its per-step losses, not the loss of its mean probabilities)
+        losses, probs = loss_and_probs(tm.model, data.valid, data.y_valid, tm.mean, tm.std, bs)
+        oof_probs[data.valid_index], oof_loss[data.valid_index] = probs, losses
         oof_y[data.valid_index] = data.y_valid
         if data.test is not None:
             p = predict_dataset(tm.model, data.test, tm.mean, tm.std, bs) / K
             test_probs = p if test_probs is None else test_probs + p
             test_y = encode_dataset_labels(data.test, classes)
     folded = oof_y >= 0
-    oof = report_of_probs(oof_probs[folded], oof_y[folded], classes, cfg.data.train)
+    oof = report_from(oof_loss[folded], oof_probs[folded], oof_y[folded], classes, cfg.data.train)
     log(
         f"out-of-fold ({K} folds of {cfg.data.train}): accuracy {oof['accuracy']:.4f}  "
         f"loss {oof['loss']:.4f}  macro F1 {oof['macro_f1']:.4f}"
