@@ -121,7 +121,8 @@ def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
     sequence z-scored on its own (``per_sequence``), then ``pool``, then ``frame``.
 
     With every transform off, ``ds`` itself is returned (a memory map stays on disk);
-    otherwise a new in-memory SequenceDataset in ``ds.x``'s dtype, same labels and source,
+    otherwise a new in-memory SequenceDataset in ``ds.x``'s dtype (float32 for float16
+    data, whose 3 digits would round the transformed values), same labels and source,
     marked with every transform it has been through (``transforms``), so a transform is
     never applied twice.
     """
@@ -135,5 +136,5 @@ def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
         x, offsets = pool_steps(x, offsets, pool)
     if frame > 1:
         x, offsets = frame_steps(x, offsets, frame)
-    x = np.asarray(x, dtype=ds.x.dtype)
+    x = np.asarray(x, dtype=np.result_type(ds.x.dtype, np.float32))
     return SequenceDataset(x, offsets, ds.labels, ds.source, transforms=applied)
