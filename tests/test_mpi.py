@@ -224,6 +224,33 @@ def test_sigterm_while_loading_data_ends_the_job_with_143(tmp_path):
     assert "Terminated." in done.stderr and "BAD TERMINATION" not in done.stdout + done.stderr
 
 
+# lstm-eval whose rank 1 gets SIGTERM as it reads its data (lstm-eval never starts MPI)
+_EVAL_TERMINATED_ON_RANK_1 = """
+import os, signal, sys
+import lstm_cli.cli.evaluate
+ev = sys.modules["lstm_cli.cli.evaluate"]  # the module (lstm_cli.cli.evaluate: the command)
+real = ev._members_raw
+def members_raw(*args, **kwargs):
+    if os.environ.get("PMI_RANK") == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+ev._members_raw = members_raw
+sys.argv[0] = "lstm-eval"
+ev.evaluate()
+"""
+
+
+def test_sigterm_to_one_rank_of_an_eval_ends_it_with_143(tmp_path):
+    """Reporting the SIGTERM, the rank started MPI to abort the job, and MPI_Init waited
+    for ranks that never start it: the job hung until killed."""
+    cfg = write_task(tmp_path, epochs=1)
+    run(1, "--config", cfg, "--output", str(tmp_path / "run"))
+    data = str(tmp_path / "train.jsonl")
+    args = [str(tmp_path / "run" / "best.npz"), "--data", data, "--quiet"]
+    done = run(2, *args, program=_EVAL_TERMINATED_ON_RANK_1, check=False, quiet=False)
+    assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("option", ["--version", "--help"])
 def test_help_and_version_are_printed_once(option):
     """click prints them while it parses the command line, which every rank does: three

@@ -14,7 +14,6 @@ than one process; then mpi4py is required (the ``mpi`` extra).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import sys
 import time
@@ -63,8 +62,10 @@ def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
     reports and nobody aborts. Otherwise a rank blocked in a collective would wait forever
     for the one that failed, so the job is ended with MPI_Abort: rank 0 reports at once;
     the others wait REPORT_DELAY_S first (rank 0's Abort usually ends them before they
-    print), so an error all ranks meet is reported once. Before MPI can be started (mpi4py
-    missing) only rank 0 reports: every rank fails the same way there."""
+    print), so an error all ranks meet is reported once. Before this process started MPI
+    (an error in the command line or the config, which every rank meets the same way; a
+    command that never starts it, as lstm-eval) no rank waits for it: rank 0 reports and
+    nobody aborts (MPI_Init here would wait for ranks that never call it)."""
     if launched_size() <= 1:
         report()
         return
@@ -73,11 +74,8 @@ def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
         if rank == 0:
             report()
         return
-    try:
-        mpi = importlib.import_module("mpi4py.MPI")
-    except ImportError:
-        mpi = None
-    if mpi is None:
+    mpi = sys.modules.get("mpi4py.MPI")  # imported, so started, by make_comm
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
         if rank == 0:
             report()
         return
