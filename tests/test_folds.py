@@ -1124,3 +1124,20 @@ def test_out_of_fold_loss_of_an_all_head_ensemble_is_its_members_loss(tmp_path):
     members = [m["best_value"] for m in summary["member_best"]]
     want = float(np.dot(sizes, members) / sum(sizes))
     assert summary["out_of_fold"]["loss"] == pytest.approx(want, rel=1e-9)
+
+
+def test_the_stop_message_names_members_a_signal_of_their_own_ended():
+    """A signal to every process can end a member before lstm-train passes its own on: it
+    was left out of "fold-0, fold-1 saved ..." when it had stopped (Interrupted) or died by
+    it outside its training (MemberDied); one that finished (None) or failed is not."""
+    from lstm_cli.errors import ConfigError, Interrupted
+    from lstm_cli.training.members import MemberDied, _stopped_members
+
+    outcome = {
+        0: MemberDied("fold-0: the process training it died (killed by signal 15)"),
+        1: Interrupted("SIGTERM: training stopped", 15, resume="r/fold-1"),
+        2: None,
+        3: ConfigError("bad"),
+        4: Interrupted("SIGTERM: training stopped", 15, resume="r/fold-4"),
+    }
+    assert sorted(_stopped_members(outcome, signalled=[4])) == [0, 1, 4]

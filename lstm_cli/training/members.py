@@ -110,10 +110,17 @@ def run_members(
                 del running[conn]
                 conn.close()
                 proc.join()
-        if guard.signum is not None:  # and the members a signal of their own stopped first
-            stopped = [f for f, e in outcome.items() if isinstance(e, errors.Interrupted)]
-            raise _stopped(guard.signum, {f: outcome[f] for f in sorted({*signalled, *stopped})})
+        if guard.signum is not None:
+            raise _stopped(guard.signum, _stopped_members(outcome, signalled))
     return [outcome.get(t.fold) for t in tasks]
+
+
+def _stopped_members(outcome, signalled) -> dict:
+    """{fold: outcome} of the members a signal stopped: those running when it was passed
+    on (``signalled``), and those a signal of their own stopped or killed before (sent to
+    every process), whose outcome had come in by then."""
+    own = [f for f, e in outcome.items() if isinstance(e, (errors.Interrupted, MemberDied))]
+    return {f: outcome[f] for f in sorted({*signalled, *own})}
 
 
 def _folds(running) -> list:
