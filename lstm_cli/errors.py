@@ -59,3 +59,9 @@ class MissingExtraError(LstmCliError):
     """A feature needs an optional extra that is not installed (names the extra)."""
 
     exit_code = 7
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised as Python raises KeyboardInterrupt for SIGINT (cli.common while a
+    command runs; a second SIGTERM in training, training.signals), so that a command ends
+    on it as on SIGINT: exit 143, and under mpiexec the whole job."""

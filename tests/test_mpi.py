@@ -456,6 +456,36 @@ def test_a_signal_on_one_rank_stops_all_after_rank_0_saved(tmp_path):
     assert meta["step"] == 6 and meta["train_state"]["partial_epoch"] is not None
 
 
+# rank 0 gets SIGTERM twice in one step (kill twice, or scancel and a user): the second
+# gives up at once
+SIGTERM_TWICE_ON_RANK_0 = """
+import os, signal, sys
+import lstm_cli.training.loop as loop
+rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+real_step = loop.Trainer._train_step
+def step(self, idx, epoch):
+    if rank == 0 and self.step == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_step(self, idx, epoch)
+loop.Trainer._train_step = step
+from lstm_cli.cli import train
+sys.argv[0] = "lstm-train"
+train()
+"""
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_second_sigterm_on_one_rank_ends_the_job_at_once(tmp_path, n):
+    """The guard's second SIGTERM raised SystemExit, which bypassed the error path that
+    ends an MPI job: rank 0 exited, rank 1 waited in the Allreduce until killed (and in
+    one process it exited 143 saying nothing)."""
+    cfg = write_task(tmp_path, n=300, epochs=5)
+    done = run(n, "--config", cfg, "--output", str(tmp_path / "run"),
+               program=SIGTERM_TWICE_ON_RANK_0, check=False)  # fmt: skip
+    assert done.returncode == 143 and "Terminated." in done.stderr, done.stderr
+
+
 def test_usage_and_config_errors_are_reported_once(tmp_path):
     cfg = write_task(tmp_path)
     usage = run(2, "--config", cfg, "--resume", str(tmp_path), "--output", "x", check=False)

@@ -344,6 +344,7 @@ def test_a_repeat_of_the_first_signal_gives_up_unless_told_otherwise(monkeypatch
     """A --jobs member gets a signal sent to every process twice (as sent and forwarded
     by lstm-train), which it took as a second signal: it stopped at once, saving
     nothing. There a repeat is ignored; another signal still gives up."""
+    from lstm_cli.errors import Terminated
     from lstm_cli.training.signals import SignalGuard
 
     monkeypatch.setattr(SignalGuard, "repeat_gives_up", repeat_gives_up)
@@ -352,7 +353,7 @@ def test_a_repeat_of_the_first_signal_gives_up_unless_told_otherwise(monkeypatch
         os.kill(os.getpid(), signal.SIGTERM)
         assert SignalGuard.caught == signal.SIGTERM  # for members._outside_fit
         if repeat_gives_up:
-            with pytest.raises(SystemExit):
+            with pytest.raises(Terminated):
                 os.kill(os.getpid(), signal.SIGTERM)
         else:
             os.kill(os.getpid(), signal.SIGTERM)

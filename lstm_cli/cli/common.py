@@ -15,7 +15,7 @@ import threading
 import click
 
 from .. import __version__
-from ..errors import Interrupted, LstmCliError
+from ..errors import Interrupted, LstmCliError, Terminated
 from ..store.atomic import names_a_stream, names_stdout
 
 
@@ -42,7 +42,7 @@ def handles_errors(fn):
             )
         except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C elsewhere
             _fail(130, "Interrupted.", debug)
-        except _Terminated:  # SIGTERM outside training's guard (loading data, testing)
+        except Terminated:  # a second SIGTERM in training; outside its guard, the first
             _fail(128 + signal.SIGTERM, "Terminated.", debug)
         except click.exceptions.ClickException as err:
             exit_off_rank_0(err)
@@ -57,12 +57,6 @@ def handles_errors(fn):
     return wrapper
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised as Python raises KeyboardInterrupt for SIGINT: so that it ends a
-    command as SIGINT does (under mpiexec, the whole job with exit 143, not the default's
-    death by the signal, which the launcher reports as exit 15 with a banner)."""
-
-
 @contextlib.contextmanager
 def _sigterm_raises():
     ignored = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # as whoever started us said
@@ -71,7 +65,7 @@ def _sigterm_raises():
         return
 
     def terminated(signum, frame):
-        raise _Terminated
+        raise Terminated
 
     old = signal.signal(signal.SIGTERM, terminated)
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from ..errors import Terminated
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -33,7 +35,7 @@ class SignalGuard:
             self.__exit__()
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            raise SystemExit(128 + signum)
+            raise Terminated
         self.signum = SignalGuard.caught = signum
 
     def __exit__(self, *exc):
