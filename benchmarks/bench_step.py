@@ -1017,6 +1017,12 @@ def print_tables(results, meta, have_torch):
         "cli/pad_min = the same ratio from each side's fastest sample; "
         "reps* = cell cut short because the machine got slower than planned"
     )
+    if any(r["workload"] in BIDIRECTIONAL for r in results):
+        print(
+            f"{', '.join(sorted(BIDIRECTIONAL))}: torch_pad is torch's packed run (its padded "
+            "path would start the reverse direction at the padding), so cli/pad there "
+            "compares with pack_padded_sequence, not with oneDNN's fused kernel"
+        )
     print()
     print("Inference batch (predict_proba / torch.no_grad on the padded tensor), ms (median)")
     header = [
