@@ -42,7 +42,16 @@ def load_version(rev, scratch):
     folder = os.path.join(scratch, rev)
     os.makedirs(folder)
     tar_path = os.path.join(scratch, rev + ".tar")
-    subprocess.run(["git", "-C", ROOT, "archive", "-o", tar_path, rev, "lstm_cli"], check=True)
+    done = subprocess.run(
+        ["git", "-C", ROOT, "archive", "-o", tar_path, rev, "lstm_cli"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:  # not a git checkout, or no such revision
+        sys.exit(
+            f"bench_history.py: cannot extract {rev} with git archive in {ROOT} (it needs a "
+            f"git checkout holding that revision): {done.stderr.strip()}"
+        )
     with tarfile.open(tar_path) as tar:
         tar.extractall(folder)
     name = f"lstm_cli_{rev}"

@@ -50,12 +50,22 @@ def test_bench_step_quick_run_writes_every_cell(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "Training step" in r.stdout and "Inference batch" in r.stdout
+    assert "torch_pad is torch's packed run" not in r.stdout  # no bidirectional row
     data = json.loads(out.read_text())
     cells = {(c["workload"], c["head"]) for c in data["results"]}
     assert cells == {(w, h) for w in ("tiny", "stacked") for h in ("last", "all")}
     for c in data["results"]:
         for key in ("lstm_cli_train", "gemm_floor", "gemm_floor_cli", "lstm_cli_infer"):
             assert c["stats"][key]["median_ms"] > 0, (c["workload"], key)
+
+
+def test_bench_step_says_what_a_bidirectional_row_compares_with():
+    """medium_bi's torch "padded" contender is its packed run: the table said cli/pad as
+    for the fused kernel, so lstm_cli read as 7x faster than it."""
+    args = ["--workloads", "medium_bi", "--head", "last", "--repeats", "1", "--warmup", "1"]
+    r = _run([os.path.join(BENCH, "bench_step.py"), "--quick", *args, "--no-torch"])
+    assert r.returncode == 0, r.stderr
+    assert "medium_bi: torch_pad is torch's packed run" in r.stdout
 
 
 def test_engine_floor_counts_the_engines_gemm_work():
@@ -86,6 +96,19 @@ def test_bench_history_compares_a_revision_with_the_worktree():
     )
     assert r.returncode == 0, r.stderr
     assert "HEAD train" in r.stdout and "worktree infer" in r.stdout
+
+
+def test_bench_history_outside_a_git_checkout_says_so_in_one_line(tmp_path):
+    """From a copy without git (a `git archive` of the checkout) it was a traceback."""
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "*.egg-info", "runs", "data"))
+    env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(tmp_path), PYTHONPATH=str(copy))
+    r = subprocess.run(
+        [sys.executable, str(copy / "benchmarks" / "bench_history.py"), "HEAD", "--rounds", "1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "needs a git checkout" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_engine_floor_issues_the_engines_gemms(monkeypatch):
