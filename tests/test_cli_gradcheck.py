@@ -60,18 +60,23 @@ def test_a_step_too_large_for_the_stencil_exits_1():
     assert "FAIL" in result.output and "FAILED" in result.output
 
 
+def _edit_gradient(monkeypatch, name, edit):
+    """The model's analytic gradient of parameter ``name`` replaced by edit(it)."""
+    real = LSTMClassifier.loss_and_grads
+
+    def edited(self, *args, **kwargs):
+        loss, grads, *rest = real(self, *args, **kwargs)
+        grads[name] = edit(grads[name])
+        return (loss, grads, *rest)
+
+    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", edited)
+
+
 @pytest.mark.parametrize("scale", [1 + 1e-5, 1 + 1e-3])
 def test_a_slightly_wrong_gradient_exits_1_and_names_it(monkeypatch, scale):
     # One parameter's gradient off by 1e-5 or 1e-3 relative (as a dropped small term would
     # be): the round-off floor must not hide it.
-    real = LSTMClassifier.loss_and_grads
-
-    def broken(self, *args, **kwargs):
-        loss, grads, *rest = real(self, *args, **kwargs)
-        grads["lstm.0.b"] = grads["lstm.0.b"] * scale
-        return (loss, grads, *rest)
-
-    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", broken)
+    _edit_gradient(monkeypatch, "lstm.0.b", lambda g: g * scale)
     result = CliRunner().invoke(gradcheck, ["--layers", "2", "--head", "all", "--quiet"])
     assert result.exit_code == 1, result.output
     failed = [line.split()[1:3] for line in result.output.splitlines() if line.endswith("FAIL")]
@@ -83,14 +88,7 @@ def test_a_parameter_passes_up_to_tol_and_no_further(monkeypatch, scale, code):
     """docs/cli.md: a parameter passes when its error is <= --tol (1e-6). An error of
     3 x tol fails and 0.3 x tol passes, so the threshold is pinned within a factor 3 (a
     pass at 10 x tol went unseen: the 1 + 1e-5 case sits just above it)."""
-    real = LSTMClassifier.loss_and_grads
-
-    def off(self, *args, **kwargs):
-        loss, grads, *rest = real(self, *args, **kwargs)
-        grads["lstm.0.b"] = grads["lstm.0.b"] * scale
-        return (loss, grads, *rest)
-
-    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", off)
+    _edit_gradient(monkeypatch, "lstm.0.b", lambda g: g * scale)
     args = ["--layers", "1", "--head", "last", "--unidirectional", "--quiet"]
     result = CliRunner().invoke(gradcheck, args)
     assert result.exit_code == code, result.output
@@ -105,14 +103,7 @@ def test_the_round_off_floor_is_1e_11_and_catches_an_absolute_error_above_it(mon
     model, x, lengths, y = random_problem(num_layers=2, head="last")
     floor = check_model(model, x, lengths, y).noise
     assert 1e-12 < floor < 1e-10, floor
-    real = LSTMClassifier.loss_and_grads
-
-    def off(self, *args, **kwargs):
-        loss, grads, *rest = real(self, *args, **kwargs)
-        grads["lstm.0.W"] = grads["lstm.0.W"] + 1e-10
-        return (loss, grads, *rest)
-
-    monkeypatch.setattr(LSTMClassifier, "loss_and_grads", off)
+    _edit_gradient(monkeypatch, "lstm.0.W", lambda g: g + 1e-10)
     args = ["--layers", "2", "--head", "last", "--unidirectional", "--quiet"]
     result = CliRunner().invoke(gradcheck, args)
     assert result.exit_code == 1 and "lstm.0.W" in result.output, result.output
