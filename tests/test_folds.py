@@ -1078,7 +1078,11 @@ def test_the_take_over_refuses_a_running_member_s_folder_another_training_holds(
         held.release()
     after["fold-1"].pop(LOCK_NAME)
     assert after == before and not take.done
-    take(members)  # no other training now: both running members' folders emptied
+    with pytest.raises(ConfigError, match="fold-1' is in use"):  # later members too: a
+        take(members)  # take-over after it left the refused member's run to fail alone
+    assert tree() == before
+    take = folds._TakeOver(out, earlier, cfg)  # a new run, no other training now: both
+    take(members)  # running members' folders emptied
     assert take.done and not os.path.exists(os.path.join(out, "fold-2"))
     assert all(file_bytes(os.path.join(out, f"fold-{i}")) == {} for i in (0, 1))
 
@@ -1141,3 +1145,57 @@ def test_the_stop_message_names_members_a_signal_of_their_own_ended():
         4: Interrupted("SIGTERM: training stopped", 15, resume="r/fold-4"),
     }
     assert sorted(_stopped_members(outcome, signalled=[4])) == [0, 1, 4]
+
+
+def test_no_parallel_member_starts_after_a_refused_take_over(write_config, tmp_path):
+    """Once the hook has refused a member (another training holds a member folder),
+    members went on starting, each training an epoch to be refused in turn."""
+    from lstm_cli.errors import ConfigError
+    from lstm_cli.training.members import MemberTask, run_members
+
+    cfgs = [load_config(write_config(f"c{i}.yaml", train={"epochs": 1},
+                                     output={"dir": str(tmp_path / f"fold-{i}")}))
+            for i in range(3)]  # fmt: skip
+
+    class Refuses:
+        done, calls = False, 0
+
+        def __call__(self, training):
+            self.calls += 1
+            raise ConfigError("run folder 'fold-9' is in use by another training")
+
+    hook = Refuses()
+    tasks = [MemberTask(i, c, overwrite=False, resume=False) for i, c in enumerate(cfgs)]
+    got = run_members(tasks, 2, lambda m: None, before_first_checkpoint=hook)
+    assert [type(e).__name__ for e in got[:2]] == ["ConfigError", "ConfigError"]
+    assert got[2] is None and not os.path.exists(tmp_path / "fold-2")  # never started
+    assert hook.calls == 2
+
+
+def test_no_parallel_member_starts_after_one_was_stopped_by_a_signal(write_config, tmp_path):
+    """A signal sent to a member only (not to lstm-train) stopped it, and the next member
+    started in its place and trained to the end: now a stopped member ends the starting,
+    as a signal to lstm-train does."""
+    import threading
+
+    from lstm_cli.errors import Interrupted
+    from lstm_cli.training.members import MemberTask, run_members
+
+    cfgs = [load_config(write_config(f"c{i}.yaml", train={"epochs": 40 if i else 400},
+                                     output={"dir": str(tmp_path / f"fold-{i}")}))
+            for i in range(3)]  # fmt: skip
+    tasks = [MemberTask(i, c, overwrite=False, resume=False) for i, c in enumerate(cfgs)]
+    got = []
+    runner = threading.Thread(target=lambda: got.extend(run_members(tasks, 2, lambda m: None)))
+    runner.start()
+    deadline = time.time() + 120
+    first = tmp_path / "fold-0" / "last.npz"  # fold-0 is in training
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    pid = int((tmp_path / "fold-0" / LOCK_NAME).read_text())  # fold-0's process
+    assert _is_member_of(str(pid), os.getpid())
+    os.kill(pid, signal.SIGTERM)  # to the member only
+    runner.join(timeout=120)
+    assert isinstance(got[0], Interrupted) and got[0].resume == str(tmp_path / "fold-0")
+    assert got[1] is None and got[2] is None  # fold-1 finished; fold-2 never started
+    assert not os.path.exists(tmp_path / "fold-2")

@@ -306,6 +306,7 @@ class _TakeOver:
 
     def __init__(self, run_dir, earlier, cfg):
         self.run_dir, self.earlier, self.cfg, self.done = run_dir, earlier, cfg, False
+        self.refused = None  # the ConfigError of a refusal, which stands for every member
 
     def __call__(self, training):
         """training: {fold: pid} of this ensemble's members in training now. The earlier
@@ -313,12 +314,19 @@ class _TakeOver:
         training only the earlier run files go (a member writes nothing before its first
         checkpoint, which waits for this; one still reading its data has not locked its
         folder yet). A ConfigError, before anything is removed, when another training
-        holds one of them."""
+        holds one of them; once refused, every later call is refused the same way, so the
+        earlier run stays whole and --overwrite can be run again."""
+        if self.refused is not None:
+            raise self.refused
         if not self.done:
             busy = {MEMBER_DIR.format(f): pid for f, pid in training.items()}
-            for name in (n for n in self.earlier if n in busy):
-                refuse_if_held_by_other(os.path.join(self.run_dir, name), busy[name])
-            retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
+            try:  # both refuse before they remove anything
+                for name in (n for n in self.earlier if n in busy):
+                    refuse_if_held_by_other(os.path.join(self.run_dir, name), busy[name])
+                retire_earlier_run(self.run_dir, [n for n in self.earlier if n not in busy])
+            except ConfigError as err:
+                self.refused = err
+                raise
             for name in (n for n in self.earlier if n in busy):
                 for run_file in RUN_FILES:  # else a stop before its first checkpoint leaves it
                     path = os.path.join(self.run_dir, name, run_file)

@@ -63,15 +63,22 @@ def run_members(
     None, in task order. Raises Interrupted when a signal stopped the members.
     before_first_checkpoint: run here, with {fold: pid} of the members running, when a
     member is about to write its first checkpoint (each asks, and waits for it: once run,
-    it must do nothing; a member started once its ``done`` is true does not ask)."""
+    it must do nothing; a member started once its ``done`` is true does not ask).
+    No further member starts once a signal has come, here or to a member (which stopped
+    by it), or the hook has refused a member; a task never started has no entry (None)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     taken = ctx.RawValue("b", 0)  # the hook's done, for the members waiting to ask
+    halted = False  # a member stopped by a signal of its own, or refused by the hook
     with SignalGuard() as guard, _blas_threads_each(jobs):
         forwarded = False  # a second signal does not come here: SignalGuard gives up at once
         signalled = []  # the folds of the members running when the signal came
-        while running or (waiting and guard.signum is None):  # after a signal: no new member
-            while waiting and len(running) < jobs and guard.signum is None:
+
+        def may_start():
+            return waiting and guard.signum is None and not halted
+
+        while running or may_start():
+            while len(running) < jobs and may_start():
                 task = waiting.pop(0)
                 parent_end, child_end = ctx.Pipe()  # duplex: a member asks, then waits
                 # once the hook has run (its `done`), a member starting has nothing to ask,
@@ -101,12 +108,14 @@ def run_members(
                     pids = {t.fold: p.pid for t, p in running.values()}
                     reply = _reply_to(before_first_checkpoint, pids)
                     taken.value = bool(getattr(before_first_checkpoint, "done", False))
+                    halted = halted or reply is not None
                     try:
                         conn.send(reply)
                     except OSError:  # it died waiting: its EOF comes next, as for any death
                         pass
                     continue
                 outcome[task.fold] = _error_of(kind, value)
+                halted = halted or isinstance(outcome[task.fold], errors.Interrupted)
                 del running[conn]
                 conn.close()
                 proc.join()
