@@ -240,6 +240,21 @@ ev.evaluate()
 """
 
 
+def test_a_config_error_on_one_rank_only_ends_the_job(tmp_path):
+    """Ranks reading different configs (nodes without a shared file system; here the
+    launcher's MPMD form): the failing rank exited quietly without starting MPI, and rank
+    0 waited in MPI_Init for it for good."""
+    cfg = write_task(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(cfg).read().replace("hidden_size: 6", "hidden_size: -3"))
+    assert bad.read_text() != open(cfg).read()
+    good_cmd, bad_cmd = (_command(1, "--config", str(c), "--output", str(tmp_path / "r"))
+                         for c in (cfg, bad))  # fmt: skip
+    cmd = [MPIEXEC, *LAUNCHER, "-n", "1", *good_cmd, ":", "-n", "1", *bad_cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    assert done.returncode == 3 and "model.hidden_size" in done.stderr, done.stderr
+
+
 def test_sigterm_to_one_rank_of_an_eval_ends_it_with_143(tmp_path):
     """Reporting the SIGTERM, the rank started MPI to abort the job, and MPI_Init waited
     for ranks that never start it: the job hung until killed."""

@@ -83,8 +83,9 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
 
     from ..config import OutputConfig, dump_config, load_config, override_key, value_origin
     from ..training import config_for_resume, fit, fit_folds, fmt_metric, is_ensemble
-    from ..training.distributed import launched_rank
+    from ..training.distributed import launched_rank, starts_mpi
 
+    starts_mpi()  # under mpiexec: an error on one rank must end the others' MPI_Init too
     if config_path is None and resume_dir is None:
         raise click.UsageError("give --config FILE (or --resume RUN_DIR)")
     if resume_dir is not None and output is not None:

@@ -14,6 +14,7 @@ than one process; then mpi4py is required (the ``mpi`` extra).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import sys
 import time
@@ -55,6 +56,16 @@ def launched_rank(environ: Mapping[str, str] = os.environ) -> int:
     return _launcher_value(RANK_VARIABLES, environ, 0)
 
 
+_STARTS_MPI = []  # non-empty once the command has said it starts MPI (starts_mpi)
+
+
+def starts_mpi() -> None:
+    """Mark this process's command as one that starts MPI under a launcher (lstm-train):
+    an error one rank meets before MPI has started must still end the job, whose other
+    ranks are on their way into MPI_Init (end_job_on_error)."""
+    _STARTS_MPI.append(True)
+
+
 def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
     """Report an error and, under MPI, end every rank of the job with ``exit_code``.
 
@@ -62,10 +73,11 @@ def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
     reports and nobody aborts. Otherwise a rank blocked in a collective would wait forever
     for the one that failed, so the job is ended with MPI_Abort: rank 0 reports at once;
     the others wait REPORT_DELAY_S first (rank 0's Abort usually ends them before they
-    print), so an error all ranks meet is reported once. Before this process started MPI
-    (an error in the command line or the config, which every rank meets the same way; a
-    command that never starts it, as lstm-eval) no rank waits for it: rank 0 reports and
-    nobody aborts (MPI_Init here would wait for ranks that never call it)."""
+    print), so an error all ranks meet is reported once. A command that starts MPI
+    (starts_mpi) starts it here if it has not yet, to abort: the other ranks may be
+    waiting in MPI_Init for this one. A command that never starts it (lstm-eval) does not
+    (MPI_Init would wait for ranks that never call it): no rank waits for another, rank 0
+    reports and nobody aborts; so, too, when mpi4py is missing."""
     if launched_size() <= 1:
         report()
         return
@@ -75,6 +87,11 @@ def end_job_on_error(exit_code: int, report, agreed: bool = False) -> None:
             report()
         return
     mpi = sys.modules.get("mpi4py.MPI")  # imported, so started, by make_comm
+    if mpi is None and _STARTS_MPI:
+        try:
+            mpi = importlib.import_module("mpi4py.MPI")
+        except ImportError:
+            mpi = None
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
         if rank == 0:
             report()
