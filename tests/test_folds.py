@@ -1199,3 +1199,57 @@ def test_no_parallel_member_starts_after_one_was_stopped_by_a_signal(write_confi
     assert isinstance(got[0], Interrupted) and got[0].resume == str(tmp_path / "fold-0")
     assert got[1] is None and got[2] is None  # fold-1 finished; fold-2 never started
     assert not os.path.exists(tmp_path / "fold-2")
+
+
+def _members_in_a_thread(write_config, tmp_path, epochs):
+    """run_members of 3 members (jobs 2) in a thread: (the thread, its result list)."""
+    import threading
+
+    from lstm_cli.training.members import MemberTask, run_members
+
+    cfgs = [load_config(write_config(f"c{i}.yaml", train={"epochs": e},
+                                     output={"dir": str(tmp_path / f"fold-{i}")}))
+            for i, e in enumerate(epochs)]  # fmt: skip
+    tasks = [MemberTask(i, c, overwrite=False, resume=False) for i, c in enumerate(cfgs)]
+    got = []
+    runner = threading.Thread(target=lambda: got.extend(run_members(tasks, 2, lambda m: None)))
+    runner.start()
+    return runner, got
+
+
+def test_a_member_killed_by_a_stop_signal_as_it_starts_ends_the_starting(write_config, tmp_path):
+    """Before fit's guard a member's SIGTERM kills it (MemberDied), and the next member
+    started in its place: a death by a stop signal now ends the starting too."""
+    from lstm_cli.training.members import MemberDied
+
+    runner, got = _members_in_a_thread(write_config, tmp_path, (40, 40, 40))
+    deadline, children = time.time() + 60, []
+    while not children and time.time() < deadline:
+        children = [int(p) for p in os.listdir("/proc") if _is_member_of(p, os.getpid())]
+    os.kill(children[0], signal.SIGTERM)  # as it starts
+    runner.join(timeout=120)
+    assert sorted(type(e).__name__ for e in got[:2]) == ["MemberDied", "NoneType"]
+    assert "killed by signal 15" in str(next(e for e in got if isinstance(e, MemberDied)))
+    assert got[2] is None and not os.path.exists(tmp_path / "fold-2")  # never started
+
+
+def test_two_different_signals_to_a_member_stop_it_at_once_without_a_traceback(
+    write_config, tmp_path
+):
+    """A member's second, other signal raised KeyboardInterrupt or Terminated, which its
+    process reported as a bug: a RuntimeError traceback, exit 1, and the next member
+    started."""
+    from lstm_cli.errors import Interrupted
+
+    runner, got = _members_in_a_thread(write_config, tmp_path, (400, 40, 40))
+    first = tmp_path / "fold-0" / "last.npz"
+    deadline = time.time() + 120
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    pid = int((tmp_path / "fold-0" / LOCK_NAME).read_text())
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)  # handled after SIGINT: the second, other signal
+    runner.join(timeout=120)
+    assert isinstance(got[0], Interrupted) and got[0].signum == signal.SIGTERM, got[0]
+    assert got[0].resume is None and "stopped at once" in str(got[0])
+    assert got[1] is None and got[2] is None and not os.path.exists(tmp_path / "fold-2")

@@ -65,11 +65,12 @@ def run_members(
     member is about to write its first checkpoint (each asks, and waits for it: once run,
     it must do nothing; a member started once its ``done`` is true does not ask).
     No further member starts once a signal has come, here or to a member (which stopped
-    by it), or the hook has refused a member; a task never started has no entry (None)."""
+    or died by it), or the hook has refused a member; a task never started has no entry
+    (None)."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     taken = ctx.RawValue("b", 0)  # the hook's done, for the members waiting to ask
-    halted = False  # a member stopped by a signal of its own, or refused by the hook
+    halted = False  # a member stopped (or killed) by a signal of its own, or refused
     with SignalGuard() as guard, _blas_threads_each(jobs):
         forwarded = False  # a second signal does not come here: SignalGuard gives up at once
         signalled = []  # the folds of the members running when the signal came
@@ -101,6 +102,7 @@ def run_members(
                     kind, value = conn.recv()
                 except (EOFError, OSError):  # it died without a word (killed; a reset)
                     kind, value = "died", _death(task, proc)
+                    halted = halted or -(proc.exitcode or 0) in STOP_SIGNALS  # before fit
                 if kind == "log":
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
@@ -276,6 +278,9 @@ def _child(task: MemberTask, conn, taken) -> None:
         tell(("ok", None))
     except errors.Interrupted as err:
         tell(("stopped", (err.stopped, err.signum, err.resume)))
+    except (KeyboardInterrupt, errors.Terminated) as err:  # a second, other signal: at once
+        signum = signal.SIGINT if isinstance(err, KeyboardInterrupt) else signal.SIGTERM
+        tell(("stopped", (f"{signal_name(signum)}: stopped at once, saving nothing", signum)))
     except errors.LstmCliError as err:
         tell(("error", (type(err).__name__, str(err), err.exit_code)))
     except BaseException:  # a bug: its traceback, for the parent to raise
