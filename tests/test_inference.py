@@ -768,3 +768,30 @@ def test_by_step_with_unknown_labels_of_a_transforming_model(tmp_path):
         assert r.exit_code == 0, r.output
         reports.append(json.loads(r.stdout))
     assert reports[0]["by_step"] == reports[1]["by_step"] and reports[0]["by_step"]["n"] == 23
+
+
+def test_gates_of_a_framed_model_transform_the_data_once(tmp_path, monkeypatch):
+    """lstm-eval --by-step --gates of a model that does not z-score each sequence reads
+    the prepared data: it transformed the file a second time (diagnose of the data as
+    read), holding both copies (547 against 448 MB in the review's run)."""
+    import lstm_cli.inference as inference
+
+    rows = [{"x": [[float(n + t), 1.0] for t in range(4 + n % 3)], "y": ["a", "b"][n % 2]}
+            for n in range(16)]  # fmt: skip
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"train": str(data), "valid_fraction": 0.25, "frame": 2},
+        "model": {"hidden_size": 4}, "train": {"epochs": 1, "batch_size": 8},
+        "output": {"dir": str(tmp_path / "run")},
+    }))  # fmt: skip
+    fit(load_config(cfg), progress=False, log=lambda *_: None)
+    calls, real = [], inference.transform_dataset
+    monkeypatch.setattr(
+        inference, "transform_dataset", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    args = [str(tmp_path / "run" / "best.npz"), "--data", str(data), "--by-step", "--gates"]
+    r = CliRunner().invoke(evaluate, [*args, "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 1

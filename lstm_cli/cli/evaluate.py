@@ -113,7 +113,7 @@ def _diagnostics(tm, ds, y, by_step, gates, batch_size) -> dict:
     if not by_step or (y >= 0).all():  # one pass over the data
         return diagnose(tm, ds, y, by_step=by_step, gates=gates, batch_size=batch_size)
     known = np.flatnonzero(y >= 0)
-    out = diagnose(tm, ds.subset(known), y[known], gates=False, batch_size=batch_size)
+    out = diagnose(tm, ds.view(known), y[known], gates=False, batch_size=batch_size)
     if gates:
         out.update(diagnose(tm, ds, by_step=False, batch_size=batch_size))
     return out
@@ -291,8 +291,11 @@ def evaluate(
         from ..diagnostics import ensemble_by_step
 
         report["by_step"] = ensemble_by_step(raws, y, batch_size)  # each file read once
-    elif by_step or gates:  # the data as read: diagnose transforms it (or its prefixes)
-        report.update(_diagnostics(tm, raws[0][1], y, by_step, gates, batch_size))
+    elif by_step or gates:  # by-step z-scoring each prefix reads the data as read
+        as_read = by_step and tm.transforms["per_sequence"]
+        report.update(
+            _diagnostics(tm, raws[0][1] if as_read else ds, y, by_step, gates, batch_size)
+        )
     tables = not quiet and not writes_to_stdout(json_out)  # stdout holds the JSON only
     if tables:
         click.echo(_render_report(report))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .dataset import SequenceDataset, offsets_of, steps_within
+from .dataset import SequenceDataset, SequenceView, offsets_of, steps_within
 from .normalize import constant_up_to_rounding
 
 __all__ = [
@@ -117,8 +117,9 @@ def _applied(ds, per_sequence, pool, frame) -> dict:
 
 
 def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
-    """``ds`` (a SequenceDataset) with the input transforms applied, in this order: each
-    sequence z-scored on its own (``per_sequence``), then ``pool``, then ``frame``.
+    """``ds`` (a SequenceDataset or SequenceView) with the input transforms applied, in
+    this order: each sequence z-scored on its own (``per_sequence``), then ``pool``, then
+    ``frame``.
 
     With every transform off, ``ds`` itself is returned (a memory map stays on disk);
     otherwise a new in-memory SequenceDataset in ``ds.x``'s dtype (float32 for float16
@@ -129,6 +130,8 @@ def transform_dataset(ds, per_sequence=False, pool=1, frame=1):
     if not per_sequence and pool == 1 and frame == 1:
         return ds
     applied = _applied(ds, per_sequence, pool, frame)
+    if isinstance(ds, SequenceView):  # its sequences' rows gathered (a view has no offsets)
+        ds = ds.subset(np.arange(len(ds)))
     x, offsets = np.asarray(ds.x), ds.offsets
     if per_sequence:
         x = sequence_zscore(x, offsets)
