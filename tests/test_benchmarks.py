@@ -66,6 +66,7 @@ def test_bench_step_says_what_a_bidirectional_row_compares_with():
     r = _run([os.path.join(BENCH, "bench_step.py"), "--quick", *args, "--no-torch"])
     assert r.returncode == 0, r.stderr
     assert "medium_bi: torch_pad is torch's packed run" in r.stdout
+    assert "medium_bi: torch runs on pack_padded_sequence here too" in r.stdout  # inference
 
 
 def test_engine_floor_counts_the_engines_gemm_work():
