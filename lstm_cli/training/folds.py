@@ -53,6 +53,7 @@ from .rundir import (
     open_run_dir,
     refuse_if_held_by_other,
     refuse_if_in_use,
+    remove_member_run_files,
     remove_orphaned_temporaries,
     remove_run_file,
     retire_earlier_run,
@@ -327,10 +328,9 @@ class _TakeOver:
             except ConfigError as err:
                 self.refused = err
                 raise
+            # else a member stopped before its first checkpoint leaves the earlier one whole
             for name in (n for n in self.earlier if n in busy):
-                for run_file in RUN_FILES:  # else a stop before its first checkpoint leaves it
-                    path = os.path.join(self.run_dir, name, run_file)
-                    remove_run_file(path, "a member of the earlier ensemble")
+                remove_member_run_files(os.path.join(self.run_dir, name))
             write_config(self.run_dir, self.cfg)
             self.done = True
 

@@ -78,7 +78,7 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                owner = os.read(fd, 32).decode("ascii", "replace").strip()
+                owner = _owner(fd)
                 os.close(fd)
                 raise in_use(self.run_dir, owner) from None
             if _same_file(fd, self.path):
@@ -97,6 +97,11 @@ class RunLock:
             pass
         os.close(self._fd)
         self._fd = None
+
+
+def _owner(fd) -> str:
+    """The text of an open lock file: the pid its holder wrote (RunLock.acquire)."""
+    return os.read(fd, 32).decode("ascii", "replace").strip()
 
 
 def _same_file(fd, path) -> bool:
@@ -175,28 +180,26 @@ def refuse_if_held_by_other(run_dir, pid) -> None:
     its lock file names is read first: ``pid``'s own, none, or that of a process no longer
     alive (the file a killed run left) mean no other holds it, with no lock probe that
     could make ``pid``'s own acquire fail; only a live other pid is probed."""
-    path = os.path.join(run_dir, LOCK_NAME)
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(32).decode("ascii", "replace").strip()
-    except OSError:
-        return
-    if not text.isdigit() or int(text) == pid or fcntl is None:
+    if fcntl is None:
         return
     try:
-        os.kill(int(text), 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:  # alive, another user's
-        pass
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise in_use(run_dir, text) from None
+        text = _owner(fd)
+        if not text.isdigit() or int(text) == pid:
+            return
+        try:
+            os.kill(int(text), 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # alive, another user's
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise in_use(run_dir, text) from None
     finally:
         os.close(fd)  # drops a probe's shared lock too
 
@@ -281,12 +284,17 @@ def earlier_members(run_dir) -> list:
     ]
 
 
+def remove_member_run_files(member_dir) -> None:
+    """Remove the run files an earlier ensemble's member left in member_dir."""
+    for name in RUN_FILES:
+        remove_run_file(os.path.join(member_dir, name), "a member of the earlier ensemble")
+
+
 def retire_member(member_dir, lock: RunLock) -> None:
     """Empty and remove an earlier ensemble's member folder, its ``lock`` held (only its
     run files and, as the lock is released, the lock file go: a folder holding anything
     else stays)."""
-    for name in RUN_FILES:
-        remove_run_file(os.path.join(member_dir, name), "a member of the earlier ensemble")
+    remove_member_run_files(member_dir)
     lock.release()
     try:
         os.rmdir(member_dir)
