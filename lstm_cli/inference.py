@@ -7,6 +7,7 @@ spent on padding, and results are returned in the dataset's order.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,21 @@ def load_trained(path) -> TrainedModel:
 
 
 class BadMetadata(Exception):
-    """What is wrong with a checkpoint's metadata or parameters; the caller names the file."""
+    """What is wrong with a checkpoint's metadata or parameters; the caller names the file.
+    ``entry`` names the setting at fault for the settings lstm-import takes but does not
+    check in full itself ("classes", "csv", "transforms"), else it is None."""
+
+    entry: str | None = None
+
+
+@contextmanager
+def _entry(name):
+    """Marks a BadMetadata raised inside as about the setting ``name``."""
+    try:
+        yield
+    except BadMetadata as bad:
+        bad.entry = name
+        raise
 
 
 def _expect(ok: bool, what: str) -> None:
@@ -148,10 +163,13 @@ def trained_model(params, meta) -> TrainedModel:
         _expect(key in meta, f"no {key!r} entry; not a checkpoint written by lstm-train")
     spec = _checked_spec(meta["model"])
     _check_params(params, spec)
-    classes = _checked_classes(meta["classes"], spec["num_classes"])
+    with _entry("classes"):
+        classes = _checked_classes(meta["classes"], spec["num_classes"])
     mean, std = _checked_normalization(meta.get("normalization"), spec["input_size"])
-    _check_csv_config(meta)
-    _check_transforms(meta, spec["input_size"])
+    with _entry("csv"):
+        _check_csv_config(meta)
+    with _entry("transforms"):
+        _check_transforms(meta, spec["input_size"])
     with np.errstate(over="ignore"):  # float64 values beyond float32's range: refused below
         model = LSTMClassifier.from_spec(spec, params)
     for name, value in model.params.items():  # NaN/Inf stored, or beyond float32 once cast

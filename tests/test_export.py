@@ -735,6 +735,10 @@ def test_a_state_dict_without_lstm_export_s_metadata_takes_it_from_meta_yaml(tmp
     one_error_line(r, 3, f"{meta}: cannot import: 'config.data.csv.label_type'")
     meta.write_text(json.dumps(base | {"csv": {"columns": ["a"]}}))
     one_error_line(run(import_, [out, tmp_path / "o.npz", "--meta", meta]), 3, f"{meta}: 'csv'")
+    big = [2**63, *range(1, len(CLASSES))]  # passes import's own label check, not lstm-eval's
+    meta.write_text(json.dumps(base | {"classes": big}))
+    r = run(import_, [out, tmp_path / "o.npz", "--meta", meta])
+    one_error_line(r, 3, f"{meta}: cannot import: 'classes'[0] = {2**63}")
 
 
 def test_meta_yaml_s_null_normalisation_wins_over_the_file_s(tmp_path):

@@ -368,23 +368,9 @@ def checkpoint_from_state(path, settings=None, sources=None):
     try:  # what lstm-eval checks on load, so what is written is what it accepts
         trained_model(params, meta)
     except BadMetadata as bad:
-        key = _setting_of(str(bad))
-        source = sources.get(key, path) if key in given else path
+        source = sources.get(bad.entry, path) if bad.entry in given else path
         raise ConfigError(f"{source}: cannot import: {bad} (lstm-eval would refuse it)") from None
     return params, meta
-
-
-def _setting_of(problem) -> str | None:
-    """The setting whose value a trained_model problem names (its checkpoint key first)."""
-    for prefix, key in (
-        ("'config.data.csv", "csv"),
-        ("'config.data.", "transforms"),
-        ("'classes'", "classes"),
-        ("'normalization", "normalization"),
-    ):
-        if problem.startswith(prefix):
-            return key
-    return None
 
 
 def _folded(state, fb, path, bi, source):
