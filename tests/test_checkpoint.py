@@ -15,6 +15,7 @@ from lstm_cli.store.checkpoint import (
     FORMAT_VERSION,
     Checkpoint,
     load_checkpoint,
+    looks_like_checkpoint,
     read_meta,
     save_checkpoint,
 )
@@ -282,6 +283,22 @@ def test_missing_file_and_directory(tmp_path):
         load_checkpoint(tmp_path / "nope.npz")
     with pytest.raises(CheckpointError, match="is a directory"):
         load_checkpoint(tmp_path)
+
+
+def test_looks_like_checkpoint_by_form_not_name(saved, tmp_path):
+    """A checkpoint under any name is one; a zip without the meta entry, text, a truncated
+    archive, one behind other bytes, a folder or a missing file are not (none raises)."""
+    path, *_ = saved
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(path.read_bytes())
+    assert looks_like_checkpoint(path) and looks_like_checkpoint(renamed)
+    np.savez(tmp_path / "arrays.npz", a=np.zeros(2))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(path.read_bytes()[:200])  # the zip magic, no directory
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    (tmp_path / "prefixed.npz").write_bytes(b"x,y\n" + path.read_bytes())  # zipfile reads it
+    for other in ("arrays.npz", "cut.npz", "text.npz", "prefixed.npz", "missing.npz", "."):
+        assert not looks_like_checkpoint(tmp_path / other), other
 
 
 @pytest.mark.parametrize("keep", [0, 2, 30, 0.5, -22, -1])

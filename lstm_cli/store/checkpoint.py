@@ -339,8 +339,8 @@ def looks_like_checkpoint(path) -> bool:
         with open(path, "rb") as fh:
             if fh.read(4) != b"PK\x03\x04":
                 return False
-        with zipfile.ZipFile(path) as zf:
-            return f"{_META}.npy" in zf.namelist()  # the member np.savez writes for it
+            with zipfile.ZipFile(fh) as zf:
+                return f"{_META}.npy" in zf.namelist()  # the member np.savez writes for it
     except (OSError, zipfile.BadZipFile):
         return False
 
