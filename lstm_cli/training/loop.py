@@ -214,7 +214,12 @@ class Trainer:
             )
 
     def save_last(self) -> None:
-        self._check_parameters()  # also mid-epoch (checkpoint_every_steps, a signal)
+        """last.npz mid-epoch (checkpoint_every_steps, a signal); _finish_epoch checks the
+        parameters itself, before validation, and writes with _write_last."""
+        self._check_parameters()
+        self._write_last()
+
+    def _write_last(self) -> None:
         self._retire_earlier_run()  # every rank: they agree the earlier run is gone
         if not self.writer:
             return
@@ -515,7 +520,7 @@ class Trainer:
             self.flow = None
         if improved and self.writer:
             save_checkpoint(os.path.join(self.run_dir, "best.npz"), self.model.params, self._meta())
-        self.save_last()
+        self._write_last()
         if self.writer:
             write_metrics(self.run_dir, self.history)
         self.log(
