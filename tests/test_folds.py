@@ -1217,10 +1217,11 @@ def _members_in_a_thread(write_config, tmp_path, epochs):
     return runner, got
 
 
-def test_a_member_killed_by_a_stop_signal_as_it_starts_ends_the_starting(write_config, tmp_path):
-    """Before fit's guard a member's SIGTERM kills it (MemberDied), and the next member
-    started in its place: a death by a stop signal now ends the starting too."""
-    from lstm_cli.training.members import MemberDied
+def test_a_member_killed_by_a_stop_signal_as_it_starts_is_a_stop(write_config, tmp_path):
+    """Before fit's guard a member's SIGTERM kills it, and the next member started in its
+    place; then it ended the starting, but as a death (MemberDied: exit 1, "killed by
+    signal 15"). It is a stop that saved nothing: Interrupted, exit 143."""
+    from lstm_cli.errors import Interrupted
 
     runner, got = _members_in_a_thread(write_config, tmp_path, (40, 40, 40))
     deadline, children = time.time() + 60, []
@@ -1228,8 +1229,10 @@ def test_a_member_killed_by_a_stop_signal_as_it_starts_ends_the_starting(write_c
         children = [int(p) for p in os.listdir("/proc") if _is_member_of(p, os.getpid())]
     os.kill(children[0], signal.SIGTERM)  # as it starts
     runner.join(timeout=120)
-    assert sorted(type(e).__name__ for e in got[:2]) == ["MemberDied", "NoneType"]
-    assert "killed by signal 15" in str(next(e for e in got if isinstance(e, MemberDied)))
+    assert sorted(type(e).__name__ for e in got[:2]) == ["Interrupted", "NoneType"]
+    stop = next(e for e in got if isinstance(e, Interrupted))
+    assert (stop.exit_code, stop.resume) == (143, None)
+    assert stop.stopped.endswith("stopped as it started, saving nothing"), stop.stopped
     assert got[2] is None and not os.path.exists(tmp_path / "fold-2")  # never started
 
 

@@ -101,8 +101,7 @@ def run_members(
                 try:
                     kind, value = conn.recv()
                 except (EOFError, OSError):  # it died without a word (killed; a reset)
-                    kind, value = "died", _death(task, proc)
-                    halted = halted or -(proc.exitcode or 0) in STOP_SIGNALS  # before fit
+                    kind, value = _death(task, proc)
                 if kind == "log":
                     log(f"{MEMBER_DIR.format(task.fold)}: {value}")
                     continue
@@ -183,12 +182,19 @@ class MemberDied(errors.LstmCliError):
     it (errors.resume_hint)."""
 
 
-def _death(task, proc) -> str:
-    """Why the process training ``task`` ended without a word."""
+def _death(task, proc) -> tuple:
+    """The report of the process training ``task``, which ended without a word: a stop
+    signal's default action as it started (before it set its handlers) is a stop that
+    saved nothing, anything else a death."""
     proc.join()
     code = proc.exitcode
+    if code is not None and -code in STOP_SIGNALS:
+        stopped = (
+            f"{signal_name(-code)}: {task.cfg.output.dir} stopped as it started, saving nothing"
+        )
+        return "stopped", (stopped, -code)
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    return f"{task.cfg.output.dir}: the process training it died ({how})"
+    return "died", f"{task.cfg.output.dir}: the process training it died ({how})"
 
 
 def _reply_to(hook, training):
