@@ -575,6 +575,18 @@ def test_eval_of_an_unfinished_ensemble_or_run_folder_exits_5(ensemble, tmp_path
     assert "Traceback" not in r.output
 
 
+def test_eval_of_an_ensemble_whose_first_member_was_moved_names_it(ensemble, tmp_path):
+    """With fold-0 moved away the folder was not taken for an ensemble: exit 5 saying
+    "OUT/best.npz does not exist", a file no run of it ever had."""
+    out = str(tmp_path / "ens")
+    shutil.copytree(ensemble[0], out)
+    shutil.move(os.path.join(out, "fold-0"), str(tmp_path / "moved"))
+    for command in (evaluate, predict):
+        r = CliRunner().invoke(command, [out, "--data", ensemble[1]])
+        assert r.exit_code == 5, r.output
+        assert f"holds no finished run: {out}/fold-0/best.npz does not exist" in r.stderr
+
+
 @pytest.mark.parametrize(
     "members,needle",
     [

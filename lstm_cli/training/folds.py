@@ -50,6 +50,7 @@ from .rundir import (
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
+    is_member_dir_name,
     open_run_dir,
     refuse_if_held_by_other,
     refuse_if_in_use,
@@ -79,9 +80,10 @@ def is_ensemble(cfg: Config) -> bool:
 
 def is_ensemble_folder(run_dir) -> bool:
     """True for the folder of a train.folds ensemble (members inside, no run of its own)."""
-    return os.path.isdir(os.path.join(run_dir, MEMBER_DIR.format(0))) and not os.path.exists(
-        os.path.join(run_dir, "metrics.jsonl")
-    )
+    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+        return False
+    with os.scandir(run_dir) as entries:
+        return any(is_member_dir_name(e.name) and e.is_dir() for e in entries)
 
 
 def run_checkpoints(path) -> list[str]:
