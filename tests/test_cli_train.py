@@ -1067,3 +1067,37 @@ def test_a_config_given_without_config_is_a_usage_error_that_says_so(
     monkeypatch.chdir(os.path.dirname(write_config()))
     r = runner.invoke(train, ["--config", "config.yaml", "sub/config.yaml"])
     assert r.exit_code == 2 and "a config is given as --config sub/config.yaml" in r.stderr
+
+
+def test_resume_after_the_training_file_changed_its_labels_or_features(
+    runner, write_config, pattern_files, tmp_path
+):
+    """The training file rewritten since: other labels, or other features per step, is exit
+    4 naming the file and both (the labels cut short as any shown value is); the run's
+    files stay as they were."""
+    from lstm_cli.validate import show
+
+    r = _train(runner, write_config(data={"test": None}), "--set", "train.epochs=1")
+    assert r.exit_code == 0, r.output
+    run, path = tmp_path / "run", pattern_files["train"]
+    before = file_bytes(run)
+    rows = [json.loads(line) for line in open(path)]
+    with open(path, "w") as fh:  # label 2 -> 7: classes [0, 1, 7]
+        fh.writelines(json.dumps({**d, "y": 7 if d["y"] == 2 else d["y"]}) + "\n" for d in rows)
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 4, r.output
+    assert (
+        f"cannot resume {run}: the labels of the training data {path} are now [0, 1, 7]; "
+        "the run was trained on [0, 1, 2]" in r.stderr
+    )
+    many = [{**d, "y": i} for i, d in enumerate(rows)]  # one label per sequence: shown cut
+    with open(path, "w") as fh:
+        fh.writelines(json.dumps(d) + "\n" for d in many)
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 4 and f"are now {show(list(range(len(rows))))};" in r.stderr
+    with open(path, "w") as fh:  # a fourth feature per step
+        fh.writelines(json.dumps({**d, "x": [s + [0.0] for s in d["x"]]}) + "\n" for d in rows)
+    r = runner.invoke(train, ["--resume", str(run), "--set", "train.epochs=2", "--quiet"])
+    assert r.exit_code == 4, r.output
+    assert "now has 4 features per step; the run was trained on 3" in r.stderr
+    assert file_bytes(run) == before

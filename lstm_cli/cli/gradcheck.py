@@ -288,11 +288,11 @@ def _architecture_from_config(config_path, overrides):
     per step times the frame (pooling keeps the features; data.frame_to resolved on that
     file as training resolves it)."""
     from ..config import load_config
-    from ..training import _load
+    from ..training import load
     from ..training.prepare import resolve_frame, training_classes
 
     cfg = load_config(config_path, overrides)
-    ds = _load(cfg.data.train, cfg)
+    ds = load(cfg.data.train, cfg)
     cfg, _ = resolve_frame(cfg, ds)
     num_classes = len(training_classes(ds.labels, cfg.data.train))  # as lstm-train: >= 2
     m = cfg.model

@@ -14,8 +14,6 @@ from .prepare import PreparedData, class_weight_vector, load, prepare_data
 from .resume import RESUMABLE_CHANGES, config_for_resume
 from .rundir import LOCK_NAME, METRIC_COLUMNS, RUN_FILES, RunLock, resume_checkpoint_path
 
-_load = load  # the name lstm_cli.cli imports
-
 __all__ = [
     "LOCK_NAME",
     "METRIC_COLUMNS",

@@ -133,12 +133,9 @@ class SingleProcess:
     def allgather(self, obj) -> list:
         return [obj]
 
-    def abort(self, code: int) -> None:  # nothing to take down
-        return None
-
 
 class MpiComm(SingleProcess):
-    """MPI.COMM_WORLD behind the same four calls."""
+    """MPI.COMM_WORLD behind the same calls."""
 
     def __init__(self, comm, mpi):
         self._comm, self._mpi = comm, mpi
@@ -155,9 +152,6 @@ class MpiComm(SingleProcess):
 
     def allgather(self, obj) -> list:
         return self._comm.allgather(obj)
-
-    def abort(self, code: int) -> None:
-        self._comm.Abort(code)
 
 
 def rank_output(comm, progress, log):

@@ -85,8 +85,8 @@ def load_resume_state(cfg: Config, run_dir, data: PreparedData):
     if meta.get("classes") != data.classes:
         raise DataError(
             f"cannot resume {run_dir}: the labels of the training data {data.train.source} "
-            f"are now {_short(data.classes)}; the run was trained on "
-            f"{_short(meta.get('classes'))}"
+            f"are now {show(data.classes)}; the run was trained on "
+            f"{show(meta.get('classes'))}"
         )
     check_same_training_data(meta, data.fingerprint, run_dir, data.train.source)
     _check_same_split(meta, data, run_dir, path)
@@ -248,11 +248,6 @@ def _check_progress(history, state, n_train) -> None:
     ok = ok and all(is_number(p.get(k)) for k in _PARTIAL_SUMS)
     if not ok:
         raise ValueError("the state of its unfinished epoch is malformed")
-
-
-def _short(value, limit=200):
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _flatten(d, prefix=""):
