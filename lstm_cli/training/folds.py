@@ -224,7 +224,6 @@ def fit_folds(
                 take({})  # done already, unless no member had anything to train
             # members_cfg: frame_to and "auto" already resolved, not redone per member
             result.summary = _ensemble_summary(members_cfg, members, log)
-            write_config(run_dir, cfg)
             write_summary(run_dir, result.summary)
         return result
     except BaseException as err:
