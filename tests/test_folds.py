@@ -955,6 +955,21 @@ def test_a_new_ensemble_that_fails_before_any_checkpoint_leaves_its_folder_empty
     assert _summary(str(out))["folds"] == K
 
 
+def test_a_member_folder_written_to_during_the_clean_up_keeps_the_error(tmp_path, monkeypatch):
+    """A file written into an empty member folder between the check and its removal made
+    the clean-up's rmdir raise: an OSError traceback (exit 1) in place of the divergence."""
+    from lstm_cli.training import folds
+
+    def rmdir_of_a_folder_written_to(path, *a, **k):
+        raise OSError(39, "Directory not empty", path)
+
+    monkeypatch.setattr(folds.os, "rmdir", rmdir_of_a_folder_written_to)
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    out = tmp_path / "ens"
+    r = _run("--config", config, "--set", f"train.folds={K}", "--output", str(out), *DIVERGE)
+    assert r.exit_code == 6 and "Traceback" not in r.output, r.output
+
+
 def test_a_member_stopped_after_another_s_take_over_saves_as_a_run_of_its_own(
     write_config, tmp_path, monkeypatch
 ):

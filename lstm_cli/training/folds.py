@@ -50,6 +50,7 @@ from .rundir import (
     MEMBER_DIR,
     RUN_FILES,
     RunLock,
+    files_beside_a_lock,
     is_member_dir_name,
     open_run_dir,
     refuse_if_held_by_other,
@@ -271,7 +272,7 @@ def _forget_if_unstarted(run_dir, K) -> None:
     before its first checkpoint), remove its config.yaml and empty member folders, so the
     folder is as it was and the same command can run again (as for a single run)."""
     dirs = [os.path.join(run_dir, MEMBER_DIR.format(i)) for i in range(K)]
-    if any(os.path.isdir(d) and _files_beside_a_lock(d) for d in dirs):
+    if any(os.path.isdir(d) and files_beside_a_lock(d) for d in dirs):
         return  # something to resume (a lock a killed member left is nothing)
     _remove_empty_members(run_dir, K)
     remove_run_file(os.path.join(run_dir, "config.yaml"), "this run's config")
@@ -282,19 +283,17 @@ def _remove_empty_members(run_dir, K) -> None:
     but for the lock a killed member left (taken, then released: that removes it)."""
     for i in range(K):
         d = os.path.join(run_dir, MEMBER_DIR.format(i))
-        if not os.path.isdir(d) or _files_beside_a_lock(d):
+        if not os.path.isdir(d) or files_beside_a_lock(d):
             continue
         if os.path.lexists(os.path.join(d, LOCK_NAME)):
             try:
                 refuse_if_in_use(d)  # a lock a killed member left: removed
             except ConfigError:  # held: another training's now
                 continue
-        os.rmdir(d)
-
-
-def _files_beside_a_lock(d) -> bool:
-    """Whether folder d holds anything but a run lock's file."""
-    return any(name != LOCK_NAME for name in os.listdir(d))
+        try:
+            os.rmdir(d)
+        except OSError:  # written to meanwhile: not empty, so not ours to remove
+            pass
 
 
 class _TakeOver:

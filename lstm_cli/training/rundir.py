@@ -154,7 +154,7 @@ def open_run_dir(run_dir, lock: RunLock, overwrite=False, resume=False) -> list:
     remove_orphaned_temporaries(run_dir)
     if resume:
         return []
-    if any(name != LOCK_NAME for name in os.listdir(run_dir)) and not overwrite:
+    if files_beside_a_lock(run_dir) and not overwrite:
         raise ConfigError(
             f"run folder {run_dir!r} is not empty; pass --overwrite to replace its "
             f"files, --resume to continue it, or choose another --output"
@@ -282,6 +282,11 @@ def earlier_members(run_dir) -> list:
         for i in sorted(i for i in found if i is not None and i < folds)
         if os.path.isdir(os.path.join(run_dir, found[i]))
     ]
+
+
+def files_beside_a_lock(d) -> bool:
+    """Whether folder d holds anything but a run lock's file."""
+    return any(name != LOCK_NAME for name in os.listdir(d))
 
 
 def remove_member_run_files(member_dir) -> None:
