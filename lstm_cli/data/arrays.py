@@ -11,9 +11,33 @@ from ..errors import DataError
 from .dataset import offsets_of
 from .labels import INT64_MAX, code_point_problem
 
-OBJECT_ARRAY_HINT = (
-    "store numbers as float/int arrays and labels as int or unicode (np.str_) arrays"
-)
+_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
+
+
+def read_npy_header(fh):
+    """(shape, dtype) from the .npy header at the start of the open binary file ``fh``,
+    which is left at the array's data; None when numpy reads no header there."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version not in _NPY_VERSIONS:
+            return None
+        read = np.lib.format.read_array_header_1_0
+        if version != (1, 0):  # 3.0 differs from 2.0 only in the header's text encoding
+            read = np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    except Exception:  # not a .npy file, or a damaged header
+        return None
+    return shape, dtype
+
+
+def refuse_object_array(dtype, name, source) -> None:
+    """An object array (what a header declares) is refused by its dtype, before loading
+    could unpickle it."""
+    if dtype.hasobject:
+        raise DataError(
+            f"{source}: {name} is an object array; store numbers as float/int arrays and "
+            "labels as int or unicode (np.str_) arrays"
+        )
 
 
 def check_x_layout(shape, dtype, name, source, allow_int):

@@ -10,7 +10,13 @@ import os
 import numpy as np
 
 from ..errors import DataError
-from .arrays import OBJECT_ARRAY_HINT, check_lengths, check_x_array, check_y
+from .arrays import (
+    check_lengths,
+    check_x_array,
+    check_y,
+    read_npy_header,
+    refuse_object_array,
+)
 from .common import EXTENSIONS, check_finite_chunked, not_found
 from .dataset import SequenceDataset, advise_random, release_pages
 
@@ -21,20 +27,20 @@ def _load_npy(path, mmap, source, name):
     try:
         with open(path, "rb") as fh:
             magic = fh.read(6)
+            fh.seek(0)
+            header = read_npy_header(fh)
         if magic != b"\x93NUMPY":  # np.load would take the file for a pickle
             raise DataError(
                 f"{source}: {name} is not a .npy file (no .npy header); save arrays with np.save"
             )
+        if header is not None:
+            refuse_object_array(header[1], name, source)
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         return advise_random(arr) if mmap else arr
     except FileNotFoundError:
         raise not_found(path) from None
     except DataError:
         raise
-    except ValueError as exc:
-        if any(s in str(exc) for s in ("allow_pickle", "Object arrays", "Python objects")):
-            raise DataError(f"{source}: {name} is an object array; {OBJECT_ARRAY_HINT}") from None
-        raise DataError(f"{source}: {name} is not a valid .npy file ({exc})") from None
     except Exception as exc:  # numpy raises assorted errors on damaged headers
         raise DataError(
             f"{source}: {name} is not a valid .npy file ({type(exc).__name__}: {exc})"

@@ -17,17 +17,16 @@ import numpy as np
 
 from ..errors import DataError
 from .arrays import (
-    OBJECT_ARRAY_HINT,
     check_lengths,
     check_x_array,
     check_x_layout,
     check_y,
     check_y_shape,
+    read_npy_header,
+    refuse_object_array,
 )
 from .common import check_finite_chunked, existing_file
 from .dataset import SequenceDataset
-
-_NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))
 
 
 class _Declared(NamedTuple):
@@ -65,18 +64,14 @@ def _declared(npz, key, source):
     try:
         info = npz.zip.getinfo(member)
         with npz.zip.open(info) as fh:
-            version = np.lib.format.read_magic(fh)
-            if version not in _NPY_VERSIONS:
-                return None
-            read = np.lib.format.read_array_header_1_0
-            if version != (1, 0):  # 3.0 differs from 2.0 only in the header's text encoding
-                read = np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(fh)
+            header = read_npy_header(fh)
             data_start = fh.tell()
-    except Exception:  # not a .npy member, or a damaged one
+    except Exception:  # a damaged zip member
         return None
-    if dtype.hasobject:  # refused when loaded, without unpickling
+    if header is None:
         return None
+    shape, dtype = header
+    refuse_object_array(dtype, f"array '{key}'", source)
     declared = math.prod(shape) * dtype.itemsize
     what = f"{source}: array '{key}' (zip member '{member}') declares shape {shape} of {dtype}"
     held = info.file_size - data_start
@@ -99,10 +94,6 @@ def _npz_member(npz, key, source):
     try:
         value = npz[key]
     except ValueError as exc:
-        if "Object arrays" in str(exc) or "allow_pickle" in str(exc):
-            raise DataError(
-                f"{source}: array '{key}' is an object array; {OBJECT_ARRAY_HINT}"
-            ) from None
         raise DataError(f"{source}: array '{key}' cannot be read: {exc}") from None
     except Exception as exc:  # zipfile/zlib/format errors of a damaged archive member
         raise DataError(
