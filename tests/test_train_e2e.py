@@ -100,6 +100,25 @@ def test_refuses_non_empty_run_folder(write_config, tmp_path):
     _fit(write_config(), "train.epochs=1", overwrite=True)
 
 
+def test_a_non_finite_gradient_norm_stops_with_a_clear_error(write_config, monkeypatch):
+    """A finite loss whose gradient norm overflows (clipping cannot mend it) stops at that
+    step, before the update, naming the last finite loss."""
+    from lstm_cli.training import loop
+
+    calls = []
+
+    def norm_overflows_at_step_3(grads, max_norm):
+        calls.append(1)
+        return grads, float("inf") if len(calls) == 3 else 1.0
+
+    monkeypatch.setattr(loop, "clip_by_global_norm", norm_overflows_at_step_3)
+    with pytest.raises(TrainingError) as err:
+        _fit(write_config(), "train.epochs=1")
+    message = str(err.value)
+    assert message.startswith("epoch 1 step 3: the gradient norm is not finite; last finite")
+    assert "Try a lower" not in message
+
+
 def test_divergence_stops_with_a_clear_error(write_config, tmp_path):
     with pytest.raises(
         TrainingError,

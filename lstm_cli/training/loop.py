@@ -34,6 +34,8 @@ from .rundir import (
 )
 from .signals import SignalGuard, signal_name
 
+_LOWER_LR = " Try a lower train.optimizer.lr or set train.clip_grad_norm."  # after a divergence
+
 
 def _metric_better(metric, value, best, min_delta):
     if not math.isfinite(value):  # never the best: best.npz would predict NaN
@@ -207,11 +209,15 @@ class Trainer:
         """TrainingError (on every rank: they hold the same parameters) when the last
         update overflowed a parameter, the loss still finite: no checkpoint may hold it."""
         if not all(np.isfinite(v).all() for v in self.model.params.values()):
-            raise TrainingError(
-                f"epoch {self.epoch + 1} step {self.step}: the parameters are not finite "
-                f"after the update; last finite loss {fmt_metric(self.last_finite_loss)}. "
-                f"{self.kept()} Try a lower train.optimizer.lr or set train.clip_grad_norm."
-            )
+            raise self._diverged("the parameters are not finite after the update", _LOWER_LR)
+
+    def _diverged(self, what, advice="") -> TrainingError:
+        """The error of a training that diverged in this step: ``what``, the last finite
+        loss, what the run keeps (kept()), then ``advice``."""
+        return TrainingError(
+            f"epoch {self.epoch + 1} step {self.step}: {what}; last finite loss "
+            f"{fmt_metric(self.last_finite_loss)}. {self.kept()}{advice}"
+        )
 
     def save_last(self) -> None:
         """last.npz mid-epoch (checkpoint_every_steps, a signal); _finish_epoch checks the
@@ -391,17 +397,10 @@ class Trainer:
             loss, grads, correct, self.agreed_signal = self._sharded_step(plan, y, signum)
         self.step += 1
         if not math.isfinite(loss):
-            raise TrainingError(
-                f"epoch {epoch + 1} step {self.step}: the training loss is not finite ({loss}); "
-                f"last finite loss {fmt_metric(self.last_finite_loss)}. {self.kept()} "
-                f"Try a lower train.optimizer.lr or set train.clip_grad_norm."
-            )
+            raise self._diverged(f"the training loss is not finite ({loss})", _LOWER_LR)
         grads, gnorm = clip_by_global_norm(grads, self.cfg.train.clip_grad_norm or None)
         if not math.isfinite(gnorm):
-            raise TrainingError(
-                f"epoch {epoch + 1} step {self.step}: the gradient norm is not finite; last finite "
-                f"loss {fmt_metric(self.last_finite_loss)}. {self.kept()}"
-            )
+            raise self._diverged("the gradient norm is not finite")
         self.optimizer.step(model.params, grads)
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
