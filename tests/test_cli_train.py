@@ -1101,3 +1101,25 @@ def test_resume_after_the_training_file_changed_its_labels_or_features(
     assert r.exit_code == 4, r.output
     assert "now has 4 features per step; the run was trained on 3" in r.stderr
     assert file_bytes(run) == before
+
+
+def test_overwrite_replaces_symlinked_run_files_without_writing_through(
+    runner, write_config, tmp_path
+):
+    """--overwrite removes an earlier run's symlinked files as links, their targets kept;
+    config.yaml was written through its link, so the file it linked to (a config kept
+    outside the run folder) was replaced by the new run's."""
+    config = write_config(data={"test": None})
+    assert _train(runner, config, "--set", "train.epochs=1").exit_code == 0
+    run, keep = tmp_path / "run", tmp_path / "keep"
+    keep.mkdir()
+    for name in ("config.yaml", "best.npz", "metrics.csv"):
+        (run / name).rename(keep / name)
+        (run / name).symlink_to(keep / name)
+    kept = file_bytes(keep)
+    r = _train(runner, config, "--set", "train.epochs=2", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert file_bytes(keep) == kept
+    for name in ("config.yaml", "best.npz", "metrics.csv"):
+        assert not (run / name).is_symlink(), name
+    assert "epochs: 2" in (run / "config.yaml").read_text()

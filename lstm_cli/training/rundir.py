@@ -230,10 +230,11 @@ def remove_run_file(path, what="a file of the earlier run") -> None:
 
 
 def retire_earlier_run(run_dir, names) -> None:
-    """Remove the earlier run's files (``names``, as open_run_dir gives them), all but
-    config.yaml (rewritten by the caller); its member folders go with their run files,
-    once each is locked (a ConfigError, before anything is removed, when another
-    training holds one)."""
+    """Remove the earlier run's files (``names``, as open_run_dir gives them), all but a
+    regular config.yaml (rewritten by the caller; a symlink goes as the others do, so the
+    new one is not written through it over the file it links to); its member folders go
+    with their run files, once each is locked (a ConfigError, before anything is removed,
+    when another training holds one)."""
     members = [os.path.join(run_dir, n) for n in names if is_member_dir_name(n)]
     locks = []
     try:
@@ -241,8 +242,9 @@ def retire_earlier_run(run_dir, names) -> None:
             locks.append(RunLock(d))
             locks[-1].acquire()
         for name in names:
-            if not is_member_dir_name(name) and name != "config.yaml":
-                remove_run_file(os.path.join(run_dir, name))
+            path = os.path.join(run_dir, name)
+            if not is_member_dir_name(name) and (name != "config.yaml" or os.path.islink(path)):
+                remove_run_file(path)
         for d, lock in zip(members, locks):
             retire_member(d, lock)
     finally:
