@@ -1283,3 +1283,33 @@ def test_two_different_signals_to_a_member_stop_it_at_once_without_a_traceback(
     assert isinstance(got[0], Interrupted) and got[0].signum == signal.SIGTERM, got[0]
     assert got[0].resume is None and "stopped at once" in str(got[0])
     assert got[1] is None and got[2] is None and not os.path.exists(tmp_path / "fold-2")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_resume_that_fails_leaves_the_ensemble_unfinished(ensemble, tmp_path, jobs):
+    """--resume --set train.epochs=N that failed in a member kept the ensemble's earlier
+    summary.json: lstm-eval and lstm-plot took the folder for finished, with the earlier
+    members' out-of-fold report, while fold-0 had trained on. The summary goes as the
+    ensemble continues; lstm-train --resume finishes it."""
+    from lstm_cli.nn.model import LSTMClassifier
+
+    out, _ = _copy_of(ensemble, tmp_path)
+    # fold-0 continues and, in its 2nd new epoch, its loss turns NaN (every member process)
+    real, calls = LSTMClassifier.loss_from_logits, {"n": 0}
+
+    def nan_later(self, *args, **kw):
+        loss, d = real(self, *args, **kw)
+        calls["n"] += 1
+        return (float("nan") if calls["n"] > 4 else loss), d
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LSTMClassifier, "loss_from_logits", nan_later)
+        r = _run("--resume", out, "--set", "train.epochs=6", "--jobs", "1")
+    assert r.exit_code == 6, r.output
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    assert not os.path.exists(os.path.join(out, "fold-0", "summary.json"))
+    r = CliRunner().invoke(evaluate, [out, "--data", ensemble[1]])
+    assert r.exit_code == 5 and f"lstm-train --resume {out} finishes it" in r.stderr, r.output
+    r = _run("--resume", out, "--set", "train.epochs=6", "--jobs", str(jobs))
+    assert r.exit_code == 0, r.output
+    assert _summary(out)["folds"] == K

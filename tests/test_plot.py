@@ -434,3 +434,47 @@ def test_eval_by_step_and_gates_of_a_bidirectional_run(tmp_path, monkeypatch):
         "Layer 1: gradient norm by time step",
         "Layer 1 reverse: gradient norm by time step",
     ]
+
+
+def _curves_of(monkeypatch, run, out):
+    """{axes title: {line label: (x, y)}} and the suptitle of lstm-plot's learning curves."""
+    seen = {}
+
+    def look(fig):
+        if fig._suptitle is not None and "learning curves" in fig._suptitle.get_text():
+            seen["title"] = fig._suptitle.get_text()
+            seen["axes"] = {
+                ax.get_title(): {
+                    ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata()))
+                    for ln in ax.get_lines()
+                }
+                for ax in fig.axes
+            }
+
+    _look_before_saving(monkeypatch, look)
+    result = CliRunner().invoke(plot, [str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return seen
+
+
+def test_the_best_epoch_drawn_is_best_npz_s(tmp_path, monkeypatch):
+    """The marker came from summary.json, else the lowest val_loss: after a --resume that
+    stopped (the earlier summary.json still there) it marked the earlier best epoch, and
+    a run kept on val_accuracy without a summary was marked at its lowest val_loss."""
+    from lstm_cli.store.checkpoint import read_meta
+
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "r"
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--output", str(run), "--quiet"]
+    sets = ["train.epochs=6", "train.early_stopping.metric=val_accuracy"]
+    result = CliRunner().invoke(train, [*args, *(a for s in sets for a in ("--set", s))])
+    assert result.exit_code == 0, result.output
+    best = read_meta(str(run / "best.npz"))["train_state"]["best_epoch"]
+    (run / "summary.json").write_text(json.dumps({"best_epoch": 99, "best_metric": "val_loss"}))
+    for summary in ("stale", "gone"):
+        seen = _curves_of(monkeypatch, run, tmp_path / summary)
+        assert seen["title"].endswith("(best.npz: highest val_accuracy)"), seen["title"]
+        marks = [label for lines in seen["axes"].values() for label in lines if "best" in label]
+        assert marks == [f"best epoch {best}"] * 3, marks
+        (run / "summary.json").unlink(missing_ok=True)
+

@@ -13,7 +13,8 @@ import math
 import os
 
 from ..diagnostics import DIRECTIONS
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
+from ..store.checkpoint import read_meta
 from ..validate import is_int
 
 METRICS_FILE = "metrics.jsonl"
@@ -72,14 +73,16 @@ def read_metrics(path) -> list:
 
 
 def best_epoch(run_dir, rows):
-    """(epoch, metric) of best.npz: summary.json's when readable, else the lowest val_loss
-    (train_loss without validation); (None, None) when the rows have neither."""
+    """(epoch, metric) of the run's best.npz, as its meta records them (also for a run
+    stopped before its end, or resumed since its summary.json); without a readable
+    best.npz, the lowest val_loss (train_loss without validation); (None, None) when the
+    rows have neither."""
     try:
-        with open(os.path.join(run_dir, SUMMARY_FILE), encoding="utf-8") as fh:
-            summary = json.load(fh)
-        if is_int(summary.get("best_epoch")) and isinstance(summary.get("best_metric"), str):
-            return summary["best_epoch"], summary["best_metric"]
-    except (OSError, ValueError, AttributeError):
+        state = read_meta(os.path.join(run_dir, "best.npz")).get("train_state") or {}
+        epoch, metric = state.get("best_epoch"), state.get("best_metric")
+        if is_int(epoch) and epoch >= 1 and isinstance(metric, str):
+            return epoch, metric
+    except (CheckpointError, AttributeError):
         pass
     for key in ("val_loss", "train_loss"):
         have = [r for r in rows if r.get(key) is not None]

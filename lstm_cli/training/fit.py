@@ -18,7 +18,14 @@ from .distributed import SingleProcess, make_comm, rank_output, worth_splitting
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data, run_rng
 from .resume import load_resume_state
-from .rundir import RunLock, open_run_dir, resume_checkpoint_path, write_config, write_summary
+from .rundir import (
+    RunLock,
+    forget_summary,
+    open_run_dir,
+    resume_checkpoint_path,
+    write_config,
+    write_summary,
+)
 
 
 @dataclass
@@ -113,6 +120,7 @@ def fit(
             trainer.restore(*resumed)
             if writer:  # the run as continued (and an ensemble's, by its hook)
                 write_config(run_dir, cfg)
+                forget_summary(run_dir)
                 if before_first_checkpoint is not None:
                     before_first_checkpoint()
         else:  # with the first checkpoint, as an earlier run's files are retired

@@ -51,6 +51,7 @@ from .rundir import (
     RUN_FILES,
     RunLock,
     files_beside_a_lock,
+    forget_summary,
     is_member_dir_name,
     open_run_dir,
     refuse_if_held_by_other,
@@ -331,6 +332,7 @@ class _TakeOver:
             # else a member stopped before its first checkpoint leaves the earlier one whole
             for name in (n for n in self.earlier if n in busy):
                 remove_member_run_files(os.path.join(self.run_dir, name))
+            forget_summary(self.run_dir)  # --resume: the members it reported change
             write_config(self.run_dir, self.cfg)
             self.done = True
 

@@ -340,5 +340,11 @@ def append_gradflow(run_dir, records) -> None:
     write_text(path, "".join(kept) + "".join(json_text(r) + "\n" for r in records))
 
 
+def forget_summary(run_dir) -> None:
+    """A run (or ensemble) that --resume continues is unfinished again: its summary.json,
+    which reports the run as it ended before, goes until the end writes it anew."""
+    remove_run_file(os.path.join(run_dir, "summary.json"), "the continued run's summary")
+
+
 def write_summary(run_dir, summary: dict) -> None:
     write_text(os.path.join(run_dir, "summary.json"), json_text(summary, indent=2) + "\n")
