@@ -478,3 +478,14 @@ def test_the_best_epoch_drawn_is_best_npz_s(tmp_path, monkeypatch):
         assert marks == [f"best epoch {best}"] * 3, marks
         (run / "summary.json").unlink(missing_ok=True)
 
+
+def test_a_null_metric_is_a_gap_in_its_line(tmp_path, monkeypatch):
+    """A non-finite val_loss (null in metrics.jsonl) was left out of the points, so the
+    line joined the epochs on either side of it."""
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path, with_flow=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[2]["val_loss"] = None
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    x, y = _curves_of(monkeypatch, run, tmp_path / "out")["axes"]["Loss per epoch"]["validation"]
+    assert x == list(range(1, 9)) and np.isnan(y[2]) and np.isfinite(np.delete(y, 2)).all()

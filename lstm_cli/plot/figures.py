@@ -42,6 +42,15 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def _series(rows, key):
+    """(epochs, values) of ``key`` over the rows, a value that is null or not finite as NaN
+    (a gap in its line, not a segment across it); None when no value is finite."""
+    values = [r.get(key) for r in rows]
+    if not any(_finite(v) for v in values):
+        return None
+    return [r["epoch"] for r in rows], [v if _finite(v) else math.nan for v in values]
+
+
 def _save(plt, fig, path):
     """The figure as a PNG at ``path``, replaced atomically; a figure's name is ours, so an
     existing link or hard link there is replaced, never written through (store.atomic)."""
@@ -61,20 +70,19 @@ def learning_curves(rows, best, path, title="Training run"):
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), layout="constrained")
     for ax, what in zip(axes[:2], ("loss", "accuracy")):
         for split, style in (("train", "-"), ("val", "--")):
-            key = f"{split}_{what}"
-            pts = [(r["epoch"], r[key]) for r in rows if _finite(r.get(key))]
-            if pts:
+            series = _series(rows, f"{split}_{what}")
+            if series:
                 name = "training" if split == "train" else "validation"
-                ax.plot(*zip(*pts), style, marker="o", markersize=3, label=name)
+                ax.plot(*series, style, marker="o", markersize=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy loss" if what == "loss" else "accuracy")
         ax.set_title(f"{what.capitalize()} per epoch")
     losses = [r[k] for r in rows for k in ("train_loss", "val_loss") if _finite(r.get(k))]
     if losses and min(losses) > 0:
         axes[0].set_yscale("log")
-    lr = [(r["epoch"], r["lr"]) for r in rows if _finite(r.get("lr"))]
+    lr = _series(rows, "lr")
     if lr:
-        axes[2].plot(*zip(*lr), color="tab:green", marker="o", markersize=3, label="learning rate")
+        axes[2].plot(*lr, color="tab:green", marker="o", markersize=3, label="learning rate")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("learning rate")
     axes[2].set_title("Learning rate per epoch")
@@ -102,18 +110,18 @@ def member_curves(members, path, title="Ensemble"):
     for i, (name, rows, best) in enumerate(members):
         color = colors[i % len(colors)]
         for ax, key in zip(axes, ("val_loss", "train_loss")):
-            pts = [(r["epoch"], r[key]) for r in rows if _finite(r.get(key))]
-            if pts:
-                ax.plot(*zip(*pts), color=color, label=name)
+            series = _series(rows, key)
+            if series:
+                ax.plot(*series, color=color, label=name)
                 if best is not None and ax is axes[0]:
-                    at = [v for e, v in pts if e == best]
+                    at = [v for e, v in zip(*series) if e == best and _finite(v)]
                     if at:
                         ax.plot([best], at, "o", color=color, markersize=6)
     for ax, what in zip(axes, ("validation", "training")):
         ax.set_xlabel("epoch")
         ax.set_ylabel("cross-entropy loss")
         ax.set_title(f"{what.capitalize()} loss per epoch")
-        lines = [v for line in ax.get_lines() for v in line.get_ydata()]
+        lines = [v for line in ax.get_lines() for v in line.get_ydata() if _finite(v)]
         if lines and min(lines) > 0:
             ax.set_yscale("log")
         if ax.get_lines():
