@@ -135,3 +135,26 @@ def test_an_epoch_run_again_replaces_its_records(tmp_path):
         (2, 0),
         (2, 1),
     ]
+
+
+@pytest.mark.parametrize(
+    "bad", ['{"epoch": 1, "layer": 0, "step": [1', "[1, 2]", '{"layer": 0}', '{"epoch": 0}']
+)
+def test_resume_refuses_a_damaged_gradflow_file_before_training(write_config, tmp_path, bad):
+    """A line of gradflow.jsonl that is not a record crashed --resume at its first recording
+    epoch: a JSONDecodeError (or TypeError, KeyError) traceback, that epoch's work lost.
+    Now exit 4 before training, naming the file and line; the run's files untouched."""
+    from click.testing import CliRunner
+    from conftest import file_bytes
+
+    from lstm_cli.cli import train
+
+    _fit(write_config(train={"epochs": 2, "gradflow_every": 1}))
+    run = tmp_path / "run"
+    lines = (run / "gradflow.jsonl").read_text().splitlines()
+    (run / "gradflow.jsonl").write_text("\n".join([lines[0], bad, *lines[2:]]) + "\n")
+    before = file_bytes(run)
+    r = CliRunner().invoke(train, ["--resume", str(run), "--set", "train.epochs=3", "--quiet"])
+    assert r.exit_code == 4, r.output
+    assert r.stderr.startswith(f"Error: {run / 'gradflow.jsonl'}:2: not a gradient-flow record")
+    assert len(r.stderr.strip().splitlines()) == 1 and file_bytes(run) == before

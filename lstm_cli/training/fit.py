@@ -21,6 +21,7 @@ from .resume import load_resume_state
 from .rundir import (
     RunLock,
     forget_summary,
+    gradflow_lines,
     open_run_dir,
     resume_checkpoint_path,
     write_config,
@@ -105,6 +106,8 @@ def fit(
                 lock.acquire()
             comm.bcast(None)  # the others read last.npz once rank 0 holds the lock
             resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
+            if writer and cfg.train.gradflow_every:
+                gradflow_lines(run_dir)  # appended to at the first recording epoch
         data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
         trainer = Trainer(
             cfg, data, rng, progress=progress, log=log, comm=comm, resuming=resumed is not None

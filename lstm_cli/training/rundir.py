@@ -13,9 +13,10 @@ import json
 import os
 
 from ..config import Config, dump_config, load_config
-from ..errors import CheckpointError, ConfigError, LstmCliError
+from ..errors import CheckpointError, ConfigError, DataError, LstmCliError
 from ..store.atomic import is_temp_of, write_text
 from ..store.jsontext import json_text
+from ..validate import is_int
 
 try:
     import fcntl
@@ -327,16 +328,38 @@ def write_metrics(run_dir, history) -> None:
     write_text(os.path.join(run_dir, "metrics.csv"), buf.getvalue())
 
 
+def gradflow_lines(run_dir) -> list:
+    """(epoch, line) of each record in run_dir's gradflow.jsonl ([] without one); a
+    DataError naming the line of one that is not a JSON object with an int epoch >= 1,
+    which --resume, appending to the file, would otherwise meet at its first record."""
+    path = os.path.join(run_dir, "gradflow.jsonl")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line).get("epoch")
+            except (ValueError, AttributeError):
+                epoch = None
+            if not (is_int(epoch) and epoch >= 1):
+                raise DataError(
+                    f"{path}:{n}: not a gradient-flow record of lstm-train (a JSON object "
+                    "with an int epoch); move the file away to continue the run without it"
+                )
+            out.append((epoch, line))
+    return out
+
+
 def append_gradflow(run_dir, records) -> None:
     """Add one epoch's gradient-flow records to gradflow.jsonl (rewritten atomically).
     Records of that epoch or later already in the file (an epoch re-run after a resume)
     are replaced, so the file holds each epoch once."""
-    path = os.path.join(run_dir, "gradflow.jsonl")
     epoch = records[0]["epoch"]
-    kept = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            kept = [line for line in fh if line.strip() and json.loads(line)["epoch"] < epoch]
+    kept = [line for e, line in gradflow_lines(run_dir) if e < epoch]
+    path = os.path.join(run_dir, "gradflow.jsonl")
     write_text(path, "".join(kept) + "".join(json_text(r) + "\n" for r in records))
 
 
