@@ -1259,7 +1259,7 @@ def test_a_member_killed_by_a_stop_signal_as_it_starts_is_a_stop(write_config, t
     assert sorted(type(e).__name__ for e in got[:2]) == ["Interrupted", "NoneType"]
     stop = next(e for e in got if isinstance(e, Interrupted))
     assert (stop.exit_code, stop.resume) == (143, None)
-    assert stop.stopped.endswith("stopped as it started, saving nothing"), stop.stopped
+    assert stop.stopped.endswith("ended by it outside its training loop, saving nothing on it")
     assert got[2] is None and not os.path.exists(tmp_path / "fold-2")  # never started
 
 

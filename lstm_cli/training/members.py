@@ -184,15 +184,13 @@ class MemberDied(errors.LstmCliError):
 
 def _death(task, proc) -> tuple:
     """The report of the process training ``task``, which ended without a word: a stop
-    signal's default action as it started (before it set its handlers) is a stop that
-    saved nothing, anything else a death."""
+    signal's default action (as it started, before it set its handlers, or outside its
+    training loop) is a stop that saved nothing on it; anything else a death."""
     proc.join()
     code = proc.exitcode
     if code is not None and -code in STOP_SIGNALS:
-        stopped = (
-            f"{signal_name(-code)}: {task.cfg.output.dir} stopped as it started, saving nothing"
-        )
-        return "stopped", (stopped, -code)
+        where = f"{task.cfg.output.dir} ended by it outside its training loop"
+        return "stopped", (f"{signal_name(-code)}: {where}, saving nothing on it", -code)
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
     return "died", f"{task.cfg.output.dir}: the process training it died ({how})"
 
