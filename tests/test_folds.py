@@ -587,6 +587,19 @@ def test_eval_of_an_ensemble_whose_first_member_was_moved_names_it(ensemble, tmp
         assert f"holds no finished run: {out}/fold-0/best.npz does not exist" in r.stderr
 
 
+def test_a_single_run_beside_a_folder_named_like_a_member_is_not_an_ensemble(ensemble, tmp_path):
+    """A run stopped before its first epoch's end (last.npz, no metrics.jsonl) beside the
+    user's own fold-3 folder was read as an unfinished ensemble ("no summary.json")."""
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(ensemble[0], "fold-1"), run)
+    for name in ("metrics.jsonl", "metrics.csv", "best.npz", "summary.json"):
+        os.remove(run / name)
+    (run / "fold-3").mkdir()
+    r = CliRunner().invoke(evaluate, [str(run), "--data", ensemble[1]])
+    assert r.exit_code == 5, r.output
+    assert f"holds no finished run: {run}/best.npz does not exist" in r.stderr
+
+
 @pytest.mark.parametrize(
     "members,needle",
     [

@@ -81,11 +81,16 @@ def is_ensemble(cfg: Config) -> bool:
 
 
 def is_ensemble_folder(run_dir) -> bool:
-    """True for the folder of a train.folds ensemble (members inside, no run of its own)."""
-    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+    """True for the folder of a train.folds ensemble: a member folder (fold-i) inside, and
+    none of the files a single run writes beside it (a run stopped early may have only
+    last.npz; folders named fold-i beside it are the user's)."""
+    if any(os.path.lexists(os.path.join(run_dir, n)) for n in _SINGLE_RUN_FILES):
         return False
     with os.scandir(run_dir) as entries:
         return any(is_member_dir_name(e.name) and e.is_dir() for e in entries)
+
+
+_SINGLE_RUN_FILES = ("metrics.jsonl", "last.npz", "best.npz")  # never in an ensemble's folder
 
 
 def run_checkpoints(path) -> list[str]:
