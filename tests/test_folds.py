@@ -737,6 +737,31 @@ def test_a_signal_stops_parallel_members_resumably(tmp_path, signum, code, to):
     assert _summary(str(run))["folds"] == 3
 
 
+def test_a_ctrl_c_as_the_members_start_prints_no_traceback(tmp_path):
+    """A member is in the terminal's process group until its _child leaves it: a Ctrl-C
+    in that first second raised KeyboardInterrupt in its imports, two tracebacks before
+    the stop line. The stop signals are blocked in a member until then."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.yaml")
+    run = tmp_path / "run"
+    args = ["--config", config, "--set", "train.folds=3", "--set", "train.epochs=3",
+            "--output", str(run), "--jobs", "2", "--quiet"]  # fmt: skip
+    code_ = "import sys; from lstm_cli.cli import train; sys.argv[0] = 'lstm-train'; train()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code_, *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline, children = time.time() + 60, []
+    while len(children) < 2 and time.time() < deadline:
+        children = [pid for pid in os.listdir("/proc") if _is_member_of(pid, proc.pid)]
+    assert len(children) == 2, "the members did not start"
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C, while they import
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.count("Error:") == 1 and "SIGINT: training stopped" in err, err
+
+
 def test_a_parallel_member_killed_is_one_error_line_and_resumable(tmp_path):
     """A member killed (kill -9, the out-of-memory killer) was reported as a bug: a
     RuntimeError traceback, exit 1."""

@@ -20,6 +20,7 @@ import signal
 import threading
 import traceback
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 
 from .. import errors
@@ -88,7 +89,7 @@ def run_members(
                 asks = hook is not None and not getattr(hook, "done", False)
                 args = (task, child_end, taken if asks else None)
                 proc = ctx.Process(target=_child, args=args, daemon=True)
-                proc.start()
+                _start_with_stop_signals_blocked(proc)
                 child_end.close()
                 running[parent_end] = (task, proc)
             if guard.signum is not None and not forwarded:
@@ -167,6 +168,20 @@ def _blas_threads_each(jobs):
     finally:
         for v in THREAD_VARIABLES:
             os.environ.pop(v, None)
+
+
+def _start_with_stop_signals_blocked(proc) -> None:
+    """Start ``proc`` with the stop signals blocked in it (the mask is inherited): until
+    _child has left the terminal's process group and set its handlers, a Ctrl-C there
+    stays pending instead of raising KeyboardInterrupt in its imports (a traceback). In
+    this process one that comes meanwhile is delivered as the mask is restored. The
+    resource tracker is started first: starting it unblocks them (its own start)."""
+    resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _signal(proc, signum) -> None:
@@ -258,6 +273,7 @@ def _child(task: MemberTask, conn, taken) -> None:
     SignalGuard.repeat_gives_up = False
     for sig in STOP_SIGNALS:
         signal.signal(sig, _outside_fit)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one pending ends it now
     from tqdm import tqdm
 
     from .distributed import SingleProcess
