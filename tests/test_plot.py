@@ -489,3 +489,29 @@ def test_a_null_metric_is_a_gap_in_its_line(tmp_path, monkeypatch):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     x, y = _curves_of(monkeypatch, run, tmp_path / "out")["axes"]["Loss per epoch"]["validation"]
     assert x == list(range(1, 9)) and np.isnan(y[2]) and np.isfinite(np.delete(y, 2)).all()
+
+
+def test_a_figure_may_not_be_another_output_or_the_report_read(tmp_path):
+    """lstm-eval --json DIR/confusion_matrix.png --plot DIR wrote the report and then the
+    figure over it (exit 0); lstm-plot --report DIR/confusion_matrix.png --out DIR drew
+    over the report it had read. Both are usage errors now, before anything is written."""
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "r"
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--output", str(run), "--quiet"]
+    assert CliRunner().invoke(train, [*args, "--set", "train.epochs=1"]).exit_code == 0
+    data = str(ROOT / "data" / "synthetic" / "test.jsonl")
+    figs = tmp_path / "figs"
+    for opt in ("--json", "--predictions"):
+        clash = figs / "confusion_matrix.png"
+        args = [str(run / "best.npz"), "--data", data, opt, str(clash), "--plot", str(figs)]
+        figs.mkdir(exist_ok=True)
+        result = CliRunner().invoke(evaluate, [*args, "--quiet"])
+        assert result.exit_code == 2 and not clash.exists(), result.output
+        assert f"{opt} {clash} is a figure --plot {figs} gets" in result.stderr
+    report = figs / "accuracy_by_step.png"
+    args = [str(run / "best.npz"), "--data", data, "--json", str(report), "--by-step"]
+    assert CliRunner().invoke(evaluate, [*args, "--quiet"]).exit_code == 0
+    before = report.read_bytes()
+    result = CliRunner().invoke(plot, [str(run), "--report", str(report), "--out", str(figs)])
+    assert result.exit_code == 2 and report.read_bytes() == before, result.output
+    assert f"--report {report} is a figure --out {figs} gets" in result.stderr

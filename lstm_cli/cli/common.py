@@ -207,12 +207,20 @@ def writes_to_stdout(out) -> bool:
     return out == "-" or (bool(out) and names_stdout(out))
 
 
-def refuse_output_folder(opt, path) -> None:
+def refuse_output_folder(opt, path, figures=(), files=()) -> None:
     """A folder a command creates for its files (--plot, --out): a usage error (exit 2)
-    before any work when the nearest part of its path that exists is a file."""
+    before any work when the nearest part of its path that exists is a file, or when one
+    of ``files`` ((option, path): another output, an input) is one of the ``figures``
+    (names) it writes there."""
     there = _nearest_existing(os.path.realpath(path))
     if not os.path.isdir(there):
         raise click.UsageError(f"{opt} {path}: the folder cannot be created: {there} is a file")
+    drawn = {os.path.realpath(os.path.join(path, name)) for name in figures}
+    for file_opt, file in files:
+        if file and file != "-" and os.path.realpath(file) in drawn:
+            raise click.UsageError(
+                f"{file_opt} {file} is a figure {opt} {path} gets; one would overwrite the other"
+            )
 
 
 def _nearest_existing(path):

@@ -274,7 +274,10 @@ def evaluate(
         from ..plot.figures import pyplot
 
         pyplot("lstm-eval --plot")  # a missing extra fails before the evaluation runs
-        refuse_output_folder("--plot", plot_dir)
+        from ..plot import REPORT_FIGURES
+
+        files = [("--json", json_out), ("--predictions", predictions)]
+        refuse_output_folder("--plot", plot_dir, REPORT_FIGURES, files)
         by_step, gates = True, len(checkpoints) == 1
     raws = _members_raw(checkpoints, data_path, fmt, require_labels=True)
     members = prepare_members(raws)

@@ -41,13 +41,22 @@ def plot(run_dir, out_dir, report_path, quiet):
     Needs the optional extra 'plot' (pip install 'lstm_cli[plot]'); exit 7 without it,
     exit 4 when a run file or the report is missing or malformed.
     """
-    from ..plot import plot_ensemble, plot_report, plot_run, read_report
+    from ..plot import (
+        REPORT_FIGURES,
+        RUN_FIGURES,
+        plot_ensemble,
+        plot_report,
+        plot_run,
+        read_report,
+    )
     from ..plot.figures import pyplot
     from ..training.folds import is_ensemble_folder
 
     pyplot()  # a missing extra is exit 7 before any file is read
     out_dir = out_dir or os.path.join(run_dir, "plots")
-    refuse_output_folder("--out", out_dir)
+    refuse_output_folder(
+        "--out", out_dir, RUN_FIGURES + REPORT_FIGURES, [("--report", report_path)]
+    )
     report = read_report(report_path) if report_path else None
     if is_ensemble_folder(run_dir):
         paths = plot_ensemble(run_dir, out_dir, _members(run_dir))

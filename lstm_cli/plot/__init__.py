@@ -36,6 +36,8 @@ OUT_OF_FOLD_MATRIX = "out_of_fold_confusion_matrix.png"  # beside a report's, no
 ACCURACY_BY_STEP = "accuracy_by_step.png"
 GATE_SATURATION = "gate_saturation.png"
 MEMBER_CURVES = "member_curves.png"
+REPORT_FIGURES = (CONFUSION_MATRIX, ACCURACY_BY_STEP, GATE_SATURATION)  # plot_report's
+RUN_FIGURES = (LEARNING_CURVES, GRADIENT_FLOW, MEMBER_CURVES, OUT_OF_FOLD_MATRIX)
 
 
 def plot_run(run_dir, out_dir) -> list:
@@ -110,6 +112,8 @@ __all__ = [
     "LEARNING_CURVES",
     "MEMBER_CURVES",
     "OUT_OF_FOLD_MATRIX",
+    "REPORT_FIGURES",
+    "RUN_FIGURES",
     "best_epoch",
     "check_gradflow_record",
     "check_report",
