@@ -53,6 +53,12 @@ def by_step_subject(by_step) -> str:
     return head if head.startswith("ensemble") else f"{head} head"
 
 
+def by_step_unit(by_step) -> str:
+    """The steps a ``by_step`` report's mean_steps count: the model's input steps (after
+    data.pool / data.frame), or, for an ensemble, the data file's own."""
+    return "file steps" if by_step_subject(by_step).startswith("ensemble") else "model steps"
+
+
 def prefix_lengths(lengths, percents=PERCENTS) -> np.ndarray:
     """(P, N) int64: ``max(1, ceil(p * L / 100))`` for each percent p and length L.
 

@@ -515,3 +515,20 @@ def test_a_figure_may_not_be_another_output_or_the_report_read(tmp_path):
     result = CliRunner().invoke(plot, [str(run), "--report", str(report), "--out", str(figs)])
     assert result.exit_code == 2 and report.read_bytes() == before, result.output
     assert f"--report {report} is a figure --out {figs} gets" in result.stderr
+
+
+@pytest.mark.parametrize("head,unit", [("last", "model steps"), ("ensemble of 2", "file steps")])
+def test_the_by_step_figure_and_table_name_the_steps_they_count(tmp_path, monkeypatch, head, unit):
+    """One model's mean_steps count its input steps (after pool / frame), an ensemble's the
+    file's; both were "steps", so a framed model and its ensemble of one disagreed."""
+    pytest.importorskip("matplotlib")
+    from lstm_cli.cli.evaluate import _render_by_step
+    from lstm_cli.plot import figures
+
+    report = _report(tmp_path)
+    report["by_step"]["head"] = head
+    titles = []
+    _look_before_saving(monkeypatch, lambda fig: titles.append(fig._suptitle.get_text()))
+    figures.accuracy_by_step(report, tmp_path / "a.png")
+    assert titles[0].endswith(f"on average 1.0 to 10.0 {unit})"), titles
+    assert f"mean {unit}" in _render_by_step(report["by_step"]).splitlines()[1]

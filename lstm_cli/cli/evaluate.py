@@ -124,10 +124,11 @@ def _render_by_step(bs) -> str:
         [f"{p} %", f"{s:.1f}", f"{a:.4f}", f"{v:.4f}"]
         for p, s, a, v in zip(bs["percent"], bs["mean_steps"], bs["accuracy"], bs["loss"])
     ]
-    from ..diagnostics import by_step_subject
+    from ..diagnostics import by_step_subject, by_step_unit
 
     title = f"accuracy by part of each sequence seen ({by_step_subject(bs)}, {bs['n']} sequences)"
-    return title + "\n" + format_table(["seen", "mean steps", "accuracy", "loss"], rows, "rrrr")
+    header = ["seen", f"mean {by_step_unit(bs)}", "accuracy", "loss"]
+    return title + "\n" + format_table(header, rows, "rrrr")
 
 
 def _render_gates(gates) -> str:

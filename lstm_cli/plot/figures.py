@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..diagnostics import by_step_subject, layer_label
+from ..diagnostics import by_step_subject, by_step_unit, layer_label
 from ..errors import LstmCliError
 from ..extras import require
 from ..store.atomic import atomic_write
@@ -160,7 +160,7 @@ def gradient_flow(records, path, max_epochs=5):
         len(tracks), 2, figsize=(12, 1.0 + 3.6 * len(tracks)), layout="constrained", squeeze=False
     )
     panels = (  # x key, its scale, the two norms, x label, title
-        ("step", 1, ("dh_norm", "dc_norm"), "time step t", "by time step"),
+        ("step", 1, ("dh_norm", "dc_norm"), "time step t of the model's input", "by time step"),
         ("fraction", 100, ("dh_norm_by_fraction", "dc_norm_by_fraction"),
          "position in the sequence (% of its length)", "by fraction of length"),
     )  # fmt: skip
@@ -270,7 +270,7 @@ def accuracy_by_step(report, path):
         ax.set_xticks(pct)
         ax.legend(loc="best")
     steps = bs.get("mean_steps")
-    extra = f"; on average {steps[0]:.1f} to {steps[-1]:.1f} steps" if steps else ""
+    extra = f"; on average {steps[0]:.1f} to {steps[-1]:.1f} {by_step_unit(bs)}" if steps else ""
     fig.suptitle(
         f"Early classification ({by_step_subject(bs)}, {bs.get('n', '?')} sequences{extra})"
     )
