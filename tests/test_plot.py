@@ -266,6 +266,10 @@ def test_gradient_flow_draws_zero_norms_at_the_bottom_and_nulls_as_gaps(tmp_path
         ([50.0], [0.01]),
     ]
     assert "exactly 0 (at the bottom)" in legend
+    # an epoch resumed mid-way counts only its batches after the resume: the legend says so
+    drawn.clear()
+    figures.gradient_flow([{**record, "partial": True}], tmp_path / "gf.png")
+    assert "epoch 1 (its batches after a resume)" in drawn[-1]
 
 
 def test_run_files_hold_a_non_finite_value_as_null(tmp_path):

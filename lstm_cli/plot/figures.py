@@ -178,7 +178,8 @@ def gradient_flow(records, path, max_epochs=5):
                 x = np.array(r[xkey], float) * scale
                 for key, style in zip(keys, ("-", "--")):
                     y = np.array([np.nan if v is None else v for v in r[key]], float)
-                    label = f"epoch {e}" if key.startswith("dh") else None
+                    part = " (its batches after a resume)" if r.get("partial") else ""
+                    label = f"epoch {e}{part}" if key.startswith("dh") else None
                     zero = y == 0
                     ax.plot(
                         x, np.where(zero, np.nan, y), style, color=colour, marker=".", label=label
