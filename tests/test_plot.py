@@ -319,6 +319,40 @@ def test_lstm_plot_bad_report_exit_4(tmp_path):
     assert result.exit_code == 4 and f"{report}: not valid JSON" in result.stderr
 
 
+def _edited(report, path, value):
+    """A deep copy of report with the entry at path (keys and indices) set to value."""
+    out = json.loads(json.dumps(report))
+    node = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "path,value,needle",
+    [
+        (["by_step", "mean_steps"], ["a"] * 10, "by_step: 'mean_steps' must be a list"),
+        (["by_step", "mean_steps"], [1.0], "'by_step.mean_steps' has 1 values, not 10"),
+        (["gates", "layers", 0, "layer"], "x", "'gates.layers'[0].layer must be a layer index"),
+        (["gates", "high"], "x", "'gates.high' must be a number"),
+        (["labels"], [], "no non-empty 'labels' list"),
+        (["confusion_matrix", 0, 0], 10**30, "'confusion_matrix' must be 3 rows of 3 counts"),
+    ],
+    ids=["mean_steps_text", "mean_steps_short", "layer_text", "high_text", "no_labels", "huge"],
+)
+def test_a_report_field_the_figures_use_is_checked(tmp_path, path, value, needle):
+    """Each was a traceback (ValueError, TypeError, AxisError, OverflowError), exit 1."""
+    pytest.importorskip("matplotlib")
+    run = _run_folder(tmp_path, with_flow=False)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_edited(_report(tmp_path), path, value)))
+    result = CliRunner().invoke(plot, [str(run), "--report", str(report), "--quiet"])
+    assert result.exit_code == 4, result.output
+    assert f"{report}: " in result.stderr and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_a_figure_folder_that_cannot_be_made_is_one_line_and_loses_no_report(tmp_path, monkeypatch):
     """A part of the path that is a file: exit 2 before any work. A folder the system
     refuses: one line naming it (it was a traceback), after lstm-eval wrote --json."""

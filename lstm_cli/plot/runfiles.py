@@ -172,16 +172,19 @@ def read_report(path) -> dict:
 
 def check_report(report, where) -> dict:
     """The parts of an eval report the figures use, checked; DataError naming ``where``."""
-    if not isinstance(report, dict) or not isinstance(report.get("labels"), list):
-        raise DataError(f"{where}: not an lstm-eval report (no 'labels' list)")
-    k = len(report["labels"])
+    labels = report.get("labels") if isinstance(report, dict) else None
+    if not (isinstance(labels, list) and labels):
+        raise DataError(f"{where}: not an lstm-eval report (no non-empty 'labels' list)")
+    k = len(labels)
     cm = report.get("confusion_matrix")
+
+    def count(v) -> bool:  # an int64, as the figure's array holds it
+        return is_int(v) and 0 <= v < 2**63
+
     if not (
         isinstance(cm, list)
         and len(cm) == k
-        and all(
-            isinstance(r, list) and len(r) == k and all(is_int(v) and v >= 0 for v in r) for r in cm
-        )
+        and all(isinstance(r, list) and len(r) == k and all(count(v) for v in r) for r in cm)
     ):
         raise DataError(f"{where}: 'confusion_matrix' must be {k} rows of {k} counts")
     by_step = report.get("by_step")
@@ -189,7 +192,9 @@ def check_report(report, where) -> dict:
         pct = by_step.get("percent") if isinstance(by_step, dict) else None
         if not (isinstance(pct, list) and pct):
             raise DataError(f"{where}: 'by_step.percent' must be a non-empty list")
-        for key in ("percent", "accuracy", "loss"):
+        for key in ("percent", "accuracy", "loss", "mean_steps"):
+            if key == "mean_steps" and key not in by_step:  # optional: the title leaves it out
+                continue
             values = _number_list(by_step, key, f"{where}: by_step", allow_null=False)
             if len(values) != len(pct):
                 raise DataError(
@@ -200,7 +205,13 @@ def check_report(report, where) -> dict:
         layers = gates.get("layers") if isinstance(gates, dict) else None
         if not (isinstance(layers, list) and layers):
             raise DataError(f"{where}: 'gates.layers' must be a non-empty list")
+        for key in ("high", "low"):
+            if key in gates and not _is_number(gates[key]):
+                raise DataError(f"{where}: 'gates.{key}' must be a number")
         for n, layer in enumerate(layers):
+            index = layer.get("layer", 0) if isinstance(layer, dict) else 0
+            if not (is_int(index) and 0 <= index < 2**31):
+                raise DataError(f"{where}: 'gates.layers'[{n}].layer must be a layer index >= 0")
             for gate in ("input", "forget", "output"):
                 g = layer.get(gate) if isinstance(layer, dict) else None
                 if not isinstance(g, dict) or not all(
