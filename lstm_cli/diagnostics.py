@@ -136,7 +136,7 @@ class _ByStep:
         for n, prefix in enumerate(cut):
             ce[n], probs = self.model.evaluate_batch(x, prefix, y)
             pred[n] = probs.argmax(-1)
-        self._count(pred, ce, cut, y)
+        self.count(pred, ce, cut, y)
 
     def add(self, h_top, lengths, y):
         """h_top (B, T, H), layer_forward's top states of the whole batch (unidirectional
@@ -164,9 +164,9 @@ class _ByStep:
                 lp = _log_softmax(h_max[at_cut] @ V + a)  # (P, B, K)
             pred = lp.argmax(-1)
             ce = -lp[:, rows, y]  # (P, B)
-        self._count(pred, ce, cut, y)
+        self.count(pred, ce, cut, y)
 
-    def _count(self, pred, ce, cut, y):
+    def count(self, pred, ce, cut, y):
         """pred, ce, cut (P, B): predictions, losses and prefix lengths per percent."""
         B = cut.shape[1]
         self.correct += (pred == y[None, :]).sum(1)
@@ -297,7 +297,7 @@ def _by_step_of_raw_prefixes(tm, raw, lengths, y, batch_size, percents) -> dict:
             ce[n, idx], probs = tm.model.evaluate_batch(x, lens, y[idx])
             pred[n, idx] = probs.argmax(-1)
     acc = _ByStep(tm.model, percents)
-    acc._count(pred, ce, cut, y)
+    acc.count(pred, ce, cut, y)
     return acc.result()
 
 
