@@ -158,3 +158,8 @@ def test_resume_refuses_a_damaged_gradflow_file_before_training(write_config, tm
     assert r.exit_code == 4, r.output
     assert r.stderr.startswith(f"Error: {run / 'gradflow.jsonl'}:2: not a gradient-flow record")
     assert len(r.stderr.strip().splitlines()) == 1 and file_bytes(run) == before
+    (run / "gradflow.jsonl").unlink()
+    (run / "gradflow.jsonl").mkdir()  # a folder in the way: one line, exit 1
+    r = CliRunner().invoke(train, ["--resume", str(run), "--set", "train.epochs=3", "--quiet"])
+    assert r.exit_code == 1 and r.stderr.startswith(f"Error: cannot read {run / 'gradflow.jsonl'}")
+    assert "Traceback" not in r.output

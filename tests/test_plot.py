@@ -515,6 +515,11 @@ def test_the_best_epoch_drawn_is_best_npz_s(tmp_path, monkeypatch):
         marks = [label for lines in seen["axes"].values() for label in lines if "best" in label]
         assert marks == [f"best epoch {best}"] * 3, marks
         (run / "summary.json").unlink(missing_ok=True)
+    # without a readable best.npz: summary.json's, before the lowest val_loss
+    (run / "best.npz").rename(tmp_path / "moved.npz")
+    (run / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_metric": "val_accuracy"}))
+    seen = _curves_of(monkeypatch, run, tmp_path / "no-best")
+    assert seen["title"].endswith("(best.npz: highest val_accuracy)"), seen["title"]
 
 
 def test_a_null_metric_is_a_gap_in_its_line(tmp_path, monkeypatch):
@@ -553,6 +558,25 @@ def test_a_figure_may_not_be_another_output_or_the_report_read(tmp_path):
     result = CliRunner().invoke(plot, [str(run), "--report", str(report), "--out", str(figs)])
     assert result.exit_code == 2 and report.read_bytes() == before, result.output
     assert f"--report {report} is a figure --out {figs} gets" in result.stderr
+    # a link at a figure's name is replaced by the figure, not written through: no clash
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "confusion_matrix.png").symlink_to(tmp_path / "r.json")
+    args = [str(run / "best.npz"), "--data", data, "--json", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(evaluate, [*args, "--plot", str(linked), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["labels"]
+    assert not (linked / "confusion_matrix.png").is_symlink()
+    # an ensemble's members' figures are drawn in --out/fold-i: a report there is refused
+    ens = tmp_path / "ens"
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--output", str(ens), "--quiet"]
+    sets = ["--set", "train.folds=2", "--set", "train.epochs=1"]
+    assert CliRunner().invoke(train, [*args, *sets]).exit_code == 0
+    inside = figs / "fold-1" / "learning_curves.png"
+    inside.parent.mkdir()
+    inside.write_bytes(before)
+    result = CliRunner().invoke(plot, [str(ens), "--report", str(inside), "--out", str(figs)])
+    assert result.exit_code == 2 and inside.read_bytes() == before, result.output
 
 
 @pytest.mark.parametrize("head,unit", [("last", "model steps"), ("ensemble of 2", "file steps")])

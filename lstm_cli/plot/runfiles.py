@@ -74,16 +74,23 @@ def read_metrics(path) -> list:
 
 def best_epoch(run_dir, rows):
     """(epoch, metric) of the run's best.npz, as its meta records them (also for a run
-    stopped before its end, or resumed since its summary.json); without a readable
-    best.npz, the lowest val_loss (train_loss without validation); (None, None) when the
-    rows have neither."""
+    stopped before its end); without a readable best.npz, summary.json's; else the
+    lowest val_loss (train_loss without validation); (None, None) when the rows have
+    neither."""
     try:
         state = read_meta(os.path.join(run_dir, "best.npz")).get("train_state") or {}
+    except (CheckpointError, AttributeError):
+        state = {}
+    if not isinstance(state, dict) or not is_int(state.get("best_epoch")):
+        try:
+            with open(os.path.join(run_dir, SUMMARY_FILE), encoding="utf-8") as fh:
+                state = json.load(fh)
+        except (OSError, ValueError):
+            state = {}
+    if isinstance(state, dict):
         epoch, metric = state.get("best_epoch"), state.get("best_metric")
         if is_int(epoch) and epoch >= 1 and isinstance(metric, str):
             return epoch, metric
-    except (CheckpointError, AttributeError):
-        pass
     for key in ("val_loss", "train_loss"):
         have = [r for r in rows if r.get(key) is not None]
         if have:

@@ -336,7 +336,11 @@ def gradflow_lines(run_dir) -> list:
     if not os.path.exists(path):
         return []
     out = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except OSError as err:  # a folder in the way, permissions
+        raise LstmCliError(f"cannot read {path}: {err.strerror or err}") from None
+    with fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
