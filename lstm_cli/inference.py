@@ -79,7 +79,10 @@ class TrainedModel:
         """``ds`` as the model reads it: prepared (self.prepare) when it is data as read,
         else checked to have been through this model's input transforms."""
         if ds.transforms is None:  # as read; with every transform off, also as trained
-            return ds if self.transforms == TRANSFORMS_OFF else self.prepare(ds)
+            if self.transforms != TRANSFORMS_OFF:
+                return self.prepare(ds)
+            self.check_raw(ds)
+            return ds
         if ds.transforms != self.transforms:
             raise DataError(
                 f"{ds.source}: the data has been through the input transforms {ds.transforms}, "
@@ -89,10 +92,19 @@ class TrainedModel:
 
     def check_raw(self, ds) -> None:
         """A DataError unless raw data ``ds`` has the features the model was trained on,
-        counted in the file's own features (before framing)."""
+        counted in the file's own features (before framing), and, read from a CSV file
+        whose header names them, in the training file's column order."""
         frame = self.transforms["frame"]
         if ds.num_features * frame != self.num_features:
             raise _feature_mismatch(ds, self.num_features // frame)
+        columns = (self.csv_options or {}).get("feature_columns")
+        names = getattr(ds, "feature_names", None)
+        if columns and names is not None and list(names) != list(columns):
+            raise DataError(
+                f"{ds.source}: its features are the columns {show(list(names))}, but the "
+                f"model was trained on the columns {show(list(columns))}, in that order; read "
+                "it with load_dataset(path, csv_options=model.csv_options), as lstm-eval does"
+            )
 
 
 # transform_dataset's argument -> (data.* key in the stored config, value when absent)

@@ -795,3 +795,36 @@ def test_gates_of_a_framed_model_transform_the_data_once(tmp_path, monkeypatch):
     r = CliRunner().invoke(evaluate, [*args, "--quiet"])
     assert r.exit_code == 0, r.output
     assert len(calls) == 1
+
+
+def test_the_api_refuses_a_csv_whose_columns_are_in_another_order(
+    write_config, pattern_files, tmp_path
+):
+    """evaluate_dataset(tm, load_dataset(csv)), python-api.md's recipe, read a test CSV
+    whose header put the features in another order by position: other accuracies, no
+    error (lstm-eval reads by the training file's column names). Now a DataError saying
+    how to read it; read with the model's csv_options it gives lstm-eval's numbers."""
+    from lstm_cli.data import load_dataset
+    from lstm_cli.data.csvfile import write_csv
+    from lstm_cli.inference import evaluate_dataset
+
+    names = ["f0", "f1", "f2"]
+    for split in ("train", "test"):
+        write_csv(
+            load_dataset(pattern_files[split]), tmp_path / f"{split}.csv", feature_names=names
+        )
+    test = load_dataset(pattern_files["test"])
+    write_csv(  # the same features under the same names, the columns in another order
+        SequenceDataset(test.x[:, [2, 0, 1]], test.offsets, test.labels, "r"),
+        tmp_path / "reordered.csv",
+        feature_names=["f2", "f0", "f1"],
+    )
+    data = {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")}
+    cfg = load_config(write_config(data=data, train={"epochs": 2}))
+    tm = fit(cfg, progress=False, log=lambda m: None).trained
+    want = evaluate_dataset(tm, load_dataset(tmp_path / "test.csv"))[0]
+    with pytest.raises(DataError, match=r"reordered.csv: its features are the columns \['f2'"):
+        evaluate_dataset(tm, load_dataset(tmp_path / "reordered.csv"))
+    by_name = load_dataset(tmp_path / "reordered.csv", csv_options=tm.csv_options)
+    got = evaluate_dataset(tm, by_name)[0]
+    assert (got["accuracy"], got["loss"]) == (want["accuracy"], want["loss"])
