@@ -32,7 +32,7 @@ import numpy as np
 
 from .data import SequenceDataset, make_batches, pad_batch
 from .ensemble import ensemble_probs, prepare_members, report_of_probs
-from .errors import LstmCliError
+from .errors import DataError, LstmCliError
 from .nn.lstm import lstm_step_backward, lstm_step_forward
 from .nn.reference import reverse_steps
 from .store.jsontext import finite_or_null
@@ -236,6 +236,26 @@ class _GateStats:
         return {"high": HIGH, "low": LOW, "bins": HIST_BINS, "layers": layers}
 
 
+def _class_indices(y, n, num_classes, unknown_ok=False):
+    """y as (n,) int class indices of the model's classes, -1 (an unknown label) allowed
+    only when ``unknown_ok``; an LstmCliError otherwise."""
+    y = np.asarray(y)
+    if y.shape != (n,) or y.dtype.kind not in "iu":
+        raise LstmCliError(
+            f"y must be {n} int class indices, one per sequence; got shape {y.shape} of {y.dtype}"
+        )
+    bad = y[(y < (-1 if unknown_ok else 0)) | (y >= num_classes)]
+    if bad.size:
+        hint = (
+            "; for unknown labels (-1) pass the known sequences, ds.view(known) and y[known], "
+            "as lstm-eval --allow-unknown does"
+            if bad[0] == -1
+            else ""
+        )
+        raise LstmCliError(f"y holds {bad[0]}, not a class index 0..{num_classes - 1}{hint}")
+    return y
+
+
 def diagnose(
     tm, ds: SequenceDataset, y=None, *, by_step=True, gates=True, batch_size=256, percents=PERCENTS
 ) -> dict:
@@ -250,6 +270,8 @@ def diagnose(
     model = tm.model
     if by_step and y is None:
         raise LstmCliError("by-step accuracy needs labels (y)")
+    if by_step:
+        y = _class_indices(y, len(ds), model.num_classes)
     out = {}
     if by_step and tm.transforms["per_sequence"]:
         if raw.transforms is not None:
@@ -314,10 +336,18 @@ def ensemble_by_step(members, y, batch_size=256, percents=PERCENTS) -> dict:
     members: (TrainedModel, the data file as that member reads it, *before* its input
     transforms) pairs; each member transforms every prefix as it was trained, so L and
     ``mean_steps`` count the file's own steps. y (N,): class indices, -1 for an unknown
-    label (left out, as in diagnose)."""
-    known = np.flatnonzero(np.asarray(y) >= 0)
-    yk = np.asarray(y)[known]
+    label (left out, as lstm-eval --allow-unknown leaves it out)."""
+    for _, raw in members:  # _prefixes keeps no transforms mark: it would transform twice
+        if raw.transforms is not None:
+            raise DataError(
+                f"{raw.source}: the by-step accuracy of an ensemble needs the data as read "
+                f"(each member transforms every prefix as it was trained), not data that "
+                f"has been through input transforms ({raw.transforms})"
+            )
     tm0, raw0 = members[0]
+    y = _class_indices(y, len(raw0), len(tm0.classes), unknown_ok=True)
+    known = np.flatnonzero(y >= 0)
+    yk = y[known]
     cut = prefix_lengths(raw0.lengths[known], percents)  # (P, n)
     accuracy, loss = [], []
     for prefix in cut:
@@ -516,6 +546,7 @@ def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -
     """gradflow.jsonl records (one per layer and direction) of TrainedModel ``tm`` on
     labelled ``ds`` (as read, or as ``tm.prepare`` returns it)."""
     ds = tm.as_trained(ds)
+    y = _class_indices(y, len(ds), tm.model.num_classes)
     acc = GradFlowAccumulator(tm.model.directions)
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)

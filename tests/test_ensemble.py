@@ -206,3 +206,49 @@ def test_a_shared_copy_still_checks_each_members_features():
     assert out[0][1] is out[1][1] and out[1][0] is b
     with pytest.raises(ValueError, match="wrong features"):
         prepare_members([(a, raw), (Member(False), raw)])
+
+
+def test_ensemble_by_step_refuses_prepared_data(members):
+    """Given each member's prepared data, ensemble_by_step transformed every prefix again
+    (a framed member then had twice its features; a pooled one, pooled twice, silently)."""
+    from lstm_cli.data import load_dataset
+    from lstm_cli.diagnostics import ensemble_by_step
+    from lstm_cli.errors import DataError
+    from lstm_cli.inference import encode_dataset_labels, load_trained
+
+    tms = [load_trained(p) for p in members]
+    test = load_dataset(DATA)
+    y = encode_dataset_labels(test, tms[0].classes)
+    as_read = ensemble_by_step([(tm, test) for tm in tms], y)
+    assert as_read["n"] == len(test)
+    with pytest.raises(DataError, match="needs the data as read"):
+        ensemble_by_step([(tm, tm.prepare(test)) for tm in tms], y)
+
+
+def test_the_diagnostics_refuse_labels_that_are_not_class_indices(members):
+    """diagnose counted y = -1 (an unknown label) as the last class, silently; a y of the
+    wrong length, beyond the classes or of floats was a bare IndexError. Each is one
+    LstmCliError now; ensemble_by_step leaves -1 out, as documented."""
+    from lstm_cli.data import load_dataset
+    from lstm_cli.diagnostics import checkpoint_gradient_flow, diagnose, ensemble_by_step
+    from lstm_cli.errors import LstmCliError
+    from lstm_cli.inference import encode_dataset_labels, load_trained
+
+    tm = load_trained(members[0])
+    test = load_dataset(DATA)
+    y = encode_dataset_labels(test, tm.classes)
+    unknown = y.copy()
+    unknown[::5] = -1
+    with pytest.raises(LstmCliError, match=r"y holds -1.*pass the known sequences"):
+        diagnose(tm, test, unknown, gates=False)
+    for bad in (y[:-1], y.astype(float), np.full_like(y, len(tm.classes))):
+        with pytest.raises(LstmCliError, match="^y "):
+            diagnose(tm, test, bad, gates=False)
+        with pytest.raises(LstmCliError, match="^y "):
+            checkpoint_gradient_flow(tm, test, bad, epoch=1)
+    known = np.flatnonzero(unknown >= 0)
+    left_out = ensemble_by_step([(tm, test)], unknown)
+    assert left_out["n"] == known.size
+    assert left_out["accuracy"][-1] == pytest.approx(
+        diagnose(tm, test.view(known), y[known], gates=False)["by_step"]["accuracy"][-1]
+    )
