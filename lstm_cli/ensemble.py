@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import SequenceDataset
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, LstmCliError
 from .inference import (
     TrainedModel,
     check_features,
@@ -55,9 +55,15 @@ def prepare_members(raws) -> list:
     return out
 
 
+def _need_members(members) -> None:
+    if not members:
+        raise LstmCliError("an ensemble needs at least one member: a (model, data) pair")
+
+
 def ensemble_probs(members, batch_size=256) -> np.ndarray:
     """members: (TrainedModel, its prepared SequenceDataset) pairs of the same sequences
     -> P (N, K), the mean of the members' probabilities."""
+    _need_members(members)
     total = None
     for tm, ds in members:
         ds = tm.as_trained(ds)
@@ -74,6 +80,7 @@ def evaluate_ensemble(members, batch_size=256, allow_unknown=False):
     members: (TrainedModel, SequenceDataset) pairs, each dataset the same file read and
     prepared by that member. Returns (report, P (N, K), y (N,) with -1 for unknown labels).
     """
+    _need_members(members)
     tm0, ds0 = members[0]
     _check_same_sequences([ds for _, ds in members])
     y = encode_labels_to_evaluate(ds0, tm0.classes, allow_unknown)

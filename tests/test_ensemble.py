@@ -252,3 +252,24 @@ def test_the_diagnostics_refuse_labels_that_are_not_class_indices(members):
     assert left_out["accuracy"][-1] == pytest.approx(
         diagnose(tm, test.view(known), y[known], gates=False)["by_step"]["accuracy"][-1]
     )
+
+
+def test_the_api_refuses_an_ensemble_config_to_fit_and_no_members(tmp_path):
+    """fit(cfg) with train.folds 3 trained one model whose folder a later --resume filled
+    with members beside it (lstm-eval then read the stale single model); fit_folds of a
+    one-model config was a ZeroDivisionError; no members a TypeError or IndexError."""
+    from lstm_cli.config import load_config
+    from lstm_cli.ensemble import ensemble_probs, evaluate_ensemble
+    from lstm_cli.errors import ConfigError, LstmCliError
+    from lstm_cli.training import fit, fit_folds
+
+    config = str(ROOT / "configs" / "tiny.yaml")
+    out = f"output.dir={tmp_path / 'run'}"
+    with pytest.raises(ConfigError, match="train.folds 3 makes a cross-validated ensemble"):
+        fit(load_config(config, [out, "train.folds=3"]), progress=False, log=lambda m: None)
+    with pytest.raises(ConfigError, match="fit_folds trains a train.folds ensemble"):
+        fit_folds(load_config(config, [out]), progress=False, log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+    for function in (ensemble_probs, evaluate_ensemble):
+        with pytest.raises(LstmCliError, match="at least one member"):
+            function([])

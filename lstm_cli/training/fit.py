@@ -12,9 +12,10 @@ import threading
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..inference import TrainedModel, encode_dataset_labels, report_from
 from .distributed import SingleProcess, make_comm, rank_output, worth_splitting
+from .folds import is_ensemble
 from .loop import Trainer
 from .prepare import class_weight_vector, prepare_data, run_rng
 from .resume import load_resume_state
@@ -75,6 +76,11 @@ def fit(
     rank's share of a batch would be too small to pay for splitting it
     (distributed.worth_splitting), rank 0 trains alone and the others return None.
     """
+    if is_ensemble(cfg):
+        raise ConfigError(
+            f"train.folds {cfg.train.folds} makes a cross-validated ensemble: train it with "
+            "fit_folds (as lstm-train does); fit trains one model"
+        )
     comm = make_comm() if comm is None else comm
     if comm.size > 1 and not worth_splitting(cfg, comm.size):
         if comm.rank != 0:  # idle: a signal to the job is rank 0's to handle

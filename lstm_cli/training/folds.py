@@ -161,6 +161,12 @@ def fit_folds(
     jobs > 1: train that many members at a time, each in a process of its own
     (training.members; one process only, not under MPI), with the same result.
     """
+    if not is_ensemble(cfg):
+        raise ConfigError(
+            f"fit_folds trains a train.folds ensemble; this config has train.folds "
+            f"{cfg.train.folds}{'' if cfg.train.fold is None else ' and is a member'}: train "
+            "it with fit"
+        )
     comm = make_comm() if comm is None else comm
     if jobs > 1 and comm.size > 1:
         raise ConfigError(
