@@ -334,6 +334,11 @@ def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
         assert r.exit_code == 0 and r.stdout == "", r.output
     r = CliRunner().invoke(gradcheck, flow + ["--output", "-", "--json"])
     assert r.exit_code == 2 and "would both write to stdout" in r.stderr, r.output
+    # the gradient check's options were ignored (exit 0): a usage error
+    for extra, named in ((["--layers", "5", "--eps", "1e-9"], "--layers, --eps"),
+                         (["--head", "all"], "--head"), (["--set", "a=1"], "--set")):  # fmt: skip
+        r = CliRunner().invoke(gradcheck, flow + extra + ["--quiet"])
+        assert r.exit_code == 2 and f"{named} cannot be combined with --flow" in r.stderr
 
 
 def test_flow_of_a_bidirectional_checkpoint_has_a_row_per_direction(write_config, tmp_path):

@@ -163,27 +163,21 @@ def gradcheck(
     """
     from ..nn.gradcheck import DEFAULT_EPS, check_model, random_problem
 
+    arch = ("head", "bidirectional", "layers", "hidden_size", "input_size", "classes")
+    arch += ("forget_bias",)
     if flow_checkpoint is not None or data_path is not None or output is not None:
+        check = ("config_path", "overrides", *arch, "batch", "max_len", "seed", "order")
+        given = _given(ctx, (*check, "eps", "tol", "max_entries"))
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with --flow (they set the gradient "
+                "check; --flow runs the checkpoint's own backward pass)"
+            )
         _gradient_flow(flow_checkpoint, data_path, output, as_json, quiet)
         return
 
     if config_path is not None:
-        from click.core import ParameterSource
-
-        arch = (
-            "head",
-            "bidirectional",
-            "layers",
-            "hidden_size",
-            "input_size",
-            "classes",
-            "forget_bias",
-        )
-        given = [
-            f"--{n.replace('_', '-')}" if n != "bidirectional" else "--(uni|bi)directional"
-            for n in arch
-            if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT
-        ]
+        given = _given(ctx, arch)
         if given:
             raise click.UsageError(
                 f"{', '.join(given)} cannot be combined with --config (the config "
@@ -305,6 +299,19 @@ def _architecture_from_config(config_path, overrides):
         num_classes,
         m.forget_bias,
     )
+
+
+def _given(ctx, names) -> list:
+    """The options among ``names`` (parameter names) given on the command line, as flags."""
+    from click.core import ParameterSource
+
+    flags = {"bidirectional": "--(uni|bi)directional", "config_path": "--config"}
+    flags |= {"overrides": "--set"}
+    return [
+        flags.get(n, f"--{n.replace('_', '-')}")
+        for n in names
+        if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)
+    ]
 
 
 def _gradient_flow(checkpoint, data_path, output, as_json, quiet) -> None:
