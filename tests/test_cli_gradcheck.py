@@ -1,6 +1,9 @@
 """lstm-gradcheck through click's CliRunner."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -356,3 +359,14 @@ def test_flow_of_a_bidirectional_checkpoint_has_a_row_per_direction(write_config
     assert [(x["layer"], x["direction"]) for x in records] == [(0, "forward"), (0, "reverse")]
     r = CliRunner().invoke(gradcheck, ["--flow", ckpt, "--data", cfg.data.train])
     assert r.exit_code == 0 and "\n1 reverse  dL/h_t" in r.stdout, r.output
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "gradcheck", "plot", "export"])
+def test_python_m_runs_the_command(module):
+    """python -m lstm_cli.cli.gradcheck ran nothing and exited 0 (no __main__ guard): as a
+    CI step, a broken gradient would have passed. Each command module runs its command."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    run = [sys.executable, "-W", "ignore", "-m", f"lstm_cli.cli.{module}"]
+    r = subprocess.run([*run, "--no-such-option"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "No such option" in r.stderr, (r.returncode, r.stderr)

@@ -355,3 +355,7 @@ def predict(checkpoints, data_path, fmt, output, batch_size, quiet):
     write_output(output or "-", _predictions_csv(tm.classes, probs))
     if output and output != "-" and not quiet:
         click.echo(f"wrote {len(ds)} predictions to {output}", err=True)
+
+
+if __name__ == "__main__":  # python -m lstm_cli.cli.evaluate: as the console script
+    evaluate()

@@ -206,3 +206,7 @@ def import_(
             f"{spec['head']!r}, classes {meta['classes']} (from {os.path.basename(state)})",
             err=True,
         )
+
+
+if __name__ == "__main__":  # python -m lstm_cli.cli.export: as the console script
+    export()

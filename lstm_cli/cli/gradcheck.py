@@ -356,3 +356,7 @@ def _gradient_flow(checkpoint, data_path, output, as_json, quiet) -> None:
         "per sequence by fraction of its length"
     )
     click.echo(format_table(["layer", "of"] + bins, rows, "ll" + "r" * len(bins)))
+
+
+if __name__ == "__main__":  # python -m lstm_cli.cli.gradcheck: as the console script
+    gradcheck()

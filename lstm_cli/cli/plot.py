@@ -86,3 +86,7 @@ def _members(run_dir) -> list[str]:
         return [os.path.dirname(path) for path in run_checkpoints(run_dir)]
     except CheckpointError as err:
         raise DataError(str(err)) from None
+
+
+if __name__ == "__main__":  # python -m lstm_cli.cli.plot: as the console script
+    plot()

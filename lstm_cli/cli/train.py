@@ -141,3 +141,7 @@ def train(config_path, overrides, output, overwrite, resume_dir, jobs, print_con
             f"{split} acc {fmt_metric(best[f'{split}_accuracy'], '.4f')}; checkpoints in "
             f"{result.run_dir}"
         )
+
+
+if __name__ == "__main__":  # python -m lstm_cli.cli.train: as the console script
+    train()
