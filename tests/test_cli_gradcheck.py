@@ -370,3 +370,13 @@ def test_python_m_runs_the_command(module):
     run = [sys.executable, "-W", "ignore", "-m", f"lstm_cli.cli.{module}"]
     r = subprocess.run([*run, "--no-such-option"], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "No such option" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_the_verdict_says_when_entries_were_sampled():
+    """With --max-entries below a parameter's size only a random sample of its entries is
+    checked; the verdict line did not say so, so a PASSED read as every entry."""
+    r = CliRunner().invoke(gradcheck, ["--quiet", "--max-entries", "5", "--head", "last"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.rstrip().endswith("sampled, 5 entries each (--max-entries 0: every entry)")
+    r = CliRunner().invoke(gradcheck, ["--quiet", "--head", "last"])
+    assert r.exit_code == 0 and "sampled" not in r.stdout, r.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -267,11 +268,17 @@ def gradcheck(
                     f"--eps (default {DEFAULT_EPS[r.order]:g} for order {r.order})"
                 )
         at_kink = sum(p.at_kink for r in reports for p in r.rows)
+        sampled = sum(p.checked < math.prod(p.shape) for r in reports for p in r.rows)
         click.echo(
             f"{'PASSED' if passed else 'FAILED'}: {sum(len(r.rows) for r in reports)} gradients "
             f"checked, order-{r0.order} central differences, eps={r0.eps:g}, tol={tol:g}, "
             f"round-off floor {max(r.noise for r in reports):.1e}"
             + (f"; {at_kink} entries at a kink of the max head left out" if at_kink else "")
+            + (
+                f"; {sampled} sampled, {max_entries} entries each (--max-entries 0: every entry)"
+                if sampled
+                else ""
+            )
         )
     sys.exit(0 if passed else 1)
 
