@@ -158,6 +158,9 @@ def test_resume_refuses_a_damaged_gradflow_file_before_training(write_config, tm
     assert r.exit_code == 4, r.output
     assert r.stderr.startswith(f"Error: {run / 'gradflow.jsonl'}:2: not a gradient-flow record")
     assert len(r.stderr.strip().splitlines()) == 1 and file_bytes(run) == before
+    # with nothing left to train the file is never appended to: the resume goes through
+    r = CliRunner().invoke(train, ["--resume", str(run), "--quiet"])
+    assert r.exit_code == 0, r.output
     (run / "gradflow.jsonl").unlink()
     (run / "gradflow.jsonl").mkdir()  # a folder in the way: one line, exit 1
     r = CliRunner().invoke(train, ["--resume", str(run), "--set", "train.epochs=3", "--quiet"])

@@ -112,8 +112,6 @@ def fit(
                 lock.acquire()
             comm.bcast(None)  # the others read last.npz once rank 0 holds the lock
             resumed = load_resume_state(cfg, run_dir, data)  # (checkpoint, path)
-            if writer and cfg.train.gradflow_every:
-                gradflow_lines(run_dir)  # appended to at the first recording epoch
         data.class_weights = class_weight_vector(cfg, data.classes, data.y_train, source)
         trainer = Trainer(
             cfg, data, rng, progress=progress, log=log, comm=comm, resuming=resumed is not None
@@ -127,6 +125,9 @@ def fit(
         trainer.earlier_run = comm.bcast(earlier)
         if resumed is not None:
             trainer.restore(*resumed)
+            trains = not trainer.stopped_early and trainer.epoch < cfg.train.epochs
+            if writer and trains and cfg.train.gradflow_every:
+                gradflow_lines(run_dir)  # appended to at its first recording epoch: readable?
             if writer:  # the run as continued (and an ensemble's, by its hook)
                 write_config(run_dir, cfg)
                 forget_summary(run_dir)
