@@ -337,6 +337,9 @@ def test_flow_reports_a_checkpoints_gradient_flow(write_config, tmp_path):
         assert r.exit_code == 0 and r.stdout == "", r.output
     r = CliRunner().invoke(gradcheck, flow + ["--output", "-", "--json"])
     assert r.exit_code == 2 and "would both write to stdout" in r.stderr, r.output
+    # --data without --flow names the missing --flow, not the options beside it
+    r = CliRunner().invoke(gradcheck, ["--data", cfg.data.train, "--layers", "3"])
+    assert r.exit_code == 2 and "--flow CHECKPOINT and --data FILE go together" in r.stderr
     # the gradient check's options were ignored (exit 0): a usage error
     for extra, named in ((["--layers", "5", "--eps", "1e-9"], "--layers, --eps"),
                          (["--head", "all"], "--head"), (["--set", "a=1"], "--set")):  # fmt: skip
@@ -380,3 +383,9 @@ def test_the_verdict_says_when_entries_were_sampled():
     assert r.stdout.rstrip().endswith("sampled, 5 entries each (--max-entries 0: every entry)")
     r = CliRunner().invoke(gradcheck, ["--quiet", "--head", "last"])
     assert r.exit_code == 0 and "sampled" not in r.stdout, r.output
+    # entries left out at a kink of the max head are no sample (a coarse eps makes many)
+    args = ["--head", "max", "--layers", "1", "--unidirectional", "--input-size", "2",
+            "--hidden-size", "3", "--classes", "2", "--max-len", "30", "--seed", "16",
+            "--eps", "0.5", "--order", "2", "--tol", "1e-2"]  # fmt: skip
+    r = CliRunner().invoke(gradcheck, args)
+    assert "at a kink of the max head left out" in r.stdout and "sampled" not in r.stdout

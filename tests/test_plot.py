@@ -577,6 +577,20 @@ def test_a_figure_may_not_be_another_output_or_the_report_read(tmp_path):
     inside.write_bytes(before)
     result = CliRunner().invoke(plot, [str(ens), "--report", str(inside), "--out", str(figs)])
     assert result.exit_code == 2 and inside.read_bytes() == before, result.output
+    # ... also through a link at OUT/fold-0 to the report's folder
+    linked_out, elsewhere = tmp_path / "lo", tmp_path / "elsewhere"
+    linked_out.mkdir()
+    elsewhere.mkdir()
+    (linked_out / "fold-0").symlink_to(elsewhere)
+    (elsewhere / "learning_curves.png").write_bytes(before)
+    args = [str(ens), "--report", str(elsewhere / "learning_curves.png"), "--out", str(linked_out)]
+    result = CliRunner().invoke(plot, args)
+    assert result.exit_code == 2 and (elsewhere / "learning_curves.png").read_bytes() == before
+    # a bad --out is the usage error it is, before a broken ensemble is read
+    (tmp_path / "afile").write_text("")
+    (ens / "fold-1" / "best.npz").unlink()
+    result = CliRunner().invoke(plot, [str(ens), "--out", str(tmp_path / "afile" / "sub")])
+    assert result.exit_code == 2 and "the folder cannot be created" in result.stderr
 
 
 @pytest.mark.parametrize("head,unit", [("last", "model steps"), ("ensemble of 2", "file steps")])

@@ -215,8 +215,12 @@ def refuse_output_folder(opt, path, figures=(), files=()) -> None:
     there = _nearest_existing(os.path.realpath(path))
     if not os.path.isdir(there):
         raise click.UsageError(f"{opt} {path}: the folder cannot be created: {there} is a file")
-    # a link at a figure's name is replaced by the figure, not written through
-    drawn = {os.path.join(os.path.realpath(path), name) for name in figures}
+    # a link at a figure's name is replaced by the figure, not written through; a link to
+    # a folder on its way (OUT/fold-0) is followed
+    drawn = set()
+    for name in figures:
+        folder, base = os.path.split(os.path.join(path, name))
+        drawn.add(os.path.join(os.path.realpath(folder), base))
     for file_opt, file in files:
         if file and file != "-" and os.path.realpath(file) in drawn:
             raise click.UsageError(

@@ -42,8 +42,6 @@ def plot(run_dir, out_dir, report_path, quiet):
     exit 4 when a run file or the report is missing or malformed.
     """
     from ..plot import (
-        GRADIENT_FLOW,
-        LEARNING_CURVES,
         REPORT_FIGURES,
         RUN_FIGURES,
         plot_ensemble,
@@ -56,14 +54,12 @@ def plot(run_dir, out_dir, report_path, quiet):
 
     pyplot()  # a missing extra is exit 7 before any file is read
     out_dir = out_dir or os.path.join(run_dir, "plots")
+    files = [("--report", report_path)]
+    refuse_output_folder("--out", out_dir, RUN_FIGURES + REPORT_FIGURES, files)
     members = _members(run_dir) if is_ensemble_folder(run_dir) else None
-    figures = RUN_FIGURES + REPORT_FIGURES  # and each member's run figures in its subfolder
-    figures += tuple(
-        os.path.join(os.path.basename(m), name)
-        for m in members or ()
-        for name in (LEARNING_CURVES, GRADIENT_FLOW)
-    )
-    refuse_output_folder("--out", out_dir, figures, [("--report", report_path)])
+    if members:  # each member's run figures, in its subfolder of --out
+        names = [os.path.join(os.path.basename(m), n) for m in members for n in RUN_FIGURES]
+        refuse_output_folder("--out", out_dir, names, files)
     report = read_report(report_path) if report_path else None
     if members is not None:
         paths = plot_ensemble(run_dir, out_dir, members)
