@@ -164,11 +164,9 @@ def gradcheck(
     """
     from ..nn.gradcheck import DEFAULT_EPS, check_model, random_problem
 
-    arch = ("head", "bidirectional", "layers", "hidden_size", "input_size", "classes")
-    arch += ("forget_bias",)
     if flow_checkpoint is not None or data_path is not None or output is not None:
-        check = ("config_path", "overrides", *arch, "batch", "max_len", "seed", "order")
-        given = _given(ctx, (*check, "eps", "tol", "max_entries"))
+        options = ("config_path", "overrides", *_ARCHITECTURE_OPTIONS, *_CHECK_OPTIONS)
+        given = _given(ctx, options)
         if given and flow_checkpoint is not None:  # else --data/--output lack their --flow
             raise click.UsageError(
                 f"{', '.join(given)} cannot be combined with --flow (they set the gradient "
@@ -178,7 +176,7 @@ def gradcheck(
         return
 
     if config_path is not None:
-        given = _given(ctx, arch)
+        given = _given(ctx, _ARCHITECTURE_OPTIONS)
         if given:
             raise click.UsageError(
                 f"{', '.join(given)} cannot be combined with --config (the config "
@@ -309,14 +307,26 @@ def _architecture_from_config(config_path, overrides):
     )
 
 
+# the random model's architecture (what --config states instead) and the check's settings
+_ARCHITECTURE_OPTIONS = (
+    "head",
+    "bidirectional",
+    "layers",
+    "hidden_size",
+    "input_size",
+    "classes",
+    "forget_bias",
+)
+_CHECK_OPTIONS = ("batch", "max_len", "seed", "order", "eps", "tol", "max_entries")
+_FLAGS = {"bidirectional": "--(uni|bi)directional", "config_path": "--config", "overrides": "--set"}
+
+
 def _given(ctx, names) -> list:
     """The options among ``names`` (parameter names) given on the command line, as flags."""
     from click.core import ParameterSource
 
-    flags = {"bidirectional": "--(uni|bi)directional", "config_path": "--config"}
-    flags |= {"overrides": "--set"}
     return [
-        flags.get(n, f"--{n.replace('_', '-')}")
+        _FLAGS.get(n, f"--{n.replace('_', '-')}")
         for n in names
         if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)
     ]
