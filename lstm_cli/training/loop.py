@@ -377,21 +377,7 @@ class Trainer:
         plan = self.augmenter.draw(self.rng, idx)  # before dropout's draws, on every rank
         if self.comm.size == 1:
             x, lengths = self.augmenter.batch(plan, None, model.dtype, data.mean, data.std)
-            flow = None if self.flow is None else []
-            with np.errstate(all="ignore"):  # a non-finite loss is reported just below
-                loss, grads, probs = model.loss_and_grads(
-                    x,
-                    lengths,
-                    y,
-                    data.class_weights,
-                    training=True,
-                    rng=self.rng,
-                    return_probs=True,
-                    flow=flow,
-                )
-            if flow is not None:
-                self.flow.add(flow, lengths, y, data.class_weights)
-            correct = int((probs.argmax(1) == y).sum())
+            loss, grads, correct = self._local_step(x, lengths, y, data.class_weights, rng=self.rng)
             self.agreed_signal = self.guard.signum if self.guard is not None else None
         else:
             loss, grads, correct, self.agreed_signal = self._sharded_step(plan, y, signum)
@@ -405,6 +391,27 @@ class Trainer:
         self.last_finite_loss = loss
         self.partial["norm_sum"] += gnorm
         return loss, correct
+
+    def _local_step(self, x, lengths, y, class_weights, *, rng=None, masks=None):
+        """This process's rows of the batch (x (B, T, I), lengths and y (B,)): loss_and_grads
+        with dropout drawn from ``rng`` or given as ``masks``, the gradient flow recorded.
+        Returns (loss, grads, number correct); a non-finite loss is _train_step's to report."""
+        flow = None if self.flow is None else []
+        with np.errstate(all="ignore"):
+            loss, grads, probs = self.model.loss_and_grads(
+                x,
+                lengths,
+                y,
+                class_weights,
+                training=True,
+                rng=rng,
+                dropout_masks=masks,
+                return_probs=True,
+                flow=flow,
+            )
+        if flow is not None:
+            self.flow.add(flow, lengths, y, class_weights)
+        return loss, grads, int((probs.argmax(1) == y).sum())
 
     def _sharded_step(self, plan, y, signum):
         """This rank's share of the batch's (``plan``: data.augment.Plan) loss and gradient,
@@ -429,21 +436,8 @@ class Trainer:
         if len(mine):
             x, lens = self.augmenter.batch(plan, mine, model.dtype, data.mean, data.std)
             cw = data.class_weights if share > 0 else None
-            flow = None if self.flow is None else []
-            with np.errstate(all="ignore"):  # a non-finite loss is reported by the caller
-                loss, grads, probs = model.loss_and_grads(
-                    x,
-                    lens,
-                    y[mine],
-                    cw,
-                    training=True,
-                    dropout_masks=None if masks is None else [m[mine, : x.shape[1]] for m in masks],
-                    return_probs=True,
-                    flow=flow,
-                )
-            if flow is not None:
-                self.flow.add(flow, lens, y[mine], cw)
-            correct = float((probs.argmax(1) == y[mine]).sum())
+            mine_masks = None if masks is None else [m[mine, : x.shape[1]] for m in masks]
+            loss, grads, correct = self._local_step(x, lens, y[mine], cw, masks=mine_masks)
         flags = {
             "sigint": float(signum == signal.SIGINT),
             "sigterm": float(signum == signal.SIGTERM),
