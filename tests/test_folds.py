@@ -1234,7 +1234,39 @@ def test_no_parallel_member_starts_after_a_refused_take_over(write_config, tmp_p
     got = run_members(tasks, 2, lambda m: None, before_first_checkpoint=hook)
     assert [type(e).__name__ for e in got[:2]] == ["ConfigError", "ConfigError"]
     assert got[2] is None and not os.path.exists(tmp_path / "fold-2")  # never started
-    assert hook.calls == 2
+    assert str(got[0]) == str(got[1]) and 1 <= hook.calls <= 2  # once failed, not asked
+
+
+def test_a_parallel_member_that_fails_refuses_the_others_their_take_over(write_config, tmp_path):
+    """A member that failed (here its data) let a member already training run the hook at
+    its first checkpoint: the take-over then wrote the run's config.yaml and removed the
+    earlier run for a run that was failing. The hook now answers it with that failure."""
+    from lstm_cli.config import OutputConfig
+    from lstm_cli.training.members import MemberTask, run_members
+
+    missing = str(tmp_path / "missing.jsonl")
+    cfgs = [
+        load_config(write_config("bad.yaml", data={"test": missing})),
+        load_config(
+            write_config(
+                "slow.yaml", train={"epochs": 1, "batch_size": 1}, model={"hidden_size": 64}
+            )
+        ),  # fmt: skip
+    ]
+    cfgs = [dataclasses.replace(c, output=OutputConfig(dir=str(tmp_path / f"fold-{i}")))
+            for i, c in enumerate(cfgs)]  # fmt: skip
+
+    class Hook:
+        done, calls = False, 0
+
+        def __call__(self, training):
+            self.calls += 1
+
+    hook = Hook()
+    tasks = [MemberTask(i, c, overwrite=False, resume=False) for i, c in enumerate(cfgs)]
+    got = run_members(tasks, 2, lambda m: None, before_first_checkpoint=hook)
+    assert type(got[0]).__name__ == "DataError" and str(got[1]) == str(got[0]), got
+    assert hook.calls == 0 and not os.path.exists(tmp_path / "fold-1" / "best.npz")
 
 
 def test_no_parallel_member_starts_after_one_was_stopped_by_a_signal(write_config, tmp_path):
@@ -1351,3 +1383,24 @@ def test_a_resume_that_fails_leaves_the_ensemble_unfinished(ensemble, tmp_path, 
     r = _run("--resume", out, "--set", "train.epochs=6", "--jobs", str(jobs))
     assert r.exit_code == 0, r.output
     assert _summary(out)["folds"] == K
+
+
+def test_a_parallel_resume_refused_for_a_member_starts_no_other(ensemble, tmp_path):
+    """--resume --set train.epochs=1 (below the 2 its members ran) with --jobs 2: fold-0
+    and fold-1 were refused (exit 3), yet fold-2 (never trained) then started, trained
+    to the refused budget and its take-over wrote train.epochs 1 into OUT/config.yaml, so
+    the plain --resume OUT the message suggests was refused in turn. Without --jobs the
+    first refusal ends the run and changes nothing; so it does with --jobs now."""
+    out, _ = _copy_of(ensemble, tmp_path)
+    shutil.rmtree(os.path.join(out, "fold-2"))  # a member never trained
+
+    def files():
+        return {d: file_bytes(os.path.join(out, d)) for d in ("", "fold-0", "fold-1")}
+
+    before = files()
+    r = _run("--resume", out, "--set", "train.epochs=1", "--jobs", "2")
+    assert r.exit_code == 3 and "train.epochs 1 is below" in r.stderr, r.output
+    assert files() == before and not os.path.exists(os.path.join(out, "fold-2"))
+    assert load_config(os.path.join(out, "config.yaml")).train.epochs == 2
+    r = _run("--resume", out, "--jobs", "2")  # what the message says: it goes on
+    assert r.exit_code == 0, r.output

@@ -66,12 +66,15 @@ def run_members(
     member is about to write its first checkpoint (each asks, and waits for it: once run,
     it must do nothing; a member started once its ``done`` is true does not ask).
     No further member starts once a signal has come, here or to a member (which stopped
-    or died by it), or the hook has refused a member; a task never started has no entry
-    (None)."""
+    or died by it), once a member has failed, or once the hook has refused a member; a
+    task never started has no entry (None). After a member's failure the hook is not run
+    for another (it is refused with that failure), so the run's folder stays as the
+    failure left it, as when the members train one after the other."""
     ctx = multiprocessing.get_context("spawn")
     waiting, running, outcome = list(tasks), {}, {}
     taken = ctx.RawValue("b", 0)  # the hook's done, for the members waiting to ask
-    halted = False  # a member stopped (or killed) by a signal of its own, or refused
+    halted = False  # a member stopped (or killed) by a signal of its own, failed or refused
+    failure = None  # the first member's failure, as the hook's refusal for the others
     with SignalGuard() as guard, _blas_threads_each(jobs):
         forwarded = False  # a second signal does not come here: SignalGuard gives up at once
         signalled = []  # the folds of the members running when the signal came
@@ -108,7 +111,7 @@ def run_members(
                     continue
                 if kind == "first checkpoint":
                     pids = {t.fold: p.pid for t, p in running.values()}
-                    reply = _reply_to(before_first_checkpoint, pids)
+                    reply = failure or _reply_to(before_first_checkpoint, pids)
                     taken.value = bool(getattr(before_first_checkpoint, "done", False))
                     halted = halted or reply is not None
                     try:
@@ -116,8 +119,10 @@ def run_members(
                     except OSError:  # it died waiting: its EOF comes next, as for any death
                         pass
                     continue
-                outcome[task.fold] = _error_of(kind, value)
-                halted = halted or isinstance(outcome[task.fold], errors.Interrupted)
+                outcome[task.fold] = err = _error_of(kind, value)
+                halted = halted or err is not None
+                if failure is None and isinstance(err, errors.LstmCliError):
+                    failure = "error", (type(err).__name__, str(err), err.exit_code)
                 del running[conn]
                 conn.close()
                 proc.join()
