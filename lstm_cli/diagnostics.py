@@ -289,9 +289,9 @@ def diagnose(
         x, lengths = pad_batch(ds, idx, model.dtype, tm.mean, tm.std)
         g, h_top = layer_forward(model, x, lengths) if stepwise else (None, None)
         if acc is not None and model.bidirectional:
-            acc.add_truncated(x, lengths, np.asarray(y)[idx])
+            acc.add_truncated(x, lengths, y[idx])
         elif acc is not None:
-            acc.add(h_top, lengths, np.asarray(y)[idx])
+            acc.add(h_top, lengths, y[idx])
         if gst is not None:
             gst.add(g, lengths)
     if acc is not None:
@@ -308,7 +308,6 @@ def _by_step_of_raw_prefixes(tm, raw, lengths, y, batch_size, percents) -> dict:
     own, then classified as evaluation would (model.evaluate_batch)."""
     cut = prefix_lengths(lengths, percents)  # (P, N) in the model's steps
     per_step = tm.transforms["pool"] * tm.transforms["frame"]  # raw steps per model step
-    y = np.asarray(y)
     pred, ce = np.empty(cut.shape, np.int64), np.empty(cut.shape)
     for n, prefix in enumerate(cut):
         part = tm.prepare(
@@ -551,7 +550,7 @@ def checkpoint_gradient_flow(tm, ds: SequenceDataset, y, epoch, batch_size=64) -
     for idx in make_batches(ds.lengths, batch_size, shuffle=False, bucket=True):
         x, lengths = pad_batch(ds, idx, tm.model.dtype, tm.mean, tm.std)
         flow = []  # from the model's own backward; batch_gradient_flow is its test oracle
-        tm.model.loss_and_grads(x, lengths, np.asarray(y)[idx], flow=flow)
+        tm.model.loss_and_grads(x, lengths, y[idx], flow=flow)
         for k, (dh, dc) in enumerate(flow):  # the batch mean's rows, times B: each own loss
             acc.add(k, dh * len(idx), dc * len(idx), lengths)
     return acc.records(epoch)

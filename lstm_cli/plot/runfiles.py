@@ -12,6 +12,7 @@ import json
 import math
 import os
 
+from ..data.labels import INT64_MAX
 from ..diagnostics import DIRECTIONS
 from ..errors import CheckpointError, DataError
 from ..store.checkpoint import read_meta
@@ -186,7 +187,7 @@ def check_report(report, where) -> dict:
     cm = report.get("confusion_matrix")
 
     def count(v) -> bool:  # an int64, as the figure's array holds it
-        return is_int(v) and 0 <= v < 2**63
+        return is_int(v) and 0 <= v <= INT64_MAX
 
     if not (
         isinstance(cm, list)
@@ -199,9 +200,8 @@ def check_report(report, where) -> dict:
         pct = by_step.get("percent") if isinstance(by_step, dict) else None
         if not (isinstance(pct, list) and pct):
             raise DataError(f"{where}: 'by_step.percent' must be a non-empty list")
-        for key in ("percent", "accuracy", "loss", "mean_steps"):
-            if key == "mean_steps" and key not in by_step:  # optional: the title leaves it out
-                continue
+        optional = ("mean_steps",) if "mean_steps" in by_step else ()  # the title's, if there
+        for key in ("percent", "accuracy", "loss", *optional):
             values = _number_list(by_step, key, f"{where}: by_step", allow_null=False)
             if len(values) != len(pct):
                 raise DataError(

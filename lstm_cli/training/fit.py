@@ -125,8 +125,7 @@ def fit(
         trainer.earlier_run = comm.bcast(earlier)
         if resumed is not None:
             trainer.restore(*resumed)
-            trains = not trainer.stopped_early and trainer.epoch < cfg.train.epochs
-            if writer and trains and cfg.train.gradflow_every:
+            if writer and trainer.epochs_left and cfg.train.gradflow_every:
                 gradflow_lines(run_dir)  # appended to at its first recording epoch: readable?
             if writer:  # the run as continued (and an ensemble's, by its hook)
                 write_config(run_dir, cfg)

@@ -283,12 +283,16 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loop
+    @property
+    def epochs_left(self) -> bool:
+        """Whether run() has an epoch to train: train.epochs not reached, no early stop."""
+        return self.epoch < self.cfg.train.epochs and not self.stopped_early
+
     def run(self) -> None:
-        cfg = self.cfg
         with SignalGuard() as guard:
             self.guard = guard
             try:
-                while self.epoch < cfg.train.epochs and not self.stopped_early:
+                while self.epochs_left:
                     self._run_epoch(guard)
             finally:
                 self.guard = None
